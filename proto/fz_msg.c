@@ -1,0 +1,731 @@
+/*  fz_msg: decode and encode protocol messages; see fz_msg.h and PROTOCOL.md. */
+
+#include "fz_msg.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fz_msg_t {
+    char *buf;                  /* our copy of the frame: decoded strings point into it */
+    msgpack_unpacked unpacked;  /* owns the zone with the object tree */
+    const msgpack_object *root; /* a map, checked against spec */
+    const fz_msgspec_t *spec;
+    char type[32];
+    uint64_t rid;
+};
+
+/* ---------------------------------------------------------------- structural walk */
+
+typedef struct {
+    const uint8_t *end;
+    size_t elements; /* containers' elements seen so far */
+    size_t max_elements;
+    const char *why;
+} walk_t;
+
+static uint64_t s_be(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Skips one value at p; returns the byte after it or NULL (w->why says why). Checks every
+   length and count against the bytes that remain before trusting it. */
+static const uint8_t *s_walk(walk_t *w, const uint8_t *p, int depth)
+{
+    if (depth > FZ_MAX_DEPTH + 1) {
+        w->why = "nested too deep";
+        return NULL;
+    }
+    if (p >= w->end) {
+        w->why = "truncated";
+        return NULL;
+    }
+    uint8_t b = *p++;
+    size_t left = (size_t) (w->end - p);
+    uint64_t n = 0;       /* payload bytes, or elements for containers */
+    int container = 0;    /* 1 array, 2 map */
+    int hdr = 0;          /* bytes of length field */
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+        return p;
+    if (b >= 0x80 && b <= 0x8f)
+        n = b & 0x0f, container = 2;
+    else if (b >= 0x90 && b <= 0x9f)
+        n = b & 0x0f, container = 1;
+    else if (b >= 0xa0 && b <= 0xbf)
+        n = b & 0x1f;
+    else {
+        switch (b) {
+        case 0xc4: case 0xd9: hdr = 1; break;
+        case 0xc5: case 0xda: hdr = 2; break;
+        case 0xc6: case 0xdb: hdr = 4; break;
+        case 0xca: n = 4; break;
+        case 0xcb: n = 8; break;
+        case 0xcc: case 0xd0: n = 1; break;
+        case 0xcd: case 0xd1: n = 2; break;
+        case 0xce: case 0xd2: n = 4; break;
+        case 0xcf: case 0xd3: n = 8; break;
+        case 0xdc: hdr = 2; container = 1; break;
+        case 0xdd: hdr = 4; container = 1; break;
+        case 0xde: hdr = 2; container = 2; break;
+        case 0xdf: hdr = 4; container = 2; break;
+        default:
+            w->why = "unsupported msgpack type (ext or reserved)";
+            return NULL;
+        }
+        if (hdr) {
+            if (left < (size_t) hdr) {
+                w->why = "truncated length";
+                return NULL;
+            }
+            n = s_be(p, hdr);
+            p += hdr;
+            left -= (size_t) hdr;
+        }
+    }
+    if (!container) {
+        if (n > left) {
+            w->why = "length past end of frame";
+            return NULL;
+        }
+        return p + n;
+    }
+    uint64_t items = container == 2 ? n * 2 : n;
+    if (items > left) { /* every element needs at least one byte */
+        w->why = "count past end of frame";
+        return NULL;
+    }
+    w->elements += items;
+    if (w->elements > w->max_elements) {
+        w->why = "too many elements";
+        return NULL;
+    }
+    for (uint64_t i = 0; i < items && p; i++)
+        p = s_walk(w, p, depth + 1);
+    return p;
+}
+
+/* ---------------------------------------------------------------- field checks */
+
+static bool s_keyeq(const msgpack_object *k, const char *key)
+{
+    size_t len = strlen(key);
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == len &&
+           memcmp(k->via.str.ptr, key, len) == 0;
+}
+
+static const msgpack_object *s_find(const msgpack_object *map, const char *key)
+{
+    if (!map || map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    for (uint32_t i = 0; i < map->via.map.size; i++)
+        if (s_keyeq(&map->via.map.ptr[i].key, key))
+            return &map->via.map.ptr[i].val;
+    return NULL;
+}
+
+static bool s_is_str(const msgpack_object *o, size_t max)
+{
+    return o->type == MSGPACK_OBJECT_STR && o->via.str.size <= max &&
+           fz_utf8_valid(o->via.str.ptr, o->via.str.size);
+}
+
+static bool s_has_dup_keys(const msgpack_object *map)
+{
+    const msgpack_object_kv *kv = map->via.map.ptr;
+    for (uint32_t i = 0; i < map->via.map.size; i++)
+        for (uint32_t j = i + 1; j < map->via.map.size; j++)
+            if (kv[i].key.type == MSGPACK_OBJECT_STR && kv[j].key.type == MSGPACK_OBJECT_STR &&
+                kv[i].key.via.str.size == kv[j].key.via.str.size &&
+                memcmp(kv[i].key.via.str.ptr, kv[j].key.via.str.ptr, kv[i].key.via.str.size) == 0)
+                return true;
+    return false;
+}
+
+static bool s_number_in(const msgpack_object *o, const fz_field_t *f, bool allow_neg, bool allow_float)
+{
+    double v;
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (f->max < 1.8e19 && (double) o->via.u64 > f->max)
+            return false;
+        v = (double) o->via.u64;
+    } else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && allow_neg) {
+        v = (double) o->via.i64;
+    } else if ((o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64) &&
+               allow_float) {
+        v = o->via.f64;
+        if (!isfinite(v))
+            return false;
+    } else
+        return false;
+    return v >= f->min && (f->max >= 1.8e19 || v <= f->max);
+}
+
+/* Checks one field's value against its spec; returns FZ_OK or the error (why filled). */
+static fz_err_t s_check_field(const msgpack_object *o, const fz_field_t *f, char *why, size_t wl)
+{
+    bool ok = true;
+    fz_err_t toolarge = FZ_EINVALID;
+    switch (f->type) {
+    case FZ_T_UINT:
+        ok = s_number_in(o, f, false, false);
+        break;
+    case FZ_T_INT:
+        ok = s_number_in(o, f, true, false);
+        break;
+    case FZ_T_FLOAT:
+        ok = s_number_in(o, f, true, true);
+        break;
+    case FZ_T_BOOL:
+        ok = o->type == MSGPACK_OBJECT_BOOLEAN;
+        break;
+    case FZ_T_STR:
+        ok = o->type == MSGPACK_OBJECT_STR && fz_utf8_valid(o->via.str.ptr, o->via.str.size) &&
+             o->via.str.size >= f->min;
+        if (ok && o->via.str.size > f->max) {
+            snprintf(why, wl, "field '%s' is %u bytes, over its limit of %.0f", f->key,
+                     o->via.str.size, f->max);
+            return FZ_ETOOLARGE;
+        }
+        break;
+    case FZ_T_BIN:
+        ok = (o->type == MSGPACK_OBJECT_BIN || o->type == MSGPACK_OBJECT_STR) &&
+             o->via.bin.size <= f->max;
+        break;
+    case FZ_T_STRMAP:
+        ok = o->type == MSGPACK_OBJECT_MAP && o->via.map.size <= f->max && !s_has_dup_keys(o);
+        for (uint32_t i = 0; ok && i < o->via.map.size; i++)
+            ok = s_is_str(&o->via.map.ptr[i].key, 64) && o->via.map.ptr[i].key.via.str.size > 0 &&
+                 s_is_str(&o->via.map.ptr[i].val, 1024);
+        break;
+    case FZ_T_STRARR:
+        ok = o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size <= f->max;
+        for (uint32_t i = 0; ok && i < o->via.array.size; i++)
+            ok = s_is_str(&o->via.array.ptr[i], FZ_MAX_NAME) && o->via.array.ptr[i].via.str.size;
+        break;
+    case FZ_T_UINTARR:
+        ok = o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size <= f->max;
+        for (uint32_t i = 0; ok && i < o->via.array.size; i++)
+            ok = o->via.array.ptr[i].type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+        break;
+    case FZ_T_OBJECT:
+        ok = o->type == MSGPACK_OBJECT_MAP && o->via.map.size <= f->max;
+        break;
+    case FZ_T_OBJARR:
+        ok = o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size <= f->max;
+        for (uint32_t i = 0; ok && i < o->via.array.size; i++)
+            ok = o->via.array.ptr[i].type == MSGPACK_OBJECT_MAP;
+        break;
+    }
+    if (!ok) {
+        snprintf(why, wl, "field '%s' must be %s within its limits", f->key, fz_type_name(f->type));
+        return toolarge;
+    }
+    return FZ_OK;
+}
+
+/* Checks the envelope (v, type, rid) and every field; fills self->spec and self->type. */
+static fz_err_t s_check(fz_msg_t *self, char *why, size_t wl)
+{
+    const msgpack_object *root = self->root;
+    if (root->type != MSGPACK_OBJECT_MAP) {
+        snprintf(why, wl, "message is not a map");
+        return FZ_EMALFORMED;
+    }
+    if (root->via.map.size > 64) {
+        snprintf(why, wl, "message has more than 64 fields");
+        return FZ_EMALFORMED;
+    }
+    for (uint32_t i = 0; i < root->via.map.size; i++)
+        if (root->via.map.ptr[i].key.type != MSGPACK_OBJECT_STR) {
+            snprintf(why, wl, "message has a key that is not a string");
+            return FZ_EMALFORMED;
+        }
+    const msgpack_object *rid = s_find(root, "rid");
+    if (rid && rid->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        self->rid = rid->via.u64;
+    if (s_has_dup_keys(root)) {
+        snprintf(why, wl, "message has a duplicate key");
+        return FZ_EMALFORMED;
+    }
+    const msgpack_object *v = s_find(root, "v");
+    if (!v || v->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        snprintf(why, wl, "field 'v' (protocol version, uint) is missing");
+        return FZ_EINVALID;
+    }
+    if (v->via.u64 != FZ_PROTOCOL_VERSION) {
+        snprintf(why, wl, "protocol version %llu is not supported (this side speaks %d)",
+                 (unsigned long long) v->via.u64, FZ_PROTOCOL_VERSION);
+        return FZ_EVERSION;
+    }
+    if (rid && rid->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        snprintf(why, wl, "field 'rid' must be uint");
+        return FZ_EINVALID;
+    }
+    const msgpack_object *type = s_find(root, "type");
+    if (!type || !s_is_str(type, sizeof self->type - 1)) {
+        snprintf(why, wl, "field 'type' (str) is missing");
+        return FZ_EINVALID;
+    }
+    memcpy(self->type, type->via.str.ptr, type->via.str.size);
+    self->type[type->via.str.size] = 0;
+    self->spec = fz_spec_find(type->via.str.ptr, type->via.str.size);
+    if (!self->spec) {
+        snprintf(why, wl, "unknown message type '%s'", self->type);
+        return FZ_EUNKNOWN;
+    }
+    for (uint32_t i = 0; i < root->via.map.size; i++) {
+        const msgpack_object_kv *kv = &root->via.map.ptr[i];
+        const fz_field_t *f = fz_spec_field(self->spec, kv->key.via.str.ptr, kv->key.via.str.size);
+        if (!f)
+            continue; /* unknown keys are ignored: newer peers may add optional fields */
+        fz_err_t err = s_check_field(&kv->val, f, why, wl);
+        if (err)
+            return err;
+    }
+    for (const fz_field_t *f = self->spec->fields; f->key; f++)
+        if ((f->flags & FZ_F_REQUIRED) && !s_find(root, f->key)) {
+            snprintf(why, wl, "'%s' needs field '%s' (%s)", self->type, f->key,
+                     fz_type_name(f->type));
+            return FZ_EINVALID;
+        }
+    return FZ_OK;
+}
+
+fz_err_t fz_msg_decode(const void *buf, size_t len, fz_msg_t **msg_p, uint64_t *rid_p, char *why,
+                       size_t whylen)
+{
+    char dummy[8];
+    if (!why || !whylen)
+        why = dummy, whylen = sizeof dummy;
+    *why = 0;
+    *msg_p = NULL;
+    if (rid_p)
+        *rid_p = 0;
+    if (len == 0 || len > FZ_MAX_FRAME) {
+        snprintf(why, whylen, "frame of %zu bytes (must be 1..%u)", len, FZ_MAX_FRAME);
+        return FZ_EMALFORMED;
+    }
+    walk_t w = {(const uint8_t *) buf + len, 0, len / 4 + 64, NULL};
+    const uint8_t *end = s_walk(&w, buf, 0);
+    if (!end || end != w.end) {
+        snprintf(why, whylen, "not one msgpack value: %s", end ? "trailing bytes" : w.why);
+        return FZ_EMALFORMED;
+    }
+    fz_msg_t *self = calloc(1, sizeof *self);
+    if (!self || !(self->buf = malloc(len))) {
+        free(self);
+        snprintf(why, whylen, "out of memory");
+        return FZ_EINTERNAL;
+    }
+    memcpy(self->buf, buf, len);
+    msgpack_unpacked_init(&self->unpacked);
+    size_t off = 0;
+    if (msgpack_unpack_next(&self->unpacked, self->buf, len, &off) != MSGPACK_UNPACK_SUCCESS ||
+        off != len) {
+        snprintf(why, whylen, "msgpack could not unpack the frame");
+        fz_msg_destroy(&self);
+        return FZ_EMALFORMED;
+    }
+    self->root = &self->unpacked.data;
+    fz_err_t err = s_check(self, why, whylen);
+    if (rid_p)
+        *rid_p = self->rid;
+    if (err) {
+        fz_msg_destroy(&self);
+        return err;
+    }
+    *msg_p = self;
+    return FZ_OK;
+}
+
+void fz_msg_destroy(fz_msg_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    fz_msg_t *self = *self_p;
+    msgpack_unpacked_destroy(&self->unpacked);
+    free(self->buf);
+    free(self);
+    *self_p = NULL;
+}
+
+const char *fz_msg_type(const fz_msg_t *self)
+{
+    return self->type;
+}
+
+bool fz_msg_is(const fz_msg_t *self, const char *type)
+{
+    return strcmp(self->type, type) == 0;
+}
+
+uint64_t fz_msg_rid(const fz_msg_t *self)
+{
+    return self->rid;
+}
+
+bool fz_msg_has(const fz_msg_t *self, const char *key)
+{
+    const msgpack_object *o = s_find(self->root, key);
+    return o && o->type != MSGPACK_OBJECT_NIL;
+}
+
+const msgpack_object *fz_msg_obj(const fz_msg_t *self, const char *key)
+{
+    return s_find(self->root, key);
+}
+
+const msgpack_object *fz_msg_root(const fz_msg_t *self)
+{
+    return self->root;
+}
+
+uint64_t fz_msg_uint(const fz_msg_t *self, const char *key, uint64_t dflt)
+{
+    return fz_obj_uint(self->root, key, dflt);
+}
+
+int64_t fz_msg_int(const fz_msg_t *self, const char *key, int64_t dflt)
+{
+    return fz_obj_int(self->root, key, dflt);
+}
+
+double fz_msg_float(const fz_msg_t *self, const char *key, double dflt)
+{
+    return fz_obj_float(self->root, key, dflt);
+}
+
+bool fz_msg_bool(const fz_msg_t *self, const char *key, bool dflt)
+{
+    return fz_obj_bool(self->root, key, dflt);
+}
+
+const char *fz_msg_str(fz_msg_t *self, const char *key, const char *dflt, size_t *len_p)
+{
+    const msgpack_object *o = s_find(self->root, key);
+    if (!o || (o->type != MSGPACK_OBJECT_STR && o->type != MSGPACK_OBJECT_BIN)) {
+        if (len_p)
+            *len_p = dflt ? strlen(dflt) : 0;
+        return dflt;
+    }
+    char *s = msgpack_zone_malloc(self->unpacked.zone, o->via.str.size + 1);
+    if (!s)
+        return dflt;
+    memcpy(s, o->via.str.ptr, o->via.str.size);
+    s[o->via.str.size] = 0;
+    if (len_p)
+        *len_p = o->via.str.size;
+    return s;
+}
+
+const void *fz_msg_bin(const fz_msg_t *self, const char *key, size_t *len_p)
+{
+    const msgpack_object *o = s_find(self->root, key);
+    if (!o || (o->type != MSGPACK_OBJECT_STR && o->type != MSGPACK_OBJECT_BIN)) {
+        *len_p = 0;
+        return NULL;
+    }
+    *len_p = o->via.bin.size;
+    return o->via.bin.ptr;
+}
+
+/* ---------------------------------------------------------------- object helpers */
+
+const msgpack_object *fz_obj_get(const msgpack_object *map, const char *key)
+{
+    return s_find(map, key);
+}
+
+uint64_t fz_obj_uint(const msgpack_object *map, const char *key, uint64_t dflt)
+{
+    const msgpack_object *o = s_find(map, key);
+    return o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? o->via.u64 : dflt;
+}
+
+int64_t fz_obj_int(const msgpack_object *map, const char *key, int64_t dflt)
+{
+    const msgpack_object *o = s_find(map, key);
+    if (o && o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        return o->via.i64;
+    if (o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX)
+        return (int64_t) o->via.u64;
+    return dflt;
+}
+
+double fz_obj_float(const msgpack_object *map, const char *key, double dflt)
+{
+    const msgpack_object *o = s_find(map, key);
+    if (!o)
+        return dflt;
+    switch (o->type) {
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        return isfinite(o->via.f64) ? o->via.f64 : dflt;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        return (double) o->via.u64;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return (double) o->via.i64;
+    default:
+        return dflt;
+    }
+}
+
+bool fz_obj_bool(const msgpack_object *map, const char *key, bool dflt)
+{
+    const msgpack_object *o = s_find(map, key);
+    return o && o->type == MSGPACK_OBJECT_BOOLEAN ? o->via.boolean : dflt;
+}
+
+const char *fz_obj_strn(const msgpack_object *map, const char *key, size_t *len_p)
+{
+    const msgpack_object *o = s_find(map, key);
+    if (!o || (o->type != MSGPACK_OBJECT_STR && o->type != MSGPACK_OBJECT_BIN)) {
+        *len_p = 0;
+        return "";
+    }
+    *len_p = o->via.str.size;
+    return o->via.str.ptr;
+}
+
+char *fz_obj_str(const msgpack_object *map, const char *key, char *buf, size_t size)
+{
+    size_t len;
+    const char *s = fz_obj_strn(map, key, &len);
+    if (len >= size)
+        len = size - 1;
+    memcpy(buf, s, len);
+    buf[len] = 0;
+    return buf;
+}
+
+/* Bytes as a JSON string: valid UTF-8 passes, every other byte becomes U+FFFD. */
+static json_t *s_json_bytes(const char *p, size_t len)
+{
+    if (fz_utf8_valid(p, len))
+        return json_stringn(p, len);
+    char *out = malloc(len * 3 + 1);
+    if (!out)
+        return json_null();
+    size_t n = 0;
+    for (size_t i = 0; i < len;) {
+        size_t step = 1;
+        while (step <= 4 && i + step <= len && !fz_utf8_valid(p + i, step))
+            step++;
+        if (step <= 4 && i + step <= len && p[i] != 0) {
+            memcpy(out + n, p + i, step);
+            n += step;
+            i += step;
+        } else {
+            memcpy(out + n, "\xef\xbf\xbd", 3);
+            n += 3;
+            i++;
+        }
+    }
+    json_t *j = json_stringn(out, n);
+    free(out);
+    return j;
+}
+
+static json_t *s_to_json(const msgpack_object *o)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL:
+        return json_null();
+    case MSGPACK_OBJECT_BOOLEAN:
+        return json_boolean(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        return json_integer(o->via.u64 > INT64_MAX ? INT64_MAX : (json_int_t) o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return json_integer(o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        return isfinite(o->via.f64) ? json_real(o->via.f64) : json_null();
+    case MSGPACK_OBJECT_STR:
+    case MSGPACK_OBJECT_BIN:
+        return s_json_bytes(o->via.str.ptr, o->via.str.size);
+    case MSGPACK_OBJECT_ARRAY: {
+        json_t *a = json_array();
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            json_array_append_new(a, s_to_json(&o->via.array.ptr[i]));
+        return a;
+    }
+    case MSGPACK_OBJECT_MAP: {
+        json_t *m = json_object();
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object *k = &o->via.map.ptr[i].key;
+            if (k->type != MSGPACK_OBJECT_STR)
+                continue;
+            char key[256];
+            size_t kl = k->via.str.size < sizeof key ? k->via.str.size : sizeof key - 1;
+            memcpy(key, k->via.str.ptr, kl);
+            key[kl] = 0;
+            json_object_set_new(m, key, s_to_json(&o->via.map.ptr[i].val));
+        }
+        return m;
+    }
+    default:
+        return json_null();
+    }
+}
+
+void fz_obj_print_json(const msgpack_object *obj, FILE *out)
+{
+    json_t *j = s_to_json(obj);
+    json_dumpf(j, out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(j);
+}
+
+/* ---------------------------------------------------------------- encoder */
+
+struct fz_enc_t {
+    msgpack_sbuffer body; /* the pairs (or values) written so far */
+    msgpack_packer pk;
+    size_t pairs;
+    msgpack_sbuffer out; /* header + body, made by fz_enc_data */
+};
+
+fz_enc_t *fz_enc_new_map(void)
+{
+    fz_enc_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    msgpack_sbuffer_init(&self->body);
+    msgpack_sbuffer_init(&self->out);
+    msgpack_packer_init(&self->pk, &self->body, msgpack_sbuffer_write);
+    return self;
+}
+
+fz_enc_t *fz_enc_new(const char *type, uint64_t rid)
+{
+    fz_enc_t *self = fz_enc_new_map();
+    if (!self)
+        return NULL;
+    fz_enc_uint(self, "v", FZ_PROTOCOL_VERSION);
+    fz_enc_str(self, "type", type);
+    if (rid)
+        fz_enc_uint(self, "rid", rid);
+    return self;
+}
+
+void fz_enc_destroy(fz_enc_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    msgpack_sbuffer_destroy(&(*self_p)->body);
+    msgpack_sbuffer_destroy(&(*self_p)->out);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+static void s_key(fz_enc_t *self, const char *key)
+{
+    if (!key)
+        return;
+    size_t len = strlen(key);
+    msgpack_pack_str_with_body(&self->pk, key, len);
+    self->pairs++;
+}
+
+void fz_enc_uint(fz_enc_t *self, const char *key, uint64_t v)
+{
+    s_key(self, key);
+    msgpack_pack_uint64(&self->pk, v);
+}
+
+void fz_enc_int(fz_enc_t *self, const char *key, int64_t v)
+{
+    s_key(self, key);
+    msgpack_pack_int64(&self->pk, v);
+}
+
+void fz_enc_float(fz_enc_t *self, const char *key, double v)
+{
+    s_key(self, key);
+    msgpack_pack_double(&self->pk, isfinite(v) ? v : 0.0);
+}
+
+void fz_enc_bool(fz_enc_t *self, const char *key, bool v)
+{
+    s_key(self, key);
+    if (v)
+        msgpack_pack_true(&self->pk);
+    else
+        msgpack_pack_false(&self->pk);
+}
+
+void fz_enc_nil(fz_enc_t *self, const char *key)
+{
+    s_key(self, key);
+    msgpack_pack_nil(&self->pk);
+}
+
+void fz_enc_str(fz_enc_t *self, const char *key, const char *s)
+{
+    fz_enc_strn(self, key, s ? s : "", s ? strlen(s) : 0);
+}
+
+void fz_enc_strn(fz_enc_t *self, const char *key, const char *s, size_t len)
+{
+    s_key(self, key);
+    msgpack_pack_str_with_body(&self->pk, s, len);
+}
+
+void fz_enc_bin(fz_enc_t *self, const char *key, const void *data, size_t len)
+{
+    s_key(self, key);
+    msgpack_pack_bin_with_body(&self->pk, data, len);
+}
+
+void fz_enc_array(fz_enc_t *self, const char *key, size_t n)
+{
+    s_key(self, key);
+    msgpack_pack_array(&self->pk, n);
+}
+
+void fz_enc_map(fz_enc_t *self, const char *key, size_t n)
+{
+    s_key(self, key);
+    msgpack_pack_map(&self->pk, n);
+}
+
+void fz_enc_obj(fz_enc_t *self, const char *key, const msgpack_object *obj)
+{
+    s_key(self, key);
+    msgpack_pack_object(&self->pk, *obj);
+}
+
+void fz_enc_raw(fz_enc_t *self, const char *key, const void *data, size_t len)
+{
+    s_key(self, key);
+    msgpack_sbuffer_write(&self->body, data, len);
+}
+
+void fz_enc_sub(fz_enc_t *self, const char *key, fz_enc_t **sub_p)
+{
+    size_t len;
+    const void *data = fz_enc_data(*sub_p, &len);
+    if (data)
+        fz_enc_raw(self, key, data, len);
+    else
+        fz_enc_nil(self, key);
+    fz_enc_destroy(sub_p);
+}
+
+const void *fz_enc_data(fz_enc_t *self, size_t *len_p)
+{
+    msgpack_sbuffer_clear(&self->out);
+    msgpack_packer hp;
+    msgpack_packer_init(&hp, &self->out, msgpack_sbuffer_write);
+    if (msgpack_pack_map(&hp, self->pairs) != 0 ||
+        msgpack_sbuffer_write(&self->out, self->body.data ? self->body.data : "",
+                              self->body.size) != 0)
+        return NULL;
+    *len_p = self->out.size;
+    return self->out.data;
+}

@@ -1,0 +1,98 @@
+/*  fz_msg: the protocol codec (PROTOCOL.md), used by every fz binary and test.
+
+    Decoding checks a frame completely before anyone reads it: the structure is walked once
+    (every count must fit in the bytes left, depth is bounded, nothing trails the value), then
+    the message is checked against fz_spec (version, type, every known field's type and
+    limits, required fields, no duplicate keys). A decoded fz_msg_t owns its memory; strings it
+    returns live as long as it does.
+
+    Encoding builds a map key by key (fz_enc_*); the map header is written last, so callers
+    never count fields. The codec does no I/O: fz_net moves the bytes. */
+
+#ifndef FZ_MSG_H
+#define FZ_MSG_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fz_spec.h"
+#include "fz_util.h"
+
+typedef struct fz_msg_t fz_msg_t;
+
+/* Decodes one frame. On FZ_OK *msg_p owns a new message. On failure *msg_p is NULL, *rid_p
+   (if not NULL) holds the request id when one could be read (else 0), and why[] says what
+   is wrong in one line. */
+fz_err_t fz_msg_decode(const void *buf, size_t len, fz_msg_t **msg_p, uint64_t *rid_p, char *why,
+                       size_t whylen);
+void fz_msg_destroy(fz_msg_t **self_p);
+
+/* The message type ("submit", ...); never NULL. */
+const char *fz_msg_type(const fz_msg_t *self);
+/* True if the type is `type`. */
+bool fz_msg_is(const fz_msg_t *self, const char *type);
+uint64_t fz_msg_rid(const fz_msg_t *self);
+bool fz_msg_has(const fz_msg_t *self, const char *key);
+
+/* Field accessors; a missing field gives the default. Types were checked at decode. */
+uint64_t fz_msg_uint(const fz_msg_t *self, const char *key, uint64_t dflt);
+int64_t fz_msg_int(const fz_msg_t *self, const char *key, int64_t dflt);
+double fz_msg_float(const fz_msg_t *self, const char *key, double dflt);
+bool fz_msg_bool(const fz_msg_t *self, const char *key, bool dflt);
+/* NUL-terminated string owned by the message; dflt if missing. *len_p gets the length. */
+const char *fz_msg_str(fz_msg_t *self, const char *key, const char *dflt, size_t *len_p);
+/* Binary field: pointer into the message and its size; NULL if missing. */
+const void *fz_msg_bin(const fz_msg_t *self, const char *key, size_t *len_p);
+/* Any field as a msgpack object (containers); NULL if missing. */
+const msgpack_object *fz_msg_obj(const fz_msg_t *self, const char *key);
+/* The whole message as a msgpack map (for printing as JSON, etc.). */
+const msgpack_object *fz_msg_root(const fz_msg_t *self);
+
+/* Helpers on msgpack objects received in OBJECT/OBJARR fields. Missing or mistyped values
+   give the default, so a reader of broker replies never trusts their shape. */
+const msgpack_object *fz_obj_get(const msgpack_object *map, const char *key);
+uint64_t fz_obj_uint(const msgpack_object *map, const char *key, uint64_t dflt);
+int64_t fz_obj_int(const msgpack_object *map, const char *key, int64_t dflt);
+double fz_obj_float(const msgpack_object *map, const char *key, double dflt);
+bool fz_obj_bool(const msgpack_object *map, const char *key, bool dflt);
+/* String or bin as pointer + length (not NUL-terminated); "" if missing. */
+const char *fz_obj_strn(const msgpack_object *map, const char *key, size_t *len_p);
+/* Copies a string into buf (NUL-terminated, truncated to fit); returns buf. */
+char *fz_obj_str(const msgpack_object *map, const char *key, char *buf, size_t size);
+/* Writes any msgpack object as JSON (bin as a string with invalid bytes escaped). */
+void fz_obj_print_json(const msgpack_object *obj, FILE *out);
+
+typedef struct fz_enc_t fz_enc_t;
+
+/* A new message of `type` (v and type set; rid written when not 0). NULL on no memory. */
+fz_enc_t *fz_enc_new(const char *type, uint64_t rid);
+/* A new bare map, to be embedded with fz_enc_sub. */
+fz_enc_t *fz_enc_new_map(void);
+void fz_enc_destroy(fz_enc_t **self_p);
+
+/* Each writer adds `key: value` to the map; with key NULL it writes a bare value (an element
+   of an array or a key/value of a map opened with fz_enc_array / fz_enc_map). */
+void fz_enc_uint(fz_enc_t *self, const char *key, uint64_t v);
+void fz_enc_int(fz_enc_t *self, const char *key, int64_t v);
+void fz_enc_float(fz_enc_t *self, const char *key, double v);
+void fz_enc_bool(fz_enc_t *self, const char *key, bool v);
+void fz_enc_nil(fz_enc_t *self, const char *key);
+void fz_enc_str(fz_enc_t *self, const char *key, const char *s);
+void fz_enc_strn(fz_enc_t *self, const char *key, const char *s, size_t len);
+void fz_enc_bin(fz_enc_t *self, const char *key, const void *data, size_t len);
+/* Opens an array of n elements / a map of n pairs; the next n (2n) bare writes fill it. */
+void fz_enc_array(fz_enc_t *self, const char *key, size_t n);
+void fz_enc_map(fz_enc_t *self, const char *key, size_t n);
+/* Embeds a msgpack object as it is. */
+void fz_enc_obj(fz_enc_t *self, const char *key, const msgpack_object *obj);
+/* Embeds already-encoded msgpack bytes (one value) as they are. */
+void fz_enc_raw(fz_enc_t *self, const char *key, const void *data, size_t len);
+/* Embeds the map built in *sub_p and destroys it. */
+void fz_enc_sub(fz_enc_t *self, const char *key, fz_enc_t **sub_p);
+
+/* The encoded message; valid until the next write or destroy. NULL if memory ran out. */
+const void *fz_enc_data(fz_enc_t *self, size_t *len_p);
+
+#endif

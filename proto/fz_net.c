@@ -1,0 +1,111 @@
+/*  fz_net: socket setup, sending and receiving; see fz_net.h. */
+
+#include "fz_net.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+
+static volatile sig_atomic_t s_signal;
+
+static void s_on_signal(int sig)
+{
+    s_signal = sig;
+}
+
+void fz_net_init(void)
+{
+    /* CZMQ would install handlers that make its loops exit on their own terms; the owner of
+       the loop decides instead. */
+    zsys_handler_set(NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+bool fz_net_interrupted(void)
+{
+    return s_signal != 0;
+}
+
+void fz_net_interrupt(void)
+{
+    s_signal = SIGTERM;
+}
+
+int fz_net_signal(void)
+{
+    return s_signal;
+}
+
+zsock_t *fz_net_socket(int type)
+{
+    zsock_t *sock = zsock_new(type);
+    if (!sock)
+        return NULL;
+    zsock_set_maxmsgsize(sock, FZ_MAX_FRAME + 1024);
+    zsock_set_rcvhwm(sock, 100000);
+    zsock_set_sndhwm(sock, 100000);
+    zsock_set_linger(sock, 0);
+    if (type == ZMQ_ROUTER)
+        zsock_set_router_mandatory(sock, 1);
+    return sock;
+}
+
+int fz_net_send(zsock_t *sock, zframe_t *routing_id, fz_enc_t **enc_p)
+{
+    size_t len = 0;
+    const void *data = *enc_p ? fz_enc_data(*enc_p, &len) : NULL;
+    int rc = -1;
+    if (!data) {
+        errno = ENOMEM;
+        goto done;
+    }
+    void *raw = zsock_resolve(sock);
+    if (routing_id &&
+        zmq_send(raw, zframe_data(routing_id), zframe_size(routing_id),
+                 ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        goto done;
+    if (zmq_send(raw, data, len, ZMQ_DONTWAIT) < 0)
+        goto done;
+    rc = 0;
+done:
+    fz_enc_destroy(enc_p);
+    return rc;
+}
+
+int fz_net_send_error(zsock_t *sock, zframe_t *routing_id, uint64_t rid, fz_err_t code,
+                      const char *message)
+{
+    fz_enc_t *e = fz_enc_new("error", rid);
+    fz_enc_str(e, "code", fz_strerror(code));
+    fz_enc_str(e, "message", message);
+    if (code == FZ_EVERSION) {
+        fz_enc_array(e, "supported", 1);
+        fz_enc_uint(e, NULL, FZ_PROTOCOL_VERSION);
+    }
+    return fz_net_send(sock, routing_id, &e);
+}
+
+fz_msg_t *fz_net_recv_msg(zsock_t *sock)
+{
+    zmsg_t *zmsg = zmsg_recv(sock);
+    if (!zmsg)
+        return NULL;
+    fz_msg_t *msg = NULL;
+    if (zmsg_size(zmsg) != 1) {
+        fz_warn("dropped a message of %zu frames (expected 1)", zmsg_size(zmsg));
+    } else {
+        zframe_t *f = zmsg_first(zmsg);
+        char why[256];
+        fz_err_t err = fz_msg_decode(zframe_data(f), zframe_size(f), &msg, NULL, why, sizeof why);
+        if (err)
+            fz_warn("dropped a bad message (%s): %s", fz_strerror(err), why);
+    }
+    zmsg_destroy(&zmsg);
+    return msg;
+}

@@ -1,0 +1,44 @@
+/*  fz_net: ZeroMQ plumbing shared by every fz binary.
+
+    - fz_net_init: takes signal handling back from CZMQ (SIGINT/SIGTERM set a flag that
+      fz_net_interrupted() reads; the caller's poll loop ends on it) and ignores SIGPIPE;
+    - fz_net_socket: a CZMQ socket with the limits every peer-facing socket needs
+      (ZMQ_MAXMSGSIZE, HWMs, no linger), set before bind/connect;
+    - fz_net_send: one encoded message, never blocking, optionally behind a routing id;
+    - fz_net_recv_msg: one message from a DEALER, decoded; NULL on garbage (logged).
+
+    Sockets belong to the caller; encoders passed by `**` are destroyed on return. */
+
+#ifndef FZ_NET_H
+#define FZ_NET_H
+
+#include <czmq.h>
+#include <stdbool.h>
+
+#include "fz_msg.h"
+
+/* Call once at start, before any socket exists. */
+void fz_net_init(void);
+/* True once SIGINT or SIGTERM arrived. */
+bool fz_net_interrupted(void);
+/* Sets the flag, as a signal would (for tests and for in-process stop requests). */
+void fz_net_interrupt(void);
+/* The signal that set the flag (0 if none). */
+int fz_net_signal(void);
+
+/* New socket of ZMQ_ROUTER/DEALER/PUB/SUB with fz's limits set; NULL on failure. */
+zsock_t *fz_net_socket(int type);
+
+/* Sends *enc_p (destroyed in all cases), preceded by routing_id when not NULL. Never blocks:
+   returns 0, or -1 with errno EAGAIN (peer full) or EHOSTUNREACH (peer gone). */
+int fz_net_send(zsock_t *sock, zframe_t *routing_id, fz_enc_t **enc_p);
+
+/* Sends error{code,message} in reply to rid. */
+int fz_net_send_error(zsock_t *sock, zframe_t *routing_id, uint64_t rid, fz_err_t code,
+                      const char *message);
+
+/* Receives one single-frame message (DEALER side) and decodes it. Returns NULL on a
+   malformed or invalid message (logged with why) or on interrupt. */
+fz_msg_t *fz_net_recv_msg(zsock_t *sock);
+
+#endif

@@ -1,0 +1,55 @@
+/*  fz_spec: the protocol's messages and fields as data (PROTOCOL.md in a table).
+
+    The decoder checks every received message against this table, so adding a field is one
+    line here and one row in PROTOCOL.md. The table is static and read-only. */
+
+#ifndef FZ_SPEC_H
+#define FZ_SPEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum {
+    FZ_T_UINT,     /* positive integer */
+    FZ_T_INT,      /* any integer */
+    FZ_T_FLOAT,    /* float or integer, finite */
+    FZ_T_BOOL,
+    FZ_T_STR,      /* UTF-8, no NUL, max = bytes */
+    FZ_T_BIN,      /* bin or str, max = bytes */
+    FZ_T_STRMAP,   /* map<str,str>, max = entries */
+    FZ_T_STRARR,   /* array<str>, max = entries */
+    FZ_T_UINTARR,  /* array<uint>, max = entries */
+    FZ_T_OBJECT,   /* map, structure checked only */
+    FZ_T_OBJARR    /* array of maps, structure checked only */
+} fz_type_t;
+
+#define FZ_F_REQUIRED 1u
+
+typedef struct {
+    const char *key;
+    fz_type_t type;
+    unsigned flags;
+    double min, max; /* numbers: range; str/bin: max bytes; containers: max entries */
+} fz_field_t;
+
+typedef struct {
+    const char *type;
+    const fz_field_t *fields; /* terminated by a NULL key */
+} fz_msgspec_t;
+
+/* Size limits shared by the codec and the tools. */
+#define FZ_MAX_FRAME (4u * 1024 * 1024)
+#define FZ_MAX_PROMPT (256u * 1024)
+#define FZ_MAX_TAIL (64u * 1024)
+#define FZ_MAX_CHUNK (16u * 1024)
+#define FZ_MAX_NAME 64
+#define FZ_MAX_DEPTH 8
+
+/* The spec of a message type, or NULL if the type is unknown. */
+const fz_msgspec_t *fz_spec_find(const char *type, size_t len);
+/* The spec of one field of a message, or NULL. */
+const fz_field_t *fz_spec_field(const fz_msgspec_t *spec, const char *key, size_t len);
+/* Name of a field type, for error messages ("uint", "map<str,str>", ...). */
+const char *fz_type_name(fz_type_t type);
+
+#endif

@@ -1,0 +1,197 @@
+/*  fz_util: shared helpers; see fz_util.h. */
+
+#include "fz_util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *s_err_names[FZ_ECOUNT] = {
+    [FZ_OK] = "ok",
+    [FZ_EMALFORMED] = "malformed",
+    [FZ_EVERSION] = "version",
+    [FZ_EUNKNOWN] = "unknown-type",
+    [FZ_EINVALID] = "invalid",
+    [FZ_ETOOLARGE] = "too-large",
+    [FZ_ENOTFOUND] = "not-found",
+    [FZ_EREFUSED] = "refused",
+    [FZ_ECONFLICT] = "conflict",
+    [FZ_EUNAVAILABLE] = "unavailable",
+    [FZ_EINTERNAL] = "internal",
+};
+
+const char *fz_strerror(fz_err_t err)
+{
+    if ((int) err < 0 || err >= FZ_ECOUNT)
+        return "internal";
+    return s_err_names[err];
+}
+
+fz_err_t fz_err_from_name(const char *name)
+{
+    for (int i = 0; name && i < FZ_ECOUNT; i++)
+        if (strcmp(s_err_names[i], name) == 0)
+            return (fz_err_t) i;
+    return FZ_EINTERNAL;
+}
+
+int64_t fz_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+double fz_wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double) ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static char s_progname[32] = "fz";
+static fz_log_level_t s_level = FZ_LOG_INFO;
+
+void fz_log_init(const char *progname, fz_log_level_t level)
+{
+    snprintf(s_progname, sizeof s_progname, "%s", progname ? progname : "fz");
+    s_level = level;
+    const char *env = getenv("FZ_LOG");
+    if (env && strcmp(env, "debug") == 0)
+        s_level = FZ_LOG_DEBUG;
+    else if (env && strcmp(env, "quiet") == 0)
+        s_level = FZ_LOG_WARN;
+}
+
+void fz_log(fz_log_level_t level, const char *fmt, ...)
+{
+    static const char *names[] = {"error", "warn", "info", "debug"};
+    if (level > s_level)
+        return;
+    char line[2048];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    int n = snprintf(line, sizeof line, "%02d:%02d:%02d %s[%d] %s: ", tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, s_progname, (int) getpid(), names[level]);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && (size_t) n < sizeof line)
+        vsnprintf(line + n, sizeof line - (size_t) n, fmt, ap);
+    va_end(ap);
+    /* One write per line, so lines of concurrent processes sharing stderr do not interleave. */
+    size_t len = strnlen(line, sizeof line - 2);
+    line[len++] = '\n';
+    ssize_t rc = write(STDERR_FILENO, line, len);
+    (void) rc;
+}
+
+bool fz_parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool fz_parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+    if (!s || !*s || *s == '-' || *s == '+')
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool fz_parse_double(const char *s, double min, double max, double *out)
+{
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v) || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+const char *fz_endpoint(const char *flag, const char *envvar, const char *dflt)
+{
+    if (flag && *flag)
+        return flag;
+    const char *env = envvar ? getenv(envvar) : NULL;
+    return env && *env ? env : dflt;
+}
+
+bool fz_utf8_valid(const char *buf, size_t len)
+{
+    const unsigned char *p = (const unsigned char *) buf, *end = p + len;
+    while (p < end) {
+        unsigned c = *p;
+        if (c == 0)
+            return false;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        int more;
+        unsigned min;
+        if ((c & 0xE0) == 0xC0)
+            more = 1, min = 0x80, c &= 0x1F;
+        else if ((c & 0xF0) == 0xE0)
+            more = 2, min = 0x800, c &= 0x0F;
+        else if ((c & 0xF8) == 0xF0)
+            more = 3, min = 0x10000, c &= 0x07;
+        else
+            return false;
+        if (end - p <= more)
+            return false;
+        for (int i = 1; i <= more; i++) {
+            if ((p[i] & 0xC0) != 0x80)
+                return false;
+            c = (c << 6) | (p[i] & 0x3F);
+        }
+        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+            return false;
+        p += more + 1;
+    }
+    return true;
+}
+
+int fz_mkdirs(const char *path, unsigned mode)
+{
+    char buf[4096];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(buf, mode) < 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, mode) < 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}

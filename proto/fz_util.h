@@ -1,0 +1,73 @@
+/*  fz_util: the small things every fz binary shares.
+
+    - one error enum (FZ_OK = 0) with the protocol's error code names;
+    - clocks: monotonic milliseconds for deadlines, wall seconds for records;
+    - logging to stderr with a level and the program name, printf-checked;
+    - strict number parsing for flags and files;
+    - the default endpoints and their environment overrides.
+
+    Nothing here allocates except fz_strdup-style helpers, whose result the caller frees. */
+
+#ifndef FZ_UTIL_H
+#define FZ_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FZ_PROTOCOL_VERSION 1
+
+#define FZ_DEFAULT_BROKER "tcp://127.0.0.1:5570"
+#define FZ_DEFAULT_EVENTS "tcp://127.0.0.1:5571"
+
+/* Error codes; the names (fz_strerror) are the `code` strings of the protocol's error reply. */
+typedef enum {
+    FZ_OK = 0,
+    FZ_EMALFORMED,
+    FZ_EVERSION,
+    FZ_EUNKNOWN,
+    FZ_EINVALID,
+    FZ_ETOOLARGE,
+    FZ_ENOTFOUND,
+    FZ_EREFUSED,
+    FZ_ECONFLICT,
+    FZ_EUNAVAILABLE,
+    FZ_EINTERNAL,
+    FZ_ECOUNT
+} fz_err_t;
+
+/* Protocol name of an error code ("malformed", "not-found", ...). Never NULL. */
+const char *fz_strerror(fz_err_t err);
+/* Reverse of fz_strerror; FZ_EINTERNAL for an unknown name. */
+fz_err_t fz_err_from_name(const char *name);
+
+/* Milliseconds from CLOCK_MONOTONIC: for deadlines, timeouts and heartbeats. */
+int64_t fz_clock_ms(void);
+/* Unix time in seconds (CLOCK_REALTIME) with sub-second precision: for records only. */
+double fz_wall(void);
+
+typedef enum { FZ_LOG_ERROR, FZ_LOG_WARN, FZ_LOG_INFO, FZ_LOG_DEBUG } fz_log_level_t;
+
+/* Sets the name printed in front of every log line and the most verbose level printed. */
+void fz_log_init(const char *progname, fz_log_level_t level);
+void fz_log(fz_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define fz_error(...) fz_log(FZ_LOG_ERROR, __VA_ARGS__)
+#define fz_warn(...) fz_log(FZ_LOG_WARN, __VA_ARGS__)
+#define fz_info(...) fz_log(FZ_LOG_INFO, __VA_ARGS__)
+#define fz_debug(...) fz_log(FZ_LOG_DEBUG, __VA_ARGS__)
+
+/* Strict parsers: the whole string must be the number, in range; false otherwise. */
+bool fz_parse_int(const char *s, int64_t min, int64_t max, int64_t *out);
+bool fz_parse_uint(const char *s, uint64_t max, uint64_t *out);
+bool fz_parse_double(const char *s, double min, double max, double *out);
+
+/* Endpoint from a flag value, else the environment variable, else the default. */
+const char *fz_endpoint(const char *flag, const char *envvar, const char *dflt);
+
+/* True if buf[0..len) is valid UTF-8 with no NUL byte. */
+bool fz_utf8_valid(const char *buf, size_t len);
+
+/* mkdir -p; 0 on success, -1 with errno set. */
+int fz_mkdirs(const char *path, unsigned mode);
+
+#endif
