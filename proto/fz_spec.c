@@ -65,6 +65,32 @@ static const fz_field_t f_workers[] = {{"workers", FZ_T_OBJARR, 0, 0, 1000000}, 
 static const fz_field_t f_ok[] = {
     {"task", FZ_T_UINT, 0, 0, U64},
     {"state", FZ_T_STR, 0, 0, 16},
+    {"count", FZ_T_UINT, 0, 0, U64},
+    {"message", FZ_T_STR, 0, 0, 4096},
+    END};
+
+static const fz_field_t f_priority[] = {
+    {"task", FZ_T_UINT, REQ, 1, U64},
+    {"priority", FZ_T_INT, REQ, -PRIO, PRIO},
+    END};
+
+/* "budget" is the request (set) and the reply (the rest). */
+static const fz_field_t f_budget[] = {
+    {"set", FZ_T_FLOAT, 0, 0, 1e9},
+    {"cap", FZ_T_FLOAT, 0, 0, 1e12},
+    {"spent", FZ_T_FLOAT, 0, 0, 1e12},
+    {"reserved", FZ_T_FLOAT, 0, 0, 1e12},
+    {"left", FZ_T_FLOAT, 0, -1e12, 1e12},
+    {"day", FZ_T_STR, 0, 0, 16},
+    END};
+
+/* "cost" is the request (by, since, label) and the reply (rows, total_cost). */
+static const fz_field_t f_cost[] = {
+    {"by", FZ_T_STR, 0, 0, 16},
+    {"since", FZ_T_STR, 0, 0, 32},
+    {"label", FZ_T_STR, 0, 0, 64},
+    {"rows", FZ_T_OBJARR, 0, 0, 10000000},
+    {"total_cost", FZ_T_FLOAT, 0, 0, 1e12},
     END};
 
 static const fz_field_t f_pong[] = {
@@ -90,6 +116,7 @@ static const fz_field_t f_hello[] = {
 static const fz_field_t f_welcome[] = {
     {"heartbeat_ms", FZ_T_UINT, REQ, 10, 3600000},
     {"name", FZ_T_STR, 0, 0, FZ_MAX_NAME},
+    {"refused_models", FZ_T_STRARR, 0, 0, 64},
     END};
 
 static const fz_field_t f_heartbeat[] = {
@@ -178,6 +205,13 @@ static const fz_msgspec_t s_specs[] = {
     {"result", f_result},
     {"result-ack", f_ack},
     {"bye", f_none},
+    {"pause", f_none},
+    {"resume", f_none},
+    {"stop", f_none},
+    {"retry", f_task_id},
+    {"priority", f_priority},
+    {"budget", f_budget},
+    {"cost", f_cost},
     {NULL, NULL}};
 
 const fz_msgspec_t *fz_spec_find(const char *type, size_t len)

@@ -1,0 +1,1410 @@
+/*  fz_broker: the event loop, message handlers and task life cycle; see fz_broker.h. */
+
+#include "fz_broker.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fz_budget.h"
+#include "fz_net.h"
+#include "fz_sched.h"
+#include "fz_store.h"
+
+/* Tasks with no current attempt result for this long after a restart are requeued: two
+   dead-peer periods, so that workers have time to reconnect and say what they run. */
+#define FZ_ORPHAN_PERIODS 6
+/* Messages handled per loop turn before the turn commits: bounds the latency of acks. */
+#define FZ_TURN_MAX 512
+/* Lost attempts (worker died) beyond the task's retries before it is failed anyway: a task
+   that keeps killing its workers must not loop forever. */
+#define FZ_LOST_EXTRA 3
+/* Exit status with which an agent says "do not retry me". */
+#define FZ_EXIT_NO_RETRY 75
+
+/* One message to send once the turn has committed. */
+typedef struct {
+    zframe_t *to;      /* routing id, or NULL for an event */
+    char topic[32];    /* event topic */
+    fz_enc_t *enc;
+    uint64_t rid;      /* reply to a client request (0: not a reply) */
+    uint64_t dispatch; /* task id when this is a dispatch */
+} out_t;
+
+struct fz_broker_t {
+    fz_broker_config_t cfg;
+    zsock_t *router, *pub;
+    fz_store_t *store;
+    fz_sched_t *sched;
+    fz_budget_t budget;
+    zhashx_t *tasks;   /* "id" -> fz_task_t, owner of every live task */
+    zhashx_t *workers; /* hex routing id -> fz_worker_t, owner of every worker */
+    zlistx_t *timed;   /* retrying and orphaned tasks (points into tasks) */
+    char **allowed;    /* model whitelist, NULL = any */
+    size_t nallowed;
+    bool paused;
+    out_t *out;
+    size_t nout, capout;
+    uint64_t seq;
+    int64_t next_heartbeat_ms;
+    uint64_t rng;
+};
+
+/* ---------------------------------------------------------------- small helpers */
+
+void fz_broker_config_defaults(fz_broker_config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->bind = FZ_DEFAULT_BROKER;
+    cfg->events = FZ_DEFAULT_EVENTS;
+    cfg->db = NULL; /* the front end picks $FZ_STATE/fz.db */
+    cfg->max_running = 3;
+    cfg->daily_budget = 20.0;
+    cfg->default_task_cost = 0.5;
+    cfg->default_timeout = 3600;
+    cfg->kill_grace = 10;
+    cfg->heartbeat_ms = 1000;
+    cfg->default_retries = 0;
+    cfg->backoff_min_ms = 1000;
+    cfg->backoff_max_ms = 60000;
+    cfg->sync_full = true;
+}
+
+static void s_idkey(uint64_t id, char key[24])
+{
+    snprintf(key, 24, "%llu", (unsigned long long) id);
+}
+
+static fz_task_t *s_task(fz_broker_t *self, uint64_t id)
+{
+    char key[24];
+    s_idkey(id, key);
+    return zhashx_lookup(self->tasks, key);
+}
+
+static void s_hexkey(zframe_t *frame, char *key, size_t size)
+{
+    static const char hex[] = "0123456789abcdef";
+    const uint8_t *d = zframe_data(frame);
+    size_t n = zframe_size(frame), k = 0;
+    for (size_t i = 0; i < n && k + 2 < size; i++) {
+        key[k++] = hex[d[i] >> 4];
+        key[k++] = hex[d[i] & 15];
+    }
+    key[k] = 0;
+}
+
+static fz_worker_t *s_worker(fz_broker_t *self, zframe_t *from)
+{
+    char key[64];
+    s_hexkey(from, key, sizeof key);
+    return zhashx_lookup(self->workers, key);
+}
+
+static double s_random(fz_broker_t *self)
+{
+    /* xorshift64: jitter needs no quality, only no shared state */
+    self->rng ^= self->rng << 13;
+    self->rng ^= self->rng >> 7;
+    self->rng ^= self->rng << 17;
+    return (double) (self->rng >> 11) / 9007199254740992.0;
+}
+
+static bool s_model_allowed(fz_broker_t *self, const char *model)
+{
+    if (!self->allowed || !*model)
+        return true;
+    for (size_t i = 0; i < self->nallowed; i++)
+        if (strcmp(self->allowed[i], model) == 0)
+            return true;
+    return false;
+}
+
+/* ---------------------------------------------------------------- outbox and events */
+
+static out_t *s_out_add(fz_broker_t *self, zframe_t *to, fz_enc_t *enc)
+{
+    if (self->nout == self->capout) {
+        size_t cap = self->capout ? self->capout * 2 : 64;
+        out_t *o = realloc(self->out, cap * sizeof *o);
+        if (!o) {
+            fz_enc_destroy(&enc);
+            return NULL;
+        }
+        self->out = o;
+        self->capout = cap;
+    }
+    out_t *o = &self->out[self->nout++];
+    memset(o, 0, sizeof *o);
+    o->to = to ? zframe_dup(to) : NULL;
+    o->enc = enc;
+    return o;
+}
+
+static void s_reply(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_enc_t *enc)
+{
+    out_t *o = s_out_add(self, to, enc);
+    if (o)
+        o->rid = rid ? rid : 1;
+}
+
+static void s_reply_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code,
+                          const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void s_reply_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code,
+                          const char *fmt, ...)
+{
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    fz_enc_t *e = fz_enc_new("error", rid);
+    fz_enc_str(e, "code", fz_strerror(code));
+    fz_enc_str(e, "message", message);
+    if (code == FZ_EVERSION) {
+        fz_enc_array(e, "supported", 1);
+        fz_enc_uint(e, NULL, FZ_PROTOCOL_VERSION);
+    }
+    /* An error changes nothing, so it need not wait for the commit; it still goes through
+       the outbox to keep replies in order. */
+    s_out_add(self, to, e);
+}
+
+/* A new event map with the common task fields; finish with s_emit. */
+static fz_enc_t *s_event(const char *topic, const fz_task_t *t)
+{
+    fz_enc_t *e = fz_enc_new_map();
+    fz_enc_float(e, "ts", fz_wall());
+    fz_enc_str(e, "event", topic);
+    if (t) {
+        fz_enc_uint(e, "task", t->id);
+        fz_enc_str(e, "state", fz_state_name(t->state));
+        fz_enc_int(e, "priority", t->priority);
+        fz_enc_str(e, "model", t->model);
+        if (t->attempt)
+            fz_enc_uint(e, "attempt", t->attempt);
+    }
+    return e;
+}
+
+static void s_emit(fz_broker_t *self, const char *topic, fz_enc_t **e_p)
+{
+    out_t *o = s_out_add(self, NULL, *e_p);
+    *e_p = NULL;
+    if (o)
+        snprintf(o->topic, sizeof o->topic, "%s", topic);
+}
+
+/* Events that carry only the task's common fields. */
+static void s_emit_task(fz_broker_t *self, const char *topic, const fz_task_t *t)
+{
+    fz_enc_t *e = s_event(topic, t);
+    s_emit(self, topic, &e);
+}
+
+static void s_emit_now(fz_broker_t *self, const char *topic, fz_enc_t **e_p)
+{
+    fz_enc_uint(*e_p, "seq", ++self->seq);
+    size_t len;
+    const void *data = fz_enc_data(*e_p, &len);
+    if (data) {
+        zmq_send(zsock_resolve(self->pub), topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_send(zsock_resolve(self->pub), data, len, ZMQ_DONTWAIT);
+    }
+    fz_enc_destroy(e_p);
+}
+
+static void s_worker_gone(fz_broker_t *self, fz_worker_t *w, const char *reason);
+
+/* Sends the turn's messages after its commit. A dispatch that cannot reach its worker means
+   the worker is gone: its task goes back to the queue, recorded in the next turn. */
+static void s_flush(fz_broker_t *self)
+{
+    char gone[64][64];
+    size_t ngone = 0;
+    for (size_t i = 0; i < self->nout; i++) {
+        out_t *o = &self->out[i];
+        if (!o->to) {
+            s_emit_now(self, o->topic, &o->enc);
+            continue;
+        }
+        if (fz_net_send(self->router, o->to, &o->enc) < 0 && o->dispatch && ngone < 64) {
+            fz_warn("dispatch of task %llu failed (%s): worker is gone",
+                    (unsigned long long) o->dispatch, strerror(errno));
+            s_hexkey(o->to, gone[ngone++], sizeof gone[0]);
+        }
+        zframe_destroy(&o->to);
+    }
+    self->nout = 0;
+    for (size_t i = 0; i < ngone; i++) {
+        fz_worker_t *w = zhashx_lookup(self->workers, gone[i]);
+        if (w)
+            s_worker_gone(self, w, "unreachable");
+    }
+}
+
+/* The store failed to commit: nothing of this turn happened. Replies become errors,
+   dispatches and events are dropped, and memory is rebuilt from the store. */
+static void s_reload(fz_broker_t *self);
+
+static void s_abandon_turn(fz_broker_t *self)
+{
+    for (size_t i = 0; i < self->nout; i++) {
+        out_t *o = &self->out[i];
+        fz_enc_destroy(&o->enc);
+        if (o->to && o->rid)
+            fz_net_send_error(self->router, o->to, o->rid, FZ_EUNAVAILABLE,
+                              "the broker could not store this change; try again");
+        zframe_destroy(&o->to);
+    }
+    self->nout = 0;
+    s_reload(self);
+}
+
+/* ---------------------------------------------------------------- task life cycle */
+
+static void s_task_free(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
+static void s_worker_free(void **item)
+{
+    fz_worker_t *w = *item;
+    if (w)
+        zframe_destroy(&w->routing_id);
+    free(w);
+    *item = NULL;
+}
+
+static void s_timed_add(fz_broker_t *self, fz_task_t *t)
+{
+    if (!zlistx_find(self->timed, t))
+        zlistx_add_end(self->timed, t);
+}
+
+static void s_timed_remove(fz_broker_t *self, fz_task_t *t)
+{
+    void *handle = zlistx_find(self->timed, t);
+    if (handle)
+        zlistx_delete(self->timed, handle);
+}
+
+/* Forgets a task that reached a final state (the store keeps it). */
+static void s_task_drop(fz_broker_t *self, fz_task_t *t)
+{
+    fz_sched_remove(self->sched, t);
+    s_timed_remove(self, t);
+    char key[24];
+    s_idkey(t->id, key);
+    zhashx_delete(self->tasks, key);
+}
+
+static void s_set_state(fz_broker_t *self, fz_task_t *t, fz_state_t state, const char *reason)
+{
+    t->state = state;
+    fz_store_task_state(self->store, t->id, state, reason);
+}
+
+static void s_on_held(void *arg, fz_task_t *t)
+{
+    fz_broker_t *self = arg;
+    fz_store_task_state(self->store, t->id, FZ_STATE_HELD, t->hold_reason);
+    fz_enc_t *e = s_event("task.held", t);
+    fz_enc_str(e, "reason", t->hold_reason);
+    s_emit(self, "task.held", &e);
+}
+
+static void s_on_released(void *arg, fz_task_t *t)
+{
+    fz_broker_t *self = arg;
+    fz_store_task_state(self->store, t->id, FZ_STATE_QUEUED, "");
+    s_emit_task(self, "task.queued", t);
+}
+
+/* Frees budget for held tasks when spend or cap changed. */
+static void s_release_budget(fz_broker_t *self)
+{
+    fz_sched_release_budget(self->sched, &self->budget, self->cfg.default_task_cost,
+                            s_on_released, self);
+}
+
+/* Detaches a running task from its worker and the running counts. */
+static void s_unrun(fz_broker_t *self, fz_task_t *t)
+{
+    if (t->worker)
+        t->worker->task = NULL;
+    t->worker = NULL;
+    fz_sched_ended(self->sched, t);
+}
+
+/* Schedules attempt n+1 after a backoff, on the next model of the fallback chain. */
+static void s_retry_later(fz_broker_t *self, fz_task_t *t, uint32_t delay_ms)
+{
+    char model[65];
+    if (fz_store_task_model(self->store, t->id, t->attempt - t->attempt_base + 1, model) == 0)
+        snprintf(t->model, sizeof t->model, "%s", model);
+    t->not_before_ms = fz_clock_ms() + delay_ms;
+    t->cancel_requested = false;
+    s_timed_add(self, t);
+    fz_enc_t *e = s_event("task.retrying", t);
+    fz_enc_uint(e, "delay_ms", delay_ms);
+    fz_enc_str(e, "next_model", t->model);
+    s_emit(self, "task.retrying", &e);
+}
+
+static uint32_t s_backoff_ms(fz_broker_t *self, uint32_t failures)
+{
+    double d = self->cfg.backoff_min_ms * pow(2.0, failures > 30 ? 30 : (double) failures - 1);
+    if (d > self->cfg.backoff_max_ms)
+        d = self->cfg.backoff_max_ms;
+    /* Full jitter in the upper half: retries of many tasks spread out, none comes too soon. */
+    return (uint32_t) (d * (0.5 + 0.5 * s_random(self)));
+}
+
+/* A running attempt ended without a result (worker died, orphan expired): requeue it. */
+static void s_attempt_lost(fz_broker_t *self, fz_task_t *t, const char *why)
+{
+    fz_result_t r = {.outcome = "lost", .summary = why};
+    uint32_t made = t->attempt - t->attempt_base;
+    bool give_up = !t->cancel_requested && made > t->retries + FZ_LOST_EXTRA;
+    fz_state_t next = t->cancel_requested ? FZ_STATE_CANCELLED
+                      : give_up           ? FZ_STATE_FAILED
+                                          : FZ_STATE_QUEUED;
+    fz_store_attempt_finish(self->store, t->id, t->attempt, &r, next);
+    fz_budget_release(&self->budget, t->reserved);
+    t->reserved = 0;
+    s_unrun(self, t);
+    s_timed_remove(self, t);
+    fz_enc_t *e;
+    if (next == FZ_STATE_QUEUED) {
+        fz_sched_enqueue(self->sched, t);
+        e = s_event("task.requeued", t);
+        fz_enc_str(e, "reason", why);
+        s_emit(self, "task.requeued", &e);
+        return;
+    }
+    t->state = next;
+    e = s_event(next == FZ_STATE_CANCELLED ? "task.cancelled" : "task.failed", t);
+    fz_enc_str(e, "outcome", "lost");
+    s_emit(self, next == FZ_STATE_CANCELLED ? "task.cancelled" : "task.failed", &e);
+    s_task_drop(self, t);
+}
+
+static void s_send_cancel(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint32_t attempt,
+                          const char *reason)
+{
+    fz_enc_t *e = fz_enc_new("cancel", 0);
+    fz_enc_uint(e, "task", task);
+    fz_enc_uint(e, "attempt", attempt);
+    fz_enc_str(e, "reason", reason);
+    s_out_add(self, w->routing_id, e);
+}
+
+/* Starts attempt n+1 of t on w: reservation, records, dispatch message. */
+static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
+{
+    t->attempt++;
+    t->reserved = fz_sched_reservation(t, self->cfg.default_task_cost);
+    fz_budget_reserve(&self->budget, t->reserved);
+    t->state = FZ_STATE_RUNNING;
+    t->worker = w;
+    w->task = t;
+    fz_sched_started(self->sched, t);
+    fz_store_attempt_start(self->store, t->id, t->attempt, w->name, t->model, t->reserved);
+
+    fz_enc_t *d = fz_enc_new("dispatch", 0);
+    fz_enc_uint(d, "task", t->id);
+    fz_enc_uint(d, "attempt", t->attempt);
+    fz_store_encode_dispatch(self->store, t->id, d);
+    fz_enc_str(d, "model", t->model);
+    fz_enc_uint(d, "timeout", t->timeout_s);
+    fz_enc_float(d, "max_cost", t->max_cost);
+    fz_enc_uint(d, "kill_grace", self->cfg.kill_grace);
+    out_t *o = s_out_add(self, w->routing_id, d);
+    if (o)
+        o->dispatch = t->id;
+
+    fz_enc_t *e = s_event("task.dispatched", t);
+    fz_enc_str(e, "worker", w->name);
+    fz_enc_float(e, "reserved", t->reserved);
+    s_emit(self, "task.dispatched", &e);
+}
+
+static int s_cmp_workers(const void *a, const void *b)
+{
+    /* Specialised workers choose first, so a worker that serves anything does not take the
+       only task a specialised one could run. */
+    const fz_worker_t *x = *(fz_worker_t *const *) a, *y = *(fz_worker_t *const *) b;
+    if (x->any_model != y->any_model)
+        return x->any_model ? 1 : -1;
+    return (x->nmodels > y->nmodels) - (x->nmodels < y->nmodels);
+}
+
+static void s_dispatch(fz_broker_t *self)
+{
+    if (self->paused || fz_sched_ready(self->sched) == 0)
+        return;
+    size_t n = zhashx_size(self->workers), k = 0;
+    fz_worker_t **idle = malloc((n ? n : 1) * sizeof *idle);
+    if (!idle)
+        return;
+    for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
+        if (!w->task)
+            idle[k++] = w;
+    qsort(idle, k, sizeof *idle, s_cmp_workers);
+    for (size_t i = 0; i < k; i++) {
+        fz_task_t *t = fz_sched_pick(self->sched, idle[i], &self->budget,
+                                     self->cfg.default_task_cost, s_on_held, self);
+        if (t)
+            s_start(self, t, idle[i]);
+    }
+    free(idle);
+}
+
+/* ---------------------------------------------------------------- client requests */
+
+typedef void(handler_fn)(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+
+/* Every id in an array field must name an existing task. */
+static bool s_ids_exist(fz_broker_t *self, fz_msg_t *msg, const char *key, uint64_t *missing)
+{
+    const msgpack_object *a = fz_msg_obj(msg, key);
+    for (uint32_t i = 0; a && i < a->via.array.size; i++)
+        if (!fz_store_task_exists(self->store, a->via.array.ptr[i].via.u64, NULL)) {
+            *missing = a->via.array.ptr[i].via.u64;
+            return false;
+        }
+    return true;
+}
+
+/* Checks what a submit names against policy; 0 or replies an error and returns -1. */
+static int s_submit_check(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    uint64_t rid = fz_msg_rid(msg), missing = 0;
+    const char *model = fz_msg_str(msg, "model", "", NULL);
+    if (!s_model_allowed(self, model)) {
+        s_reply_error(self, from, rid, FZ_EREFUSED, "model '%s' is not allowed (allowed: %s)",
+                      model, self->cfg.models);
+        return -1;
+    }
+    const msgpack_object *fb = fz_msg_obj(msg, "fallback");
+    for (uint32_t i = 0; fb && i < fb->via.array.size; i++) {
+        char m[65];
+        snprintf(m, sizeof m, "%.*s", (int) fb->via.array.ptr[i].via.str.size,
+                 fb->via.array.ptr[i].via.str.ptr);
+        if (!s_model_allowed(self, m)) {
+            s_reply_error(self, from, rid, FZ_EREFUSED,
+                          "fallback model '%s' is not allowed (allowed: %s)", m,
+                          self->cfg.models);
+            return -1;
+        }
+    }
+    const msgpack_object *after = fz_msg_obj(msg, "after"), *any = fz_msg_obj(msg, "after_any");
+    if ((after && after->via.array.size) || (any && any->via.array.size)) {
+        if (!s_ids_exist(self, msg, "after", &missing) ||
+            !s_ids_exist(self, msg, "after_any", &missing))
+            s_reply_error(self, from, rid, FZ_EINVALID, "unknown task id %llu in --after",
+                          (unsigned long long) missing);
+        else
+            s_reply_error(self, from, rid, FZ_EREFUSED,
+                          "dependencies (--after) are not supported by this broker version");
+        return -1;
+    }
+    uint64_t parent = fz_msg_uint(msg, "parent", 0);
+    if (parent && !fz_store_task_exists(self->store, parent, NULL)) {
+        s_reply_error(self, from, rid, FZ_EINVALID, "unknown parent task %llu",
+                      (unsigned long long) parent);
+        return -1;
+    }
+    return 0;
+}
+
+static void s_on_submit(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    if (s_submit_check(self, from, msg))
+        return;
+    fz_store_newtask_t nt = {0};
+    nt.prompt = fz_msg_str(msg, "prompt", "", &nt.prompt_len);
+    nt.priority = fz_msg_int(msg, "priority", 0);
+    nt.model = fz_msg_str(msg, "model", "", NULL);
+    nt.name = fz_msg_str(msg, "name", "", NULL);
+    nt.timeout = (uint32_t) fz_msg_uint(msg, "timeout", 0);
+    if (!nt.timeout)
+        nt.timeout = self->cfg.default_timeout;
+    nt.max_cost = fz_msg_float(msg, "max_cost", 0);
+    nt.retries = (uint32_t) fz_msg_uint(msg, "retries", self->cfg.default_retries);
+    nt.parent = fz_msg_uint(msg, "parent", 0);
+    nt.labels = fz_msg_obj(msg, "labels");
+    nt.fallback = fz_msg_obj(msg, "fallback");
+    nt.state = FZ_STATE_QUEUED;
+
+    fz_task_t *t = calloc(1, sizeof *t);
+    uint64_t id = t ? fz_store_task_add(self->store, &nt) : 0;
+    if (!id) {
+        free(t);
+        s_reply_error(self, from, fz_msg_rid(msg), FZ_EUNAVAILABLE,
+                      "the broker could not store the task: %s", fz_store_error(self->store));
+        return;
+    }
+    t->id = id;
+    t->priority = nt.priority;
+    snprintf(t->model, sizeof t->model, "%s", nt.model);
+    t->retries = nt.retries;
+    t->timeout_s = nt.timeout;
+    t->max_cost = nt.max_cost;
+    char key[24];
+    s_idkey(id, key);
+    zhashx_insert(self->tasks, key, t);
+    fz_sched_enqueue(self->sched, t);
+
+    fz_enc_t *r = fz_enc_new("submitted", fz_msg_rid(msg));
+    fz_enc_uint(r, "task", id);
+    fz_enc_str(r, "state", fz_state_name(t->state));
+    s_reply(self, from, fz_msg_rid(msg), r);
+
+    fz_enc_t *e = s_event("task.submitted", t);
+    fz_enc_str(e, "name", nt.name);
+    fz_enc_strn(e, "prompt", nt.prompt, nt.prompt_len < 200 ? nt.prompt_len : 200);
+    if (nt.parent)
+        fz_enc_uint(e, "parent", nt.parent);
+    s_emit(self, "task.submitted", &e);
+}
+
+static void s_on_get(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    uint64_t id = fz_msg_uint(msg, "task", 0);
+    fz_enc_t *r = fz_enc_new("task", fz_msg_rid(msg));
+    fz_err_t err = fz_store_encode_task(self->store, id, r, "task");
+    if (!err)
+        err = fz_store_encode_attempts(self->store, id, r, "attempts");
+    if (err) {
+        fz_enc_destroy(&r);
+        s_reply_error(self, from, fz_msg_rid(msg), err, "no task %llu", (unsigned long long) id);
+        return;
+    }
+    s_reply(self, from, fz_msg_rid(msg), r);
+}
+
+static void s_on_list(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    const char *state = fz_msg_str(msg, "state", NULL, NULL);
+    if (state && fz_state_from_name(state) < 0) {
+        s_reply_error(self, from, fz_msg_rid(msg), FZ_EINVALID,
+                      "unknown state '%s' (queued, waiting, held, running, retrying, "
+                      "succeeded, failed, cancelled, dep-failed)",
+                      state);
+        return;
+    }
+    fz_enc_t *r = fz_enc_new("tasks", fz_msg_rid(msg));
+    fz_err_t err = fz_store_encode_list(self->store, state, fz_msg_uint(msg, "limit", 1000), r);
+    if (err) {
+        fz_enc_destroy(&r);
+        s_reply_error(self, from, fz_msg_rid(msg), err, "cannot list tasks");
+        return;
+    }
+    s_reply(self, from, fz_msg_rid(msg), r);
+}
+
+static void s_on_status(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    fz_enc_t *r = fz_enc_new("status", fz_msg_rid(msg));
+    fz_store_encode_counts(self->store, r);
+    size_t idle = 0;
+    for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
+        idle += w->task == NULL;
+    fz_enc_uint(r, "running", fz_sched_running(self->sched));
+    fz_enc_uint(r, "workers", zhashx_size(self->workers));
+    fz_enc_uint(r, "idle_workers", idle);
+    fz_enc_uint(r, "max_running", fz_sched_max_running(self->sched));
+    fz_enc_bool(r, "paused", self->paused);
+    fz_enc_float(r, "spent_today", self->budget.spent);
+    fz_enc_float(r, "budget", self->budget.cap);
+    fz_enc_float(r, "reserved", self->budget.reserved);
+    s_reply(self, from, fz_msg_rid(msg), r);
+}
+
+static void s_on_workers(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    fz_enc_t *r = fz_enc_new("workers", fz_msg_rid(msg));
+    fz_enc_array(r, "workers", zhashx_size(self->workers));
+    for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+        fz_enc_t *o = fz_enc_new_map();
+        fz_enc_str(o, "name", w->name);
+        fz_enc_array(o, "models", w->nmodels);
+        for (size_t i = 0; i < w->nmodels; i++)
+            fz_enc_str(o, NULL, w->models[i]);
+        fz_enc_str(o, "state", w->task ? "busy" : "idle");
+        fz_enc_uint(o, "task", w->task ? w->task->id : 0);
+        fz_enc_float(o, "since", w->since);
+        fz_enc_float(o, "last_seen", fz_wall() - (fz_clock_ms() - w->last_seen_ms) / 1000.0);
+        fz_enc_sub(r, NULL, &o);
+    }
+    s_reply(self, from, fz_msg_rid(msg), r);
+}
+
+static void s_reply_ok(fz_broker_t *self, zframe_t *from, uint64_t rid, uint64_t task,
+                       const char *state)
+{
+    fz_enc_t *r = fz_enc_new("ok", rid);
+    if (task)
+        fz_enc_uint(r, "task", task);
+    if (state)
+        fz_enc_str(r, "state", state);
+    s_reply(self, from, rid, r);
+}
+
+/* Ends a task that is not running, as cancelled. */
+static void s_cancel_idle(fz_broker_t *self, fz_task_t *t)
+{
+    fz_sched_remove(self->sched, t);
+    s_set_state(self, t, FZ_STATE_CANCELLED, "");
+    s_emit_task(self, "task.cancelled", t);
+    s_task_drop(self, t);
+}
+
+static void s_on_cancel(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    uint64_t id = fz_msg_uint(msg, "task", 0), rid = fz_msg_rid(msg);
+    fz_task_t *t = s_task(self, id);
+    fz_state_t state;
+    if (!t) {
+        if (!fz_store_task_exists(self->store, id, &state))
+            s_reply_error(self, from, rid, FZ_ENOTFOUND, "no task %llu", (unsigned long long) id);
+        else
+            s_reply_error(self, from, rid, FZ_ECONFLICT, "task %llu already %s",
+                          (unsigned long long) id, fz_state_name(state));
+        return;
+    }
+    if (t->state != FZ_STATE_RUNNING) {
+        s_cancel_idle(self, t);
+        s_reply_ok(self, from, rid, id, "cancelled");
+        return;
+    }
+    t->cancel_requested = true;
+    if (t->worker)
+        s_send_cancel(self, t->worker, t->id, t->attempt, "cancelled");
+    s_reply_ok(self, from, rid, id, "running");
+}
+
+static void s_set_paused(fz_broker_t *self, bool paused)
+{
+    self->paused = paused;
+    fz_store_meta_set(self->store, "paused", paused);
+    fz_enc_t *e = s_event(paused ? "broker.paused" : "broker.resumed", NULL);
+    s_emit(self, paused ? "broker.paused" : "broker.resumed", &e);
+}
+
+static void s_on_pause(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    if (!self->paused)
+        s_set_paused(self, true);
+    s_reply_ok(self, from, fz_msg_rid(msg), 0, NULL);
+}
+
+static void s_on_resume(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    if (self->paused)
+        s_set_paused(self, false);
+    s_reply_ok(self, from, fz_msg_rid(msg), 0, NULL);
+}
+
+static void s_on_stop(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    if (!self->paused)
+        s_set_paused(self, true);
+    uint64_t n = 0;
+    for (fz_task_t *t = zhashx_first(self->tasks); t; t = zhashx_next(self->tasks))
+        if (t->state == FZ_STATE_RUNNING) {
+            t->cancel_requested = true;
+            if (t->worker)
+                s_send_cancel(self, t->worker, t->id, t->attempt, "stop");
+            n++;
+        }
+    fz_enc_t *r = fz_enc_new("ok", fz_msg_rid(msg));
+    fz_enc_uint(r, "count", n);
+    s_reply(self, from, fz_msg_rid(msg), r);
+}
+
+static void s_on_retry(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    uint64_t id = fz_msg_uint(msg, "task", 0), rid = fz_msg_rid(msg);
+    fz_state_t state;
+    if (s_task(self, id) || !fz_store_task_exists(self->store, id, &state)) {
+        s_reply_error(self, from, rid, s_task(self, id) ? FZ_ECONFLICT : FZ_ENOTFOUND,
+                      s_task(self, id) ? "task %llu has not ended" : "no task %llu",
+                      (unsigned long long) id);
+        return;
+    }
+    if (state == FZ_STATE_SUCCEEDED) {
+        s_reply_error(self, from, rid, FZ_ECONFLICT, "task %llu already succeeded",
+                      (unsigned long long) id);
+        return;
+    }
+    fz_task_t *t = calloc(1, sizeof *t);
+    if (!t || fz_store_load_task(self->store, id, t)) {
+        free(t);
+        s_reply_error(self, from, rid, FZ_EUNAVAILABLE, "cannot load task %llu",
+                      (unsigned long long) id);
+        return;
+    }
+    t->attempt_base = t->attempt;
+    char key[24];
+    s_idkey(id, key);
+    zhashx_insert(self->tasks, key, t);
+    fz_sched_enqueue(self->sched, t);
+    s_set_state(self, t, FZ_STATE_QUEUED, "");
+    s_emit_task(self, "task.queued", t);
+    s_reply_ok(self, from, rid, id, "queued");
+}
+
+static void s_on_priority(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    uint64_t id = fz_msg_uint(msg, "task", 0), rid = fz_msg_rid(msg);
+    int64_t prio = fz_msg_int(msg, "priority", 0);
+    if (!fz_store_task_exists(self->store, id, NULL)) {
+        s_reply_error(self, from, rid, FZ_ENOTFOUND, "no task %llu", (unsigned long long) id);
+        return;
+    }
+    fz_store_task_priority(self->store, id, prio);
+    fz_task_t *t = s_task(self, id);
+    if (t) {
+        t->priority = prio;
+        fz_sched_reorder(self->sched, t);
+        s_emit_task(self, "task.priority", t);
+    }
+    s_reply_ok(self, from, rid, id, t ? fz_state_name(t->state) : NULL);
+}
+
+static void s_on_budget(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    if (fz_msg_has(msg, "set")) {
+        self->budget.cap = fz_msg_float(msg, "set", self->budget.cap);
+        fz_store_meta_set(self->store, "budget", self->budget.cap);
+        s_release_budget(self);
+        fz_enc_t *e = s_event("broker.budget", NULL);
+        fz_enc_float(e, "cap", self->budget.cap);
+        s_emit(self, "broker.budget", &e);
+    }
+    char day[11];
+    fz_budget_day_name(&self->budget, day);
+    fz_enc_t *r = fz_enc_new("budget", fz_msg_rid(msg));
+    fz_enc_float(r, "cap", self->budget.cap);
+    fz_enc_float(r, "spent", self->budget.spent);
+    fz_enc_float(r, "reserved", self->budget.reserved);
+    fz_enc_float(r, "left", fz_budget_left(&self->budget));
+    fz_enc_str(r, "day", day);
+    s_reply(self, from, fz_msg_rid(msg), r);
+}
+
+static void s_on_cost(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    uint64_t rid = fz_msg_rid(msg);
+    const char *by = fz_msg_str(msg, "by", "day", NULL);
+    const char *since_s = fz_msg_str(msg, "since", NULL, NULL);
+    const char *label = fz_msg_str(msg, "label", "", NULL);
+    double since = 0;
+    if (since_s) {
+        struct tm tm;
+        memset(&tm, 0, sizeof tm);
+        const char *end = strptime(since_s, "%Y-%m-%d", &tm);
+        if (!end || *end) {
+            s_reply_error(self, from, rid, FZ_EINVALID, "since must be YYYY-MM-DD, not '%s'",
+                          since_s);
+            return;
+        }
+        since = (double) timegm(&tm);
+    }
+    if (strcmp(by, "label") == 0 && !*label) {
+        s_reply_error(self, from, rid, FZ_EINVALID, "cost by label needs the label key");
+        return;
+    }
+    fz_enc_t *r = fz_enc_new("cost", rid);
+    fz_err_t err = fz_store_encode_cost(self->store, by, label, since, r);
+    if (err) {
+        fz_enc_destroy(&r);
+        s_reply_error(self, from, rid, err, "cost by must be day, model, task or label, not '%s'",
+                      by);
+        return;
+    }
+    s_reply(self, from, rid, r);
+}
+
+static void s_on_ping(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    fz_enc_t *r = fz_enc_new("pong", fz_msg_rid(msg));
+    fz_enc_uint(r, "version", FZ_PROTOCOL_VERSION);
+    fz_enc_str(r, "broker", FZ_VERSION);
+    s_reply(self, from, fz_msg_rid(msg), r);
+}
+
+/* ---------------------------------------------------------------- workers */
+
+static void s_worker_gone(fz_broker_t *self, fz_worker_t *w, const char *reason)
+{
+    fz_info("worker %s left (%s)", w->name, reason);
+    if (w->task)
+        s_attempt_lost(self, w->task, reason);
+    fz_enc_t *e = s_event("worker.left", NULL);
+    fz_enc_str(e, "worker", w->name);
+    fz_enc_str(e, "reason", reason);
+    s_emit(self, "worker.left", &e);
+    zhashx_delete(self->workers, w->key);
+}
+
+/* The worker says it runs (task, attempt): take it back if that is the attempt we expect,
+   else tell it to stop. */
+static void s_reattach(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint32_t attempt)
+{
+    fz_task_t *t = s_task(self, task);
+    if (t && t->state == FZ_STATE_RUNNING && t->attempt == attempt && !t->worker) {
+        t->worker = w;
+        w->task = t;
+        t->orphan_deadline_ms = 0;
+        s_timed_remove(self, t);
+        fz_info("worker %s re-attached task %llu attempt %u", w->name,
+                (unsigned long long) task, attempt);
+        if (t->cancel_requested)
+            s_send_cancel(self, w, task, attempt, "cancelled");
+        return;
+    }
+    fz_warn("worker %s runs task %llu attempt %u, which is no longer expected: cancelling it",
+            w->name, (unsigned long long) task, attempt);
+    s_send_cancel(self, w, task, attempt, "superseded");
+}
+
+static void s_worker_models(fz_broker_t *self, fz_worker_t *w, fz_msg_t *msg, fz_enc_t *welcome)
+{
+    const msgpack_object *models = fz_msg_obj(msg, "models");
+    size_t n = models ? models->via.array.size : 0, refused = 0;
+    const msgpack_object *bad[64];
+    w->nmodels = 0;
+    w->any_model = n == 0;
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *m = &models->via.array.ptr[i];
+        char name[65];
+        snprintf(name, sizeof name, "%.*s", (int) m->via.str.size, m->via.str.ptr);
+        if (!s_model_allowed(self, name)) {
+            bad[refused++] = m;
+            continue;
+        }
+        if (w->nmodels < FZ_MAX_WORKER_MODELS)
+            snprintf(w->models[w->nmodels++], sizeof w->models[0], "%s", name);
+    }
+    if (refused) {
+        fz_warn("worker %s announced %zu model(s) outside the whitelist (%s); it will not get "
+                "their tasks",
+                w->name, refused, self->cfg.models);
+        fz_enc_array(welcome, "refused_models", refused);
+        for (size_t i = 0; i < refused; i++)
+            fz_enc_obj(welcome, NULL, bad[i]);
+    }
+}
+
+static void s_on_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    const char *name = fz_msg_str(msg, "name", "", NULL);
+    /* A worker with this name on another connection is this worker's past self. Its task,
+       if the hello claims it, moves over; otherwise it is lost. */
+    fz_worker_t *old = NULL;
+    for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
+        if (strcmp(w->name, name) == 0 || zframe_eq(w->routing_id, from))
+            old = w;
+    uint64_t task = fz_msg_uint(msg, "task", 0);
+    uint32_t attempt = (uint32_t) fz_msg_uint(msg, "attempt", 0);
+    if (old) {
+        if (old->task && old->task->id == task && old->task->attempt == attempt) {
+            old->task->worker = NULL; /* handed over below */
+            old->task = NULL;
+        }
+        s_worker_gone(self, old, "reconnected");
+    }
+    fz_worker_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return;
+    w->routing_id = zframe_dup(from);
+    s_hexkey(from, w->key, sizeof w->key);
+    snprintf(w->name, sizeof w->name, "%s", name);
+    snprintf(w->nonce, sizeof w->nonce, "%s", fz_msg_str(msg, "nonce", "", NULL));
+    w->last_seen_ms = fz_clock_ms();
+    w->since = fz_wall();
+    zhashx_insert(self->workers, w->key, w);
+
+    fz_enc_t *r = fz_enc_new("welcome", fz_msg_rid(msg));
+    fz_enc_uint(r, "heartbeat_ms", self->cfg.heartbeat_ms);
+    fz_enc_str(r, "name", w->name);
+    s_worker_models(self, w, msg, r);
+    s_reply(self, from, fz_msg_rid(msg), r);
+    if (task)
+        s_reattach(self, w, task, attempt);
+
+    fz_enc_t *e = s_event("worker.joined", NULL);
+    fz_enc_str(e, "worker", w->name);
+    fz_enc_array(e, "models", w->nmodels);
+    for (size_t i = 0; i < w->nmodels; i++)
+        fz_enc_str(e, NULL, w->models[i]);
+    s_emit(self, "worker.joined", &e);
+    fz_info("worker %s joined (%zu models%s)", w->name, w->nmodels, w->any_model ? ", any" : "");
+}
+
+/* The task a worker message is about, if it is the worker's current attempt. */
+static fz_task_t *s_current(fz_worker_t *w, fz_msg_t *msg)
+{
+    fz_task_t *t = w->task;
+    if (t && t->id == fz_msg_uint(msg, "task", 0) && t->attempt == fz_msg_uint(msg, "attempt", 0))
+        return t;
+    return NULL;
+}
+
+static void s_on_heartbeat(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w)
+{
+    fz_task_t *t = s_current(w, msg);
+    if (!t || !fz_msg_has(msg, "elapsed_ms"))
+        return;
+    fz_enc_t *e = s_event("task.progress", t);
+    fz_enc_str(e, "worker", w->name);
+    fz_enc_uint(e, "elapsed_ms", fz_msg_uint(msg, "elapsed_ms", 0));
+    fz_enc_float(e, "cost_usd", fz_msg_float(msg, "cost_usd", 0));
+    fz_enc_uint(e, "tokens_in", fz_msg_uint(msg, "tokens_in", 0));
+    fz_enc_uint(e, "tokens_out", fz_msg_uint(msg, "tokens_out", 0));
+    if (fz_msg_has(msg, "progress"))
+        fz_enc_uint(e, "progress", fz_msg_uint(msg, "progress", 0));
+    fz_enc_str(e, "progress_text", fz_msg_str(msg, "progress_text", "", NULL));
+    s_emit(self, "task.progress", &e);
+}
+
+static void s_on_started(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w)
+{
+    fz_task_t *t = s_current(w, msg);
+    if (!t)
+        return;
+    fz_enc_t *e = s_event("task.started", t);
+    fz_enc_str(e, "worker", w->name);
+    fz_enc_uint(e, "pid", fz_msg_uint(msg, "pid", 0));
+    s_emit(self, "task.started", &e);
+}
+
+static void s_on_output(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w)
+{
+    fz_task_t *t = s_current(w, msg);
+    if (!t)
+        return;
+    size_t len;
+    const void *data = fz_msg_bin(msg, "data", &len);
+    fz_enc_t *e = s_event("task.output", t);
+    fz_enc_str(e, "worker", w->name);
+    fz_enc_bin(e, "data", data ? data : "", len);
+    s_emit(self, "task.output", &e);
+}
+
+/* The state a finished attempt leads to. */
+static fz_state_t s_next_state(fz_task_t *t, const char *outcome, int64_t exit_code)
+{
+    if (strcmp(outcome, "exited") == 0 && exit_code == 0)
+        return FZ_STATE_SUCCEEDED;
+    if (t->cancel_requested || strcmp(outcome, "cancelled") == 0)
+        return FZ_STATE_CANCELLED;
+    if (strcmp(outcome, "rejected") == 0)
+        return FZ_STATE_QUEUED;
+    if (strcmp(outcome, "exited") == 0 && exit_code == FZ_EXIT_NO_RETRY)
+        return FZ_STATE_FAILED;
+    if (t->attempt - t->attempt_base <= t->retries)
+        return FZ_STATE_RETRYING;
+    return FZ_STATE_FAILED;
+}
+
+static void s_ack_result(fz_broker_t *self, zframe_t *from, uint64_t task, uint64_t attempt)
+{
+    fz_enc_t *a = fz_enc_new("result-ack", 0);
+    fz_enc_uint(a, "task", task);
+    fz_enc_uint(a, "attempt", attempt);
+    s_out_add(self, from, a);
+}
+
+static void s_on_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w)
+{
+    uint64_t id = fz_msg_uint(msg, "task", 0);
+    uint32_t n = (uint32_t) fz_msg_uint(msg, "attempt", 0);
+    fz_task_t *t = s_task(self, id);
+    if (!t || t->state != FZ_STATE_RUNNING || t->attempt != n) {
+        /* Recorded already, or superseded (the attempt was declared lost): exactly one
+           record per attempt, so only acknowledge. */
+        fz_info("result of task %llu attempt %u is a duplicate or stale; acknowledged",
+                (unsigned long long) id, n);
+        if (w->task && w->task->id == id && w->task->attempt == n)
+            w->task = NULL;
+        s_ack_result(self, from, id, n);
+        return;
+    }
+    fz_result_t r = {0};
+    r.outcome = fz_msg_str(msg, "outcome", "exited", NULL);
+    r.exit_code = fz_msg_int(msg, "exit_code", 0);
+    r.signal = (uint32_t) fz_msg_uint(msg, "signal", 0);
+    r.duration_ms = fz_msg_uint(msg, "duration_ms", 0);
+    r.cost_usd = fz_msg_float(msg, "cost_usd", 0);
+    r.tokens_in = fz_msg_uint(msg, "tokens_in", 0);
+    r.tokens_out = fz_msg_uint(msg, "tokens_out", 0);
+    r.model = fz_msg_str(msg, "model", "", NULL);
+    r.summary = fz_msg_str(msg, "summary", "", NULL);
+    r.output = fz_msg_bin(msg, "output", &r.output_len);
+    r.log = fz_msg_str(msg, "log", "", NULL);
+    fz_state_t next = s_next_state(t, r.outcome, r.exit_code);
+    if (fz_store_attempt_finish(self->store, id, n, &r, next) < 0)
+        return; /* not acknowledged: the worker sends it again */
+    fz_budget_settle(&self->budget, t->reserved, r.cost_usd);
+    t->reserved = 0;
+    s_unrun(self, t);
+    if (w->task == t)
+        w->task = NULL;
+    s_ack_result(self, from, id, n);
+
+    const char *topic = next == FZ_STATE_SUCCEEDED   ? "task.succeeded"
+                        : next == FZ_STATE_CANCELLED ? "task.cancelled"
+                        : next == FZ_STATE_FAILED    ? "task.failed"
+                                                     : "task.attempt-failed";
+    t->state = next;
+    fz_enc_t *e = s_event(topic, t);
+    fz_enc_str(e, "worker", w->name);
+    fz_enc_str(e, "outcome", r.outcome);
+    fz_enc_int(e, "exit_code", r.exit_code);
+    fz_enc_float(e, "cost_usd", r.cost_usd);
+    fz_enc_uint(e, "duration_ms", r.duration_ms);
+    fz_enc_str(e, "summary", r.summary);
+    s_emit(self, topic, &e);
+
+    if (next == FZ_STATE_RETRYING)
+        s_retry_later(self, t, s_backoff_ms(self, t->attempt - t->attempt_base));
+    else if (next == FZ_STATE_QUEUED)
+        fz_sched_enqueue(self->sched, t);
+    else
+        s_task_drop(self, t);
+    s_release_budget(self);
+}
+
+static void s_on_bye(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w)
+{
+    s_worker_gone(self, w, "bye");
+}
+
+/* ---------------------------------------------------------------- dispatch of messages */
+
+typedef void(worker_fn)(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w);
+
+static const struct {
+    const char *type;
+    handler_fn *client;
+    worker_fn *worker;
+} s_handlers[] = {
+    {"submit", s_on_submit, NULL},     {"get", s_on_get, NULL},
+    {"list", s_on_list, NULL},         {"status", s_on_status, NULL},
+    {"workers", s_on_workers, NULL},   {"cancel", s_on_cancel, NULL},
+    {"pause", s_on_pause, NULL},       {"resume", s_on_resume, NULL},
+    {"stop", s_on_stop, NULL},         {"retry", s_on_retry, NULL},
+    {"priority", s_on_priority, NULL}, {"budget", s_on_budget, NULL},
+    {"cost", s_on_cost, NULL},         {"ping", s_on_ping, NULL},
+    {"hello", s_on_hello, NULL},       {"heartbeat", NULL, s_on_heartbeat},
+    {"started", NULL, s_on_started},   {"output", NULL, s_on_output},
+    {"result", NULL, s_on_result},     {"bye", NULL, s_on_bye},
+};
+
+static void s_handle(fz_broker_t *self, zframe_t *from, const void *data, size_t len)
+{
+    fz_msg_t *msg = NULL;
+    uint64_t rid = 0;
+    char why[256];
+    fz_err_t err = fz_msg_decode(data, len, &msg, &rid, why, sizeof why);
+    fz_worker_t *w = s_worker(self, from);
+    if (w)
+        w->last_seen_ms = fz_clock_ms();
+    if (err) {
+        fz_warn("bad message from peer %s: %s", w ? w->name : "(client)", why);
+        s_reply_error(self, from, rid, err, "%s", why);
+        return;
+    }
+    for (size_t i = 0; i < sizeof s_handlers / sizeof *s_handlers; i++) {
+        if (!fz_msg_is(msg, s_handlers[i].type))
+            continue;
+        if (s_handlers[i].client)
+            s_handlers[i].client(self, from, msg);
+        else if (w)
+            s_handlers[i].worker(self, from, msg, w);
+        else
+            s_reply_error(self, from, rid, FZ_ECONFLICT,
+                          "'%s' is a worker message: say hello first", fz_msg_type(msg));
+        fz_msg_destroy(&msg);
+        return;
+    }
+    s_reply_error(self, from, rid, FZ_EUNKNOWN, "the broker does not accept '%s'",
+                  fz_msg_type(msg));
+    fz_msg_destroy(&msg);
+}
+
+/* Reads one ROUTER message: [routing id][payload]. */
+static void s_recv(fz_broker_t *self)
+{
+    zmsg_t *zmsg = zmsg_recv(self->router);
+    if (!zmsg)
+        return;
+    zframe_t *from = zmsg_pop(zmsg);
+    zframe_t *body = zmsg_pop(zmsg);
+    if (from && body && zmsg_size(zmsg) == 0)
+        s_handle(self, from, zframe_data(body), zframe_size(body));
+    else if (from)
+        s_reply_error(self, from, 0, FZ_EMALFORMED, "a message must be exactly one frame");
+    zframe_destroy(&from);
+    zframe_destroy(&body);
+    zmsg_destroy(&zmsg);
+}
+
+/* ---------------------------------------------------------------- timers */
+
+static void s_tick(fz_broker_t *self, int64_t now)
+{
+    int64_t dead_after = 3 * (int64_t) self->cfg.heartbeat_ms;
+    /* Collect first: removing a worker while iterating the hash is not allowed. */
+    fz_worker_t *dead[256];
+    size_t ndead = 0;
+    for (fz_worker_t *w = zhashx_first(self->workers); w && ndead < 256;
+         w = zhashx_next(self->workers))
+        if (now - w->last_seen_ms > dead_after)
+            dead[ndead++] = w;
+    for (size_t i = 0; i < ndead; i++)
+        s_worker_gone(self, dead[i], "silent");
+
+    if (now >= self->next_heartbeat_ms) {
+        self->next_heartbeat_ms = now + self->cfg.heartbeat_ms;
+        for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+            fz_enc_t *hb = fz_enc_new("heartbeat", 0);
+            fz_net_send(self->router, w->routing_id, &hb);
+        }
+    }
+
+    fz_task_t *t = zlistx_first(self->timed);
+    while (t) {
+        fz_task_t *next = zlistx_next(self->timed);
+        if (t->state == FZ_STATE_RETRYING && now >= t->not_before_ms) {
+            s_timed_remove(self, t);
+            fz_sched_enqueue(self->sched, t);
+            fz_store_task_state(self->store, t->id, FZ_STATE_QUEUED, "");
+            s_emit_task(self, "task.queued", t);
+        } else if (t->state == FZ_STATE_RUNNING && !t->worker && t->orphan_deadline_ms &&
+                   now >= t->orphan_deadline_ms) {
+            s_attempt_lost(self, t, "worker did not come back after a broker restart");
+        }
+        t = next;
+    }
+
+    if (fz_budget_rollover(&self->budget, fz_wall()))
+        s_release_budget(self);
+}
+
+static int s_poll_timeout(fz_broker_t *self, int64_t now)
+{
+    int64_t next = self->next_heartbeat_ms;
+    for (fz_task_t *t = zlistx_first(self->timed); t; t = zlistx_next(self->timed)) {
+        int64_t at = t->state == FZ_STATE_RETRYING ? t->not_before_ms : t->orphan_deadline_ms;
+        if (at && at < next)
+            next = at;
+    }
+    int64_t ms = next - now;
+    return ms < 0 ? 0 : ms > 1000 ? 1000 : (int) ms;
+}
+
+/* ---------------------------------------------------------------- start, reload, run */
+
+static void s_load_one(void *arg, const fz_task_t *row, const char *worker)
+{
+    fz_broker_t *self = arg;
+    fz_task_t *t = malloc(sizeof *t);
+    if (!t)
+        return;
+    *t = *row;
+    t->queue = NULL;
+    char key[24];
+    s_idkey(t->id, key);
+    zhashx_insert(self->tasks, key, t);
+    switch (t->state) {
+    case FZ_STATE_RUNNING:
+        /* Its agent may still run: wait for the worker to come back and claim it. */
+        fz_sched_started(self->sched, t);
+        fz_budget_reserve(&self->budget, t->reserved);
+        t->orphan_deadline_ms = fz_clock_ms() + FZ_ORPHAN_PERIODS * (int64_t) self->cfg.heartbeat_ms;
+        s_timed_add(self, t);
+        break;
+    case FZ_STATE_HELD:
+        fz_sched_hold(self->sched, t, t->hold_reason);
+        break;
+    case FZ_STATE_RETRYING:
+        t->not_before_ms = fz_clock_ms();
+        s_timed_add(self, t);
+        break;
+    default:
+        fz_sched_enqueue(self->sched, t);
+        break;
+    }
+}
+
+static int s_load(fz_broker_t *self)
+{
+    double now = fz_wall(), day = fz_budget_day_start(now);
+    fz_budget_init(&self->budget, fz_store_meta_get(self->store, "budget", self->cfg.daily_budget),
+                   fz_store_spent(self->store, day, day + 86400), now);
+    self->paused = fz_store_meta_get(self->store, "paused", 0) != 0;
+    if (fz_store_load_live(self->store, s_load_one, self))
+        return -1;
+    /* Reservations of held tasks are re-checked against the reloaded ledger. */
+    s_release_budget(self);
+    return 0;
+}
+
+static void s_reload(fz_broker_t *self)
+{
+    fz_store_rollback(self->store);
+    for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
+        w->task = NULL;
+    zlistx_purge(self->timed);
+    fz_sched_destroy(&self->sched);
+    zhashx_purge(self->tasks);
+    self->sched = fz_sched_new(self->cfg.max_running);
+    for (int i = 0; i < self->cfg.nmodel_caps; i++)
+        fz_sched_set_cap(self->sched, self->cfg.model_caps[i].name, self->cfg.model_caps[i].cap);
+    if (s_load(self))
+        fz_error("reload from the store failed: %s", fz_store_error(self->store));
+    fz_store_rollback(self->store);
+}
+
+static int s_parse_whitelist(fz_broker_t *self)
+{
+    if (!self->cfg.models || !*self->cfg.models)
+        return 0;
+    char *copy = strdup(self->cfg.models);
+    if (!copy)
+        return -1;
+    for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
+        char **more = realloc(self->allowed, (self->nallowed + 1) * sizeof *more);
+        if (!more)
+            break;
+        self->allowed = more;
+        self->allowed[self->nallowed++] = strdup(tok);
+    }
+    free(copy);
+    return 0;
+}
+
+fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errlen)
+{
+    fz_broker_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    self->cfg = *cfg;
+    self->rng = (uint64_t) fz_clock_ms() * 2654435761u + (uint64_t) getpid();
+    self->tasks = zhashx_new();
+    self->workers = zhashx_new();
+    self->timed = zlistx_new();
+    self->sched = fz_sched_new(cfg->max_running);
+    zhashx_set_destructor(self->tasks, s_task_free);
+    zhashx_set_destructor(self->workers, s_worker_free);
+    s_parse_whitelist(self);
+    for (int i = 0; self->sched && i < cfg->nmodel_caps; i++)
+        fz_sched_set_cap(self->sched, cfg->model_caps[i].name, cfg->model_caps[i].cap);
+    self->store = fz_store_open(cfg->db, cfg->sync_full, err, errlen);
+    if (!self->store)
+        goto fail;
+    if (s_load(self) || fz_store_commit(self->store)) {
+        snprintf(err, errlen, "cannot load tasks from %s: %s", cfg->db,
+                 fz_store_error(self->store));
+        goto fail;
+    }
+    self->router = fz_net_socket(ZMQ_ROUTER);
+    self->pub = fz_net_socket(ZMQ_PUB);
+    if (!self->router || !self->pub) {
+        snprintf(err, errlen, "cannot create sockets: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    zsock_set_sndhwm(self->pub, 100000);
+    if (zsock_bind(self->router, "%s", cfg->bind) < 0) {
+        snprintf(err, errlen, "cannot bind %s: %s", cfg->bind, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    if (zsock_bind(self->pub, "%s", cfg->events) < 0) {
+        snprintf(err, errlen, "cannot bind %s: %s", cfg->events, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    return self;
+fail:
+    fz_broker_destroy(&self);
+    return NULL;
+}
+
+void fz_broker_destroy(fz_broker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    fz_broker_t *self = *self_p;
+    for (size_t i = 0; i < self->nout; i++) {
+        fz_enc_destroy(&self->out[i].enc);
+        zframe_destroy(&self->out[i].to);
+    }
+    free(self->out);
+    if (self->store)
+        fz_store_commit(self->store);
+    fz_store_destroy(&self->store);
+    zlistx_destroy(&self->timed);
+    fz_sched_destroy(&self->sched);
+    zhashx_destroy(&self->workers);
+    zhashx_destroy(&self->tasks);
+    for (size_t i = 0; i < self->nallowed; i++)
+        free(self->allowed[i]);
+    free(self->allowed);
+    zsock_destroy(&self->router);
+    zsock_destroy(&self->pub);
+    free(self);
+    *self_p = NULL;
+}
+
+/* One turn: read what arrived, run timers, dispatch, commit, then send. */
+static void s_turn(fz_broker_t *self)
+{
+    for (int i = 0; i < FZ_TURN_MAX && (zsock_events(self->router) & ZMQ_POLLIN); i++)
+        s_recv(self);
+    s_tick(self, fz_clock_ms());
+    s_dispatch(self);
+    if (fz_store_commit(self->store) < 0)
+        s_abandon_turn(self);
+    else
+        s_flush(self);
+}
+
+int fz_broker_run(fz_broker_t *self)
+{
+    fz_info("listening on %s, events on %s, store %s (%zu live tasks%s)", self->cfg.bind,
+            self->cfg.events, self->cfg.db, zhashx_size(self->tasks),
+            self->paused ? ", paused" : "");
+    fz_enc_t *e = s_event("broker.started", NULL);
+    fz_enc_str(e, "version", FZ_VERSION);
+    s_emit(self, "broker.started", &e);
+    zmq_pollitem_t item = {zsock_resolve(self->router), 0, ZMQ_POLLIN, 0};
+    while (!fz_net_interrupted()) {
+        s_turn(self);
+        int rc = zmq_poll(&item, 1, s_poll_timeout(self, fz_clock_ms()));
+        if (rc < 0 && errno != EINTR) {
+            fz_error("poll failed: %s", zmq_strerror(errno));
+            return 1;
+        }
+    }
+    e = s_event("broker.stopping", NULL);
+    fz_enc_str(e, "version", FZ_VERSION);
+    s_emit(self, "broker.stopping", &e);
+    s_turn(self);
+    fz_info("stopped (signal %d); running agents go on and their workers will reconnect",
+            fz_net_signal());
+    return 0;
+}

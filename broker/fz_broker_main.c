@@ -1,0 +1,162 @@
+/*  fz-broker: command line front of fz_broker. */
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fz_broker.h"
+#include "fz_net.h"
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+        "Usage: fz-broker [OPTIONS]\n"
+        "\n"
+        "The fz broker: durable priority queue, budget and dispatcher of agent tasks.\n"
+        "\n"
+        "Options:\n"
+        "  --bind EP              ROUTER endpoint for clients and workers\n"
+        "                         (default $FZ_BROKER or " FZ_DEFAULT_BROKER ")\n"
+        "  --events EP            PUB endpoint for events (default $FZ_EVENTS or " FZ_DEFAULT_EVENTS ")\n"
+        "  --db PATH              SQLite database (default $FZ_STATE/fz.db, FZ_STATE=./state)\n"
+        "  --max-running N        agents running at once, all workers together (default 3)\n"
+        "  --daily-budget USD     spending cap per UTC day (default 20; `fz-ctl budget --set`\n"
+        "                         stores a cap that then wins over this flag)\n"
+        "  --default-task-cost USD  budget reservation of a task without --max-cost (default 0.5)\n"
+        "  --default-timeout S    timeout of a task without --timeout (default 3600)\n"
+        "  --kill-grace S         seconds between SIGTERM and SIGKILL of an agent (default 10)\n"
+        "  --heartbeat MS         heartbeat interval; a peer is dead after 3 (default 1000)\n"
+        "  --retries N            retries of a task without --retries (default 0)\n"
+        "  --backoff-min MS       first retry delay (default 1000), doubling per failure\n"
+        "  --backoff-max MS       longest retry delay (default 60000)\n"
+        "  --models a,b,c         model whitelist (default: any model)\n"
+        "  --model-cap NAME=N     at most N running agents of model NAME (repeatable)\n"
+        "  --sync full|normal     SQLite synchronous mode (default full: survives power loss)\n"
+        "  -v, --verbose          log every message\n"
+        "  -h, --help             this help\n"
+        "  -V, --version          print the version\n"
+        "\n"
+        "Exit status: 0 stopped by SIGTERM/SIGINT, 1 runtime error (endpoint in use,\n"
+        "database unusable), 2 bad usage.\n");
+}
+
+static int s_bad(const char *flag, const char *value, const char *what)
+{
+    fprintf(stderr, "fz-broker: %s '%s': %s\n", flag, value, what);
+    return 2;
+}
+
+static int s_model_cap(fz_broker_config_t *cfg, const char *arg)
+{
+    const char *eq = strchr(arg, '=');
+    uint64_t n;
+    if (!eq || eq == arg || eq - arg > 64 || !fz_parse_uint(eq + 1, 100000, &n))
+        return s_bad("--model-cap", arg, "expected NAME=N");
+    if (cfg->nmodel_caps == FZ_MAX_MODEL_CAPS)
+        return s_bad("--model-cap", arg, "too many model caps");
+    snprintf(cfg->model_caps[cfg->nmodel_caps].name, 65, "%.*s", (int) (eq - arg), arg);
+    cfg->model_caps[cfg->nmodel_caps++].cap = (uint32_t) n;
+    return 0;
+}
+
+enum { OPT_BIND = 256, OPT_EVENTS, OPT_DB, OPT_MAXRUN, OPT_BUDGET, OPT_TASKCOST, OPT_TIMEOUT, OPT_GRACE,
+       OPT_HB, OPT_RETRIES, OPT_BMIN, OPT_BMAX, OPT_MODELS, OPT_MODELCAP, OPT_SYNC };
+
+static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose)
+{
+    static const struct option opts[] = {
+        {"bind", 1, 0, OPT_BIND}, {"events", 1, 0, OPT_EVENTS}, {"db", 1, 0, OPT_DB},
+        {"max-running", 1, 0, OPT_MAXRUN}, {"daily-budget", 1, 0, OPT_BUDGET},
+        {"default-task-cost", 1, 0, OPT_TASKCOST}, {"default-timeout", 1, 0, OPT_TIMEOUT},
+        {"kill-grace", 1, 0, OPT_GRACE}, {"heartbeat", 1, 0, OPT_HB}, {"retries", 1, 0, OPT_RETRIES},
+        {"backoff-min", 1, 0, OPT_BMIN}, {"backoff-max", 1, 0, OPT_BMAX},
+        {"models", 1, 0, OPT_MODELS}, {"model-cap", 1, 0, OPT_MODELCAP}, {"sync", 1, 0, OPT_SYNC},
+        {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
+    int c;
+    uint64_t u;
+    double d;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "vhV", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_BIND: cfg->bind = optarg; break;
+        case OPT_EVENTS: cfg->events = optarg; break;
+        case OPT_DB: cfg->db = optarg; break;
+        case OPT_MODELS: cfg->models = optarg; break;
+        case OPT_MODELCAP:
+            if (s_model_cap(cfg, optarg))
+                return 2;
+            break;
+        case OPT_SYNC:
+            if (strcmp(optarg, "full") && strcmp(optarg, "normal"))
+                return s_bad("--sync", optarg, "expected full or normal");
+            cfg->sync_full = strcmp(optarg, "full") == 0;
+            break;
+        case OPT_MAXRUN: case OPT_TIMEOUT: case OPT_GRACE: case OPT_HB: case OPT_RETRIES: case OPT_BMIN:
+        case OPT_BMAX:
+            if (!fz_parse_uint(optarg, c == OPT_HB ? 3600000 : 100000000, &u) ||
+                (u == 0 && (c == OPT_MAXRUN || c == OPT_HB)))
+                return s_bad(argv[optind - 1], optarg, "expected a positive whole number");
+            if (c == OPT_MAXRUN) cfg->max_running = (uint32_t) u;
+            if (c == OPT_TIMEOUT) cfg->default_timeout = (uint32_t) u;
+            if (c == OPT_GRACE) cfg->kill_grace = (uint32_t) u;
+            if (c == OPT_HB) cfg->heartbeat_ms = (uint32_t) (u < 10 ? 10 : u);
+            if (c == OPT_RETRIES) cfg->default_retries = (uint32_t) u;
+            if (c == OPT_BMIN) cfg->backoff_min_ms = (uint32_t) u;
+            if (c == OPT_BMAX) cfg->backoff_max_ms = (uint32_t) u;
+            break;
+        case OPT_BUDGET: case OPT_TASKCOST:
+            if (!fz_parse_double(optarg, 0, 1e9, &d))
+                return s_bad(argv[optind - 1], optarg, "expected an amount in USD");
+            if (c == OPT_BUDGET) cfg->daily_budget = d;
+            else cfg->default_task_cost = d;
+            break;
+        case 'v': *verbose = true; break;
+        case 'h': s_usage(stdout); exit(0);
+        case 'V': printf("fz-broker " FZ_VERSION "\n"); exit(0);
+        default:
+            fprintf(stderr, "fz-broker: unknown or incomplete option '%s' (see --help)\n",
+                    argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "fz-broker: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    fz_broker_config_t cfg;
+    fz_broker_config_defaults(&cfg);
+    cfg.bind = fz_endpoint(NULL, "FZ_BROKER", FZ_DEFAULT_BROKER);
+    cfg.events = fz_endpoint(NULL, "FZ_EVENTS", FZ_DEFAULT_EVENTS);
+    bool verbose = false;
+    int rc = s_parse(argc, argv, &cfg, &verbose);
+    if (rc)
+        return rc;
+    fz_log_init("fz-broker", verbose ? FZ_LOG_DEBUG : FZ_LOG_INFO);
+    char dbpath[4096];
+    if (!cfg.db) {
+        const char *state = getenv("FZ_STATE");
+        state = state && *state ? state : "state";
+        if (fz_mkdirs(state, 0755) < 0) {
+            fprintf(stderr, "fz-broker: cannot create state folder %s\n", state);
+            return 1;
+        }
+        snprintf(dbpath, sizeof dbpath, "%s/fz.db", state);
+        cfg.db = dbpath;
+    }
+    fz_net_init();
+    char err[512];
+    fz_broker_t *broker = fz_broker_new(&cfg, err, sizeof err);
+    if (!broker) {
+        fprintf(stderr, "fz-broker: %s\n", err);
+        return 1;
+    }
+    rc = fz_broker_run(broker);
+    fz_broker_destroy(&broker);
+    return rc;
+}

@@ -1,0 +1,266 @@
+/*  fz_sched: ready queues per model, held queue, running limits; see fz_sched.h. */
+
+#include "fz_sched.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    char name[65];
+    fz_queue_t *ready;
+    uint32_t running;
+    uint32_t cap; /* 0 = no per-model limit */
+} model_t;
+
+struct fz_sched_t {
+    model_t *models; /* O(models) lookups: models are few */
+    size_t nmodels, capmodels;
+    fz_queue_t *held;
+    uint32_t running, max_running;
+};
+
+bool fz_worker_serves(const fz_worker_t *w, const char *model)
+{
+    if (w->any_model || !*model)
+        return true;
+    for (size_t i = 0; i < w->nmodels; i++)
+        if (strcmp(w->models[i], model) == 0)
+            return true;
+    return false;
+}
+
+fz_sched_t *fz_sched_new(uint32_t max_running)
+{
+    fz_sched_t *self = calloc(1, sizeof *self);
+    if (!self || !(self->held = fz_queue_new())) {
+        free(self);
+        return NULL;
+    }
+    self->max_running = max_running;
+    return self;
+}
+
+void fz_sched_destroy(fz_sched_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    fz_sched_t *self = *self_p;
+    for (size_t i = 0; i < self->nmodels; i++)
+        fz_queue_destroy(&self->models[i].ready);
+    free(self->models);
+    fz_queue_destroy(&self->held);
+    free(self);
+    *self_p = NULL;
+}
+
+static model_t *s_model(fz_sched_t *self, const char *name, bool create)
+{
+    for (size_t i = 0; i < self->nmodels; i++)
+        if (strcmp(self->models[i].name, name) == 0)
+            return &self->models[i];
+    if (!create)
+        return NULL;
+    if (self->nmodels == self->capmodels) {
+        size_t cap = self->capmodels ? self->capmodels * 2 : 8;
+        model_t *m = realloc(self->models, cap * sizeof *m);
+        if (!m)
+            return NULL;
+        self->models = m;
+        self->capmodels = cap;
+    }
+    model_t *m = &self->models[self->nmodels];
+    memset(m, 0, sizeof *m);
+    snprintf(m->name, sizeof m->name, "%s", name);
+    if (!(m->ready = fz_queue_new()))
+        return NULL;
+    self->nmodels++;
+    return m;
+}
+
+int fz_sched_set_cap(fz_sched_t *self, const char *model, uint32_t cap)
+{
+    model_t *m = s_model(self, model, true);
+    if (!m)
+        return -1;
+    m->cap = cap;
+    return 0;
+}
+
+uint32_t fz_sched_max_running(const fz_sched_t *self)
+{
+    return self->max_running;
+}
+
+int fz_sched_enqueue(fz_sched_t *self, fz_task_t *task)
+{
+    model_t *m = s_model(self, task->model, true);
+    if (!m)
+        return -1;
+    task->state = FZ_STATE_QUEUED;
+    task->hold_reason[0] = 0;
+    return fz_queue_push(m->ready, task);
+}
+
+int fz_sched_hold(fz_sched_t *self, fz_task_t *task, const char *reason)
+{
+    fz_sched_remove(self, task);
+    task->state = FZ_STATE_HELD;
+    snprintf(task->hold_reason, sizeof task->hold_reason, "%s", reason);
+    return fz_queue_push(self->held, task);
+}
+
+void fz_sched_remove(fz_sched_t *self, fz_task_t *task)
+{
+    (void) self;
+    if (task->queue)
+        fz_queue_remove(task->queue, task);
+}
+
+void fz_sched_reorder(fz_sched_t *self, fz_task_t *task)
+{
+    (void) self;
+    if (task->queue)
+        fz_queue_update(task->queue, task);
+}
+
+double fz_sched_reservation(const fz_task_t *task, double default_cost)
+{
+    return task->max_cost > 0 ? task->max_cost : default_cost;
+}
+
+static bool s_at_cap(const model_t *m)
+{
+    return m->cap && m->running >= m->cap;
+}
+
+/* The best top among the queues this worker serves, skipping capped models. */
+static model_t *s_best_queue(fz_sched_t *self, const fz_worker_t *w)
+{
+    model_t *best = NULL;
+    for (size_t i = 0; i < self->nmodels; i++) {
+        model_t *m = &self->models[i];
+        fz_task_t *top = fz_queue_peek(m->ready);
+        if (!top || s_at_cap(m) || !fz_worker_serves(w, m->name))
+            continue;
+        if (!best || fz_queue_before(top, fz_queue_peek(best->ready)))
+            best = m;
+    }
+    return best;
+}
+
+fz_task_t *fz_sched_pick(fz_sched_t *self, const fz_worker_t *worker, const fz_budget_t *budget,
+                         double default_cost, fz_sched_held_fn *held_fn, void *arg)
+{
+    if (self->running >= self->max_running)
+        return NULL;
+    model_t *m;
+    while ((m = s_best_queue(self, worker))) {
+        fz_task_t *task = fz_queue_peek(m->ready);
+        if (budget && !fz_budget_fits(budget, fz_sched_reservation(task, default_cost))) {
+            fz_sched_hold(self, task, "budget");
+            if (held_fn)
+                held_fn(arg, task);
+            continue;
+        }
+        return fz_queue_pop(m->ready);
+    }
+    return NULL;
+}
+
+void fz_sched_started(fz_sched_t *self, const fz_task_t *task)
+{
+    self->running++;
+    model_t *m = s_model(self, task->model, true);
+    if (m)
+        m->running++;
+}
+
+void fz_sched_ended(fz_sched_t *self, const fz_task_t *task)
+{
+    if (self->running)
+        self->running--;
+    model_t *m = s_model(self, task->model, false);
+    if (m && m->running)
+        m->running--;
+}
+
+uint32_t fz_sched_running(const fz_sched_t *self)
+{
+    return self->running;
+}
+
+size_t fz_sched_release(fz_sched_t *self, const char *reason, const char *model,
+                        fz_sched_held_fn *fn, void *arg)
+{
+    /* Collect first: moving tasks while walking the heap would skip some. */
+    size_t n = fz_queue_size(self->held), moved = 0;
+    if (n == 0)
+        return 0;
+    fz_task_t **pick = malloc(n * sizeof *pick);
+    if (!pick)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        fz_task_t *t = fz_queue_at(self->held, i);
+        if (strcmp(t->hold_reason, reason) == 0 && (!model || strcmp(t->model, model) == 0))
+            pick[moved++] = t;
+    }
+    for (size_t i = 0; i < moved; i++) {
+        fz_queue_remove(self->held, pick[i]);
+        fz_sched_enqueue(self, pick[i]);
+        if (fn)
+            fn(arg, pick[i]);
+    }
+    free(pick);
+    return moved;
+}
+
+static int s_cmp_before(const void *a, const void *b)
+{
+    const fz_task_t *x = *(fz_task_t *const *) a, *y = *(fz_task_t *const *) b;
+    return fz_queue_before(x, y) ? -1 : fz_queue_before(y, x) ? 1 : 0;
+}
+
+size_t fz_sched_release_budget(fz_sched_t *self, const fz_budget_t *budget, double default_cost,
+                               fz_sched_held_fn *fn, void *arg)
+{
+    size_t n = fz_queue_size(self->held), k = 0, moved = 0;
+    if (n == 0)
+        return 0;
+    fz_task_t **pick = malloc(n * sizeof *pick);
+    if (!pick)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        fz_task_t *t = fz_queue_at(self->held, i);
+        if (strcmp(t->hold_reason, "budget") == 0)
+            pick[k++] = t;
+    }
+    /* In priority order, as many as fit together: released tasks are not re-held at once. */
+    qsort(pick, k, sizeof *pick, s_cmp_before);
+    double left = fz_budget_left(budget);
+    for (size_t i = 0; i < k; i++) {
+        double need = fz_sched_reservation(pick[i], default_cost);
+        if (need > left + 1e-9)
+            continue;
+        left -= need;
+        fz_queue_remove(self->held, pick[i]);
+        fz_sched_enqueue(self, pick[i]);
+        moved++;
+        if (fn)
+            fn(arg, pick[i]);
+    }
+    free(pick);
+    return moved;
+}
+
+size_t fz_sched_ready(const fz_sched_t *self)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < self->nmodels; i++)
+        n += fz_queue_size(self->models[i].ready);
+    return n;
+}
+
+size_t fz_sched_held(const fz_sched_t *self)
+{
+    return fz_queue_size(self->held);
+}

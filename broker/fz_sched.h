@@ -1,0 +1,91 @@
+/*  fz_sched: which ready task runs next, and where.
+
+    Ready tasks wait in one priority queue per model ("" = any model), so a worker finds the
+    best task it can serve by looking at the tops of the queues of its models: O(models),
+    not O(tasks). Tasks stopped by a safety rail (budget, per-model cap) wait in a held
+    queue with their reason, and are released when the rail moves. The global and per-model
+    running limits are enforced here.
+
+    The scheduler points at tasks and workers; the broker owns both. It changes no state
+    outside its queues: the broker records what the scheduler decided. */
+
+#ifndef FZ_SCHED_H
+#define FZ_SCHED_H
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fz_budget.h"
+#include "fz_queue.h"
+#include "fz_task.h"
+
+#define FZ_MAX_WORKER_MODELS 16
+
+/* A connected worker. Owned by the broker's worker table. */
+typedef struct fz_worker_t {
+    zframe_t *routing_id;
+    char key[64];   /* routing id in hex: the table key */
+    char name[65];
+    char nonce[65];
+    char models[FZ_MAX_WORKER_MODELS][65];
+    size_t nmodels;
+    bool any_model; /* announced no models: serves every task */
+    fz_task_t *task;        /* running task or NULL (the task table owns it) */
+    int64_t last_seen_ms;
+    double since;
+} fz_worker_t;
+
+/* True if the worker may run tasks of model (any worker runs model ""). */
+bool fz_worker_serves(const fz_worker_t *w, const char *model);
+
+typedef struct fz_sched_t fz_sched_t;
+
+fz_sched_t *fz_sched_new(uint32_t max_running);
+void fz_sched_destroy(fz_sched_t **self_p);
+
+/* Limits of concurrent attempts of one model (0 = only the global limit). */
+int fz_sched_set_cap(fz_sched_t *self, const char *model, uint32_t cap);
+uint32_t fz_sched_max_running(const fz_sched_t *self);
+
+/* Puts a task in the ready queue of its model. */
+int fz_sched_enqueue(fz_sched_t *self, fz_task_t *task);
+/* Puts a task in the held queue; reason is copied into the task. */
+int fz_sched_hold(fz_sched_t *self, fz_task_t *task, const char *reason);
+/* Takes a task out of whichever queue holds it (no-op if none). */
+void fz_sched_remove(fz_sched_t *self, fz_task_t *task);
+/* Restores order after a task's priority changed. */
+void fz_sched_reorder(fz_sched_t *self, fz_task_t *task);
+
+/* Called for each task the scheduler holds while picking (budget, model-cap). */
+typedef void(fz_sched_held_fn)(void *arg, fz_task_t *task);
+
+/* The best ready task this idle worker can run now, taken out of its queue; NULL if none
+   (or the global limit is reached). Tasks whose reservation does not fit the budget are
+   moved to held ("budget") on the way, each reported to held_fn. */
+fz_task_t *fz_sched_pick(fz_sched_t *self, const fz_worker_t *worker, const fz_budget_t *budget,
+                         double default_cost, fz_sched_held_fn *held_fn, void *arg);
+
+/* Counts a task as running / no longer running (global and per model). */
+void fz_sched_started(fz_sched_t *self, const fz_task_t *task);
+void fz_sched_ended(fz_sched_t *self, const fz_task_t *task);
+uint32_t fz_sched_running(const fz_sched_t *self);
+
+/* Moves held tasks with this reason (and model, when not NULL) back to ready; each moved
+   task is reported to fn. Returns how many moved. */
+size_t fz_sched_release(fz_sched_t *self, const char *reason, const char *model,
+                        fz_sched_held_fn *fn, void *arg);
+
+/* Moves budget-held tasks back to ready, in priority order, as many as fit in what is left
+   of the budget together. Returns how many moved. */
+size_t fz_sched_release_budget(fz_sched_t *self, const fz_budget_t *budget, double default_cost,
+                               fz_sched_held_fn *fn, void *arg);
+
+/* Tasks in ready queues / held. */
+size_t fz_sched_ready(const fz_sched_t *self);
+size_t fz_sched_held(const fz_sched_t *self);
+
+/* The reservation a task makes when dispatched. */
+double fz_sched_reservation(const fz_task_t *task, double default_cost);
+
+#endif

@@ -1,0 +1,116 @@
+/*  fz_store: the broker's durable state in one SQLite database (WAL).
+
+    Tables: tasks, task_labels, attempts, meta. The broker is the only writer. Writes of one
+    loop turn go into one transaction, opened by the first write (fz_store_* writers call
+    it themselves) and closed by fz_store_commit, which the broker calls before it sends any
+    reply or event of that turn: an acknowledgement always follows its fsync.
+
+    Readers (get, list, status, cost) run on the same connection, so they see the turn's own
+    writes. Reply-building readers write straight into an fz_enc_t. */
+
+#ifndef FZ_STORE_H
+#define FZ_STORE_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fz_msg.h"
+#include "fz_task.h"
+
+typedef struct fz_store_t fz_store_t;
+
+/* Opens (creating if needed) the database at path. sync_full chooses synchronous=FULL (safe
+   on power loss) over NORMAL (safe on process crash). NULL on failure, err says why. */
+fz_store_t *fz_store_open(const char *path, bool sync_full, char *err, size_t errlen);
+void fz_store_destroy(fz_store_t **self_p);
+
+/* Commits the turn's transaction if one is open; 0 on success, -1 (rolled back) on failure. */
+int fz_store_commit(fz_store_t *self);
+/* Abandons the turn's transaction if one is open. */
+void fz_store_rollback(fz_store_t *self);
+/* Last SQLite error message. */
+const char *fz_store_error(fz_store_t *self);
+
+/* A new task as submitted; the msgpack objects (may be NULL) are stored as they are. */
+typedef struct {
+    const char *prompt;
+    size_t prompt_len;
+    int64_t priority;
+    const char *model;
+    const char *name;
+    uint32_t timeout;
+    double max_cost;
+    uint32_t retries;
+    uint64_t parent;
+    const msgpack_object *labels, *fallback, *after, *after_any;
+    fz_state_t state;
+} fz_store_newtask_t;
+
+/* Inserts a task; returns its id, 0 on failure. */
+uint64_t fz_store_task_add(fz_store_t *self, const fz_store_newtask_t *t);
+/* Sets a task's state (and hold reason, "" for none). */
+int fz_store_task_state(fz_store_t *self, uint64_t id, fz_state_t state, const char *reason);
+/* The model of attempt n (1-based): the task's model, then its fallback chain; the last
+   model repeats. Writes into model[65]. */
+int fz_store_task_model(fz_store_t *self, uint64_t id, uint32_t n, char *model);
+
+/* Changes a task's base priority. */
+int fz_store_task_priority(fz_store_t *self, uint64_t id, int64_t priority);
+/* Loads one task's scheduling fields (as fz_store_load_live does); -1 if not found. The
+   model is the task's own (first-attempt) model. */
+int fz_store_load_task(fz_store_t *self, uint64_t id, fz_task_t *task);
+
+/* Records the start of attempt n on worker: attempt row, task running. */
+int fz_store_attempt_start(fz_store_t *self, uint64_t id, uint32_t n, const char *worker,
+                           const char *model, double reserved);
+
+typedef struct {
+    const char *outcome;
+    int64_t exit_code;
+    uint32_t signal;
+    uint64_t duration_ms;
+    double cost_usd;
+    uint64_t tokens_in, tokens_out;
+    const char *model;
+    const char *summary;
+    const void *output;
+    size_t output_len;
+    const char *log;
+} fz_result_t;
+
+/* Records the end of attempt n and the task's new state. Returns 1 if recorded, 0 if that
+   attempt had already ended (a duplicate result), -1 on error. */
+int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_result_t *r,
+                            fz_state_t state);
+
+/* Calls fn for each unfinished task (state not final), oldest first, with the worker of its
+   current attempt ("" if none) and that attempt's reservation. */
+typedef void(fz_store_live_fn)(void *arg, const fz_task_t *task, const char *worker);
+int fz_store_load_live(fz_store_t *self, fz_store_live_fn *fn, void *arg);
+
+/* Writes the dispatch payload (prompt, labels) of a task into e. */
+int fz_store_encode_dispatch(fz_store_t *self, uint64_t id, fz_enc_t *e);
+/* Writes the task object under key; FZ_ENOTFOUND if there is no such task. */
+fz_err_t fz_store_encode_task(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key);
+/* Writes the array of attempt objects under key. */
+fz_err_t fz_store_encode_attempts(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key);
+/* Writes `tasks` (array of task summaries, by id) and `total`; state may be NULL (all). */
+fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limit, fz_enc_t *e);
+/* Writes `counts`: a map of every state to its number of tasks. */
+fz_err_t fz_store_encode_counts(fz_store_t *self, fz_enc_t *e);
+/* Writes `rows` and `total_cost` of finished attempts grouped by day, model, task or label
+   (label_key names the label), ended at or after since (unix seconds). */
+fz_err_t fz_store_encode_cost(fz_store_t *self, const char *by, const char *label_key,
+                              double since, fz_enc_t *e);
+
+/* Sum of the costs of attempts that ended in [from, to). */
+double fz_store_spent(fz_store_t *self, double from, double to);
+/* True if a task with this id exists; *state_p gets its state. */
+bool fz_store_task_exists(fz_store_t *self, uint64_t id, fz_state_t *state_p);
+
+/* Small persistent settings (paused, budget). get returns dflt when unset. */
+double fz_store_meta_get(fz_store_t *self, const char *key, double dflt);
+int fz_store_meta_set(fz_store_t *self, const char *key, double value);
+
+#endif

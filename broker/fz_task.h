@@ -1,0 +1,56 @@
+/*  fz_task: the broker's in-memory record of one live task (not yet finished).
+
+    Only what scheduling needs lives here; the prompt, labels and history stay in the store
+    and are read when needed. The broker's task table (fz_broker) owns every fz_task_t; the
+    queues and workers only point at them. A task leaves memory when it finishes. */
+
+#ifndef FZ_TASK_H
+#define FZ_TASK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    FZ_STATE_QUEUED,
+    FZ_STATE_WAITING,
+    FZ_STATE_HELD,
+    FZ_STATE_RUNNING,
+    FZ_STATE_RETRYING,
+    FZ_STATE_SUCCEEDED,
+    FZ_STATE_FAILED,
+    FZ_STATE_CANCELLED,
+    FZ_STATE_DEP_FAILED,
+    FZ_STATE_COUNT
+} fz_state_t;
+
+/* Protocol name of a state ("queued", "dep-failed", ...). */
+const char *fz_state_name(fz_state_t state);
+/* State from its name; -1 if unknown. */
+int fz_state_from_name(const char *name);
+/* True for succeeded, failed, cancelled and dep-failed. */
+bool fz_state_final(fz_state_t state);
+
+struct fz_worker_t;
+
+typedef struct fz_task_t {
+    uint64_t id;
+    fz_state_t state;
+    int64_t priority;
+    char model[65];          /* model of the next (or current) attempt; "" = any */
+    uint32_t attempt;        /* attempts started so far; the current one when running */
+    uint32_t retries;        /* further attempts allowed after a failure */
+    uint32_t attempt_base;   /* attempts made before the last manual retry */
+    uint32_t timeout_s;
+    double max_cost;         /* cap of one attempt; also its budget reservation */
+    double reserved;         /* reservation held while running */
+    char hold_reason[16];    /* why HELD: "budget", "model-cap", "paused" */
+    int64_t not_before_ms;   /* RETRYING: monotonic time of the next attempt */
+    int64_t orphan_deadline_ms; /* RUNNING without a worker (broker restarted): requeue after */
+    bool cancel_requested;   /* a cancel was sent to the worker; the result decides */
+    size_t heap_index;       /* position in its queue, kept by fz_queue */
+    void *queue;             /* the fz_queue_t holding it, or NULL; kept by fz_queue */
+    struct fz_worker_t *worker; /* the worker running it, or NULL */
+} fz_task_t;
+
+#endif
