@@ -1010,7 +1010,8 @@ static fz_state_t s_next_state(fz_task_t *t, const char *outcome, int64_t exit_c
         return FZ_STATE_SUCCEEDED;
     if (t->cancel_requested || strcmp(outcome, "cancelled") == 0)
         return FZ_STATE_CANCELLED;
-    if (strcmp(outcome, "rejected") == 0)
+    /* The worker could not or would not run it (busy, being stopped): not the task's fault. */
+    if (strcmp(outcome, "rejected") == 0 || strcmp(outcome, "interrupted") == 0)
         return FZ_STATE_QUEUED;
     if (strcmp(outcome, "exited") == 0 && exit_code == FZ_EXIT_NO_RETRY)
         return FZ_STATE_FAILED;

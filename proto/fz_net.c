@@ -7,10 +7,12 @@
 #include <string.h>
 
 static volatile sig_atomic_t s_signal;
+static volatile sig_atomic_t s_signals;
 
 static void s_on_signal(int sig)
 {
     s_signal = sig;
+    s_signals++;
 }
 
 void fz_net_init(void)
@@ -35,6 +37,12 @@ bool fz_net_interrupted(void)
 void fz_net_interrupt(void)
 {
     s_signal = SIGTERM;
+    s_signals++;
+}
+
+int fz_net_signal_count(void)
+{
+    return s_signals;
 }
 
 int fz_net_signal(void)

@@ -23,6 +23,8 @@ void fz_net_init(void);
 bool fz_net_interrupted(void);
 /* Sets the flag, as a signal would (for tests and for in-process stop requests). */
 void fz_net_interrupt(void);
+/* How many SIGINT/SIGTERM arrived (a second one may mean "now"). */
+int fz_net_signal_count(void);
 /* The signal that set the flag (0 if none). */
 int fz_net_signal(void);
 

@@ -1,0 +1,581 @@
+/*  fz_slot: the worker's broker connection and agent supervision loop; see fz_slot.h. */
+
+#include "fz_slot.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fz_agent.h"
+#include "fz_net.h"
+
+#define FZ_OUTPUT_EVERY_MS 250  /* output is streamed at most this often */
+#define FZ_BACKOFF_MAX_MS 32000 /* reconnect backoff doubles up to this */
+#define FZ_MAX_PENDING 16       /* unacknowledged results kept (oldest dropped past it) */
+
+typedef struct {
+    uint64_t task;
+    uint32_t attempt;
+    fz_enc_t *enc; /* the encoded result, resent until acknowledged */
+} pending_t;
+
+struct fz_slot_t {
+    fz_slot_config_t cfg;
+    zsock_t *dealer;
+    char nonce[17];
+    char models[16][65];
+    size_t nmodels;
+    uint32_t hb_ms;
+    bool welcomed;
+    int64_t broker_seen_ms;    /* last message from the broker */
+    int64_t next_hb_ms;        /* next heartbeat we send */
+    int64_t next_hello_ms;     /* next hello while not welcomed */
+    uint32_t backoff_ms;       /* reconnect backoff */
+    /* the current attempt */
+    fz_agent_t *agent;
+    uint64_t task;
+    uint32_t attempt;
+    char model[65];
+    int64_t next_output_ms;
+    pending_t pending[FZ_MAX_PENDING];
+    size_t npending;
+    int64_t next_resend_ms;
+    bool stopping; /* first signal seen */
+};
+
+/* ---------------------------------------------------------------- command templates */
+
+/* Appends s single-quoted for /bin/sh. */
+static void s_quote(zchunk_t *out, const char *s)
+{
+    zchunk_extend(out, "'", 1);
+    for (; *s; s++) {
+        if (*s == '\'')
+            zchunk_extend(out, "'\\''", 4);
+        else
+            zchunk_extend(out, s, 1);
+    }
+    zchunk_extend(out, "'", 1);
+}
+
+char *fz_slot_expand(const char *tmpl, const char *model, uint64_t task, uint32_t attempt,
+                     const char *workdir)
+{
+    zchunk_t *out = zchunk_new(NULL, strlen(tmpl) + 64);
+    if (!out)
+        return NULL;
+    char num[32];
+    for (const char *p = tmpl; *p;) {
+        const char *value = NULL;
+        size_t skip = 0;
+        if (strncmp(p, "{model}", 7) == 0)
+            value = model, skip = 7;
+        else if (strncmp(p, "{workdir}", 9) == 0)
+            value = workdir, skip = 9;
+        else if (strncmp(p, "{task}", 6) == 0)
+            snprintf(num, sizeof num, "%llu", (unsigned long long) task), value = num, skip = 6;
+        else if (strncmp(p, "{attempt}", 9) == 0)
+            snprintf(num, sizeof num, "%u", attempt), value = num, skip = 9;
+        if (value) {
+            s_quote(out, value);
+            p += skip;
+        } else
+            zchunk_extend(out, p++, 1);
+    }
+    zchunk_extend(out, "", 1);
+    char *s = strdup((const char *) zchunk_data(out));
+    zchunk_destroy(&out);
+    return s;
+}
+
+/* ---------------------------------------------------------------- sending */
+
+static void s_send(fz_slot_t *self, fz_enc_t **enc_p)
+{
+    if (fz_net_send(self->dealer, NULL, enc_p) < 0)
+        fz_debug("send failed: %s", zmq_strerror(zmq_errno()));
+}
+
+static void s_send_copy(fz_slot_t *self, fz_enc_t *enc)
+{
+    size_t len;
+    const void *data = fz_enc_data(enc, &len);
+    if (data)
+        zmq_send(zsock_resolve(self->dealer), data, len, ZMQ_DONTWAIT);
+}
+
+static void s_hello(fz_slot_t *self)
+{
+    fz_enc_t *e = fz_enc_new("hello", 0);
+    fz_enc_str(e, "name", self->cfg.name);
+    fz_enc_array(e, "models", self->nmodels);
+    for (size_t i = 0; i < self->nmodels; i++)
+        fz_enc_str(e, NULL, self->models[i]);
+    fz_enc_str(e, "nonce", self->nonce);
+    /* labels k=v,k=v */
+    size_t nl = 0;
+    char labels[1024] = "";
+    if (self->cfg.labels)
+        snprintf(labels, sizeof labels, "%s", self->cfg.labels);
+    for (char *p = labels; *p; p++)
+        nl += *p == '=';
+    fz_enc_map(e, "labels", nl);
+    char *save = NULL;
+    for (char *kv = strtok_r(labels, ",", &save); kv && nl; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq)
+            continue;
+        *eq = 0;
+        fz_enc_str(e, NULL, kv);
+        fz_enc_str(e, NULL, eq + 1);
+    }
+    if (self->agent) {
+        fz_enc_uint(e, "task", self->task);
+        fz_enc_uint(e, "attempt", self->attempt);
+    }
+    s_send(self, &e);
+}
+
+static void s_heartbeat(fz_slot_t *self)
+{
+    fz_enc_t *e = fz_enc_new("heartbeat", 0);
+    if (self->agent) {
+        const fz_agent_status_t *st = fz_agent_status(self->agent);
+        fz_enc_uint(e, "task", self->task);
+        fz_enc_uint(e, "attempt", self->attempt);
+        fz_enc_uint(e, "elapsed_ms", (uint64_t) st->elapsed_ms);
+        fz_enc_float(e, "cost_usd", st->cost_usd);
+        fz_enc_uint(e, "tokens_in", st->tokens_in);
+        fz_enc_uint(e, "tokens_out", st->tokens_out);
+        if (st->progress_pct >= 0)
+            fz_enc_uint(e, "progress", (uint64_t) st->progress_pct);
+        fz_enc_str(e, "progress_text", st->progress_text);
+    }
+    s_send(self, &e);
+}
+
+/* A new DEALER: the old one may hold a dead pipe, and libzmq gives a new routing id. */
+static int s_connect(fz_slot_t *self)
+{
+    zsock_destroy(&self->dealer);
+    self->dealer = fz_net_socket(ZMQ_DEALER);
+    if (!self->dealer || zsock_connect(self->dealer, "%s", self->cfg.broker) < 0) {
+        fz_error("cannot connect to %s: %s", self->cfg.broker, zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    self->welcomed = false;
+    int64_t now = fz_clock_ms();
+    self->broker_seen_ms = now;
+    self->next_hello_ms = now + self->backoff_ms;
+    s_hello(self);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- results */
+
+static void s_result_pending(fz_slot_t *self, uint64_t task, uint32_t attempt, fz_enc_t *enc)
+{
+    if (self->npending == FZ_MAX_PENDING) {
+        fz_warn("dropping the unacknowledged result of task %llu: too many pending",
+                (unsigned long long) self->pending[0].task);
+        fz_enc_destroy(&self->pending[0].enc);
+        memmove(self->pending, self->pending + 1, (FZ_MAX_PENDING - 1) * sizeof *self->pending);
+        self->npending--;
+    }
+    self->pending[self->npending++] = (pending_t){task, attempt, enc};
+    s_send_copy(self, enc);
+    self->next_resend_ms = fz_clock_ms() + self->hb_ms;
+}
+
+static void s_on_ack(fz_slot_t *self, fz_msg_t *msg)
+{
+    uint64_t task = fz_msg_uint(msg, "task", 0);
+    uint32_t attempt = (uint32_t) fz_msg_uint(msg, "attempt", 0);
+    for (size_t i = 0; i < self->npending; i++)
+        if (self->pending[i].task == task && self->pending[i].attempt == attempt) {
+            fz_enc_destroy(&self->pending[i].enc);
+            memmove(self->pending + i, self->pending + i + 1,
+                    (self->npending - i - 1) * sizeof *self->pending);
+            self->npending--;
+            return;
+        }
+}
+
+/* A result for an attempt that never ran an agent (busy, spawn failure). */
+static void s_result_simple(fz_slot_t *self, uint64_t task, uint32_t attempt, const char *outcome,
+                            const char *summary)
+{
+    fz_enc_t *e = fz_enc_new("result", 0);
+    fz_enc_uint(e, "task", task);
+    fz_enc_uint(e, "attempt", attempt);
+    fz_enc_str(e, "outcome", outcome);
+    fz_enc_int(e, "exit_code", -1);
+    fz_enc_str(e, "summary", summary);
+    s_result_pending(self, task, attempt, e);
+}
+
+static void s_stream_output(fz_slot_t *self)
+{
+    char buf[FZ_MAX_CHUNK];
+    size_t n = fz_agent_take_new_output(self->agent, buf, sizeof buf);
+    if (!n)
+        return;
+    fz_enc_t *e = fz_enc_new("output", 0);
+    fz_enc_uint(e, "task", self->task);
+    fz_enc_uint(e, "attempt", self->attempt);
+    fz_enc_bin(e, "data", buf, n);
+    s_send(self, &e);
+}
+
+/* The agent is over: its result goes out and stays pending until acknowledged. */
+static void s_finish(fz_slot_t *self)
+{
+    s_stream_output(self);
+    const fz_agent_status_t *st = fz_agent_status(self->agent);
+    const char *outcome = fz_agent_outcome_name(st->outcome);
+    if (st->outcome == FZ_AGENT_CANCELLED && strcmp(st->reason, "interrupted") == 0)
+        outcome = "interrupted";
+    size_t tail_len;
+    const char *tail = fz_agent_tail(self->agent, &tail_len);
+    fz_enc_t *e = fz_enc_new("result", 0);
+    fz_enc_uint(e, "task", self->task);
+    fz_enc_uint(e, "attempt", self->attempt);
+    fz_enc_str(e, "outcome", outcome);
+    fz_enc_int(e, "exit_code", st->exit_code);
+    fz_enc_uint(e, "signal", (uint64_t) (st->signal > 0 ? st->signal : 0));
+    fz_enc_uint(e, "duration_ms", (uint64_t) st->duration_ms);
+    fz_enc_float(e, "cost_usd", st->cost_usd);
+    fz_enc_uint(e, "tokens_in", st->tokens_in);
+    fz_enc_uint(e, "tokens_out", st->tokens_out);
+    fz_enc_strn(e, "model", st->model[0] ? st->model : self->model,
+                strnlen(st->model[0] ? st->model : self->model, FZ_MAX_NAME));
+    fz_enc_str(e, "summary", st->summary);
+    fz_enc_bin(e, "output", tail, tail_len > FZ_MAX_TAIL ? FZ_MAX_TAIL : tail_len);
+    char log[4096];
+    snprintf(log, sizeof log, "%s/%llu/attempt-%u.log", self->cfg.workroot,
+             (unsigned long long) self->task, self->attempt);
+    fz_enc_str(e, "log", self->cfg.dry_run ? "" : log);
+    fz_info("task %llu attempt %u: %s (exit %d, %.4f USD, %lld ms)",
+            (unsigned long long) self->task, self->attempt, outcome, st->exit_code, st->cost_usd,
+            (long long) st->duration_ms);
+    s_result_pending(self, self->task, self->attempt, e);
+    fz_agent_destroy(&self->agent);
+    self->task = 0;
+    self->attempt = 0;
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+static const char *s_label(fz_msg_t *msg, const char *key, char *buf, size_t size)
+{
+    const msgpack_object *labels = fz_msg_obj(msg, "labels");
+    if (!fz_obj_get(labels, key))
+        return NULL;
+    return fz_obj_str(labels, key, buf, size);
+}
+
+static double s_label_num(fz_msg_t *msg, const char *key, double dflt)
+{
+    char buf[64];
+    double v;
+    const char *s = s_label(msg, key, buf, sizeof buf);
+    return s && fz_parse_double(s, 0, 1e9, &v) ? v : dflt;
+}
+
+static fz_agent_t *s_start_sim(fz_slot_t *self, fz_msg_t *msg, const fz_agent_opts_t *opts,
+                               char *err, size_t errlen)
+{
+    fz_agent_sim_t sim = {0};
+    sim.duration_s = s_label_num(msg, "dry.duration", self->cfg.dry_duration);
+    sim.cost_usd = s_label_num(msg, "dry.cost", self->cfg.dry_cost);
+    sim.exit_code = (int) s_label_num(msg, "dry.exit", self->cfg.dry_exit);
+    /* dry.fail-attempts N: the first N attempts fail (to exercise retries without agents) */
+    if (self->attempt <= (uint32_t) s_label_num(msg, "dry.fail-attempts", 0))
+        sim.exit_code = 1;
+    sim.tokens_in = (uint64_t) s_label_num(msg, "dry.tokens-in", 1000);
+    sim.tokens_out = (uint64_t) s_label_num(msg, "dry.tokens-out", 200);
+    sim.model = self->model[0] ? self->model : "dry-run";
+    sim.output = "dry-run: simulated agent output\n";
+    sim.summary = sim.exit_code ? "dry-run: simulated failure" : "dry-run: simulated success";
+    return fz_agent_simulate(&sim, opts, err, errlen);
+}
+
+static fz_agent_t *s_start_real(fz_slot_t *self, fz_msg_t *msg, fz_agent_opts_t *opts,
+                                const char *workdir, char *err, size_t errlen)
+{
+    char *cmd = fz_slot_expand(self->cfg.agent, self->model, self->task, self->attempt, workdir);
+    char env[6][512];
+    snprintf(env[0], sizeof env[0], "FZ_TASK_ID=%llu", (unsigned long long) self->task);
+    snprintf(env[1], sizeof env[1], "FZ_ATTEMPT=%u", self->attempt);
+    snprintf(env[2], sizeof env[2], "FZ_MODEL=%s", self->model);
+    snprintf(env[3], sizeof env[3], "FZ_BROKER=%s", self->cfg.broker);
+    snprintf(env[4], sizeof env[4], "FZ_EVENTS=%s", self->cfg.events);
+    snprintf(env[5], sizeof env[5], "FZ_WORKER=%s", self->cfg.name);
+    const char *envp[] = {env[0], env[1], env[2], env[3], env[4], env[5], NULL};
+    char log[4096], report[4096];
+    snprintf(log, sizeof log, "%s/attempt-%u.log", workdir, self->attempt);
+    snprintf(report, sizeof report, "%s/.fz-report-%u", workdir, self->attempt);
+    size_t plen;
+    opts->command = cmd;
+    opts->prompt = fz_msg_str(msg, "prompt", "", &plen);
+    opts->prompt_len = plen;
+    opts->workdir = workdir;
+    opts->log_path = log;
+    opts->report_path = report;
+    opts->env = envp;
+    fz_agent_t *agent = cmd ? fz_agent_start(opts, err, errlen) : NULL;
+    free(cmd);
+    return agent;
+}
+
+static void s_on_dispatch(fz_slot_t *self, fz_msg_t *msg)
+{
+    uint64_t task = fz_msg_uint(msg, "task", 0);
+    uint32_t attempt = (uint32_t) fz_msg_uint(msg, "attempt", 0);
+    if (self->agent || self->stopping) {
+        fz_warn("dispatch of task %llu while busy: rejected", (unsigned long long) task);
+        s_result_simple(self, task, attempt, "rejected", "worker busy");
+        return;
+    }
+    self->task = task;
+    self->attempt = attempt;
+    const char *model = fz_msg_str(msg, "model", "", NULL);
+    snprintf(self->model, sizeof self->model, "%s",
+             *model ? model : self->nmodels ? self->models[0] : "");
+    char workdir[4096], err[512];
+    snprintf(workdir, sizeof workdir, "%s/%llu", self->cfg.workroot, (unsigned long long) task);
+    fz_agent_opts_t opts = {0};
+    opts.timeout_s = (double) fz_msg_uint(msg, "timeout", 0);
+    opts.max_cost = fz_msg_float(msg, "max_cost", 0);
+    opts.kill_grace_s = (double) fz_msg_uint(msg, "kill_grace", 10);
+    if (opts.kill_grace_s <= 0)
+        opts.kill_grace_s = 0.001;
+    self->agent = self->cfg.dry_run ? s_start_sim(self, msg, &opts, err, sizeof err)
+                                    : s_start_real(self, msg, &opts, workdir, err, sizeof err);
+    if (!self->agent) {
+        fz_error("task %llu: agent did not start: %s", (unsigned long long) task, err);
+        s_result_simple(self, task, attempt, "spawn-failed", err);
+        self->task = 0;
+        return;
+    }
+    fz_info("task %llu attempt %u started (model %s, pid %d)", (unsigned long long) task, attempt,
+            self->model[0] ? self->model : "-", (int) fz_agent_pid(self->agent));
+    fz_enc_t *e = fz_enc_new("started", 0);
+    fz_enc_uint(e, "task", task);
+    fz_enc_uint(e, "attempt", attempt);
+    fz_enc_uint(e, "pid", (uint64_t) fz_agent_pid(self->agent));
+    s_send(self, &e);
+    self->next_output_ms = fz_clock_ms() + FZ_OUTPUT_EVERY_MS;
+}
+
+static void s_on_cancel(fz_slot_t *self, fz_msg_t *msg)
+{
+    uint64_t task = fz_msg_uint(msg, "task", 0);
+    uint32_t attempt = (uint32_t) fz_msg_uint(msg, "attempt", 0);
+    if (!self->agent || self->task != task || (attempt && self->attempt != attempt))
+        return;
+    const char *reason = fz_msg_str(msg, "reason", "cancelled", NULL);
+    fz_info("task %llu: cancel (%s)", (unsigned long long) task, reason);
+    fz_agent_cancel(self->agent, reason);
+}
+
+static void s_on_welcome(fz_slot_t *self, fz_msg_t *msg)
+{
+    self->welcomed = true;
+    self->backoff_ms = 1000;
+    self->hb_ms = (uint32_t) fz_msg_uint(msg, "heartbeat_ms", self->hb_ms);
+    const msgpack_object *refused = fz_msg_obj(msg, "refused_models");
+    for (uint32_t i = 0; refused && i < refused->via.array.size; i++)
+        fz_warn("the broker does not allow model '%.*s': this worker gets no tasks for it",
+                (int) refused->via.array.ptr[i].via.str.size,
+                refused->via.array.ptr[i].via.str.ptr);
+    fz_info("connected to %s (heartbeat %u ms)", self->cfg.broker, self->hb_ms);
+    /* Results the broker has not acknowledged go again at once. */
+    for (size_t i = 0; i < self->npending; i++)
+        s_send_copy(self, self->pending[i].enc);
+}
+
+static void s_on_error(fz_slot_t *self, fz_msg_t *msg)
+{
+    const char *code = fz_msg_str(msg, "code", "", NULL);
+    const char *text = fz_msg_str(msg, "message", "", NULL);
+    fz_warn("broker error %s: %s", code, text);
+    if (strcmp(code, "conflict") == 0 && strstr(text, "hello")) {
+        /* The broker restarted and does not know us: introduce ourselves again. */
+        s_hello(self);
+    }
+}
+
+static void s_recv(fz_slot_t *self)
+{
+    fz_msg_t *msg = fz_net_recv_msg(self->dealer);
+    if (!msg)
+        return;
+    self->broker_seen_ms = fz_clock_ms();
+    if (fz_msg_is(msg, "welcome"))
+        s_on_welcome(self, msg);
+    else if (fz_msg_is(msg, "dispatch"))
+        s_on_dispatch(self, msg);
+    else if (fz_msg_is(msg, "cancel"))
+        s_on_cancel(self, msg);
+    else if (fz_msg_is(msg, "result-ack"))
+        s_on_ack(self, msg);
+    else if (fz_msg_is(msg, "error"))
+        s_on_error(self, msg);
+    else if (!fz_msg_is(msg, "heartbeat"))
+        fz_warn("ignored unexpected '%s' from the broker", fz_msg_type(msg));
+    fz_msg_destroy(&msg);
+}
+
+/* ---------------------------------------------------------------- timers */
+
+static void s_timers(fz_slot_t *self, int64_t now)
+{
+    if (now - self->broker_seen_ms > 3 * (int64_t) self->hb_ms) {
+        fz_warn("broker silent for %lld ms: reconnecting (next try in %u ms)",
+                (long long) (now - self->broker_seen_ms), self->backoff_ms);
+        s_connect(self);
+        self->broker_seen_ms = now + self->backoff_ms; /* give the new link time */
+        self->backoff_ms = self->backoff_ms * 2 > FZ_BACKOFF_MAX_MS ? FZ_BACKOFF_MAX_MS
+                                                                    : self->backoff_ms * 2;
+        return;
+    }
+    if (!self->welcomed && now >= self->next_hello_ms) {
+        s_hello(self);
+        self->next_hello_ms = now + self->hb_ms;
+    }
+    if (now >= self->next_hb_ms) {
+        s_heartbeat(self);
+        self->next_hb_ms = now + self->hb_ms;
+    }
+    if (self->npending && now >= self->next_resend_ms) {
+        for (size_t i = 0; i < self->npending; i++)
+            s_send_copy(self, self->pending[i].enc);
+        self->next_resend_ms = now + self->hb_ms;
+    }
+    if (self->agent && now >= self->next_output_ms) {
+        s_stream_output(self);
+        self->next_output_ms = now + FZ_OUTPUT_EVERY_MS;
+    }
+}
+
+static int s_timeout(fz_slot_t *self, int64_t now)
+{
+    int64_t next = self->next_hb_ms;
+    if (self->npending && self->next_resend_ms < next)
+        next = self->next_resend_ms;
+    if (self->agent) {
+        if (self->next_output_ms < next)
+            next = self->next_output_ms;
+        int t = fz_agent_timeout_ms(self->agent, now);
+        if (t >= 0 && now + t < next)
+            next = now + t;
+    }
+    int64_t ms = next - now;
+    return ms < 0 ? 0 : ms > 1000 ? 1000 : (int) ms;
+}
+
+/* ---------------------------------------------------------------- life cycle */
+
+fz_slot_t *fz_slot_new(const fz_slot_config_t *cfg, char *err, size_t errlen)
+{
+    fz_slot_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    self->cfg = *cfg;
+    self->hb_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 1000;
+    self->backoff_ms = 1000;
+    snprintf(self->nonce, sizeof self->nonce, "%08x%08x", (unsigned) getpid(),
+             (unsigned) fz_clock_ms());
+    if (cfg->models && *cfg->models) {
+        char copy[2048];
+        snprintf(copy, sizeof copy, "%s", cfg->models);
+        char *save = NULL;
+        for (char *m = strtok_r(copy, ",", &save); m && self->nmodels < 16;
+             m = strtok_r(NULL, ",", &save))
+            snprintf(self->models[self->nmodels++], sizeof self->models[0], "%s", m);
+    }
+    if (fz_mkdirs(cfg->workroot, 0755) < 0) {
+        snprintf(err, errlen, "cannot create work folder %s: %s", cfg->workroot, strerror(errno));
+        free(self);
+        return NULL;
+    }
+    if (s_connect(self) < 0) {
+        snprintf(err, errlen, "cannot connect to %s", cfg->broker);
+        fz_slot_destroy(&self);
+        return NULL;
+    }
+    self->next_hb_ms = fz_clock_ms() + self->hb_ms;
+    return self;
+}
+
+void fz_slot_destroy(fz_slot_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    fz_slot_t *self = *self_p;
+    fz_agent_destroy(&self->agent);
+    for (size_t i = 0; i < self->npending; i++)
+        fz_enc_destroy(&self->pending[i].enc);
+    zsock_destroy(&self->dealer);
+    free(self);
+    *self_p = NULL;
+}
+
+/* First signal: stop the agent, report it and wait for the ack; second: leave now. */
+static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
+{
+    int signals = fz_net_signal_count();
+    if (signals >= 2)
+        return true;
+    if (signals == 1 && !self->stopping) {
+        self->stopping = true;
+        fz_info("stopping: %s", self->agent ? "interrupting the running agent" : "no agent");
+        if (self->agent)
+            fz_agent_cancel(self->agent, "interrupted");
+        *leave_at = now + 15000;
+    }
+    if (!self->stopping)
+        return false;
+    return now >= *leave_at || (!self->agent && self->npending == 0);
+}
+
+int fz_slot_run(fz_slot_t *self)
+{
+    int64_t leave_at = INT64_MAX;
+    while (!s_should_leave(self, fz_clock_ms(), &leave_at)) {
+        int64_t now = fz_clock_ms();
+        zmq_pollitem_t items[1 + FZ_AGENT_MAX_POLLFDS];
+        items[0] = (zmq_pollitem_t){zsock_resolve(self->dealer), 0, ZMQ_POLLIN, 0};
+        int n = 1;
+        if (self->agent) {
+            struct pollfd fds[FZ_AGENT_MAX_POLLFDS];
+            int k = fz_agent_pollfds(self->agent, fds, FZ_AGENT_MAX_POLLFDS);
+            for (int i = 0; i < k; i++) {
+                short ev = (short) ((fds[i].events & POLLIN ? ZMQ_POLLIN : 0) |
+                                    (fds[i].events & POLLOUT ? ZMQ_POLLOUT : 0));
+                items[n++] = (zmq_pollitem_t){NULL, fds[i].fd, ev, 0};
+            }
+        }
+        if (zmq_poll(items, n, s_timeout(self, now)) < 0 && errno != EINTR) {
+            fz_error("poll failed: %s", zmq_strerror(errno));
+            break;
+        }
+        while (zsock_events(self->dealer) & ZMQ_POLLIN)
+            s_recv(self);
+        now = fz_clock_ms();
+        if (self->agent) {
+            fz_agent_pump(self->agent, now);
+            if (fz_agent_done(self->agent))
+                s_finish(self);
+        }
+        s_timers(self, now);
+    }
+    fz_enc_t *bye = fz_enc_new("bye", 0);
+    s_send(self, &bye);
+    return 0;
+}

@@ -1,0 +1,52 @@
+/*  fz_slot: one worker slot — the fz-worker process's connection to the broker and the one
+    agent it runs at a time.
+
+    It says hello (name, models, labels, and the task it runs after a reconnect), keeps
+    heartbeats flowing both ways, starts an agent (fz_agent) for each dispatch, streams its
+    progress and output, and sends the result until the broker acknowledges it. When the
+    broker goes silent it reconnects with backoff and the agent keeps running.
+
+    The slot owns its socket, its agent and its unacknowledged results. Strings in the config
+    are borrowed and must outlive the slot. */
+
+#ifndef FZ_SLOT_H
+#define FZ_SLOT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *broker;     /* ROUTER endpoint */
+    const char *events;     /* passed to agents as FZ_EVENTS */
+    const char *agent;      /* command template: {model} {task} {attempt} {workdir} expand */
+    const char *models;     /* comma-separated; NULL or "" = any */
+    const char *labels;     /* comma-separated k=v; may be NULL */
+    const char *name;
+    const char *workroot;   /* per-task folders go under it */
+    bool dry_run;           /* simulate agents, no process */
+    double dry_duration;    /* defaults of simulated agents (labels dry.* override) */
+    double dry_cost;
+    int dry_exit;
+    uint32_t heartbeat_ms;  /* until the broker's welcome says otherwise */
+} fz_slot_config_t;
+
+typedef struct fz_slot_t fz_slot_t;
+
+/* Creates the slot and connects (connecting never fails on an absent broker: it retries).
+   NULL with err on a bad config or socket failure. */
+fz_slot_t *fz_slot_new(const fz_slot_config_t *cfg, char *err, size_t errlen);
+/* Stops any agent (SIGTERM, grace, SIGKILL), frees everything. */
+void fz_slot_destroy(fz_slot_t **self_p);
+
+/* Runs until SIGINT/SIGTERM. On the first signal the running agent is stopped, its result
+   (outcome "interrupted": the broker requeues the task) is sent, and the slot says bye; a
+   second signal leaves at once. Returns 0. */
+int fz_slot_run(fz_slot_t *self);
+
+/* Expands {model} {task} {attempt} {workdir} in a command template, single-quoting each
+   value for /bin/sh. Returns a malloc'd string (caller frees) or NULL. */
+char *fz_slot_expand(const char *tmpl, const char *model, uint64_t task, uint32_t attempt,
+                     const char *workdir);
+
+#endif

@@ -1,0 +1,165 @@
+/*  fz-worker: command line front of fz_slot. */
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fz_agent.h"
+#include "fz_net.h"
+#include "fz_slot.h"
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+        "Usage: fz-worker --agent 'COMMAND TEMPLATE' [OPTIONS]\n"
+        "       fz-worker --dry-run [OPTIONS]\n"
+        "\n"
+        "One fz worker slot: runs one agent at a time for the broker.\n"
+        "\n"
+        "The agent runs as /bin/sh -c COMMAND in its own process group, in the folder\n"
+        "WORKDIR/TASK_ID, with the prompt on stdin and in $FZ_PROMPT, and with FZ_TASK_ID,\n"
+        "FZ_ATTEMPT, FZ_MODEL, FZ_BROKER, FZ_EVENTS, FZ_WORKER, FZ_WORKDIR and FZ_REPORT set.\n"
+        "In the template, {model} {task} {attempt} {workdir} expand (shell-quoted).\n"
+        "The agent reports cost and progress by appending lines to $FZ_REPORT (see README).\n"
+        "\n"
+        "Options:\n"
+        "  --broker EP          broker endpoint (default $FZ_BROKER or " FZ_DEFAULT_BROKER ")\n"
+        "  --events EP          event endpoint given to agents (default $FZ_EVENTS or\n"
+        "                       " FZ_DEFAULT_EVENTS ")\n"
+        "  --agent CMD          the agent command template (required unless --dry-run)\n"
+        "  --models a,b         models this worker serves (default: any)\n"
+        "  --name NAME          worker name, unique per broker (default HOST-PID)\n"
+        "  --labels k=v,...     labels announced to the broker\n"
+        "  --workdir DIR        root of per-task folders (default $FZ_STATE/work/NAME)\n"
+        "  --heartbeat MS       heartbeat until the broker sets one (default 1000)\n"
+        "  --dry-run            simulate agents without starting processes; task labels\n"
+        "                       dry.duration, dry.cost, dry.exit, dry.fail-attempts,\n"
+        "                       dry.tokens-in, dry.tokens-out override the flags below\n"
+        "  --dry-duration S     simulated duration (default 1)\n"
+        "  --dry-cost USD       simulated cost (default 0.01)\n"
+        "  --dry-exit N         simulated exit status (default 0)\n"
+        "  -v, --verbose        debug logging\n"
+        "  -h, --help           this help\n"
+        "  -V, --version        print the version\n"
+        "\n"
+        "Signals: SIGTERM/SIGINT stop the running agent (SIGTERM, then SIGKILL after the\n"
+        "grace), report it as interrupted (the broker requeues the task) and exit; a second\n"
+        "signal exits at once (the agent is killed).\n"
+        "\n"
+        "Exit status: 0 after a signal, 1 runtime error, 2 bad usage.\n");
+}
+
+static int s_bad(const char *flag, const char *value, const char *what)
+{
+    fprintf(stderr, "fz-worker: %s '%s': %s\n", flag, value, what);
+    return 2;
+}
+
+enum { OPT_BROKER = 256, OPT_EVENTS, OPT_AGENT, OPT_MODELS, OPT_NAME, OPT_LABELS, OPT_WORKDIR,
+       OPT_HB, OPT_DRY, OPT_DRYDUR, OPT_DRYCOST, OPT_DRYEXIT };
+
+static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, bool *verbose)
+{
+    static const struct option opts[] = {
+        {"broker", 1, 0, OPT_BROKER}, {"events", 1, 0, OPT_EVENTS}, {"agent", 1, 0, OPT_AGENT},
+        {"models", 1, 0, OPT_MODELS}, {"name", 1, 0, OPT_NAME}, {"labels", 1, 0, OPT_LABELS},
+        {"workdir", 1, 0, OPT_WORKDIR}, {"heartbeat", 1, 0, OPT_HB}, {"dry-run", 0, 0, OPT_DRY},
+        {"dry-duration", 1, 0, OPT_DRYDUR}, {"dry-cost", 1, 0, OPT_DRYCOST},
+        {"dry-exit", 1, 0, OPT_DRYEXIT}, {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'},
+        {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
+    int c;
+    uint64_t u;
+    int64_t i;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "vhV", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_BROKER: cfg->broker = optarg; break;
+        case OPT_EVENTS: cfg->events = optarg; break;
+        case OPT_AGENT: cfg->agent = optarg; break;
+        case OPT_MODELS: cfg->models = optarg; break;
+        case OPT_LABELS: cfg->labels = optarg; break;
+        case OPT_WORKDIR: cfg->workroot = optarg; break;
+        case OPT_DRY: cfg->dry_run = true; break;
+        case OPT_NAME:
+            if (!*optarg || strlen(optarg) > 64 || !fz_utf8_valid(optarg, strlen(optarg)))
+                return s_bad("--name", optarg, "expected 1 to 64 bytes of text");
+            cfg->name = optarg;
+            break;
+        case OPT_HB:
+            if (!fz_parse_uint(optarg, 3600000, &u) || u < 10)
+                return s_bad("--heartbeat", optarg, "expected milliseconds, at least 10");
+            cfg->heartbeat_ms = (uint32_t) u;
+            break;
+        case OPT_DRYDUR: case OPT_DRYCOST:
+            if (!fz_parse_double(optarg, 0, 1e7, c == OPT_DRYDUR ? &cfg->dry_duration
+                                                                 : &cfg->dry_cost))
+                return s_bad(argv[optind - 1], optarg, "expected a number, 0 or more");
+            break;
+        case OPT_DRYEXIT:
+            if (!fz_parse_int(optarg, 0, 255, &i))
+                return s_bad("--dry-exit", optarg, "expected 0 to 255");
+            cfg->dry_exit = (int) i;
+            break;
+        case 'v': *verbose = true; break;
+        case 'h': s_usage(stdout); exit(0);
+        case 'V': printf("fz-worker " FZ_VERSION "\n"); exit(0);
+        default:
+            fprintf(stderr, "fz-worker: unknown or incomplete option '%s' (see --help)\n",
+                    argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "fz-worker: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (!cfg->dry_run && (!cfg->agent || !*cfg->agent)) {
+        fprintf(stderr, "fz-worker: --agent 'COMMAND' is required (or --dry-run)\n");
+        return 2;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    fz_slot_config_t cfg = {0};
+    cfg.dry_duration = 1.0;
+    cfg.dry_cost = 0.01;
+    bool verbose = false;
+    int rc = s_parse(argc, argv, &cfg, &verbose);
+    if (rc)
+        return rc;
+    cfg.broker = fz_endpoint(cfg.broker, "FZ_BROKER", FZ_DEFAULT_BROKER);
+    cfg.events = fz_endpoint(cfg.events, "FZ_EVENTS", FZ_DEFAULT_EVENTS);
+    char name[80], workroot[4096];
+    if (!cfg.name) {
+        char host[64] = "worker";
+        gethostname(host, sizeof host - 1);
+        host[sizeof host - 1] = 0;
+        snprintf(name, sizeof name, "%.40s-%d", host, (int) getpid());
+        cfg.name = name;
+    }
+    if (!cfg.workroot) {
+        const char *state = getenv("FZ_STATE");
+        snprintf(workroot, sizeof workroot, "%s/work/%s", state && *state ? state : "state",
+                 cfg.name);
+        cfg.workroot = workroot;
+    }
+    fz_log_init("fz-worker", verbose ? FZ_LOG_DEBUG : FZ_LOG_INFO);
+    fz_net_init();
+    if (!cfg.dry_run && fz_agent_init_subreaper() < 0)
+        fz_warn("cannot become a child subreaper: agents that call setsid may outlive a kill");
+    char err[512];
+    fz_slot_t *slot = fz_slot_new(&cfg, err, sizeof err);
+    if (!slot) {
+        fprintf(stderr, "fz-worker: %s\n", err);
+        return 1;
+    }
+    fz_info("worker %s (%s) serving %s", cfg.name, cfg.dry_run ? "dry-run" : cfg.agent,
+            cfg.models && *cfg.models ? cfg.models : "any model");
+    rc = fz_slot_run(slot);
+    fz_slot_destroy(&slot);
+    return rc;
+}
