@@ -338,8 +338,10 @@ static void s_release_budget(fz_broker_t *self)
 /* Detaches a running task from its worker and the running counts. */
 static void s_unrun(fz_broker_t *self, fz_task_t *t)
 {
-    if (t->worker)
+    if (t->worker) {
         t->worker->task = NULL;
+        t->worker->idle_since_ms = fz_clock_ms();
+    }
     t->worker = NULL;
     fz_sched_ended(self->sched, t);
 }
@@ -444,7 +446,10 @@ static int s_cmp_workers(const void *a, const void *b)
     const fz_worker_t *x = *(fz_worker_t *const *) a, *y = *(fz_worker_t *const *) b;
     if (x->any_model != y->any_model)
         return x->any_model ? 1 : -1;
-    return (x->nmodels > y->nmodels) - (x->nmodels < y->nmodels);
+    if (x->nmodels != y->nmodels)
+        return x->nmodels > y->nmodels ? 1 : -1;
+    /* Then the longest idle first: work spreads over the workers. */
+    return (x->idle_since_ms > y->idle_since_ms) - (x->idle_since_ms < y->idle_since_ms);
 }
 
 static void s_dispatch(fz_broker_t *self)
@@ -932,7 +937,7 @@ static void s_on_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     s_hexkey(from, w->key, sizeof w->key);
     snprintf(w->name, sizeof w->name, "%s", name);
     snprintf(w->nonce, sizeof w->nonce, "%s", fz_msg_str(msg, "nonce", "", NULL));
-    w->last_seen_ms = fz_clock_ms();
+    w->last_seen_ms = w->idle_since_ms = fz_clock_ms();
     w->since = fz_wall();
     zhashx_insert(self->workers, w->key, w);
 

@@ -33,6 +33,7 @@ typedef struct fz_worker_t {
     bool any_model; /* announced no models: serves every task */
     fz_task_t *task;        /* running task or NULL (the task table owns it) */
     int64_t last_seen_ms;
+    int64_t idle_since_ms;  /* when it last became idle: the longest idle goes first */
     double since;
 } fz_worker_t;
 
