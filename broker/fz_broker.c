@@ -912,14 +912,34 @@ static void s_worker_models(fz_broker_t *self, fz_worker_t *w, fz_msg_t *msg, fz
     }
 }
 
+/* A hello on a connection we know: the worker re-introduces itself (it missed our welcome,
+   or we restarted in between). Refresh it in place. */
+static void s_rehello(fz_broker_t *self, fz_worker_t *w, zframe_t *from, fz_msg_t *msg)
+{
+    fz_enc_t *r = fz_enc_new("welcome", fz_msg_rid(msg));
+    fz_enc_uint(r, "heartbeat_ms", self->cfg.heartbeat_ms);
+    fz_enc_str(r, "name", w->name);
+    s_worker_models(self, w, msg, r);
+    s_reply(self, from, fz_msg_rid(msg), r);
+    uint64_t task = fz_msg_uint(msg, "task", 0);
+    uint32_t attempt = (uint32_t) fz_msg_uint(msg, "attempt", 0);
+    if (task && !(w->task && w->task->id == task && w->task->attempt == attempt))
+        s_reattach(self, w, task, attempt);
+}
+
 static void s_on_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
+    fz_worker_t *same = s_worker(self, from);
+    if (same) {
+        s_rehello(self, same, from, msg);
+        return;
+    }
     const char *name = fz_msg_str(msg, "name", "", NULL);
     /* A worker with this name on another connection is this worker's past self. Its task,
        if the hello claims it, moves over; otherwise it is lost. */
     fz_worker_t *old = NULL;
     for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
-        if (strcmp(w->name, name) == 0 || zframe_eq(w->routing_id, from))
+        if (strcmp(w->name, name) == 0)
             old = w;
     uint64_t task = fz_msg_uint(msg, "task", 0);
     uint32_t attempt = (uint32_t) fz_msg_uint(msg, "attempt", 0);

@@ -103,9 +103,11 @@ int fz_sched_enqueue(fz_sched_t *self, fz_task_t *task)
 
 int fz_sched_hold(fz_sched_t *self, fz_task_t *task, const char *reason)
 {
+    char why[sizeof task->hold_reason];
+    snprintf(why, sizeof why, "%s", reason); /* reason may be task->hold_reason itself */
     fz_sched_remove(self, task);
     task->state = FZ_STATE_HELD;
-    snprintf(task->hold_reason, sizeof task->hold_reason, "%s", reason);
+    memcpy(task->hold_reason, why, sizeof why);
     return fz_queue_push(self->held, task);
 }
 

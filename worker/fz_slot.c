@@ -402,8 +402,11 @@ static void s_on_error(fz_slot_t *self, fz_msg_t *msg)
     const char *code = fz_msg_str(msg, "code", "", NULL);
     const char *text = fz_msg_str(msg, "message", "", NULL);
     fz_warn("broker error %s: %s", code, text);
-    if (strcmp(code, "conflict") == 0 && strstr(text, "hello")) {
-        /* The broker restarted and does not know us: introduce ourselves again. */
+    if (strcmp(code, "conflict") == 0 && strstr(text, "hello") && self->welcomed) {
+        /* The broker restarted and does not know us: introduce ourselves again, once (the
+           errors for messages already on their way must not each cause a hello). */
+        self->welcomed = false;
+        self->next_hello_ms = fz_clock_ms() + self->hb_ms;
         s_hello(self);
     }
 }

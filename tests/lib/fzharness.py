@@ -186,16 +186,20 @@ class Factory:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        for pid, (p, label) in list(self.procs.items()):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for pid, (p, label) in list(self.procs.items()):
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        # Workers first, while the broker can still acknowledge their last results.
+        ordered = sorted(self.procs.values(), key=lambda pl: pl[1] == "broker")
+        for group in ([pl for pl in ordered if pl[1] != "broker"],
+                      [pl for pl in ordered if pl[1] == "broker"]):
+            for p, label in group:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            for p, label in group:
+                try:
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
         self.procs.clear()
         # Agents of workers killed with SIGKILL are orphans now: end them by PID.
         left = self.own_pids()
