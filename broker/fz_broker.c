@@ -51,6 +51,7 @@ struct fz_broker_t {
     size_t nout, capout;
     uint64_t seq;
     int64_t next_heartbeat_ms;
+    int64_t next_rerank_ms;
     uint64_t rng;
 };
 
@@ -72,6 +73,10 @@ void fz_broker_config_defaults(fz_broker_config_t *cfg)
     cfg->backoff_min_ms = 1000;
     cfg->backoff_max_ms = 60000;
     cfg->sync_full = true;
+    cfg->max_depth = 5;
+    cfg->max_children = 100;
+    cfg->aging_s = 0;
+    cfg->deadline_horizon = 3600;
 }
 
 static void s_idkey(uint64_t id, char key[24])
@@ -306,6 +311,120 @@ static void s_task_drop(fz_broker_t *self, fz_task_t *t)
     zhashx_delete(self->tasks, key);
 }
 
+/* ---------------------------------------------------------------- effective priority */
+
+/* How much a deadline adds: nothing until the horizon, then rising to +100 at the deadline,
+   then +1 per minute late. */
+static double s_deadline_boost(const fz_broker_t *self, const fz_task_t *t, double now)
+{
+    if (t->deadline <= 0)
+        return 0;
+    double left = t->deadline - now, horizon = self->cfg.deadline_horizon;
+    if (left >= horizon)
+        return 0;
+    if (left > 0)
+        return 100.0 * (1.0 - left / horizon);
+    return 100.0 - left / 60.0;
+}
+
+/* Aging adds +1 per --aging seconds in the queue to every ready task alike, so it is kept
+   out of the stored rank (which would otherwise change every second) by subtracting each
+   task's own start instead: rank differences are then exactly effective-priority
+   differences. */
+static double s_aging(const fz_broker_t *self, const fz_task_t *t, double now)
+{
+    return self->cfg.aging_s > 0 ? (now - t->queued_at) / self->cfg.aging_s : 0;
+}
+
+static double s_effective(const fz_broker_t *self, const fz_task_t *t, double now)
+{
+    int64_t base = t->priority > t->inherited ? t->priority : t->inherited;
+    return (double) base + s_deadline_boost(self, t, now) + s_aging(self, t, now);
+}
+
+static void s_rerank(fz_broker_t *self, fz_task_t *t)
+{
+    double now = fz_wall();
+    double rank = s_effective(self, t, now);
+    if (self->cfg.aging_s > 0)
+        rank -= now / self->cfg.aging_s;
+    if (rank != t->rank) {
+        t->rank = rank;
+        fz_sched_reorder(self->sched, t);
+    }
+}
+
+/* Makes a task ready to run: into its model's queue, aging from now. */
+static void s_ready(fz_broker_t *self, fz_task_t *t)
+{
+    t->queued_at = fz_wall();
+    t->rank = 0;
+    s_rerank(self, t);
+    fz_sched_enqueue(self->sched, t);
+}
+
+static void s_inherit(fz_broker_t *self, fz_task_t *t);
+
+typedef struct {
+    fz_broker_t *self;
+    int64_t floor;
+} inherit_t;
+
+static void s_inherit_dep(void *arg, uint64_t id, int kind, int state)
+{
+    inherit_t *in = arg;
+    fz_task_t *d = s_task(in->self, id);
+    if (!d || d->inherited >= in->floor)
+        return;
+    d->inherited = in->floor;
+    s_rerank(in->self, d);
+    if (d->state == FZ_STATE_WAITING)
+        s_inherit(in->self, d); /* terminates: floors only rise */
+}
+
+/* A waiting task lends its priority to what it waits for, transitively, so a low-priority
+   dependency of an urgent task does not wait behind the queue. */
+static void s_inherit(fz_broker_t *self, fz_task_t *t)
+{
+    inherit_t in = {self, t->priority > t->inherited ? t->priority : t->inherited};
+    fz_store_deps_of(self->store, t->id, s_inherit_dep, &in);
+}
+
+/* Why a task's effective priority is what it is, for `fz-ctl list`. */
+static void s_priority_why(const fz_broker_t *self, const fz_task_t *t, double now, char *out,
+                           size_t size)
+{
+    int n = snprintf(out, size, "base %lld", (long long) t->priority);
+    if (t->inherited > t->priority && n > 0 && (size_t) n < size)
+        n += snprintf(out + n, size - (size_t) n, ", inherited %lld from a dependent",
+                      (long long) t->inherited);
+    double boost = s_deadline_boost(self, t, now);
+    if (boost > 0 && n > 0 && (size_t) n < size)
+        n += snprintf(out + n, size - (size_t) n, ", deadline +%.1f", boost);
+    double age = t->state == FZ_STATE_QUEUED || t->state == FZ_STATE_HELD ? s_aging(self, t, now)
+                                                                          : 0;
+    if (age > 0 && n > 0 && (size_t) n < size)
+        snprintf(out + n, size - (size_t) n, ", aging +%.1f", age);
+}
+
+/* Adds the live fields (effective priority and why) to a task object of a reply. */
+static void s_decorate(void *arg, uint64_t id, fz_enc_t *e)
+{
+    fz_broker_t *self = arg;
+    fz_task_t *t = s_task(self, id);
+    if (!t)
+        return;
+    double now = fz_wall();
+    char why[200];
+    s_priority_why(self, t, now, why, sizeof why);
+    fz_enc_float(e, "effective_priority", s_effective(self, t, now));
+    fz_enc_str(e, "priority_why", why);
+    if (t->state == FZ_STATE_WAITING)
+        fz_enc_uint(e, "deps_pending", t->deps_pending);
+}
+
+static void s_depfail_why(uint64_t dep, fz_state_t state, char *why, size_t wl);
+
 static void s_set_state(fz_broker_t *self, fz_task_t *t, fz_state_t state, const char *reason)
 {
     t->state = state;
@@ -326,6 +445,51 @@ static void s_on_released(void *arg, fz_task_t *t)
     fz_broker_t *self = arg;
     fz_store_task_state(self->store, t->id, FZ_STATE_QUEUED, "");
     s_emit_task(self, "task.queued", t);
+}
+
+static void s_task_final(fz_broker_t *self, fz_task_t *t);
+
+typedef struct {
+    fz_broker_t *self;
+    uint64_t id;
+    fz_state_t state;
+} ended_t;
+
+/* One dependent of a task that just ended: one dependency fewer, or dep-failed. */
+static void s_on_dep_ended(void *arg, uint64_t id, int kind, int state)
+{
+    ended_t *e = arg;
+    fz_broker_t *self = e->self;
+    fz_task_t *d = s_task(self, id);
+    if (!d || d->state != FZ_STATE_WAITING)
+        return;
+    if (e->state == FZ_STATE_SUCCEEDED || kind == 1) {
+        if (d->deps_pending > 0)
+            d->deps_pending--;
+        if (d->deps_pending == 0) {
+            s_ready(self, d);
+            fz_store_task_state(self->store, d->id, FZ_STATE_QUEUED, "");
+            s_emit_task(self, "task.queued", d);
+        }
+        return;
+    }
+    char why[160];
+    s_depfail_why(e->id, e->state, why, sizeof why);
+    d->state = FZ_STATE_DEP_FAILED;
+    fz_store_task_depfail(self->store, d->id, why);
+    fz_enc_t *ev = s_event("task.dep-failed", d);
+    fz_enc_str(ev, "summary", why);
+    s_emit(self, "task.dep-failed", &ev);
+    s_task_final(self, d);
+}
+
+/* A task reached a final state (already stored): its dependents move on, it leaves
+   memory. */
+static void s_task_final(fz_broker_t *self, fz_task_t *t)
+{
+    ended_t e = {self, t->id, t->state};
+    s_task_drop(self, t);
+    fz_store_dependents(self->store, e.id, s_on_dep_ended, &e);
 }
 
 /* Frees budget for held tasks when spend or cap changed. */
@@ -386,7 +550,7 @@ static void s_attempt_lost(fz_broker_t *self, fz_task_t *t, const char *why)
     s_timed_remove(self, t);
     fz_enc_t *e;
     if (next == FZ_STATE_QUEUED) {
-        fz_sched_enqueue(self->sched, t);
+        s_ready(self, t);
         e = s_event("task.requeued", t);
         fz_enc_str(e, "reason", why);
         s_emit(self, "task.requeued", &e);
@@ -396,7 +560,7 @@ static void s_attempt_lost(fz_broker_t *self, fz_task_t *t, const char *why)
     e = s_event(next == FZ_STATE_CANCELLED ? "task.cancelled" : "task.failed", t);
     fz_enc_str(e, "outcome", "lost");
     s_emit(self, next == FZ_STATE_CANCELLED ? "task.cancelled" : "task.failed", &e);
-    s_task_drop(self, t);
+    s_task_final(self, t);
 }
 
 static void s_send_cancel(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint32_t attempt,
@@ -477,118 +641,294 @@ static void s_dispatch(fz_broker_t *self)
 
 typedef void(handler_fn)(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
 
-/* Every id in an array field must name an existing task. */
-static bool s_ids_exist(fz_broker_t *self, fz_msg_t *msg, const char *key, uint64_t *missing)
+/* The state of any task, live or not; -1 if there is no such task. */
+static int s_state_of(fz_broker_t *self, uint64_t id)
 {
-    const msgpack_object *a = fz_msg_obj(msg, key);
-    for (uint32_t i = 0; a && i < a->via.array.size; i++)
-        if (!fz_store_task_exists(self->store, a->via.array.ptr[i].via.u64, NULL)) {
-            *missing = a->via.array.ptr[i].via.u64;
-            return false;
-        }
-    return true;
+    fz_task_t *t = s_task(self, id);
+    fz_state_t state;
+    if (t)
+        return (int) t->state;
+    return fz_store_task_exists(self->store, id, &state) ? (int) state : -1;
 }
 
-/* Checks what a submit names against policy; 0 or replies an error and returns -1. */
-static int s_submit_check(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+/* The dependency ids of a submit map: explicit ids, then batch positions (before `index`)
+   resolved through batch_ids. Writes at most 512; returns how many. */
+static size_t s_dep_ids(const msgpack_object *m, const char *ids_key, const char *index_key,
+                        const uint64_t *batch_ids, size_t index, uint64_t *out)
 {
-    uint64_t rid = fz_msg_rid(msg), missing = 0;
-    const char *model = fz_msg_str(msg, "model", "", NULL);
+    size_t n = 0;
+    const msgpack_object *a = fz_obj_get(m, ids_key);
+    for (uint32_t i = 0; a && i < a->via.array.size && n < 512; i++)
+        out[n++] = a->via.array.ptr[i].via.u64;
+    a = fz_obj_get(m, index_key);
+    for (uint32_t i = 0; a && batch_ids && i < a->via.array.size && n < 512; i++)
+        if (a->via.array.ptr[i].via.u64 < index)
+            out[n++] = batch_ids[a->via.array.ptr[i].via.u64];
+    return n;
+}
+
+/* Checks a submit map against policy before anything is stored: FZ_OK or an error with a
+   message for the submitter. */
+static fz_err_t s_submit_check(fz_broker_t *self, const msgpack_object *m, size_t index,
+                               char *why, size_t wl)
+{
+    char model[65];
+    fz_obj_str(m, "model", model, sizeof model);
     if (!s_model_allowed(self, model)) {
-        s_reply_error(self, from, rid, FZ_EREFUSED, "model '%s' is not allowed (allowed: %s)",
-                      model, self->cfg.models);
-        return -1;
+        snprintf(why, wl, "model '%s' is not allowed (allowed: %s)", model, self->cfg.models);
+        return FZ_EREFUSED;
     }
-    const msgpack_object *fb = fz_msg_obj(msg, "fallback");
+    const msgpack_object *fb = fz_obj_get(m, "fallback");
     for (uint32_t i = 0; fb && i < fb->via.array.size; i++) {
-        char m[65];
-        snprintf(m, sizeof m, "%.*s", (int) fb->via.array.ptr[i].via.str.size,
+        snprintf(model, sizeof model, "%.*s", (int) fb->via.array.ptr[i].via.str.size,
                  fb->via.array.ptr[i].via.str.ptr);
-        if (!s_model_allowed(self, m)) {
-            s_reply_error(self, from, rid, FZ_EREFUSED,
-                          "fallback model '%s' is not allowed (allowed: %s)", m,
-                          self->cfg.models);
-            return -1;
+        if (!s_model_allowed(self, model)) {
+            snprintf(why, wl, "fallback model '%s' is not allowed (allowed: %s)", model,
+                     self->cfg.models);
+            return FZ_EREFUSED;
         }
     }
-    const msgpack_object *after = fz_msg_obj(msg, "after"), *any = fz_msg_obj(msg, "after_any");
-    if ((after && after->via.array.size) || (any && any->via.array.size)) {
-        if (!s_ids_exist(self, msg, "after", &missing) ||
-            !s_ids_exist(self, msg, "after_any", &missing))
-            s_reply_error(self, from, rid, FZ_EINVALID, "unknown task id %llu in --after",
-                          (unsigned long long) missing);
-        else
-            s_reply_error(self, from, rid, FZ_EREFUSED,
-                          "dependencies (--after) are not supported by this broker version");
-        return -1;
+    const char *keys[] = {"after", "after_any"};
+    for (int k = 0; k < 2; k++) {
+        const msgpack_object *a = fz_obj_get(m, keys[k]);
+        for (uint32_t i = 0; a && i < a->via.array.size; i++)
+            if (s_state_of(self, a->via.array.ptr[i].via.u64) < 0) {
+                snprintf(why, wl, "--%s names task %llu, which does not exist",
+                         k ? "after-any" : "after",
+                         (unsigned long long) a->via.array.ptr[i].via.u64);
+                return FZ_EINVALID;
+            }
     }
-    uint64_t parent = fz_msg_uint(msg, "parent", 0);
-    if (parent && !fz_store_task_exists(self->store, parent, NULL)) {
-        s_reply_error(self, from, rid, FZ_EINVALID, "unknown parent task %llu",
-                      (unsigned long long) parent);
-        return -1;
+    const char *ikeys[] = {"after_index", "after_any_index"};
+    for (int k = 0; k < 2; k++) {
+        const msgpack_object *a = fz_obj_get(m, ikeys[k]);
+        for (uint32_t i = 0; a && i < a->via.array.size; i++)
+            if (a->via.array.ptr[i].via.u64 >= index) {
+                snprintf(why, wl, "task %zu of the batch depends on task %llu, which does not "
+                         "come before it (a cycle or a forward reference)",
+                         index, (unsigned long long) a->via.array.ptr[i].via.u64);
+                return FZ_EINVALID;
+            }
     }
-    return 0;
+    uint64_t parent = fz_obj_uint(m, "parent", 0);
+    if (parent) {
+        uint32_t depth, children;
+        int64_t prio;
+        if (s_state_of(self, parent) < 0) {
+            snprintf(why, wl, "parent task %llu does not exist", (unsigned long long) parent);
+            return FZ_EINVALID;
+        }
+        fz_store_tree_info(self->store, parent, &depth, &children, &prio);
+        if (depth + 1 > self->cfg.max_depth) {
+            snprintf(why, wl, "task %llu is at depth %u: subtasks would pass --max-depth %u",
+                     (unsigned long long) parent, depth, self->cfg.max_depth);
+            return FZ_EREFUSED;
+        }
+        if (children >= self->cfg.max_children) {
+            snprintf(why, wl, "task %llu already has %u subtasks (--max-children %u)",
+                     (unsigned long long) parent, children, self->cfg.max_children);
+            return FZ_EREFUSED;
+        }
+    }
+    return FZ_OK;
 }
 
-static void s_on_submit(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+/* Where the dependencies of a new task leave it: pending count, or a failed one. */
+typedef struct {
+    uint32_t pending;
+    uint64_t failed; /* an --after dependency that ended without success */
+    fz_state_t failed_state;
+} deps_t;
+
+static void s_deps_state(fz_broker_t *self, const uint64_t *ids, size_t n, int kind, deps_t *d)
 {
-    if (s_submit_check(self, from, msg))
-        return;
+    for (size_t i = 0; i < n; i++) {
+        int st = s_state_of(self, ids[i]);
+        if (st < 0 || !fz_state_final((fz_state_t) st))
+            d->pending++;
+        else if (kind == 0 && st != FZ_STATE_SUCCEEDED && !d->failed) {
+            d->failed = ids[i];
+            d->failed_state = (fz_state_t) st;
+        }
+    }
+}
+
+static void s_depfail_why(uint64_t dep, fz_state_t state, char *why, size_t wl)
+{
+    snprintf(why, wl, "dependency %llu %s", (unsigned long long) dep,
+             state == FZ_STATE_CANCELLED ? "was cancelled" : state == FZ_STATE_DEP_FAILED
+                                                               ? "could not run (dep-failed)"
+                                                               : "failed");
+}
+
+static void s_ready(fz_broker_t *self, fz_task_t *t);
+static void s_inherit(fz_broker_t *self, fz_task_t *t);
+
+/* Stores one checked submit map and makes its task live. Returns its id, 0 on a store
+   failure. */
+static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const uint64_t *batch,
+                             size_t index, fz_state_t *state_p)
+{
+    char model[65], name[129], why[160] = "";
     fz_store_newtask_t nt = {0};
-    nt.prompt = fz_msg_str(msg, "prompt", "", &nt.prompt_len);
-    nt.priority = fz_msg_int(msg, "priority", 0);
-    nt.model = fz_msg_str(msg, "model", "", NULL);
-    nt.name = fz_msg_str(msg, "name", "", NULL);
-    nt.timeout = (uint32_t) fz_msg_uint(msg, "timeout", 0);
+    nt.prompt = fz_obj_strn(m, "prompt", &nt.prompt_len);
+    nt.priority = fz_obj_int(m, "priority", 0);
+    nt.model = fz_obj_str(m, "model", model, sizeof model);
+    nt.name = fz_obj_str(m, "name", name, sizeof name);
+    nt.timeout = (uint32_t) fz_obj_uint(m, "timeout", 0);
     if (!nt.timeout)
         nt.timeout = self->cfg.default_timeout;
-    nt.max_cost = fz_msg_float(msg, "max_cost", 0);
-    nt.retries = (uint32_t) fz_msg_uint(msg, "retries", self->cfg.default_retries);
-    nt.parent = fz_msg_uint(msg, "parent", 0);
-    nt.labels = fz_msg_obj(msg, "labels");
-    nt.fallback = fz_msg_obj(msg, "fallback");
-    nt.state = FZ_STATE_QUEUED;
-
-    fz_task_t *t = calloc(1, sizeof *t);
-    uint64_t id = t ? fz_store_task_add(self->store, &nt) : 0;
-    if (!id) {
-        free(t);
-        s_reply_error(self, from, fz_msg_rid(msg), FZ_EUNAVAILABLE,
-                      "the broker could not store the task: %s", fz_store_error(self->store));
-        return;
+    nt.max_cost = fz_obj_float(m, "max_cost", 0);
+    nt.retries = (uint32_t) fz_obj_uint(m, "retries", self->cfg.default_retries);
+    nt.parent = fz_obj_uint(m, "parent", 0);
+    nt.deadline = fz_obj_float(m, "deadline", 0);
+    nt.labels = fz_obj_get(m, "labels");
+    nt.fallback = fz_obj_get(m, "fallback");
+    if (nt.parent) {
+        uint32_t depth, children;
+        int64_t prio;
+        fz_store_tree_info(self->store, nt.parent, &depth, &children, &prio);
+        if (prio > nt.priority)
+            nt.priority = prio; /* a subtask is at least as urgent as its parent */
     }
-    t->id = id;
-    t->priority = nt.priority;
-    snprintf(t->model, sizeof t->model, "%s", nt.model);
-    t->retries = nt.retries;
-    t->timeout_s = nt.timeout;
-    t->max_cost = nt.max_cost;
-    char key[24];
-    s_idkey(id, key);
-    zhashx_insert(self->tasks, key, t);
-    fz_sched_enqueue(self->sched, t);
+    uint64_t after[512], any[512];
+    size_t nafter = s_dep_ids(m, "after", "after_index", batch, index, after);
+    size_t nany = s_dep_ids(m, "after_any", "after_any_index", batch, index, any);
+    deps_t d = {0};
+    s_deps_state(self, after, nafter, 0, &d);
+    s_deps_state(self, any, nany, 1, &d);
+    if (d.failed)
+        s_depfail_why(d.failed, d.failed_state, why, sizeof why);
+    nt.state = d.failed ? FZ_STATE_DEP_FAILED : d.pending ? FZ_STATE_WAITING : FZ_STATE_QUEUED;
+    nt.summary = why;
+    /* The stored after/after_any lists are the resolved ids. */
+    msgpack_object_array arr_a = {0}, arr_any = {0};
+    msgpack_object objs[1024], oa, oany;
+    for (size_t i = 0; i < nafter; i++)
+        objs[i] = (msgpack_object){.type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = after[i]};
+    for (size_t i = 0; i < nany; i++)
+        objs[512 + i] = (msgpack_object){.type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = any[i]};
+    arr_a = (msgpack_object_array){(uint32_t) nafter, objs};
+    arr_any = (msgpack_object_array){(uint32_t) nany, objs + 512};
+    oa = (msgpack_object){.type = MSGPACK_OBJECT_ARRAY, .via.array = arr_a};
+    oany = (msgpack_object){.type = MSGPACK_OBJECT_ARRAY, .via.array = arr_any};
+    nt.after = &oa;
+    nt.after_any = &oany;
 
-    fz_enc_t *r = fz_enc_new("submitted", fz_msg_rid(msg));
-    fz_enc_uint(r, "task", id);
-    fz_enc_str(r, "state", fz_state_name(t->state));
-    s_reply(self, from, fz_msg_rid(msg), r);
+    uint64_t id = fz_store_task_add(self->store, &nt);
+    for (size_t i = 0; id && i < nafter; i++)
+        if (fz_store_dep_add(self->store, id, after[i], 0))
+            id = 0;
+    for (size_t i = 0; id && i < nany; i++)
+        if (fz_store_dep_add(self->store, id, any[i], 1))
+            id = 0;
+    fz_task_t *t = id && !d.failed ? calloc(1, sizeof *t) : NULL;
+    *state_p = nt.state;
+    if (!id || (!t && !d.failed))
+        return 0;
 
-    fz_enc_t *e = s_event("task.submitted", t);
+    fz_task_t tmp = {0};
+    fz_task_t *ev = t ? t : &tmp; /* a dep-failed task never lives in memory */
+    ev->id = id;
+    ev->state = nt.state;
+    ev->priority = nt.priority;
+    snprintf(ev->model, sizeof ev->model, "%s", nt.model);
+    ev->retries = nt.retries;
+    ev->timeout_s = nt.timeout;
+    ev->max_cost = nt.max_cost;
+    ev->parent = nt.parent;
+    ev->deadline = nt.deadline;
+    ev->deps_pending = d.pending;
+    ev->inherited = INT64_MIN;
+    fz_enc_t *e = s_event("task.submitted", ev);
     fz_enc_str(e, "name", nt.name);
     fz_enc_strn(e, "prompt", nt.prompt, nt.prompt_len < 200 ? nt.prompt_len : 200);
     if (nt.parent)
         fz_enc_uint(e, "parent", nt.parent);
     s_emit(self, "task.submitted", &e);
+    if (d.failed) {
+        e = s_event("task.dep-failed", ev);
+        fz_enc_str(e, "summary", why);
+        s_emit(self, "task.dep-failed", &e);
+        return id;
+    }
+    char key[24];
+    s_idkey(id, key);
+    zhashx_insert(self->tasks, key, t);
+    if (t->state == FZ_STATE_QUEUED)
+        s_ready(self, t);
+    else
+        s_inherit(self, t);
+    return id;
+}
+
+static void s_on_submit(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    char why[512];
+    uint64_t rid = fz_msg_rid(msg);
+    fz_err_t err = s_submit_check(self, fz_msg_root(msg), 0, why, sizeof why);
+    if (err) {
+        s_reply_error(self, from, rid, err, "%s", why);
+        return;
+    }
+    fz_state_t state;
+    uint64_t id = s_submit_one(self, fz_msg_root(msg), NULL, 0, &state);
+    if (!id) {
+        s_reply_error(self, from, rid, FZ_EUNAVAILABLE, "the broker could not store the task: %s",
+                      fz_store_error(self->store));
+        return;
+    }
+    fz_enc_t *r = fz_enc_new("submitted", rid);
+    fz_enc_uint(r, "task", id);
+    fz_enc_str(r, "state", fz_state_name(state));
+    s_reply(self, from, rid, r);
+}
+
+/* A graph of tasks in one request: all are checked before any is stored, and they are
+   stored in the turn's one transaction, so the batch lands whole or not at all. */
+static void s_on_submit_batch(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    char why[512];
+    uint64_t rid = fz_msg_rid(msg);
+    const msgpack_object *tasks = fz_msg_obj(msg, "tasks");
+    size_t n = tasks->via.array.size;
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *m = &tasks->via.array.ptr[i];
+        fz_err_t err = fz_msg_check_object(m, "submit", why, sizeof why);
+        if (!err)
+            err = s_submit_check(self, m, i, why, sizeof why);
+        if (err) {
+            s_reply_error(self, from, rid, err, "batch task %zu: %s (nothing was stored)", i, why);
+            return;
+        }
+    }
+    uint64_t ids[1000];
+    for (size_t i = 0; i < n; i++) {
+        fz_state_t state;
+        ids[i] = s_submit_one(self, &tasks->via.array.ptr[i], ids, i, &state);
+        if (!ids[i]) {
+            /* Abandon the whole turn: the batch must not land in part. */
+            s_reply_error(self, from, rid, FZ_EUNAVAILABLE, "the broker could not store it");
+            fz_store_fail_turn(self->store);
+            return;
+        }
+    }
+    fz_enc_t *r = fz_enc_new("submitted-batch", rid);
+    fz_enc_array(r, "tasks", n);
+    for (size_t i = 0; i < n; i++)
+        fz_enc_uint(r, NULL, ids[i]);
+    s_reply(self, from, rid, r);
 }
 
 static void s_on_get(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
     uint64_t id = fz_msg_uint(msg, "task", 0);
     fz_enc_t *r = fz_enc_new("task", fz_msg_rid(msg));
-    fz_err_t err = fz_store_encode_task(self->store, id, r, "task");
+    fz_err_t err = fz_store_encode_task(self->store, id, r, "task", s_decorate, self);
     if (!err)
         err = fz_store_encode_attempts(self->store, id, r, "attempts");
+    if (!err)
+        fz_store_encode_children(self->store, id, r, "children");
     if (err) {
         fz_enc_destroy(&r);
         s_reply_error(self, from, fz_msg_rid(msg), err, "no task %llu", (unsigned long long) id);
@@ -608,7 +948,8 @@ static void s_on_list(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         return;
     }
     fz_enc_t *r = fz_enc_new("tasks", fz_msg_rid(msg));
-    fz_err_t err = fz_store_encode_list(self->store, state, fz_msg_uint(msg, "limit", 1000), r);
+    fz_err_t err = fz_store_encode_list(self->store, state, fz_msg_uint(msg, "limit", 1000), r,
+                                        s_decorate, self);
     if (err) {
         fz_enc_destroy(&r);
         s_reply_error(self, from, fz_msg_rid(msg), err, "cannot list tasks");
@@ -671,31 +1012,63 @@ static void s_cancel_idle(fz_broker_t *self, fz_task_t *t)
     fz_sched_remove(self->sched, t);
     s_set_state(self, t, FZ_STATE_CANCELLED, "");
     s_emit_task(self, "task.cancelled", t);
-    s_task_drop(self, t);
+    s_task_final(self, t);
+}
+
+/* Cancels one live task: at once if it is not running, else through its worker. */
+static void s_cancel_live(fz_broker_t *self, fz_task_t *t)
+{
+    if (t->state != FZ_STATE_RUNNING) {
+        s_cancel_idle(self, t);
+        return;
+    }
+    if (t->cancel_requested)
+        return;
+    t->cancel_requested = true;
+    if (t->worker)
+        s_send_cancel(self, t->worker, t->id, t->attempt, "cancelled");
+}
+
+typedef struct {
+    fz_broker_t *self;
+    uint64_t count;
+} subtree_t;
+
+static void s_cancel_sub(void *arg, uint64_t id, int kind, int state)
+{
+    subtree_t *st = arg;
+    fz_task_t *t = s_task(st->self, id);
+    if (t) {
+        s_cancel_live(st->self, t);
+        st->count++;
+    }
 }
 
 static void s_on_cancel(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
     uint64_t id = fz_msg_uint(msg, "task", 0), rid = fz_msg_rid(msg);
+    int state = s_state_of(self, id);
+    if (state < 0) {
+        s_reply_error(self, from, rid, FZ_ENOTFOUND, "no task %llu", (unsigned long long) id);
+        return;
+    }
+    /* Cancelling a task cancels its subtree: the subtasks its agent created. */
+    subtree_t sub = {self, 0};
+    fz_store_subtree(self->store, id, s_cancel_sub, &sub);
     fz_task_t *t = s_task(self, id);
-    fz_state_t state;
-    if (!t) {
-        if (!fz_store_task_exists(self->store, id, &state))
-            s_reply_error(self, from, rid, FZ_ENOTFOUND, "no task %llu", (unsigned long long) id);
-        else
-            s_reply_error(self, from, rid, FZ_ECONFLICT, "task %llu already %s",
-                          (unsigned long long) id, fz_state_name(state));
+    if (!t && !sub.count) {
+        s_reply_error(self, from, rid, FZ_ECONFLICT, "task %llu already %s",
+                      (unsigned long long) id, fz_state_name((fz_state_t) state));
         return;
     }
-    if (t->state != FZ_STATE_RUNNING) {
-        s_cancel_idle(self, t);
-        s_reply_ok(self, from, rid, id, "cancelled");
-        return;
-    }
-    t->cancel_requested = true;
-    if (t->worker)
-        s_send_cancel(self, t->worker, t->id, t->attempt, "cancelled");
-    s_reply_ok(self, from, rid, id, "running");
+    if (t)
+        s_cancel_live(self, t);
+    t = s_task(self, id);
+    fz_enc_t *r = fz_enc_new("ok", rid);
+    fz_enc_uint(r, "task", id);
+    fz_enc_str(r, "state", fz_state_name(t ? t->state : (fz_state_t) s_state_of(self, id)));
+    fz_enc_uint(r, "count", sub.count);
+    s_reply(self, from, rid, r);
 }
 
 static void s_set_paused(fz_broker_t *self, bool paused)
@@ -763,17 +1136,16 @@ static void s_on_retry(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     char key[24];
     s_idkey(id, key);
     zhashx_insert(self->tasks, key, t);
-    fz_sched_enqueue(self->sched, t);
+    s_ready(self, t);
     s_set_state(self, t, FZ_STATE_QUEUED, "");
     s_emit_task(self, "task.queued", t);
     s_reply_ok(self, from, rid, id, "queued");
 }
 
-static void s_on_priority(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+static void s_set_priority(fz_broker_t *self, zframe_t *from, uint64_t rid, uint64_t id,
+                           int64_t prio)
 {
-    uint64_t id = fz_msg_uint(msg, "task", 0), rid = fz_msg_rid(msg);
-    int64_t prio = fz_msg_int(msg, "priority", 0);
-    if (!fz_store_task_exists(self->store, id, NULL)) {
+    if (s_state_of(self, id) < 0) {
         s_reply_error(self, from, rid, FZ_ENOTFOUND, "no task %llu", (unsigned long long) id);
         return;
     }
@@ -781,10 +1153,44 @@ static void s_on_priority(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_task_t *t = s_task(self, id);
     if (t) {
         t->priority = prio;
-        fz_sched_reorder(self->sched, t);
+        s_rerank(self, t);
+        if (t->state == FZ_STATE_WAITING)
+            s_inherit(self, t);
         s_emit_task(self, "task.priority", t);
     }
-    s_reply_ok(self, from, rid, id, t ? fz_state_name(t->state) : NULL);
+    fz_enc_t *r = fz_enc_new("ok", rid);
+    fz_enc_uint(r, "task", id);
+    if (t)
+        fz_enc_str(r, "state", fz_state_name(t->state));
+    fz_enc_int(r, "priority", prio);
+    s_reply(self, from, rid, r);
+}
+
+static void s_on_priority(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    s_set_priority(self, from, fz_msg_rid(msg), fz_msg_uint(msg, "task", 0),
+                   fz_msg_int(msg, "priority", 0));
+}
+
+/* Escalate: above every live task's effective priority, so it goes next. */
+static void s_on_escalate(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    uint64_t id = fz_msg_uint(msg, "task", 0);
+    fz_task_t *t = s_task(self, id);
+    if (!t) {
+        int state = s_state_of(self, id);
+        s_reply_error(self, from, fz_msg_rid(msg), state < 0 ? FZ_ENOTFOUND : FZ_ECONFLICT,
+                      state < 0 ? "no task %llu" : "task %llu has ended", (unsigned long long) id);
+        return;
+    }
+    double now = fz_wall(), top = (double) t->priority;
+    for (fz_task_t *o = zhashx_first(self->tasks); o; o = zhashx_next(self->tasks))
+        if (o != t && s_effective(self, o, now) > top)
+            top = s_effective(self, o, now);
+    int64_t prio = (int64_t) ceil(top) + 1;
+    if (prio > 1000000)
+        prio = 1000000;
+    s_set_priority(self, from, fz_msg_rid(msg), id, prio > t->priority ? prio : t->priority);
 }
 
 static void s_on_budget(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
@@ -1107,9 +1513,9 @@ static void s_on_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_wor
     if (next == FZ_STATE_RETRYING)
         s_retry_later(self, t, s_backoff_ms(self, t->attempt - t->attempt_base));
     else if (next == FZ_STATE_QUEUED)
-        fz_sched_enqueue(self->sched, t);
+        s_ready(self, t);
     else
-        s_task_drop(self, t);
+        s_task_final(self, t);
     s_release_budget(self);
 }
 
@@ -1134,6 +1540,7 @@ static const struct {
     {"stop", s_on_stop, NULL},         {"retry", s_on_retry, NULL},
     {"priority", s_on_priority, NULL}, {"budget", s_on_budget, NULL},
     {"cost", s_on_cost, NULL},         {"ping", s_on_ping, NULL},
+    {"submit-batch", s_on_submit_batch, NULL}, {"escalate", s_on_escalate, NULL},
     {"hello", s_on_hello, NULL},       {"heartbeat", NULL, s_on_heartbeat},
     {"started", NULL, s_on_started},   {"output", NULL, s_on_output},
     {"result", NULL, s_on_result},     {"bye", NULL, s_on_bye},
@@ -1216,7 +1623,7 @@ static void s_tick(fz_broker_t *self, int64_t now)
         fz_task_t *next = zlistx_next(self->timed);
         if (t->state == FZ_STATE_RETRYING && now >= t->not_before_ms) {
             s_timed_remove(self, t);
-            fz_sched_enqueue(self->sched, t);
+            s_ready(self, t);
             fz_store_task_state(self->store, t->id, FZ_STATE_QUEUED, "");
             s_emit_task(self, "task.queued", t);
         } else if (t->state == FZ_STATE_RUNNING && !t->worker && t->orphan_deadline_ms &&
@@ -1224,6 +1631,14 @@ static void s_tick(fz_broker_t *self, int64_t now)
             s_attempt_lost(self, t, "worker did not come back after a broker restart");
         }
         t = next;
+    }
+
+    /* Deadlines raise priorities as they near: re-rank those tasks once a second. */
+    if (now >= self->next_rerank_ms) {
+        self->next_rerank_ms = now + 1000;
+        for (fz_task_t *x = zhashx_first(self->tasks); x; x = zhashx_next(self->tasks))
+            if (x->deadline > 0 && x->queue)
+                s_rerank(self, x);
     }
 
     if (fz_budget_rollover(&self->budget, fz_wall()))
@@ -1270,10 +1685,70 @@ static void s_load_one(void *arg, const fz_task_t *row, const char *worker)
         t->not_before_ms = fz_clock_ms();
         s_timed_add(self, t);
         break;
+    case FZ_STATE_WAITING:
+        break; /* counted in s_load_waiting, once every task is in memory */
     default:
+        s_rerank(self, t);
         fz_sched_enqueue(self->sched, t);
         break;
     }
+}
+
+typedef struct {
+    uint32_t pending;
+    uint64_t failed;
+    fz_state_t failed_state;
+} waitcount_t;
+
+static void s_count_dep(void *arg, uint64_t id, int kind, int state)
+{
+    waitcount_t *w = arg;
+    if (state < 0 || !fz_state_final((fz_state_t) state))
+        w->pending++;
+    else if (kind == 0 && state != FZ_STATE_SUCCEEDED && !w->failed) {
+        w->failed = id;
+        w->failed_state = (fz_state_t) state;
+    }
+}
+
+/* Waiting tasks after a load: count what each still waits for (dependencies may have ended
+   while they were stored), fail those whose dependency failed, lend priorities. */
+static void s_load_waiting(fz_broker_t *self)
+{
+    /* Ids, not pointers: failing one task may fail (and free) others of the list. */
+    size_t n = 0, cap = zhashx_size(self->tasks);
+    uint64_t *ids = malloc((cap ? cap : 1) * sizeof *ids);
+    if (!ids)
+        return;
+    for (fz_task_t *t = zhashx_first(self->tasks); t; t = zhashx_next(self->tasks))
+        if (t->state == FZ_STATE_WAITING)
+            ids[n++] = t->id;
+    for (size_t i = 0; i < n; i++) {
+        fz_task_t *t = s_task(self, ids[i]);
+        if (!t || t->state != FZ_STATE_WAITING)
+            continue;
+        waitcount_t w = {0};
+        fz_store_deps_of(self->store, t->id, s_count_dep, &w);
+        if (w.failed) {
+            char why[160];
+            s_depfail_why(w.failed, w.failed_state, why, sizeof why);
+            t->state = FZ_STATE_DEP_FAILED;
+            fz_store_task_depfail(self->store, t->id, why);
+            s_task_final(self, t);
+            continue;
+        }
+        t->deps_pending = w.pending;
+        if (!w.pending) {
+            s_ready(self, t);
+            fz_store_task_state(self->store, t->id, FZ_STATE_QUEUED, "");
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        fz_task_t *t = s_task(self, ids[i]);
+        if (t && t->state == FZ_STATE_WAITING)
+            s_inherit(self, t);
+    }
+    free(ids);
 }
 
 static int s_load(fz_broker_t *self)
@@ -1284,6 +1759,7 @@ static int s_load(fz_broker_t *self)
     self->paused = fz_store_meta_get(self->store, "paused", 0) != 0;
     if (fz_store_load_live(self->store, s_load_one, self))
         return -1;
+    s_load_waiting(self);
     /* Reservations of held tasks are re-checked against the reloaded ledger. */
     s_release_budget(self);
     return 0;
@@ -1300,9 +1776,8 @@ static void s_reload(fz_broker_t *self)
     self->sched = fz_sched_new(self->cfg.max_running);
     for (int i = 0; i < self->cfg.nmodel_caps; i++)
         fz_sched_set_cap(self->sched, self->cfg.model_caps[i].name, self->cfg.model_caps[i].cap);
-    if (s_load(self))
+    if (s_load(self) || fz_store_commit(self->store))
         fz_error("reload from the store failed: %s", fz_store_error(self->store));
-    fz_store_rollback(self->store);
 }
 
 static int s_parse_whitelist(fz_broker_t *self)

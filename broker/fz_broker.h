@@ -36,6 +36,10 @@ typedef struct {
     } model_caps[FZ_MAX_MODEL_CAPS];
     int nmodel_caps;
     bool sync_full;            /* synchronous=FULL (default) or NORMAL */
+    uint32_t max_depth;        /* subtask tree depth limit (a root is depth 1) */
+    uint32_t max_children;     /* subtasks per task */
+    double aging_s;            /* +1 effective priority per this many seconds queued; 0 off */
+    double deadline_horizon;   /* seconds before a deadline its boost starts */
 } fz_broker_config_t;
 
 /* Fills a config with the documented defaults. */

@@ -33,6 +33,11 @@ static void s_usage(FILE *out)
         "  --models a,b,c         model whitelist (default: any model)\n"
         "  --model-cap NAME=N     at most N running agents of model NAME (repeatable)\n"
         "  --sync full|normal     SQLite synchronous mode (default full: survives power loss)\n"
+        "  --max-depth N          depth limit of subtask trees, a root is 1 (default 5)\n"
+        "  --max-children N       subtasks per task (default 100)\n"
+        "  --aging S              +1 effective priority per S seconds queued (default 0: off)\n"
+        "  --deadline-horizon S   a task's deadline starts raising its priority S seconds\n"
+        "                         before it: +100 at the deadline, +1/minute late (default 3600)\n"
         "  -v, --verbose          log every message\n"
         "  -h, --help             this help\n"
         "  -V, --version          print the version\n"
@@ -61,7 +66,8 @@ static int s_model_cap(fz_broker_config_t *cfg, const char *arg)
 }
 
 enum { OPT_BIND = 256, OPT_EVENTS, OPT_DB, OPT_MAXRUN, OPT_BUDGET, OPT_TASKCOST, OPT_TIMEOUT, OPT_GRACE,
-       OPT_HB, OPT_RETRIES, OPT_BMIN, OPT_BMAX, OPT_MODELS, OPT_MODELCAP, OPT_SYNC };
+       OPT_HB, OPT_RETRIES, OPT_BMIN, OPT_BMAX, OPT_MODELS, OPT_MODELCAP, OPT_SYNC,
+       OPT_DEPTH, OPT_CHILDREN, OPT_AGING, OPT_HORIZON };
 
 static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose)
 {
@@ -72,6 +78,8 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
         {"kill-grace", 1, 0, OPT_GRACE}, {"heartbeat", 1, 0, OPT_HB}, {"retries", 1, 0, OPT_RETRIES},
         {"backoff-min", 1, 0, OPT_BMIN}, {"backoff-max", 1, 0, OPT_BMAX},
         {"models", 1, 0, OPT_MODELS}, {"model-cap", 1, 0, OPT_MODELCAP}, {"sync", 1, 0, OPT_SYNC},
+        {"max-depth", 1, 0, OPT_DEPTH}, {"max-children", 1, 0, OPT_CHILDREN},
+        {"aging", 1, 0, OPT_AGING}, {"deadline-horizon", 1, 0, OPT_HORIZON},
         {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
     int c;
     uint64_t u;
@@ -104,6 +112,18 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
             if (c == OPT_RETRIES) cfg->default_retries = (uint32_t) u;
             if (c == OPT_BMIN) cfg->backoff_min_ms = (uint32_t) u;
             if (c == OPT_BMAX) cfg->backoff_max_ms = (uint32_t) u;
+            break;
+        case OPT_DEPTH: case OPT_CHILDREN:
+            if (!fz_parse_uint(optarg, 1000000, &u) || u == 0)
+                return s_bad(argv[optind - 1], optarg, "expected a positive whole number");
+            if (c == OPT_DEPTH) cfg->max_depth = (uint32_t) u;
+            else cfg->max_children = (uint32_t) u;
+            break;
+        case OPT_AGING: case OPT_HORIZON:
+            if (!fz_parse_double(optarg, 0, 1e9, &d) || (c == OPT_HORIZON && d <= 0))
+                return s_bad(argv[optind - 1], optarg, "expected seconds");
+            if (c == OPT_AGING) cfg->aging_s = d;
+            else cfg->deadline_horizon = d;
             break;
         case OPT_BUDGET: case OPT_TASKCOST:
             if (!fz_parse_double(optarg, 0, 1e9, &d))

@@ -25,8 +25,8 @@ void fz_queue_destroy(fz_queue_t **self_p)
 
 bool fz_queue_before(const fz_task_t *a, const fz_task_t *b)
 {
-    if (a->priority != b->priority)
-        return a->priority > b->priority;
+    if (a->rank != b->rank)
+        return a->rank > b->rank;
     return a->id < b->id;
 }
 

@@ -1,7 +1,7 @@
 /*  fz_queue: the priority queue of tasks ready to run.
 
-    A binary heap ordered by priority (higher first), then id (older first, so FIFO among
-    equals). Each task records its own heap position, so remove and reprioritise are
+    A binary heap ordered by rank (higher first: the effective priority, see fz_task.h),
+    then id (older first, so FIFO among equals). Each task records its own heap position, so remove and reprioritise are
     O(log n) rather than a scan. The queue does not own its tasks. */
 
 #ifndef FZ_QUEUE_H
@@ -22,7 +22,7 @@ fz_task_t *fz_queue_peek(fz_queue_t *self);
 fz_task_t *fz_queue_pop(fz_queue_t *self);
 /* Removes a task that is in this queue. */
 void fz_queue_remove(fz_queue_t *self, fz_task_t *task);
-/* Restores order after task->priority changed. */
+/* Restores order after task->rank changed. */
 void fz_queue_update(fz_queue_t *self, fz_task_t *task);
 size_t fz_queue_size(const fz_queue_t *self);
 /* The i-th task in heap order (not priority order), for iteration; NULL past the end. */

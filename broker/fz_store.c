@@ -12,6 +12,7 @@
 struct fz_store_t {
     sqlite3 *db;
     bool in_txn;
+    bool failed; /* a write of this turn failed: the commit rolls the turn back */
     struct {
         const char *sql; /* static string: cached by address */
         sqlite3_stmt *st;
@@ -41,7 +42,8 @@ static const char *s_schema =
     " tokens_in INTEGER NOT NULL DEFAULT 0,"
     " tokens_out INTEGER NOT NULL DEFAULT 0,"
     " summary TEXT NOT NULL DEFAULT '',"
-    " hold_reason TEXT NOT NULL DEFAULT '');"
+    " hold_reason TEXT NOT NULL DEFAULT '',"
+    " deadline REAL NOT NULL DEFAULT 0);"
     "CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);"
     "CREATE TABLE IF NOT EXISTS task_labels ("
     " task INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
@@ -58,7 +60,12 @@ static const char *s_schema =
     " reserved REAL NOT NULL DEFAULT 0,"
     " PRIMARY KEY (task, n)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS attempts_ended ON attempts(ended);"
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;";
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS deps ("
+    " task INTEGER NOT NULL, dep INTEGER NOT NULL, kind INTEGER NOT NULL,"
+    " PRIMARY KEY (task, dep)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS deps_dep ON deps(dep);"
+    "CREATE INDEX IF NOT EXISTS tasks_parent ON tasks(parent);";
 
 /* ---------------------------------------------------------------- plumbing */
 
@@ -89,6 +96,7 @@ static int s_begin(fz_store_t *self)
         return 0;
     if (sqlite3_exec(self->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
         fz_error("store: BEGIN failed: %s", sqlite3_errmsg(self->db));
+        self->failed = true;
         return -1;
     }
     self->in_txn = true;
@@ -102,6 +110,7 @@ static int s_done(fz_store_t *self, sqlite3_stmt *st)
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
         fz_error("store: write failed: %s", sqlite3_errmsg(self->db));
+        self->failed = true;
         return -1;
     }
     return 0;
@@ -168,8 +177,17 @@ void fz_store_destroy(fz_store_t **self_p)
     *self_p = NULL;
 }
 
+void fz_store_fail_turn(fz_store_t *self)
+{
+    self->failed = true;
+}
+
 int fz_store_commit(fz_store_t *self)
 {
+    if (self->failed) {
+        fz_store_rollback(self);
+        return -1;
+    }
     if (!self->in_txn)
         return 0;
     int rc = sqlite3_exec(self->db, "COMMIT", NULL, NULL, NULL);
@@ -188,6 +206,7 @@ void fz_store_rollback(fz_store_t *self)
     if (self->in_txn)
         sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
     self->in_txn = false;
+    self->failed = false;
 }
 
 const char *fz_store_error(fz_store_t *self)
@@ -199,8 +218,8 @@ const char *fz_store_error(fz_store_t *self)
 
 static const char *SQL_TASK_ADD =
     "INSERT INTO tasks (state, priority, model, name, prompt, timeout, max_cost, retries,"
-    " parent, fallback, after, after_any, created, updated)"
-    " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?13)";
+    " parent, fallback, after, after_any, created, updated, deadline, summary)"
+    " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?13,?14,?15)";
 
 static const char *SQL_LABEL_ADD = "INSERT OR REPLACE INTO task_labels VALUES (?1, ?2, ?3)";
 
@@ -222,6 +241,20 @@ static int s_add_labels(fz_store_t *self, uint64_t id, const msgpack_object *lab
     return 0;
 }
 
+static const char *SQL_LABEL_INHERIT =
+    "INSERT OR IGNORE INTO task_labels SELECT ?1, key, value FROM task_labels WHERE task = ?2";
+
+/* A subtask takes its parent's labels where it has none of its own. */
+static int s_inherit_labels(fz_store_t *self, uint64_t id, uint64_t parent)
+{
+    sqlite3_stmt *st = s_stmt(self, SQL_LABEL_INHERIT);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64) parent);
+    return s_done(self, st);
+}
+
 uint64_t fz_store_task_add(fz_store_t *self, const fz_store_newtask_t *t)
 {
     sqlite3_stmt *st = s_begin(self) ? NULL : s_stmt(self, SQL_TASK_ADD);
@@ -240,10 +273,14 @@ uint64_t fz_store_task_add(fz_store_t *self, const fz_store_newtask_t *t)
     s_bind_obj(st, 11, t->after);
     s_bind_obj(st, 12, t->after_any);
     sqlite3_bind_double(st, 13, fz_wall());
+    sqlite3_bind_double(st, 14, t->deadline);
+    s_bind_text(st, 15, t->summary);
     if (s_done(self, st))
         return 0;
     uint64_t id = (uint64_t) sqlite3_last_insert_rowid(self->db);
     if (s_add_labels(self, id, t->labels))
+        return 0;
+    if (t->parent && s_inherit_labels(self, id, t->parent))
         return 0;
     return id;
 }
@@ -392,7 +429,7 @@ int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_
 #define LIVE_COLS                                                                              \
     "SELECT t.id, t.state, t.priority, t.attempts, t.retries, t.timeout, t.max_cost,"          \
     " t.hold_reason, COALESCE(a.model, t.model), COALESCE(a.worker, ''),"                      \
-    " COALESCE(a.reserved, 0), t.model"                                                        \
+    " COALESCE(a.reserved, 0), t.model, t.parent, t.deadline, t.updated"                        \
     " FROM tasks t LEFT JOIN attempts a ON a.task = t.id AND a.n = t.attempts"
 static const char *SQL_LIVE =
     LIVE_COLS " WHERE t.state IN ('queued','waiting','held','running','retrying') ORDER BY t.id";
@@ -412,6 +449,10 @@ static void s_row_task(sqlite3_stmt *st, fz_task_t *t)
     snprintf(t->hold_reason, sizeof t->hold_reason, "%s", sqlite3_column_text(st, 7));
     snprintf(t->model, sizeof t->model, "%s", sqlite3_column_text(st, 8));
     t->reserved = sqlite3_column_double(st, 10);
+    t->parent = (uint64_t) sqlite3_column_int64(st, 12);
+    t->deadline = sqlite3_column_double(st, 13);
+    t->queued_at = sqlite3_column_double(st, 14);
+    t->inherited = INT64_MIN;
 }
 
 int fz_store_load_task(fz_store_t *self, uint64_t id, fz_task_t *task)
@@ -524,16 +565,17 @@ static void s_encode_column(sqlite3_stmt *st, int i, col_kind_t kind, fz_enc_t *
 #define TASK_COLS                                                                              \
     "id, state, priority, model, name, timeout, max_cost, retries, fallback, after, after_any," \
     " parent, attempts, created, updated, worker, outcome, exit_code, cost_usd, tokens_in,"    \
-    " tokens_out, summary, hold_reason"
+    " tokens_out, summary, hold_reason, deadline"
 static const col_kind_t s_task_kinds[] = {
     COL_UINT, COL_STR, COL_INT, COL_STR, COL_STR, COL_UINT, COL_FLOAT, COL_UINT,
     COL_MSGPACK, COL_MSGPACK, COL_MSGPACK, COL_UINT, COL_UINT, COL_FLOAT, COL_FLOAT, COL_STR,
-    COL_STR, COL_INT, COL_FLOAT, COL_UINT, COL_UINT, COL_STR, COL_STR};
+    COL_STR, COL_INT, COL_FLOAT, COL_UINT, COL_UINT, COL_STR, COL_STR, COL_FLOAT};
 #define TASK_NCOLS ((int) (sizeof s_task_kinds / sizeof *s_task_kinds))
 
 static const char *SQL_TASK_GET = "SELECT " TASK_COLS ", prompt FROM tasks WHERE id = ?1";
 
-fz_err_t fz_store_encode_task(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key)
+fz_err_t fz_store_encode_task(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key,
+                              fz_store_decorate_fn *fn, void *arg)
 {
     sqlite3_stmt *st = s_stmt(self, SQL_TASK_GET);
     if (!st)
@@ -549,6 +591,8 @@ fz_err_t fz_store_encode_task(fz_store_t *self, uint64_t id, fz_enc_t *e, const 
     s_encode_column(st, TASK_NCOLS, COL_STR, t);
     sqlite3_reset(st);
     s_encode_labels(self, id, t);
+    if (fn)
+        fn(arg, id, t);
     fz_enc_sub(e, key, &t);
     return FZ_OK;
 }
@@ -601,7 +645,8 @@ static uint64_t s_count(fz_store_t *self, const char *state)
     return n;
 }
 
-fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limit, fz_enc_t *e)
+fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limit, fz_enc_t *e,
+                              fz_store_decorate_fn *fn, void *arg)
 {
     uint64_t total = s_count(self, state);
     uint64_t n = total < limit ? total : limit;
@@ -617,6 +662,8 @@ fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limi
         fz_enc_t *t = fz_enc_new_map();
         for (int i = 0; i < TASK_NCOLS; i++)
             s_encode_column(st, i, s_task_kinds[i], t);
+        if (fn)
+            fn(arg, (uint64_t) sqlite3_column_int64(st, 0), t);
         fz_enc_sub(e, NULL, &t);
         written++;
     }
@@ -765,4 +812,136 @@ int fz_store_meta_set(fz_store_t *self, const char *key, double value)
     s_bind_text(st, 1, key);
     sqlite3_bind_double(st, 2, value);
     return s_done(self, st);
+}
+
+/* ---------------------------------------------------------------- dependencies, trees */
+
+static const char *SQL_DEP_ADD = "INSERT OR IGNORE INTO deps VALUES (?1, ?2, ?3)";
+
+int fz_store_dep_add(fz_store_t *self, uint64_t task, uint64_t dep, int kind)
+{
+    sqlite3_stmt *st = s_begin(self) ? NULL : s_stmt(self, SQL_DEP_ADD);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64) task);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64) dep);
+    sqlite3_bind_int(st, 3, kind);
+    return s_done(self, st);
+}
+
+static const char *SQL_DEPS_OF =
+    "SELECT d.dep, d.kind, t.state FROM deps d JOIN tasks t ON t.id = d.dep WHERE d.task = ?1";
+static const char *SQL_DEPENDENTS = "SELECT task, kind FROM deps WHERE dep = ?1";
+
+/* Collects rows first: callers write to the store, which must not happen mid-statement. */
+static int s_pairs(fz_store_t *self, const char *sql, uint64_t id, int ncols, fz_store_dep_fn *fn,
+                   void *arg)
+{
+    sqlite3_stmt *st = s_stmt(self, sql);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    size_t n = 0, cap = 16;
+    struct row { uint64_t id; int kind; int state; } *rows = malloc(cap * sizeof *rows);
+    while (rows && sqlite3_step(st) == SQLITE_ROW) {
+        if (n == cap) {
+            struct row *more = realloc(rows, (cap *= 2) * sizeof *rows);
+            if (!more)
+                break;
+            rows = more;
+        }
+        rows[n].id = (uint64_t) sqlite3_column_int64(st, 0);
+        rows[n].kind = sqlite3_column_int(st, 1);
+        rows[n].state = ncols > 2 ? fz_state_from_name((const char *) sqlite3_column_text(st, 2)) : -1;
+        n++;
+    }
+    sqlite3_reset(st);
+    if (!rows)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        fn(arg, rows[i].id, rows[i].kind, rows[i].state);
+    free(rows);
+    return 0;
+}
+
+int fz_store_deps_of(fz_store_t *self, uint64_t task, fz_store_dep_fn *fn, void *arg)
+{
+    return s_pairs(self, SQL_DEPS_OF, task, 3, fn, arg);
+}
+
+int fz_store_dependents(fz_store_t *self, uint64_t dep, fz_store_dep_fn *fn, void *arg)
+{
+    return s_pairs(self, SQL_DEPENDENTS, dep, 2, fn, arg);
+}
+
+static const char *SQL_SUBTREE =
+    "WITH RECURSIVE sub(id) AS (SELECT id FROM tasks WHERE parent = ?1"
+    " UNION SELECT t.id FROM tasks t JOIN sub ON t.parent = sub.id)"
+    " SELECT id, 0 FROM sub ORDER BY id";
+
+int fz_store_subtree(fz_store_t *self, uint64_t task, fz_store_dep_fn *fn, void *arg)
+{
+    return s_pairs(self, SQL_SUBTREE, task, 2, fn, arg);
+}
+
+static const char *SQL_DEPTH =
+    "WITH RECURSIVE up(id, depth) AS (SELECT ?1, 1 UNION ALL"
+    " SELECT t.parent, up.depth + 1 FROM tasks t JOIN up ON t.id = up.id"
+    " WHERE t.parent != 0 AND up.depth < 1000) SELECT MAX(depth) FROM up";
+static const char *SQL_NCHILDREN = "SELECT COUNT(*) FROM tasks WHERE parent = ?1";
+static const char *SQL_PARENT_INFO = "SELECT priority FROM tasks WHERE id = ?1";
+
+int fz_store_tree_info(fz_store_t *self, uint64_t task, uint32_t *depth, uint32_t *children,
+                       int64_t *priority)
+{
+    sqlite3_stmt *st = s_stmt(self, SQL_DEPTH);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64) task);
+    *depth = sqlite3_step(st) == SQLITE_ROW ? (uint32_t) sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    if (!(st = s_stmt(self, SQL_NCHILDREN)))
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64) task);
+    *children = sqlite3_step(st) == SQLITE_ROW ? (uint32_t) sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    if (!(st = s_stmt(self, SQL_PARENT_INFO)))
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64) task);
+    *priority = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    return 0;
+}
+
+static const char *SQL_DEPFAIL =
+    "UPDATE tasks SET state = 'dep-failed', outcome = 'dep-failed', summary = ?2, updated = ?3,"
+    " hold_reason = '' WHERE id = ?1";
+
+int fz_store_task_depfail(fz_store_t *self, uint64_t id, const char *why)
+{
+    sqlite3_stmt *st = s_begin(self) ? NULL : s_stmt(self, SQL_DEPFAIL);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    s_bind_text(st, 2, why);
+    sqlite3_bind_double(st, 3, fz_wall());
+    return s_done(self, st);
+}
+
+static const char *SQL_CHILDREN = "SELECT id FROM tasks WHERE parent = ?1 ORDER BY id";
+
+void fz_store_encode_children(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key)
+{
+    sqlite3_stmt *st = s_stmt(self, SQL_CHILDREN);
+    uint64_t ids[1024];
+    size_t n = 0;
+    if (st) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+        while (n < 1024 && sqlite3_step(st) == SQLITE_ROW)
+            ids[n++] = (uint64_t) sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+    }
+    fz_enc_array(e, key, n);
+    for (size_t i = 0; i < n; i++)
+        fz_enc_uint(e, NULL, ids[i]);
 }

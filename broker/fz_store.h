@@ -25,8 +25,12 @@ typedef struct fz_store_t fz_store_t;
 fz_store_t *fz_store_open(const char *path, bool sync_full, char *err, size_t errlen);
 void fz_store_destroy(fz_store_t **self_p);
 
-/* Commits the turn's transaction if one is open; 0 on success, -1 (rolled back) on failure. */
+/* Commits the turn's transaction if one is open; 0 on success, -1 (rolled back) when the
+   commit or any write of the turn failed. */
 int fz_store_commit(fz_store_t *self);
+/* Makes the turn's commit fail (and roll back): for a change that must land whole. A failed
+   write does the same by itself. */
+void fz_store_fail_turn(fz_store_t *self);
 /* Abandons the turn's transaction if one is open. */
 void fz_store_rollback(fz_store_t *self);
 /* Last SQLite error message. */
@@ -44,6 +48,8 @@ typedef struct {
     uint32_t retries;
     uint64_t parent;
     const msgpack_object *labels, *fallback, *after, *after_any;
+    double deadline;     /* unix time, 0 = none */
+    const char *summary; /* why, when stored already final (dep-failed at submit) */
     fz_state_t state;
 } fz_store_newtask_t;
 
@@ -91,12 +97,16 @@ int fz_store_load_live(fz_store_t *self, fz_store_live_fn *fn, void *arg);
 
 /* Writes the dispatch payload (prompt, labels) of a task into e. */
 int fz_store_encode_dispatch(fz_store_t *self, uint64_t id, fz_enc_t *e);
+/* Adds fields that only memory knows to a task object being written (may be NULL). */
+typedef void(fz_store_decorate_fn)(void *arg, uint64_t id, fz_enc_t *task);
 /* Writes the task object under key; FZ_ENOTFOUND if there is no such task. */
-fz_err_t fz_store_encode_task(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key);
+fz_err_t fz_store_encode_task(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key,
+                              fz_store_decorate_fn *fn, void *arg);
 /* Writes the array of attempt objects under key. */
 fz_err_t fz_store_encode_attempts(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key);
 /* Writes `tasks` (array of task summaries, by id) and `total`; state may be NULL (all). */
-fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limit, fz_enc_t *e);
+fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limit, fz_enc_t *e,
+                              fz_store_decorate_fn *fn, void *arg);
 /* Writes `counts`: a map of every state to its number of tasks. */
 fz_err_t fz_store_encode_counts(fz_store_t *self, fz_enc_t *e);
 /* Writes `rows` and `total_cost` of finished attempts grouped by day, model, task or label
@@ -108,6 +118,25 @@ fz_err_t fz_store_encode_cost(fz_store_t *self, const char *by, const char *labe
 double fz_store_spent(fz_store_t *self, double from, double to);
 /* True if a task with this id exists; *state_p gets its state. */
 bool fz_store_task_exists(fz_store_t *self, uint64_t id, fz_state_t *state_p);
+
+/* Dependencies: kind 0 = after (needs success), 1 = after_any (needs an end). */
+int fz_store_dep_add(fz_store_t *self, uint64_t task, uint64_t dep, int kind);
+/* Calls fn(arg, id, kind, state) for each row; state is -1 where not asked for. Rows are read
+   before fn runs, so fn may write. */
+typedef void(fz_store_dep_fn)(void *arg, uint64_t id, int kind, int state);
+/* The dependencies of task, with their current states. */
+int fz_store_deps_of(fz_store_t *self, uint64_t task, fz_store_dep_fn *fn, void *arg);
+/* The tasks that depend on dep, with the kind of dependency. */
+int fz_store_dependents(fz_store_t *self, uint64_t dep, fz_store_dep_fn *fn, void *arg);
+/* Every descendant of task (children, their children, ...). */
+int fz_store_subtree(fz_store_t *self, uint64_t task, fz_store_dep_fn *fn, void *arg);
+/* Depth of task in its tree (1 = a root), its number of children, and its priority. */
+int fz_store_tree_info(fz_store_t *self, uint64_t task, uint32_t *depth, uint32_t *children,
+                       int64_t *priority);
+/* Ends a task as dep-failed, saying why in its summary. */
+int fz_store_task_depfail(fz_store_t *self, uint64_t id, const char *why);
+/* Writes the ids of a task's children under key. */
+void fz_store_encode_children(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key);
 
 /* Small persistent settings (paused, budget). get returns dflt when unset. */
 double fz_store_meta_get(fz_store_t *self, const char *key, double dflt);

@@ -297,6 +297,37 @@ static fz_err_t s_check(fz_msg_t *self, char *why, size_t wl)
     return FZ_OK;
 }
 
+fz_err_t fz_msg_check_object(const msgpack_object *map, const char *type, char *why, size_t whylen)
+{
+    const fz_msgspec_t *spec = fz_spec_find(type, strlen(type));
+    if (!spec || !map || map->type != MSGPACK_OBJECT_MAP) {
+        snprintf(why, whylen, "expected a map of '%s' fields", type);
+        return FZ_EINVALID;
+    }
+    if (map->via.map.size > 64 || s_has_dup_keys(map)) {
+        snprintf(why, whylen, "a '%s' map has too many or duplicate keys", type);
+        return FZ_EINVALID;
+    }
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object_kv *kv = &map->via.map.ptr[i];
+        if (kv->key.type != MSGPACK_OBJECT_STR) {
+            snprintf(why, whylen, "a '%s' map has a key that is not a string", type);
+            return FZ_EINVALID;
+        }
+        const fz_field_t *f = fz_spec_field(spec, kv->key.via.str.ptr, kv->key.via.str.size);
+        fz_err_t err = f ? s_check_field(&kv->val, f, why, whylen) : FZ_OK;
+        if (err)
+            return err;
+    }
+    for (const fz_field_t *f = spec->fields; f->key; f++)
+        if ((f->flags & FZ_F_REQUIRED) && !s_find(map, f->key)) {
+            snprintf(why, whylen, "'%s' needs field '%s' (%s)", type, f->key,
+                     fz_type_name(f->type));
+            return FZ_EINVALID;
+        }
+    return FZ_OK;
+}
+
 fz_err_t fz_msg_decode(const void *buf, size_t len, fz_msg_t **msg_p, uint64_t *rid_p, char *why,
                        size_t whylen)
 {

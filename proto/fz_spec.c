@@ -24,7 +24,13 @@ static const fz_field_t f_submit[] = {
     {"after_any", FZ_T_UINTARR, 0, 0, 256},
     {"parent", FZ_T_UINT, 0, 0, U64},
     {"name", FZ_T_STR, 0, 0, 128},
+    {"deadline", FZ_T_FLOAT, 0, 0, 1e11},
+    {"after_index", FZ_T_UINTARR, 0, 0, 256},
+    {"after_any_index", FZ_T_UINTARR, 0, 0, 256},
     END};
+
+static const fz_field_t f_batch[] = {{"tasks", FZ_T_OBJARR, REQ, 1, 1000}, END};
+static const fz_field_t f_batch_reply[] = {{"tasks", FZ_T_UINTARR, REQ, 0, 1000}, END};
 
 static const fz_field_t f_task_id[] = {{"task", FZ_T_UINT, REQ, 1, U64}, END};
 
@@ -185,6 +191,9 @@ static const fz_field_t f_cancel_w[] = {
 static const fz_msgspec_t s_specs[] = {
     {"submit", f_submit},
     {"submitted", f_submitted},
+    {"submit-batch", f_batch},
+    {"submitted-batch", f_batch_reply},
+    {"escalate", f_task_id},
     {"get", f_task_id},
     {"task", f_task_reply},
     {"list", f_list},
