@@ -313,7 +313,27 @@ static fz_agent_t *s_start_real(fz_slot_t *self, fz_msg_t *msg, fz_agent_opts_t 
     snprintf(env[3], sizeof env[3], "FZ_BROKER=%s", self->cfg.broker);
     snprintf(env[4], sizeof env[4], "FZ_EVENTS=%s", self->cfg.events);
     snprintf(env[5], sizeof env[5], "FZ_WORKER=%s", self->cfg.name);
-    const char *envp[] = {env[0], env[1], env[2], env[3], env[4], env[5], NULL};
+    /* Labels reach the agent as FZ_LABEL_<KEY> (upper case, other characters as _), so a
+       script can read its task's labels without asking the broker. */
+    const char *envp[6 + 32 + 1] = {env[0], env[1], env[2], env[3], env[4], env[5]};
+    char labels[32][1200];
+    size_t ne = 6;
+    const msgpack_object *lm = fz_msg_obj(msg, "labels");
+    for (uint32_t i = 0; lm && lm->type == MSGPACK_OBJECT_MAP && i < lm->via.map.size && i < 32;
+         i++) {
+        const msgpack_object *k = &lm->via.map.ptr[i].key, *v = &lm->via.map.ptr[i].val;
+        int n = snprintf(labels[i], sizeof labels[i], "FZ_LABEL_");
+        for (uint32_t j = 0; j < k->via.str.size && n < 80; j++) {
+            char c = k->via.str.ptr[j];
+            labels[i][n++] = (char) ((c >= 'a' && c <= 'z') ? c - 32
+                                     : ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) ? c
+                                                                                            : '_');
+        }
+        snprintf(labels[i] + n, sizeof labels[i] - (size_t) n, "=%.*s", (int) v->via.str.size,
+                 v->via.str.ptr);
+        envp[ne++] = labels[i];
+    }
+    envp[ne] = NULL;
     char log[4096], report[4096];
     snprintf(log, sizeof log, "%s/attempt-%u.log", workdir, self->attempt);
     snprintf(report, sizeof report, "%s/.fz-report-%u", workdir, self->attempt);
