@@ -64,7 +64,7 @@ def body(f):
     rng = random.Random(1)
     for _ in range(2000):
         f.send_raw(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 64))))
-    h.check(f.req("ping", timeout=10)["type"] == "pong", "broker stopped serving after random bytes")
+    h.check(f.req("ping", reply_timeout=10)["type"] == "pong", "broker stopped serving after random bytes")
     h.check(f.broker.poll() is None, "broker exited")
 
 

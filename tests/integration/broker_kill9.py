@@ -30,7 +30,7 @@ def body(f):
     i = 200
     while not stop.is_set() and i < 5000:
         r = f.req("submit", prompt="job %d" % i, priority=i % 7, labels={"n": str(i)},
-                  timeout=1.0, must=False)
+                  reply_timeout=1.0, must=False)
         if r and r.get("type") == "submitted":
             acked[r["task"]] = i
         i += 1

@@ -100,7 +100,7 @@ class Factory:
             self.procs.pop(proc.pid, None)
 
     def _ping(self):
-        r = self.req("ping", timeout=0.5, must=False)
+        r = self.req("ping", reply_timeout=0.5, must=False)
         return r and r.get("type") == "pong"
 
     def _socket(self):
@@ -125,19 +125,19 @@ class Factory:
             if rid is None or reply.get("rid") == rid:
                 return reply
 
-    def req(self, type_, timeout=5.0, must=True, **fields):
+    def req(self, type_, reply_timeout=5.0, must=True, **fields):
         """One request; returns the reply dict (an error reply too). On no reply: fails the
         test when must, else returns None after resetting the socket."""
         self._rid += 1
         msg = {"v": 1, "type": type_, "rid": self._rid}
         msg.update(fields)
         self.send_raw(msgpack.packb(msg, use_bin_type=True))
-        reply = self.recv_reply(self._rid, timeout)
+        reply = self.recv_reply(self._rid, reply_timeout)
         if reply is None:
             self._sock.close()
             self._sock = None
             if must:
-                raise TestFailure("no reply to %s within %.1f s" % (type_, timeout))
+                raise TestFailure("no reply to %s within %.1f s" % (type_, reply_timeout))
         return reply
 
     def ok(self, type_, **fields):

@@ -1,0 +1,1098 @@
+/*  agent_test: fz_agent supervising real processes, and simulating them.
+
+    Each test runs in its own temporary folder with a bounded run loop; the teardown destroys
+    the agent (so a failed assert kills its processes too), removes the folder and checks that
+    this process has no child left. main() makes the test a subreaper, as fz-worker does. */
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "../../worker/fz_agent.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TEST_LIMIT_MS 10000
+
+typedef struct {
+    char dir[PATH_MAX];
+    char work[PATH_MAX + 16];
+    char log[PATH_MAX + 32];
+    fz_agent_t *agent;
+    char err[256];
+} ctx_t;
+
+/* ---------------------------------------------------------------- helpers */
+
+static int s_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void s_rm_rf(const char *path)
+{
+    nftw(path, s_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Children of this process, from /proc: what an escaped agent would leave behind. */
+static int s_children(void)
+{
+    int count = 0;
+    DIR *dir = opendir("/proc");
+    struct dirent *entry;
+    while (dir && (entry = readdir(dir))) {
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", entry->d_name);
+        FILE *f = entry->d_name[0] >= '0' && entry->d_name[0] <= '9' ? fopen(path, "r") : NULL;
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        char *p = strrchr(buf, ')');
+        char state;
+        int ppid;
+        if (p && sscanf(p + 1, " %c %d", &state, &ppid) == 2 && ppid == getpid())
+            count++;
+    }
+    if (dir)
+        closedir(dir);
+    return count;
+}
+
+static char *s_slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    size_t got;
+    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            cap *= 2;
+            char *bigger = realloc(buf, cap + 1);
+            if (!bigger)
+                free(buf);
+            buf = bigger;
+        }
+    }
+    fclose(f);
+    if (buf)
+        buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
+}
+
+static char *s_work_file(ctx_t *ctx, const char *name)
+{
+    char path[PATH_MAX * 2];
+    snprintf(path, sizeof path, "%s/%s", ctx->work, name);
+    return s_slurp(path, NULL);
+}
+
+static fz_agent_opts_t s_opts(ctx_t *ctx, const char *command)
+{
+    fz_agent_opts_t opts = {
+        .command = command,
+        .workdir = ctx->work,
+        .log_path = ctx->log,
+        .kill_grace_s = 0.5,
+    };
+    return opts;
+}
+
+static fz_agent_t *s_start(ctx_t *ctx, const fz_agent_opts_t *opts)
+{
+    ctx->agent = fz_agent_start(opts, ctx->err, sizeof ctx->err);
+    if (!ctx->agent)
+        fail_msg("fz_agent_start: %s", ctx->err);
+    return ctx->agent;
+}
+
+/* The worker's loop in miniature: poll what the agent asks for, then pump. */
+static void s_pump_for(fz_agent_t *agent, int64_t ms)
+{
+    int64_t until = fz_agent_now_ms() + ms;
+    while (!fz_agent_done(agent)) {
+        int64_t now = fz_agent_now_ms();
+        if (now >= until)
+            return;
+        struct pollfd fds[FZ_AGENT_MAX_POLLFDS];
+        int n = fz_agent_pollfds(agent, fds, FZ_AGENT_MAX_POLLFDS);
+        int timeout = fz_agent_timeout_ms(agent, now);
+        if (timeout < 0 || timeout > until - now)
+            timeout = (int)(until - now);
+        poll(fds, (nfds_t)n, timeout);
+        fz_agent_pump(agent, fz_agent_now_ms());
+    }
+}
+
+static const fz_agent_status_t *s_run(fz_agent_t *agent)
+{
+    s_pump_for(agent, TEST_LIMIT_MS);
+    if (!fz_agent_done(agent))
+        fail_msg("agent still running after %d ms", TEST_LIMIT_MS);
+    return fz_agent_status(agent);
+}
+
+static const char *s_tail(fz_agent_t *agent)
+{
+    return fz_agent_tail(agent, NULL);
+}
+
+static void s_src_dir(char *out, size_t size)
+{
+    const char *env = getenv("FZ_SRC");
+    if (env && *env) {
+        snprintf(out, size, "%s", env);
+        return;
+    }
+    /* This file is SRC/tests/unit/agent_test.c; __FILE__ may be relative to the build cwd. */
+    char file[PATH_MAX];
+    snprintf(file, sizeof file, "%s", __FILE__);
+    char *cut = strstr(file, "tests/unit/agent_test.c");
+    if (cut)
+        *cut = '\0';
+    char *real = realpath(cut && cut != file ? file : ".", NULL);
+    snprintf(out, size, "%s", real ? real : ".");
+    free(real);
+}
+
+static long s_status_kb(const char *key)
+{
+    char *text = s_slurp("/proc/self/status", NULL);
+    long kb = -1;
+    char *p = text ? strstr(text, key) : NULL;
+    if (p)
+        kb = strtol(p + strlen(key) + 1, NULL, 10);
+    free(text);
+    return kb;
+}
+
+static void s_assert_all_dead(ctx_t *ctx, const char *pid_file, int expected)
+{
+    char *pids = s_work_file(ctx, pid_file);
+    assert_non_null(pids);
+    int count = 0;
+    for (char *p = strtok(pids, " \n"); p; p = strtok(NULL, " \n")) {
+        pid_t pid = (pid_t)atoi(p);
+        assert_true(pid > 1);
+        errno = 0;
+        if (kill(pid, 0) == 0 || errno != ESRCH)
+            fail_msg("process %d survived", (int)pid);
+        count++;
+    }
+    assert_int_equal(count, expected);
+    free(pids);
+}
+
+static int s_setup(void **state)
+{
+    ctx_t *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return -1;
+    snprintf(ctx->dir, sizeof ctx->dir, "/tmp/fz_agent_test.XXXXXX");
+    if (!mkdtemp(ctx->dir)) {
+        free(ctx);
+        return -1;
+    }
+    snprintf(ctx->work, sizeof ctx->work, "%s/work", ctx->dir);
+    snprintf(ctx->log, sizeof ctx->log, "%s/output.log", ctx->work);
+    *state = ctx;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_destroy(&ctx->agent);
+    s_rm_rf(ctx->dir);
+    free(ctx);
+    int left = s_children();
+    if (left) {
+        fprintf(stderr, "teardown: %d child process(es) left\n", left);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- real agents */
+
+static void test_echo(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "echo hello; echo oops >&2; exit 0");
+    fz_agent_t *agent = s_start(ctx, &opts);
+    assert_true(fz_agent_pid(agent) > 0);
+    const fz_agent_status_t *st = s_run(agent);
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_string_equal(fz_agent_outcome_name(st->outcome), "exited");
+    assert_int_equal(st->exit_code, 0);
+    assert_int_equal(st->signal, 0);
+    assert_string_equal(st->reason, "");
+    size_t len;
+    const char *tail = fz_agent_tail(agent, &len);
+    assert_int_equal(len, 11);
+    assert_string_equal(tail, "hello\noops\n");
+    assert_int_equal(st->output_bytes, 11);
+    char *log = s_slurp(ctx->log, NULL);
+    assert_non_null(log);
+    assert_string_equal(log, "hello\noops\n");
+    free(log);
+    assert_int_equal(fz_agent_pollfds(agent, NULL, 0), 0);
+    assert_int_equal(fz_agent_timeout_ms(agent, fz_agent_now_ms()), -1);
+}
+
+static void test_nonzero_exit(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "echo failing; exit 3");
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(st->exit_code, 3);
+    assert_string_equal(s_tail(ctx->agent), "failing\n");
+}
+
+static void test_signaled(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "kill -USR1 $$; sleep 5");
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_SIGNALED);
+    assert_string_equal(fz_agent_outcome_name(st->outcome), "signaled");
+    assert_int_equal(st->signal, SIGUSR1);
+    assert_int_equal(st->exit_code, -1);
+}
+
+static void test_prompt_stdin_and_env(void **state)
+{
+    ctx_t *ctx = *state;
+    static const char prompt[] = "fix the bug\nline two\n";
+    const char *env[] = {"FZ_TASK_ID=42", "FZ_ATTEMPT=1", "FZ_REPORT=/caller/loses", NULL};
+    setenv("FZ_PROMPT", "stale value from the worker", 1);
+    setenv("FZ_AGENT_TEST_INHERITED", "yes", 1);
+    fz_agent_opts_t opts = s_opts(ctx, "cat > stdin.txt; printf %s \"$FZ_PROMPT\" > env.txt; "
+                                       "printf '%s|%s|%s|%s|%s|%s' \"$FZ_TASK_ID\" "
+                                       "\"$FZ_ATTEMPT\" \"$FZ_PROMPT_BYTES\" \"$FZ_REPORT\" "
+                                       "\"$FZ_WORKDIR\" \"$FZ_AGENT_TEST_INHERITED\" > vars.txt; "
+                                       "pwd -P > pwd.txt");
+    opts.prompt = prompt;
+    opts.prompt_len = strlen(prompt);
+    opts.env = env;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    unsetenv("FZ_PROMPT");
+    unsetenv("FZ_AGENT_TEST_INHERITED");
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(st->exit_code, 0);
+
+    char *in = s_work_file(ctx, "stdin.txt"), *envp = s_work_file(ctx, "env.txt");
+    char *vars = s_work_file(ctx, "vars.txt"), *pwd = s_work_file(ctx, "pwd.txt");
+    char *work = realpath(ctx->work, NULL), expected[PATH_MAX * 3];
+    assert_non_null(in);
+    assert_non_null(envp);
+    assert_non_null(vars);
+    assert_non_null(pwd);
+    assert_non_null(work);
+    assert_string_equal(in, prompt);
+    assert_string_equal(envp, prompt);
+    snprintf(expected, sizeof expected, "42|1|%zu|%s/.fz-report|%s|yes", strlen(prompt), work,
+             work);
+    assert_string_equal(vars, expected);
+    snprintf(expected, sizeof expected, "%s\n", work);
+    assert_string_equal(pwd, expected);
+    free(in), free(envp), free(vars), free(pwd), free(work);
+}
+
+static char *s_big_prompt(size_t len)
+{
+    char *prompt = malloc(len);
+    assert_non_null(prompt);
+    memset(prompt, 'p', len);
+    return prompt;
+}
+
+static void test_big_prompt_unread(void **state)
+{
+    ctx_t *ctx = *state;
+    size_t len = 256 * 1024;
+    char *prompt = s_big_prompt(len);
+    fz_agent_opts_t opts =
+        s_opts(ctx, "sleep 0.3; echo \"env:${FZ_PROMPT-unset}:$FZ_PROMPT_BYTES\"");
+    opts.prompt = prompt;
+    opts.prompt_len = len;
+    s_start(ctx, &opts);
+    free(prompt); /* the agent keeps its own copy */
+    int64_t t0 = fz_agent_now_ms();
+    const fz_agent_status_t *st = s_run(ctx->agent);
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(st->exit_code, 0);
+    assert_string_equal(s_tail(ctx->agent), "env:unset:262144\n");
+    assert_true(fz_agent_now_ms() - t0 < 3000);
+}
+
+static void test_big_prompt_read(void **state)
+{
+    ctx_t *ctx = *state;
+    size_t len = 256 * 1024;
+    char *prompt = s_big_prompt(len);
+    fz_agent_opts_t opts = s_opts(ctx, "wc -c");
+    opts.prompt = prompt;
+    opts.prompt_len = len;
+    s_start(ctx, &opts);
+    free(prompt);
+    const fz_agent_status_t *st = s_run(ctx->agent);
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(atoi(s_tail(ctx->agent)), 262144);
+}
+
+static void test_empty_prompt_gives_eof(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "cat; echo \"after eof [${FZ_PROMPT}]\"");
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_string_equal(s_tail(ctx->agent), "after eof []\n");
+}
+
+/* The environment cannot carry a NUL: such a prompt comes on stdin only, byte for byte. */
+static void test_prompt_with_nul(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "tr '\\0' '@'; echo \" [${FZ_PROMPT-unset}]\"");
+    opts.prompt = "a\0b";
+    opts.prompt_len = 3;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->exit_code, 0);
+    assert_string_equal(s_tail(ctx->agent), "a@b [unset]\n");
+}
+
+/* A log that cannot be written (disk full) is reported, and the agent runs on. */
+static void test_log_write_error(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "echo still captured");
+    opts.log_path = "/dev/full";
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(st->log_errno, ENOSPC);
+    assert_string_equal(s_tail(ctx->agent), "still captured\n");
+}
+
+/* Only 0, 1 and 2 reach the agent (3 is ls's own directory): not the caller's descriptor
+   without close-on-exec, not the module's pipes, log, report or pidfd. */
+static void test_no_descriptor_leaks(void **state)
+{
+    ctx_t *ctx = *state;
+    int leaky = dup2(STDERR_FILENO, 50);
+    assert_int_equal(leaky, 50);
+    fz_agent_opts_t opts = s_opts(ctx, "exec ls /proc/self/fd");
+    opts.prompt = "x";
+    opts.prompt_len = 1;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    close(leaky);
+    assert_int_equal(st->exit_code, 0);
+    assert_string_equal(s_tail(ctx->agent), "0\n1\n2\n3\n");
+}
+
+static void test_flood_50mib(void **state)
+{
+    ctx_t *ctx = *state;
+    char src[PATH_MAX], command[PATH_MAX + 64];
+    s_src_dir(src, sizeof src);
+    snprintf(command, sizeof command, "'%s/scripts/agents/dry-run' --duration 0", src);
+    const char *env[] = {"FZ_DRY_OUTPUT_BYTES=52428800", NULL};
+    fz_agent_opts_t opts = s_opts(ctx, command);
+    opts.env = env;
+
+    /* Reset the peak RSS to now (Linux >= 4.0), so VmHWM afterwards is this test's peak. */
+    int fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+    bool hwm_reset = fd >= 0 && write(fd, "5", 1) == 1;
+    if (fd >= 0)
+        close(fd);
+    long rss_before = s_status_kb("VmRSS:");
+    int64_t t0 = fz_agent_now_ms();
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    int64_t took = fz_agent_now_ms() - t0;
+    long rss_peak = s_status_kb(hwm_reset ? "VmHWM:" : "VmRSS:");
+
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(st->exit_code, 0);
+    assert_true(st->output_bytes >= 52428800);
+    size_t len;
+    fz_agent_tail(ctx->agent, &len);
+    assert_int_equal(len, FZ_AGENT_TAIL_DEFAULT);
+    assert_non_null(strstr(s_tail(ctx->agent), "dry-run: done, exit 0"));
+    struct stat log;
+    assert_int_equal(stat(ctx->log, &log), 0);
+    assert_int_equal((uint64_t)log.st_size, st->output_bytes);
+    print_message("    50 MiB flood: %lld ms, RSS %ld kB -> peak %ld kB (growth %ld kB)\n",
+                  (long long)took, rss_before, rss_peak, rss_peak - rss_before);
+    assert_true(rss_peak - rss_before < 8 * 1024);
+}
+
+static void test_report_parsing(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(
+        ctx, "printf '%s\\n' 'cost_usd 0.0123' 'tokens_in 1200' '  tokens_out\t340  ' "
+             "'model claude-x' 'progress 40 running tests' 'summary all good' "
+             "'bogus line' 'cost_usd nan' 'cost_usd -1' 'cost_usd inf' 'cost_usd 0x10' "
+             "'tokens_in -5' 'tokens_in 12abc' 'progress 101' 'model two words' "
+             "'unknown_key 5' '' 'cost_usd' >> \"$FZ_REPORT\"; "
+             "head -c 5000 /dev/zero | tr '\\0' a >> \"$FZ_REPORT\"; echo >> \"$FZ_REPORT\"; "
+             "printf 'cost_usd 1.5e-1\\r\\n' >> \"$FZ_REPORT\"; "
+             "printf 'summary final words' >> \"$FZ_REPORT\"");
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_true(fabs(st->cost_usd - 0.15) < 1e-12);
+    assert_int_equal(st->tokens_in, 1200);
+    assert_int_equal(st->tokens_out, 340);
+    assert_string_equal(st->model, "claude-x");
+    assert_int_equal(st->progress_pct, 40);
+    assert_string_equal(st->progress_text, "running tests");
+    assert_string_equal(st->summary, "final words"); /* no newline: taken at exit */
+    assert_int_equal(st->report_lines, 8);
+    assert_int_equal(st->report_ignored, 12); /* 11 bad lines + the 5000-byte one */
+}
+
+/* A line is not consumed before its newline while the agent runs. */
+static void test_report_partial_line(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "printf 'cost_usd 0.' >> \"$FZ_REPORT\"; echo one; "
+                                       "sleep 0.8; printf '5\\n' >> \"$FZ_REPORT\"; echo two; "
+                                       "sleep 0.8");
+    fz_agent_t *agent = s_start(ctx, &opts);
+    const fz_agent_status_t *st = fz_agent_status(agent);
+    while (!strstr(s_tail(agent), "one") && !fz_agent_done(agent))
+        s_pump_for(agent, 10);
+    s_pump_for(agent, 400);
+    assert_false(fz_agent_done(agent));
+    assert_true(st->cost_usd == 0);
+    assert_int_equal(st->report_lines, 0);
+    while (!strstr(s_tail(agent), "two") && !fz_agent_done(agent))
+        s_pump_for(agent, 10);
+    s_pump_for(agent, 400);
+    assert_true(st->cost_usd == 0.5);
+    s_run(agent);
+    assert_int_equal(st->report_lines, 1);
+    assert_int_equal(st->report_ignored, 0);
+}
+
+/* `>` instead of `>>` truncates the file: the reader starts over. */
+static void test_report_truncated(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "echo 'cost_usd 0.20' >> \"$FZ_REPORT\"; "
+                                       "echo 'cost_usd 0.30' >> \"$FZ_REPORT\"; sleep 0.4; "
+                                       "echo 'cost_usd 0.1' > \"$FZ_REPORT\"");
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_true(st->cost_usd == 0.1);
+}
+
+/* Written elsewhere and renamed over FZ_REPORT: the reader follows the path. */
+static void test_report_replaced(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "echo 'cost_usd 0.20' >> \"$FZ_REPORT\"; sleep 0.4; "
+                                       "printf 'cost_usd 0.7\\nmodel renamed' > new; "
+                                       "mv new \"$FZ_REPORT\"");
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_true(st->cost_usd == 0.7);
+    assert_string_equal(st->model, "renamed");
+    assert_int_equal(st->report_ignored, 0);
+}
+
+/* A FIFO put in its place is not opened in a blocking way, nor read. */
+static void test_report_fifo_ignored(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "echo 'cost_usd 0.3' >> \"$FZ_REPORT\"; sleep 0.3; "
+                                       "rm \"$FZ_REPORT\"; mkfifo \"$FZ_REPORT\"; sleep 0.4");
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_true(st->cost_usd == 0.3);
+}
+
+/* main() ignored SIGCHLD before fz_agent_init_subreaper(), as an inherited SIG_IGN would. */
+static void test_init_restores_sigchld(void **state)
+{
+    (void)state;
+    struct sigaction action;
+    assert_int_equal(sigaction(SIGCHLD, NULL, &action), 0);
+    assert_true(action.sa_handler == SIG_DFL);
+}
+
+/* The shell ignores SIGTERM, has a background child and two setsid'd ones (one with a
+   child of its own); all record their pids. Everything must be gone after timeout + grace. */
+static const char s_escapers[] =
+    "trap '' TERM; "
+    "sleep 1000 & echo $! >> pids; "
+    "setsid sh -c 'echo $$ >> pids; exec sleep 1000' & "
+    "setsid sh -c 'sleep 1000 & echo $! >> pids; echo $$ >> pids; exec sleep 1000' & "
+    "while [ $(cat pids 2>/dev/null | wc -l) -lt 4 ]; do sleep 0.01; done; echo ready; ";
+
+static void test_timeout_kills_everything(void **state)
+{
+    ctx_t *ctx = *state;
+    char command[1024];
+    snprintf(command, sizeof command, "%s sleep 1000", s_escapers);
+    fz_agent_opts_t opts = s_opts(ctx, command);
+    opts.timeout_s = 0.5;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_TIMEOUT);
+    assert_string_equal(fz_agent_outcome_name(st->outcome), "timeout");
+    assert_string_equal(st->reason, "timeout");
+    assert_int_equal(st->signal, SIGKILL); /* it ignored SIGTERM */
+    assert_true(st->duration_ms >= 950 && st->duration_ms < 3000);
+    assert_non_null(strstr(s_tail(ctx->agent), "ready"));
+    s_assert_all_dead(ctx, "pids", 4);
+    assert_int_equal(s_children(), 0);
+}
+
+static void test_exit_kills_leftovers(void **state)
+{
+    ctx_t *ctx = *state;
+    char command[1024];
+    snprintf(command, sizeof command, "%s exit 0", s_escapers);
+    fz_agent_opts_t opts = s_opts(ctx, command);
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(st->exit_code, 0);
+    assert_true(st->duration_ms < 3000);
+    s_assert_all_dead(ctx, "pids", 4);
+    assert_int_equal(s_children(), 0);
+}
+
+/* A stopped agent is continued so that it sees the SIGTERM. */
+static void test_timeout_stopped_agent(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "kill -STOP $$; sleep 30");
+    opts.timeout_s = 0.3;
+    opts.kill_grace_s = 5;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_TIMEOUT);
+    assert_int_equal(st->signal, SIGTERM);
+    assert_true(st->duration_ms < 1500);
+}
+
+/* An agent that obeys SIGTERM ends at once, without waiting out the grace. */
+static void test_timeout_term_obeyed(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "sleep 30");
+    opts.timeout_s = 0.3;
+    opts.kill_grace_s = 5;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_TIMEOUT);
+    assert_int_equal(st->signal, SIGTERM);
+    assert_true(st->duration_ms >= 280 && st->duration_ms < 1500);
+}
+
+/* The shell dies on SIGTERM but a group member ignores it: it gets SIGKILL at the end of
+   the grace, not before (its grace is respected) and not never. */
+static void test_grace_then_kill_straggler(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts =
+        s_opts(ctx, "(trap '' TERM; sh -c 'echo $PPID' > pids; exec sleep 1000) & sleep 30");
+    opts.timeout_s = 0.3;
+    opts.kill_grace_s = 0.7;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_TIMEOUT);
+    assert_int_equal(st->signal, SIGTERM);
+    assert_true(st->duration_ms >= 950 && st->duration_ms < 2500);
+    s_assert_all_dead(ctx, "pids", 1);
+}
+
+/* A group member that needs a moment after SIGTERM gets it; we go on once it is gone. */
+static void test_grace_ends_when_group_exits(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "(trap 'sleep 0.2; echo cleaned; exit 0' TERM; "
+                                       "while :; do sleep 0.05; done) & sleep 30");
+    opts.timeout_s = 0.3;
+    opts.kill_grace_s = 5;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_TIMEOUT);
+    assert_true(st->duration_ms >= 450 && st->duration_ms < 2000);
+    assert_non_null(strstr(s_tail(ctx->agent), "cleaned"));
+}
+
+static void test_cost_cap(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "echo 'cost_usd 0.05' >> \"$FZ_REPORT\"; sleep 0.3; "
+                                       "echo 'cost_usd 0.5' >> \"$FZ_REPORT\"; sleep 30");
+    opts.max_cost = 0.1;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_COST_CAP);
+    assert_string_equal(fz_agent_outcome_name(st->outcome), "cost-cap");
+    assert_string_equal(st->reason, "cost-cap");
+    assert_true(st->cost_usd == 0.5);
+    assert_int_equal(st->signal, SIGTERM);
+    assert_true(st->duration_ms >= 300 && st->duration_ms < 2000);
+}
+
+static void test_cancel(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "echo started; sleep 30");
+    fz_agent_t *agent = s_start(ctx, &opts);
+    s_pump_for(agent, 200);
+    assert_false(fz_agent_done(agent));
+    fz_agent_cancel(agent, "stop");
+    assert_true(fz_agent_status(agent)->stopping);
+    fz_agent_cancel(agent, "second cancel is ignored");
+    const fz_agent_status_t *st = s_run(agent);
+    assert_int_equal(st->outcome, FZ_AGENT_CANCELLED);
+    assert_string_equal(fz_agent_outcome_name(st->outcome), "cancelled");
+    assert_string_equal(st->reason, "stop");
+    assert_int_equal(st->signal, SIGTERM);
+    assert_false(st->stopping);
+    assert_true(st->duration_ms < 1500);
+    fz_agent_cancel(agent, "after the end is ignored");
+    assert_int_equal(st->outcome, FZ_AGENT_CANCELLED);
+}
+
+static void test_destroy_while_running(void **state)
+{
+    ctx_t *ctx = *state;
+    char command[1024];
+    snprintf(command, sizeof command, "%s sleep 1000", s_escapers);
+    fz_agent_opts_t opts = s_opts(ctx, command);
+    fz_agent_t *agent = s_start(ctx, &opts);
+    while (!strstr(s_tail(agent), "ready") && !fz_agent_done(agent))
+        s_pump_for(agent, 10);
+    int64_t t0 = fz_agent_now_ms();
+    fz_agent_destroy(&ctx->agent);
+    assert_null(ctx->agent);
+    assert_true(fz_agent_now_ms() - t0 < 1000);
+    s_assert_all_dead(ctx, "pids", 4);
+    assert_int_equal(s_children(), 0);
+}
+
+static int s_count_fds(void)
+{
+    int n = 0;
+    DIR *dir = opendir("/proc/self/fd");
+    while (dir && readdir(dir))
+        n++;
+    if (dir)
+        closedir(dir);
+    return n;
+}
+
+static void test_start_errors(void **state)
+{
+    ctx_t *ctx = *state;
+    int fds = s_count_fds();
+    char err[256];
+
+    fz_agent_opts_t opts = s_opts(ctx, "true");
+    opts.shell = "/nonexistent/shell";
+    assert_null(fz_agent_start(&opts, err, sizeof err));
+    assert_non_null(strstr(err, "/nonexistent/shell"));
+    assert_non_null(strstr(err, "No such file"));
+
+    char file[PATH_MAX + 16], bad[PATH_MAX + 32];
+    snprintf(file, sizeof file, "%s/plain", ctx->dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(bad, sizeof bad, "%s/sub", file);
+    opts = s_opts(ctx, "true");
+    opts.workdir = bad;
+    assert_null(fz_agent_start(&opts, err, sizeof err));
+    assert_non_null(strstr(err, "cannot create workdir"));
+    assert_non_null(strstr(err, "Not a directory"));
+
+    opts = s_opts(ctx, NULL);
+    assert_null(fz_agent_start(&opts, err, sizeof err));
+    assert_string_equal(err, "no command");
+
+    const char *env[] = {"NO_EQUALS_SIGN", NULL};
+    opts = s_opts(ctx, "true");
+    opts.env = env;
+    assert_null(fz_agent_start(&opts, err, sizeof err));
+    assert_non_null(strstr(err, "NO_EQUALS_SIGN"));
+
+    opts = s_opts(ctx, "true");
+    opts.timeout_s = NAN;
+    assert_null(fz_agent_start(&opts, err, sizeof err));
+    assert_non_null(strstr(err, "timeout"));
+    opts.timeout_s = -1;
+    assert_null(fz_agent_start(&opts, NULL, 0));
+
+    assert_null(fz_agent_start(NULL, err, sizeof err));
+    assert_int_equal(s_count_fds(), fds);
+    assert_int_equal(s_children(), 0);
+    fz_agent_destroy(NULL);
+}
+
+/* A command the shell cannot find is not a start error: sh exits 127, as in a terminal. */
+static void test_missing_command_exits_127(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "/nonexistent/agent --flag");
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(st->exit_code, 127);
+    assert_non_null(strstr(s_tail(ctx->agent), "not found"));
+}
+
+static void test_no_pidfd_fallback(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "sleep 0.2; echo fallback; exit 4");
+    opts.no_pidfd = true;
+    fz_agent_t *agent = s_start(ctx, &opts);
+    struct pollfd fds[FZ_AGENT_MAX_POLLFDS];
+    assert_int_equal(fz_agent_pollfds(agent, fds, FZ_AGENT_MAX_POLLFDS), 1); /* output only */
+    assert_int_equal(fds[0].events, POLLIN);
+    int timeout = fz_agent_timeout_ms(agent, fz_agent_now_ms());
+    assert_true(timeout >= 0 && timeout <= 100);
+    const fz_agent_status_t *st = s_run(agent);
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(st->exit_code, 4);
+    assert_string_equal(s_tail(agent), "fallback\n");
+}
+
+static void test_pollfds_with_pidfd(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "sleep 0.5");
+    char prompt[200 * 1024];
+    memset(prompt, 'q', sizeof prompt);
+    opts.prompt = prompt;
+    opts.prompt_len = sizeof prompt; /* more than a pipe holds: stdin stays in the set */
+    fz_agent_t *agent = s_start(ctx, &opts);
+    struct pollfd fds[FZ_AGENT_MAX_POLLFDS];
+    int n = fz_agent_pollfds(agent, fds, FZ_AGENT_MAX_POLLFDS);
+    assert_int_equal(n, 3);
+    assert_int_equal(fds[0].events, POLLIN);
+    assert_int_equal(fds[1].events, POLLOUT);
+    assert_int_equal(fds[2].events, POLLIN);
+    assert_int_equal(fz_agent_pollfds(agent, fds, 1), 1);
+    int timeout = fz_agent_timeout_ms(agent, fz_agent_now_ms());
+    assert_true(timeout >= 0 && timeout <= 250);
+    s_run(agent);
+    assert_int_equal(fz_agent_status(agent)->exit_code, 0);
+}
+
+static void test_take_new_output(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts =
+        s_opts(ctx, "printf 'abc\\n'; sleep 0.2; printf 'def\\n'; sleep 0.2; printf 'ghi\\n'");
+    fz_agent_t *agent = s_start(ctx, &opts);
+    char got[256] = "", buf[64];
+    size_t len = 0;
+    int chunks = 0;
+    while (!fz_agent_done(agent)) {
+        s_pump_for(agent, 20);
+        size_t n = fz_agent_take_new_output(agent, buf, sizeof buf);
+        assert_true(len + n < sizeof got);
+        memcpy(got + len, buf, n);
+        len += n;
+        chunks += n > 0;
+    }
+    size_t n = fz_agent_take_new_output(agent, buf, sizeof buf);
+    memcpy(got + len, buf, n);
+    len += n;
+    got[len] = '\0';
+    assert_string_equal(got, "abc\ndef\nghi\n");
+    assert_true(chunks >= 2);
+    assert_int_equal(fz_agent_take_new_output(agent, buf, sizeof buf), 0);
+}
+
+/* More pending than asked for: the oldest part becomes a marker, the newest is kept. */
+static void test_take_new_output_bounded(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "yes 0123456789 | head -c 10000; printf END");
+    opts.tail_max = 4096;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->output_bytes, 10003);
+    char buf[200];
+    size_t n = fz_agent_take_new_output(ctx->agent, buf, sizeof buf);
+    assert_true(n > 100 && n <= sizeof buf);
+    assert_memory_equal(buf, "\n[fz: ", 6);
+    assert_memory_equal(buf + n - 3, "END", 3);
+    char *close_bracket = memchr(buf, ']', n);
+    assert_non_null(close_bracket);
+    unsigned long skipped = strtoul(buf + 6, NULL, 10);
+    size_t kept = n - (size_t)(close_bracket + 2 - buf);
+    assert_int_equal(skipped + kept, 10003);
+    assert_int_equal(fz_agent_take_new_output(ctx->agent, buf, sizeof buf), 0);
+    size_t len;
+    fz_agent_tail(ctx->agent, &len);
+    assert_int_equal(len, 4096);
+}
+
+static void test_dry_run_script(void **state)
+{
+    ctx_t *ctx = *state;
+    char src[PATH_MAX], command[PATH_MAX + 128];
+    s_src_dir(src, sizeof src);
+    snprintf(command, sizeof command,
+             "'%s/scripts/agents/dry-run' --duration 0.2 --cost 0.05 --exit 3", src);
+    const char *env[] = {"FZ_MODEL=test-model", "FZ_TASK_ID=7", NULL};
+    static const char prompt[] = "fix the login page\nmore details\n";
+    fz_agent_opts_t opts = s_opts(ctx, command);
+    opts.prompt = prompt;
+    opts.prompt_len = strlen(prompt);
+    opts.env = env;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(st->exit_code, 3);
+    assert_true(st->cost_usd == 0.05);
+    assert_string_equal(st->model, "test-model");
+    assert_int_equal(st->progress_pct, 100);
+    assert_true(st->tokens_in > 0 && st->tokens_out > 0);
+    assert_string_equal(st->summary, "dry run finished");
+    assert_int_equal(st->report_ignored, 0);
+    assert_non_null(strstr(s_tail(ctx->agent), "prompt: fix the login page\n"));
+    assert_true(st->duration_ms >= 180);
+}
+
+static int s_dry_run_attempt(ctx_t *ctx, const char *attempt_var)
+{
+    char src[PATH_MAX], command[PATH_MAX + 64];
+    s_src_dir(src, sizeof src);
+    snprintf(command, sizeof command, "'%s/scripts/agents/dry-run' --duration 0", src);
+    const char *env[] = {"FZ_DRY_FAIL_ATTEMPTS=1", attempt_var, NULL};
+    fz_agent_opts_t opts = s_opts(ctx, command);
+    opts.env = env;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    int code = st->exit_code;
+    fz_agent_destroy(&ctx->agent);
+    return code;
+}
+
+static void test_dry_run_fail_attempts(void **state)
+{
+    ctx_t *ctx = *state;
+    assert_int_equal(s_dry_run_attempt(ctx, "FZ_ATTEMPT=1"), 1);
+    assert_int_equal(s_dry_run_attempt(ctx, "FZ_ATTEMPT=2"), 0);
+}
+
+static void test_dry_run_help(void **state)
+{
+    ctx_t *ctx = *state;
+    char src[PATH_MAX], command[PATH_MAX + 64];
+    s_src_dir(src, sizeof src);
+    snprintf(command, sizeof command, "'%s/scripts/agents/dry-run' --help", src);
+    fz_agent_opts_t opts = s_opts(ctx, command);
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->exit_code, 0);
+    assert_non_null(strstr(s_tail(ctx->agent), "FZ_DRY_DURATION"));
+    assert_non_null(strstr(s_tail(ctx->agent), "--fail-attempts"));
+}
+
+/* ---------------------------------------------------------------- simulation */
+
+static fz_agent_t *s_simulate(ctx_t *ctx, const fz_agent_sim_t *sim, const fz_agent_opts_t *opts)
+{
+    ctx->agent = fz_agent_simulate(sim, opts, ctx->err, sizeof ctx->err);
+    if (!ctx->agent)
+        fail_msg("fz_agent_simulate: %s", ctx->err);
+    return ctx->agent;
+}
+
+static void test_sim_success(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_sim_t sim = {.duration_s = 2,
+                          .cost_usd = 0.2,
+                          .tokens_in = 1000,
+                          .tokens_out = 500,
+                          .model = "sim-model",
+                          .output = "hello from the simulation\n",
+                          .summary = "did it"};
+    fz_agent_opts_t opts = {.log_path = ctx->log};
+    fz_agent_t *agent = s_simulate(ctx, &sim, &opts);
+    const fz_agent_status_t *st = fz_agent_status(agent);
+    int64_t t0 = st->started_ms;
+    assert_int_equal(fz_agent_pid(agent), 0);
+    assert_int_equal(fz_agent_pollfds(agent, NULL, 0), 0);
+    assert_int_equal(fz_agent_timeout_ms(agent, t0), 2000);
+    fz_agent_pump(agent, t0 + 1000);
+    assert_false(fz_agent_done(agent));
+    assert_int_equal(st->outcome, FZ_AGENT_RUNNING);
+    assert_true(fabs(st->cost_usd - 0.1) < 1e-9);
+    assert_int_equal(st->tokens_in, 500);
+    assert_int_equal(st->progress_pct, 50);
+    assert_int_equal(st->elapsed_ms, 1000);
+    assert_string_equal(st->model, "sim-model");
+    assert_int_equal(fz_agent_timeout_ms(agent, t0 + 1000), 1000);
+    fz_agent_pump(agent, t0 + 2500);
+    assert_true(fz_agent_done(agent));
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(st->exit_code, 0);
+    assert_int_equal(st->duration_ms, 2000);
+    assert_true(st->cost_usd == 0.2);
+    assert_int_equal(st->tokens_in, 1000);
+    assert_int_equal(st->tokens_out, 500);
+    assert_string_equal(st->summary, "did it");
+    assert_string_equal(s_tail(agent), "hello from the simulation\n");
+    assert_int_equal(fz_agent_timeout_ms(agent, t0 + 2500), -1);
+    char *log = s_slurp(ctx->log, NULL);
+    assert_non_null(log);
+    assert_string_equal(log, "hello from the simulation\n");
+    free(log);
+}
+
+static void test_sim_failure_exit(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_sim_t sim = {.duration_s = 0.5, .cost_usd = 0.01, .exit_code = 2};
+    fz_agent_t *agent = s_simulate(ctx, &sim, NULL);
+    const fz_agent_status_t *st = s_run(agent); /* real time, as the worker would */
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(st->exit_code, 2);
+    assert_int_equal(st->duration_ms, 500);
+}
+
+static void test_sim_timeout(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_sim_t sim = {.duration_s = 10, .cost_usd = 1.0};
+    fz_agent_opts_t opts = {.timeout_s = 1};
+    fz_agent_t *agent = s_simulate(ctx, &sim, &opts);
+    const fz_agent_status_t *st = fz_agent_status(agent);
+    int64_t t0 = st->started_ms;
+    assert_int_equal(fz_agent_timeout_ms(agent, t0), 1000);
+    fz_agent_pump(agent, t0 + 999);
+    assert_false(fz_agent_done(agent));
+    fz_agent_pump(agent, t0 + 5000);
+    assert_true(fz_agent_done(agent));
+    assert_int_equal(st->outcome, FZ_AGENT_TIMEOUT);
+    assert_string_equal(st->reason, "timeout");
+    assert_int_equal(st->duration_ms, 1000);
+    assert_true(fabs(st->cost_usd - 0.1) < 1e-9);
+    assert_int_equal(st->signal, SIGTERM);
+    assert_int_equal(st->exit_code, -1);
+}
+
+static void test_sim_cost_cap(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_sim_t sim = {.duration_s = 4, .cost_usd = 1.0};
+    fz_agent_opts_t opts = {.max_cost = 0.25, .timeout_s = 60};
+    fz_agent_t *agent = s_simulate(ctx, &sim, &opts);
+    const fz_agent_status_t *st = fz_agent_status(agent);
+    int64_t t0 = st->started_ms;
+    assert_int_equal(fz_agent_timeout_ms(agent, t0), 1001);
+    fz_agent_pump(agent, t0 + 1000);
+    assert_false(fz_agent_done(agent));
+    assert_true(st->cost_usd <= 0.25);
+    fz_agent_pump(agent, t0 + 1001);
+    assert_true(fz_agent_done(agent));
+    assert_int_equal(st->outcome, FZ_AGENT_COST_CAP);
+    assert_string_equal(st->reason, "cost-cap");
+    assert_true(st->cost_usd > 0.25 && st->cost_usd < 0.2505);
+}
+
+static void test_sim_cancel(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_sim_t sim = {.duration_s = 10, .cost_usd = 1.0};
+    fz_agent_t *agent = s_simulate(ctx, &sim, NULL);
+    const fz_agent_status_t *st = fz_agent_status(agent);
+    fz_agent_pump(agent, st->started_ms + 100);
+    fz_agent_cancel(agent, NULL);
+    assert_true(fz_agent_done(agent));
+    assert_int_equal(st->outcome, FZ_AGENT_CANCELLED);
+    assert_string_equal(st->reason, "cancelled");
+    assert_true(st->duration_ms >= 100 && st->duration_ms < 1000);
+    assert_true(st->cost_usd > 0 && st->cost_usd < 0.1);
+}
+
+static void test_sim_errors(void **state)
+{
+    (void)state;
+    char err[128];
+    fz_agent_sim_t sim = {.duration_s = NAN};
+    assert_null(fz_agent_simulate(&sim, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "duration"));
+    sim.duration_s = 1;
+    sim.cost_usd = -1;
+    assert_null(fz_agent_simulate(&sim, NULL, err, sizeof err));
+    assert_null(fz_agent_simulate(NULL, NULL, err, sizeof err));
+    assert_string_equal(fz_agent_outcome_name(FZ_AGENT_SPAWN_FAILED), "spawn-failed");
+    assert_string_equal(fz_agent_outcome_name(FZ_AGENT_RUNNING), "running");
+}
+
+int main(void)
+{
+    signal(SIGCHLD, SIG_IGN);
+    if (fz_agent_init_subreaper() < 0)
+        perror("fz_agent_init_subreaper");
+#define T(name) cmocka_unit_test_setup_teardown(name, s_setup, s_teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_init_restores_sigchld),
+        T(test_echo),
+        T(test_nonzero_exit),
+        T(test_signaled),
+        T(test_prompt_stdin_and_env),
+        T(test_big_prompt_unread),
+        T(test_big_prompt_read),
+        T(test_empty_prompt_gives_eof),
+        T(test_prompt_with_nul),
+        T(test_log_write_error),
+        T(test_no_descriptor_leaks),
+        T(test_flood_50mib),
+        T(test_report_parsing),
+        T(test_report_partial_line),
+        T(test_report_truncated),
+        T(test_report_replaced),
+        T(test_report_fifo_ignored),
+        T(test_timeout_kills_everything),
+        T(test_exit_kills_leftovers),
+        T(test_timeout_stopped_agent),
+        T(test_timeout_term_obeyed),
+        T(test_grace_then_kill_straggler),
+        T(test_grace_ends_when_group_exits),
+        T(test_cost_cap),
+        T(test_cancel),
+        T(test_destroy_while_running),
+        T(test_start_errors),
+        T(test_missing_command_exits_127),
+        T(test_no_pidfd_fallback),
+        T(test_pollfds_with_pidfd),
+        T(test_take_new_output),
+        T(test_take_new_output_bounded),
+        T(test_dry_run_script),
+        T(test_dry_run_fail_attempts),
+        T(test_dry_run_help),
+        T(test_sim_success),
+        T(test_sim_failure_exit),
+        T(test_sim_timeout),
+        T(test_sim_cost_cap),
+        T(test_sim_cancel),
+        T(test_sim_errors),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,1521 @@
+/*  fz_agent: one supervised agent process, or a simulation of one; see fz_agent.h.
+
+    Life of a real agent (self->phase):
+      S_RUNNING  the leader (the shell, pid = process group id) runs; the prompt is fed, output
+                 and report file are followed, limits enforced. When the leader exits we only
+                 peek (waitid WNOWAIT): while it is our unreaped zombie its pid, and so the
+                 group id, cannot be reused, so signalling the group stays safe. If we were
+                 stopping it, live group members keep their grace before we go on.
+      s_finish   SIGKILL the group, reap the leader, drain output, read the report a last time,
+                 settle the outcome.
+      S_SWEEP    SIGKILL and reap children of this process (escaped descendants the subreaper
+                 caught) until a scan finds none.
+      S_DONE     descriptors closed; status, tail and new output stay readable.
+    A simulated agent has no process and goes from S_RUNNING to S_DONE by the clock alone. */
+
+#include "fz_agent.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <locale.h>
+#include <math.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#if !defined(__GLIBC__)
+#error "fz_agent needs glibc >= 2.34 (posix_spawn_file_actions_addclosefrom_np, addchdir_np)"
+#elif !__GLIBC_PREREQ(2, 34)
+#error "fz_agent needs glibc >= 2.34 (posix_spawn_file_actions_addclosefrom_np, addchdir_np)"
+#endif
+
+#define S_IOBUF (64 * 1024)
+/* Output read per pump: a flooding agent must not starve the worker's other sockets. */
+#define S_PUMP_READ_MAX (1024 * 1024)
+/* Output read after the agent ended: the pipe holds at most its buffer plus what escaped
+   writers add before the sweep kills them. */
+#define S_DRAIN_MAX (4 * 1024 * 1024)
+#define S_REPORT_EVERY_MS 250
+/* Unread report data beyond this is skipped: every key is last-wins, so only counts suffer,
+   and a hostile agent cannot make one pump read gigabytes. */
+#define S_REPORT_WINDOW (1024 * 1024)
+#define S_WAIT_POLL_MS 100 /* how often to look for the exit without a pidfd */
+#define S_GROUP_CHECK_MS 50
+#define S_SWEEP_TICK_MS 5
+#define S_SWEEP_MAX_MS 2000
+#define S_DESTROY_MAX_MS 2000
+#define S_TAIL_MAX_LIMIT ((size_t)256 * 1024 * 1024)
+#define S_MS_MAX ((int64_t)1 << 50) /* longer than anyone waits; keeps sums from overflowing */
+
+typedef enum { S_RUNNING, S_SWEEP, S_DONE } s_phase_t;
+
+struct fz_agent_t {
+    fz_agent_status_t status;
+    s_phase_t phase;
+    bool simulated;
+    bool counted; /* included in s_live_agents */
+    int64_t timeout_ms;
+    int64_t grace_ms;
+    double max_cost;
+    char *workdir; /* absolute */
+    char *report_path;
+
+    pid_t pid;          /* the leader; also the process group id */
+    int pidfd;          /* -1 without pidfd support: then we poll with waitid */
+    bool leader_exited; /* seen with WNOWAIT: a zombie we still own */
+    bool leader_reaped;
+    bool leader_lost; /* reaped by someone else: its ids are no longer ours to signal */
+    fz_agent_outcome_t stop_outcome;
+    int64_t kill_at_ms;
+    bool kill_sent;
+    int64_t group_check_ms;
+    int64_t sweep_until_ms;
+
+    int in_fd; /* our end of the agent's stdin */
+    char *prompt;
+    size_t prompt_len, prompt_off;
+
+    int out_fd; /* our end of the agent's stdout + stderr */
+    int log_fd;
+    char *iobuf;
+    /* Sliding tail: up to 2 * tail_max bytes, the newest tail_max of them are "the tail";
+       sliding costs one memmove per tail_max bytes and keeps the tail contiguous. */
+    char *tail;
+    size_t tail_max, tail_len;
+    uint64_t taken; /* output_bytes already handed out by take_new_output */
+
+    int report_fd;
+    off_t report_off;
+    int64_t report_due_ms;
+    char *line; /* the report line being assembled */
+    size_t line_len;
+    bool line_skip; /* discarding up to the next newline */
+
+    fz_agent_sim_t sim; /* numbers only; its strings are copied elsewhere */
+    int64_t sim_duration_ms;
+    int64_t sim_last_ms;
+    char *sim_summary;
+};
+
+/* Real agents of this process that are not reaped yet. The final sweep kills every child of
+   the process, so it runs only when this is 0: then any child left is an escaped descendant.
+   Process-wide on purpose: children belong to the process, not to one fz_agent_t. */
+static int s_live_agents;
+
+static void s_end(fz_agent_t *self);
+
+static void s_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void s_log(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("fz_agent: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static int s_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int s_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* Copies a string, cutting it short on a UTF-8 character boundary: the worker puts these
+   into protocol strings that must stay valid UTF-8 when the input was. */
+static void s_copy(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= size) {
+        n = size - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static void s_close(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+static void s_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int64_t s_ms(double seconds)
+{
+    if (!(seconds > 0))
+        return 0;
+    if (seconds * 1000 >= (double)S_MS_MAX)
+        return S_MS_MAX;
+    int64_t ms = (int64_t)(seconds * 1000 + 0.5);
+    return ms > 0 ? ms : 1;
+}
+
+int64_t fz_agent_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int fz_agent_init_subreaper(void)
+{
+    /* SIGCHLD ignored (possibly inherited through exec) makes the kernel reap our children
+       itself: their exit status is lost and their ids stop being ours to signal. */
+    struct sigaction action;
+    if (sigaction(SIGCHLD, NULL, &action) == 0 && action.sa_handler == SIG_IGN) {
+        action.sa_handler = SIG_DFL;
+        action.sa_flags &= ~SA_NOCLDWAIT;
+        sigaction(SIGCHLD, &action, NULL);
+    }
+    return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 ? 0 : -1;
+}
+
+const char *fz_agent_outcome_name(fz_agent_outcome_t outcome)
+{
+    switch (outcome) {
+    case FZ_AGENT_RUNNING:
+        return "running";
+    case FZ_AGENT_EXITED:
+        return "exited";
+    case FZ_AGENT_SIGNALED:
+        return "signaled";
+    case FZ_AGENT_TIMEOUT:
+        return "timeout";
+    case FZ_AGENT_COST_CAP:
+        return "cost-cap";
+    case FZ_AGENT_CANCELLED:
+        return "cancelled";
+    case FZ_AGENT_SPAWN_FAILED:
+        return "spawn-failed";
+    }
+    return "unknown";
+}
+
+/* ---------------------------------------------------------------- files and descriptors */
+
+/* mkdir -p: every missing component, mode 0777 less the umask. 0 or -1 with errno. */
+static int s_mkdir_p(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return -1;
+    for (char *p = copy + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        int rc = mkdir(copy, 0777);
+        *p = '/';
+        if (rc < 0 && errno != EEXIST) {
+            free(copy);
+            return -1;
+        }
+    }
+    int rc = mkdir(copy, 0777);
+    free(copy);
+    if (rc < 0 && errno != EEXIST)
+        return -1;
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
+/* Creates the folder a file will live in. */
+static int s_mkdir_parent(const char *file)
+{
+    const char *slash = strrchr(file, '/');
+    if (!slash || slash == file)
+        return 0;
+    char *dir = strndup(file, (size_t)(slash - file));
+    if (!dir)
+        return -1;
+    int rc = s_mkdir_p(dir);
+    int saved = errno;
+    free(dir);
+    errno = saved;
+    return rc;
+}
+
+/* Keeps our pipe ends off 0..2: if the worker runs with stdio closed, pipe2 could hand out
+   0, 1 or 2 and the child's dup2 onto its stdio would clobber them. */
+static int s_above_stdio(int fd)
+{
+    if (fd < 0 || fd > 2)
+        return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return moved;
+}
+
+static int s_pipe(int fds[2])
+{
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return -1;
+    fds[0] = s_above_stdio(fds[0]);
+    fds[1] = s_above_stdio(fds[1]);
+    if (fds[0] >= 0 && fds[1] >= 0)
+        return 0;
+    int saved = errno;
+    s_close(&fds[0]);
+    s_close(&fds[1]);
+    errno = saved;
+    return -1;
+}
+
+static int s_nonblock(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+/* write() that cannot raise SIGPIPE even if the caller did not ignore it: SIGPIPE for a
+   pipe write goes to the writing thread, so block it here, and swallow the one our write
+   raised (unless one was already pending before, which is not ours to take). */
+static ssize_t s_write_nosigpipe(int fd, const void *buf, size_t len)
+{
+    sigset_t pipe_set, old_mask, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
+    sigpending(&pending);
+    bool was_pending = sigismember(&pending, SIGPIPE);
+
+    ssize_t n;
+    do
+        n = write(fd, buf, len);
+    while (n < 0 && errno == EINTR);
+    int saved = errno;
+
+    if (n < 0 && saved == EPIPE && !was_pending) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    errno = saved;
+    return n;
+}
+
+/* ---------------------------------------------------------------- output */
+
+static void s_log_write(fz_agent_t *self, const char *data, size_t n)
+{
+    while (self->log_fd >= 0 && self->status.log_errno == 0 && n > 0) {
+        ssize_t w = write(self->log_fd, data, n);
+        if (w > 0) {
+            data += w;
+            n -= (size_t)w;
+        } else if (w < 0 && errno == EINTR)
+            continue;
+        else {
+            self->status.log_errno = w < 0 ? errno : EIO;
+            s_log("log write failed (%s); output is no longer logged",
+                  strerror(self->status.log_errno));
+        }
+    }
+}
+
+static void s_tail_append(fz_agent_t *self, const char *data, size_t n)
+{
+    size_t max = self->tail_max;
+    if (n >= max) {
+        memcpy(self->tail, data + n - max, max);
+        self->tail_len = max;
+    } else {
+        if (self->tail_len + n > 2 * max) {
+            size_t keep = max - n;
+            memmove(self->tail, self->tail + self->tail_len - keep, keep);
+            self->tail_len = keep;
+        }
+        memcpy(self->tail + self->tail_len, data, n);
+        self->tail_len += n;
+    }
+    self->tail[self->tail_len] = '\0';
+}
+
+static void s_output(fz_agent_t *self, const char *data, size_t n)
+{
+    s_log_write(self, data, n);
+    s_tail_append(self, data, n);
+    self->status.output_bytes += n;
+}
+
+static void s_read_output(fz_agent_t *self, size_t budget)
+{
+    size_t got = 0;
+    while (self->out_fd >= 0 && got < budget) {
+        ssize_t n = read(self->out_fd, self->iobuf, S_IOBUF);
+        if (n > 0) {
+            s_output(self, self->iobuf, (size_t)n);
+            got += (size_t)n;
+        } else if (n < 0 && errno == EINTR)
+            continue;
+        else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        else
+            s_close(&self->out_fd); /* EOF: every writer is gone */
+    }
+}
+
+/* ---------------------------------------------------------------- stdin */
+
+static void s_close_stdin(fz_agent_t *self)
+{
+    s_close(&self->in_fd);
+    free(self->prompt);
+    self->prompt = NULL;
+    self->prompt_len = self->prompt_off = 0;
+}
+
+/* Writes what the pipe takes now. EPIPE means the agent closed stdin or exited: it has
+   what it wanted, so stop quietly. Closing the pipe at the end gives the agent its EOF. */
+static void s_feed_stdin(fz_agent_t *self)
+{
+    while (self->in_fd >= 0 && self->prompt_off < self->prompt_len) {
+        ssize_t n = s_write_nosigpipe(self->in_fd, self->prompt + self->prompt_off,
+                                      self->prompt_len - self->prompt_off);
+        if (n > 0)
+            self->prompt_off += (size_t)n;
+        else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        else
+            break;
+    }
+    s_close_stdin(self);
+}
+
+/* ---------------------------------------------------------------- report file */
+
+/* strtod in the C locale whatever the worker's locale: reports always use '.'. */
+static double s_strtod_c(const char *s, char **end)
+{
+    static locale_t c_locale;
+    if (!c_locale)
+        c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+    return c_locale ? strtod_l(s, end, c_locale) : strtod(s, end);
+}
+
+/* A plain non-negative decimal (exponent allowed): no sign, hex, nan or inf. */
+static bool s_parse_cost(const char *s, double *out)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 64 || strspn(s, "0123456789.eE+-") != len)
+        return false;
+    if (!isdigit((unsigned char)s[0]) && s[0] != '.')
+        return false;
+    char *end;
+    errno = 0;
+    double v = s_strtod_c(s, &end);
+    if (errno != 0 || end != s + len || !isfinite(v) || v < 0)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Digits only: strtoull alone would take "-5" as a huge number. */
+static bool s_parse_u64(const char *s, uint64_t *out)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 20 || strspn(s, "0123456789") != len)
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end != s + len)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool s_on_cost(fz_agent_t *self, char *value)
+{
+    return s_parse_cost(value, &self->status.cost_usd);
+}
+
+static bool s_on_tokens_in(fz_agent_t *self, char *value)
+{
+    return s_parse_u64(value, &self->status.tokens_in);
+}
+
+static bool s_on_tokens_out(fz_agent_t *self, char *value)
+{
+    return s_parse_u64(value, &self->status.tokens_out);
+}
+
+static bool s_on_model(fz_agent_t *self, char *value)
+{
+    size_t len = strlen(value);
+    if (len == 0 || len >= sizeof self->status.model || strcspn(value, " \t") != len)
+        return false;
+    s_copy(self->status.model, sizeof self->status.model, value);
+    return true;
+}
+
+/* "progress 40 running tests": a whole percent (a trailing % is tolerated), then text. */
+static bool s_on_progress(fz_agent_t *self, char *value)
+{
+    char *text = value + strcspn(value, " \t");
+    if (*text) {
+        *text++ = '\0';
+        text += strspn(text, " \t");
+    }
+    size_t len = strlen(value);
+    if (len > 0 && value[len - 1] == '%')
+        value[len - 1] = '\0';
+    uint64_t pct;
+    if (!s_parse_u64(value, &pct) || pct > 100)
+        return false;
+    self->status.progress_pct = (int)pct;
+    s_copy(self->status.progress_text, sizeof self->status.progress_text, text);
+    return true;
+}
+
+static bool s_on_summary(fz_agent_t *self, char *value)
+{
+    if (!*value)
+        return false;
+    s_copy(self->status.summary, sizeof self->status.summary, value);
+    return true;
+}
+
+static const struct {
+    const char *key;
+    bool (*handle)(fz_agent_t *self, char *value);
+} s_report_keys[] = {
+    {"cost_usd", s_on_cost}, {"tokens_in", s_on_tokens_in}, {"tokens_out", s_on_tokens_out},
+    {"model", s_on_model},   {"progress", s_on_progress},   {"summary", s_on_summary},
+};
+
+/* One complete line (line has room for a NUL at line[len]). Blank lines are not counted. */
+static void s_report_line(fz_agent_t *self, char *line, size_t len)
+{
+    bool ok = false;
+    if (memchr(line, '\0', len))
+        goto done;
+    line[len] = '\0';
+    while (len > 0 && isspace((unsigned char)line[len - 1]))
+        line[--len] = '\0';
+    char *key = line + strspn(line, " \t");
+    if (!*key)
+        return;
+    for (const char *p = key; *p; p++)
+        if ((iscntrl((unsigned char)*p) && *p != '\t'))
+            goto done;
+    char *value = key + strcspn(key, " \t");
+    if (*value) {
+        *value++ = '\0';
+        value += strspn(value, " \t");
+    }
+    for (size_t i = 0; i < sizeof s_report_keys / sizeof s_report_keys[0]; i++)
+        if (strcmp(key, s_report_keys[i].key) == 0) {
+            ok = s_report_keys[i].handle(self, value);
+            break;
+        }
+done:
+    if (ok)
+        self->status.report_lines++;
+    else
+        self->status.report_ignored++;
+}
+
+static void s_report_feed(fz_agent_t *self, const char *data, size_t n)
+{
+    while (n > 0) {
+        const char *nl = memchr(data, '\n', n);
+        size_t seg = nl ? (size_t)(nl - data) : n;
+        if (!self->line_skip) {
+            if (self->line_len + seg > FZ_AGENT_REPORT_LINE_MAX) {
+                self->line_skip = true;
+                self->line_len = 0;
+                self->status.report_ignored++;
+            } else {
+                memcpy(self->line + self->line_len, data, seg);
+                self->line_len += seg;
+            }
+        }
+        if (!nl)
+            return; /* a partial line waits for its newline */
+        if (!self->line_skip)
+            s_report_line(self, self->line, self->line_len);
+        self->line_skip = false;
+        self->line_len = 0;
+        data += seg + 1;
+        n -= seg + 1;
+    }
+}
+
+static void s_report_restart(fz_agent_t *self, off_t offset, bool mid_line)
+{
+    self->report_off = offset;
+    self->line_len = 0;
+    self->line_skip = mid_line;
+}
+
+/* Reads what was appended to the open report since last time. */
+static void s_report_drain(fz_agent_t *self)
+{
+    struct stat st;
+    if (self->report_fd < 0 || fstat(self->report_fd, &st) < 0)
+        return;
+    if (st.st_size < self->report_off)
+        s_report_restart(self, 0, false); /* truncated, e.g. `>` instead of `>>` */
+    if (st.st_size - self->report_off > S_REPORT_WINDOW)
+        s_report_restart(self, st.st_size - S_REPORT_WINDOW, true);
+    while (self->report_off < st.st_size) {
+        off_t left = st.st_size - self->report_off;
+        size_t want = left < S_IOBUF ? (size_t)left : S_IOBUF;
+        ssize_t n = pread(self->report_fd, self->iobuf, want, self->report_off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        self->report_off += n;
+        s_report_feed(self, self->iobuf, (size_t)n);
+    }
+}
+
+/* True if the path now names another file (written elsewhere and renamed over ours, or
+   removed and created again) and we switched to it. Only regular files are followed, and
+   opened without blocking, so a FIFO or device put there cannot hang the worker. */
+static bool s_report_follow(fz_agent_t *self)
+{
+    struct stat by_path, by_fd;
+    if (stat(self->report_path, &by_path) < 0 || !S_ISREG(by_path.st_mode))
+        return false;
+    if (self->report_fd >= 0 && fstat(self->report_fd, &by_fd) == 0 &&
+        by_fd.st_dev == by_path.st_dev && by_fd.st_ino == by_path.st_ino)
+        return false;
+    int fd = open(self->report_path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return false;
+    if (fstat(fd, &by_fd) < 0 || !S_ISREG(by_fd.st_mode)) {
+        close(fd);
+        return false;
+    }
+    s_close(&self->report_fd);
+    self->report_fd = fd;
+    s_report_restart(self, 0, false);
+    return true;
+}
+
+/* Reads what is new in the report. final: the agent is gone, so a last line without a
+   newline is complete. */
+static void s_read_report(fz_agent_t *self, bool final)
+{
+    s_report_drain(self);
+    if (self->report_path && s_report_follow(self))
+        s_report_drain(self);
+    if (final) {
+        if (!self->line_skip && self->line_len > 0)
+            s_report_line(self, self->line, self->line_len);
+        s_report_restart(self, self->report_off, false);
+    }
+}
+
+/* ---------------------------------------------------------------- processes */
+
+typedef struct {
+    pid_t pid, ppid, pgrp;
+    char state;
+} s_proc_t;
+
+static bool s_proc_read(pid_t pid, s_proc_t *proc)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n;
+    do
+        n = read(fd, buf, sizeof buf - 1);
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    /* "pid (comm) state ppid pgrp ...": comm may hold spaces and ')', so use the last ')'. */
+    const char *p = strrchr(buf, ')');
+    int ppid, pgrp;
+    char state;
+    if (!p || sscanf(p + 1, " %c %d %d", &state, &ppid, &pgrp) != 3)
+        return false;
+    proc->pid = pid;
+    proc->ppid = ppid;
+    proc->pgrp = pgrp;
+    proc->state = state;
+    return true;
+}
+
+/* Calls visit for every process in /proc until it returns false. O(processes). */
+static void s_proc_each(bool (*visit)(const s_proc_t *proc, void *arg), void *arg)
+{
+    DIR *dir = opendir("/proc");
+    if (!dir)
+        return;
+    struct dirent *entry;
+    while ((entry = readdir(dir))) {
+        char *end;
+        long pid = strtol(entry->d_name, &end, 10);
+        s_proc_t proc;
+        if (*end || pid <= 0 || pid > INT_MAX)
+            continue;
+        if (s_proc_read((pid_t)pid, &proc) && !visit(&proc, arg))
+            break;
+    }
+    closedir(dir);
+}
+
+typedef struct {
+    pid_t pgrp, leader;
+    bool alive;
+} s_group_t;
+
+static bool s_group_visit(const s_proc_t *proc, void *arg)
+{
+    s_group_t *group = arg;
+    if (proc->pgrp == group->pgrp && proc->pid != group->leader && proc->state != 'Z' &&
+        proc->state != 'X')
+        group->alive = true;
+    return !group->alive;
+}
+
+/* True if a process other than the leader still lives in the group. */
+static bool s_group_alive(pid_t pgrp)
+{
+    s_group_t group = {pgrp, pgrp, false};
+    s_proc_each(s_group_visit, &group);
+    return group.alive;
+}
+
+typedef struct {
+    pid_t parent;
+    int seen;
+} s_sweep_t;
+
+/* Every process seen here is our own unreaped child at the time of the scan; it stays so
+   until we reap it, so its pid cannot be reused under us and signalling it is safe. */
+static bool s_sweep_visit(const s_proc_t *proc, void *arg)
+{
+    s_sweep_t *sweep = arg;
+    if (proc->ppid != sweep->parent)
+        return true;
+    sweep->seen++;
+    if (proc->state == 'Z')
+        waitpid(proc->pid, NULL, WNOHANG);
+    else
+        kill(proc->pid, SIGKILL);
+    return true;
+}
+
+static void s_sweep_step(fz_agent_t *self, int64_t now)
+{
+    s_sweep_t sweep = {getpid(), 0};
+    s_proc_each(s_sweep_visit, &sweep);
+    if (sweep.seen == 0)
+        s_end(self);
+    else if (now >= self->sweep_until_ms) {
+        s_log("%d descendant(s) of agent %d would not die after SIGKILL; giving up", sweep.seen,
+              (int)self->pid);
+        s_end(self);
+    }
+}
+
+/* Safe only while the leader is our unreaped child: its pid, which is the group id, cannot
+   have been reused. After the reap we never signal the group again. */
+static void s_signal_group(fz_agent_t *self, int sig)
+{
+    if (self->pid > 0 && !self->leader_reaped && !self->leader_lost)
+        kill(-self->pid, sig);
+}
+
+static void s_stop(fz_agent_t *self, int64_t now, fz_agent_outcome_t why, const char *reason)
+{
+    if (self->status.stopping || self->leader_exited)
+        return;
+    self->status.stopping = true;
+    self->stop_outcome = why;
+    s_copy(self->status.reason, sizeof self->status.reason, reason);
+    s_signal_group(self, SIGTERM);
+    s_signal_group(self, SIGCONT); /* a stopped process acts on SIGTERM only once continued */
+    self->kill_at_ms = now + self->grace_ms;
+}
+
+static void s_check_limits(fz_agent_t *self, int64_t now)
+{
+    if (!self->leader_exited && !self->status.stopping) {
+        if (self->timeout_ms > 0 && now - self->status.started_ms >= self->timeout_ms)
+            s_stop(self, now, FZ_AGENT_TIMEOUT, "timeout");
+        else if (self->max_cost > 0 && self->status.cost_usd > self->max_cost)
+            s_stop(self, now, FZ_AGENT_COST_CAP, "cost-cap");
+    }
+    if (self->status.stopping && !self->kill_sent && now >= self->kill_at_ms) {
+        s_signal_group(self, SIGKILL);
+        self->kill_sent = true;
+    }
+}
+
+/* Notices the leader's exit without reaping it (see the top of the file). */
+static void s_check_leader(fz_agent_t *self)
+{
+    if (self->leader_exited)
+        return;
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    int rc;
+    do
+        rc = waitid(P_PID, (id_t)self->pid, &info, WEXITED | WNOHANG | WNOWAIT);
+    while (rc < 0 && errno == EINTR);
+    if (rc == 0 && info.si_pid == 0)
+        return;
+    if (rc < 0) {
+        s_log("agent %d was reaped by someone else (%s): exit status lost, group not killed",
+              (int)self->pid, strerror(errno));
+        self->leader_lost = true;
+    }
+    self->leader_exited = true;
+}
+
+/* After the leader exited: may we finish now? Not while we are stopping the agent and other
+   members of its group may still be using their grace. */
+static bool s_group_settled(fz_agent_t *self, int64_t now)
+{
+    if (!self->status.stopping || self->kill_sent || self->leader_lost)
+        return true;
+    if (now < self->group_check_ms)
+        return false;
+    self->group_check_ms = now + S_GROUP_CHECK_MS;
+    return !s_group_alive(self->pid);
+}
+
+static void s_uncount(fz_agent_t *self)
+{
+    if (self->counted)
+        s_live_agents--;
+    self->counted = false;
+}
+
+static void s_settle_outcome(fz_agent_t *self, bool have_status, int wstatus)
+{
+    fz_agent_status_t *st = &self->status;
+    st->exit_code = -1;
+    st->signal = 0;
+    if (have_status && WIFEXITED(wstatus))
+        st->exit_code = WEXITSTATUS(wstatus);
+    else if (have_status && WIFSIGNALED(wstatus))
+        st->signal = WTERMSIG(wstatus);
+    if (st->stopping)
+        st->outcome = self->stop_outcome;
+    else
+        st->outcome = st->signal ? FZ_AGENT_SIGNALED : FZ_AGENT_EXITED;
+    st->stopping = false;
+}
+
+static void s_finish(fz_agent_t *self, int64_t now)
+{
+    s_signal_group(self, SIGKILL); /* leftovers such as `sleep 1000 &` */
+    int wstatus = 0;
+    bool have_status = false;
+    if (!self->leader_lost) {
+        pid_t r;
+        /* Known to be a zombie: this does not block. */
+        do
+            r = waitpid(self->pid, &wstatus, 0);
+        while (r < 0 && errno == EINTR);
+        have_status = r == self->pid;
+    }
+    self->leader_reaped = true;
+    s_close(&self->pidfd);
+    s_close_stdin(self);
+    s_read_output(self, S_DRAIN_MAX);
+    s_read_report(self, true);
+    s_settle_outcome(self, have_status, wstatus);
+    self->status.duration_ms = self->status.elapsed_ms = now - self->status.started_ms;
+    s_uncount(self);
+
+    int subreaper = 0;
+    if (s_live_agents == 0 && prctl(PR_GET_CHILD_SUBREAPER, &subreaper) == 0 && subreaper) {
+        self->phase = S_SWEEP;
+        self->sweep_until_ms = now + S_SWEEP_MAX_MS;
+        s_sweep_step(self, now);
+    } else
+        s_end(self);
+}
+
+/* Enters S_DONE: what the pipe still holds is read, descriptors close. Idempotent. */
+static void s_end(fz_agent_t *self)
+{
+    if (self->out_fd >= 0 && self->iobuf)
+        s_read_output(self, S_DRAIN_MAX);
+    s_close(&self->out_fd);
+    s_close_stdin(self);
+    s_close(&self->pidfd);
+    s_close(&self->log_fd);
+    s_close(&self->report_fd);
+    self->phase = S_DONE;
+}
+
+/* ---------------------------------------------------------------- start */
+
+static int s_check_number(double v, const char *name, char *err, size_t errlen)
+{
+    if (v >= 0 && isfinite(v))
+        return 0;
+    return s_err(err, errlen, "%s must be a finite number >= 0", name);
+}
+
+static int s_check_opts(const fz_agent_opts_t *opts, bool simulated, char *err, size_t errlen)
+{
+    if (!opts)
+        return s_err(err, errlen, "no options");
+    if (!simulated && (!opts->command || !*opts->command))
+        return s_err(err, errlen, "no command");
+    if (!simulated && (!opts->workdir || !*opts->workdir))
+        return s_err(err, errlen, "no workdir");
+    if (!simulated && opts->prompt_len > 0 && !opts->prompt)
+        return s_err(err, errlen, "prompt_len without prompt");
+    if (opts->tail_max > S_TAIL_MAX_LIMIT)
+        return s_err(err, errlen, "tail_max above %zu bytes", S_TAIL_MAX_LIMIT);
+    for (const char *const *e = simulated ? NULL : opts->env; e && *e; e++)
+        if (!strchr(*e, '=') || **e == '=')
+            return s_err(err, errlen, "env entry \"%s\" is not KEY=VALUE", *e);
+    if (s_check_number(opts->timeout_s, "timeout", err, errlen) < 0 ||
+        s_check_number(opts->max_cost, "max cost", err, errlen) < 0 ||
+        s_check_number(opts->kill_grace_s, "kill grace", err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
+static fz_agent_t *s_new(const fz_agent_opts_t *opts, bool simulated, char *err, size_t errlen)
+{
+    fz_agent_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        s_err(err, errlen, "out of memory");
+        return NULL;
+    }
+    self->simulated = simulated;
+    self->phase = S_RUNNING;
+    self->pidfd = self->in_fd = self->out_fd = self->log_fd = self->report_fd = -1;
+    self->timeout_ms = s_ms(opts->timeout_s);
+    self->grace_ms =
+        opts->kill_grace_s > 0 ? s_ms(opts->kill_grace_s) : s_ms(FZ_AGENT_GRACE_DEFAULT);
+    self->max_cost = opts->max_cost;
+    self->tail_max = opts->tail_max ? opts->tail_max : FZ_AGENT_TAIL_DEFAULT;
+    self->tail = malloc(2 * self->tail_max + 1);
+    self->status.outcome = FZ_AGENT_RUNNING;
+    self->status.exit_code = -1;
+    self->status.progress_pct = -1;
+    self->status.started_ms = fz_agent_now_ms();
+    if (!self->tail) {
+        s_err(err, errlen, "out of memory");
+        fz_agent_destroy(&self);
+        return NULL;
+    }
+    self->tail[0] = '\0';
+    return self;
+}
+
+static int s_open_log(fz_agent_t *self, const char *log_path, char *err, size_t errlen)
+{
+    if (!log_path)
+        return 0;
+    if (s_mkdir_parent(log_path) < 0)
+        return s_err(err, errlen, "cannot create the folder of log %s: %s", log_path,
+                     strerror(errno));
+    self->log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (self->log_fd < 0)
+        return s_err(err, errlen, "cannot open log %s: %s", log_path, strerror(errno));
+    return 0;
+}
+
+/* Work folder, report file (truncated, so a previous attempt's lines do not count) and
+   log. FZ_WORKDIR and FZ_REPORT get absolute paths: the agent runs in another cwd. */
+static int s_prepare_files(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, size_t errlen)
+{
+    if (s_mkdir_p(opts->workdir) < 0)
+        return s_err(err, errlen, "cannot create workdir %s: %s", opts->workdir, strerror(errno));
+    self->workdir = realpath(opts->workdir, NULL);
+    if (!self->workdir)
+        return s_err(err, errlen, "workdir %s: %s", opts->workdir, strerror(errno));
+
+    char *report = opts->report_path ? strdup(opts->report_path) : NULL;
+    if (!opts->report_path && asprintf(&report, "%s/.fz-report", self->workdir) < 0)
+        report = NULL;
+    if (!report)
+        return s_err(err, errlen, "out of memory");
+    int rc = s_mkdir_parent(report);
+    if (rc == 0)
+        self->report_fd = open(report, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (rc == 0 && self->report_fd >= 0)
+        self->report_path = realpath(report, NULL);
+    if (!self->report_path)
+        s_err(err, errlen, "cannot create report file %s: %s", report, strerror(errno));
+    free(report);
+    if (!self->report_path)
+        return -1;
+    return s_open_log(self, opts->log_path, err, errlen);
+}
+
+/* Same KEY in two "KEY=VALUE" (or bare "KEY") strings. */
+static bool s_same_key(const char *a, const char *b)
+{
+    while (*a && *a != '=' && *a == *b) {
+        a++;
+        b++;
+    }
+    return (*a == '=' || !*a) && (*b == '=' || !*b);
+}
+
+static bool s_key_listed(const char *entry, const char *const *list)
+{
+    for (; list && *list; list++)
+        if (s_same_key(entry, *list))
+            return true;
+    return false;
+}
+
+static const char *const s_own_keys[] = {"FZ_PROMPT", "FZ_PROMPT_BYTES", "FZ_REPORT", "FZ_WORKDIR",
+                                         NULL};
+
+/* The worker's environment, minus keys set by the caller or by us, plus those. The
+   strings are borrowed: free only the array. */
+static char **s_env_build(const char *const *extra, char *const *own)
+{
+    size_t n = 0, m = 0, k = 0;
+    while (environ && environ[n])
+        n++;
+    while (extra && extra[m])
+        m++;
+    while (own[k])
+        k++;
+    char **envp = calloc(n + m + k + 1, sizeof *envp);
+    if (!envp)
+        return NULL;
+    size_t i = 0;
+    for (size_t j = 0; j < n; j++)
+        if (strchr(environ[j], '=') && !s_key_listed(environ[j], s_own_keys) &&
+            !s_key_listed(environ[j], extra))
+            envp[i++] = environ[j];
+    for (size_t j = 0; j < m; j++)
+        if (!s_key_listed(extra[j], s_own_keys))
+            envp[i++] = (char *)extra[j];
+    for (size_t j = 0; j < k; j++)
+        envp[i++] = own[j];
+    return envp;
+}
+
+/* asprintf that leaves *slot NULL on failure, so the caller can free a NULL-ended list. */
+static int s_format(char **slot, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int s_format(char **slot, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vasprintf(slot, fmt, ap);
+    va_end(ap);
+    if (rc < 0)
+        *slot = NULL;
+    return rc < 0 ? -1 : 0;
+}
+
+/* Fills own[] (at least 5 slots, NULL-terminated) with the variables the module sets. */
+static int s_env_own(fz_agent_t *self, char **own)
+{
+    size_t k = 0;
+    const char *prompt = self->prompt ? self->prompt : "";
+    if (self->prompt_len <= FZ_AGENT_ENV_PROMPT_MAX && !memchr(prompt, '\0', self->prompt_len)) {
+        own[k] = malloc(sizeof "FZ_PROMPT=" + self->prompt_len);
+        if (!own[k])
+            return -1;
+        memcpy(own[k], "FZ_PROMPT=", sizeof "FZ_PROMPT=" - 1);
+        memcpy(own[k] + sizeof "FZ_PROMPT=" - 1, prompt, self->prompt_len);
+        own[k][sizeof "FZ_PROMPT=" - 1 + self->prompt_len] = '\0';
+        k++;
+    }
+    if (s_format(&own[k++], "FZ_PROMPT_BYTES=%zu", self->prompt_len) < 0 ||
+        s_format(&own[k++], "FZ_REPORT=%s", self->report_path) < 0 ||
+        s_format(&own[k++], "FZ_WORKDIR=%s", self->workdir) < 0)
+        return -1;
+    return 0;
+}
+
+/* posix_spawn does what PITFALLS asks in the child, before exec: own process group,
+   empty signal mask, every handler back to default (SIGPIPE included), stdio from our pipes,
+   every other descriptor closed, cwd the workdir. glibc reports a failed chdir or exec as
+   posix_spawn's result (it uses a CLOEXEC channel internally) and reaps that child. */
+static int s_spawn(fz_agent_t *self, const char *shell, const char *command, char **envp, int in_r,
+                   int out_w, char *err, size_t errlen)
+{
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    if (posix_spawn_file_actions_init(&actions) != 0)
+        return s_err(err, errlen, "out of memory");
+    if (posix_spawnattr_init(&attr) != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        return s_err(err, errlen, "out of memory");
+    }
+    int rc = posix_spawn_file_actions_adddup2(&actions, in_r, STDIN_FILENO);
+    if (!rc)
+        rc = posix_spawn_file_actions_adddup2(&actions, out_w, STDOUT_FILENO);
+    if (!rc)
+        rc = posix_spawn_file_actions_adddup2(&actions, out_w, STDERR_FILENO);
+    if (!rc)
+        rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    if (!rc)
+        rc = posix_spawn_file_actions_addchdir_np(&actions, self->workdir);
+    if (!rc)
+        rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+                                                 POSIX_SPAWN_SETSIGDEF);
+    if (!rc)
+        rc = posix_spawnattr_setpgroup(&attr, 0);
+    if (!rc)
+        rc = posix_spawnattr_setsigmask(&attr, &none);
+    if (!rc)
+        rc = posix_spawnattr_setsigdefault(&attr, &all);
+    if (rc)
+        s_err(err, errlen, "cannot prepare the spawn: %s", strerror(rc));
+    else {
+        char *argv[] = {(char *)shell, (char *)"-c", (char *)command, NULL};
+        pid_t pid = 0;
+        self->status.started_ms = fz_agent_now_ms();
+        rc = posix_spawn(&pid, shell, &actions, &attr, argv, envp);
+        if (rc)
+            s_err(err, errlen, "cannot execute %s in %s: %s", shell, self->workdir, strerror(rc));
+        else {
+            self->pid = pid;
+            /* Also from the parent, closing the race PITFALLS describes; after the exec it
+               fails with EACCES, which only means the child already did it. */
+            setpgid(pid, pid);
+        }
+    }
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+    return rc ? -1 : 0;
+}
+
+static int s_pidfd_open(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0); /* always close-on-exec */
+    return fd < 0 ? -1 : fd;                       /* ENOSYS before Linux 5.3 */
+#else
+    (void)pid;
+    return -1;
+#endif
+}
+
+static int s_launch(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, size_t errlen)
+{
+    self->iobuf = malloc(S_IOBUF);
+    self->line = malloc(FZ_AGENT_REPORT_LINE_MAX + 1);
+    if (opts->prompt_len > 0) {
+        self->prompt = malloc(opts->prompt_len);
+        if (self->prompt)
+            memcpy(self->prompt, opts->prompt, opts->prompt_len);
+        self->prompt_len = opts->prompt_len;
+    }
+    if (!self->iobuf || !self->line || (opts->prompt_len > 0 && !self->prompt))
+        return s_err(err, errlen, "out of memory");
+
+    int in[2] = {-1, -1}, out[2] = {-1, -1};
+    if (s_pipe(in) < 0 || s_pipe(out) < 0 || s_nonblock(in[1]) < 0 || s_nonblock(out[0]) < 0) {
+        s_err(err, errlen, "cannot create pipes: %s", strerror(errno));
+        s_close(&in[0]);
+        s_close(&in[1]);
+        s_close(&out[0]);
+        s_close(&out[1]);
+        return -1;
+    }
+    self->in_fd = in[1];
+    self->out_fd = out[0];
+
+    char *own[6] = {NULL};
+    char **envp = NULL;
+    int rc = s_env_own(self, own);
+    if (rc == 0)
+        envp = s_env_build(opts->env, own);
+    if (!envp)
+        rc = s_err(err, errlen, "out of memory");
+    else
+        rc = s_spawn(self, opts->shell ? opts->shell : "/bin/sh", opts->command, envp, in[0],
+                     out[1], err, errlen);
+    s_close(&in[0]);
+    s_close(&out[1]); /* else we would never see EOF on the output */
+    free(envp);
+    for (size_t i = 0; own[i]; i++)
+        free(own[i]);
+    if (rc < 0)
+        return -1;
+
+    self->pidfd = opts->no_pidfd ? -1 : s_pidfd_open(self->pid);
+    self->counted = true;
+    s_live_agents++;
+    self->report_due_ms = self->status.started_ms + S_REPORT_EVERY_MS;
+    return 0;
+}
+
+fz_agent_t *fz_agent_start(const fz_agent_opts_t *opts, char *err, size_t errlen)
+{
+    if (s_check_opts(opts, false, err, errlen) < 0)
+        return NULL;
+    fz_agent_t *self = s_new(opts, false, err, errlen);
+    if (!self)
+        return NULL;
+    if (s_prepare_files(self, opts, err, errlen) < 0 || s_launch(self, opts, err, errlen) < 0) {
+        fz_agent_destroy(&self);
+        return NULL;
+    }
+    s_feed_stdin(self);
+    return self;
+}
+
+/* ---------------------------------------------------------------- simulation */
+
+/* Live values t ms after the start: cost, tokens and progress grow linearly. */
+static void s_sim_update(fz_agent_t *self, int64_t t)
+{
+    double frac = 1.0;
+    if (self->sim_duration_ms > 0 && t < self->sim_duration_ms)
+        frac = (double)t / (double)self->sim_duration_ms;
+    self->status.elapsed_ms = t;
+    self->status.cost_usd = self->sim.cost_usd * frac;
+    self->status.tokens_in = (uint64_t)((double)self->sim.tokens_in * frac);
+    self->status.tokens_out = (uint64_t)((double)self->sim.tokens_out * frac);
+    self->status.progress_pct = (int)(frac * 100);
+}
+
+/* When the simulation ends, and how: its own exit, the timeout, or the cost passing the cap
+   (the first whole ms at which the linear cost is strictly above it). Ties go to the exit. */
+static int64_t s_sim_event(fz_agent_t *self, fz_agent_outcome_t *what)
+{
+    int64_t at = self->sim_duration_ms;
+    *what = FZ_AGENT_EXITED;
+    if (self->timeout_ms > 0 && self->timeout_ms < at) {
+        at = self->timeout_ms;
+        *what = FZ_AGENT_TIMEOUT;
+    }
+    if (self->max_cost > 0 && self->sim.cost_usd > self->max_cost && self->sim_duration_ms > 0) {
+        double crossing = (double)self->sim_duration_ms * self->max_cost / self->sim.cost_usd;
+        int64_t cap_at = (int64_t)crossing + 1;
+        if (cap_at < at) {
+            at = cap_at;
+            *what = FZ_AGENT_COST_CAP;
+        }
+    }
+    return at;
+}
+
+static void s_sim_end(fz_agent_t *self, fz_agent_outcome_t what, int64_t at, const char *reason)
+{
+    fz_agent_status_t *st = &self->status;
+    s_sim_update(self, at);
+    st->outcome = what;
+    st->duration_ms = at;
+    if (what == FZ_AGENT_EXITED) {
+        st->exit_code = self->sim.exit_code;
+        st->signal = 0;
+        st->tokens_in = self->sim.tokens_in;
+        st->tokens_out = self->sim.tokens_out;
+        st->cost_usd = self->sim.cost_usd;
+        st->progress_pct = 100;
+        if (self->sim_summary)
+            s_copy(st->summary, sizeof st->summary, self->sim_summary);
+    } else {
+        st->exit_code = -1;
+        st->signal = SIGTERM; /* as a real agent that obeyed the SIGTERM */
+        s_copy(st->reason, sizeof st->reason, reason);
+    }
+    s_end(self);
+}
+
+static int64_t s_sim_t(fz_agent_t *self, int64_t now)
+{
+    if (now > self->sim_last_ms)
+        self->sim_last_ms = now;
+    int64_t t = self->sim_last_ms - self->status.started_ms;
+    return t > 0 ? t : 0;
+}
+
+static void s_sim_pump(fz_agent_t *self, int64_t now)
+{
+    int64_t t = s_sim_t(self, now);
+    fz_agent_outcome_t what;
+    int64_t at = s_sim_event(self, &what);
+    if (t < at)
+        s_sim_update(self, t);
+    else
+        s_sim_end(self, what, at, what == FZ_AGENT_TIMEOUT ? "timeout" : "cost-cap");
+}
+
+fz_agent_t *fz_agent_simulate(const fz_agent_sim_t *sim, const fz_agent_opts_t *opts, char *err,
+                              size_t errlen)
+{
+    static const fz_agent_opts_t defaults;
+    if (!opts)
+        opts = &defaults;
+    if (!sim) {
+        s_err(err, errlen, "no simulation given");
+        return NULL;
+    }
+    if (s_check_opts(opts, true, err, errlen) < 0 ||
+        s_check_number(sim->duration_s, "duration", err, errlen) < 0 ||
+        s_check_number(sim->cost_usd, "cost", err, errlen) < 0)
+        return NULL;
+    fz_agent_t *self = s_new(opts, true, err, errlen);
+    if (!self)
+        return NULL;
+    self->sim = *sim;
+    self->sim.model = self->sim.output = self->sim.summary = NULL;
+    self->sim_duration_ms = s_ms(sim->duration_s);
+    self->sim_last_ms = self->status.started_ms;
+    if (sim->model)
+        s_copy(self->status.model, sizeof self->status.model, sim->model);
+    if (sim->summary && !(self->sim_summary = strdup(sim->summary))) {
+        s_err(err, errlen, "out of memory");
+        fz_agent_destroy(&self);
+        return NULL;
+    }
+    if (s_open_log(self, opts->log_path, err, errlen) < 0) {
+        fz_agent_destroy(&self);
+        return NULL;
+    }
+    if (sim->output)
+        s_output(self, sim->output, strlen(sim->output));
+    s_sim_update(self, 0);
+    return self;
+}
+
+/* ---------------------------------------------------------------- running */
+
+void fz_agent_pump(fz_agent_t *self, int64_t now_ms)
+{
+    if (!self || self->phase == S_DONE)
+        return;
+    if (self->simulated) {
+        s_sim_pump(self, now_ms);
+        return;
+    }
+    if (self->phase == S_SWEEP) {
+        s_read_output(self, S_PUMP_READ_MAX);
+        s_sweep_step(self, now_ms);
+        return;
+    }
+    int64_t elapsed = now_ms - self->status.started_ms;
+    self->status.elapsed_ms = elapsed > 0 ? elapsed : 0;
+    s_feed_stdin(self);
+    s_read_output(self, S_PUMP_READ_MAX);
+    if (now_ms >= self->report_due_ms) {
+        s_read_report(self, false);
+        self->report_due_ms = now_ms + S_REPORT_EVERY_MS;
+    }
+    s_check_leader(self);
+    s_check_limits(self, now_ms);
+    if (self->leader_exited && s_group_settled(self, now_ms))
+        s_finish(self, now_ms);
+}
+
+static int64_t s_earlier(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+int fz_agent_timeout_ms(fz_agent_t *self, int64_t now_ms)
+{
+    if (!self || self->phase == S_DONE)
+        return -1;
+    int64_t due;
+    if (self->simulated) {
+        fz_agent_outcome_t what;
+        due = self->status.started_ms + s_sim_event(self, &what);
+    } else if (self->phase == S_SWEEP)
+        due = now_ms + S_SWEEP_TICK_MS;
+    else {
+        due = self->report_due_ms;
+        if (self->status.stopping && !self->kill_sent)
+            due = s_earlier(due, self->kill_at_ms);
+        if (!self->status.stopping && self->timeout_ms > 0)
+            due = s_earlier(due, self->status.started_ms + self->timeout_ms);
+        if (self->leader_exited)
+            due = s_earlier(due, self->group_check_ms);
+        else if (self->pidfd < 0)
+            due = s_earlier(due, now_ms + S_WAIT_POLL_MS);
+    }
+    int64_t ms = due - now_ms;
+    return ms <= 0 ? 0 : ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+bool fz_agent_done(fz_agent_t *self)
+{
+    return !self || self->phase == S_DONE;
+}
+
+void fz_agent_cancel(fz_agent_t *self, const char *reason)
+{
+    if (!self || self->phase != S_RUNNING)
+        return;
+    if (!reason || !*reason)
+        reason = "cancelled";
+    int64_t now = fz_agent_now_ms();
+    if (self->simulated) {
+        s_sim_pump(self, now); /* an end already due wins */
+        if (self->phase == S_RUNNING)
+            s_sim_end(self, FZ_AGENT_CANCELLED, s_sim_t(self, now), reason);
+    } else
+        s_stop(self, now, FZ_AGENT_CANCELLED, reason);
+}
+
+static int s_add_fd(struct pollfd *fds, int max, int n, int fd, short events)
+{
+    if (fd < 0 || n >= max)
+        return n;
+    fds[n].fd = fd;
+    fds[n].events = events;
+    fds[n].revents = 0;
+    return n + 1;
+}
+
+int fz_agent_pollfds(fz_agent_t *self, struct pollfd *fds, int max)
+{
+    if (!self || self->simulated || self->phase == S_DONE || !fds)
+        return 0;
+    int n = s_add_fd(fds, max, 0, self->out_fd, POLLIN);
+    if (self->prompt_off < self->prompt_len)
+        n = s_add_fd(fds, max, n, self->in_fd, POLLOUT);
+    if (!self->leader_exited) /* it stays readable after the exit: do not spin on it */
+        n = s_add_fd(fds, max, n, self->pidfd, POLLIN);
+    return n;
+}
+
+const fz_agent_status_t *fz_agent_status(fz_agent_t *self)
+{
+    return self ? &self->status : NULL;
+}
+
+const char *fz_agent_tail(fz_agent_t *self, size_t *len)
+{
+    if (!self) {
+        if (len)
+            *len = 0;
+        return "";
+    }
+    size_t n = self->tail_len < self->tail_max ? self->tail_len : self->tail_max;
+    if (len)
+        *len = n;
+    return self->tail + self->tail_len - n;
+}
+
+size_t fz_agent_take_new_output(fz_agent_t *self, char *buf, size_t max)
+{
+    if (!self || !buf || max == 0 || self->status.output_bytes == self->taken)
+        return 0;
+    uint64_t pending = self->status.output_bytes - self->taken;
+    size_t held = pending < self->tail_len ? (size_t)pending : self->tail_len;
+    size_t give = held, mlen = 0;
+    char marker[64];
+    if (held < pending || held > max) {
+        /* Room for the marker with the largest count it could show. */
+        size_t room = (size_t)snprintf(marker, sizeof marker,
+                                       "\n[fz: %" PRIu64 " bytes of output skipped]\n", pending);
+        if (max > room) {
+            give = held < max - room ? held : max - room;
+            mlen =
+                (size_t)snprintf(marker, sizeof marker,
+                                 "\n[fz: %" PRIu64 " bytes of output skipped]\n", pending - give);
+        } else
+            give = held < max ? held : max;
+    }
+    memcpy(buf, marker, mlen);
+    memcpy(buf + mlen, self->tail + self->tail_len - give, give);
+    self->taken = self->status.output_bytes;
+    return mlen + give;
+}
+
+pid_t fz_agent_pid(fz_agent_t *self)
+{
+    return self ? self->pid : 0;
+}
+
+/* ---------------------------------------------------------------- destroy */
+
+/* Kills what still runs and waits for it, boundedly: the caller is giving up on it. */
+static void s_kill_and_wait(fz_agent_t *self)
+{
+    int64_t give_up = fz_agent_now_ms() + S_DESTROY_MAX_MS;
+    if (self->phase == S_RUNNING) {
+        if (!self->status.stopping && !self->leader_exited) {
+            self->status.stopping = true;
+            self->stop_outcome = FZ_AGENT_CANCELLED;
+            s_copy(self->status.reason, sizeof self->status.reason, "destroyed");
+        }
+        s_signal_group(self, SIGKILL);
+        self->kill_sent = true;
+        for (s_check_leader(self); !self->leader_exited; s_check_leader(self)) {
+            if (fz_agent_now_ms() >= give_up) {
+                s_log("agent %d did not die after SIGKILL; leaving it", (int)self->pid);
+                return;
+            }
+            s_sleep_ms(1);
+        }
+        s_finish(self, fz_agent_now_ms());
+    }
+    while (self->phase == S_SWEEP) {
+        s_sweep_step(self, fz_agent_now_ms());
+        if (self->phase == S_SWEEP)
+            s_sleep_ms(1);
+    }
+}
+
+void fz_agent_destroy(fz_agent_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    fz_agent_t *self = *self_p;
+    if (!self->simulated && self->pid > 0)
+        s_kill_and_wait(self);
+    s_end(self);
+    s_uncount(self);
+    free(self->iobuf);
+    free(self->line);
+    free(self->tail);
+    free(self->workdir);
+    free(self->report_path);
+    free(self->sim_summary);
+    free(self);
+    *self_p = NULL;
+}

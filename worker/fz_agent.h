@@ -1,0 +1,204 @@
+/*  fz_agent: run and supervise ONE agent process for fz-worker.
+
+    fz_agent_start() runs `/bin/sh -c COMMAND` in its own process group, in a work folder it
+    creates, with the prompt on stdin (and in FZ_PROMPT when small). It captures stdout and
+    stderr merged in order of arrival into a log file and a bounded in-memory tail, follows the
+    agent's report file (cost, tokens, model, progress, summary), enforces the wall-clock
+    timeout, the cost cap and cancel (SIGTERM to the group, SIGKILL after a grace period), and
+    reaps everything it started. fz_agent_simulate() is a process-less stand-in for dry-run
+    workers with the same status API, so the worker's accounting is identical in both modes.
+    Libc and Linux only; no threads, no signal handlers, nothing blocks except destroy.
+
+    Ownership: an fz_agent_t owns its processes, pipes, log and report descriptors and buffers.
+    The caller's strings in fz_agent_opts_t / fz_agent_sim_t are copied or used only during
+    the constructor. Pointers returned by getters belong to the agent: the status stays valid
+    until fz_agent_destroy() (its contents change on each pump), the tail until the next
+    fz_agent_pump().
+
+    Contract with the caller (the worker loop):
+    - one thread; one running agent per process at a time;
+    - each turn: fz_agent_pollfds() + fz_agent_timeout_ms() into poll/zmq_poll, then call
+      fz_agent_pump() after EVERY poll return, whatever fired (it is cheap and non-blocking);
+    - now_ms arguments are CLOCK_MONOTONIC milliseconds (fz_agent_now_ms());
+    - ignore SIGPIPE process-wide (the module's own pipe writes are safe either way);
+    - keep SIGCHLD at SIG_DFL and never reap children yourself (no waitpid(-1), no
+      SIG_IGN): the module only signals a process group or pid while that process is its own
+      unreaped child, which is what makes the ids safe from reuse;
+    - call fz_agent_init_subreaper() once at start-up, before the first agent.
+
+    What is caught: the whole process group (the shell and every descendant that keeps the
+    group, e.g. `sleep 1000 &`) gets SIGTERM then SIGKILL on timeout, cost cap or cancel, and
+    SIGKILL as soon as the main process exits even with status 0. With the subreaper on,
+    descendants that left the group (setsid, setpgid, double fork) reparent to the worker when
+    their parents die; once the agent has ended, the module SIGKILLs and reaps every child of
+    the worker process, repeating until none is left (so their own children are caught too).
+
+    What is not caught: without the subreaper, descendants that left the group live on under
+    init. Work handed to another daemon (systemd-run, at, an already running tmux server,
+    docker, ssh) is outside the process tree; only a cgroup or container would catch it.
+    Orphaned descendants that exit while the agent still runs stay zombies until it ends. The
+    final sweep kills ANY other child of the worker process: the worker must not fork children
+    of its own (the sweep is skipped while another fz_agent is alive in the process). A
+    process stuck in uninterruptible sleep cannot be killed; the module gives up on it after
+    a bounded wait and says so on stderr. The agent stays in the worker's session: if the
+    worker has a controlling terminal, an agent that reads /dev/tty is stopped (SIGTTIN)
+    until its timeout.
+
+    The report file (FZ_REPORT, truncated at start): the agent appends lines "KEY VALUE":
+    cost_usd USD (cumulative total), tokens_in N, tokens_out N (cumulative), model NAME,
+    progress PCT [TEXT] (whole percent 0-100), summary TEXT. The last value of each key wins.
+    Unknown keys, malformed values (signs, nan, inf, hex, trailing junk) and lines over
+    FZ_AGENT_REPORT_LINE_MAX bytes are counted in report_ignored and skipped. The file is
+    read every 250 ms and once more after the exit; a line counts only once its newline is
+    there, except the last one after the exit. A truncated file is read again from the
+    start, a file renamed over the path is followed; anything but a regular file is not read.
+    Output goes to the log and the tail as raw bytes: not necessarily valid UTF-8. */
+
+#ifndef FZ_AGENT_H
+#define FZ_AGENT_H
+
+#include <poll.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct fz_agent_t fz_agent_t;
+
+#define FZ_AGENT_TAIL_DEFAULT (64 * 1024) /* bytes of output kept in memory */
+#define FZ_AGENT_GRACE_DEFAULT 10.0       /* seconds between SIGTERM and SIGKILL */
+/* FZ_PROMPT is set only for prompts up to this size without NUL bytes; larger ones arrive on
+   stdin only (FZ_PROMPT unset, FZ_PROMPT_BYTES still set): Linux caps one environment
+   string at 128 KiB, and a silently cut prompt is worse than none. */
+#define FZ_AGENT_ENV_PROMPT_MAX (100 * 1024)
+#define FZ_AGENT_REPORT_LINE_MAX 4096 /* longer report lines are ignored */
+#define FZ_AGENT_MAX_POLLFDS 3
+
+typedef enum {
+    FZ_AGENT_RUNNING,
+    FZ_AGENT_EXITED,       /* ended by itself; exit_code says how */
+    FZ_AGENT_SIGNALED,     /* killed by a signal fz did not send */
+    FZ_AGENT_TIMEOUT,      /* stopped by fz: wall-clock timeout */
+    FZ_AGENT_COST_CAP,     /* stopped by fz: reported cost above max_cost */
+    FZ_AGENT_CANCELLED,    /* stopped by fz: fz_agent_cancel() */
+    FZ_AGENT_SPAWN_FAILED, /* never reported by an agent (start returns NULL); for the
+                              worker's own records of an attempt that could not start */
+} fz_agent_outcome_t;
+
+typedef struct {
+    const char *command;     /* required: run as SHELL -c COMMAND */
+    const char *shell;       /* default "/bin/sh" */
+    const char *prompt;      /* written to stdin, then stdin is closed; may be NULL */
+    size_t prompt_len;       /* bytes of prompt (may contain NULs) */
+    const char *workdir;     /* required: created like mkdir -p; the agent's cwd */
+    const char *log_path;    /* output appended here; NULL = no log file */
+    const char *report_path; /* truncated at start; NULL = WORKDIR/.fz-report */
+    const char *const *env;  /* NULL-terminated "KEY=VALUE" added to the worker's own
+                                environment; FZ_REPORT, FZ_WORKDIR, FZ_PROMPT and
+                                FZ_PROMPT_BYTES are set by the module and win */
+    size_t tail_max;         /* bytes of output kept; 0 = FZ_AGENT_TAIL_DEFAULT */
+    double timeout_s;        /* wall clock; 0 = none */
+    double max_cost;         /* USD; stop when reported cost > max_cost; 0 = none. A cost
+                                first seen after the agent exited leaves it EXITED */
+    double kill_grace_s;     /* 0 = FZ_AGENT_GRACE_DEFAULT; use e.g. 0.001 for "at once" */
+    bool no_pidfd;           /* force the waitid polling fallback (tests, old kernels) */
+} fz_agent_opts_t;
+
+/* What a simulated agent does: cost and tokens grow linearly over duration_s, then it exits
+   with exit_code. Timeout and cost cap from the opts apply as for a real agent. */
+typedef struct {
+    double duration_s;
+    double cost_usd;
+    uint64_t tokens_in, tokens_out;
+    int exit_code;
+    const char *model;   /* may be NULL */
+    const char *output;  /* put in the tail (and log) at start; may be NULL */
+    const char *summary; /* reported when it exits by itself; may be NULL */
+} fz_agent_sim_t;
+
+typedef struct {
+    fz_agent_outcome_t outcome; /* RUNNING until the agent is over */
+    int exit_code;              /* exit status, or -1 if it did not exit by itself */
+    int signal;                 /* signal that killed it, or 0 */
+    char reason[64];            /* why fz stopped it ("timeout", "cost-cap", cancel reason) */
+    bool stopping;              /* SIGTERM sent, not over yet */
+    int64_t started_ms;         /* CLOCK_MONOTONIC ms at start */
+    int64_t elapsed_ms;         /* live; frozen at the end */
+    int64_t duration_ms;        /* 0 until over */
+    /* From the report file (last value wins); simulated ones grow linearly. */
+    double cost_usd;
+    uint64_t tokens_in, tokens_out;
+    char model[128];
+    int progress_pct; /* -1 until reported */
+    char progress_text[256];
+    char summary[FZ_AGENT_REPORT_LINE_MAX + 1];
+    uint64_t report_lines;   /* accepted report lines */
+    uint64_t report_ignored; /* unknown keys, malformed and overlong lines */
+    uint64_t output_bytes;   /* stdout + stderr bytes seen */
+    int log_errno;           /* first log write error (logging then stops), or 0 */
+} fz_agent_status_t;
+
+/* Makes this process a child subreaper, so descendants that call setsid() reparent to it
+   and can be killed and reaped, and puts SIGCHLD back to SIG_DFL if it was ignored (possibly
+   inherited), which would auto-reap agents. Call once at start-up. 0, or -1 with errno. */
+int fz_agent_init_subreaper(void);
+
+/* CLOCK_MONOTONIC in milliseconds: the clock every now_ms argument uses. */
+int64_t fz_agent_now_ms(void);
+
+/* Starts an agent. Returns it, or NULL with a one-line reason in err (bad options, workdir
+   or log not creatable, the shell cannot be executed, out of memory). */
+fz_agent_t *fz_agent_start(const fz_agent_opts_t *opts, char *err, size_t errlen);
+
+/* A simulated agent: no process, driven only by the clock. opts may be NULL; only
+   tail_max, timeout_s, max_cost and log_path are used. NULL on error, reason in err. */
+fz_agent_t *fz_agent_simulate(const fz_agent_sim_t *sim, const fz_agent_opts_t *opts, char *err,
+                              size_t errlen);
+
+/* Kills whatever is still running (SIGKILL to the group, then the sweep), reaps it, frees
+   everything and nulls *self_p. Blocks only if it had to kill: about 1 ms normally, at most
+   about 4 s for processes that will not die. */
+void fz_agent_destroy(fz_agent_t **self_p);
+
+/* Fills fds (events POLLIN/POLLOUT) with what the caller should poll; returns how many,
+   at most FZ_AGENT_MAX_POLLFDS (0 when simulated or over). For zmq_poll map POLLIN to
+   ZMQ_POLLIN and POLLOUT to ZMQ_POLLOUT (the values differ). */
+int fz_agent_pollfds(fz_agent_t *self, struct pollfd *fds, int max);
+
+/* Milliseconds until the agent needs a pump (deadline, kill escalation, report re-read),
+   0 if due now, -1 if nothing is pending. */
+int fz_agent_timeout_ms(fz_agent_t *self, int64_t now_ms);
+
+/* Does all pending work without blocking: writes the prompt, reads output and the report
+   file, enforces timeout / cost cap / kill escalation, reaps. */
+void fz_agent_pump(fz_agent_t *self, int64_t now_ms);
+
+/* True once the agent is over and everything it started is reaped. */
+bool fz_agent_done(fz_agent_t *self);
+
+/* Stops a running agent: outcome FZ_AGENT_CANCELLED with reason (NULL = "cancelled").
+   A real agent gets SIGTERM now and SIGKILL after the grace; keep pumping until done.
+   A simulated one is over at once. Ignored if already stopping or over. */
+void fz_agent_cancel(fz_agent_t *self, const char *reason);
+
+/* Live status, final once fz_agent_done(). Owned by the agent. */
+const fz_agent_status_t *fz_agent_status(fz_agent_t *self);
+
+/* "running", "exited", "signaled", "timeout", "cost-cap", "cancelled", "spawn-failed". */
+const char *fz_agent_outcome_name(fz_agent_outcome_t outcome);
+
+/* The last tail_max bytes of output, contiguous and NUL-terminated (the output itself may
+   contain NULs: use *len). Owned by the agent. */
+const char *fz_agent_tail(fz_agent_t *self, size_t *len);
+
+/* Copies output produced since the previous call into buf (not NUL-terminated) and returns
+   its length, at most max. When more is pending than fits (or than the tail still holds),
+   the oldest part is dropped and replaced by a line "[fz: N bytes of output skipped]"
+   (max >= 64 always leaves room for it). */
+size_t fz_agent_take_new_output(fz_agent_t *self, char *buf, size_t max);
+
+/* The agent's main pid (= its process group id), 0 if simulated. It may already be reaped:
+   never signal it yourself, use fz_agent_cancel(). */
+pid_t fz_agent_pid(fz_agent_t *self);
+
+#endif
