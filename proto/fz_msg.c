@@ -13,7 +13,7 @@ struct fz_msg_t {
     msgpack_unpacked unpacked;  /* owns the zone with the object tree */
     const msgpack_object *root; /* a map, checked against spec */
     const fz_msgspec_t *spec;
-    char type[32];
+    char type[64];
     uint64_t rid;
 };
 
@@ -38,10 +38,6 @@ static uint64_t s_be(const uint8_t *p, int n)
    length and count against the bytes that remain before trusting it. */
 static const uint8_t *s_walk(walk_t *w, const uint8_t *p, int depth)
 {
-    if (depth > FZ_MAX_DEPTH + 1) {
-        w->why = "nested too deep";
-        return NULL;
-    }
     if (p >= w->end) {
         w->why = "truncated";
         return NULL;
@@ -94,6 +90,10 @@ static const uint8_t *s_walk(walk_t *w, const uint8_t *p, int depth)
             return NULL;
         }
         return p + n;
+    }
+    if (depth >= FZ_MAX_DEPTH) { /* containers at levels 0..7: the root and 7 more */
+        w->why = "nested too deep";
+        return NULL;
     }
     uint64_t items = container == 2 ? n * 2 : n;
     if (items > left) { /* every element needs at least one byte */
@@ -170,7 +170,6 @@ static bool s_number_in(const msgpack_object *o, const fz_field_t *f, bool allow
 static fz_err_t s_check_field(const msgpack_object *o, const fz_field_t *f, char *why, size_t wl)
 {
     bool ok = true;
-    fz_err_t toolarge = FZ_EINVALID;
     switch (f->type) {
     case FZ_T_UINT:
         ok = s_number_in(o, f, false, false);
@@ -194,8 +193,12 @@ static fz_err_t s_check_field(const msgpack_object *o, const fz_field_t *f, char
         }
         break;
     case FZ_T_BIN:
-        ok = (o->type == MSGPACK_OBJECT_BIN || o->type == MSGPACK_OBJECT_STR) &&
-             o->via.bin.size <= f->max;
+        ok = o->type == MSGPACK_OBJECT_BIN || o->type == MSGPACK_OBJECT_STR;
+        if (ok && o->via.bin.size > f->max) {
+            snprintf(why, wl, "field '%s' is %u bytes, over its limit of %.0f", f->key,
+                     o->via.bin.size, f->max);
+            return FZ_ETOOLARGE;
+        }
         break;
     case FZ_T_STRMAP:
         ok = o->type == MSGPACK_OBJECT_MAP && o->via.map.size <= f->max && !s_has_dup_keys(o);
@@ -222,9 +225,12 @@ static fz_err_t s_check_field(const msgpack_object *o, const fz_field_t *f, char
             ok = o->via.array.ptr[i].type == MSGPACK_OBJECT_MAP;
         break;
     }
+    if (ok && (o->type == MSGPACK_OBJECT_ARRAY || o->type == MSGPACK_OBJECT_MAP) &&
+        (f->type >= FZ_T_STRMAP) && o->via.array.size < f->min)
+        ok = false; /* a container below its minimum count (map and array sizes alias) */
     if (!ok) {
         snprintf(why, wl, "field '%s' must be %s within its limits", f->key, fz_type_name(f->type));
-        return toolarge;
+        return FZ_EINVALID;
     }
     return FZ_OK;
 }
@@ -268,9 +274,13 @@ static fz_err_t s_check(fz_msg_t *self, char *why, size_t wl)
         return FZ_EINVALID;
     }
     const msgpack_object *type = s_find(root, "type");
-    if (!type || !s_is_str(type, sizeof self->type - 1)) {
+    if (!type || !s_is_str(type, 1024)) {
         snprintf(why, wl, "field 'type' (str) is missing");
         return FZ_EINVALID;
+    }
+    if (type->via.str.size >= sizeof self->type) {
+        snprintf(why, wl, "unknown message type '%.40s...'", type->via.str.ptr);
+        return FZ_EUNKNOWN;
     }
     memcpy(self->type, type->via.str.ptr, type->via.str.size);
     self->type[type->via.str.size] = 0;
@@ -299,6 +309,8 @@ static fz_err_t s_check(fz_msg_t *self, char *why, size_t wl)
 
 fz_err_t fz_msg_check_object(const msgpack_object *map, const char *type, char *why, size_t whylen)
 {
+    if (whylen)
+        *why = 0;
     const fz_msgspec_t *spec = fz_spec_find(type, strlen(type));
     if (!spec || !map || map->type != MSGPACK_OBJECT_MAP) {
         snprintf(why, whylen, "expected a map of '%s' fields", type);
@@ -342,7 +354,10 @@ fz_err_t fz_msg_decode(const void *buf, size_t len, fz_msg_t **msg_p, uint64_t *
         snprintf(why, whylen, "frame of %zu bytes (must be 1..%u)", len, FZ_MAX_FRAME);
         return FZ_EMALFORMED;
     }
-    walk_t w = {(const uint8_t *) buf + len, 0, len / 4 + 64, NULL};
+    /* Each element needs a byte, so len bounds the count; half of it bounds the unpacker's
+       allocation (24 bytes per object) to 12 x len, refusing only frames made mostly of
+       one-byte values in containers, which no fz message is. */
+    walk_t w = {(const uint8_t *) buf + len, 0, len / 2 + 1024, NULL};
     const uint8_t *end = s_walk(&w, buf, 0);
     if (!end || end != w.end) {
         snprintf(why, whylen, "not one msgpack value: %s", end ? "trailing bytes" : w.why);
@@ -526,6 +541,8 @@ const char *fz_obj_strn(const msgpack_object *map, const char *key, size_t *len_
 
 char *fz_obj_str(const msgpack_object *map, const char *key, char *buf, size_t size)
 {
+    if (size == 0)
+        return buf;
     size_t len;
     const char *s = fz_obj_strn(map, key, &len);
     if (len >= size)
@@ -608,7 +625,7 @@ static json_t *s_to_json(const msgpack_object *o)
 void fz_obj_print_json(const msgpack_object *obj, FILE *out)
 {
     json_t *j = s_to_json(obj);
-    json_dumpf(j, out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_dumpf(j, out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
     json_decref(j);
 }
 

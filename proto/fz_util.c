@@ -92,9 +92,18 @@ void fz_log(fz_log_level_t level, const char *fmt, ...)
     (void) rc;
 }
 
+/* strto* skip leading space and accept a sign the caller may not want: only plain
+   decimal digits, after an optional '-', are numbers here. */
+static bool s_plain_number(const char *s, bool sign)
+{
+    if (sign && *s == '-')
+        s++;
+    return *s >= '0' && *s <= '9';
+}
+
 bool fz_parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
 {
-    if (!s || !*s)
+    if (!s || !s_plain_number(s, true))
         return false;
     char *end;
     errno = 0;
@@ -107,7 +116,7 @@ bool fz_parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
 
 bool fz_parse_uint(const char *s, uint64_t max, uint64_t *out)
 {
-    if (!s || !*s || *s == '-' || *s == '+')
+    if (!s || !s_plain_number(s, false))
         return false;
     char *end;
     errno = 0;
@@ -120,7 +129,9 @@ bool fz_parse_uint(const char *s, uint64_t max, uint64_t *out)
 
 bool fz_parse_double(const char *s, double min, double max, double *out)
 {
-    if (!s || !*s)
+    /* digits, '.' and '-' only: no space, no hex, no inf/nan */
+    if (!s || !(s_plain_number(s, true) || (*s == '.' && s[1] >= '0' && s[1] <= '9')) ||
+        strpbrk(s, "xXpP"))
         return false;
     char *end;
     errno = 0;

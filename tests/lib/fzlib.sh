@@ -4,8 +4,8 @@
 #     . "$(dirname "${BASH_SOURCE[0]}")/../lib/fzlib.sh"
 #
 # On sourcing it turns on `set -Eeuo pipefail`, makes a private temp dir $FZ_TMP and points
-# FZ_BROKER / FZ_EVENTS at ipc endpoints inside it, so tests never touch the default TCP
-# ports or each other. On exit (normal, failure or signal) it stops every process it started,
+# FZ_BROKER / FZ_EVENTS at ipc endpoints inside it (and FZ_STATE at $FZ_TMP/state), so tests
+# never touch the default TCP ports, the working directory, or each other. On exit (normal, failure or signal) it stops every process it started,
 # then any process of ours that still refers to $FZ_TMP (an agent, a grandchild), prints the
 # tail of the logs if the test failed, and removes $FZ_TMP. It never signals a process that
 # it did not start or that does not refer to $FZ_TMP.
@@ -77,7 +77,11 @@ fz_assert_eq() {
 # A command that fails under `set -e` says which one, where, and with what status.
 s_fz_on_err() {
     local rc=$1 cmd=$2
-    printf 'FAIL: command exited with status %s: %s (%s)\n' "$rc" "$cmd" "$(s_fz_where)" >&2
+    if [[ $cmd == return* ]]; then # a function failed: it has said why
+        printf 'FAIL: a function returned status %s (%s)\n' "$rc" "$(s_fz_where)" >&2
+    else
+        printf 'FAIL: command exited with status %s: %s (%s)\n' "$rc" "$cmd" "$(s_fz_where)" >&2
+    fi
 }
 trap 's_fz_on_err $? "$BASH_COMMAND"' ERR
 
@@ -101,6 +105,7 @@ FZ_TMP=$(mktemp -d "$s_fz_base/fz-test.XXXXXXXX")
 export FZ_TMP
 export FZ_BROKER="ipc://$FZ_TMP/broker.sock"
 export FZ_EVENTS="ipc://$FZ_TMP/events.sock"
+export FZ_STATE="$FZ_TMP/state" # default home of the database and the workers' folders
 
 # ---------------------------------------------------------------- processes
 
@@ -144,7 +149,11 @@ fz_start_broker() {
     local deadline=$((SECONDS + FZ_START_TIMEOUT))
     # ping bounded by `timeout`: fz-ctl must not hang the test if the broker does.
     until timeout -k 1 5 "$FZ_BIN/fz-ctl" ping >/dev/null 2>&1; do
-        s_fz_alive "$FZ_BROKER_PID" || fz_fail "fz-broker exited during start-up (log below)"
+        if ! s_fz_alive "$FZ_BROKER_PID"; then
+            local rc=0
+            wait "$FZ_BROKER_PID" || rc=$?
+            fz_fail "fz-broker exited with status $rc during start-up (log below)"
+        fi
         ((SECONDS < deadline)) ||
             fz_fail "fz-broker did not answer 'fz-ctl ping' within ${FZ_START_TIMEOUT}s"
         sleep 0.1
@@ -264,8 +273,14 @@ fz_cleanup() {
     for pid in "${FZ_PIDS[@]}"; do
         wait "$pid" 2>/dev/null
     done
-    # 2. Anything else of ours still referring to $FZ_TMP (agents, grandchildren).
+    # 2. Anything else of ours still referring to $FZ_TMP (agents, grandchildren), once
+    #    processes that are just exiting have had a second to go.
+    local tries=10
     s_fz_find_strays
+    while ((${#S_FZ_STRAYS[@]} > 0 && tries-- > 0)); do
+        sleep 0.1
+        s_fz_find_strays
+    done
     if ((${#S_FZ_STRAYS[@]} > 0)); then
         for pid in "${S_FZ_STRAYS[@]}"; do
             echo "cleanup: process $pid outlived the test: $(s_fz_cmdline "$pid")" >&2

@@ -5,15 +5,18 @@
     kind of wrong value must be refused with the exact error code. Hand-written tests pin the
     wire bytes, the malformed-frame classes, versioning, the JSON printer and the helpers.
 
-    Tests that start with KNOWN_BUG check a promise of PROTOCOL.md or fz_*.h that the code does
-    not keep yet. They are skipped (and print why) unless FZ_TEST_KNOWN_BUGS=1, in which case
-    they must pass: run them so once the proto owner has fixed the bug, then drop the macro. */
+    The test_regression_* tests pin promises of PROTOCOL.md and fz_*.h that the codec once
+    broke (element cap, nesting depth, too-large for bin, container minimums, JSON scalars,
+    strict number parsing, long type names). */
 
+/* cmocka.h needs these four first, in this order. */
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+/* clang-format on */
 
 #include <errno.h>
 #include <jansson.h>
@@ -28,31 +31,43 @@
 #include "fz_msg.h"
 
 /* Every message type of protocol v1; test_spec_list_is_complete checks it against fz_spec.c. */
-static const char *const s_types[] = {
-    "submit", "submitted", "get",       "task",     "list",    "tasks",
-    "status", "workers",   "cancel",    "ok",       "ping",    "pong",
-    "error",  "hello",     "welcome",   "heartbeat", "dispatch", "started",
-    "output", "result",    "result-ack", "bye",     "pause",   "resume",
-    "stop",   "retry",     "priority",  "budget",   "cost"};
+static const char *const s_types[] = {"submit",
+                                      "submitted",
+                                      "get",
+                                      "task",
+                                      "list",
+                                      "tasks",
+                                      "status",
+                                      "workers",
+                                      "cancel",
+                                      "ok",
+                                      "ping",
+                                      "pong",
+                                      "error",
+                                      "hello",
+                                      "welcome",
+                                      "heartbeat",
+                                      "dispatch",
+                                      "started",
+                                      "output",
+                                      "result",
+                                      "result-ack",
+                                      "bye",
+                                      "pause",
+                                      "resume",
+                                      "stop",
+                                      "retry",
+                                      "priority",
+                                      "budget",
+                                      "cost",
+                                      "submit-batch",
+                                      "submitted-batch",
+                                      "escalate"};
 #define NTYPES (sizeof s_types / sizeof *s_types)
 
 #define U64_LIMIT 1.8e19 /* a field max at or above this means "any uint64" */
 
 /* ---------------------------------------------------------------- helpers */
-
-static bool s_known_bugs(void)
-{
-    const char *env = getenv("FZ_TEST_KNOWN_BUGS");
-    return env && strcmp(env, "1") == 0;
-}
-
-#define KNOWN_BUG(text)                                                                        \
-    do {                                                                                       \
-        if (!s_known_bugs()) {                                                                 \
-            print_message("[  KNOWN  ] %s (FZ_TEST_KNOWN_BUGS=1 runs it)\n", text);            \
-            skip();                                                                            \
-        }                                                                                      \
-    } while (0)
 
 static uint64_t s_rid;  /* rid reported by the last s_decode */
 static char s_why[256]; /* reason reported by the last s_decode */
@@ -60,8 +75,8 @@ static char s_why[256]; /* reason reported by the last s_decode */
 /* Decodes buf without judging: the result and the message (NULL unless FZ_OK). */
 static fz_err_t s_try(const void *buf, size_t len, fz_msg_t **msg_p)
 {
-    *msg_p = (fz_msg_t *) &s_rid; /* must be overwritten */
-    s_rid = 777777;               /* likewise */
+    *msg_p = (fz_msg_t *)&s_rid; /* must be overwritten */
+    s_rid = 777777;              /* likewise */
     snprintf(s_why, sizeof s_why, "(not written)");
     return fz_msg_decode(buf, len, msg_p, &s_rid, s_why, sizeof s_why);
 }
@@ -98,10 +113,10 @@ static fz_msg_t *s_decode(const void *buf, size_t len, fz_err_t code, const char
 
 /* DECODE keeps the message; CHECK only checks the code. */
 #define DECODE(buf, len, code) s_decode((buf), (len), (code), __FILE__, __LINE__)
-#define CHECK(buf, len, code)                                                                  \
-    do {                                                                                       \
-        fz_msg_t *m_ = s_decode((buf), (len), (code), __FILE__, __LINE__);                     \
-        fz_msg_destroy(&m_);                                                                   \
+#define CHECK(buf, len, code)                                                                      \
+    do {                                                                                           \
+        fz_msg_t *m_ = s_decode((buf), (len), (code), __FILE__, __LINE__);                         \
+        fz_msg_destroy(&m_);                                                                       \
     } while (0)
 
 /* Decodes what an encoder built; destroys the encoder (before judging, so a failing test
@@ -120,10 +135,10 @@ static fz_msg_t *s_decode_enc(fz_enc_t **enc_p, fz_err_t code, const char *file,
     return s_judge(err, msg, code, file, line);
 }
 #define DECODE_ENC(enc, code) s_decode_enc(&(enc), (code), __FILE__, __LINE__)
-#define CHECK_ENC(enc, code)                                                                   \
-    do {                                                                                       \
-        fz_msg_t *m_ = s_decode_enc(&(enc), (code), __FILE__, __LINE__);                       \
-        fz_msg_destroy(&m_);                                                                   \
+#define CHECK_ENC(enc, code)                                                                       \
+    do {                                                                                           \
+        fz_msg_t *m_ = s_decode_enc(&(enc), (code), __FILE__, __LINE__);                           \
+        fz_msg_destroy(&m_);                                                                       \
     } while (0)
 
 /* A raw msgpack buffer, for frames the encoder cannot (or should not) make. */
@@ -200,14 +215,14 @@ static uint64_t s_good_uint(const fz_field_t *f, unsigned idx)
 {
     if (f->max >= U64_LIMIT)
         return UINT64_MAX - idx; /* exercises all 64 bits */
-    uint64_t v = (uint64_t) f->min + 1 + idx;
-    return v > (uint64_t) f->max ? (uint64_t) f->max : v;
+    uint64_t v = (uint64_t)f->min + 1 + idx;
+    return v > (uint64_t)f->max ? (uint64_t)f->max : v;
 }
 
 static int64_t s_good_int(const fz_field_t *f, unsigned idx)
 {
-    int64_t v = -(int64_t) idx - 7;
-    return v < (int64_t) f->min ? (int64_t) f->min : v;
+    int64_t v = -(int64_t)idx - 7;
+    return v < (int64_t)f->min ? (int64_t)f->min : v;
 }
 
 static double s_good_float(const fz_field_t *f, unsigned idx)
@@ -254,7 +269,7 @@ static void s_pack_good(msgpack_packer *pk, const fz_field_t *f, unsigned idx)
         break;
     case FZ_T_BIN:
         memcpy(bin, s_bin4, 3);
-        bin[3] = (unsigned char) idx;
+        bin[3] = (unsigned char)idx;
         msgpack_pack_bin_with_body(pk, bin, 4);
         break;
     case FZ_T_STRMAP:
@@ -330,7 +345,7 @@ static void s_check_good(fz_msg_t *msg, const fz_field_t *f, unsigned idx)
         assert_non_null(p);
         assert_int_equal(len, 4);
         assert_memory_equal(p, s_bin4, 3);
-        assert_int_equal(p[3], (unsigned char) idx);
+        assert_int_equal(p[3], (unsigned char)idx);
         break;
     }
     case FZ_T_STRMAP:
@@ -375,40 +390,61 @@ static void s_check_good(fz_msg_t *msg, const fz_field_t *f, unsigned idx)
 typedef enum {
     B_NIL,
     B_WRONG_FAMILY,
-    B_NEGATIVE,       /* uint: -1 */
-    B_FLOAT_FOR_INT,  /* uint/int: 1.0 */
-    B_ABOVE_MAX,      /* numbers */
-    B_BELOW_MIN,      /* numbers with a lower bound above what the family allows */
-    B_NAN,            /* float */
-    B_INF,            /* float */
-    B_STR_TOO_LONG,   /* str: max + 1 bytes -> too-large */
-    B_STR_BAD_UTF8,   /* str: "a\xff" */
-    B_STR_NUL,        /* str: "a\0b" */
-    B_STR_SURROGATE,  /* str: U+D800 encoded */
-    B_STR_OVERLONG,   /* str: '/' as 2 bytes */
-    B_STR_AS_BIN,     /* str: sent as bin */
-    B_STR_EMPTY,      /* str with min 1: "" */
-    B_TOO_MANY,       /* containers: max + 1 entries */
-    B_ELEM_WRONG,     /* containers: an element (or map value) of the wrong type */
-    B_MAP_KEY_INT,    /* map<str,str>: integer key */
-    B_MAP_KEY_EMPTY,  /* map<str,str>: "" key */
-    B_MAP_KEY_LONG,   /* map<str,str>: 65-byte key */
-    B_MAP_VAL_LONG,   /* map<str,str>: 1025-byte value */
-    B_MAP_DUP_KEY,    /* map<str,str>: same key twice */
-    B_MAP_VAL_UTF8,   /* map<str,str>: invalid UTF-8 value */
-    B_ARR_EMPTY_STR,  /* array<str>: "" */
-    B_ARR_LONG_STR,   /* array<str>: 65 bytes */
-    B_ARR_NEGATIVE,   /* array<uint>: -1 */
-    B_ARR_FLOAT,      /* array<uint>: 1.0 */
+    B_NEGATIVE,      /* uint: -1 */
+    B_FLOAT_FOR_INT, /* uint/int: 1.0 */
+    B_ABOVE_MAX,     /* numbers */
+    B_BELOW_MIN,     /* numbers with a lower bound above what the family allows */
+    B_NAN,           /* float */
+    B_INF,           /* float */
+    B_STR_TOO_LONG,  /* str: max + 1 bytes -> too-large */
+    B_STR_BAD_UTF8,  /* str: "a\xff" */
+    B_STR_NUL,       /* str: "a\0b" */
+    B_STR_SURROGATE, /* str: U+D800 encoded */
+    B_STR_OVERLONG,  /* str: '/' as 2 bytes */
+    B_STR_AS_BIN,    /* str: sent as bin */
+    B_STR_EMPTY,     /* str with min 1: "" */
+    B_TOO_MANY,      /* containers: max + 1 entries */
+    B_ELEM_WRONG,    /* containers: an element (or map value) of the wrong type */
+    B_MAP_KEY_INT,   /* map<str,str>: integer key */
+    B_MAP_KEY_EMPTY, /* map<str,str>: "" key */
+    B_MAP_KEY_LONG,  /* map<str,str>: 65-byte key */
+    B_MAP_VAL_LONG,  /* map<str,str>: 1025-byte value */
+    B_MAP_DUP_KEY,   /* map<str,str>: same key twice */
+    B_MAP_VAL_UTF8,  /* map<str,str>: invalid UTF-8 value */
+    B_ARR_EMPTY_STR, /* array<str>: "" */
+    B_ARR_LONG_STR,  /* array<str>: 65 bytes */
+    B_ARR_NEGATIVE,  /* array<uint>: -1 */
+    B_ARR_FLOAT,     /* array<uint>: 1.0 */
     B_COUNT
 } bad_t;
 
-static const char *const s_bad_names[B_COUNT] = {
-    "nil", "wrong family", "negative", "float for integer", "above max", "below min", "NaN",
-    "inf", "str too long", "str bad utf-8", "str with NUL", "str surrogate", "str overlong",
-    "str as bin", "empty str", "too many entries", "element of wrong type", "map int key",
-    "map empty key", "map long key", "map long value", "map duplicate key", "map value utf-8",
-    "array empty str", "array long str", "array negative", "array float"};
+static const char *const s_bad_names[B_COUNT] = {"nil",
+                                                 "wrong family",
+                                                 "negative",
+                                                 "float for integer",
+                                                 "above max",
+                                                 "below min",
+                                                 "NaN",
+                                                 "inf",
+                                                 "str too long",
+                                                 "str bad utf-8",
+                                                 "str with NUL",
+                                                 "str surrogate",
+                                                 "str overlong",
+                                                 "str as bin",
+                                                 "empty str",
+                                                 "too many entries",
+                                                 "element of wrong type",
+                                                 "map int key",
+                                                 "map empty key",
+                                                 "map long key",
+                                                 "map long value",
+                                                 "map duplicate key",
+                                                 "map value utf-8",
+                                                 "array empty str",
+                                                 "array long str",
+                                                 "array negative",
+                                                 "array float"};
 
 static void s_pack_strn(msgpack_packer *pk, const char *s, size_t len)
 {
@@ -453,7 +489,7 @@ static bool s_pack_bad(msgpack_packer *pk, const fz_field_t *f, bad_t bad, fz_er
         if (f->type == FZ_T_FLOAT)
             msgpack_pack_double(pk, f->max * 2 + 1);
         else
-            msgpack_pack_uint64(pk, (uint64_t) f->max + 1);
+            msgpack_pack_uint64(pk, (uint64_t)f->max + 1);
         return true;
     case B_BELOW_MIN:
         if (!number || (f->type == FZ_T_UINT && f->min <= 0))
@@ -461,9 +497,9 @@ static bool s_pack_bad(msgpack_packer *pk, const fz_field_t *f, bad_t bad, fz_er
         if (f->type == FZ_T_FLOAT)
             msgpack_pack_double(pk, f->min - 1);
         else if (f->type == FZ_T_INT)
-            msgpack_pack_int64(pk, (int64_t) f->min - 1);
+            msgpack_pack_int64(pk, (int64_t)f->min - 1);
         else
-            msgpack_pack_uint64(pk, (uint64_t) f->min - 1);
+            msgpack_pack_uint64(pk, (uint64_t)f->min - 1);
         return true;
     case B_NAN:
     case B_INF:
@@ -474,7 +510,7 @@ static bool s_pack_bad(msgpack_packer *pk, const fz_field_t *f, bad_t bad, fz_er
     case B_STR_TOO_LONG: {
         if (f->type != FZ_T_STR)
             return false;
-        char *s = s_fill((size_t) f->max + 1, 'a');
+        char *s = s_fill((size_t)f->max + 1, 'a');
         s_pack_str(pk, s);
         free(s);
         *code = FZ_ETOOLARGE;
@@ -510,12 +546,12 @@ static bool s_pack_bad(msgpack_packer *pk, const fz_field_t *f, bad_t bad, fz_er
            and the whole frame must fit in FZ_MAX_FRAME. */
         if (!container || f->max > 200000)
             return false;
-        uint32_t n = (uint32_t) f->max + 1;
+        uint32_t n = (uint32_t)f->max + 1;
         char key[32];
         if (f->type == FZ_T_STRMAP || f->type == FZ_T_OBJECT) {
             msgpack_pack_map(pk, n);
             for (uint32_t i = 0; i < n; i++) {
-                snprintf(key, sizeof key, "key-%05u", (unsigned) i);
+                snprintf(key, sizeof key, "key-%05u", (unsigned)i);
                 s_pack_str(pk, key);
                 s_pack_str(pk, "value");
             }
@@ -523,7 +559,7 @@ static bool s_pack_bad(msgpack_packer *pk, const fz_field_t *f, bad_t bad, fz_er
             msgpack_pack_array(pk, n);
             for (uint32_t i = 0; i < n; i++) {
                 if (f->type == FZ_T_STRARR) {
-                    snprintf(key, sizeof key, "model-%05u", (unsigned) i);
+                    snprintf(key, sizeof key, "model-%05u", (unsigned)i);
                     s_pack_str(pk, key);
                 } else if (f->type == FZ_T_UINTARR) {
                     msgpack_pack_uint64(pk, 100000 + i); /* 5 bytes each */
@@ -647,7 +683,7 @@ static bool s_build_bad(raw_t *r, const fz_msgspec_t *spec, const fz_field_t *ov
 
 static void test_spec_types_known(void **state)
 {
-    (void) state;
+    (void)state;
     for (size_t i = 0; i < NTYPES; i++) {
         const fz_msgspec_t *spec = fz_spec_find(s_types[i], strlen(s_types[i]));
         assert_non_null(spec);
@@ -669,7 +705,7 @@ static void test_spec_types_known(void **state)
     assert_null(fz_spec_find("submit", 5));
     assert_string_equal(fz_type_name(FZ_T_UINT), "uint");
     assert_string_equal(fz_type_name(FZ_T_STRMAP), "map<str,str>");
-    assert_string_equal(fz_type_name((fz_type_t) 999), "?");
+    assert_string_equal(fz_type_name((fz_type_t)999), "?");
 }
 
 /* s_types must list exactly the types of fz_spec.c's table, so that "every message type"
@@ -677,13 +713,13 @@ static void test_spec_types_known(void **state)
    paths); skipped if it is not there. */
 static void test_spec_list_is_complete(void **state)
 {
-    (void) state;
+    (void)state;
     char path[4096];
     snprintf(path, sizeof path, "%s", __FILE__);
     char *slash = strrchr(path, '/');
     if (!slash)
         skip();
-    snprintf(slash, sizeof path - (size_t) (slash - path), "/../../proto/fz_spec.c");
+    snprintf(slash, sizeof path - (size_t)(slash - path), "/../../proto/fz_spec.c");
     FILE *f = fopen(path, "r");
     if (!f) {
         print_message("cannot read %s; skipped\n", path);
@@ -721,7 +757,7 @@ static void test_spec_list_is_complete(void **state)
    the accessors give back exactly what was sent. */
 static void test_roundtrip_every_type_every_field(void **state)
 {
-    (void) state;
+    (void)state;
     for (size_t t = 0; t < NTYPES; t++) {
         const fz_msgspec_t *spec = fz_spec_find(s_types[t], strlen(s_types[t]));
         assert_non_null(spec);
@@ -754,7 +790,7 @@ static void test_roundtrip_every_type_every_field(void **state)
    and the reason names the field. */
 static void test_required_fields(void **state)
 {
-    (void) state;
+    (void)state;
     size_t checked = 0;
     for (size_t t = 0; t < NTYPES; t++) {
         const fz_msgspec_t *spec = fz_spec_find(s_types[t], strlen(s_types[t]));
@@ -781,8 +817,8 @@ static void test_required_fields(void **state)
             } else {
                 CHECK(r.sb.data, r.sb.size, FZ_EINVALID);
                 if (!strstr(s_why, skip_f->key))
-                    fail_msg("%s without %s: reason '%s' does not name it", spec->type,
-                             skip_f->key, s_why);
+                    fail_msg("%s without %s: reason '%s' does not name it", spec->type, skip_f->key,
+                             s_why);
                 checked++;
             }
             s_raw_free(&r);
@@ -802,7 +838,7 @@ static void test_required_fields(void **state)
    that names the field. */
 static void test_every_field_rejects_bad_values(void **state)
 {
-    (void) state;
+    (void)state;
     size_t checked = 0;
     for (size_t t = 0; t < NTYPES; t++) {
         const fz_msgspec_t *spec = fz_spec_find(s_types[t], strlen(s_types[t]));
@@ -811,7 +847,7 @@ static void test_every_field_rejects_bad_values(void **state)
                 raw_t r;
                 s_raw_init(&r);
                 fz_err_t want;
-                if (!s_build_bad(&r, spec, f, (bad_t) b, &want)) {
+                if (!s_build_bad(&r, spec, f, (bad_t)b, &want)) {
                     s_raw_free(&r);
                     continue;
                 }
@@ -825,8 +861,8 @@ static void test_every_field_rejects_bad_values(void **state)
                              fz_type_name(f->type), s_bad_names[b], fz_strerror(want),
                              fz_strerror(got), why);
                 if (!strstr(why, f->key))
-                    fail_msg("%s.%s, %s: reason '%s' does not name the field", spec->type,
-                             f->key, s_bad_names[b], why);
+                    fail_msg("%s.%s, %s: reason '%s' does not name the field", spec->type, f->key,
+                             s_bad_names[b], why);
                 checked++;
             }
         }
@@ -838,7 +874,7 @@ static void test_every_field_rejects_bad_values(void **state)
 /* The simplest message, byte by byte as PROTOCOL.md describes it. */
 static void test_wire_bytes_ping(void **state)
 {
-    (void) state;
+    (void)state;
     static const char ping[] = "\x82\xa1v\x01\xa4type\xa4ping";
     fz_msg_t *msg = DECODE(ping, sizeof ping - 1, FZ_OK);
     assert_string_equal(fz_msg_type(msg), "ping");
@@ -878,7 +914,7 @@ static void test_wire_bytes_ping(void **state)
 
 static void test_roundtrip_submit(void **state)
 {
-    (void) state;
+    (void)state;
     fz_enc_t *enc = fz_enc_new("submit", 77);
     fz_enc_str(enc, "prompt", "fix the 404 page \xe2\x9c\x93");
     fz_enc_int(enc, "priority", -1000000);
@@ -947,11 +983,11 @@ static void test_roundtrip_submit(void **state)
 
 static void test_roundtrip_result_and_replies(void **state)
 {
-    (void) state;
+    (void)state;
     /* result: binary output with NULs and invalid UTF-8 comes back byte for byte. */
     unsigned char out[300];
     for (size_t i = 0; i < sizeof out; i++)
-        out[i] = (unsigned char) (i * 7);
+        out[i] = (unsigned char)(i * 7);
     fz_enc_t *enc = fz_enc_new("result", 0);
     fz_enc_uint(enc, "task", 12);
     fz_enc_uint(enc, "attempt", 2);
@@ -1028,7 +1064,7 @@ static void test_roundtrip_result_and_replies(void **state)
 /* fz_enc_obj copies a decoded object into a new message; fz_enc_float never writes NaN. */
 static void test_encoder_helpers(void **state)
 {
-    (void) state;
+    (void)state;
     fz_enc_t *enc = fz_enc_new("hello", 0);
     fz_enc_str(enc, "name", "w1");
     fz_enc_map(enc, "labels", 1);
@@ -1067,7 +1103,7 @@ static void test_encoder_helpers(void **state)
 /* The decoder copies the frame: the caller's buffer may go away at once. */
 static void test_message_owns_its_memory(void **state)
 {
-    (void) state;
+    (void)state;
     fz_enc_t *enc = fz_enc_new("output", 0);
     fz_enc_uint(enc, "task", 1);
     fz_enc_uint(enc, "attempt", 1);
@@ -1097,7 +1133,7 @@ static void test_message_owns_its_memory(void **state)
 
 static void test_malformed_not_a_map(void **state)
 {
-    (void) state;
+    (void)state;
     CHECK("\x01", 1, FZ_EMALFORMED);
     CHECK("\xc0", 1, FZ_EMALFORMED);
     CHECK("\xc3", 1, FZ_EMALFORMED);
@@ -1115,7 +1151,7 @@ static void test_malformed_not_a_map(void **state)
 
 static void test_malformed_truncated(void **state)
 {
-    (void) state;
+    (void)state;
     fz_enc_t *enc = fz_enc_new("submit", 42);
     fz_enc_str(enc, "prompt", "a prompt long enough to need a str8 header, 32 bytes+");
     fz_enc_map(enc, "labels", 1);
@@ -1141,7 +1177,7 @@ static void test_malformed_truncated(void **state)
 
 static void test_malformed_trailing_bytes(void **state)
 {
-    (void) state;
+    (void)state;
     static const char two[] = "\x82\xa1v\x01\xa4type\xa4ping"
                               "\x82\xa1v\x01\xa4type\xa4ping";
     CHECK(two, sizeof two - 1, FZ_EMALFORMED);
@@ -1164,7 +1200,7 @@ static void s_nested(raw_t *r, int levels)
 
 static void test_malformed_deep_nesting(void **state)
 {
-    (void) state;
+    (void)state;
     raw_t r;
     /* 8 levels (the root map and 7 arrays) are allowed ... */
     s_raw_init(&r);
@@ -1189,15 +1225,16 @@ static void test_malformed_deep_nesting(void **state)
 
 static void test_malformed_huge_counts(void **state)
 {
-    (void) state;
+    (void)state;
     /* Headers that claim far more than the frame holds, answered before any allocation:
        array32 / map32 / str32 / bin32 of 4 billion, array16 of 65535. */
     static const struct {
         const char *bytes;
         size_t len;
     } tails[] = {
-        {"\xdd\xff\xff\xff\xff", 5}, {"\xdf\xff\xff\xff\xff", 5},      {"\xdb\xff\xff\xff\xff", 5},
-        {"\xc6\xff\xff\xff\xff", 5}, {"\xdc\xff\xff\x01\x02\x03", 6}, {"\xdd\x00\x00\x00\x02\x01", 6},
+        {"\xdd\xff\xff\xff\xff", 5},     {"\xdf\xff\xff\xff\xff", 5},
+        {"\xdb\xff\xff\xff\xff", 5},     {"\xc6\xff\xff\xff\xff", 5},
+        {"\xdc\xff\xff\x01\x02\x03", 6}, {"\xdd\x00\x00\x00\x02\x01", 6},
     };
     for (size_t i = 0; i < sizeof tails / sizeof *tails; i++) {
         raw_t r;
@@ -1224,7 +1261,7 @@ static void test_malformed_huge_counts(void **state)
 /* A frame of exactly FZ_MAX_FRAME bytes is fine. */
 static void test_max_frame_boundary(void **state)
 {
-    (void) state;
+    (void)state;
     size_t pad = 100000, len;
     char *zeros = calloc(1, FZ_MAX_FRAME);
     assert_non_null(zeros);
@@ -1244,20 +1281,20 @@ static void test_max_frame_boundary(void **state)
 
 static void test_malformed_ext_and_reserved(void **state)
 {
-    (void) state;
+    (void)state;
     static const struct {
         const char *bytes;
         size_t len;
     } ext[] = {
-        {"\xd4\x01\x00", 3},                          /* fixext 1 */
-        {"\xd5\x01\x00\x00", 4},                      /* fixext 2 */
-        {"\xd6\xff\x00\x00\x00\x00", 6},              /* timestamp 32 */
+        {"\xd4\x01\x00", 3},                              /* fixext 1 */
+        {"\xd5\x01\x00\x00", 4},                          /* fixext 2 */
+        {"\xd6\xff\x00\x00\x00\x00", 6},                  /* timestamp 32 */
         {"\xd7\x01\x00\x00\x00\x00\x00\x00\x00\x00", 10}, /* fixext 8 */
         {"\xd8\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", 18},
-        {"\xc7\x01\x05\x00", 4},                      /* ext 8 */
-        {"\xc8\x00\x01\x05\x00", 5},                  /* ext 16 */
-        {"\xc9\x00\x00\x00\x01\x05\x00", 7},          /* ext 32 */
-        {"\xc1", 1},                                  /* never used */
+        {"\xc7\x01\x05\x00", 4},             /* ext 8 */
+        {"\xc8\x00\x01\x05\x00", 5},         /* ext 16 */
+        {"\xc9\x00\x00\x00\x01\x05\x00", 7}, /* ext 32 */
+        {"\xc1", 1},                         /* never used */
     };
     for (size_t i = 0; i < sizeof ext / sizeof *ext; i++) {
         /* as an (unknown) field's value */
@@ -1284,7 +1321,7 @@ static void test_malformed_ext_and_reserved(void **state)
 
 static void test_malformed_duplicate_keys(void **state)
 {
-    (void) state;
+    (void)state;
     raw_t r;
     s_raw_init(&r);
     s_raw_envelope(&r, 4, "ping");
@@ -1315,9 +1352,10 @@ static void test_malformed_duplicate_keys(void **state)
 
 static void test_malformed_non_string_keys(void **state)
 {
-    (void) state;
-    static const char *const keys[] = {"\x01", "\xc0", "\xc2", "\xc4\x01x", "\x91\x01",
-                                       "\x81\xa1x\x01", "\xff", "\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00"};
+    (void)state;
+    static const char *const keys[] = {
+        "\x01",     "\xc0",          "\xc2", "\xc4\x01x",
+        "\x91\x01", "\x81\xa1x\x01", "\xff", "\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00"};
     static const size_t lens[] = {1, 1, 1, 3, 2, 4, 1, 9};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
         raw_t r;
@@ -1345,7 +1383,7 @@ static void s_wide(raw_t *r, size_t fields)
 
 static void test_malformed_too_many_fields(void **state)
 {
-    (void) state;
+    (void)state;
     raw_t r;
     s_raw_init(&r);
     s_wide(&r, 64);
@@ -1378,7 +1416,7 @@ static void s_envelope_msg(raw_t *r, const char *vbytes, size_t vlen, const char
 
 static void test_version(void **state)
 {
-    (void) state;
+    (void)state;
     static const struct {
         const char *v;
         size_t len;
@@ -1389,11 +1427,11 @@ static void test_version(void **state)
         {"\x02", 1, FZ_EVERSION},
         {"\x00", 1, FZ_EVERSION},
         {"\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 9, FZ_EVERSION},
-        {"\xff", 1, FZ_EINVALID},             /* -1 */
-        {"\xa1\x31", 2, FZ_EINVALID},         /* "1" */
+        {"\xff", 1, FZ_EINVALID},                                 /* -1 */
+        {"\xa1\x31", 2, FZ_EINVALID},                             /* "1" */
         {"\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00", 9, FZ_EINVALID}, /* 1.0 */
-        {"\xc0", 1, FZ_EINVALID},             /* nil */
-        {"\xc3", 1, FZ_EINVALID},             /* true */
+        {"\xc0", 1, FZ_EINVALID},                                 /* nil */
+        {"\xc3", 1, FZ_EINVALID},                                 /* true */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         raw_t r;
@@ -1424,7 +1462,7 @@ static void test_version(void **state)
 
 static void test_rid(void **state)
 {
-    (void) state;
+    (void)state;
     static const char neg[] = "\x83\xa1v\x01\xa4type\xa4ping\xa3rid\xff";
     CHECK(neg, sizeof neg - 1, FZ_EINVALID);
     assert_true(s_rid == 0);
@@ -1457,15 +1495,15 @@ static void test_rid(void **state)
 
 static void test_type_field(void **state)
 {
-    (void) state;
+    (void)state;
     raw_t r;
     static const struct {
         const char *type;
         size_t len;
         fz_err_t want;
     } cases[] = {
-        {"frobnicate", 10, FZ_EUNKNOWN}, {"", 0, FZ_EUNKNOWN},       {"SUBMIT", 6, FZ_EUNKNOWN},
-        {"submit ", 7, FZ_EUNKNOWN},     {"pin", 3, FZ_EUNKNOWN},    {"ping\0", 5, FZ_EINVALID},
+        {"frobnicate", 10, FZ_EUNKNOWN}, {"", 0, FZ_EUNKNOWN},         {"SUBMIT", 6, FZ_EUNKNOWN},
+        {"submit ", 7, FZ_EUNKNOWN},     {"pin", 3, FZ_EUNKNOWN},      {"ping\0", 5, FZ_EINVALID},
         {"p\xffng", 4, FZ_EINVALID},     {"\xc3\xa9", 2, FZ_EUNKNOWN},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -1495,7 +1533,7 @@ static void test_type_field(void **state)
 
 static void test_unknown_fields_ignored(void **state)
 {
-    (void) state;
+    (void)state;
     fz_enc_t *enc = fz_enc_new("submit", 1);
     fz_enc_str(enc, "prompt", "p");
     fz_enc_bin(enc, "x-blob", "\xff\x00", 2);
@@ -1523,7 +1561,7 @@ static void test_unknown_fields_ignored(void **state)
 
 static void test_float_accepts_integers(void **state)
 {
-    (void) state;
+    (void)state;
     static const struct {
         const char *bytes;
         size_t len;
@@ -1537,10 +1575,10 @@ static void test_float_accepts_integers(void **state)
         {"\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00", 9, FZ_OK, 1.5},
         {"\xce\x00\x0f\x42\x40", 5, FZ_OK, 1e6}, /* the max, inclusive */
         {"\xce\x00\x0f\x42\x41", 5, FZ_EINVALID, 0},
-        {"\xff", 1, FZ_EINVALID, 0},             /* -1 < min 0 */
+        {"\xff", 1, FZ_EINVALID, 0},                             /* -1 < min 0 */
         {"\xcb\x80\x00\x00\x00\x00\x00\x00\x00", 9, FZ_OK, 0.0}, /* -0.0 */
-        {"\xca\x7f\xc0\x00\x00", 5, FZ_EINVALID, 0}, /* float32 NaN */
-        {"\xca\xff\x80\x00\x00", 5, FZ_EINVALID, 0}, /* float32 -inf */
+        {"\xca\x7f\xc0\x00\x00", 5, FZ_EINVALID, 0},             /* float32 NaN */
+        {"\xca\xff\x80\x00\x00", 5, FZ_EINVALID, 0},             /* float32 -inf */
         {"\xc2", 1, FZ_EINVALID, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -1564,23 +1602,33 @@ static void test_float_accepts_integers(void **state)
 /* Range edges of a few fields, both sides. */
 static void test_ranges(void **state)
 {
-    (void) state;
+    (void)state;
     static const struct {
         const char *type, *key;
         int64_t value;
         fz_err_t want;
     } cases[] = {
-        {"submit", "priority", -1000000, FZ_OK}, {"submit", "priority", -1000001, FZ_EINVALID},
-        {"submit", "priority", 1000000, FZ_OK},  {"submit", "priority", 1000001, FZ_EINVALID},
+        {"submit", "priority", -1000000, FZ_OK},
+        {"submit", "priority", -1000001, FZ_EINVALID},
+        {"submit", "priority", 1000000, FZ_OK},
+        {"submit", "priority", 1000001, FZ_EINVALID},
         {"submit", "priority", INT64_MIN, FZ_EINVALID},
-        {"submit", "retries", 100, FZ_OK},       {"submit", "retries", 101, FZ_EINVALID},
-        {"heartbeat", "progress", 100, FZ_OK},   {"heartbeat", "progress", 101, FZ_EINVALID},
-        {"heartbeat", "progress", 0, FZ_OK},     {"welcome", "heartbeat_ms", 9, FZ_EINVALID},
-        {"welcome", "heartbeat_ms", 10, FZ_OK},  {"get", "task", 0, FZ_EINVALID},
-        {"get", "task", 1, FZ_OK},               {"started", "pid", 4294967295, FZ_OK},
-        {"started", "pid", 4294967296, FZ_EINVALID}, {"result", "exit_code", -1000, FZ_OK},
-        {"result", "exit_code", -1001, FZ_EINVALID}, {"result", "signal", 128, FZ_OK},
-        {"result", "signal", 129, FZ_EINVALID},  {"list", "limit", 100000, FZ_OK},
+        {"submit", "retries", 100, FZ_OK},
+        {"submit", "retries", 101, FZ_EINVALID},
+        {"heartbeat", "progress", 100, FZ_OK},
+        {"heartbeat", "progress", 101, FZ_EINVALID},
+        {"heartbeat", "progress", 0, FZ_OK},
+        {"welcome", "heartbeat_ms", 9, FZ_EINVALID},
+        {"welcome", "heartbeat_ms", 10, FZ_OK},
+        {"get", "task", 0, FZ_EINVALID},
+        {"get", "task", 1, FZ_OK},
+        {"started", "pid", 4294967295, FZ_OK},
+        {"started", "pid", 4294967296, FZ_EINVALID},
+        {"result", "exit_code", -1000, FZ_OK},
+        {"result", "exit_code", -1001, FZ_EINVALID},
+        {"result", "signal", 128, FZ_OK},
+        {"result", "signal", 129, FZ_EINVALID},
+        {"list", "limit", 100000, FZ_OK},
         {"list", "limit", 100001, FZ_EINVALID},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -1606,7 +1654,7 @@ static void test_ranges(void **state)
 /* Strings: the prompt's limits, UTF-8 and NUL, and str-vs-bin. */
 static void test_prompt_and_strings(void **state)
 {
-    (void) state;
+    (void)state;
     char *big = s_fill(FZ_MAX_PROMPT + 1, 'p');
     fz_enc_t *enc = fz_enc_new("submit", 3);
     fz_enc_strn(enc, "prompt", big, FZ_MAX_PROMPT);
@@ -1628,11 +1676,17 @@ static void test_prompt_and_strings(void **state)
         size_t len;
         fz_err_t want;
     } prompts[] = {
-        {"", 0, FZ_EINVALID},           {"a", 1, FZ_OK},
-        {"\xe2\x9c\x93 ok", 6, FZ_OK},  {"a\0b", 3, FZ_EINVALID},
-        {"\0", 1, FZ_EINVALID},         {"ab\xff", 3, FZ_EINVALID},
-        {"\xc3", 1, FZ_EINVALID},       {"\xf4\x90\x80\x80", 4, FZ_EINVALID},
-        {"\xef\xbb\xbf" "bom", 6, FZ_OK},  /* a BOM is just a character */
+        {"", 0, FZ_EINVALID},
+        {"a", 1, FZ_OK},
+        {"\xe2\x9c\x93 ok", 6, FZ_OK},
+        {"a\0b", 3, FZ_EINVALID},
+        {"\0", 1, FZ_EINVALID},
+        {"ab\xff", 3, FZ_EINVALID},
+        {"\xc3", 1, FZ_EINVALID},
+        {"\xf4\x90\x80\x80", 4, FZ_EINVALID},
+        {"\xef\xbb\xbf"
+         "bom",
+         6, FZ_OK}, /* a BOM is just a character */
     };
     for (size_t i = 0; i < sizeof prompts / sizeof *prompts; i++) {
         enc = fz_enc_new("submit", 0);
@@ -1665,7 +1719,7 @@ static void test_prompt_and_strings(void **state)
 
 static void test_labels(void **state)
 {
-    (void) state;
+    (void)state;
     /* 32 labels with 64-byte keys and 1 KiB values: the limits, inclusive. */
     char *val = s_fill(1024, 'v');
     fz_enc_t *enc = fz_enc_new("submit", 0);
@@ -1674,8 +1728,8 @@ static void test_labels(void **state)
     for (int i = 0; i < 32; i++) {
         char key[65];
         memset(key, 'k', 64);
-        key[0] = (char) ('a' + i / 10);
-        key[1] = (char) ('0' + i % 10);
+        key[0] = (char)('a' + i / 10);
+        key[1] = (char)('0' + i % 10);
         fz_enc_strn(enc, NULL, key, 64);
         fz_enc_str(enc, NULL, val);
     }
@@ -1705,7 +1759,7 @@ static void test_labels(void **state)
 /* array<uint> at its limit: 256 dependency ids. */
 static void test_after_limit(void **state)
 {
-    (void) state;
+    (void)state;
     for (uint32_t n = 255; n <= 257; n++) {
         fz_enc_t *enc = fz_enc_new("submit", 0);
         fz_enc_str(enc, "prompt", "p");
@@ -1716,14 +1770,104 @@ static void test_after_limit(void **state)
     }
 }
 
+/* fz_msg_check_object: a nested map (a submit-batch element) against a type's fields. */
+static void test_check_object(void **state)
+{
+    (void)state;
+    fz_enc_t *enc = fz_enc_new("submit-batch", 4);
+    fz_enc_array(enc, "tasks", 9);
+    fz_enc_t *t = fz_enc_new_map(); /* 0: fine, with an unknown field */
+    fz_enc_str(t, "prompt", "first");
+    fz_enc_array(t, "after_index", 0);
+    fz_enc_str(t, "x-future", "ignored");
+    fz_enc_sub(enc, NULL, &t);
+    t = fz_enc_new_map(); /* 1: no prompt */
+    fz_enc_int(t, "priority", 3);
+    fz_enc_sub(enc, NULL, &t);
+    t = fz_enc_new_map(); /* 2: prompt too long */
+    char *big = s_fill(FZ_MAX_PROMPT + 1, 'p');
+    fz_enc_str(t, "prompt", big);
+    free(big);
+    fz_enc_sub(enc, NULL, &t);
+    t = fz_enc_new_map(); /* 3: wrong type */
+    fz_enc_str(t, "prompt", "p");
+    fz_enc_str(t, "priority", "high");
+    fz_enc_sub(enc, NULL, &t);
+    t = fz_enc_new_map(); /* 4: duplicate key */
+    fz_enc_str(t, "prompt", "p");
+    fz_enc_str(t, "prompt", "q");
+    fz_enc_sub(enc, NULL, &t);
+    fz_enc_map(enc, NULL, 2); /* 5: non-string key */
+    fz_enc_str(enc, NULL, "prompt");
+    fz_enc_str(enc, NULL, "p");
+    fz_enc_uint(enc, NULL, 1);
+    fz_enc_str(enc, NULL, "p");
+    t = fz_enc_new_map(); /* 6: 65 keys */
+    fz_enc_str(t, "prompt", "p");
+    for (int i = 0; i < 64; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "x%02d", i);
+        fz_enc_uint(t, key, 1);
+    }
+    fz_enc_sub(enc, NULL, &t);
+    t = fz_enc_new_map(); /* 7: invalid UTF-8 in a label */
+    fz_enc_str(t, "prompt", "p");
+    fz_enc_map(t, "labels", 1);
+    fz_enc_str(t, NULL, "k");
+    fz_enc_str(t, NULL, "\xff");
+    fz_enc_sub(enc, NULL, &t);
+    t = fz_enc_new_map(); /* 8: every limit respected */
+    fz_enc_str(t, "prompt", "p");
+    fz_enc_int(t, "priority", -1000000);
+    fz_enc_float(t, "deadline", 0);
+    fz_enc_array(t, "after_any_index", 1);
+    fz_enc_uint(t, NULL, 0);
+    fz_enc_sub(enc, NULL, &t);
+    fz_msg_t *msg = DECODE_ENC(enc, FZ_OK); /* the elements are maps: structure is fine */
+
+    static const fz_err_t want[] = {FZ_OK,       FZ_EINVALID, FZ_ETOOLARGE,
+                                    FZ_EINVALID, FZ_EINVALID, FZ_EINVALID,
+                                    FZ_EINVALID, FZ_EINVALID, FZ_OK};
+    const msgpack_object *tasks = fz_msg_obj(msg, "tasks");
+    assert_int_equal(tasks->via.array.size, sizeof want / sizeof *want);
+    for (uint32_t i = 0; i < tasks->via.array.size; i++) {
+        char why[256] = "";
+        fz_err_t err = fz_msg_check_object(&tasks->via.array.ptr[i], "submit", why, sizeof why);
+        if (err != want[i])
+            fail_msg("batch element %u: expected '%s', got '%s' (%s)", (unsigned)i,
+                     fz_strerror(want[i]), fz_strerror(err), why);
+        if (err != FZ_OK && !why[0])
+            fail_msg("batch element %u: no reason", (unsigned)i);
+    }
+    char why[256];
+    /* missing prompt: the reason names it */
+    fz_msg_check_object(&tasks->via.array.ptr[1], "submit", why, sizeof why);
+    assert_non_null(strstr(why, "prompt"));
+    /* not a map, NULL, an unknown type */
+    assert_int_equal(fz_msg_check_object(tasks, "submit", why, sizeof why), FZ_EINVALID);
+    assert_int_equal(fz_msg_check_object(NULL, "submit", why, sizeof why), FZ_EINVALID);
+    assert_int_equal(fz_msg_check_object(&tasks->via.array.ptr[0], "no-such-type", why, sizeof why),
+                     FZ_EINVALID);
+    /* the same map against other types' fields */
+    assert_int_equal(fz_msg_check_object(&tasks->via.array.ptr[0], "ping", why, sizeof why), FZ_OK);
+    assert_int_equal(fz_msg_check_object(&tasks->via.array.ptr[0], "get", why, sizeof why),
+                     FZ_EINVALID); /* get needs task */
+    fz_msg_destroy(&msg);
+}
+
 /* ---------------------------------------------------------------- JSON */
 
 static void test_json_invalid_utf8_bin(void **state)
 {
-    (void) state;
+    (void)state;
     /* Each invalid byte becomes U+FFFD; valid sequences (é) pass; NUL is replaced. */
-    static const char data[] = "a\xff" "b\x00" "c\xc3\xa9\xe2\x82" "A\xed\xa0\x80\xc3";
-    static const char want[] = "a\xef\xbf\xbd" "b\xef\xbf\xbd" "c\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd"
+    static const char data[] = "a\xff"
+                               "b\x00"
+                               "c\xc3\xa9\xe2\x82"
+                               "A\xed\xa0\x80\xc3";
+    static const char want[] = "a\xef\xbf\xbd"
+                               "b\xef\xbf\xbd"
+                               "c\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd"
                                "A\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd";
     fz_enc_t *enc = fz_enc_new("output", 7);
     fz_enc_uint(enc, "task", 3);
@@ -1751,7 +1895,7 @@ static void test_json_invalid_utf8_bin(void **state)
     /* All 256 byte values, in a binary result tail. */
     unsigned char all[512];
     for (int i = 0; i < 512; i++)
-        all[i] = (unsigned char) (i < 256 ? i : 511 - i);
+        all[i] = (unsigned char)(i < 256 ? i : 511 - i);
     enc = fz_enc_new("result", 0);
     fz_enc_uint(enc, "task", 1);
     fz_enc_uint(enc, "attempt", 1);
@@ -1774,7 +1918,7 @@ static void test_json_invalid_utf8_bin(void **state)
 
 static void test_json_every_kind(void **state)
 {
-    (void) state;
+    (void)state;
     fz_enc_t *obj = fz_enc_new_map();
     fz_enc_uint(obj, "big", UINT64_MAX);
     fz_enc_int(obj, "neg", -42);
@@ -1818,7 +1962,7 @@ static void test_json_every_kind(void **state)
 
 static void test_utf8_valid(void **state)
 {
-    (void) state;
+    (void)state;
     static const struct {
         const char *s;
         size_t len;
@@ -1826,44 +1970,52 @@ static void test_utf8_valid(void **state)
     } cases[] = {
         {"", 0, true},
         {"hello", 5, true},
-        {"\x7f", 1, true},                 /* U+007F */
-        {"\xc2\x80", 2, true},             /* U+0080 */
-        {"\xdf\xbf", 2, true},             /* U+07FF */
-        {"\xe0\xa0\x80", 3, true},         /* U+0800 */
-        {"\xed\x9f\xbf", 3, true},         /* U+D7FF, last before the surrogates */
-        {"\xee\x80\x80", 3, true},         /* U+E000, first after */
-        {"\xef\xbf\xbf", 3, true},         /* U+FFFF */
-        {"\xf0\x90\x80\x80", 4, true},     /* U+10000 */
-        {"\xf4\x8f\xbf\xbf", 4, true},     /* U+10FFFF */
-        {"\xe2\x82\xac" "1", 4, true},     /* € then ASCII */
-        {"\0", 1, false},                  /* NUL */
+        {"\x7f", 1, true},             /* U+007F */
+        {"\xc2\x80", 2, true},         /* U+0080 */
+        {"\xdf\xbf", 2, true},         /* U+07FF */
+        {"\xe0\xa0\x80", 3, true},     /* U+0800 */
+        {"\xed\x9f\xbf", 3, true},     /* U+D7FF, last before the surrogates */
+        {"\xee\x80\x80", 3, true},     /* U+E000, first after */
+        {"\xef\xbf\xbf", 3, true},     /* U+FFFF */
+        {"\xf0\x90\x80\x80", 4, true}, /* U+10000 */
+        {"\xf4\x8f\xbf\xbf", 4, true}, /* U+10FFFF */
+        {"\xe2\x82\xac"
+         "1",
+         4, true},        /* € then ASCII */
+        {"\0", 1, false}, /* NUL */
         {"a\0b", 3, false},
-        {"\x80", 1, false},                /* lone continuation */
+        {"\x80", 1, false}, /* lone continuation */
         {"\xbf", 1, false},
-        {"\xc0\x80", 2, false},            /* overlong NUL */
-        {"\xc0\xaf", 2, false},            /* overlong '/' */
-        {"\xc1\xbf", 2, false},            /* overlong U+007F */
-        {"\xe0\x80\x80", 3, false},        /* overlong 3-byte */
-        {"\xe0\x9f\xbf", 3, false},        /* overlong U+07FF */
-        {"\xf0\x80\x80\x80", 4, false},    /* overlong 4-byte */
-        {"\xf0\x8f\xbf\xbf", 4, false},    /* overlong U+FFFF */
-        {"\xed\xa0\x80", 3, false},        /* U+D800 */
-        {"\xed\xbf\xbf", 3, false},        /* U+DFFF */
+        {"\xc0\x80", 2, false},                 /* overlong NUL */
+        {"\xc0\xaf", 2, false},                 /* overlong '/' */
+        {"\xc1\xbf", 2, false},                 /* overlong U+007F */
+        {"\xe0\x80\x80", 3, false},             /* overlong 3-byte */
+        {"\xe0\x9f\xbf", 3, false},             /* overlong U+07FF */
+        {"\xf0\x80\x80\x80", 4, false},         /* overlong 4-byte */
+        {"\xf0\x8f\xbf\xbf", 4, false},         /* overlong U+FFFF */
+        {"\xed\xa0\x80", 3, false},             /* U+D800 */
+        {"\xed\xbf\xbf", 3, false},             /* U+DFFF */
         {"\xed\xa0\xbd\xed\xb8\x80", 6, false}, /* CESU-8 surrogate pair */
-        {"\xf4\x90\x80\x80", 4, false},    /* U+110000 */
+        {"\xf4\x90\x80\x80", 4, false},         /* U+110000 */
         {"\xf5\x80\x80\x80", 4, false},
         {"\xf7\xbf\xbf\xbf", 4, false},
         {"\xf8\x88\x80\x80\x80", 5, false}, /* 5-byte form */
         {"\xfc\x84\x80\x80\x80\x80", 6, false},
         {"\xfe", 1, false},
         {"\xff", 1, false},
-        {"\xc3", 1, false},                /* truncated */
+        {"\xc3", 1, false}, /* truncated */
         {"\xe2\x82", 2, false},
         {"\xf0\x9f\x98", 3, false},
-        {"\xc3" "A", 2, false},            /* continuation missing */
-        {"\xe2\x82" "A", 3, false},
-        {"\xf0\x9f\x98" "A", 4, false},
-        {"\xc3\xa9\xa9", 3, false},        /* extra continuation */
+        {"\xc3"
+         "A",
+         2, false}, /* continuation missing */
+        {"\xe2\x82"
+         "A",
+         3, false},
+        {"\xf0\x9f\x98"
+         "A",
+         4, false},
+        {"\xc3\xa9\xa9", 3, false}, /* extra continuation */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         if (fz_utf8_valid(cases[i].s, cases[i].len) != cases[i].ok)
@@ -1876,17 +2028,25 @@ static void test_utf8_valid(void **state)
 
 static void test_parse_numbers(void **state)
 {
-    (void) state;
+    (void)state;
     static const struct {
         const char *s;
         int64_t min, max;
         bool ok;
         int64_t v;
     } ints[] = {
-        {"0", -5, 5, true, 0},        {"-5", -5, 5, true, -5},     {"5", -5, 5, true, 5},
-        {"6", -5, 5, false, 0},       {"-6", -5, 5, false, 0},     {"", -5, 5, false, 0},
-        {"5x", -5, 5, false, 0},      {"5 ", -5, 5, false, 0},     {"1.0", -5, 5, false, 0},
-        {"0x1", -5, 5, false, 0},     {"x", -5, 5, false, 0},      {"-", -5, 5, false, 0},
+        {"0", -5, 5, true, 0},
+        {"-5", -5, 5, true, -5},
+        {"5", -5, 5, true, 5},
+        {"6", -5, 5, false, 0},
+        {"-6", -5, 5, false, 0},
+        {"", -5, 5, false, 0},
+        {"5x", -5, 5, false, 0},
+        {"5 ", -5, 5, false, 0},
+        {"1.0", -5, 5, false, 0},
+        {"0x1", -5, 5, false, 0},
+        {"x", -5, 5, false, 0},
+        {"-", -5, 5, false, 0},
         {"9223372036854775807", INT64_MIN, INT64_MAX, true, INT64_MAX},
         {"-9223372036854775808", INT64_MIN, INT64_MAX, true, INT64_MIN},
         {"9223372036854775808", INT64_MIN, INT64_MAX, false, 0},
@@ -1897,7 +2057,7 @@ static void test_parse_numbers(void **state)
         int64_t v = 12345;
         bool ok = fz_parse_int(ints[i].s, ints[i].min, ints[i].max, &v);
         if (ok != ints[i].ok || (ok && v != ints[i].v))
-            fail_msg("fz_parse_int(\"%s\") gave %d, %lld", ints[i].s, ok, (long long) v);
+            fail_msg("fz_parse_int(\"%s\") gave %d, %lld", ints[i].s, ok, (long long)v);
         if (!ok && v != 12345)
             fail_msg("fz_parse_int(\"%s\") wrote its output on failure", ints[i].s);
     }
@@ -1910,9 +2070,15 @@ static void test_parse_numbers(void **state)
         bool ok;
         uint64_t v;
     } uints[] = {
-        {"0", 10, true, 0},           {"10", 10, true, 10},        {"11", 10, false, 0},
-        {"-1", 10, false, 0},         {"-1", UINT64_MAX, false, 0}, {"+1", 10, false, 0},
-        {"-0", 10, false, 0},         {"", 10, false, 0},          {"1x", 10, false, 0},
+        {"0", 10, true, 0},
+        {"10", 10, true, 10},
+        {"11", 10, false, 0},
+        {"-1", 10, false, 0},
+        {"-1", UINT64_MAX, false, 0},
+        {"+1", 10, false, 0},
+        {"-0", 10, false, 0},
+        {"", 10, false, 0},
+        {"1x", 10, false, 0},
         {"18446744073709551615", UINT64_MAX, true, UINT64_MAX},
         {"18446744073709551616", UINT64_MAX, false, 0},
         {"99999999999999999999999", UINT64_MAX, false, 0},
@@ -1922,8 +2088,7 @@ static void test_parse_numbers(void **state)
         uint64_t v = 12345;
         bool ok = fz_parse_uint(uints[i].s, uints[i].max, &v);
         if (ok != uints[i].ok || (ok && v != uints[i].v))
-            fail_msg("fz_parse_uint(\"%s\") gave %d, %llu", uints[i].s, ok,
-                     (unsigned long long) v);
+            fail_msg("fz_parse_uint(\"%s\") gave %d, %llu", uints[i].s, ok, (unsigned long long)v);
     }
     uint64_t uv;
     assert_false(fz_parse_uint(NULL, 10, &uv));
@@ -1934,13 +2099,23 @@ static void test_parse_numbers(void **state)
         bool ok;
         double v;
     } dbls[] = {
-        {"0", 0, 10, true, 0},         {"1.5", 0, 10, true, 1.5},   {"10", 0, 10, true, 10},
-        {"10.0001", 0, 10, false, 0},  {"-0.5", -1, 1, true, -0.5}, {"-0.5", 0, 1, false, 0},
-        {"2e1", 0, 100, true, 20},     {"nan", -1e300, 1e300, false, 0},
-        {"NaN", -1e300, 1e300, false, 0}, {"inf", -1e300, 1e300, false, 0},
-        {"-inf", -1e300, 1e300, false, 0}, {"1e400", -1e300, 1e308, false, 0},
-        {"", 0, 1, false, 0},          {"1.5x", 0, 10, false, 0},   {"1.5 ", 0, 10, false, 0},
-        {".", 0, 10, false, 0},        {"abc", 0, 10, false, 0},
+        {"0", 0, 10, true, 0},
+        {"1.5", 0, 10, true, 1.5},
+        {"10", 0, 10, true, 10},
+        {"10.0001", 0, 10, false, 0},
+        {"-0.5", -1, 1, true, -0.5},
+        {"-0.5", 0, 1, false, 0},
+        {"2e1", 0, 100, true, 20},
+        {"nan", -1e300, 1e300, false, 0},
+        {"NaN", -1e300, 1e300, false, 0},
+        {"inf", -1e300, 1e300, false, 0},
+        {"-inf", -1e300, 1e300, false, 0},
+        {"1e400", -1e300, 1e308, false, 0},
+        {"", 0, 1, false, 0},
+        {"1.5x", 0, 10, false, 0},
+        {"1.5 ", 0, 10, false, 0},
+        {".", 0, 10, false, 0},
+        {"abc", 0, 10, false, 0},
     };
     for (size_t i = 0; i < sizeof dbls / sizeof *dbls; i++) {
         double v = 12345;
@@ -1954,16 +2129,16 @@ static void test_parse_numbers(void **state)
 
 static void test_errors_and_names(void **state)
 {
-    (void) state;
+    (void)state;
     static const char *const names[FZ_ECOUNT] = {
-        "ok",      "malformed", "version",  "unknown-type", "invalid",  "too-large",
-        "not-found", "refused", "conflict", "unavailable",  "internal"};
+        "ok",        "malformed", "version",  "unknown-type", "invalid", "too-large",
+        "not-found", "refused",   "conflict", "unavailable",  "internal"};
     assert_int_equal(FZ_OK, 0);
     for (int i = 0; i < FZ_ECOUNT; i++) {
-        assert_string_equal(fz_strerror((fz_err_t) i), names[i]);
+        assert_string_equal(fz_strerror((fz_err_t)i), names[i]);
         assert_int_equal(fz_err_from_name(names[i]), i);
     }
-    assert_string_equal(fz_strerror((fz_err_t) -1), "internal");
+    assert_string_equal(fz_strerror((fz_err_t)-1), "internal");
     assert_string_equal(fz_strerror(FZ_ECOUNT), "internal");
     assert_int_equal(fz_err_from_name("no-such-code"), FZ_EINTERNAL);
     assert_int_equal(fz_err_from_name("Malformed"), FZ_EINTERNAL);
@@ -1972,7 +2147,7 @@ static void test_errors_and_names(void **state)
 
 static void test_endpoint_and_clocks(void **state)
 {
-    (void) state;
+    (void)state;
     const char *var = "FZ_MSG_TEST_ENDPOINT";
     unsetenv(var);
     assert_string_equal(fz_endpoint(NULL, var, "tcp://d"), "tcp://d");
@@ -1994,7 +2169,7 @@ static void test_endpoint_and_clocks(void **state)
 
 static void test_mkdirs(void **state)
 {
-    (void) state;
+    (void)state;
     char base[] = "/tmp/fz-msg-test-XXXXXX";
     assert_non_null(mkdtemp(base));
     char path[256];
@@ -2018,27 +2193,49 @@ static void test_mkdirs(void **state)
     assert_int_equal(rmdir(base), 0);
 }
 
-/* ---------------------------------------------------------------- known bugs */
+/* ---------------------------------------------------------------- regressions (bugs found by these tests, fixed) */
 
 /* PROTOCOL.md §2 lets array<uint> fields hold 256 ids, but the decoder caps the number of
    msgpack elements at len/4 + 64, so dense but valid frames are refused as malformed. */
-static void test_known_bug_element_cap(void **state)
+static void test_regression_element_cap(void **state)
 {
-    (void) state;
-    KNOWN_BUG("fz_msg_decode refuses submit{after:[1..100]} as malformed (too many elements)");
+    (void)state;
     fz_enc_t *enc = fz_enc_new("submit", 0);
     fz_enc_str(enc, "prompt", "x");
     fz_enc_array(enc, "after", 100);
     for (int i = 1; i <= 100; i++)
-        fz_enc_uint(enc, NULL, (uint64_t) i);
+        fz_enc_uint(enc, NULL, (uint64_t)i);
+    CHECK_ENC(enc, FZ_OK);
+}
+
+/* PROTOCOL.md §4: submit-batch holds 1..1000 maps, and fz_spec.c says min 1, but
+   s_check_field checks only the max of containers: an empty batch decodes. */
+static void test_regression_container_min(void **state)
+{
+    (void)state;
+    fz_enc_t *enc = fz_enc_new("submit-batch", 0);
+    fz_enc_array(enc, "tasks", 0);
+    CHECK_ENC(enc, FZ_EINVALID);
+}
+
+/* The element cap again, on a realistic message: 1000 batch tasks with short prompts. */
+static void test_regression_element_cap_batch(void **state)
+{
+    (void)state;
+    fz_enc_t *enc = fz_enc_new("submit-batch", 0);
+    fz_enc_array(enc, "tasks", 1000);
+    for (int i = 0; i < 1000; i++) {
+        fz_enc_t *t = fz_enc_new_map();
+        fz_enc_str(t, "prompt", "x");
+        fz_enc_sub(enc, NULL, &t);
+    }
     CHECK_ENC(enc, FZ_OK);
 }
 
 /* PROTOCOL.md §2: "Nesting is at most 8 levels deep". The walk allows 10 (root included). */
-static void test_known_bug_depth(void **state)
+static void test_regression_depth(void **state)
 {
-    (void) state;
-    KNOWN_BUG("fz_msg_decode accepts 10 levels of nesting (PROTOCOL.md: at most 8)");
+    (void)state;
     raw_t r;
     s_raw_init(&r);
     s_raw_envelope(&r, 3, "ping");
@@ -2055,10 +2252,9 @@ static void test_known_bug_depth(void **state)
 
 /* PROTOCOL.md §3: too-large is for "the prompt or another payload"; a bin field over its
    limit (output data, result tail) gives invalid. s_check_field's `toolarge` is never set. */
-static void test_known_bug_bin_too_large(void **state)
+static void test_regression_bin_too_large(void **state)
 {
-    (void) state;
-    KNOWN_BUG("a bin field over its limit gives 'invalid', not 'too-large'");
+    (void)state;
     char *chunk = s_fill(FZ_MAX_CHUNK + 1, 'd');
     fz_enc_t *enc = fz_enc_new("output", 0);
     fz_enc_uint(enc, "task", 1);
@@ -2070,10 +2266,9 @@ static void test_known_bug_bin_too_large(void **state)
 
 /* fz_msg.h: "Writes any msgpack object as JSON". Jansson's json_dumpf writes nothing for a
    scalar root unless JSON_ENCODE_ANY is given. */
-static void test_known_bug_json_scalar(void **state)
+static void test_regression_json_scalar(void **state)
 {
-    (void) state;
-    KNOWN_BUG("fz_obj_print_json prints nothing for a scalar (needs JSON_ENCODE_ANY)");
+    (void)state;
     msgpack_object o;
     o.type = MSGPACK_OBJECT_POSITIVE_INTEGER;
     o.via.u64 = 5;
@@ -2086,10 +2281,9 @@ static void test_known_bug_json_scalar(void **state)
 
 /* fz_util.h: "the whole string must be the number". strtoll/strtoull/strtod skip leading
    white space, and strtoull negates: " -5" parses as 18446744073709551611. */
-static void test_known_bug_parse_whitespace(void **state)
+static void test_regression_parse_whitespace(void **state)
 {
-    (void) state;
-    KNOWN_BUG("fz_parse_* accept leading white space; fz_parse_uint(\" -5\") succeeds");
+    (void)state;
     int64_t i;
     uint64_t u;
     double d;
@@ -2101,10 +2295,9 @@ static void test_known_bug_parse_whitespace(void **state)
 
 /* PROTOCOL.md §3: a type the broker does not accept is unknown-type. A type string longer
    than 31 bytes is reported as invalid, "field 'type' (str) is missing". */
-static void test_known_bug_long_type(void **state)
+static void test_regression_long_type(void **state)
 {
-    (void) state;
-    KNOWN_BUG("a 40-byte type gives 'invalid' (type missing), not 'unknown-type'");
+    (void)state;
     raw_t r;
     s_raw_init(&r);
     s_raw_envelope(&r, 2, "a-message-type-name-of-forty-bytes-12345");
@@ -2148,6 +2341,7 @@ int main(void)
         cmocka_unit_test(test_prompt_and_strings),
         cmocka_unit_test(test_labels),
         cmocka_unit_test(test_after_limit),
+        cmocka_unit_test(test_check_object),
         cmocka_unit_test(test_json_invalid_utf8_bin),
         cmocka_unit_test(test_json_every_kind),
         cmocka_unit_test(test_utf8_valid),
@@ -2155,12 +2349,14 @@ int main(void)
         cmocka_unit_test(test_errors_and_names),
         cmocka_unit_test(test_endpoint_and_clocks),
         cmocka_unit_test(test_mkdirs),
-        cmocka_unit_test(test_known_bug_element_cap),
-        cmocka_unit_test(test_known_bug_depth),
-        cmocka_unit_test(test_known_bug_bin_too_large),
-        cmocka_unit_test(test_known_bug_json_scalar),
-        cmocka_unit_test(test_known_bug_parse_whitespace),
-        cmocka_unit_test(test_known_bug_long_type),
+        cmocka_unit_test(test_regression_element_cap),
+        cmocka_unit_test(test_regression_element_cap_batch),
+        cmocka_unit_test(test_regression_container_min),
+        cmocka_unit_test(test_regression_depth),
+        cmocka_unit_test(test_regression_bin_too_large),
+        cmocka_unit_test(test_regression_json_scalar),
+        cmocka_unit_test(test_regression_parse_whitespace),
+        cmocka_unit_test(test_regression_long_type),
     };
     return cmocka_run_group_tests_name("msg", tests, NULL, NULL);
 }
