@@ -645,32 +645,56 @@ static uint64_t s_count(fz_store_t *self, const char *state)
     return n;
 }
 
+/* A list reply must fit in one frame (FZ_MAX_FRAME): rows stop at this many bytes, and the
+   reply says it was cut. */
+#define FZ_LIST_BYTES (3u * 1024 * 1024)
+
 fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limit, fz_enc_t *e,
                               fz_store_decorate_fn *fn, void *arg)
 {
     uint64_t total = s_count(self, state);
-    uint64_t n = total < limit ? total : limit;
     sqlite3_stmt *st = s_stmt(self, state ? SQL_LIST_STATE : SQL_LIST_ALL);
     if (!st)
         return FZ_EUNAVAILABLE;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) n);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64) (limit < total ? limit : total));
     if (state)
         s_bind_text(st, 2, state);
-    fz_enc_array(e, "tasks", n);
-    uint64_t written = 0;
-    while (written < n && sqlite3_step(st) == SQLITE_ROW) {
+    /* Rows are built first: msgpack wants the array's length before its elements. */
+    size_t n = 0, cap = 256, bytes = 0;
+    fz_enc_t **rows = malloc(cap * sizeof *rows);
+    bool truncated = false;
+    while (rows && sqlite3_step(st) == SQLITE_ROW) {
+        if (n == cap) {
+            fz_enc_t **more = realloc(rows, (cap *= 2) * sizeof *rows);
+            if (!more)
+                break;
+            rows = more;
+        }
         fz_enc_t *t = fz_enc_new_map();
         for (int i = 0; i < TASK_NCOLS; i++)
             s_encode_column(st, i, s_task_kinds[i], t);
         if (fn)
             fn(arg, (uint64_t) sqlite3_column_int64(st, 0), t);
-        fz_enc_sub(e, NULL, &t);
-        written++;
+        size_t len = 0;
+        fz_enc_data(t, &len);
+        if (bytes + len > FZ_LIST_BYTES) {
+            fz_enc_destroy(&t);
+            truncated = true;
+            break;
+        }
+        bytes += len;
+        rows[n++] = t;
     }
     sqlite3_reset(st);
-    for (; written < n; written++) /* the count is promised: fill if rows vanished */
-        fz_enc_nil(e, NULL);
+    if (!rows)
+        return FZ_EUNAVAILABLE;
+    fz_enc_array(e, "tasks", n);
+    for (size_t i = 0; i < n; i++)
+        fz_enc_sub(e, NULL, &rows[i]);
+    free(rows);
     fz_enc_uint(e, "total", total);
+    if (truncated)
+        fz_enc_bool(e, "truncated", true);
     return FZ_OK;
 }
 

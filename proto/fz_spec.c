@@ -52,6 +52,7 @@ static const fz_field_t f_task_reply[] = {
 static const fz_field_t f_tasks[] = {
     {"tasks", FZ_T_OBJARR, REQ, 0, 1000000},
     {"total", FZ_T_UINT, 0, 0, U64},
+    {"truncated", FZ_T_BOOL, 0, 0, 0},
     END};
 
 static const fz_field_t f_status[] = {
