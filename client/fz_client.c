@@ -1,0 +1,199 @@
+/*  fz_client: request/reply client of the broker; see fz_client.h. */
+
+#include "fz_client.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fz_net.h"
+
+struct fz_client_t {
+    char *endpoint;
+    int timeout_ms;
+    zsock_t *sock; /* DEALER; rebuilt after a timeout */
+    uint64_t rid;  /* of the latest request */
+};
+
+/* A connected DEALER, or NULL if the endpoint is not valid. */
+static zsock_t *s_connect(const char *endpoint)
+{
+    zsock_t *sock = fz_net_socket(ZMQ_DEALER);
+    if (sock && zsock_connect(sock, "%s", endpoint) != 0)
+        zsock_destroy(&sock);
+    return sock;
+}
+
+fz_client_t *fz_client_new(const char *endpoint, int timeout_ms)
+{
+    fz_client_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->endpoint = strdup(endpoint);
+    self->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
+    self->sock = self->endpoint ? s_connect(endpoint) : NULL;
+    if (!self->sock) {
+        fz_client_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+void fz_client_destroy(fz_client_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    fz_client_t *self = *self_p;
+    zsock_destroy(&self->sock);
+    free(self->endpoint);
+    free(self);
+    *self_p = NULL;
+}
+
+const char *fz_client_endpoint(const fz_client_t *self)
+{
+    return self->endpoint;
+}
+
+uint64_t fz_client_next_rid(fz_client_t *self)
+{
+    return ++self->rid;
+}
+
+fz_enc_t *fz_client_request(fz_client_t *self, const char *type)
+{
+    return fz_enc_new(type, fz_client_next_rid(self));
+}
+
+/* Reply outcomes while waiting: ours, not ours (keep waiting), or ours but unusable. */
+typedef enum { S_MINE, S_STALE, S_BAD } s_match_t;
+
+/* Turns an error reply into its code and message. A `version` error is final for us: we
+   speak one version and sent it, so there is no lower one to retry with (PROTOCOL.md §3). */
+static fz_err_t s_error_reply(fz_msg_t *reply, char *errbuf, size_t errlen)
+{
+    fz_err_t err = fz_err_from_name(fz_msg_str(reply, "code", "internal", NULL));
+    const char *message = fz_msg_str(reply, "message", "", NULL);
+    if (err == FZ_OK)
+        err = FZ_EINTERNAL; /* an error reply must not mean success */
+    if (err != FZ_EVERSION) {
+        snprintf(errbuf, errlen, "%s", *message ? message : fz_strerror(err));
+        return err;
+    }
+    char list[128] = "";
+    const msgpack_object *sup = fz_msg_obj(reply, "supported");
+    for (uint32_t i = 0; sup && sup->type == MSGPACK_OBJECT_ARRAY && i < sup->via.array.size;
+         i++) {
+        size_t used = strlen(list);
+        snprintf(list + used, sizeof list - used, "%s%llu", i ? ", " : "",
+                 (unsigned long long) sup->via.array.ptr[i].via.u64);
+    }
+    snprintf(errbuf, errlen, "the broker does not speak protocol version %d (it speaks %s)",
+             FZ_PROTOCOL_VERSION, *list ? list : "no version it named");
+    return FZ_EVERSION;
+}
+
+/* Reads one message and says whether it answers request rid. */
+static s_match_t s_receive(fz_client_t *self, fz_msg_t **reply_p, fz_err_t *err_p, char *errbuf,
+                           size_t errlen)
+{
+    zmsg_t *zmsg = zmsg_recv(self->sock);
+    if (!zmsg)
+        return S_STALE;
+    if (zmsg_size(zmsg) != 1) {
+        zmsg_destroy(&zmsg);
+        return S_STALE; /* the broker never sends these; not a reply to anything */
+    }
+    zframe_t *frame = zmsg_first(zmsg);
+    char why[256];
+    uint64_t rid = 0;
+    fz_msg_t *reply = NULL;
+    fz_err_t err = fz_msg_decode(zframe_data(frame), zframe_size(frame), &reply, &rid, why,
+                                 sizeof why);
+    zmsg_destroy(&zmsg);
+    if (err) {
+        if (rid != self->rid)
+            return S_STALE;
+        /* Whatever the codec calls it, a reply we cannot read is the broker's protocol
+           error, not a problem with the user's input. */
+        *err_p = err == FZ_EVERSION ? FZ_EVERSION : FZ_EMALFORMED;
+        snprintf(errbuf, errlen, "the broker sent a reply this tool cannot read: %s", why);
+        return S_BAD;
+    }
+    /* An error without rid answers a request whose rid the broker could not read: ours. */
+    bool rid_less_error = fz_msg_rid(reply) == 0 && fz_msg_is(reply, "error");
+    if (fz_msg_rid(reply) != self->rid && !rid_less_error) {
+        fz_msg_destroy(&reply);
+        return S_STALE;
+    }
+    if (fz_msg_is(reply, "error")) {
+        *err_p = s_error_reply(reply, errbuf, errlen);
+        fz_msg_destroy(&reply);
+        return S_BAD;
+    }
+    *reply_p = reply;
+    return S_MINE;
+}
+
+static fz_err_t s_no_reply(fz_client_t *self, char *errbuf, size_t errlen)
+{
+    if (fz_net_interrupted()) {
+        snprintf(errbuf, errlen, "interrupted");
+        return FZ_EUNAVAILABLE;
+    }
+    snprintf(errbuf, errlen, "no reply from broker at %s within %g s — is fz-broker running?",
+             self->endpoint, self->timeout_ms / 1000.0);
+    /* A fresh socket drops the request still queued for an absent broker, so it cannot be
+       delivered later, behind the caller's back. */
+    zsock_destroy(&self->sock);
+    self->sock = s_connect(self->endpoint);
+    return FZ_EUNAVAILABLE;
+}
+
+fz_err_t fz_client_call(fz_client_t *self, fz_enc_t **req_p, fz_msg_t **reply_p, char *errbuf,
+                        size_t errlen)
+{
+    *reply_p = NULL;
+    if (!self->sock) {
+        fz_enc_destroy(req_p);
+        snprintf(errbuf, errlen, "cannot connect to %s", self->endpoint);
+        return FZ_EUNAVAILABLE;
+    }
+    if (fz_net_send(self->sock, NULL, req_p) != 0) {
+        snprintf(errbuf, errlen, "cannot send to broker at %s: %s", self->endpoint,
+                 errno == EAGAIN ? "its queue is full" : strerror(errno));
+        return FZ_EUNAVAILABLE;
+    }
+    int64_t deadline = fz_clock_ms() + self->timeout_ms;
+    while (!fz_net_interrupted()) {
+        int64_t left = deadline - fz_clock_ms();
+        if (left <= 0)
+            break;
+        zmq_pollitem_t item = {zsock_resolve(self->sock), 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(&item, 1, (long) left);
+        if (rc < 0 && errno != EINTR)
+            break;
+        if (rc <= 0 || !(item.revents & ZMQ_POLLIN))
+            continue;
+        fz_err_t err = FZ_OK;
+        s_match_t match = s_receive(self, reply_p, &err, errbuf, errlen);
+        if (match == S_MINE)
+            return FZ_OK;
+        if (match == S_BAD)
+            return err;
+    }
+    return s_no_reply(self, errbuf, errlen);
+}
+
+fz_err_t fz_client_ask(fz_client_t *self, fz_enc_t **req_p, const char *expect,
+                       fz_msg_t **reply_p, char *errbuf, size_t errlen)
+{
+    fz_err_t err = fz_client_call(self, req_p, reply_p, errbuf, errlen);
+    if (err || fz_msg_is(*reply_p, expect))
+        return err;
+    snprintf(errbuf, errlen, "the broker answered with '%s' where '%s' was due",
+             fz_msg_type(*reply_p), expect);
+    fz_msg_destroy(reply_p);
+    return FZ_EMALFORMED;
+}

@@ -1,0 +1,644 @@
+/*  fz-submit: put one task (the prompt as an argument or on stdin) or many (-f, one per line)
+    into the factory and print their ids; with --wait, follow them to the end and exit with
+    the outcome.
+
+    Every prompt is read and checked before the first is sent, so a bad line in a file is
+    refused with nothing submitted. While waiting, `get` once a second is the authority on a
+    task's state; events (subscribed to before submitting) only drive the progress lines and
+    make the poll of a task that just ended come sooner. */
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fz_cli.h"
+#include "fz_client.h"
+#include "fz_event.h"
+#include "fz_net.h"
+#include "fz_report.h"
+
+#define S_TIMEOUT_MS 5000   /* per request */
+#define S_POLL_MS 1000      /* how often each waited-for task is asked about */
+#define S_POLL_BATCH 50     /* at most this many `get`s per poll turn */
+#define S_GIVE_UP_MS 60000  /* a broker silent this long while we wait is gone */
+#define S_MAX_LABELS 32
+#define S_MAX_FALLBACK 8
+#define S_MAX_DEPS 256
+
+typedef struct {
+    const char *broker, *events, *file, *model, *name;
+    int64_t priority;
+    uint64_t timeout, retries, parent;
+    double max_cost;
+    bool has_priority, has_timeout, has_retries, has_max_cost;
+    char label_keys[S_MAX_LABELS][FZ_CLI_MAX_NAME + 1];
+    const char *label_values[S_MAX_LABELS];
+    size_t nlabels;
+    char fallback[S_MAX_FALLBACK][FZ_CLI_MAX_NAME + 1];
+    size_t nfallback;
+    uint64_t after[S_MAX_DEPS], after_any[S_MAX_DEPS];
+    size_t nafter, nafter_any;
+    bool wait, json, quiet;
+} opts_t;
+
+typedef struct {
+    char *text;
+    size_t len;
+    size_t line; /* in the -f file; 0 for a single prompt */
+} prompt_t;
+
+typedef struct {
+    prompt_t *items;
+    size_t n, cap;
+} prompts_t;
+
+typedef struct {
+    uint64_t id;
+    int64_t next_poll; /* monotonic ms */
+    bool done;
+} waited_t;
+
+/* ---------------------------------------------------------------- help and options */
+
+static int s_help(void)
+{
+    printf(
+        "Usage: fz-submit [OPTIONS] PROMPT|-\n"
+        "       fz-submit [OPTIONS] -f FILE|-\n"
+        "Submit a task to the fz broker and print its id. The prompt is the argument, or\n"
+        "standard input when it is '-' or missing (and stdin is not a terminal). With -f,\n"
+        "every non-empty line of FILE is one task, submitted with the same options; one id\n"
+        "is printed per line. Prompts are UTF-8 text of at most 256 KiB; all are checked\n"
+        "before the first is sent.\n"
+        "\n"
+        "Options:\n"
+        "  -f, --file FILE       one task per non-empty line of FILE ('-' = stdin)\n"
+        "  -p, --priority N      higher runs first, -1000000..1000000 (default 0)\n"
+        "  -m, --model M         run only on workers serving model M (default: any)\n"
+        "  -t, --timeout SECS    wall-clock limit of one attempt (default: broker's)\n"
+        "  -c, --max-cost USD    cost cap of one attempt (default: broker's)\n"
+        "  -l, --label K=V       a label (repeatable, at most 32)\n"
+        "  -r, --retries N       further attempts after a failure, 0..100\n"
+        "      --fallback M2,M3  models for attempts 2, 3, ... (at most 8)\n"
+        "      --after ID,ID     run only after all of these tasks succeeded\n"
+        "      --after-any ID,ID run only after all of these tasks ended\n"
+        "      --parent ID       the task this one is a subtask of\n"
+        "  -n, --name NAME       a human name (at most 128 bytes)\n"
+        "  -w, --wait            follow the task(s) to the end; the exit code tells the\n"
+        "                        outcome (with -f: the worst one); progress goes to stderr\n"
+        "  -j, --json            print {\"task\":ID,\"state\":S}, or with --wait the final task\n"
+        "                        object, as one JSON object per line\n"
+        "  -q, --quiet           no progress lines\n"
+        "      --broker EP       broker endpoint (default $FZ_BROKER or " FZ_DEFAULT_BROKER ")\n"
+        "      --events EP       event endpoint for --wait (default $FZ_EVENTS or "
+        FZ_DEFAULT_EVENTS ")\n"
+        "  -h, --help            this help\n"
+        "  -V, --version         print the version\n"
+        "\n"
+        "%s\n",
+        fz_cli_help_env);
+    fz_cli_print_exit_codes("0,1,2,3,4,5,6,7,130", stdout);
+    return FZ_EXIT_OK;
+}
+
+enum { OPT_FALLBACK = 256, OPT_AFTER, OPT_AFTER_ANY, OPT_PARENT, OPT_BROKER, OPT_EVENTS };
+
+static const struct option s_long[] = {
+    {"file", required_argument, NULL, 'f'},     {"priority", required_argument, NULL, 'p'},
+    {"model", required_argument, NULL, 'm'},    {"timeout", required_argument, NULL, 't'},
+    {"max-cost", required_argument, NULL, 'c'}, {"label", required_argument, NULL, 'l'},
+    {"retries", required_argument, NULL, 'r'},  {"fallback", required_argument, NULL, OPT_FALLBACK},
+    {"after", required_argument, NULL, OPT_AFTER},
+    {"after-any", required_argument, NULL, OPT_AFTER_ANY},
+    {"parent", required_argument, NULL, OPT_PARENT},
+    {"name", required_argument, NULL, 'n'},     {"wait", no_argument, NULL, 'w'},
+    {"json", no_argument, NULL, 'j'},           {"quiet", no_argument, NULL, 'q'},
+    {"broker", required_argument, NULL, OPT_BROKER},
+    {"events", required_argument, NULL, OPT_EVENTS},
+    {"help", no_argument, NULL, 'h'},           {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0}};
+
+static bool s_add_label(opts_t *o, const char *arg)
+{
+    char key[FZ_CLI_MAX_NAME + 1];
+    const char *value;
+    if (!fz_cli_parse_label("--label", arg, key, &value))
+        return false;
+    for (size_t i = 0; i < o->nlabels; i++)
+        if (strcmp(o->label_keys[i], key) == 0) {
+            fz_cli_usage_error("--label: '%s' given twice", key);
+            return false;
+        }
+    if (o->nlabels == S_MAX_LABELS) {
+        fz_cli_usage_error("--label: more than %d labels", S_MAX_LABELS);
+        return false;
+    }
+    strcpy(o->label_keys[o->nlabels], key);
+    o->label_values[o->nlabels++] = value;
+    return true;
+}
+
+static bool s_text_option(const char *flag, const char *arg, size_t max)
+{
+    if (strlen(arg) <= max && fz_utf8_valid(arg, strlen(arg)))
+        return true;
+    fz_cli_usage_error("%s: must be at most %zu bytes of UTF-8", flag, max);
+    return false;
+}
+
+/* Reads one option into o; false (after printing why) if its value is bad. */
+static bool s_option(opts_t *o, int c, const char *arg)
+{
+    switch (c) {
+    case 'f': o->file = arg; return true;
+    case 'p':
+        o->has_priority = true;
+        return fz_cli_parse_int("--priority", arg, -1000000, 1000000, &o->priority);
+    case 'm': o->model = arg; return s_text_option("--model", arg, FZ_CLI_MAX_NAME);
+    case 't':
+        o->has_timeout = true;
+        return fz_cli_parse_uint("--timeout", arg, 0, 31536000, &o->timeout);
+    case 'c':
+        o->has_max_cost = true;
+        return fz_cli_parse_double("--max-cost", arg, 0, 1e6, &o->max_cost);
+    case 'l': return s_add_label(o, arg);
+    case 'r':
+        o->has_retries = true;
+        return fz_cli_parse_uint("--retries", arg, 0, 100, &o->retries);
+    case OPT_FALLBACK:
+        return fz_cli_parse_names("--fallback", arg, o->fallback, S_MAX_FALLBACK, &o->nfallback);
+    case OPT_AFTER: return fz_cli_parse_ids("--after", arg, o->after, S_MAX_DEPS, &o->nafter);
+    case OPT_AFTER_ANY:
+        return fz_cli_parse_ids("--after-any", arg, o->after_any, S_MAX_DEPS, &o->nafter_any);
+    case OPT_PARENT: return fz_cli_parse_uint("--parent", arg, 1, UINT64_MAX, &o->parent);
+    case 'n': o->name = arg; return s_text_option("--name", arg, 128);
+    case 'w': o->wait = true; return true;
+    case 'j': o->json = true; return true;
+    case 'q': o->quiet = true; return true;
+    case OPT_BROKER: o->broker = arg; return true;
+    case OPT_EVENTS: o->events = arg; return true;
+    default: return false; /* getopt already said what is wrong */
+    }
+}
+
+/* ---------------------------------------------------------------- prompts */
+
+static void s_prompts_free(prompts_t *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        free(p->items[i].text);
+    free(p->items);
+    memset(p, 0, sizeof *p);
+}
+
+/* Checks a prompt as the broker would, so that refusals come early and clearly. */
+static bool s_check_prompt(const char *text, size_t len, size_t line)
+{
+    char where[48] = "";
+    if (line)
+        snprintf(where, sizeof where, "line %zu: ", line);
+    if (len > FZ_MAX_PROMPT) {
+        fz_cli_error("%sthe prompt is %zu bytes, over the limit of %u (256 KiB)", where, len,
+                     FZ_MAX_PROMPT);
+        return false;
+    }
+    if (!fz_utf8_valid(text, len)) {
+        fz_cli_error("%sthe prompt is not UTF-8 text (or holds a NUL byte)", where);
+        return false;
+    }
+    return true;
+}
+
+/* Takes ownership of text. */
+static bool s_prompts_add(prompts_t *p, char *text, size_t len, size_t line)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 16;
+        prompt_t *items = realloc(p->items, cap * sizeof *items);
+        if (!items) {
+            free(text);
+            fz_cli_error("out of memory");
+            return false;
+        }
+        p->items = items, p->cap = cap;
+    }
+    p->items[p->n++] = (prompt_t){text, len, line};
+    return true;
+}
+
+static bool s_blank(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == 0 || !strchr(" \t\r\n\v\f", s[i]))
+            return false;
+    return true;
+}
+
+/* Reads all of `in` as one prompt, refusing more than FZ_MAX_PROMPT bytes without reading
+   them all. */
+static bool s_read_prompt(FILE *in, prompts_t *p)
+{
+    size_t cap = 4096, len = 0, got;
+    char *buf = malloc(cap);
+    while (buf && (got = fread(buf + len, 1, cap - len, in)) > 0) {
+        len += got;
+        if (len < cap)
+            continue;
+        if (cap > FZ_MAX_PROMPT)
+            break; /* over the limit already: no need to read the rest */
+        char *bigger = realloc(buf, cap * 2);
+        if (!bigger) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = bigger, cap *= 2;
+    }
+    if (!buf || ferror(in)) {
+        free(buf);
+        fz_cli_error("cannot read the prompt from standard input");
+        return false;
+    }
+    if (len > FZ_MAX_PROMPT || s_blank(buf, len) || !s_check_prompt(buf, len, 0)) {
+        if (len > FZ_MAX_PROMPT)
+            fz_cli_error("the prompt on standard input is over the limit of %u bytes (256 KiB)",
+                         FZ_MAX_PROMPT);
+        else if (s_blank(buf, len))
+            fz_cli_error("the prompt on standard input is empty");
+        free(buf);
+        return false;
+    }
+    return s_prompts_add(p, buf, len, 0);
+}
+
+/* The prompt given as an argument. */
+static bool s_take_arg(const char *arg, prompts_t *p)
+{
+    size_t len = strlen(arg);
+    if (s_blank(arg, len)) {
+        fz_cli_error("the prompt is empty");
+        return false;
+    }
+    if (!s_check_prompt(arg, len, 0))
+        return false;
+    char *text = strdup(arg);
+    if (!text) {
+        fz_cli_error("out of memory");
+        return false;
+    }
+    return s_prompts_add(p, text, len, 0);
+}
+
+/* One prompt per non-empty line of the file ("-" = stdin). */
+static bool s_read_file(const char *path, prompts_t *p)
+{
+    FILE *in = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    if (!in) {
+        fz_cli_error("cannot open '%s': %s", path, strerror(errno));
+        return false;
+    }
+    char *line = NULL;
+    size_t size = 0, lineno = 0;
+    ssize_t got;
+    bool ok = true;
+    while (ok && (got = getline(&line, &size, in)) >= 0) {
+        size_t len = (size_t) got;
+        lineno++;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            len--;
+        if (s_blank(line, len))
+            continue;
+        ok = s_check_prompt(line, len, lineno);
+        char *text = ok ? strndup(line, len) : NULL;
+        if (ok && !text)
+            fz_cli_error("out of memory");
+        ok = ok && text && s_prompts_add(p, text, len, lineno);
+    }
+    if (ok && ferror(in)) {
+        fz_cli_error("cannot read '%s': %s", path, strerror(errno));
+        ok = false;
+    }
+    if (ok && p->n == 0) {
+        fz_cli_error("'%s' holds no prompt (no non-empty line)", path);
+        ok = false;
+    }
+    free(line);
+    if (in != stdin)
+        fclose(in);
+    return ok;
+}
+
+/* ---------------------------------------------------------------- submitting */
+
+static fz_enc_t *s_submit_request(fz_client_t *client, const opts_t *o, const prompt_t *pr)
+{
+    fz_enc_t *req = fz_client_request(client, "submit");
+    if (!req)
+        return NULL;
+    fz_enc_strn(req, "prompt", pr->text, pr->len);
+    if (o->has_priority)
+        fz_enc_int(req, "priority", o->priority);
+    if (o->model)
+        fz_enc_str(req, "model", o->model);
+    if (o->has_timeout)
+        fz_enc_uint(req, "timeout", o->timeout);
+    if (o->has_max_cost)
+        fz_enc_float(req, "max_cost", o->max_cost);
+    if (o->nlabels) {
+        fz_enc_map(req, "labels", o->nlabels);
+        for (size_t i = 0; i < o->nlabels; i++) {
+            fz_enc_str(req, NULL, o->label_keys[i]);
+            fz_enc_str(req, NULL, o->label_values[i]);
+        }
+    }
+    if (o->has_retries)
+        fz_enc_uint(req, "retries", o->retries);
+    if (o->nfallback) {
+        fz_enc_array(req, "fallback", o->nfallback);
+        for (size_t i = 0; i < o->nfallback; i++)
+            fz_enc_str(req, NULL, o->fallback[i]);
+    }
+    if (o->nafter) {
+        fz_enc_array(req, "after", o->nafter);
+        for (size_t i = 0; i < o->nafter; i++)
+            fz_enc_uint(req, NULL, o->after[i]);
+    }
+    if (o->nafter_any) {
+        fz_enc_array(req, "after_any", o->nafter_any);
+        for (size_t i = 0; i < o->nafter_any; i++)
+            fz_enc_uint(req, NULL, o->after_any[i]);
+    }
+    if (o->parent)
+        fz_enc_uint(req, "parent", o->parent);
+    if (o->name)
+        fz_enc_str(req, "name", o->name);
+    return req;
+}
+
+/* Submits one prompt and prints its id; returns an exit code, *id_p set on success. */
+static int s_submit(fz_client_t *client, const opts_t *o, const prompt_t *pr, uint64_t *id_p)
+{
+    char err[512];
+    fz_enc_t *req = s_submit_request(client, o, pr);
+    fz_msg_t *reply = NULL;
+    if (!req) {
+        fz_cli_error("out of memory");
+        return FZ_EXIT_UNAVAILABLE;
+    }
+    fz_err_t rc = fz_client_ask(client, &req, "submitted", &reply, err, sizeof err);
+    if (rc != FZ_OK) {
+        if (fz_net_interrupted())
+            return FZ_EXIT_INTERRUPTED;
+        if (pr->line)
+            fz_cli_error("line %zu: %s", pr->line, err);
+        else
+            fz_cli_error("%s", err);
+        return fz_cli_exit_code(rc);
+    }
+    *id_p = fz_msg_uint(reply, "task", 0);
+    if (o->json && !o->wait)
+        fz_cli_print_body_json(fz_msg_root(reply), stdout);
+    else if (!o->json)
+        printf("%llu\n", (unsigned long long) *id_p);
+    fflush(stdout);
+    fz_msg_destroy(&reply);
+    return FZ_EXIT_OK;
+}
+
+/* ---------------------------------------------------------------- waiting */
+
+static waited_t *s_find_waited(waited_t *w, size_t n, uint64_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (w[i].id == id && !w[i].done)
+            return &w[i];
+    return NULL;
+}
+
+/* Events shown as progress lines; the end of a task is told by the poll that follows. */
+static bool s_is_progress(const char *what)
+{
+    static const char *shown[] = {"dispatched", "started",  "progress",       "requeued",
+                                  "held",       "retrying", "attempt-failed", NULL};
+    for (const char **s = shown; *s; s++)
+        if (strcmp(what, *s) == 0)
+            return true;
+    return false;
+}
+
+/* Shows an event about one of our tasks on stderr; an end event makes its poll come now. */
+static void s_on_event(const fz_event_t *ev, waited_t *w, size_t n, const opts_t *o)
+{
+    waited_t *t = s_find_waited(w, n, fz_event_task(ev));
+    if (!t)
+        return;
+    const char *what = fz_event_topic(ev) + strlen("task.");
+    char state[32];
+    fz_obj_str(fz_event_map(ev), "state", state, sizeof state);
+    if (fz_report_state_final(what) || fz_report_state_final(state))
+        t->next_poll = 0;
+    else if (!o->quiet && s_is_progress(what)) {
+        char details[1600];
+        fz_cli_error("task %llu %s: %s", (unsigned long long) t->id, what,
+                     fz_report_event_details(ev, 120, true, details, sizeof details));
+    }
+}
+
+/* Reads events until `wait_ms` passes or an end event asks for a poll. */
+static void s_pump_events(zsock_t *sub, int64_t wait_ms, waited_t *w, size_t n, const opts_t *o)
+{
+    int64_t deadline = fz_clock_ms() + wait_ms;
+    while (!fz_net_interrupted()) {
+        int64_t left = deadline - fz_clock_ms();
+        zmq_pollitem_t item = {zsock_resolve(sub), 0, ZMQ_POLLIN, 0};
+        if (left <= 0 || zmq_poll(&item, 1, (long) left) <= 0 || !(item.revents & ZMQ_POLLIN))
+            return;
+        char why[256];
+        fz_event_t *ev = fz_event_recv(sub, why, sizeof why);
+        if (ev)
+            s_on_event(ev, w, n, o);
+        else if (*why)
+            fz_debug("ignored a bad event: %s", why);
+        bool poll_now = false;
+        for (size_t i = 0; i < n; i++)
+            poll_now |= !w[i].done && w[i].next_poll == 0;
+        fz_event_destroy(&ev);
+        if (poll_now)
+            return;
+    }
+}
+
+/* Asks for one task. Returns -1 if it has not ended, else its exit code (after printing the
+   result). *reached says whether the broker answered at all. */
+static int s_poll(fz_client_t *client, waited_t *t, const opts_t *o, bool *reached)
+{
+    char err[512];
+    fz_enc_t *req = fz_client_request(client, "get");
+    fz_msg_t *reply = NULL;
+    if (req)
+        fz_enc_uint(req, "task", t->id);
+    fz_err_t rc = req ? fz_client_ask(client, &req, "task", &reply, err, sizeof err) : FZ_EINTERNAL;
+    *reached = rc != FZ_EUNAVAILABLE;
+    if (rc == FZ_EUNAVAILABLE)
+        return -1;
+    if (rc != FZ_OK) {
+        fz_cli_error("task %llu: %s", (unsigned long long) t->id, err);
+        return fz_cli_exit_code(rc);
+    }
+    const msgpack_object *task = fz_msg_obj(reply, "task");
+    const msgpack_object *attempts = fz_msg_obj(reply, "attempts");
+    int code = fz_report_exit_code(task, attempts);
+    if (code >= 0 && o->json)
+        fz_cli_print_body_json(task, stdout);
+    else if (code >= 0)
+        fz_report_task_line(task, attempts, stdout);
+    fflush(stdout);
+    fz_msg_destroy(&reply);
+    return code;
+}
+
+/* Follows every task in w to its end; returns the worst exit code. */
+static int s_wait(fz_client_t *client, zsock_t *sub, waited_t *w, size_t n, const opts_t *o)
+{
+    size_t left = n;
+    int worst = FZ_EXIT_OK;
+    int64_t last_reply = fz_clock_ms();
+    bool warned = false;
+    while (left > 0) {
+        int64_t now = fz_clock_ms(), next = now + S_POLL_MS;
+        for (size_t i = 0; i < n; i++)
+            if (!w[i].done && w[i].next_poll < next)
+                next = w[i].next_poll;
+        s_pump_events(sub, next - now, w, n, o);
+        for (size_t i = 0, asked = 0; i < n && asked < S_POLL_BATCH; i++) {
+            if (fz_net_interrupted())
+                break;
+            if (w[i].done || w[i].next_poll > fz_clock_ms())
+                continue;
+            bool reached;
+            int code = s_poll(client, &w[i], o, &reached);
+            asked++;
+            /* Space polls out so that many tasks cost about S_POLL_BATCH gets a second. */
+            w[i].next_poll = fz_clock_ms() + S_POLL_MS * (int64_t) (1 + left / S_POLL_BATCH);
+            if (!reached) {
+                if (fz_clock_ms() - last_reply > S_GIVE_UP_MS) {
+                    fz_cli_error("no reply from broker at %s for %d s; giving up (the tasks "
+                                 "may still run)", fz_client_endpoint(client), S_GIVE_UP_MS / 1000);
+                    return FZ_EXIT_UNAVAILABLE;
+                }
+                if (!warned && !fz_net_interrupted())
+                    fz_cli_error("broker at %s is not answering; still waiting",
+                                 fz_client_endpoint(client));
+                warned = true;
+                break;
+            }
+            last_reply = fz_clock_ms();
+            warned = false;
+            if (code >= 0) {
+                w[i].done = true;
+                left--;
+                worst = code > worst ? code : worst;
+            }
+        }
+        if (fz_net_interrupted()) {
+            if (n == 1)
+                fz_cli_error("interrupted; task %llu goes on (fz-ctl cancel %llu stops it)",
+                             (unsigned long long) w[0].id, (unsigned long long) w[0].id);
+            else
+                fz_cli_error("interrupted; the tasks go on (fz-ctl cancel ID stops one)");
+            return FZ_EXIT_INTERRUPTED;
+        }
+    }
+    return worst;
+}
+
+/* ---------------------------------------------------------------- main */
+
+/* Submits every prompt; with --wait follows them. Returns the exit code. */
+static int s_run(const opts_t *o, prompts_t *prompts)
+{
+    const char *broker = fz_endpoint(o->broker, "FZ_BROKER", FZ_DEFAULT_BROKER);
+    const char *events = fz_endpoint(o->events, "FZ_EVENTS", FZ_DEFAULT_EVENTS);
+    fz_client_t *client = fz_client_new(broker, S_TIMEOUT_MS);
+    if (!client)
+        return fz_cli_usage_error("cannot use broker endpoint '%s'", broker);
+    zsock_t *sub = NULL;
+    if (o->wait) {
+        /* Subscribe before submitting, so the first events of a quick task are not missed
+           (the poll would still catch its end). */
+        sub = fz_net_socket(ZMQ_SUB);
+        if (sub)
+            zsock_set_subscribe(sub, "task.");
+        if (!sub || zsock_connect(sub, "%s", events) != 0) {
+            zsock_destroy(&sub);
+            fz_client_destroy(&client);
+            return fz_cli_usage_error("cannot use event endpoint '%s'", events);
+        }
+    }
+    waited_t *waited = calloc(prompts->n, sizeof *waited);
+    size_t nwaited = 0;
+    int code = FZ_EXIT_OK;
+    if (!waited) {
+        fz_cli_error("out of memory");
+        code = FZ_EXIT_UNAVAILABLE;
+    }
+    for (size_t i = 0; waited && i < prompts->n && code == FZ_EXIT_OK; i++) {
+        uint64_t id = 0;
+        code = s_submit(client, o, &prompts->items[i], &id);
+        if (code == FZ_EXIT_OK)
+            waited[nwaited++] = (waited_t){id, 0, false};
+    }
+    /* Tasks submitted before a refusal still run: wait for them too, then report the worst. */
+    if (o->wait && nwaited > 0 && code != FZ_EXIT_INTERRUPTED) {
+        int waited_code = s_wait(client, sub, waited, nwaited, o);
+        code = waited_code > code ? waited_code : code;
+    }
+    free(waited);
+    zsock_destroy(&sub);
+    fz_client_destroy(&client);
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    fz_cli_init("fz-submit");
+    opts_t o;
+    memset(&o, 0, sizeof o);
+    int c;
+    opterr = 0; /* we word the errors ourselves */
+    while ((c = getopt_long(argc, argv, ":f:p:m:t:c:l:r:n:wjqhV", s_long, NULL)) != -1) {
+        if (c == 'h')
+            return s_help();
+        if (c == 'V')
+            return fz_cli_version();
+        if (c == '?')
+            return optopt ? fz_cli_usage_error("unknown option '-%c'", optopt)
+                          : fz_cli_usage_error("unknown option '%s'", argv[optind - 1]);
+        if (c == ':')
+            return fz_cli_usage_error("option '%s' needs a value", argv[optind - 1]);
+        if (!s_option(&o, c, optarg))
+            return FZ_EXIT_USAGE;
+    }
+    int rest = argc - optind;
+    if (rest > 1)
+        return fz_cli_usage_error("too many arguments: quote the prompt ('%s ...')",
+                                  argv[optind]);
+    if (o.file && rest == 1)
+        return fz_cli_usage_error("give either -f FILE or a PROMPT, not both");
+    if (!o.file && rest == 0 && isatty(STDIN_FILENO))
+        return fz_cli_usage_error("missing PROMPT (or '-' to read it from standard input)");
+    prompts_t prompts = {0};
+    bool ok;
+    if (o.file)
+        ok = s_read_file(o.file, &prompts);
+    else if (rest == 0 || strcmp(argv[optind], "-") == 0)
+        ok = s_read_prompt(stdin, &prompts);
+    else
+        ok = s_take_arg(argv[optind], &prompts);
+    int code = ok ? s_run(&o, &prompts) : FZ_EXIT_USAGE;
+    s_prompts_free(&prompts);
+    return code;
+}

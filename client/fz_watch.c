@@ -1,0 +1,167 @@
+/*  fz-watch: print the broker's events as they happen, one line each, for people or (--json)
+    for programs.
+
+    Events are numbered by the broker (seq); a jump means this subscriber missed some (PUB/SUB
+    drops under pressure), and that is said on stderr. Anything on the socket that is not a
+    well-formed event is reported and skipped. The event stream is a view, not the record:
+    fz-ctl show / list are the authority. */
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fz_cli.h"
+#include "fz_event.h"
+#include "fz_net.h"
+#include "fz_report.h"
+
+#define S_MAX_TEXT 200 /* characters of agent text (output, summaries) on one line */
+
+typedef struct {
+    const char *events;
+    bool json;
+    uint64_t task;  /* 0 = all */
+    uint64_t count; /* 0 = no limit */
+    double timeout; /* seconds, 0 = none */
+    uint64_t last_seq;
+    uint64_t printed;
+} watch_t;
+
+static int s_help(void)
+{
+    printf("Usage: fz-watch [--events EP] [--json] [--task ID] [--count N] [--timeout SECS]\n"
+           "Print the fz broker's events, one line each:\n"
+           "  TIME (UTC) EVENT task=ID worker=NAME DETAILS\n"
+           "Agent output and summaries are shown escaped, cut to %d characters.\n"
+           "A jump in the broker's event numbers is reported on stderr as 'missed N events'.\n"
+           "\n"
+           "Options:\n"
+           "  -e, --events EP     event endpoint (default $FZ_EVENTS or " FZ_DEFAULT_EVENTS ")\n"
+           "  -j, --json          one JSON object per event (its fields plus \"topic\")\n"
+           "  -T, --task ID       only the events of task ID\n"
+           "  -n, --count N       exit after printing N events\n"
+           "  -t, --timeout SECS  exit after SECS seconds\n"
+           "  -h, --help          this help\n"
+           "  -V, --version       print the version\n"
+           "Exits 0 on SIGINT/SIGTERM, after --count events, or at --timeout.\n"
+           "\n"
+           "%s\n",
+           S_MAX_TEXT, fz_cli_help_env);
+    fz_cli_print_exit_codes("0,2", stdout);
+    return FZ_EXIT_OK;
+}
+
+/* Says on stderr when event numbers jump (missed events) or restart (a new broker run). */
+static void s_check_seq(watch_t *w, uint64_t seq)
+{
+    if (seq == 0)
+        return; /* a broker that does not number its events */
+    if (w->last_seq && seq > w->last_seq + 1)
+        fz_cli_error("missed %llu events (seq %llu..%llu)",
+                     (unsigned long long) (seq - w->last_seq - 1),
+                     (unsigned long long) (w->last_seq + 1), (unsigned long long) (seq - 1));
+    else if (w->last_seq && seq <= w->last_seq)
+        fz_cli_error("event numbers restarted at %llu (the broker restarted?)",
+                     (unsigned long long) seq);
+    w->last_seq = seq;
+}
+
+static void s_print_human(const fz_event_t *ev)
+{
+    char when[40], worker[80], details[1600];
+    const msgpack_object *m = fz_event_map(ev);
+    size_t len;
+    const char *name = fz_obj_strn(m, "worker", &len);
+    printf("%s %-16s", fz_cli_time_ms(fz_event_ts(ev), when, sizeof when), fz_event_topic(ev));
+    if (fz_event_task(ev))
+        printf(" task=%llu", (unsigned long long) fz_event_task(ev));
+    if (len)
+        printf(" worker=%s", fz_cli_oneline(name, len, 64, worker, sizeof worker));
+    printf(" %s\n", fz_report_event_details(ev, S_MAX_TEXT, false, details, sizeof details));
+}
+
+/* Handles one event; returns true when --count is reached. */
+static bool s_on_event(watch_t *w, const fz_event_t *ev)
+{
+    s_check_seq(w, fz_event_seq(ev));
+    if (w->task && fz_event_task(ev) != w->task)
+        return false;
+    if (w->json)
+        fz_cli_print_json_with(fz_event_map(ev), "topic", fz_event_topic(ev), stdout);
+    else
+        s_print_human(ev);
+    fflush(stdout);
+    w->printed++;
+    return w->count && w->printed >= w->count;
+}
+
+static int s_watch(watch_t *w)
+{
+    const char *endpoint = fz_endpoint(w->events, "FZ_EVENTS", FZ_DEFAULT_EVENTS);
+    zsock_t *sub = fz_net_socket(ZMQ_SUB);
+    if (sub)
+        zsock_set_subscribe(sub, "");
+    if (!sub || zsock_connect(sub, "%s", endpoint) != 0) {
+        zsock_destroy(&sub);
+        return fz_cli_usage_error("cannot use event endpoint '%s'", endpoint);
+    }
+    int64_t deadline = w->timeout > 0 ? fz_clock_ms() + (int64_t) (w->timeout * 1000) : 0;
+    bool done = false;
+    while (!done && !fz_net_interrupted() && !ferror(stdout)) {
+        long wait = 1000;
+        if (deadline) {
+            int64_t left = deadline - fz_clock_ms();
+            if (left <= 0)
+                break;
+            wait = left < wait ? (long) left : wait;
+        }
+        zmq_pollitem_t item = {zsock_resolve(sub), 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, wait) <= 0 || !(item.revents & ZMQ_POLLIN))
+            continue;
+        char why[256];
+        fz_event_t *ev = fz_event_recv(sub, why, sizeof why);
+        if (ev)
+            done = s_on_event(w, ev);
+        else if (*why)
+            fz_cli_error("ignored a bad event: %s", why);
+        fz_event_destroy(&ev);
+    }
+    zsock_destroy(&sub);
+    return FZ_EXIT_OK;
+}
+
+static const struct option s_long[] = {
+    {"events", required_argument, NULL, 'e'}, {"json", no_argument, NULL, 'j'},
+    {"task", required_argument, NULL, 'T'},   {"count", required_argument, NULL, 'n'},
+    {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0}};
+
+int main(int argc, char **argv)
+{
+    fz_cli_init("fz-watch");
+    watch_t w = {0};
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":e:jT:n:t:hV", s_long, NULL)) != -1) {
+        bool ok = true;
+        switch (c) {
+        case 'e': w.events = optarg; break;
+        case 'j': w.json = true; break;
+        case 'T': ok = fz_cli_parse_uint("--task", optarg, 1, UINT64_MAX, &w.task); break;
+        case 'n': ok = fz_cli_parse_uint("--count", optarg, 1, UINT64_MAX, &w.count); break;
+        case 't': ok = fz_cli_parse_double("--timeout", optarg, 0.001, 1e9, &w.timeout); break;
+        case 'h': return s_help();
+        case 'V': return fz_cli_version();
+        case ':': return fz_cli_usage_error("option '%s' needs a value", argv[optind - 1]);
+        default:
+            return optopt ? fz_cli_usage_error("unknown option '-%c'", optopt)
+                          : fz_cli_usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+        if (!ok)
+            return FZ_EXIT_USAGE;
+    }
+    if (optind < argc)
+        return fz_cli_usage_error("unexpected argument '%s'", argv[optind]);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    return s_watch(&w);
+}
