@@ -226,8 +226,11 @@ def run(name, body):
     try:
         body(fac)
         ok = True
-    except (TestFailure, subprocess.TimeoutExpired, AssertionError, KeyError) as e:
+    except (TestFailure, subprocess.TimeoutExpired, AssertionError) as e:
         print("FAIL %s: %s" % (name, e), file=sys.stderr)
+    except Exception:  # a bug in the test or an unexpected reply: still clean up, and say so
+        import traceback
+        traceback.print_exc()
     finally:
         left = fac.cleanup()
         if left and not fac.expect_orphans:

@@ -6,6 +6,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -24,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define TEST_LIMIT_MS 10000
@@ -910,6 +913,321 @@ static void test_dry_run_help(void **state)
     assert_non_null(strstr(s_tail(ctx->agent), "--fail-attempts"));
 }
 
+/* ---------------------------------------------------------------- the keeper */
+
+/* True once pid is gone or a zombie: it runs no more. */
+static bool s_dead(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return true;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    return !p || p[1] == '\0' || p[2] == 'Z' || p[2] == 'X';
+}
+
+/* Live processes of process group pgrp, from /proc, appended to pids. */
+static int s_group_pids(pid_t pgrp, pid_t *pids, int n, int max)
+{
+    DIR *dir = opendir("/proc");
+    struct dirent *entry;
+    while (dir && n < max && (entry = readdir(dir))) {
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", entry->d_name);
+        FILE *f = entry->d_name[0] >= '0' && entry->d_name[0] <= '9' ? fopen(path, "r") : NULL;
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        char *p = strrchr(buf, ')');
+        char state;
+        int ppid, group;
+        if (p && sscanf(p + 1, " %c %d %d", &state, &ppid, &group) == 3 && group == pgrp &&
+            state != 'Z')
+            pids[n++] = (pid_t)atoi(entry->d_name);
+    }
+    if (dir)
+        closedir(dir);
+    return n;
+}
+
+/* WORK/name once it holds at least `lines` lines, waiting up to limit_ms. */
+static char *s_wait_file(ctx_t *ctx, const char *name, int lines, int limit_ms)
+{
+    int64_t until = fz_agent_now_ms() + limit_ms;
+    do {
+        char *text = s_work_file(ctx, name);
+        int got = 0;
+        for (const char *p = text; p && *p; p++)
+            got += *p == '\n';
+        if (text && got >= lines)
+            return text;
+        free(text);
+        poll(NULL, 0, 5);
+    } while (fz_agent_now_ms() < until);
+    return NULL;
+}
+
+/* A miniature fz-worker in a child process: it starts the agent through fz_agent, writes
+   fz_agent_pid() to WORK/keeper and runs the usual poll + pump loop until it is killed. */
+static pid_t s_fork_worker(ctx_t *ctx, const fz_agent_opts_t *opts)
+{
+    pid_t worker = fork();
+    assert_true(worker >= 0);
+    if (worker > 0)
+        return worker;
+    fz_agent_init_subreaper();
+    char err[256], path[PATH_MAX * 2];
+    fz_agent_t *agent = fz_agent_start(opts, err, sizeof err);
+    if (!agent) {
+        fprintf(stderr, "worker: fz_agent_start: %s\n", err);
+        _exit(2);
+    }
+    snprintf(path, sizeof path, "%s/keeper", ctx->work);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        _exit(3);
+    fprintf(f, "%d\n", (int)fz_agent_pid(agent));
+    fclose(f);
+    while (!fz_agent_done(agent))
+        s_pump_for(agent, 1000);
+    for (;;)
+        pause();
+}
+
+/* Reaps what was reparented to this process (the test is a subreaper, like fz-worker): the
+   keeper of a killed worker's agent, once it has killed everything and exited. */
+static void s_reap_strays(void)
+{
+    int64_t until = fz_agent_now_ms() + 3000;
+    while (s_children() > 0 && fz_agent_now_ms() < until) {
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+        poll(NULL, 0, 5);
+    }
+}
+
+/* SIGKILLs the worker and checks that every pid dies within a second, without anyone
+   calling fz_agent_destroy. Returns how long it took. */
+static int64_t s_kill_worker(pid_t worker, const pid_t *pids, int n)
+{
+    assert_int_equal(kill(worker, SIGKILL), 0);
+    int64_t t0 = fz_agent_now_ms();
+    assert_int_equal(waitpid(worker, NULL, 0), worker);
+    for (;;) {
+        int alive = 0;
+        for (int i = 0; i < n; i++)
+            alive += !s_dead(pids[i]);
+        if (!alive)
+            break;
+        if (fz_agent_now_ms() - t0 > 1000)
+            for (int i = 0; i < n; i++)
+                if (!s_dead(pids[i]))
+                    fail_msg("process %d survived the SIGKILL of its worker", (int)pids[i]);
+        poll(NULL, 0, 2);
+    }
+    int64_t took = fz_agent_now_ms() - t0;
+    s_reap_strays();
+    assert_int_equal(s_children(), 0);
+    return took;
+}
+
+static int s_read_pids(ctx_t *ctx, const char *name, pid_t *pids, int n, int max)
+{
+    char *text = s_work_file(ctx, name);
+    assert_non_null(text);
+    for (char *p = strtok(text, " \n"); p && n < max; p = strtok(NULL, " \n")) {
+        pids[n] = (pid_t)atoi(p);
+        assert_true(pids[n] > 1);
+        n++;
+    }
+    free(text);
+    return n;
+}
+
+/* The worker dies with SIGKILL while its agent runs: the keeper kills the shell, its
+   background children (one ignoring SIGTERM) and a setsid'd escapee. */
+static void test_worker_sigkill_kills_agent(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "sleep 1000 & echo $! >> pids; "
+                                       "(trap '' TERM; exec sleep 1000) & echo $! >> pids; "
+                                       "setsid sleep 1000 & echo $! >> pids; "
+                                       "echo $$ >> pids; sleep 1000");
+    pid_t worker = s_fork_worker(ctx, &opts);
+    char *text = s_wait_file(ctx, "pids", 4, 5000);
+    char *keeper_text = s_wait_file(ctx, "keeper", 1, 5000);
+    bool started = text && keeper_text;
+    free(text);
+    if (!started) {
+        kill(worker, SIGKILL);
+        fail_msg("the agent did not start");
+    }
+    pid_t keeper = (pid_t)atoi(keeper_text);
+    free(keeper_text);
+    pid_t pids[64];
+    int n = s_read_pids(ctx, "pids", pids, 0, 64);
+    assert_int_equal(n, 4);
+    pids[n++] = keeper;
+    n = s_group_pids(keeper, pids, n, 64); /* also the foreground sleep */
+    assert_true(n >= 7);                   /* 4 + keeper + the group's sleep 1000 (+ dups) */
+    int64_t took = s_kill_worker(worker, pids, n);
+    print_message("    agent tree gone %" PRId64 " ms after its worker's SIGKILL\n", took);
+}
+
+/* The worker dies while a stopped agent's group member still has its grace: the shell died
+   of SIGTERM, the keeper stayed, and the straggler dies with the worker. */
+static void test_worker_sigkill_during_grace(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "(trap '' TERM; exec sleep 1000) & echo $! >> pids; "
+                                       "echo $$ > shell; sleep 1000");
+    opts.timeout_s = 0.2;
+    opts.kill_grace_s = 60;
+    pid_t worker = s_fork_worker(ctx, &opts);
+    char *shell_text = s_wait_file(ctx, "shell", 1, 5000);
+    char *keeper_text = s_wait_file(ctx, "keeper", 1, 5000);
+    if (!shell_text || !keeper_text) {
+        kill(worker, SIGKILL);
+        fail_msg("the agent did not start");
+    }
+    pid_t shell = (pid_t)atoi(shell_text), keeper = (pid_t)atoi(keeper_text);
+    free(shell_text);
+    free(keeper_text);
+    int64_t until = fz_agent_now_ms() + 5000;
+    while (!s_dead(shell) && fz_agent_now_ms() < until)
+        poll(NULL, 0, 5);
+    assert_true(s_dead(shell)); /* timed out, died of SIGTERM */
+    pid_t pids[8];
+    int n = s_read_pids(ctx, "pids", pids, 0, 8);
+    assert_int_equal(n, 1);
+    assert_false(s_dead(pids[0])); /* has its grace */
+    assert_false(s_dead(keeper));  /* stays with it */
+    pids[n++] = keeper;
+    s_kill_worker(worker, pids, n);
+}
+
+/* The keeper itself, seen by its parent, ends as the shell did. */
+static int s_keeper_wait_status(ctx_t *ctx, const char *command)
+{
+    pid_t worker = fork();
+    assert_true(worker >= 0);
+    if (worker == 0) {
+        fz_agent_opts_t opts = s_opts(ctx, command);
+        char err[256], path[PATH_MAX * 2];
+        fz_agent_t *agent = fz_agent_start(&opts, err, sizeof err);
+        int wstatus;
+        if (!agent || waitpid(fz_agent_pid(agent), &wstatus, 0) != fz_agent_pid(agent))
+            _exit(2);
+        snprintf(path, sizeof path, "%s/wstatus", ctx->work);
+        FILE *f = fopen(path, "w");
+        if (!f)
+            _exit(3);
+        fprintf(f, "%d\n", wstatus);
+        fclose(f);
+        _exit(0);
+    }
+    int wstatus;
+    assert_int_equal(waitpid(worker, &wstatus, 0), worker);
+    assert_true(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    char *text = s_work_file(ctx, "wstatus");
+    assert_non_null(text);
+    int keeper_status = atoi(text);
+    free(text);
+    return keeper_status;
+}
+
+static void test_keeper_mirrors_the_shell(void **state)
+{
+    ctx_t *ctx = *state;
+    int st = s_keeper_wait_status(ctx, "exit 7");
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 7);
+    st = s_keeper_wait_status(ctx, "kill -TERM $$");
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGTERM);
+    st = s_keeper_wait_status(ctx, "kill -SEGV $$");
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGSEGV);
+    assert_false(WCOREDUMP(st)); /* the keeper never dumps a core of its own */
+    st = s_keeper_wait_status(ctx, "kill -KILL $$");
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGKILL);
+    assert_int_equal(s_children(), 0);
+}
+
+/* The keeper ignores SIGTERM; the agent does not, and fz reports its own death exactly. */
+static void test_own_signals_reported(void **state)
+{
+    ctx_t *ctx = *state;
+    static const struct {
+        const char *command;
+        int sig;
+    } cases[] = {{"kill -TERM $$; sleep 5", SIGTERM},
+                 {"kill -SEGV $$; sleep 5", SIGSEGV},
+                 {"kill -INT $$; sleep 5", SIGINT},
+                 {"kill -KILL $$; sleep 5", SIGKILL}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fz_agent_opts_t opts = s_opts(ctx, cases[i].command);
+        const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+        assert_int_equal(st->outcome, FZ_AGENT_SIGNALED);
+        assert_int_equal(st->signal, cases[i].sig);
+        assert_int_equal(st->exit_code, -1);
+        fz_agent_destroy(&ctx->agent);
+    }
+    fz_agent_opts_t opts = s_opts(ctx, "kill -TERM 0; echo survived");
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts)); /* to the group: same */
+    assert_int_equal(st->outcome, FZ_AGENT_SIGNALED);
+    assert_int_equal(st->signal, SIGTERM);
+    assert_string_equal(s_tail(ctx->agent), "");
+}
+
+/* fz_agent_pid() is the keeper: the shell's parent and its process group. */
+static void test_pid_is_the_group(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "echo $PPID $(cut -d' ' -f5 /proc/$$/stat)");
+    fz_agent_t *agent = s_start(ctx, &opts);
+    pid_t pid = fz_agent_pid(agent);
+    const fz_agent_status_t *st = s_run(agent);
+    assert_int_equal(st->exit_code, 0);
+    char expected[64];
+    snprintf(expected, sizeof expected, "%d %d\n", (int)pid, (int)pid);
+    assert_string_equal(s_tail(agent), expected);
+}
+
+/* An agent that traps SIGTERM keeps running after it (the keeper waits with it) and gets
+   SIGKILL at the end of the grace, on timeout and on cancel alike. */
+static void test_term_trapped_then_killed(void **state)
+{
+    ctx_t *ctx = *state;
+    const char *command = "trap 'echo got TERM' TERM; while :; do sleep 0.05; done";
+    fz_agent_opts_t opts = s_opts(ctx, command);
+    opts.timeout_s = 0.3;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_TIMEOUT);
+    assert_int_equal(st->signal, SIGKILL);
+    assert_true(st->duration_ms >= 750 && st->duration_ms < 2500);
+    assert_non_null(strstr(s_tail(ctx->agent), "got TERM"));
+    fz_agent_destroy(&ctx->agent);
+
+    opts = s_opts(ctx, command);
+    fz_agent_t *agent = s_start(ctx, &opts);
+    s_pump_for(agent, 200);
+    fz_agent_cancel(agent, "stop");
+    int64_t t0 = fz_agent_now_ms();
+    st = s_run(agent);
+    assert_int_equal(st->outcome, FZ_AGENT_CANCELLED);
+    assert_int_equal(st->signal, SIGKILL);
+    assert_true(fz_agent_now_ms() - t0 >= 450);
+    assert_non_null(strstr(s_tail(agent), "got TERM"));
+}
+
 /* ---------------------------------------------------------------- simulation */
 
 static fz_agent_t *s_simulate(ctx_t *ctx, const fz_agent_sim_t *sim, const fz_agent_opts_t *opts)
@@ -1081,6 +1399,12 @@ int main(void)
         T(test_missing_command_exits_127),
         T(test_no_pidfd_fallback),
         T(test_pollfds_with_pidfd),
+        T(test_worker_sigkill_kills_agent),
+        T(test_worker_sigkill_during_grace),
+        T(test_keeper_mirrors_the_shell),
+        T(test_own_signals_reported),
+        T(test_pid_is_the_group),
+        T(test_term_trapped_then_killed),
         T(test_take_new_output),
         T(test_take_new_output_bounded),
         T(test_dry_run_script),
