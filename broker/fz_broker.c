@@ -193,6 +193,8 @@ static fz_enc_t *s_event(const char *topic, const fz_task_t *t)
         fz_enc_str(e, "model", t->model);
         if (t->attempt)
             fz_enc_uint(e, "attempt", t->attempt);
+        if (t->parent)
+            fz_enc_uint(e, "parent", t->parent);
     }
     return e;
 }
@@ -843,8 +845,6 @@ static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const u
     fz_enc_t *e = s_event("task.submitted", ev);
     fz_enc_str(e, "name", nt.name);
     fz_enc_strn(e, "prompt", nt.prompt, nt.prompt_len < 200 ? nt.prompt_len : 200);
-    if (nt.parent)
-        fz_enc_uint(e, "parent", nt.parent);
     s_emit(self, "task.submitted", &e);
     if (d.failed) {
         e = s_event("task.dep-failed", ev);

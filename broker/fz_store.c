@@ -627,9 +627,11 @@ fz_err_t fz_store_encode_attempts(fz_store_t *self, uint64_t id, fz_enc_t *e, co
     return FZ_OK;
 }
 
-static const char *SQL_LIST_ALL = "SELECT " TASK_COLS " FROM tasks ORDER BY id LIMIT ?1";
-static const char *SQL_LIST_STATE =
-    "SELECT " TASK_COLS " FROM tasks WHERE state = ?2 ORDER BY id LIMIT ?1";
+/* Lists carry the prompt's first 80 characters, so unnamed tasks can be told apart. */
+static const char *SQL_LIST_ALL =
+    "SELECT " TASK_COLS ", substr(prompt, 1, 80) AS prompt FROM tasks ORDER BY id LIMIT ?1";
+static const char *SQL_LIST_STATE = "SELECT " TASK_COLS ", substr(prompt, 1, 80) AS prompt"
+                                    " FROM tasks WHERE state = ?2 ORDER BY id LIMIT ?1";
 static const char *SQL_COUNT_ALL = "SELECT COUNT(*) FROM tasks";
 static const char *SQL_COUNT_STATE = "SELECT COUNT(*) FROM tasks WHERE state = ?1";
 
@@ -673,6 +675,7 @@ fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limi
         fz_enc_t *t = fz_enc_new_map();
         for (int i = 0; i < TASK_NCOLS; i++)
             s_encode_column(st, i, s_task_kinds[i], t);
+        s_encode_column(st, TASK_NCOLS, COL_STR, t);
         if (fn)
             fn(arg, (uint64_t) sqlite3_column_int64(st, 0), t);
         size_t len = 0;

@@ -20,7 +20,7 @@
 
 typedef struct {
     const char *broker;
-    bool json;
+    bool json, tree;
     const char *state, *limit, *lines, *set, *by, *since, *label; /* raw option values */
     char given[16]; /* letters of the options given, checked against the command's */
     int npos;
@@ -46,8 +46,10 @@ static int s_help(void)
            "\n"
            "Commands:\n"
            "  status                     queue counts, running agents, workers, today's budget\n"
-           "  list [--state S] [--limit N]\n"
-           "                             tasks in queue order, then by id (default limit 1000)\n"
+           "  list [--state S] [--limit N] [--tree]\n"
+           "                             tasks by id (default limit 1000), with base (PRIO) and\n"
+           "                             effective (EFF) priority and why they differ; --tree\n"
+           "                             shows subtasks under their parents\n"
            "  show ID [--lines N]        a task: fields, every attempt with the last N lines\n"
            "                             of its output (default 20, 0 = all), summary, prompt\n"
            "  cancel ID                  cancel a task (a running one when its worker reports)\n"
@@ -57,6 +59,7 @@ static int s_help(void)
            "  stop                       the kill switch: pause and cancel every running task\n"
            "  retry ID                   run a finished task again\n"
            "  priority ID N              set a task's priority (-1000000..1000000)\n"
+           "  escalate ID                raise a task's priority above every live task's\n"
            "  budget [--set USD]         today's budget (cap, spent, reserved, left); set the cap\n"
            "  cost [--by day|model|task|label] [--since YYYY-MM-DD] [--label KEY]\n"
            "                             spending report (default by day; --by label groups by\n"
@@ -188,7 +191,8 @@ static int s_cmd_list(ctl_t *ctl)
     if (ctl->json)
         fz_cli_print_body_json(fz_msg_root(reply), stdout);
     else
-        fz_report_tasks(fz_msg_obj(reply, "tasks"), fz_msg_uint(reply, "total", 0), stdout);
+        fz_report_tasks(fz_msg_obj(reply, "tasks"), fz_msg_uint(reply, "total", 0),
+                        ctl->tree, stdout);
     fz_msg_destroy(&reply);
     return FZ_EXIT_OK;
 }
@@ -292,6 +296,11 @@ static int s_cmd_priority(ctl_t *ctl)
     return FZ_EXIT_OK;
 }
 
+static int s_cmd_escalate(ctl_t *ctl)
+{
+    return s_task_request(ctl, "escalate", "escalated");
+}
+
 static int s_cmd_budget(ctl_t *ctl)
 {
     double cap = 0;
@@ -364,11 +373,12 @@ static int s_cmd_ping(ctl_t *ctl)
 }
 
 static const command_t s_commands[] = {
-    {"status", s_cmd_status, 0, ""},     {"list", s_cmd_list, 0, "sl"},
+    {"status", s_cmd_status, 0, ""},     {"list", s_cmd_list, 0, "slt"},
     {"show", s_cmd_show, 1, "n"},        {"cancel", s_cmd_cancel, 1, ""},
     {"workers", s_cmd_workers, 0, ""},   {"pause", s_cmd_pause, 0, ""},
     {"resume", s_cmd_resume, 0, ""},     {"stop", s_cmd_stop, 0, ""},
     {"retry", s_cmd_retry, 1, ""},       {"priority", s_cmd_priority, 2, ""},
+    {"escalate", s_cmd_escalate, 1, ""},
     {"budget", s_cmd_budget, 0, "S"},    {"cost", s_cmd_cost, 0, "BDL"},
     {"ping", s_cmd_ping, 0, ""},         {NULL, NULL, 0, NULL}};
 
@@ -383,6 +393,7 @@ typedef struct {
 
 static const option_t s_options[] = {
     {"json", 'j', false, 0},
+    {"tree", 't', false, 0},
     {"help", 'h', false, 0},
     {"version", 'V', false, 0},
     {"broker", 'b', true, offsetof(ctl_t, broker)},
@@ -443,10 +454,16 @@ static int s_parse(ctl_t *ctl, int argc, char **argv)
             return s_help();
         if (o->id == 'V')
             return fz_cli_version();
-        if (o->id == 'j') {
+        if (o->id == 'j' || o->id == 't') {
             if (value)
-                return fz_cli_usage_error("--json takes no value");
-            ctl->json = true;
+                return fz_cli_usage_error("--%s takes no value", o->name);
+            if (o->id == 'j')
+                ctl->json = true;
+            else
+                ctl->tree = true;
+            size_t n = strlen(ctl->given);
+            if (o->id == 't' && n < sizeof ctl->given - 1 && !strchr(ctl->given, 't'))
+                ctl->given[n] = 't';
             continue;
         }
         if (!value && i + 1 >= argc)

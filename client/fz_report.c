@@ -288,28 +288,68 @@ static int s_width(const msgpack_object *rows, const char *key, int min, int max
     return w < max ? w : max;
 }
 
-void fz_report_tasks(const msgpack_object *tasks, uint64_t total, FILE *out)
+/* One row of the task table; depth indents the name (for --tree). */
+static void s_task_row(const msgpack_object *t, int wm, int ww, int depth, FILE *out)
+{
+    char state[40], model[80], worker[80], name[200], eff[24] = "-";
+    if (!s_has_text(t, "name"))
+        s_text(t, "prompt", 40, name, sizeof name);
+    else
+        s_text(t, "name", 40, name, sizeof name);
+    const msgpack_object *e = fz_obj_get(t, "effective_priority");
+    if (e)
+        snprintf(eff, sizeof eff, "%.1f", fz_obj_float(t, "effective_priority", 0));
+    fprintf(out, "%-8llu %-10s %8lld %8s %-*s %4llu %-*s %*s%s%s",
+            (unsigned long long) fz_obj_uint(t, "id", 0),
+            s_text(t, "state", 10, state, sizeof state),
+            (long long) fz_obj_int(t, "priority", 0), eff, wm,
+            s_text(t, "model", (size_t) wm, model, sizeof model),
+            (unsigned long long) fz_obj_uint(t, "attempts", 0), ww,
+            s_text(t, "worker", (size_t) ww, worker, sizeof worker), depth * 2, "",
+            depth ? "└ " : "", name);
+    /* Why the effective priority differs from the base one. */
+    char why[200];
+    s_text(t, "priority_why", 120, why, sizeof why);
+    if (strchr(why, ','))
+        fprintf(out, "  [%s]", why);
+    fputc('\n', out);
+}
+
+static bool s_listed(const msgpack_object *tasks, uint64_t id)
+{
+    for (uint32_t i = 0; id && i < tasks->via.array.size; i++)
+        if (fz_obj_uint(&tasks->via.array.ptr[i], "id", 0) == id)
+            return true;
+    return false;
+}
+
+/* Prints the subtree under parent (depth-first, by id). O(n^2): lists are at most a few
+   thousand rows. */
+static void s_tree(const msgpack_object *tasks, uint64_t parent, int depth, int wm, int ww,
+                   FILE *out)
+{
+    for (uint32_t i = 0; i < tasks->via.array.size && depth < 32; i++) {
+        const msgpack_object *t = &tasks->via.array.ptr[i];
+        uint64_t p = fz_obj_uint(t, "parent", 0);
+        bool root = depth == 0 && !s_listed(tasks, p);
+        if ((depth == 0 && !root) || (depth > 0 && p != parent))
+            continue;
+        s_task_row(t, wm, ww, depth, out);
+        s_tree(tasks, fz_obj_uint(t, "id", 0), depth + 1, wm, ww, out);
+    }
+}
+
+void fz_report_tasks(const msgpack_object *tasks, uint64_t total, bool tree, FILE *out)
 {
     uint32_t n = tasks && tasks->type == MSGPACK_OBJECT_ARRAY ? tasks->via.array.size : 0;
     int wm = s_width(tasks, "model", 5, 20), ww = s_width(tasks, "worker", 6, 20);
-    fprintf(out, "%-8s %-10s %8s %-*s %4s %-*s %s\n", "ID", "STATE", "PRIO", wm, "MODEL", "ATT",
-            ww, "WORKER", "NAME");
-    for (uint32_t i = 0; i < n; i++) {
-        const msgpack_object *t = &tasks->via.array.ptr[i];
-        char state[40], model[80], worker[80], name[200];
-        /* Lists carry no prompt; a broker that sends one anyway gets it shown. */
-        if (!s_has_text(t, "name"))
-            s_text(t, "prompt", 40, name, sizeof name);
-        else
-            s_text(t, "name", 40, name, sizeof name);
-        fprintf(out, "%-8llu %-10s %8lld %-*s %4llu %-*s %s\n",
-                (unsigned long long) fz_obj_uint(t, "id", 0),
-                s_text(t, "state", 10, state, sizeof state),
-                (long long) fz_obj_int(t, "priority", 0), wm,
-                s_text(t, "model", (size_t) wm, model, sizeof model),
-                (unsigned long long) fz_obj_uint(t, "attempts", 0), ww,
-                s_text(t, "worker", (size_t) ww, worker, sizeof worker), name);
-    }
+    fprintf(out, "%-8s %-10s %8s %8s %-*s %4s %-*s %s\n", "ID", "STATE", "PRIO", "EFF", wm,
+            "MODEL", "ATT", ww, "WORKER", "NAME");
+    if (tree && n)
+        s_tree(tasks, 0, 0, wm, ww, out);
+    else
+        for (uint32_t i = 0; i < n; i++)
+            s_task_row(&tasks->via.array.ptr[i], wm, ww, 0, out);
     if (total > n)
         fprintf(out, "(%u of %llu tasks shown; --limit N shows more)\n", n,
                 (unsigned long long) total);

@@ -36,7 +36,7 @@ void fz_report_task_line(const msgpack_object *task, const msgpack_object *attem
    last out_lines lines of its output, 0 = all), summary, prompt. */
 void fz_report_task(const msgpack_object *reply, size_t out_lines, FILE *out);
 /* Tables and summaries of list / workers / status / budget / cost replies. */
-void fz_report_tasks(const msgpack_object *tasks, uint64_t total, FILE *out);
+void fz_report_tasks(const msgpack_object *tasks, uint64_t total, bool tree, FILE *out);
 void fz_report_workers(const msgpack_object *workers, FILE *out);
 void fz_report_status(const msgpack_object *status, FILE *out);
 void fz_report_budget(const msgpack_object *budget, FILE *out);

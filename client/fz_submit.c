@@ -18,6 +18,7 @@
 #include "fz_client.h"
 #include "fz_event.h"
 #include "fz_net.h"
+#include "fz_pipeline.h"
 #include "fz_report.h"
 
 #define S_TIMEOUT_MS 5000   /* per request */
@@ -32,7 +33,7 @@ typedef struct {
     const char *broker, *events, *file, *model, *name;
     int64_t priority;
     uint64_t timeout, retries, parent;
-    double max_cost;
+    double max_cost, deadline;
     bool has_priority, has_timeout, has_retries, has_max_cost;
     char label_keys[S_MAX_LABELS][FZ_CLI_MAX_NAME + 1];
     const char *label_values[S_MAX_LABELS];
@@ -74,6 +75,14 @@ static int s_help(void)
         "is printed per line. Prompts are UTF-8 text of at most 256 KiB; all are checked\n"
         "before the first is sent.\n"
         "\n"
+        "A FILE whose first character is '{' is a pipeline: one JSON object per line with\n"
+        "\"prompt\", an optional \"name\", \"after\"/\"after_any\" (names of other lines or\n"
+        "ids of existing tasks) and any of priority, model, timeout, max_cost, labels,\n"
+        "retries, fallback, parent, deadline. Lines may come in any order; a cycle or an\n"
+        "unknown name is refused before anything is sent, and the broker stores the whole\n"
+        "graph or nothing. Options on the command line apply to every line that does not\n"
+        "set them. Prints \"NAME ID\" per task, in the order they were stored.\n"
+        "\n"
         "Options:\n"
         "  -f, --file FILE       one task per non-empty line of FILE ('-' = stdin)\n"
         "  -p, --priority N      higher runs first, -1000000..1000000 (default 0)\n"
@@ -85,7 +94,10 @@ static int s_help(void)
         "      --fallback M2,M3  models for attempts 2, 3, ... (at most 8)\n"
         "      --after ID,ID     run only after all of these tasks succeeded\n"
         "      --after-any ID,ID run only after all of these tasks ended\n"
-        "      --parent ID       the task this one is a subtask of\n"
+        "      --parent ID       the task this one is a subtask of (inside an agent:\n"
+        "                        --parent \"$FZ_TASK_ID\")\n"
+        "      --deadline TIME   raise the priority as TIME nears: unix seconds,\n"
+        "                        YYYY-MM-DDTHH:MM[:SS]Z (UTC), or +N[s|m|h|d] from now\n"
         "  -n, --name NAME       a human name (at most 128 bytes)\n"
         "  -w, --wait            follow the task(s) to the end; the exit code tells the\n"
         "                        outcome (with -f: the worst one); progress goes to stderr\n"
@@ -104,7 +116,8 @@ static int s_help(void)
     return FZ_EXIT_OK;
 }
 
-enum { OPT_FALLBACK = 256, OPT_AFTER, OPT_AFTER_ANY, OPT_PARENT, OPT_BROKER, OPT_EVENTS };
+enum { OPT_FALLBACK = 256, OPT_AFTER, OPT_AFTER_ANY, OPT_PARENT, OPT_BROKER, OPT_EVENTS,
+       OPT_DEADLINE };
 
 static const struct option s_long[] = {
     {"file", required_argument, NULL, 'f'},     {"priority", required_argument, NULL, 'p'},
@@ -114,6 +127,7 @@ static const struct option s_long[] = {
     {"after", required_argument, NULL, OPT_AFTER},
     {"after-any", required_argument, NULL, OPT_AFTER_ANY},
     {"parent", required_argument, NULL, OPT_PARENT},
+    {"deadline", required_argument, NULL, OPT_DEADLINE},
     {"name", required_argument, NULL, 'n'},     {"wait", no_argument, NULL, 'w'},
     {"json", no_argument, NULL, 'j'},           {"quiet", no_argument, NULL, 'q'},
     {"broker", required_argument, NULL, OPT_BROKER},
@@ -149,6 +163,39 @@ static bool s_text_option(const char *flag, const char *arg, size_t max)
     return false;
 }
 
+/* A deadline as unix seconds, an ISO-8601 UTC time, or "+N[smhd]" from now. */
+static bool s_parse_deadline(const char *arg, double *out)
+{
+    double v;
+    if (arg[0] == '+') {
+        char *end;
+        double n = strtod(arg + 1, &end);
+        double unit = *end == 's' || !*end ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600
+                      : *end == 'd' ? 86400 : 0;
+        if (end == arg + 1 || unit == 0 || (*end && end[1]) || !(n >= 0 && n < 1e8))
+            goto bad;
+        *out = fz_wall() + n * unit;
+        return true;
+    }
+    if (fz_parse_double(arg, 1, 1e11, &v)) {
+        *out = v;
+        return true;
+    }
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *end = strptime(arg, "%Y-%m-%dT%H:%M", &tm);
+    if (end && *end == ':')
+        end = strptime(end, ":%S", &tm);
+    if (end && (*end == 'Z' || *end == 0) && (!*end || !end[1])) {
+        *out = (double) timegm(&tm);
+        return true;
+    }
+bad:
+    fz_cli_usage_error("--deadline '%s': expected unix seconds, YYYY-MM-DDTHH:MM[:SS]Z or "
+                       "+N[s|m|h|d]", arg);
+    return false;
+}
+
 /* Reads one option into o; false (after printing why) if its value is bad. */
 static bool s_option(opts_t *o, int c, const char *arg)
 {
@@ -174,6 +221,7 @@ static bool s_option(opts_t *o, int c, const char *arg)
     case OPT_AFTER_ANY:
         return fz_cli_parse_ids("--after-any", arg, o->after_any, S_MAX_DEPS, &o->nafter_any);
     case OPT_PARENT: return fz_cli_parse_uint("--parent", arg, 1, UINT64_MAX, &o->parent);
+    case OPT_DEADLINE: return s_parse_deadline(arg, &o->deadline);
     case 'n': o->name = arg; return s_text_option("--name", arg, 128);
     case 'w': o->wait = true; return true;
     case 'j': o->json = true; return true;
@@ -333,34 +381,57 @@ static bool s_read_file(const char *path, prompts_t *p)
 
 /* ---------------------------------------------------------------- submitting */
 
-static fz_enc_t *s_submit_request(fz_client_t *client, const opts_t *o, const prompt_t *pr)
+static bool s_skip(const char *key, const char *const *own, size_t nown)
 {
-    fz_enc_t *req = fz_client_request(client, "submit");
-    if (!req)
-        return NULL;
-    fz_enc_strn(req, "prompt", pr->text, pr->len);
-    if (o->has_priority)
+    for (size_t i = 0; i < nown; i++)
+        if (strcmp(own[i], key) == 0)
+            return true;
+    return false;
+}
+
+/* Writes the command line's task options, except the keys in own (a pipeline line's). */
+static void s_encode_options(const opts_t *o, fz_enc_t *req, const char *const *own, size_t nown)
+{
+    if (o->has_priority && !s_skip("priority", own, nown))
         fz_enc_int(req, "priority", o->priority);
-    if (o->model)
+    if (o->model && !s_skip("model", own, nown))
         fz_enc_str(req, "model", o->model);
-    if (o->has_timeout)
+    if (o->has_timeout && !s_skip("timeout", own, nown))
         fz_enc_uint(req, "timeout", o->timeout);
-    if (o->has_max_cost)
+    if (o->has_max_cost && !s_skip("max_cost", own, nown))
         fz_enc_float(req, "max_cost", o->max_cost);
-    if (o->nlabels) {
+    if (o->nlabels && !s_skip("labels", own, nown)) {
         fz_enc_map(req, "labels", o->nlabels);
         for (size_t i = 0; i < o->nlabels; i++) {
             fz_enc_str(req, NULL, o->label_keys[i]);
             fz_enc_str(req, NULL, o->label_values[i]);
         }
     }
-    if (o->has_retries)
+    if (o->has_retries && !s_skip("retries", own, nown))
         fz_enc_uint(req, "retries", o->retries);
-    if (o->nfallback) {
+    if (o->nfallback && !s_skip("fallback", own, nown)) {
         fz_enc_array(req, "fallback", o->nfallback);
         for (size_t i = 0; i < o->nfallback; i++)
             fz_enc_str(req, NULL, o->fallback[i]);
     }
+    if (o->parent && !s_skip("parent", own, nown))
+        fz_enc_uint(req, "parent", o->parent);
+    if (o->deadline > 0 && !s_skip("deadline", own, nown))
+        fz_enc_float(req, "deadline", o->deadline);
+}
+
+static void s_pipeline_defaults(void *arg, fz_enc_t *task, const char *const *own, size_t nown)
+{
+    s_encode_options(arg, task, own, nown);
+}
+
+static fz_enc_t *s_submit_request(fz_client_t *client, const opts_t *o, const prompt_t *pr)
+{
+    fz_enc_t *req = fz_client_request(client, "submit");
+    if (!req)
+        return NULL;
+    fz_enc_strn(req, "prompt", pr->text, pr->len);
+    s_encode_options(o, req, NULL, 0);
     if (o->nafter) {
         fz_enc_array(req, "after", o->nafter);
         for (size_t i = 0; i < o->nafter; i++)
@@ -371,8 +442,6 @@ static fz_enc_t *s_submit_request(fz_client_t *client, const opts_t *o, const pr
         for (size_t i = 0; i < o->nafter_any; i++)
             fz_enc_uint(req, NULL, o->after_any[i]);
     }
-    if (o->parent)
-        fz_enc_uint(req, "parent", o->parent);
     if (o->name)
         fz_enc_str(req, "name", o->name);
     return req;
@@ -555,6 +624,96 @@ static int s_wait(fz_client_t *client, zsock_t *sub, waited_t *w, size_t n, cons
     return worst;
 }
 
+/* ---------------------------------------------------------------- pipelines */
+
+static int s_run(const opts_t *o, prompts_t *prompts);
+
+/* Opens the event stream for --wait (before submitting, so no early event is missed). */
+static zsock_t *s_subscribe(const char *events)
+{
+    zsock_t *sub = fz_net_socket(ZMQ_SUB);
+    if (sub)
+        zsock_set_subscribe(sub, "task.");
+    if (sub && zsock_connect(sub, "%s", events) != 0)
+        zsock_destroy(&sub);
+    return sub;
+}
+
+/* Submits a whole pipeline in one submit-batch; with --wait follows every task. */
+static int s_run_pipeline(const opts_t *o, fz_pipeline_t *pl)
+{
+    const char *broker = fz_endpoint(o->broker, "FZ_BROKER", FZ_DEFAULT_BROKER);
+    const char *events = fz_endpoint(o->events, "FZ_EVENTS", FZ_DEFAULT_EVENTS);
+    fz_client_t *client = fz_client_new(broker, S_TIMEOUT_MS);
+    if (!client)
+        return fz_cli_usage_error("cannot use broker endpoint '%s'", broker);
+    zsock_t *sub = o->wait ? s_subscribe(events) : NULL;
+    if (o->wait && !sub) {
+        fz_client_destroy(&client);
+        return fz_cli_usage_error("cannot use event endpoint '%s'", events);
+    }
+    char err[512];
+    fz_msg_t *reply = NULL;
+    fz_enc_t *req = fz_client_request(client, "submit-batch");
+    if (req)
+        fz_pipeline_encode(pl, req, s_pipeline_defaults, (void *) o);
+    fz_err_t rc = req ? fz_client_ask(client, &req, "submitted-batch", &reply, err, sizeof err)
+                      : FZ_EINTERNAL;
+    int code = FZ_EXIT_OK;
+    if (rc != FZ_OK) {
+        fz_cli_error("%s", req || rc != FZ_EINTERNAL ? err : "out of memory");
+        code = fz_net_interrupted() ? FZ_EXIT_INTERRUPTED : fz_cli_exit_code(rc);
+    }
+    const msgpack_object *ids = reply ? fz_msg_obj(reply, "tasks") : NULL;
+    size_t n = ids ? ids->via.array.size : 0;
+    waited_t *waited = calloc(n ? n : 1, sizeof *waited);
+    for (size_t i = 0; i < n && waited; i++) {
+        uint64_t id = ids->via.array.ptr[i].via.u64;
+        const char *name = i < fz_pipeline_size(pl) ? fz_pipeline_name(pl, i) : "";
+        if (o->json && !o->wait)
+            printf("{\"name\":\"%s\",\"task\":%llu}\n", name, (unsigned long long) id);
+        else if (!o->json)
+            printf("%s %llu\n", *name ? name : "-", (unsigned long long) id);
+        waited[i] = (waited_t){id, 0, false};
+    }
+    fflush(stdout);
+    if (o->wait && n && waited)
+        code = s_wait(client, sub, waited, n, o);
+    free(waited);
+    fz_msg_destroy(&reply);
+    zsock_destroy(&sub);
+    fz_client_destroy(&client);
+    return code;
+}
+
+/* -f FILE: a pipeline when it starts with '{', else one prompt per line. */
+static int s_run_file(const opts_t *o, prompts_t *prompts)
+{
+    FILE *in = strcmp(o->file, "-") == 0 ? stdin : fopen(o->file, "r");
+    if (!in) {
+        fz_cli_error("cannot open '%s': %s", o->file, strerror(errno));
+        return FZ_EXIT_USAGE;
+    }
+    bool pipeline = fz_pipeline_sniff(in);
+    if (in != stdin)
+        fclose(in);
+    if (!pipeline)
+        return s_read_file(o->file, prompts) ? s_run(o, prompts) : FZ_EXIT_USAGE;
+    if (o->name || o->nafter || o->nafter_any)
+        return fz_cli_usage_error("--name, --after and --after-any belong in the pipeline's "
+                                  "lines");
+    in = strcmp(o->file, "-") == 0 ? stdin : fopen(o->file, "r");
+    char err[512];
+    fz_pipeline_t *pl = in ? fz_pipeline_read(in, o->file, err, sizeof err) : NULL;
+    if (in && in != stdin)
+        fclose(in);
+    if (!pl)
+        return fz_cli_usage_error("%s: %s", o->file, in ? err : strerror(errno));
+    int code = s_run_pipeline(o, pl);
+    fz_pipeline_destroy(&pl);
+    return code;
+}
+
 /* ---------------------------------------------------------------- main */
 
 /* Submits every prompt; with --wait follows them. Returns the exit code. */
@@ -565,18 +724,12 @@ static int s_run(const opts_t *o, prompts_t *prompts)
     fz_client_t *client = fz_client_new(broker, S_TIMEOUT_MS);
     if (!client)
         return fz_cli_usage_error("cannot use broker endpoint '%s'", broker);
-    zsock_t *sub = NULL;
-    if (o->wait) {
-        /* Subscribe before submitting, so the first events of a quick task are not missed
-           (the poll would still catch its end). */
-        sub = fz_net_socket(ZMQ_SUB);
-        if (sub)
-            zsock_set_subscribe(sub, "task.");
-        if (!sub || zsock_connect(sub, "%s", events) != 0) {
-            zsock_destroy(&sub);
-            fz_client_destroy(&client);
-            return fz_cli_usage_error("cannot use event endpoint '%s'", events);
-        }
+    /* Subscribe before submitting, so the first events of a quick task are not missed (the
+       poll would still catch its end). */
+    zsock_t *sub = o->wait ? s_subscribe(events) : NULL;
+    if (o->wait && !sub) {
+        fz_client_destroy(&client);
+        return fz_cli_usage_error("cannot use event endpoint '%s'", events);
     }
     waited_t *waited = calloc(prompts->n, sizeof *waited);
     size_t nwaited = 0;
@@ -632,9 +785,12 @@ int main(int argc, char **argv)
         return fz_cli_usage_error("missing PROMPT (or '-' to read it from standard input)");
     prompts_t prompts = {0};
     bool ok;
-    if (o.file)
-        ok = s_read_file(o.file, &prompts);
-    else if (rest == 0 || strcmp(argv[optind], "-") == 0)
+    if (o.file) {
+        int code = s_run_file(&o, &prompts);
+        s_prompts_free(&prompts);
+        return code;
+    }
+    if (rest == 0 || strcmp(argv[optind], "-") == 0)
         ok = s_read_prompt(stdin, &prompts);
     else
         ok = s_take_arg(argv[optind], &prompts);

@@ -16,6 +16,8 @@
 #include "fz_report.h"
 
 #define S_MAX_TEXT 200 /* characters of agent text (output, summaries) on one line */
+#define S_TREE 4096    /* subtasks remembered, to show events under their parents */
+#define S_DEPTH 8      /* ancestors shown in task=A/B/C */
 
 typedef struct {
     const char *events;
@@ -25,20 +27,67 @@ typedef struct {
     double timeout; /* seconds, 0 = none */
     uint64_t last_seq;
     uint64_t printed;
+    /* task -> parent, learned from events that carry "parent": a ring, oldest forgotten */
+    uint64_t kids[S_TREE], parents[S_TREE];
+    size_t ntree;
 } watch_t;
+
+static uint64_t s_parent_of(const watch_t *w, uint64_t task)
+{
+    size_t n = w->ntree < S_TREE ? w->ntree : S_TREE;
+    for (size_t i = 0; i < n; i++)
+        if (w->kids[i] == task)
+            return w->parents[i];
+    return 0;
+}
+
+static void s_learn(watch_t *w, const fz_event_t *ev)
+{
+    uint64_t task = fz_event_task(ev), parent = fz_obj_uint(fz_event_map(ev), "parent", 0);
+    if (!task || !parent || s_parent_of(w, task))
+        return;
+    w->kids[w->ntree % S_TREE] = task;
+    w->parents[w->ntree % S_TREE] = parent;
+    w->ntree++;
+}
+
+/* True if task is id or one of its known descendants. */
+static bool s_under(const watch_t *w, uint64_t task, uint64_t id)
+{
+    for (int depth = 0; task && depth <= S_DEPTH; depth++, task = s_parent_of(w, task))
+        if (task == id)
+            return true;
+    return false;
+}
+
+/* "7/12": the task under its known ancestors, so subtask events read under their parent. */
+static char *s_task_path(const watch_t *w, uint64_t task, char *buf, size_t size)
+{
+    uint64_t chain[S_DEPTH + 1];
+    int n = 0;
+    for (uint64_t t = task; t && n <= S_DEPTH; t = s_parent_of(w, t))
+        chain[n++] = t;
+    size_t k = 0;
+    buf[0] = 0;
+    while (n-- > 0 && k < size)
+        k += (size_t) snprintf(buf + k, size - k, "%s%llu", k ? "/" : "",
+                               (unsigned long long) chain[n]);
+    return buf;
+}
 
 static int s_help(void)
 {
     printf("Usage: fz-watch [--events EP] [--json] [--task ID] [--count N] [--timeout SECS]\n"
            "Print the fz broker's events, one line each:\n"
            "  TIME (UTC) EVENT task=ID worker=NAME DETAILS\n"
+           "A subtask's events read task=PARENT/ID (its known ancestors first).\n"
            "Agent output and summaries are shown escaped, cut to %d characters.\n"
            "A jump in the broker's event numbers is reported on stderr as 'missed N events'.\n"
            "\n"
            "Options:\n"
            "  -e, --events EP     event endpoint (default $FZ_EVENTS or " FZ_DEFAULT_EVENTS ")\n"
            "  -j, --json          one JSON object per event (its fields plus \"topic\")\n"
-           "  -T, --task ID       only the events of task ID\n"
+           "  -T, --task ID       only the events of task ID and its subtasks\n"
            "  -n, --count N       exit after printing N events\n"
            "  -t, --timeout SECS  exit after SECS seconds\n"
            "  -h, --help          this help\n"
@@ -66,15 +115,15 @@ static void s_check_seq(watch_t *w, uint64_t seq)
     w->last_seq = seq;
 }
 
-static void s_print_human(const fz_event_t *ev)
+static void s_print_human(const watch_t *w, const fz_event_t *ev)
 {
-    char when[40], worker[80], details[1600];
+    char when[40], worker[80], details[1600], path[200];
     const msgpack_object *m = fz_event_map(ev);
     size_t len;
     const char *name = fz_obj_strn(m, "worker", &len);
     printf("%s %-16s", fz_cli_time_ms(fz_event_ts(ev), when, sizeof when), fz_event_topic(ev));
     if (fz_event_task(ev))
-        printf(" task=%llu", (unsigned long long) fz_event_task(ev));
+        printf(" task=%s", s_task_path(w, fz_event_task(ev), path, sizeof path));
     if (len)
         printf(" worker=%s", fz_cli_oneline(name, len, 64, worker, sizeof worker));
     printf(" %s\n", fz_report_event_details(ev, S_MAX_TEXT, false, details, sizeof details));
@@ -84,12 +133,13 @@ static void s_print_human(const fz_event_t *ev)
 static bool s_on_event(watch_t *w, const fz_event_t *ev)
 {
     s_check_seq(w, fz_event_seq(ev));
-    if (w->task && fz_event_task(ev) != w->task)
+    s_learn(w, ev);
+    if (w->task && !s_under(w, fz_event_task(ev), w->task))
         return false;
     if (w->json)
         fz_cli_print_json_with(fz_event_map(ev), "topic", fz_event_topic(ev), stdout);
     else
-        s_print_human(ev);
+        s_print_human(w, ev);
     fflush(stdout);
     w->printed++;
     return w->count && w->printed >= w->count;
