@@ -31,7 +31,8 @@ typedef struct {
     zframe_t *to;      /* routing id, or NULL for an event */
     char topic[32];    /* event topic */
     fz_enc_t *enc;
-    uint64_t rid;      /* reply to a client request (0: not a reply) */
+    bool reply;        /* a reply to a request: on a failed commit it becomes an error */
+    uint64_t rid;      /* the request's id */
     uint64_t dispatch; /* task id when this is a dispatch */
 } out_t;
 
@@ -153,8 +154,10 @@ static out_t *s_out_add(fz_broker_t *self, zframe_t *to, fz_enc_t *enc)
 static void s_reply(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_enc_t *enc)
 {
     out_t *o = s_out_add(self, to, enc);
-    if (o)
-        o->rid = rid ? rid : 1;
+    if (o) {
+        o->reply = true;
+        o->rid = rid;
+    }
 }
 
 static void s_reply_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code,
@@ -175,9 +178,12 @@ static void s_reply_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_
         fz_enc_array(e, "supported", 1);
         fz_enc_uint(e, NULL, FZ_PROTOCOL_VERSION);
     }
-    /* An error changes nothing, so it need not wait for the commit; it still goes through
-       the outbox to keep replies in order. */
-    s_out_add(self, to, e);
+    /* It goes through the outbox to keep replies in order. */
+    out_t *o = s_out_add(self, to, e);
+    if (o) {
+        o->reply = true;
+        o->rid = rid;
+    }
 }
 
 /* A new event map with the common task fields; finish with s_emit. */
@@ -264,7 +270,7 @@ static void s_abandon_turn(fz_broker_t *self)
     for (size_t i = 0; i < self->nout; i++) {
         out_t *o = &self->out[i];
         fz_enc_destroy(&o->enc);
-        if (o->to && o->rid)
+        if (o->to && o->reply)
             fz_net_send_error(self->router, o->to, o->rid, FZ_EUNAVAILABLE,
                               "the broker could not store this change; try again");
         zframe_destroy(&o->to);

@@ -155,6 +155,13 @@ fz_store_t *fz_store_open(const char *path, bool sync_full, char *err, size_t er
     if (sqlite3_exec(self->db, pragmas, NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_exec(self->db, s_schema, NULL, NULL, NULL) != SQLITE_OK)
         goto fail;
+    /* Failure seam for tests: a database that cannot grow past N pages acts as a full disk. */
+    const char *pages = getenv("FZ_STORE_MAX_PAGES");
+    if (pages && *pages) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA max_page_count=%d", atoi(pages));
+        sqlite3_exec(self->db, sql, NULL, NULL, NULL);
+    }
     return self;
 fail:
     snprintf(err, errlen, "cannot open database %s: %s", path,

@@ -6,7 +6,11 @@
     reply or event of that turn: an acknowledgement always follows its fsync.
 
     Readers (get, list, status, cost) run on the same connection, so they see the turn's own
-    writes. Reply-building readers write straight into an fz_enc_t. */
+    writes. Reply-building readers write straight into an fz_enc_t.
+
+    A failed write (disk full, I/O error) poisons the turn: its commit rolls everything back
+    and fails, and the broker answers that turn's requests with `unavailable`. For tests, the
+    environment variable FZ_STORE_MAX_PAGES caps the database's size (a full disk on demand). */
 
 #ifndef FZ_STORE_H
 #define FZ_STORE_H
