@@ -38,8 +38,4 @@ uint64_t fz_event_seq(const fz_event_t *self);
 double fz_event_ts(const fz_event_t *self);
 uint64_t fz_event_task(const fz_event_t *self);
 
-/* Checks that buf[0..len) is exactly one msgpack value whose counts fit in the bytes and
-   whose depth is at most max_depth. Returns NULL if so, else the reason. */
-const char *fz_event_check(const void *buf, size_t len, int max_depth);
-
 #endif

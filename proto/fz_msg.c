@@ -307,6 +307,20 @@ static fz_err_t s_check(fz_msg_t *self, char *why, size_t wl)
     return FZ_OK;
 }
 
+/* Each element needs a byte, so len bounds the count; half of it bounds the unpacker's
+   allocation (24 bytes per object) to 12 x len, refusing only frames made mostly of one-byte
+   values in containers, which no fz message is. */
+const char *fz_msg_check_frame(const void *buf, size_t len)
+{
+    if (!buf || len == 0 || len > FZ_MAX_FRAME)
+        return len ? "frame too large" : "empty frame";
+    walk_t w = {(const uint8_t *) buf + len, 0, len / 2 + 1024, NULL};
+    const uint8_t *end = s_walk(&w, buf, 0);
+    if (!end)
+        return w.why;
+    return end == w.end ? NULL : "trailing bytes";
+}
+
 fz_err_t fz_msg_check_object(const msgpack_object *map, const char *type, char *why, size_t whylen)
 {
     if (whylen)
@@ -354,13 +368,9 @@ fz_err_t fz_msg_decode(const void *buf, size_t len, fz_msg_t **msg_p, uint64_t *
         snprintf(why, whylen, "frame of %zu bytes (must be 1..%u)", len, FZ_MAX_FRAME);
         return FZ_EMALFORMED;
     }
-    /* Each element needs a byte, so len bounds the count; half of it bounds the unpacker's
-       allocation (24 bytes per object) to 12 x len, refusing only frames made mostly of
-       one-byte values in containers, which no fz message is. */
-    walk_t w = {(const uint8_t *) buf + len, 0, len / 2 + 1024, NULL};
-    const uint8_t *end = s_walk(&w, buf, 0);
-    if (!end || end != w.end) {
-        snprintf(why, whylen, "not one msgpack value: %s", end ? "trailing bytes" : w.why);
+    const char *bad = fz_msg_check_frame(buf, len);
+    if (bad) {
+        snprintf(why, whylen, "not one msgpack value: %s", bad);
         return FZ_EMALFORMED;
     }
     fz_msg_t *self = calloc(1, sizeof *self);

@@ -28,6 +28,10 @@ typedef struct fz_msg_t fz_msg_t;
 fz_err_t fz_msg_decode(const void *buf, size_t len, fz_msg_t **msg_p, uint64_t *rid_p, char *why,
                        size_t whylen);
 void fz_msg_destroy(fz_msg_t **self_p);
+/* The structural check decode starts with, for frames that are not protocol messages
+   (events): NULL if buf holds exactly one msgpack value, nested at most FZ_MAX_DEPTH deep,
+   whose every count fits in the bytes left; else the reason. Safe on any bytes. */
+const char *fz_msg_check_frame(const void *buf, size_t len);
 /* Checks a nested map (an element of an array field) against the fields of message type
    `type`, as decode checks a whole message. FZ_OK or the error, with why. */
 fz_err_t fz_msg_check_object(const msgpack_object *map, const char *type, char *why,
