@@ -171,15 +171,8 @@ static void s_reply_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
-    fz_enc_t *e = fz_enc_new("error", rid);
-    fz_enc_str(e, "code", fz_strerror(code));
-    fz_enc_str(e, "message", message);
-    if (code == FZ_EVERSION) {
-        fz_enc_array(e, "supported", 1);
-        fz_enc_uint(e, NULL, FZ_PROTOCOL_VERSION);
-    }
     /* It goes through the outbox to keep replies in order. */
-    out_t *o = s_out_add(self, to, e);
+    out_t *o = s_out_add(self, to, fz_enc_error(rid, code, message));
     if (o) {
         o->reply = true;
         o->rid = rid;

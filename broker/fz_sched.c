@@ -191,31 +191,6 @@ uint32_t fz_sched_running(const fz_sched_t *self)
     return self->running;
 }
 
-size_t fz_sched_release(fz_sched_t *self, const char *reason, const char *model,
-                        fz_sched_held_fn *fn, void *arg)
-{
-    /* Collect first: moving tasks while walking the heap would skip some. */
-    size_t n = fz_queue_size(self->held), moved = 0;
-    if (n == 0)
-        return 0;
-    fz_task_t **pick = malloc(n * sizeof *pick);
-    if (!pick)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        fz_task_t *t = fz_queue_at(self->held, i);
-        if (strcmp(t->hold_reason, reason) == 0 && (!model || strcmp(t->model, model) == 0))
-            pick[moved++] = t;
-    }
-    for (size_t i = 0; i < moved; i++) {
-        fz_queue_remove(self->held, pick[i]);
-        fz_sched_enqueue(self, pick[i]);
-        if (fn)
-            fn(arg, pick[i]);
-    }
-    free(pick);
-    return moved;
-}
-
 static int s_cmp_before(const void *a, const void *b)
 {
     const fz_task_t *x = *(fz_task_t *const *) a, *y = *(fz_task_t *const *) b;

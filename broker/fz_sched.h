@@ -2,9 +2,9 @@
 
     Ready tasks wait in one priority queue per model ("" = any model), so a worker finds the
     best task it can serve by looking at the tops of the queues of its models: O(models),
-    not O(tasks). Tasks stopped by a safety rail (budget, per-model cap) wait in a held
-    queue with their reason, and are released when the rail moves. The global and per-model
-    running limits are enforced here.
+    not O(tasks). Tasks whose reservation does not fit the budget wait in a held queue and are
+    released, as many as fit, when the budget moves. The global and per-model running limits
+    are enforced here: a model at its cap is skipped (its tasks stay queued).
 
     The scheduler points at tasks and workers; the broker owns both. It changes no state
     outside its queues: the broker records what the scheduler decided. */
@@ -71,11 +71,6 @@ fz_task_t *fz_sched_pick(fz_sched_t *self, const fz_worker_t *worker, const fz_b
 void fz_sched_started(fz_sched_t *self, const fz_task_t *task);
 void fz_sched_ended(fz_sched_t *self, const fz_task_t *task);
 uint32_t fz_sched_running(const fz_sched_t *self);
-
-/* Moves held tasks with this reason (and model, when not NULL) back to ready; each moved
-   task is reported to fn. Returns how many moved. */
-size_t fz_sched_release(fz_sched_t *self, const char *reason, const char *model,
-                        fz_sched_held_fn *fn, void *arg);
 
 /* Moves budget-held tasks back to ready, in priority order, as many as fit in what is left
    of the budget together. Returns how many moved. */

@@ -154,21 +154,29 @@ static int s_simple_request(ctl_t *ctl, const char *type, const char *done)
     return FZ_EXIT_OK;
 }
 
-/* ---------------------------------------------------------------- commands */
-
-static int s_cmd_status(ctl_t *ctl)
+/* Sends a request with no fields and prints the reply of type `type` with print (the
+   reply's `field`, or the whole reply when field is NULL), or as JSON. */
+static int s_fetch(ctl_t *ctl, const char *type, const char *field,
+                   void (*print)(const msgpack_object *, FILE *))
 {
-    fz_enc_t *req = fz_client_request(ctl->client, "status");
+    fz_enc_t *req = fz_client_request(ctl->client, type);
     fz_msg_t *reply = NULL;
-    int code = s_call(ctl, &req, "status", &reply);
+    int code = s_call(ctl, &req, type, &reply);
     if (code)
         return code;
     if (ctl->json)
         fz_cli_print_body_json(fz_msg_root(reply), stdout);
     else
-        fz_report_status(fz_msg_root(reply), stdout);
+        print(field ? fz_msg_obj(reply, field) : fz_msg_root(reply), stdout);
     fz_msg_destroy(&reply);
     return FZ_EXIT_OK;
+}
+
+/* ---------------------------------------------------------------- commands */
+
+static int s_cmd_status(ctl_t *ctl)
+{
+    return s_fetch(ctl, "status", NULL, fz_report_status);
 }
 
 static int s_cmd_list(ctl_t *ctl)
@@ -231,17 +239,7 @@ static int s_cmd_retry(ctl_t *ctl)
 
 static int s_cmd_workers(ctl_t *ctl)
 {
-    fz_enc_t *req = fz_client_request(ctl->client, "workers");
-    fz_msg_t *reply = NULL;
-    int code = s_call(ctl, &req, "workers", &reply);
-    if (code)
-        return code;
-    if (ctl->json)
-        fz_cli_print_body_json(fz_msg_root(reply), stdout);
-    else
-        fz_report_workers(fz_msg_obj(reply, "workers"), stdout);
-    fz_msg_destroy(&reply);
-    return FZ_EXIT_OK;
+    return s_fetch(ctl, "workers", "workers", fz_report_workers);
 }
 
 static int s_cmd_pause(ctl_t *ctl)

@@ -671,6 +671,20 @@ fz_enc_t *fz_enc_new(const char *type, uint64_t rid)
     return self;
 }
 
+fz_enc_t *fz_enc_error(uint64_t rid, fz_err_t code, const char *message)
+{
+    fz_enc_t *e = fz_enc_new("error", rid);
+    if (!e)
+        return NULL;
+    fz_enc_str(e, "code", fz_strerror(code));
+    fz_enc_str(e, "message", message);
+    if (code == FZ_EVERSION) {
+        fz_enc_array(e, "supported", 1);
+        fz_enc_uint(e, NULL, FZ_PROTOCOL_VERSION);
+    }
+    return e;
+}
+
 void fz_enc_destroy(fz_enc_t **self_p)
 {
     if (!self_p || !*self_p)

@@ -76,6 +76,8 @@ typedef struct fz_enc_t fz_enc_t;
 
 /* A new message of `type` (v and type set; rid written when not 0). NULL on no memory. */
 fz_enc_t *fz_enc_new(const char *type, uint64_t rid);
+/* An error reply (PROTOCOL.md section 3); a version error lists the versions spoken. */
+fz_enc_t *fz_enc_error(uint64_t rid, fz_err_t code, const char *message);
 /* A new bare map, to be embedded with fz_enc_sub. */
 fz_enc_t *fz_enc_new_map(void);
 void fz_enc_destroy(fz_enc_t **self_p);

@@ -89,13 +89,7 @@ done:
 int fz_net_send_error(zsock_t *sock, zframe_t *routing_id, uint64_t rid, fz_err_t code,
                       const char *message)
 {
-    fz_enc_t *e = fz_enc_new("error", rid);
-    fz_enc_str(e, "code", fz_strerror(code));
-    fz_enc_str(e, "message", message);
-    if (code == FZ_EVERSION) {
-        fz_enc_array(e, "supported", 1);
-        fz_enc_uint(e, NULL, FZ_PROTOCOL_VERSION);
-    }
+    fz_enc_t *e = fz_enc_error(rid, code, message);
     return fz_net_send(sock, routing_id, &e);
 }
 
