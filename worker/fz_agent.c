@@ -1,13 +1,15 @@
 /*  fz_agent: one supervised agent process, or a simulation of one; see fz_agent.h.
 
     Life of a real agent (self->phase):
-      S_RUNNING  the leader (the shell, pid = process group id) runs; the prompt is fed, output
-                 and report file are followed, limits enforced. When the leader exits we only
-                 peek (waitid WNOWAIT): while it is our unreaped zombie its pid, and so the
-                 group id, cannot be reused, so signalling the group stays safe. If we were
-                 stopping it, live group members keep their grace before we go on.
-      s_finish   SIGKILL the group, reap the leader, drain output, read the report a last time,
-                 settle the outcome.
+      S_RUNNING  the keeper (pid = process group id, see "the keeper" below) runs the shell;
+                 the prompt is fed, output and report file are followed, limits enforced.
+                 The shell's exit comes as a report from the keeper, which stays alive (or,
+                 once dead, stays our unreaped zombie: we only peek with waitid WNOWAIT), so
+                 its pid, and so the group id, cannot be reused and signalling the group stays
+                 safe. If we were stopping it, live group members keep their grace before we
+                 go on.
+      s_finish   SIGKILL the group (the keeper with it), reap the keeper, drain output, read
+                 the report a last time, settle the outcome from the shell's status.
       S_SWEEP    SIGKILL and reap children of this process (escaped descendants the subreaper
                  caught) until a scan finds none.
       S_DONE     descriptors closed; status, tail and new output stay readable.
@@ -24,12 +26,12 @@
 #include <locale.h>
 #include <math.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -37,9 +39,9 @@
 #include <unistd.h>
 
 #if !defined(__GLIBC__)
-#error "fz_agent needs glibc >= 2.34 (posix_spawn_file_actions_addclosefrom_np, addchdir_np)"
+#error "fz_agent needs glibc >= 2.34 (_Fork, closefrom)"
 #elif !__GLIBC_PREREQ(2, 34)
-#error "fz_agent needs glibc >= 2.34 (posix_spawn_file_actions_addclosefrom_np, addchdir_np)"
+#error "fz_agent needs glibc >= 2.34 (_Fork, closefrom)"
 #endif
 
 #define S_IOBUF (64 * 1024)
@@ -52,7 +54,7 @@
 /* Unread report data beyond this is skipped: every key is last-wins, so only counts suffer,
    and a hostile agent cannot make one pump read gigabytes. */
 #define S_REPORT_WINDOW (1024 * 1024)
-#define S_WAIT_POLL_MS 100 /* how often to look for the exit without a pidfd */
+#define S_WAIT_POLL_MS 100 /* how often to look for the exit when not polling for it */
 #define S_GROUP_CHECK_MS 50
 #define S_SWEEP_TICK_MS 5
 #define S_SWEEP_MAX_MS 2000
@@ -73,9 +75,13 @@ struct fz_agent_t {
     char *workdir; /* absolute */
     char *report_path;
 
-    pid_t pid;          /* the leader; also the process group id */
-    int pidfd;          /* -1 without pidfd support: then we poll with waitid */
-    bool leader_exited; /* seen with WNOWAIT: a zombie we still own */
+    pid_t pid;          /* the keeper: the group leader, so also the process group id */
+    int status_fd;      /* the keeper's reports (nonblocking); -1 once it hung up */
+    int death_fd;       /* held until the keeper is reaped: its EOF tells the keeper we died */
+    bool poll_status;   /* status_fd goes to the caller's poll (else: looked at on a timer) */
+    bool leader_exited; /* the shell's exit reported, or the keeper seen dead (WNOWAIT) */
+    bool shell_exited;  /* shell_wstatus holds the shell's wait status */
+    int shell_wstatus;
     bool leader_reaped;
     bool leader_lost; /* reaped by someone else: its ids are no longer ours to signal */
     fz_agent_outcome_t stop_outcome;
@@ -646,6 +652,368 @@ static void s_read_report(fz_agent_t *self, bool final)
     }
 }
 
+/* ---------------------------------------------------------------- the keeper
+
+   The keeper is forked from the worker (with _Fork: no atfork handlers run) and never execs,
+   so it is a copy of a process that had other threads: it uses only async-signal-safe calls
+   (no malloc, stdio or locks) on memory prepared before the fork. It leads the agent's
+   process group, is a child subreaper, ignores every signal it can, and starts the shell
+   with vfork + execve. Then it waits for two things at once:
+   - its children: when the shell exits, its wait status goes to the worker (S_MSG_EXITED).
+     The keeper stays while any descendant lives (orphans reparent to it, their subreaper),
+     so the group keeps its guard during a grace period, then exits mirroring the shell;
+   - the death pipe: only the worker holds its write end (close-on-exec, closed in the keeper
+     before the shell starts), so read() returns 0 exactly when the worker process is gone,
+     however it died. The keeper then SIGKILLs its group and every descendant, and exits. */
+
+enum { S_MSG_STARTED = 1, S_MSG_START_FAILED = 2, S_MSG_EXITED = 3 };
+
+/* One report from the keeper: 8 bytes, so each write and read is atomic on a pipe. */
+typedef struct {
+    int32_t kind;
+    int32_t value; /* STARTED: the shell's pid; START_FAILED: errno; EXITED: wait status */
+} s_msg_t;
+
+typedef struct {
+    const char *shell;
+    char *const *argv;
+    char *const *envp;
+    const char *workdir;
+    int in_fd, out_fd; /* become the agent's stdin, and its stdout + stderr */
+    int death_fd;      /* read end of the death pipe */
+    int status_fd;     /* write end of the status pipe */
+} s_keeper_args_t;
+
+#define S_KEEPER_DEATH_FD 3
+#define S_KEEPER_STATUS_FD 4
+#define S_KEEPER_FREE_FD 5
+
+static void s_keeper_on_child(int sig)
+{
+    (void)sig; /* only there to interrupt ppoll */
+}
+
+static void s_keeper_send(int fd, int32_t kind, int32_t value)
+{
+    s_msg_t msg = {kind, value};
+    while (write(fd, &msg, sizeof msg) < 0 && errno == EINTR)
+        ;
+}
+
+static __attribute__((noreturn)) void s_keeper_fail(int status_fd, int err)
+{
+    s_keeper_send(status_fd, S_MSG_START_FAILED, err);
+    _exit(127);
+}
+
+static int64_t s_keeper_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A raw rt_sigaction to SIG_DFL (an all-zero kernel sigaction on every architecture):
+   sanitizer runtimes intercept sigaction() and keep their own SIGSEGV handler, which would
+   turn the mirrored death into an error report. */
+static void s_keeper_default(int sig)
+{
+    unsigned long zero[8] = {0};
+    syscall(SYS_rt_sigaction, sig, zero, NULL, (size_t)(_NSIG / 8));
+}
+
+/* Exits as the shell did: same exit code, or death by the same signal (never with a core
+   dump of the keeper). */
+static __attribute__((noreturn)) void s_keeper_mirror(int wstatus)
+{
+    if (WIFSIGNALED(wstatus)) {
+        int sig = WTERMSIG(wstatus);
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+        s_keeper_default(sig);
+        kill(getpid(), sig); /* pending: every signal is blocked */
+        sigset_t one;
+        sigemptyset(&one);
+        sigaddset(&one, sig);
+        sigprocmask(SIG_UNBLOCK, &one, NULL);
+        _exit(128 + sig); /* not reached for a signal that can kill */
+    }
+    _exit(WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 127);
+}
+
+typedef struct {
+    char state;
+    long ppid, pgrp;
+} s_keeper_proc_t;
+
+static const char *s_keeper_long(const char *p, long *out)
+{
+    bool neg = *p == '-';
+    p += neg;
+    if (*p < '0' || *p > '9')
+        return NULL;
+    long v = 0;
+    while (*p >= '0' && *p <= '9' && v < (1L << 40))
+        v = v * 10 + (*p++ - '0');
+    *out = neg ? -v : v;
+    return p;
+}
+
+/* /proc/PID/stat without stdio: "pid (comm) state ppid pgrp ...", comm may hold ')'. */
+static bool s_keeper_proc(const char *pid, s_keeper_proc_t *proc)
+{
+    char path[64] = "/proc/", buf[512];
+    size_t len = strlen(pid);
+    if (len > 20)
+        return false;
+    memcpy(path + 6, pid, len);
+    memcpy(path + 6 + len, "/stat", sizeof "/stat");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n;
+    do
+        n = read(fd, buf, sizeof buf - 1);
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    const char *p = NULL;
+    for (ssize_t i = n - 1; i >= 0 && !p; i--)
+        if (buf[i] == ')')
+            p = buf + i + 1;
+    /* p: " S PPID PGRP ..." */
+    if (!p || p[0] != ' ' || !p[1] || p[2] != ' ')
+        return false;
+    proc->state = p[1];
+    p = s_keeper_long(p + 3, &proc->ppid);
+    return p && *p == ' ' && s_keeper_long(p + 1, &proc->pgrp);
+}
+
+/* SIGKILL to a member of our group that is not our child. Through a pidfd where the kernel
+   has them, checking the group again once the pidfd pins the process, so that a pid freed
+   and reused between the scan and the signal is never hit. */
+static void s_keeper_kill_member(const char *name, pid_t pid, pid_t self)
+{
+#if defined(SYS_pidfd_open) && defined(SYS_pidfd_send_signal)
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0) {
+        s_keeper_proc_t proc;
+        if (s_keeper_proc(name, &proc) && proc.pgrp == self)
+            syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
+        close(fd);
+        return;
+    }
+    if (errno != ENOSYS)
+        return; /* gone already */
+#else
+    (void)name, (void)self;
+#endif
+    kill(pid, SIGKILL);
+}
+
+/* One pass over /proc: SIGKILL to our children (safe: unreaped children keep their pids)
+   and to the other members of our group. Returns how many live ones it saw, -1 if /proc
+   cannot be read. */
+static int s_keeper_kill_pass(pid_t self)
+{
+    int dir = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return -1;
+    union {
+        struct dirent64 entry;
+        char bytes[16384];
+    } buf;
+    int seen = 0;
+    ssize_t n;
+    while ((n = getdents64(dir, buf.bytes, sizeof buf.bytes)) > 0) {
+        for (ssize_t off = 0; off < n;) {
+            struct dirent64 *entry = (struct dirent64 *)(void *)(buf.bytes + off);
+            off += entry->d_reclen;
+            long pid;
+            const char *end = s_keeper_long(entry->d_name, &pid);
+            s_keeper_proc_t proc;
+            if (!end || *end || pid <= 0 || pid == self || !s_keeper_proc(entry->d_name, &proc) ||
+                proc.state == 'Z' || proc.state == 'X')
+                continue;
+            if (proc.ppid == self) {
+                kill((pid_t)pid, SIGKILL);
+                seen++;
+            } else if (proc.pgrp == self) {
+                s_keeper_kill_member(entry->d_name, (pid_t)pid, self);
+                seen++;
+            }
+        }
+    }
+    close(dir);
+    return seen;
+}
+
+/* The worker is gone: kill the group and every descendant. Each pass kills the group and
+   our children; a descendant that left the group is our child as soon as its parent died,
+   so the next pass gets it. Bounded: a process in uninterruptible sleep cannot die. */
+static __attribute__((noreturn)) void s_keeper_guard(pid_t self)
+{
+    int64_t give_up = s_keeper_now_ms() + S_SWEEP_MAX_MS;
+    for (;;) {
+        int seen = s_keeper_kill_pass(self);
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+        if (seen <= 0 || s_keeper_now_ms() >= give_up)
+            break;
+        struct timespec tick = {0, 1000000L};
+        nanosleep(&tick, NULL);
+    }
+    kill(0, SIGKILL); /* whatever is left of the group, and ourselves */
+    _exit(137);
+}
+
+/* The vfork child: the agent itself. Signal handlers back to default (the keeper's ignored
+   signals would survive the exec), empty mask, cwd the workdir. On failure the errno goes
+   through err_fd, which close-on-exec closes on success. */
+static __attribute__((noreturn)) void s_keeper_exec(const s_keeper_args_t *args, int err_fd)
+{
+    for (int sig = 1; sig < _NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            s_keeper_default(sig);
+    int err = 0;
+    if (chdir(args->workdir) < 0)
+        err = errno;
+    else {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execve(args->shell, args->argv, args->envp);
+        err = errno;
+    }
+    while (write(err_fd, &err, sizeof err) < 0 && errno == EINTR)
+        ;
+    _exit(127);
+}
+
+/* Its own function, so that nothing in the keeper's frame lives across the vfork. */
+static __attribute__((noinline)) pid_t s_keeper_vfork(const s_keeper_args_t *args, int err_fd)
+{
+    pid_t pid = vfork();
+    if (pid == 0)
+        s_keeper_exec(args, err_fd);
+    return pid;
+}
+
+/* Arranges the keeper's descriptors: the agent's stdio on 0..2, the death pipe on 3, the
+   status pipe on 4 (both close-on-exec), nothing else. */
+static int s_keeper_fds(const s_keeper_args_t *args, int *status)
+{
+    int death = args->death_fd, moved;
+    *status = args->status_fd;
+    if (dup2(args->in_fd, STDIN_FILENO) < 0 || dup2(args->out_fd, STDOUT_FILENO) < 0 ||
+        dup2(args->out_fd, STDERR_FILENO) < 0)
+        return -1;
+    if (*status == S_KEEPER_DEATH_FD) {
+        if ((moved = fcntl(*status, F_DUPFD_CLOEXEC, S_KEEPER_FREE_FD)) < 0)
+            return -1;
+        *status = moved;
+    }
+    if (death != S_KEEPER_DEATH_FD && dup3(death, S_KEEPER_DEATH_FD, O_CLOEXEC) < 0)
+        return -1;
+    if (*status != S_KEEPER_STATUS_FD) {
+        if (dup3(*status, S_KEEPER_STATUS_FD, O_CLOEXEC) < 0)
+            return -1;
+        *status = S_KEEPER_STATUS_FD;
+    }
+    if (close_range(S_KEEPER_FREE_FD, ~0U, 0) < 0)
+        closefrom(S_KEEPER_FREE_FD);
+    return 0;
+}
+
+static __attribute__((noreturn)) void s_keeper_main(const s_keeper_args_t *args)
+{
+    pid_t self = getpid();
+    setpgid(0, 0); /* the parent does it too: whoever comes first */
+
+    /* Every signal stays blocked (the worker blocked them around the fork) except SIGCHLD,
+       and only inside ppoll. Signals sent to the group are for the agent: ignore them. */
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    sigemptyset(&action.sa_mask);
+    action.sa_handler = SIG_IGN;
+    for (int sig = 1; sig < _NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD)
+            sigaction(sig, &action, NULL); /* EINVAL for the C library's own: fine */
+    action.sa_handler = s_keeper_on_child;
+    action.sa_flags = SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &action, NULL);
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    /* Wakes a keeper stopped with its group (kill -STOP 0) when the worker's thread ends;
+       the death pipe then says the rest. */
+    prctl(PR_SET_PDEATHSIG, SIGCONT, 0, 0, 0);
+
+    int status_fd;
+    if (s_keeper_fds(args, &status_fd) < 0)
+        s_keeper_fail(status_fd, errno);
+    int err_pipe[2];
+    if (pipe2(err_pipe, O_CLOEXEC) < 0)
+        s_keeper_fail(S_KEEPER_STATUS_FD, errno);
+    pid_t shell = s_keeper_vfork(args, err_pipe[1]);
+    int vfork_errno = errno;
+    close(err_pipe[1]);
+    int exec_errno = 0;
+    ssize_t got = shell > 0 ? read(err_pipe[0], &exec_errno, sizeof exec_errno) : 0;
+    close(err_pipe[0]);
+    /* The agent's pipes are the agent's alone: it must see EPIPE and EOF as it would. */
+    close(STDIN_FILENO);
+    close(STDOUT_FILENO);
+    close(STDERR_FILENO);
+    if (shell < 0)
+        s_keeper_fail(S_KEEPER_STATUS_FD, vfork_errno);
+    if (got == (ssize_t)sizeof exec_errno) {
+        waitpid(shell, NULL, 0);
+        s_keeper_fail(S_KEEPER_STATUS_FD, exec_errno);
+    }
+    s_keeper_send(S_KEEPER_STATUS_FD, S_MSG_STARTED, shell);
+
+    sigset_t wait_mask;
+    sigfillset(&wait_mask);
+    sigdelset(&wait_mask, SIGCHLD);
+    bool shell_done = false;
+    int shell_status = 0;
+    for (;;) {
+        pid_t r;
+        int wstatus;
+        while ((r = waitpid(-1, &wstatus, WNOHANG)) > 0)
+            if (r == shell) {
+                shell_done = true;
+                shell_status = wstatus;
+                s_keeper_send(S_KEEPER_STATUS_FD, S_MSG_EXITED, wstatus);
+            }
+        if (r < 0 && errno == ECHILD && shell_done)
+            s_keeper_mirror(shell_status); /* nothing of the agent is left */
+        struct pollfd death = {S_KEEPER_DEATH_FD, POLLIN, 0};
+        if (ppoll(&death, 1, NULL, &wait_mask) > 0) {
+            char byte;
+            ssize_t n = read(S_KEEPER_DEATH_FD, &byte, 1);
+            if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+                s_keeper_guard(self);
+        }
+    }
+}
+
+/* 1: a message; 0: none yet (nonblocking descriptor); -1: EOF or error, the keeper is gone. */
+static int s_read_msg(int fd, s_msg_t *msg)
+{
+    ssize_t n;
+    do
+        n = read(fd, msg, sizeof *msg);
+    while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)sizeof *msg)
+        return 1;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return 0;
+    return -1;
+}
+
 /* ---------------------------------------------------------------- processes */
 
 typedef struct {
@@ -789,11 +1157,24 @@ static void s_check_limits(fz_agent_t *self, int64_t now)
     }
 }
 
-/* Notices the leader's exit without reaping it (see the top of the file). */
+/* Notices the shell's exit from the keeper's report, or the keeper's own death (SIGKILL to
+   the group) without reaping it (see the top of the file). */
 static void s_check_leader(fz_agent_t *self)
 {
     if (self->leader_exited)
         return;
+    s_msg_t msg;
+    int rc_msg;
+    while (self->status_fd >= 0 && (rc_msg = s_read_msg(self->status_fd, &msg)) != 0) {
+        if (rc_msg < 0)
+            s_close(&self->status_fd); /* the keeper is gone, or going */
+        else if (msg.kind == S_MSG_EXITED) {
+            self->shell_exited = true;
+            self->shell_wstatus = msg.value;
+            self->leader_exited = true;
+            return;
+        }
+    }
     siginfo_t info;
     memset(&info, 0, sizeof info);
     int rc;
@@ -803,7 +1184,8 @@ static void s_check_leader(fz_agent_t *self)
     if (rc == 0 && info.si_pid == 0)
         return;
     if (rc < 0) {
-        s_log("agent %d was reaped by someone else (%s): exit status lost, group not killed",
+        s_log("the keeper %d of an agent was reaped by someone else (%s): exit status lost, "
+              "group not killed",
               (int)self->pid, strerror(errno));
         self->leader_lost = true;
     }
@@ -845,21 +1227,40 @@ static void s_settle_outcome(fz_agent_t *self, bool have_status, int wstatus)
     st->stopping = false;
 }
 
+/* Reaps the keeper, which is a zombie or has just been sent SIGKILL: a few microseconds,
+   bounded all the same. */
+static bool s_reap_keeper(fz_agent_t *self, int *wstatus)
+{
+    int64_t give_up = fz_agent_now_ms() + S_DESTROY_MAX_MS;
+    for (;;) {
+        pid_t r = waitpid(self->pid, wstatus, WNOHANG);
+        if (r == self->pid)
+            return true;
+        if (r < 0 && errno != EINTR)
+            return false;
+        if (r == 0 && fz_agent_now_ms() >= give_up) {
+            s_log("the keeper %d of an agent did not die after SIGKILL; leaving it",
+                  (int)self->pid);
+            return false;
+        }
+        if (r == 0)
+            s_sleep_ms(1);
+    }
+}
+
 static void s_finish(fz_agent_t *self, int64_t now)
 {
-    s_signal_group(self, SIGKILL); /* leftovers such as `sleep 1000 &` */
+    s_signal_group(self, SIGKILL); /* the keeper, and leftovers such as `sleep 1000 &` */
     int wstatus = 0;
     bool have_status = false;
-    if (!self->leader_lost) {
-        pid_t r;
-        /* Known to be a zombie: this does not block. */
-        do
-            r = waitpid(self->pid, &wstatus, 0);
-        while (r < 0 && errno == EINTR);
-        have_status = r == self->pid;
+    if (!self->leader_lost)
+        have_status = s_reap_keeper(self, &wstatus);
+    if (self->shell_exited) { /* what the shell did, not what we did to its keeper */
+        wstatus = self->shell_wstatus;
+        have_status = true;
     }
     self->leader_reaped = true;
-    s_close(&self->pidfd);
+    s_close(&self->status_fd);
     s_close_stdin(self);
     s_read_output(self, S_DRAIN_MAX);
     s_read_report(self, true);
@@ -883,7 +1284,8 @@ static void s_end(fz_agent_t *self)
         s_read_output(self, S_DRAIN_MAX);
     s_close(&self->out_fd);
     s_close_stdin(self);
-    s_close(&self->pidfd);
+    s_close(&self->status_fd);
+    s_close(&self->death_fd); /* a keeper still alive now (one that would not die) kills all */
     s_close(&self->log_fd);
     s_close(&self->report_fd);
     self->phase = S_DONE;
@@ -929,7 +1331,8 @@ static fz_agent_t *s_new(const fz_agent_opts_t *opts, bool simulated, char *err,
     }
     self->simulated = simulated;
     self->phase = S_RUNNING;
-    self->pidfd = self->in_fd = self->out_fd = self->log_fd = self->report_fd = -1;
+    self->status_fd = self->death_fd = -1;
+    self->in_fd = self->out_fd = self->log_fd = self->report_fd = -1;
     self->timeout_ms = s_ms(opts->timeout_s);
     self->grace_ms =
         opts->kill_grace_s > 0 ? s_ms(opts->kill_grace_s) : s_ms(FZ_AGENT_GRACE_DEFAULT);
@@ -1072,72 +1475,60 @@ static int s_env_own(fz_agent_t *self, char **own)
     return 0;
 }
 
-/* posix_spawn does what PITFALLS asks in the child, before exec: own process group,
-   empty signal mask, every handler back to default (SIGPIPE included), stdio from our pipes,
-   every other descriptor closed, cwd the workdir. glibc reports a failed chdir or exec as
-   posix_spawn's result (it uses a CLOEXEC channel internally) and reaps that child. */
+/* Starts the keeper, which starts the shell, and waits for its word that the shell was
+   executed (a millisecond or two: it comes right after the execve). The keeper does what
+   PITFALLS asks before the exec: own process group, empty signal mask, every handler back to
+   default, stdio from our pipes, every other descriptor closed, cwd the workdir, a failed
+   chdir or exec reported back (through us, as this function's error). */
 static int s_spawn(fz_agent_t *self, const char *shell, const char *command, char **envp, int in_r,
                    int out_w, char *err, size_t errlen)
 {
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    sigset_t none, all;
-    sigemptyset(&none);
+    int death[2] = {-1, -1}, status[2] = {-1, -1};
+    if (s_pipe(death) < 0 || s_pipe(status) < 0) {
+        s_err(err, errlen, "cannot create pipes: %s", strerror(errno));
+        s_close(&death[0]), s_close(&death[1]), s_close(&status[0]), s_close(&status[1]);
+        return -1;
+    }
+    char *argv[] = {(char *)shell, (char *)"-c", (char *)command, NULL};
+    s_keeper_args_t args = {shell, argv, envp, self->workdir, in_r, out_w, death[0], status[1]};
+    sigset_t all, old;
     sigfillset(&all);
-    if (posix_spawn_file_actions_init(&actions) != 0)
-        return s_err(err, errlen, "out of memory");
-    if (posix_spawnattr_init(&attr) != 0) {
-        posix_spawn_file_actions_destroy(&actions);
-        return s_err(err, errlen, "out of memory");
-    }
-    int rc = posix_spawn_file_actions_adddup2(&actions, in_r, STDIN_FILENO);
-    if (!rc)
-        rc = posix_spawn_file_actions_adddup2(&actions, out_w, STDOUT_FILENO);
-    if (!rc)
-        rc = posix_spawn_file_actions_adddup2(&actions, out_w, STDERR_FILENO);
-    if (!rc)
-        rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-    if (!rc)
-        rc = posix_spawn_file_actions_addchdir_np(&actions, self->workdir);
-    if (!rc)
-        rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                                 POSIX_SPAWN_SETSIGDEF);
-    if (!rc)
-        rc = posix_spawnattr_setpgroup(&attr, 0);
-    if (!rc)
-        rc = posix_spawnattr_setsigmask(&attr, &none);
-    if (!rc)
-        rc = posix_spawnattr_setsigdefault(&attr, &all);
-    if (rc)
-        s_err(err, errlen, "cannot prepare the spawn: %s", strerror(rc));
-    else {
-        char *argv[] = {(char *)shell, (char *)"-c", (char *)command, NULL};
-        pid_t pid = 0;
-        self->status.started_ms = fz_agent_now_ms();
-        rc = posix_spawn(&pid, shell, &actions, &attr, argv, envp);
-        if (rc)
-            s_err(err, errlen, "cannot execute %s in %s: %s", shell, self->workdir, strerror(rc));
-        else {
-            self->pid = pid;
-            /* Also from the parent, closing the race PITFALLS describes; after the exec it
-               fails with EACCES, which only means the child already did it. */
-            setpgid(pid, pid);
-        }
-    }
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&actions);
-    return rc ? -1 : 0;
-}
+    /* The keeper starts with every signal blocked: no handler of ours may run in it. */
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    self->status.started_ms = fz_agent_now_ms();
+    pid_t pid = _Fork();
+    if (pid == 0)
+        s_keeper_main(&args);
+    int fork_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    s_close(&death[0]);
+    s_close(&status[1]);
+    self->death_fd = death[1];
+    self->status_fd = status[0];
+    if (pid < 0)
+        return s_err(err, errlen, "cannot fork the agent's keeper: %s", strerror(fork_errno));
+    /* Also from the parent, closing the race PITFALLS describes. */
+    setpgid(pid, pid);
 
-static int s_pidfd_open(pid_t pid)
-{
-#ifdef SYS_pidfd_open
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0); /* always close-on-exec */
-    return fd < 0 ? -1 : fd;                       /* ENOSYS before Linux 5.3 */
-#else
-    (void)pid;
+    s_msg_t msg = {0, 0};
+    int rc = s_read_msg(self->status_fd, &msg);
+    if (rc == 1 && msg.kind == S_MSG_STARTED && s_nonblock(self->status_fd) == 0) {
+        self->pid = pid;
+        return 0;
+    }
+    if (rc == 1 && msg.kind == S_MSG_START_FAILED)
+        s_err(err, errlen, "cannot execute %s in %s: %s", shell, self->workdir,
+              strerror(msg.value));
+    else
+        s_err(err, errlen, "the agent's keeper died before starting %s", shell);
+    /* Our unreaped child: its pid and group are still ours to signal. */
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    s_close(&self->death_fd);
+    s_close(&self->status_fd);
     return -1;
-#endif
 }
 
 static int s_launch(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, size_t errlen)
@@ -1183,7 +1574,7 @@ static int s_launch(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, si
     if (rc < 0)
         return -1;
 
-    self->pidfd = opts->no_pidfd ? -1 : s_pidfd_open(self->pid);
+    self->poll_status = !opts->no_pidfd;
     self->counted = true;
     s_live_agents++;
     self->report_due_ms = self->status.started_ms + S_REPORT_EVERY_MS;
@@ -1373,7 +1764,9 @@ int fz_agent_timeout_ms(fz_agent_t *self, int64_t now_ms)
             due = s_earlier(due, self->status.started_ms + self->timeout_ms);
         if (self->leader_exited)
             due = s_earlier(due, self->group_check_ms);
-        else if (self->pidfd < 0)
+        else if (self->status_fd < 0) /* the keeper hung up: it is about to be a zombie */
+            due = s_earlier(due, now_ms + 1);
+        else if (!self->poll_status)
             due = s_earlier(due, now_ms + S_WAIT_POLL_MS);
     }
     int64_t ms = due - now_ms;
@@ -1417,8 +1810,9 @@ int fz_agent_pollfds(fz_agent_t *self, struct pollfd *fds, int max)
     int n = s_add_fd(fds, max, 0, self->out_fd, POLLIN);
     if (self->prompt_off < self->prompt_len)
         n = s_add_fd(fds, max, n, self->in_fd, POLLOUT);
-    if (!self->leader_exited) /* it stays readable after the exit: do not spin on it */
-        n = s_add_fd(fds, max, n, self->pidfd, POLLIN);
+    if (!self->leader_exited && self->poll_status) /* readable for good at the end: do not
+                                                      spin on it once the exit is known */
+        n = s_add_fd(fds, max, n, self->status_fd, POLLIN);
     return n;
 }
 

@@ -1,13 +1,15 @@
 /*  fz_agent: run and supervise ONE agent process for fz-worker.
 
     fz_agent_start() runs `/bin/sh -c COMMAND` in its own process group, in a work folder it
-    creates, with the prompt on stdin (and in FZ_PROMPT when small). It captures stdout and
-    stderr merged in order of arrival into a log file and a bounded in-memory tail, follows the
-    agent's report file (cost, tokens, model, progress, summary), enforces the wall-clock
-    timeout, the cost cap and cancel (SIGTERM to the group, SIGKILL after a grace period), and
-    reaps everything it started. fz_agent_simulate() is a process-less stand-in for dry-run
-    workers with the same status API, so the worker's accounting is identical in both modes.
-    Libc and Linux only; no threads, no signal handlers, nothing blocks except destroy.
+    creates, with the prompt on stdin (and in FZ_PROMPT when small). The group is led by a
+    keeper, a small process the module forks for each agent (see "The keeper" below). It
+    captures stdout and stderr merged in order of arrival into a log file and a bounded
+    in-memory tail, follows the agent's report file (cost, tokens, model, progress, summary),
+    enforces the wall-clock timeout, the cost cap and cancel (SIGTERM to the group, SIGKILL
+    after a grace period), and reaps everything it started. fz_agent_simulate() is a
+    process-less stand-in for dry-run workers with the same status API, so the worker's
+    accounting is identical in both modes. Libc and Linux only; no threads, no signal
+    handlers in the caller's process, nothing blocks except destroy.
 
     Ownership: an fz_agent_t owns its processes, pipes, log and report descriptors and buffers.
     The caller's strings in fz_agent_opts_t / fz_agent_sim_t are copied or used only during
@@ -26,23 +28,52 @@
       unreaped child, which is what makes the ids safe from reuse;
     - call fz_agent_init_subreaper() once at start-up, before the first agent.
 
-    What is caught: the whole process group (the shell and every descendant that keeps the
-    group, e.g. `sleep 1000 &`) gets SIGTERM then SIGKILL on timeout, cost cap or cancel, and
-    SIGKILL as soon as the main process exits even with status 0. With the subreaper on,
-    descendants that left the group (setsid, setpgid, double fork) reparent to the worker when
-    their parents die; once the agent has ended, the module SIGKILLs and reaps every child of
-    the worker process, repeating until none is left (so their own children are caught too).
+    The keeper: fz_agent_start() forks (no exec) a keeper, which makes itself the leader of a
+    new process group and a child subreaper, ignores every signal it can, and starts the
+    shell in its group. fz_agent_pid() is the keeper's pid, which is the group id. The keeper
+    tells the module when the shell exits and how (the status and outcome are the shell's,
+    exactly as without a keeper), then stays as long as any descendant of the agent lives.
+    It holds the read end of a pipe whose write end only the worker process holds (closed on
+    exec, closed in the keeper and never given to the agent): read() returns 0 exactly when
+    the worker process is gone, however it went (SIGKILL, crash, exit or exec without
+    fz_agent_destroy). The keeper then SIGKILLs everything of the agent and exits, within a
+    few milliseconds. A pipe rather than PR_SET_PDEATHSIG: that follows the forking thread,
+    not the process, and cannot act on the group by itself. Signals sent to the group
+    (SIGTERM, SIGINT, SIGCONT...) reach the agent as before, which may trap them; SIGKILL
+    kills the keeper with the group. Cost: one fork of the worker per agent, so a start
+    takes 1-2 ms for a worker of 10 MB but grows with the worker's memory (page tables:
+    10-14 ms at 512 MB, against 0.4 ms with posix_spawn), and a second process per agent
+    that shares the worker's memory copy-on-write.
 
-    What is not caught: without the subreaper, descendants that left the group live on under
-    init. Work handed to another daemon (systemd-run, at, an already running tmux server,
-    docker, ssh) is outside the process tree; only a cgroup or container would catch it.
-    Orphaned descendants that exit while the agent still runs stay zombies until it ends. The
-    final sweep kills ANY other child of the worker process: the worker must not fork children
-    of its own (the sweep is skipped while another fz_agent is alive in the process). A
-    process stuck in uninterruptible sleep cannot be killed; the module gives up on it after
-    a bounded wait and says so on stderr. The agent stays in the worker's session: if the
-    worker has a controlling terminal, an agent that reads /dev/tty is stopped (SIGTTIN)
-    until its timeout.
+    What is caught, while the worker lives: the whole process group (the shell and every
+    descendant that keeps the group, e.g. `sleep 1000 &`) gets SIGTERM then SIGKILL on
+    timeout, cost cap or cancel, and SIGKILL as soon as the shell exits even with status 0.
+    Descendants that left the group (setsid, setpgid, double fork) reparent to the keeper when
+    their parents die, and to the worker when the keeper ends; with the worker's subreaper on,
+    once the agent has ended the module SIGKILLs and reaps every child of the worker process,
+    repeating until none is left (so their own children are caught too).
+
+    What is caught when the worker dies (for any reason, SIGKILL included): everything above,
+    by the keeper alone. It SIGKILLs the members of its group and its own children, and
+    repeats: a descendant that left the group becomes its child as soon as its parent is
+    killed, so setsid'd and double-forked escapees die in the next pass (a few ms each). It
+    also covers the grace period after a SIGTERM, when the shell is gone but group members
+    still run. It gives up after 2 s on processes that will not die.
+
+    What is not caught: without the worker's subreaper, descendants that left the group live
+    on under init once the agent has ended normally. Work handed to another daemon
+    (systemd-run, at, an already running tmux server, docker, ssh) is outside the process
+    tree; only a cgroup or container would catch it. The final sweep kills ANY other child of
+    the worker process: the worker must not fork children of its own (the sweep is skipped
+    while another fz_agent is alive in the process); a child it forks without exec would also
+    hold the keeper's pipe and delay its reaction to the worker's death until that child ends.
+    If the keeper itself is SIGKILLed on its own (OOM killer, kill -9 of its pid), the module
+    ends the agent as killed by SIGKILL; if the worker then dies too, nothing guards the rest.
+    A keeper stopped with its group (kill -STOP 0) acts only once continued (the worker's
+    death sends it SIGCONT). A process stuck in uninterruptible sleep cannot be killed; the
+    module gives up on it after a bounded wait and says so on stderr. The agent stays in the
+    worker's session: if the worker has a controlling terminal, an agent that reads /dev/tty
+    is stopped (SIGTTIN) until its timeout.
 
     The report file (FZ_REPORT, truncated at start): the agent appends lines "KEY VALUE":
     cost_usd USD (cumulative total), tokens_in N, tokens_out N (cumulative), model NAME,
@@ -101,7 +132,8 @@ typedef struct {
     double max_cost;         /* USD; stop when reported cost > max_cost; 0 = none. A cost
                                 first seen after the agent exited leaves it EXITED */
     double kill_grace_s;     /* 0 = FZ_AGENT_GRACE_DEFAULT; use e.g. 0.001 for "at once" */
-    bool no_pidfd;           /* force the waitid polling fallback (tests, old kernels) */
+    bool no_pidfd;           /* look for the exit on a 100 ms timer instead of through a
+                                polled descriptor (tests); the name is historical */
 } fz_agent_opts_t;
 
 /* What a simulated agent does: cost and tokens grow linearly over duration_s, then it exits
@@ -197,8 +229,9 @@ const char *fz_agent_tail(fz_agent_t *self, size_t *len);
    (max >= 64 always leaves room for it). */
 size_t fz_agent_take_new_output(fz_agent_t *self, char *buf, size_t max);
 
-/* The agent's main pid (= its process group id), 0 if simulated. It may already be reaped:
-   never signal it yourself, use fz_agent_cancel(). */
+/* The pid of the agent's keeper, which leads its process group: the group id. The shell is
+   the keeper's child. 0 if simulated. It may already be reaped: never signal or wait for it
+   yourself, use fz_agent_cancel(). */
 pid_t fz_agent_pid(fz_agent_t *self);
 
 #endif
