@@ -54,6 +54,23 @@ def broker_restart(f):
     h.check(abs(spent - 0.06) < 1e-9, "spend of the 3 tasks after restart: %.4f" % spent)
 
 
+def results_while_down(f):
+    """Agents finish while the broker is down: their results are delivered when it is back,
+    and recorded once."""
+    spent0 = f.ok("budget")["spent"]
+    ids = [f.submit("short %d" % i) for i in range(3)]
+    h.wait_for(lambda: all(f.state(t) == "running" for t in ids), 10, "3 running")
+    f.kill(f.broker, signal.SIGKILL)
+    time.sleep(3.0)  # the agents (2 s) end while no broker listens
+    f.start_broker("--heartbeat", HB)
+    f.wait_states(ids, {"succeeded"}, 20)
+    for t in ids:
+        atts = f.task(t)["attempts"]
+        h.check(len(atts) == 1 and atts[0]["outcome"] == "exited", "task %d: %s" % (t, atts))
+    spent = f.ok("budget")["spent"] - spent0
+    h.check(abs(spent - 0.06) < 1e-9, "results recorded more than once: spent %.4f" % spent)
+
+
 def retries(f):
     f.start_worker("fb", "--heartbeat", HB, "--models", "m1,m2,m3", dry_run=True)
     h.wait_for(lambda: any(w["name"] == "fb" for w in f.ok("workers")["workers"]), 10, "fb")
@@ -79,6 +96,7 @@ def body(f):
     f.start_broker("--heartbeat", HB, "--backoff-min", "300", "--backoff-max", "5000")
     dead_worker(f)
     broker_restart(f)
+    results_while_down(f)
     retries(f)
 
 
