@@ -53,6 +53,7 @@ struct fz_broker_t {
     uint64_t seq;
     int64_t next_heartbeat_ms;
     int64_t next_rerank_ms;
+    bool budget_moved; /* spend, reservations or cap changed: release held tasks this turn */
     uint64_t rng;
 };
 
@@ -493,9 +494,17 @@ static void s_task_final(fz_broker_t *self, fz_task_t *t)
     fz_store_dependents(self->store, e.id, s_on_dep_ended, &e);
 }
 
-/* Frees budget for held tasks when spend or cap changed. */
+/* Spend or cap changed: held tasks are looked at once, at the end of the turn. */
 static void s_release_budget(fz_broker_t *self)
 {
+    self->budget_moved = true;
+}
+
+static void s_release_now(fz_broker_t *self)
+{
+    if (!self->budget_moved)
+        return;
+    self->budget_moved = false;
     fz_sched_release_budget(self->sched, &self->budget, self->cfg.default_task_cost,
                             s_on_released, self);
 }
@@ -625,8 +634,9 @@ static void s_dispatch(fz_broker_t *self)
     fz_worker_t **idle = malloc((n ? n : 1) * sizeof *idle);
     if (!idle)
         return;
+    int64_t now = fz_clock_ms();
     for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
-        if (!w->task)
+        if (!w->task && now >= w->rest_until_ms)
             idle[k++] = w;
     qsort(idle, k, sizeof *idle, s_cmp_workers);
     for (size_t i = 0; i < k; i++) {
@@ -1511,8 +1521,14 @@ static void s_on_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_wor
 
     if (next == FZ_STATE_RETRYING)
         s_retry_later(self, t, s_backoff_ms(self, t->attempt - t->attempt_base));
-    else if (next == FZ_STATE_QUEUED)
+    else if (next == FZ_STATE_QUEUED) {
+        /* Not the task's fault: the attempt stays on record but does not use a retry, and a
+           worker that refused gets no dispatch for a while (it may be stopping or busy). */
+        t->attempt_base++;
+        if (strcmp(r.outcome, "rejected") == 0)
+            w->rest_until_ms = fz_clock_ms() + 3 * (int64_t) self->cfg.heartbeat_ms;
         s_ready(self, t);
+    }
     else
         s_task_final(self, t);
     s_release_budget(self);
@@ -1577,21 +1593,39 @@ static void s_handle(fz_broker_t *self, zframe_t *from, const void *data, size_t
     fz_msg_destroy(&msg);
 }
 
-/* Reads one ROUTER message: [routing id][payload]. */
-static void s_recv(fz_broker_t *self)
+/* Reads one ROUTER message, [routing id][payload], without blocking; false when none is
+   waiting. (zmq directly: CZMQ's zsock_events costs a poll and a getpid per message.) */
+static bool s_recv(fz_broker_t *self)
 {
-    zmsg_t *zmsg = zmsg_recv(self->router);
-    if (!zmsg)
-        return;
-    zframe_t *from = zmsg_pop(zmsg);
-    zframe_t *body = zmsg_pop(zmsg);
-    if (from && body && zmsg_size(zmsg) == 0)
-        s_handle(self, from, zframe_data(body), zframe_size(body));
-    else if (from)
+    void *router = zsock_resolve(self->router);
+    zmq_msg_t part;
+    zmq_msg_init(&part);
+    if (zmq_msg_recv(&part, router, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&part);
+        return false;
+    }
+    bool more = zmq_msg_more(&part), handled = false;
+    zframe_t *from = zframe_new(zmq_msg_data(&part), zmq_msg_size(&part));
+    zmq_msg_close(&part);
+    /* The rest of a message is there already (ZeroMQ delivers messages whole); only one
+       payload frame is valid, any other shape gets `malformed`. */
+    for (int frames = 1; more; frames++) {
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, router, 0) < 0) {
+            zmq_msg_close(&part);
+            break;
+        }
+        more = zmq_msg_more(&part);
+        if (frames == 1 && !more) {
+            s_handle(self, from, zmq_msg_data(&part), zmq_msg_size(&part));
+            handled = true;
+        }
+        zmq_msg_close(&part);
+    }
+    if (!handled)
         s_reply_error(self, from, 0, FZ_EMALFORMED, "a message must be exactly one frame");
     zframe_destroy(&from);
-    zframe_destroy(&body);
-    zmsg_destroy(&zmsg);
+    return true;
 }
 
 /* ---------------------------------------------------------------- timers */
@@ -1775,7 +1809,9 @@ static void s_reload(fz_broker_t *self)
     self->sched = fz_sched_new(self->cfg.max_running);
     for (int i = 0; i < self->cfg.nmodel_caps; i++)
         fz_sched_set_cap(self->sched, self->cfg.model_caps[i].name, self->cfg.model_caps[i].cap);
-    if (s_load(self) || fz_store_commit(self->store))
+    int rc = s_load(self);
+    s_release_now(self);
+    if (rc || fz_store_commit(self->store))
         fz_error("reload from the store failed: %s", fz_store_error(self->store));
 }
 
@@ -1818,7 +1854,9 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
     self->store = fz_store_open(cfg->db, cfg->sync_full, err, errlen);
     if (!self->store)
         goto fail;
-    if (s_load(self) || fz_store_commit(self->store)) {
+    int rc = s_load(self);
+    s_release_now(self);
+    if (rc || fz_store_commit(self->store)) {
         snprintf(err, errlen, "cannot load tasks from %s: %s", cfg->db,
                  fz_store_error(self->store));
         goto fail;
@@ -1873,9 +1911,10 @@ void fz_broker_destroy(fz_broker_t **self_p)
 /* One turn: read what arrived, run timers, dispatch, commit, then send. */
 static void s_turn(fz_broker_t *self)
 {
-    for (int i = 0; i < FZ_TURN_MAX && (zsock_events(self->router) & ZMQ_POLLIN); i++)
-        s_recv(self);
+    for (int i = 0; i < FZ_TURN_MAX && s_recv(self); i++)
+        ;
     s_tick(self, fz_clock_ms());
+    s_release_now(self);
     s_dispatch(self);
     if (fz_store_commit(self->store) < 0)
         s_abandon_turn(self);

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define FZ_SCHED_HOLDS_PER_PICK 8
+
 typedef struct {
     char name[65];
     fz_queue_t *ready;
@@ -156,9 +158,15 @@ fz_task_t *fz_sched_pick(fz_sched_t *self, const fz_worker_t *worker, const fz_b
     if (self->running >= self->max_running)
         return NULL;
     model_t *m;
+    int holds = 0;
     while ((m = s_best_queue(self, worker))) {
         fz_task_t *task = fz_queue_peek(m->ready);
         if (budget && !fz_budget_fits(budget, fz_sched_reservation(task, default_cost))) {
+            /* Held tasks leave the queue, so smaller ones behind can run; a bounded number
+               per pick, so that an exhausted budget does not hold a whole backlog in one
+               turn (the rest is held as it reaches the top). */
+            if (holds++ == FZ_SCHED_HOLDS_PER_PICK)
+                return NULL;
             fz_sched_hold(self, task, "budget");
             if (held_fn)
                 held_fn(arg, task);
@@ -191,41 +199,26 @@ uint32_t fz_sched_running(const fz_sched_t *self)
     return self->running;
 }
 
-static int s_cmp_before(const void *a, const void *b)
-{
-    const fz_task_t *x = *(fz_task_t *const *) a, *y = *(fz_task_t *const *) b;
-    return fz_queue_before(x, y) ? -1 : fz_queue_before(y, x) ? 1 : 0;
-}
-
 size_t fz_sched_release_budget(fz_sched_t *self, const fz_budget_t *budget, double default_cost,
                                fz_sched_held_fn *fn, void *arg)
 {
-    size_t n = fz_queue_size(self->held), k = 0, moved = 0;
-    if (n == 0)
-        return 0;
-    fz_task_t **pick = malloc(n * sizeof *pick);
-    if (!pick)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        fz_task_t *t = fz_queue_at(self->held, i);
-        if (strcmp(t->hold_reason, "budget") == 0)
-            pick[k++] = t;
-    }
-    /* In priority order, as many as fit together: released tasks are not re-held at once. */
-    qsort(pick, k, sizeof *pick, s_cmp_before);
+    /* In priority order, while the best held task fits: O(1) when nothing fits, so it can
+       run every turn whatever the backlog. A big task at the top keeps smaller ones behind it
+       waiting, as the queue's order says. */
     double left = fz_budget_left(budget);
-    for (size_t i = 0; i < k; i++) {
-        double need = fz_sched_reservation(pick[i], default_cost);
+    size_t moved = 0;
+    fz_task_t *t;
+    while ((t = fz_queue_peek(self->held))) {
+        double need = fz_sched_reservation(t, default_cost);
         if (need > left + 1e-9)
-            continue;
+            break;
         left -= need;
-        fz_queue_remove(self->held, pick[i]);
-        fz_sched_enqueue(self, pick[i]);
+        fz_queue_pop(self->held);
+        fz_sched_enqueue(self, t);
         moved++;
         if (fn)
-            fn(arg, pick[i]);
+            fn(arg, t);
     }
-    free(pick);
     return moved;
 }
 

@@ -34,6 +34,7 @@ typedef struct fz_worker_t {
     fz_task_t *task;        /* running task or NULL (the task table owns it) */
     int64_t last_seen_ms;
     int64_t idle_since_ms;  /* when it last became idle: the longest idle goes first */
+    int64_t rest_until_ms;  /* no dispatch before (it refused one) */
     double since;
 } fz_worker_t;
 
@@ -63,7 +64,7 @@ typedef void(fz_sched_held_fn)(void *arg, fz_task_t *task);
 
 /* The best ready task this idle worker can run now, taken out of its queue; NULL if none
    (or the global limit is reached). Tasks whose reservation does not fit the budget are
-   moved to held ("budget") on the way, each reported to held_fn. */
+   moved to held ("budget") on the way, each reported to held_fn (a few per call). */
 fz_task_t *fz_sched_pick(fz_sched_t *self, const fz_worker_t *worker, const fz_budget_t *budget,
                          double default_cost, fz_sched_held_fn *held_fn, void *arg);
 
@@ -72,8 +73,8 @@ void fz_sched_started(fz_sched_t *self, const fz_task_t *task);
 void fz_sched_ended(fz_sched_t *self, const fz_task_t *task);
 uint32_t fz_sched_running(const fz_sched_t *self);
 
-/* Moves budget-held tasks back to ready, in priority order, as many as fit in what is left
-   of the budget together. Returns how many moved. */
+/* Moves budget-held tasks back to ready, best first, while the best one fits in what is left
+   of the budget. O(1) when none fits. Returns how many moved. */
 size_t fz_sched_release_budget(fz_sched_t *self, const fz_budget_t *budget, double default_cost,
                                fz_sched_held_fn *fn, void *arg);
 

@@ -89,12 +89,27 @@ static sqlite3_stmt *s_stmt(fz_store_t *self, const char *sql)
     return st;
 }
 
+/* Runs a cached statement that returns no rows; SQLite's result code. */
+static int s_run(fz_store_t *self, const char *sql)
+{
+    sqlite3_stmt *st = s_stmt(self, sql);
+    if (!st)
+        return SQLITE_ERROR;
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+/* Prepared once: they run every loop turn. */
+static const char *SQL_BEGIN = "BEGIN IMMEDIATE";
+static const char *SQL_COMMIT = "COMMIT";
+
 /* Statements past the cache size would leak; the cache is sized for every statement here. */
 static int s_begin(fz_store_t *self)
 {
     if (self->in_txn)
         return 0;
-    if (sqlite3_exec(self->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+    if (s_run(self, SQL_BEGIN) != SQLITE_OK) {
         fz_error("store: BEGIN failed: %s", sqlite3_errmsg(self->db));
         self->failed = true;
         return -1;
@@ -197,7 +212,7 @@ int fz_store_commit(fz_store_t *self)
     }
     if (!self->in_txn)
         return 0;
-    int rc = sqlite3_exec(self->db, "COMMIT", NULL, NULL, NULL);
+    int rc = s_run(self, SQL_COMMIT);
     if (rc != SQLITE_OK) {
         fz_error("store: COMMIT failed: %s", sqlite3_errmsg(self->db));
         sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);

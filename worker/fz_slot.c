@@ -43,6 +43,7 @@ struct fz_slot_t {
     size_t npending;
     int64_t next_resend_ms;
     bool stopping; /* first signal seen */
+    bool said_bye; /* stopping, and the broker was told: no more dispatches */
 };
 
 /* ---------------------------------------------------------------- command templates */
@@ -422,7 +423,8 @@ static void s_on_error(fz_slot_t *self, fz_msg_t *msg)
     const char *code = fz_msg_str(msg, "code", "", NULL);
     const char *text = fz_msg_str(msg, "message", "", NULL);
     fz_warn("broker error %s: %s", code, text);
-    if (strcmp(code, "conflict") == 0 && strstr(text, "hello") && self->welcomed) {
+    if (strcmp(code, "conflict") == 0 && strstr(text, "hello") && self->welcomed &&
+        !self->said_bye) {
         /* The broker restarted and does not know us: introduce ourselves again, once (the
            errors for messages already on their way must not each cause a hello). */
         self->welcomed = false;
@@ -564,6 +566,13 @@ static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
     }
     if (!self->stopping)
         return false;
+    if (!self->agent && !self->said_bye) {
+        /* The interrupted result (if any) went first on this socket, so the broker records
+           it before it forgets us; we stay to collect its acknowledgement. */
+        fz_enc_t *bye = fz_enc_new("bye", 0);
+        s_send(self, &bye);
+        self->said_bye = true;
+    }
     return now >= *leave_at || (!self->agent && self->npending == 0);
 }
 
@@ -598,7 +607,9 @@ int fz_slot_run(fz_slot_t *self)
         }
         s_timers(self, now);
     }
-    fz_enc_t *bye = fz_enc_new("bye", 0);
-    s_send(self, &bye);
+    if (!self->said_bye) {
+        fz_enc_t *bye = fz_enc_new("bye", 0);
+        s_send(self, &bye);
+    }
     return 0;
 }
