@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "fz_budget.h"
+#include "fz_history.h"
 #include "fz_net.h"
 #include "fz_sched.h"
 #include "fz_store.h"
@@ -23,6 +24,9 @@
 /* Lost attempts (worker died) beyond the task's retries before it is failed anyway: a task
    that keeps killing its workers must not loop forever. */
 #define FZ_LOST_EXTRA 3
+/* Recent events kept for subscribers that missed some: at most this many, this many bytes. */
+#define FZ_HISTORY_EVENTS 20000
+#define FZ_HISTORY_BYTES (16u << 20)
 /* Exit status with which an agent says "do not retry me". */
 #define FZ_EXIT_NO_RETRY 75
 
@@ -51,6 +55,7 @@ struct fz_broker_t {
     out_t *out;
     size_t nout, capout;
     uint64_t seq;
+    fz_history_t *history; /* recent events, for subscribers that missed some */
     int64_t next_heartbeat_ms;
     int64_t next_rerank_ms;
     bool budget_moved; /* spend, reservations or cap changed: release held tasks this turn */
@@ -222,6 +227,7 @@ static void s_emit_now(fz_broker_t *self, const char *topic, fz_enc_t **e_p)
     if (data) {
         zmq_send(zsock_resolve(self->pub), topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT);
         zmq_send(zsock_resolve(self->pub), data, len, ZMQ_DONTWAIT);
+        fz_history_add(self->history, self->seq, data, len);
     }
     fz_enc_destroy(e_p);
 }
@@ -1256,6 +1262,16 @@ static void s_on_cost(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     s_reply(self, from, rid, r);
 }
 
+/* Events a subscriber missed (it saw a gap in seq), from the recent history. */
+static void s_on_events(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    fz_enc_t *r = fz_enc_new("events", fz_msg_rid(msg));
+    fz_history_encode(self->history, fz_msg_uint(msg, "since", 0), r, "events", 3u << 20);
+    fz_enc_uint(r, "first", fz_history_first(self->history));
+    fz_enc_uint(r, "last", fz_history_last(self->history));
+    s_reply(self, from, fz_msg_rid(msg), r);
+}
+
 static void s_on_ping(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
     fz_enc_t *r = fz_enc_new("pong", fz_msg_rid(msg));
@@ -1556,6 +1572,7 @@ static const struct {
     {"priority", s_on_priority, NULL}, {"budget", s_on_budget, NULL},
     {"cost", s_on_cost, NULL},         {"ping", s_on_ping, NULL},
     {"submit-batch", s_on_submit_batch, NULL}, {"escalate", s_on_escalate, NULL},
+    {"events", s_on_events, NULL},
     {"hello", s_on_hello, NULL},       {"heartbeat", NULL, s_on_heartbeat},
     {"started", NULL, s_on_started},   {"output", NULL, s_on_output},
     {"result", NULL, s_on_result},     {"bye", NULL, s_on_bye},
@@ -1846,6 +1863,7 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
     self->workers = zhashx_new();
     self->timed = zlistx_new();
     self->sched = fz_sched_new(cfg->max_running);
+    self->history = fz_history_new(FZ_HISTORY_EVENTS, FZ_HISTORY_BYTES);
     zhashx_set_destructor(self->tasks, s_task_free);
     zhashx_set_destructor(self->workers, s_worker_free);
     s_parse_whitelist(self);
@@ -1896,6 +1914,7 @@ void fz_broker_destroy(fz_broker_t **self_p)
         fz_store_commit(self->store);
     fz_store_destroy(&self->store);
     zlistx_destroy(&self->timed);
+    fz_history_destroy(&self->history);
     fz_sched_destroy(&self->sched);
     zhashx_destroy(&self->workers);
     zhashx_destroy(&self->tasks);

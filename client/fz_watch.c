@@ -12,6 +12,7 @@
 
 #include "fz_cli.h"
 #include "fz_event.h"
+#include "fz_client.h"
 #include "fz_net.h"
 #include "fz_report.h"
 
@@ -20,12 +21,15 @@
 #define S_DEPTH 8      /* ancestors shown in task=A/B/C */
 
 typedef struct {
-    const char *events;
+    const char *events, *broker;
+    fz_client_t *client; /* to ask for missed events; made on the first gap */
     bool json;
     uint64_t task;  /* 0 = all */
     uint64_t count; /* 0 = no limit */
     double timeout; /* seconds, 0 = none */
     uint64_t last_seq;
+    uint64_t since;
+    bool since_given;
     uint64_t printed;
     /* task -> parent, learned from events that carry "parent": a ring, oldest forgotten */
     uint64_t kids[S_TREE], parents[S_TREE];
@@ -77,17 +81,24 @@ static char *s_task_path(const watch_t *w, uint64_t task, char *buf, size_t size
 
 static int s_help(void)
 {
-    printf("Usage: fz-watch [--events EP] [--json] [--task ID] [--count N] [--timeout SECS]\n"
+    printf("Usage: fz-watch [--events EP] [--json] [--task ID] [--since SEQ] [--count N]\n"
+           "                [--timeout SECS]\n"
            "Print the fz broker's events, one line each:\n"
            "  TIME (UTC) EVENT task=ID worker=NAME DETAILS\n"
            "A subtask's events read task=PARENT/ID (its known ancestors first).\n"
            "Agent output and summaries are shown escaped, cut to %d characters.\n"
-           "A jump in the broker's event numbers is reported on stderr as 'missed N events'.\n"
+           "When the event numbers jump (PUB/SUB dropped some), the missed events are asked\n"
+           "from the broker's recent history and shown first; what it no longer holds is\n"
+           "reported on stderr as 'missed N events'.\n"
            "\n"
            "Options:\n"
            "  -e, --events EP     event endpoint (default $FZ_EVENTS or " FZ_DEFAULT_EVENTS ")\n"
+           "  -b, --broker EP     where to ask for missed events (default $FZ_BROKER or\n"
+           "                      " FZ_DEFAULT_BROKER ")\n"
            "  -j, --json          one JSON object per event (its fields plus \"topic\")\n"
            "  -T, --task ID       only the events of task ID and its subtasks\n"
+           "  -s, --since SEQ     first show the recent events after number SEQ (0: all the\n"
+           "                      broker still holds), then follow\n"
            "  -n, --count N       exit after printing N events\n"
            "  -t, --timeout SECS  exit after SECS seconds\n"
            "  -h, --help          this help\n"
@@ -129,10 +140,9 @@ static void s_print_human(const watch_t *w, const fz_event_t *ev)
     printf(" %s\n", fz_report_event_details(ev, S_MAX_TEXT, false, details, sizeof details));
 }
 
-/* Handles one event; returns true when --count is reached. */
-static bool s_on_event(watch_t *w, const fz_event_t *ev)
+/* Prints one event (if it passes --task); returns true when --count is reached. */
+static bool s_show(watch_t *w, const fz_event_t *ev)
 {
-    s_check_seq(w, fz_event_seq(ev));
     s_learn(w, ev);
     if (w->task && !s_under(w, fz_event_task(ev), w->task))
         return false;
@@ -143,6 +153,71 @@ static bool s_on_event(watch_t *w, const fz_event_t *ev)
     fflush(stdout);
     w->printed++;
     return w->count && w->printed >= w->count;
+}
+
+/* One event of an `events` reply as an fz_event_t (its topic is its "event" field). */
+static fz_event_t *s_event_from(const msgpack_object *map)
+{
+    char topic[128];
+    fz_obj_str(map, "event", topic, sizeof topic);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, *map);
+    char why[128];
+    fz_event_t *ev = fz_event_decode(topic, strlen(topic), sb.data, sb.size, why, sizeof why);
+    msgpack_sbuffer_destroy(&sb);
+    return ev;
+}
+
+/* Events before `upto` that the subscription missed, from the broker's recent history.
+   Returns the last seq shown (w->last_seq if none could be had); stops early on --count. */
+static uint64_t s_replay(watch_t *w, uint64_t upto, bool *done)
+{
+    if (!w->client)
+        w->client = fz_client_new(fz_endpoint(w->broker, "FZ_BROKER", FZ_DEFAULT_BROKER), 2000);
+    fz_enc_t *req = w->client ? fz_client_request(w->client, "events") : NULL;
+    if (!req)
+        return w->last_seq;
+    fz_enc_uint(req, "since", w->last_seq);
+    fz_msg_t *reply = NULL;
+    char err[256];
+    uint64_t shown = w->last_seq;
+    if (fz_client_ask(w->client, &req, "events", &reply, err, sizeof err) != FZ_OK) {
+        fz_cli_error("cannot fetch missed events: %s", err);
+        return shown;
+    }
+    const msgpack_object *evs = fz_msg_obj(reply, "events");
+    for (uint32_t i = 0; evs && i < evs->via.array.size && !*done; i++) {
+        uint64_t seq = fz_obj_uint(&evs->via.array.ptr[i], "seq", 0);
+        if (seq <= shown || seq >= upto)
+            continue;
+        if (seq > shown + 1)
+            break; /* older than the history reaches: reported by the caller */
+        fz_event_t *ev = s_event_from(&evs->via.array.ptr[i]);
+        if (ev)
+            *done = s_show(w, ev);
+        fz_event_destroy(&ev);
+        shown = seq;
+    }
+    fz_msg_destroy(&reply);
+    return shown;
+}
+
+/* Handles one event: first what was missed before it (asked from the broker), then it.
+   Returns true when --count is reached. */
+static bool s_on_event(watch_t *w, const fz_event_t *ev)
+{
+    uint64_t seq = fz_event_seq(ev);
+    bool done = false;
+    if (seq && w->last_seq && seq > w->last_seq + 1) {
+        w->last_seq = s_replay(w, seq, &done);
+        if (done)
+            return true;
+    }
+    s_check_seq(w, seq);
+    return s_show(w, ev);
 }
 
 static int s_watch(watch_t *w)
@@ -157,6 +232,11 @@ static int s_watch(watch_t *w)
     }
     int64_t deadline = w->timeout > 0 ? fz_clock_ms() + (int64_t) (w->timeout * 1000) : 0;
     bool done = false;
+    if (w->since_given) {
+        /* What came before we subscribed; a gap to the first live event is filled then. */
+        w->last_seq = w->since;
+        w->last_seq = s_replay(w, UINT64_MAX, &done);
+    }
     while (!done && !fz_net_interrupted() && !ferror(stdout)) {
         long wait = 1000;
         if (deadline) {
@@ -181,7 +261,9 @@ static int s_watch(watch_t *w)
 }
 
 static const struct option s_long[] = {
-    {"events", required_argument, NULL, 'e'}, {"json", no_argument, NULL, 'j'},
+    {"events", required_argument, NULL, 'e'}, {"broker", required_argument, NULL, 'b'},
+    {"since", required_argument, NULL, 's'},
+    {"json", no_argument, NULL, 'j'},
     {"task", required_argument, NULL, 'T'},   {"count", required_argument, NULL, 'n'},
     {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0}};
@@ -192,10 +274,15 @@ int main(int argc, char **argv)
     watch_t w = {0};
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":e:jT:n:t:hV", s_long, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":e:b:s:jT:n:t:hV", s_long, NULL)) != -1) {
         bool ok = true;
         switch (c) {
         case 'e': w.events = optarg; break;
+        case 'b': w.broker = optarg; break;
+        case 's':
+            w.since_given = true;
+            ok = fz_cli_parse_uint("--since", optarg, 0, UINT64_MAX, &w.since);
+            break;
         case 'j': w.json = true; break;
         case 'T': ok = fz_cli_parse_uint("--task", optarg, 1, UINT64_MAX, &w.task); break;
         case 'n': ok = fz_cli_parse_uint("--count", optarg, 1, UINT64_MAX, &w.count); break;
@@ -213,5 +300,7 @@ int main(int argc, char **argv)
     if (optind < argc)
         return fz_cli_usage_error("unexpected argument '%s'", argv[optind]);
     setvbuf(stdout, NULL, _IOLBF, 0);
-    return s_watch(&w);
+    int code = s_watch(&w);
+    fz_client_destroy(&w.client);
+    return code;
 }

@@ -100,6 +100,14 @@ static const fz_field_t f_cost[] = {
     {"total_cost", FZ_T_FLOAT, 0, 0, 1e12},
     END};
 
+/* "events" is the request (since) and the reply (events, first, last). */
+static const fz_field_t f_events[] = {
+    {"since", FZ_T_UINT, 0, 0, U64},
+    {"events", FZ_T_OBJARR, 0, 0, 1000000},
+    {"first", FZ_T_UINT, 0, 0, U64},
+    {"last", FZ_T_UINT, 0, 0, U64},
+    END};
+
 static const fz_field_t f_pong[] = {
     {"version", FZ_T_UINT, 0, 0, U64},
     {"broker", FZ_T_STR, 0, 0, 64},
@@ -195,6 +203,7 @@ static const fz_msgspec_t s_specs[] = {
     {"submit-batch", f_batch},
     {"submitted-batch", f_batch_reply},
     {"escalate", f_task_id},
+    {"events", f_events},
     {"get", f_task_id},
     {"task", f_task_reply},
     {"list", f_list},

@@ -60,7 +60,7 @@ static const char *const s_types[] = {"submit",
                                       "cost",
                                       "submit-batch",
                                       "submitted-batch",
-                                      "escalate"};
+                                      "escalate", "events"};
 #define NTYPES (sizeof s_types / sizeof *s_types)
 
 static FILE *s_devnull;

@@ -103,5 +103,17 @@ def body(f):
     f.ok("resume")
     code(ctl("ping"), 0, "ping")
 
+    # Missed events: the broker keeps recent ones; fz-watch --since shows them, in order.
+    r = f.ok("events", since=0)
+    seqs = [e["seq"] for e in r["events"]]
+    h.check(seqs and seqs == list(range(seqs[0], seqs[0] + len(seqs))) and r["last"] == seqs[-1],
+            "history not contiguous: %s" % seqs[:20])
+    h.check(any(e["event"] == "task.submitted" and e["task"] == parent for e in r["events"]),
+            "history lacks the parent's submission")
+    out = code(f.run_tool("fz-watch", "--since", "0", "--count", "5", "--json", timeout=20), 0,
+               "fz-watch --since").stdout.splitlines()
+    got = [json.loads(l)["seq"] for l in out]
+    h.check(got == seqs[:5], "fz-watch --since 0 showed %s, wanted %s" % (got, seqs[:5]))
+
 
 h.run("cli_tools", body)
