@@ -1720,6 +1720,11 @@ static void s_load_one(void *arg, const fz_task_t *row, const char *worker)
     char key[24];
     s_idkey(t->id, key);
     zhashx_insert(self->tasks, key, t);
+    /* The model of the attempt at hand: the running one's, or the next one's. */
+    char model[65];
+    uint32_t n = t->state == FZ_STATE_RUNNING ? t->attempt : t->attempt + 1;
+    if (n > 1 && fz_store_task_model(self->store, t->id, n, model) == 0)
+        snprintf(t->model, sizeof t->model, "%s", model);
     switch (t->state) {
     case FZ_STATE_RUNNING:
         /* Its agent may still run: wait for the worker to come back and claim it. */
@@ -1729,6 +1734,7 @@ static void s_load_one(void *arg, const fz_task_t *row, const char *worker)
         s_timed_add(self, t);
         break;
     case FZ_STATE_HELD:
+        s_rerank(self, t);
         fz_sched_hold(self->sched, t, t->hold_reason);
         break;
     case FZ_STATE_RETRYING:

@@ -107,6 +107,10 @@ static const char *SQL_COMMIT = "COMMIT";
 /* Statements past the cache size would leak; the cache is sized for every statement here. */
 static int s_begin(fz_store_t *self)
 {
+    /* After a failed write SQLite may have rolled the transaction back by itself; a later
+       write would then autocommit. Nothing more is written in a failed turn. */
+    if (self->failed)
+        return -1;
     if (self->in_txn)
         return 0;
     if (s_run(self, SQL_BEGIN) != SQLITE_OK) {
@@ -450,7 +454,7 @@ int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_
 
 #define LIVE_COLS                                                                              \
     "SELECT t.id, t.state, t.priority, t.attempts, t.retries, t.timeout, t.max_cost,"          \
-    " t.hold_reason, COALESCE(a.model, t.model), COALESCE(a.worker, ''),"                      \
+    " t.hold_reason, t.model, COALESCE(a.worker, ''),"                                          \
     " COALESCE(a.reserved, 0), t.model, t.parent, t.deadline, t.updated"                        \
     " FROM tasks t LEFT JOIN attempts a ON a.task = t.id AND a.n = t.attempts"
 static const char *SQL_LIVE =
@@ -632,20 +636,29 @@ fz_err_t fz_store_encode_attempts(fz_store_t *self, uint64_t id, fz_enc_t *e, co
     sqlite3_stmt *st = s_stmt(self, SQL_ATTEMPTS);
     if (!st)
         return FZ_EUNAVAILABLE;
-    /* Count first: msgpack wants the array length up front. */
-    fz_enc_t *rows[1024];
-    size_t n = 0;
+    /* Rows first: msgpack wants the array length up front. */
+    size_t n = 0, cap = 16;
+    fz_enc_t **rows = malloc(cap * sizeof *rows);
     sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
-    while (n < 1024 && sqlite3_step(st) == SQLITE_ROW) {
+    while (rows && sqlite3_step(st) == SQLITE_ROW) {
+        if (n == cap) {
+            fz_enc_t **more = realloc(rows, (cap *= 2) * sizeof *rows);
+            if (!more)
+                break;
+            rows = more;
+        }
         fz_enc_t *a = fz_enc_new_map();
         for (int i = 0; i < (int) (sizeof s_attempt_kinds / sizeof *s_attempt_kinds); i++)
             s_encode_column(st, i, s_attempt_kinds[i], a);
         rows[n++] = a;
     }
     sqlite3_reset(st);
+    if (!rows)
+        return FZ_EUNAVAILABLE;
     fz_enc_array(e, key, n);
     for (size_t i = 0; i < n; i++)
         fz_enc_sub(e, NULL, &rows[i]);
+    free(rows);
     return FZ_OK;
 }
 
@@ -982,15 +995,23 @@ static const char *SQL_CHILDREN = "SELECT id FROM tasks WHERE parent = ?1 ORDER 
 void fz_store_encode_children(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key)
 {
     sqlite3_stmt *st = s_stmt(self, SQL_CHILDREN);
-    uint64_t ids[1024];
-    size_t n = 0;
-    if (st) {
+    size_t n = 0, cap = 64;
+    uint64_t *ids = malloc(cap * sizeof *ids);
+    if (st && ids) {
         sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
-        while (n < 1024 && sqlite3_step(st) == SQLITE_ROW)
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            if (n == cap) {
+                uint64_t *more = realloc(ids, (cap *= 2) * sizeof *ids);
+                if (!more)
+                    break;
+                ids = more;
+            }
             ids[n++] = (uint64_t) sqlite3_column_int64(st, 0);
+        }
         sqlite3_reset(st);
     }
     fz_enc_array(e, key, n);
     for (size_t i = 0; i < n; i++)
         fz_enc_uint(e, NULL, ids[i]);
+    free(ids);
 }

@@ -95,7 +95,8 @@ int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_
                             fz_state_t state);
 
 /* Calls fn for each unfinished task (state not final), oldest first, with the worker of its
-   current attempt ("" if none) and that attempt's reservation. */
+   current attempt ("" if none) and that attempt's reservation. The task's model is its own
+   (first-attempt) model: the caller picks the fallback for the attempt at hand. */
 typedef void(fz_store_live_fn)(void *arg, const fz_task_t *task, const char *worker);
 int fz_store_load_live(fz_store_t *self, fz_store_live_fn *fn, void *arg);
 

@@ -1,0 +1,1291 @@
+/*  store_test: the broker's SQLite store (broker/fz_store.c), on a database in a temp dir.
+
+    What is durable is checked through a second, read-only connection (s_ro_*), so a test
+    tells the turn's own view (same connection) from what a crash would leave. Covered: the
+    schema, task ids, turns (rollback, commit, fz_store_fail_turn, the FZ_STORE_MAX_PAGES
+    full-disk seam), load_live, attempts recorded once, the fallback chain, dependencies and
+    trees, the reply encoders (decoded back with fz_msg_decode and read with fz_obj_*), the
+    list size cap, the cost report against fz_store_spent, and meta.
+
+    Tests named test_regression_* pin bugs these tests found and that are fixed (each explains
+    its bug above it). */
+
+/* cmocka.h needs these four first, in this order. */
+/* clang-format off */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fz_msg.h"
+#include "fz_store.h"
+
+/* ---------------------------------------------------------------- fixture */
+
+typedef struct {
+    char dir[64];
+    char path[128];
+    fz_store_t *store;
+} fx_t;
+
+static fz_store_t *s_open(const char *path)
+{
+    char err[256] = "";
+    fz_store_t *s = fz_store_open(path, false, err, sizeof err);
+    if (!s)
+        print_error("fz_store_open(%s): %s\n", path, err);
+    return s;
+}
+
+static int s_setup(void **state)
+{
+    unsetenv("FZ_STORE_MAX_PAGES"); /* a stray seam must not shrink every test's disk */
+    fx_t *fx = calloc(1, sizeof *fx);
+    if (!fx)
+        return -1;
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/fz-store-test-XXXXXX");
+    if (!mkdtemp(fx->dir)) {
+        free(fx);
+        return -1;
+    }
+    snprintf(fx->path, sizeof fx->path, "%s/fz.db", fx->dir);
+    fx->store = s_open(fx->path);
+    *state = fx;
+    return fx->store ? 0 : -1;
+}
+
+static int s_teardown(void **state)
+{
+    fx_t *fx = *state;
+    if (!fx)
+        return 0;
+    fz_store_destroy(&fx->store);
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < 4; i++) {
+        char p[160];
+        snprintf(p, sizeof p, "%s%s", fx->path, suffixes[i]);
+        unlink(p);
+    }
+    int rc = rmdir(fx->dir);
+    if (rc)
+        print_error("cannot remove %s: something was left in it\n", fx->dir);
+    free(fx);
+    *state = NULL;
+    return rc;
+}
+
+#define TEST(fn) cmocka_unit_test_setup_teardown(fn, s_setup, s_teardown)
+
+/* Closes and reopens the store: what survives is what was committed. */
+static void s_reopen(fx_t *fx)
+{
+    fz_store_destroy(&fx->store);
+    fx->store = s_open(fx->path);
+    assert_non_null(fx->store);
+}
+
+/* ---------------------------------------------------------------- read-only peeks */
+
+/* Runs sql on a fresh read-only connection; the first column of the first row. */
+static sqlite3_stmt *s_ro_query(fx_t *fx, sqlite3 **db, const char *sql)
+{
+    assert_int_equal(sqlite3_open_v2(fx->path, db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(*db, sql, -1, &st, NULL) != SQLITE_OK) {
+        print_error("ro prepare '%s': %s\n", sql, sqlite3_errmsg(*db));
+        sqlite3_close(*db);
+        fail();
+    }
+    return st;
+}
+
+static int64_t s_ro_int(fx_t *fx, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st = s_ro_query(fx, &db, sql);
+    int rc = sqlite3_step(st);
+    int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -999;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static double s_ro_double(fx_t *fx, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st = s_ro_query(fx, &db, sql);
+    double v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_double(st, 0) : -999;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static char *s_ro_text(fx_t *fx, const char *sql, char *buf, size_t size)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st = s_ro_query(fx, &db, sql);
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        snprintf(buf, size, "%s", (const char *)sqlite3_column_text(st, 0));
+    else
+        snprintf(buf, size, "(no row)");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return buf;
+}
+
+/* ---------------------------------------------------------------- msgpack objects */
+
+#define MP_STR(s)                                                                                  \
+    ((msgpack_object){.type = MSGPACK_OBJECT_STR,                                                  \
+                      .via.str = {.size = (uint32_t)strlen(s), .ptr = (s)}})
+#define MP_UINT(u) ((msgpack_object){.type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = (u)})
+#define MP_ARRAY(items, n)                                                                         \
+    ((msgpack_object){.type = MSGPACK_OBJECT_ARRAY, .via.array = {.size = (n), .ptr = (items)}})
+#define MP_MAP(kvs, n)                                                                             \
+    ((msgpack_object){.type = MSGPACK_OBJECT_MAP, .via.map = {.size = (n), .ptr = (kvs)}})
+
+/* ---------------------------------------------------------------- task helpers */
+
+static uint64_t s_add_as(fx_t *fx, const char *prompt, fz_state_t state)
+{
+    fz_store_newtask_t t = {0};
+    t.prompt = prompt;
+    t.prompt_len = strlen(prompt);
+    t.state = state;
+    uint64_t id = fz_store_task_add(fx->store, &t);
+    assert_true(id > 0);
+    return id;
+}
+
+static uint64_t s_add(fx_t *fx, const char *prompt)
+{
+    return s_add_as(fx, prompt, FZ_STATE_QUEUED);
+}
+
+static uint64_t s_add_model(fx_t *fx, const char *prompt, const char *model,
+                            const msgpack_object *fallback)
+{
+    fz_store_newtask_t t = {0};
+    t.prompt = prompt;
+    t.prompt_len = strlen(prompt);
+    t.model = model;
+    t.fallback = fallback;
+    t.state = FZ_STATE_QUEUED;
+    uint64_t id = fz_store_task_add(fx->store, &t);
+    assert_true(id > 0);
+    return id;
+}
+
+static uint64_t s_add_child(fx_t *fx, const char *prompt, uint64_t parent, int64_t priority,
+                            const msgpack_object *labels)
+{
+    fz_store_newtask_t t = {0};
+    t.prompt = prompt;
+    t.prompt_len = strlen(prompt);
+    t.parent = parent;
+    t.priority = priority;
+    t.labels = labels;
+    t.state = FZ_STATE_QUEUED;
+    uint64_t id = fz_store_task_add(fx->store, &t);
+    assert_true(id > 0);
+    return id;
+}
+
+/* Finishes attempt n with a cost; returns fz_store_attempt_finish's result. */
+static int s_finish(fx_t *fx, uint64_t id, uint32_t n, double cost, const char *model,
+                    fz_state_t state)
+{
+    fz_result_t r = {0};
+    r.outcome = "exited";
+    r.exit_code = state == FZ_STATE_SUCCEEDED ? 0 : 1;
+    r.cost_usd = cost;
+    r.tokens_in = 100;
+    r.tokens_out = 10;
+    r.duration_ms = 1000;
+    r.model = model;
+    r.summary = "done";
+    return fz_store_attempt_finish(fx->store, id, n, &r, state);
+}
+
+/* Decodes what e holds as a protocol message (destroys e). */
+static fz_msg_t *s_decode(fz_enc_t **e)
+{
+    size_t len = 0;
+    const void *data = fz_enc_data(*e, &len);
+    assert_non_null(data);
+    fz_msg_t *msg = NULL;
+    char why[256] = "";
+    fz_err_t err = fz_msg_decode(data, len, &msg, NULL, why, sizeof why);
+    fz_enc_destroy(e);
+    if (err != FZ_OK) {
+        print_error("decode: %s: %s\n", fz_strerror(err), why);
+        fail();
+    }
+    return msg;
+}
+
+static void s_str_is(const msgpack_object *map, const char *key, const char *want)
+{
+    char buf[512];
+    fz_obj_str(map, key, buf, sizeof buf);
+    if (strcmp(buf, want) != 0 || !fz_obj_get(map, key)) {
+        print_error("field '%s' is '%s', expected '%s'\n", key, buf, want);
+        fail();
+    }
+}
+
+/* ---------------------------------------------------------------- open, schema, turns */
+
+static void test_open_creates_schema(void **state)
+{
+    fx_t *fx = *state;
+    assert_int_equal(access(fx->path, F_OK), 0);
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND"
+                                  " name IN ('tasks','task_labels','attempts','meta','deps')"),
+                     5);
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND"
+                                  " name IN ('tasks_state','attempts_ended','deps_dep',"
+                                  "'tasks_parent')"),
+                     4);
+    char buf[32];
+    assert_string_equal(s_ro_text(fx, "PRAGMA journal_mode", buf, sizeof buf), "wal");
+    /* Empty. */
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM tasks"), 0);
+    assert_false(fz_store_task_exists(fx->store, 1, NULL));
+
+    /* Reopening an existing database keeps it (and its data). */
+    s_add(fx, "kept");
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    s_reopen(fx);
+    assert_true(fz_store_task_exists(fx->store, 1, NULL));
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"), 5);
+
+    /* A path that cannot be opened: NULL and a reason. */
+    char err[256] = "";
+    fz_store_t *bad = fz_store_open("/nonexistent-fz-dir/sub/fz.db", false, err, sizeof err);
+    assert_null(bad);
+    assert_non_null(strstr(err, "cannot open database /nonexistent-fz-dir/sub/fz.db"));
+    fz_store_destroy(&bad);
+    fz_store_destroy(NULL);
+
+    /* sync_full opens too. */
+    fz_store_destroy(&fx->store);
+    fx->store = fz_store_open(fx->path, true, err, sizeof err);
+    assert_non_null(fx->store);
+}
+
+static void test_task_add_increasing_ids(void **state)
+{
+    fx_t *fx = *state;
+    assert_int_equal(s_add(fx, "one"), 1);
+    assert_int_equal(s_add(fx, "two"), 2);
+    assert_int_equal(s_add_as(fx, "three", FZ_STATE_WAITING), 3);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    assert_int_equal(s_add(fx, "four"), 4); /* the next turn goes on */
+    assert_int_equal(fz_store_commit(fx->store), 0);
+
+    fz_state_t st = FZ_STATE_COUNT;
+    assert_true(fz_store_task_exists(fx->store, 1, &st));
+    assert_int_equal(st, FZ_STATE_QUEUED);
+    assert_true(fz_store_task_exists(fx->store, 3, &st));
+    assert_int_equal(st, FZ_STATE_WAITING);
+    assert_false(fz_store_task_exists(fx->store, 5, &st));
+    assert_true(fz_store_task_exists(fx->store, 4, NULL)); /* state_p may be NULL */
+    char buf[64];
+    assert_string_equal(s_ro_text(fx, "SELECT prompt FROM tasks WHERE id = 2", buf, sizeof buf),
+                        "two");
+    assert_string_equal(s_ro_text(fx, "SELECT state FROM tasks WHERE id = 3", buf, sizeof buf),
+                        "waiting");
+}
+
+static void test_rollback_then_commit(void **state)
+{
+    fx_t *fx = *state;
+    uint64_t a = s_add(fx, "rolled back");
+    assert_int_equal(fz_store_meta_set(fx->store, "k", 5), 0);
+    /* The turn sees its own writes... */
+    assert_true(fz_store_task_exists(fx->store, a, NULL));
+    assert_true(fz_store_meta_get(fx->store, "k", -1) == 5);
+    /* ...nobody else does before the commit. */
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM tasks"), 0);
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM meta"), 0);
+
+    fz_store_rollback(fx->store);
+    assert_false(fz_store_task_exists(fx->store, a, NULL));
+    assert_true(fz_store_meta_get(fx->store, "k", -1) == -1);
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM tasks"), 0);
+    fz_store_rollback(fx->store);                    /* nothing open: harmless */
+    assert_int_equal(fz_store_commit(fx->store), 0); /* nothing open: success */
+
+    uint64_t b = s_add(fx, "committed");
+    assert_int_equal(fz_store_meta_set(fx->store, "k", 7), 0);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    char buf[64];
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM tasks"), 1);
+    assert_string_equal(s_ro_text(fx, "SELECT prompt FROM tasks", buf, sizeof buf), "committed");
+    assert_true(s_ro_double(fx, "SELECT value FROM meta WHERE key = 'k'") == 7);
+    s_reopen(fx);
+    assert_true(fz_store_task_exists(fx->store, b, NULL));
+    assert_true(fz_store_meta_get(fx->store, "k", -1) == 7);
+}
+
+static void test_fail_turn(void **state)
+{
+    fx_t *fx = *state;
+    uint64_t keep = s_add(fx, "earlier turn");
+    assert_int_equal(fz_store_commit(fx->store), 0);
+
+    uint64_t a = s_add(fx, "doomed");
+    assert_int_equal(fz_store_meta_set(fx->store, "x", 1), 0);
+    fz_store_fail_turn(fx->store);
+    assert_int_equal(fz_store_commit(fx->store), -1);
+    assert_false(fz_store_task_exists(fx->store, a, NULL));
+    assert_true(fz_store_task_exists(fx->store, keep, NULL));
+    assert_true(fz_store_meta_get(fx->store, "x", -1) == -1);
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM tasks"), 1);
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM meta"), 0);
+
+    /* The failure is over with that turn. */
+    uint64_t c = s_add(fx, "next turn");
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM tasks"), 2);
+    assert_true(fz_store_task_exists(fx->store, c, NULL));
+
+    /* Failing a turn with no write still fails its commit, once. */
+    fz_store_fail_turn(fx->store);
+    assert_int_equal(fz_store_commit(fx->store), -1);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+}
+
+/* A store whose database cannot grow past a few pages beyond the empty schema. */
+static void s_open_small(fx_t *fx, int extra_pages)
+{
+    int64_t pages = s_ro_int(fx, "PRAGMA page_count");
+    assert_true(pages > 0);
+    fz_store_destroy(&fx->store);
+    char v[32];
+    snprintf(v, sizeof v, "%d", (int)pages + extra_pages);
+    setenv("FZ_STORE_MAX_PAGES", v, 1);
+    fx->store = s_open(fx->path);
+    unsetenv("FZ_STORE_MAX_PAGES");
+    assert_non_null(fx->store);
+}
+
+static void test_max_pages_seam(void **state)
+{
+    fx_t *fx = *state;
+    s_open_small(fx, 6);
+    uint64_t keep = s_add(fx, "small, fits");
+    assert_int_equal(fz_store_commit(fx->store), 0);
+
+    /* A prompt far larger than the pages left: the write fails, the turn rolls back. */
+    size_t len = 256 * 1024;
+    char *big = malloc(len + 1);
+    assert_non_null(big);
+    memset(big, 'x', len);
+    big[len] = 0;
+    fz_store_newtask_t t = {.prompt = big, .prompt_len = len, .state = FZ_STATE_QUEUED};
+    uint64_t before = s_add(fx, "same turn, before the failure");
+    assert_int_equal(fz_store_task_add(fx->store, &t), 0);
+    free(big);
+    assert_int_equal(fz_store_commit(fx->store), -1);
+    assert_false(fz_store_task_exists(fx->store, before, NULL));
+    assert_true(fz_store_task_exists(fx->store, keep, NULL));
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM tasks"), 1);
+
+    /* Usable afterwards: small writes go on landing. */
+    uint64_t after = s_add(fx, "next turn");
+    assert_int_equal(fz_store_meta_set(fx->store, "ok", 1), 0);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    assert_true(fz_store_task_exists(fx->store, after, NULL));
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM tasks"), 2);
+    assert_true(s_ro_double(fx, "SELECT value FROM meta WHERE key = 'ok'") == 1);
+}
+
+/* Regression (s_begin): after a write failed with SQLITE_FULL, SQLite had rolled the whole
+   transaction back by itself while the store still believed one open, so every later write
+   of the turn autocommitted although the turn's commit reported failure (a client told its
+   submit failed found the task stored). A failed turn now writes nothing more. */
+static void test_regression_no_writes_after_a_failed_write(void **state)
+{
+    fx_t *fx = *state;
+    s_open_small(fx, 6);
+    assert_int_equal(fz_store_meta_set(fx->store, "before", 1), 0);
+    size_t len = 256 * 1024;
+    char *big = malloc(len);
+    assert_non_null(big);
+    memset(big, 'x', len);
+    fz_store_newtask_t t = {.prompt = big, .prompt_len = len, .state = FZ_STATE_QUEUED};
+    assert_int_equal(fz_store_task_add(fx->store, &t), 0); /* disk full */
+    free(big);
+    /* The rest of the turn's work, as the broker goes on handling messages. */
+    fz_store_task_add(fx->store, &(fz_store_newtask_t){.prompt = "after the failure",
+                                                       .prompt_len = 17,
+                                                       .state = FZ_STATE_QUEUED});
+    fz_store_meta_set(fx->store, "after", 2);
+    assert_int_equal(fz_store_commit(fx->store), -1);
+    /* Nothing of the turn may be durable. */
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM meta"), 0);
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM tasks"), 0);
+}
+
+static void test_meta(void **state)
+{
+    fx_t *fx = *state;
+    assert_true(fz_store_meta_get(fx->store, "budget", 12.5) == 12.5);
+    assert_true(fz_store_meta_get(fx->store, "paused", 0) == 0);
+    assert_int_equal(fz_store_meta_set(fx->store, "budget", 20.25), 0);
+    assert_int_equal(fz_store_meta_set(fx->store, "paused", 1), 0);
+    assert_true(fz_store_meta_get(fx->store, "budget", 12.5) == 20.25);
+    assert_int_equal(fz_store_meta_set(fx->store, "budget", -3.5), 0); /* overwrite */
+    assert_true(fz_store_meta_get(fx->store, "budget", 12.5) == -3.5);
+    assert_true(fz_store_meta_get(fx->store, "other", 9) == 9);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    s_reopen(fx);
+    assert_true(fz_store_meta_get(fx->store, "budget", 12.5) == -3.5);
+    assert_true(fz_store_meta_get(fx->store, "paused", 0) == 1);
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM meta"), 2);
+}
+
+/* ---------------------------------------------------------------- live tasks, attempts */
+
+typedef struct {
+    fz_task_t tasks[32];
+    char workers[32][65];
+    size_t n;
+} live_t;
+
+static void s_on_live(void *arg, const fz_task_t *task, const char *worker)
+{
+    live_t *l = arg;
+    if (l->n < 32) {
+        l->tasks[l->n] = *task;
+        snprintf(l->workers[l->n], sizeof l->workers[0], "%s", worker);
+    }
+    l->n++;
+}
+
+static void test_load_live(void **state)
+{
+    fx_t *fx = *state;
+    double t0 = fz_wall();
+    fz_store_newtask_t nt = {0};
+    nt.prompt = "full";
+    nt.prompt_len = 4;
+    nt.priority = -7;
+    nt.model = "opus";
+    nt.name = "the first";
+    nt.timeout = 60;
+    nt.max_cost = 2.5;
+    nt.retries = 3;
+    nt.deadline = 1.9e9;
+    nt.state = FZ_STATE_QUEUED;
+    uint64_t q = fz_store_task_add(fx->store, &nt); /* 1 queued */
+    nt = (fz_store_newtask_t){
+        .prompt = "w", .prompt_len = 1, .parent = q, .state = FZ_STATE_WAITING};
+    uint64_t w = fz_store_task_add(fx->store, &nt); /* 2 waiting */
+    uint64_t h = s_add(fx, "held");                 /* 3 held */
+    assert_int_equal(fz_store_task_state(fx->store, h, FZ_STATE_HELD, "budget"), 0);
+    uint64_t r = s_add_model(fx, "running", "m4", NULL); /* 4 running */
+    assert_int_equal(fz_store_attempt_start(fx->store, r, 1, "w1", "sonnet", 1.5), 0);
+    uint64_t rt = s_add(fx, "retrying"); /* 5 retrying */
+    assert_int_equal(fz_store_attempt_start(fx->store, rt, 1, "w2", "", 0.5), 0);
+    assert_int_equal(s_finish(fx, rt, 1, 0.25, "", FZ_STATE_RETRYING), 1);
+    uint64_t ok = s_add(fx, "succeeded"); /* 6 */
+    assert_int_equal(fz_store_attempt_start(fx->store, ok, 1, "w1", "", 1), 0);
+    assert_int_equal(s_finish(fx, ok, 1, 0.5, "", FZ_STATE_SUCCEEDED), 1);
+    uint64_t f = s_add(fx, "failed"); /* 7 */
+    assert_int_equal(fz_store_task_state(fx->store, f, FZ_STATE_FAILED, ""), 0);
+    uint64_t c = s_add(fx, "cancelled"); /* 8 */
+    assert_int_equal(fz_store_task_state(fx->store, c, FZ_STATE_CANCELLED, ""), 0);
+    uint64_t d = s_add(fx, "dep-failed"); /* 9 */
+    assert_int_equal(fz_store_task_depfail(fx->store, d, "dependency 7 failed"), 0);
+    uint64_t q2 = s_add(fx, "queued again"); /* 10 */
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    double t1 = fz_wall();
+
+    s_reopen(fx); /* what a restarted broker loads */
+    live_t l = {0};
+    assert_int_equal(fz_store_load_live(fx->store, s_on_live, &l), 0);
+    assert_int_equal(l.n, 6);
+    const uint64_t want[] = {q, w, h, r, rt, q2};
+    for (size_t i = 0; i < 6; i++) {
+        assert_int_equal(l.tasks[i].id, want[i]);
+        assert_null(l.tasks[i].queue);
+        assert_null(l.tasks[i].worker);
+        assert_true(l.tasks[i].inherited == INT64_MIN);
+        assert_true(l.tasks[i].queued_at >= t0 - 1 && l.tasks[i].queued_at <= t1 + 1);
+    }
+    fz_task_t *t = &l.tasks[0];
+    assert_int_equal(t->state, FZ_STATE_QUEUED);
+    assert_int_equal(t->priority, -7);
+    assert_string_equal(t->model, "opus");
+    assert_int_equal(t->attempt, 0);
+    assert_int_equal(t->retries, 3);
+    assert_int_equal(t->timeout_s, 60);
+    assert_true(t->max_cost == 2.5);
+    assert_string_equal(t->hold_reason, "");
+    assert_true(t->reserved == 0);
+    assert_int_equal(t->parent, 0);
+    assert_true(t->deadline == 1.9e9);
+    assert_string_equal(l.workers[0], "");
+
+    assert_int_equal(l.tasks[1].state, FZ_STATE_WAITING);
+    assert_int_equal(l.tasks[1].parent, q);
+    assert_int_equal(l.tasks[2].state, FZ_STATE_HELD);
+    assert_string_equal(l.tasks[2].hold_reason, "budget");
+
+    t = &l.tasks[3];
+    assert_int_equal(t->state, FZ_STATE_RUNNING);
+    assert_int_equal(t->attempt, 1);
+    assert_string_equal(t->model, "m4"); /* its own: the broker picks the attempt's model */
+    assert_true(t->reserved == 1.5);
+    assert_string_equal(l.workers[3], "w1");
+
+    assert_int_equal(l.tasks[4].state, FZ_STATE_RETRYING);
+    assert_int_equal(l.tasks[4].attempt, 1);
+    assert_int_equal(l.tasks[5].state, FZ_STATE_QUEUED);
+
+    /* load_task: the same fields, but the task's own model. */
+    fz_task_t one;
+    assert_int_equal(fz_store_load_task(fx->store, r, &one), 0);
+    assert_int_equal(one.id, r);
+    assert_int_equal(one.state, FZ_STATE_RUNNING);
+    assert_string_equal(one.model, "m4");
+    assert_true(one.reserved == 1.5);
+    assert_int_equal(fz_store_load_task(fx->store, ok, &one), 0); /* finished ones too */
+    assert_int_equal(one.state, FZ_STATE_SUCCEEDED);
+    assert_int_equal(fz_store_load_task(fx->store, 999, &one), -1);
+}
+
+/* Regression: load_live once gave a retrying task the model of its LAST attempt (or the name
+   its agent reported), so after a restart the retry ran on the model that had just failed.
+   Now it gives the task's own model, and the broker asks fz_store_task_model for the
+   attempt at hand (the next one of the fallback chain). */
+static void test_regression_load_live_model(void **state)
+{
+    fx_t *fx = *state;
+    msgpack_object fb_items[] = {MP_STR("sonnet"), MP_STR("haiku")};
+    msgpack_object fb = MP_ARRAY(fb_items, 2);
+    uint64_t id = s_add_model(fx, "retry me", "opus", &fb);
+    assert_int_equal(fz_store_attempt_start(fx->store, id, 1, "w1", "opus", 1), 0);
+    assert_int_equal(s_finish(fx, id, 1, 0.5, "claude-opus-4-reported", FZ_STATE_RETRYING), 1);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    char next[65];
+    assert_int_equal(fz_store_task_model(fx->store, id, 2, next), 0);
+    assert_string_equal(next, "sonnet");
+    live_t l = {0};
+    assert_int_equal(fz_store_load_live(fx->store, s_on_live, &l), 0);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.tasks[0].state, FZ_STATE_RETRYING);
+    assert_string_equal(l.tasks[0].model, "opus"); /* own model, not the reported name */
+}
+
+static void test_attempt_finish_records_once(void **state)
+{
+    fx_t *fx = *state;
+    uint64_t id = s_add_model(fx, "work", "opus", NULL);
+    assert_int_equal(fz_store_attempt_start(fx->store, id, 1, "w1", "opus", 2), 0);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    char buf[64];
+    assert_string_equal(s_ro_text(fx, "SELECT state FROM tasks", buf, sizeof buf), "running");
+    assert_int_equal(s_ro_int(fx, "SELECT attempts FROM tasks"), 1);
+    assert_string_equal(s_ro_text(fx, "SELECT worker FROM tasks", buf, sizeof buf), "w1");
+    assert_true(s_ro_double(fx, "SELECT reserved FROM attempts") == 2);
+    assert_string_equal(s_ro_text(fx, "SELECT outcome FROM attempts", buf, sizeof buf), "running");
+
+    assert_int_equal(s_finish(fx, id, 1, 0.5, "", FZ_STATE_RETRYING), 1);
+    /* The same result again (the worker resent it): not recorded, not counted. */
+    assert_int_equal(s_finish(fx, id, 1, 9, "x", FZ_STATE_FAILED), 0);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    assert_true(s_ro_double(fx, "SELECT cost_usd FROM tasks") == 0.5);
+    assert_int_equal(s_ro_int(fx, "SELECT tokens_in FROM tasks"), 100);
+    assert_string_equal(s_ro_text(fx, "SELECT state FROM tasks", buf, sizeof buf), "retrying");
+    assert_true(s_ro_double(fx, "SELECT cost_usd FROM attempts WHERE n = 1") == 0.5);
+    assert_string_equal(s_ro_text(fx, "SELECT model FROM attempts WHERE n = 1", buf, sizeof buf),
+                        "opus"); /* "" kept the dispatched model */
+    assert_true(fz_store_spent(fx->store, 0, fz_wall() + 10) == 0.5);
+
+    /* Attempt 2 adds up; a reported model replaces the dispatched one. */
+    assert_int_equal(fz_store_attempt_start(fx->store, id, 2, "w2", "sonnet", 1), 0);
+    assert_int_equal(s_finish(fx, id, 2, 0.25, "sonnet-4", FZ_STATE_SUCCEEDED), 1);
+    assert_int_equal(s_finish(fx, id, 2, 0.25, "sonnet-4", FZ_STATE_SUCCEEDED), 0);
+    /* An attempt that never started cannot finish. */
+    assert_int_equal(s_finish(fx, id, 3, 1, "", FZ_STATE_FAILED), 0);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    assert_true(s_ro_double(fx, "SELECT cost_usd FROM tasks") == 0.75);
+    assert_int_equal(s_ro_int(fx, "SELECT tokens_in FROM tasks"), 200);
+    assert_int_equal(s_ro_int(fx, "SELECT tokens_out FROM tasks"), 20);
+    assert_string_equal(s_ro_text(fx, "SELECT state FROM tasks", buf, sizeof buf), "succeeded");
+    assert_string_equal(s_ro_text(fx, "SELECT model FROM attempts WHERE n = 2", buf, sizeof buf),
+                        "sonnet-4");
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM attempts"), 2);
+    assert_true(fz_store_spent(fx->store, 0, fz_wall() + 10) == 0.75);
+    /* The task's own model is untouched by attempts. */
+    assert_string_equal(s_ro_text(fx, "SELECT model FROM tasks", buf, sizeof buf), "opus");
+}
+
+static void test_task_model_fallback_chain(void **state)
+{
+    fx_t *fx = *state;
+    msgpack_object items[] = {MP_STR("sonnet"), MP_STR("haiku")};
+    msgpack_object fb = MP_ARRAY(items, 2);
+    uint64_t a = s_add_model(fx, "a", "opus", &fb);
+    uint64_t b = s_add_model(fx, "b", "opus", NULL);
+    msgpack_object empty = MP_ARRAY(NULL, 0);
+    uint64_t c = s_add_model(fx, "c", "opus", &empty);
+    msgpack_object one[] = {MP_STR("x")};
+    msgpack_object fb1 = MP_ARRAY(one, 1);
+    uint64_t d = s_add_model(fx, "d", "", &fb1);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+
+    char m[65];
+    static const struct {
+        uint32_t n;
+        const char *model;
+    } chain[] = {{0, "opus"},  {1, "opus"},    {2, "sonnet"},         {3, "haiku"},
+                 {4, "haiku"}, {100, "haiku"}, {4000000000u, "haiku"}};
+    for (size_t i = 0; i < sizeof chain / sizeof *chain; i++) {
+        memset(m, '?', sizeof m);
+        assert_int_equal(fz_store_task_model(fx->store, a, chain[i].n, m), 0);
+        assert_string_equal(m, chain[i].model);
+    }
+    for (uint32_t n = 1; n < 4; n++) {
+        assert_int_equal(fz_store_task_model(fx->store, b, n, m), 0);
+        assert_string_equal(m, "opus");
+        assert_int_equal(fz_store_task_model(fx->store, c, n, m), 0);
+        assert_string_equal(m, "opus");
+    }
+    assert_int_equal(fz_store_task_model(fx->store, d, 1, m), 0);
+    assert_string_equal(m, "");
+    assert_int_equal(fz_store_task_model(fx->store, d, 2, m), 0);
+    assert_string_equal(m, "x");
+    assert_int_equal(fz_store_task_model(fx->store, d, 9, m), 0);
+    assert_string_equal(m, "x");
+    assert_int_equal(fz_store_task_model(fx->store, 999, 1, m), -1);
+}
+
+static void test_state_priority_depfail(void **state)
+{
+    fx_t *fx = *state;
+    uint64_t id = s_add(fx, "t");
+    assert_int_equal(fz_store_task_state(fx->store, id, FZ_STATE_HELD, "budget"), 0);
+    assert_int_equal(fz_store_task_priority(fx->store, id, 42), 0);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    fz_task_t t;
+    assert_int_equal(fz_store_load_task(fx->store, id, &t), 0);
+    assert_int_equal(t.state, FZ_STATE_HELD);
+    assert_string_equal(t.hold_reason, "budget");
+    assert_int_equal(t.priority, 42);
+    assert_int_equal(fz_store_task_state(fx->store, id, FZ_STATE_QUEUED, ""), 0);
+    assert_int_equal(fz_store_load_task(fx->store, id, &t), 0);
+    assert_int_equal(t.state, FZ_STATE_QUEUED);
+    assert_string_equal(t.hold_reason, "");
+    assert_int_equal(fz_store_task_depfail(fx->store, id, "dependency 3 failed"), 0);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    fz_state_t st;
+    assert_true(fz_store_task_exists(fx->store, id, &st));
+    assert_int_equal(st, FZ_STATE_DEP_FAILED);
+    char buf[64];
+    assert_string_equal(s_ro_text(fx, "SELECT summary FROM tasks", buf, sizeof buf),
+                        "dependency 3 failed");
+    assert_string_equal(s_ro_text(fx, "SELECT outcome FROM tasks", buf, sizeof buf), "dep-failed");
+}
+
+/* ---------------------------------------------------------------- dependencies, trees */
+
+typedef struct {
+    uint64_t id[64];
+    int kind[64], state[64];
+    size_t n;
+} rows_t;
+
+static void s_on_row(void *arg, uint64_t id, int kind, int st)
+{
+    rows_t *r = arg;
+    if (r->n < 64) {
+        r->id[r->n] = id;
+        r->kind[r->n] = kind;
+        r->state[r->n] = st;
+    }
+    r->n++;
+}
+
+/* Sorts rows by id (deps_of and dependents promise no order). */
+static void s_sort_rows(rows_t *r)
+{
+    for (size_t i = 1; i < r->n; i++)
+        for (size_t j = i; j > 0 && r->id[j - 1] > r->id[j]; j--) {
+            uint64_t id = r->id[j];
+            int k = r->kind[j], s = r->state[j];
+            r->id[j] = r->id[j - 1], r->kind[j] = r->kind[j - 1], r->state[j] = r->state[j - 1];
+            r->id[j - 1] = id, r->kind[j - 1] = k, r->state[j - 1] = s;
+        }
+}
+
+static void test_deps(void **state)
+{
+    fx_t *fx = *state;
+    uint64_t a = s_add(fx, "a"), b = s_add(fx, "b"), c = s_add(fx, "c"), e = s_add(fx, "e");
+    assert_int_equal(fz_store_dep_add(fx->store, b, a, 0), 0);
+    assert_int_equal(fz_store_dep_add(fx->store, c, a, 1), 0);
+    assert_int_equal(fz_store_dep_add(fx->store, c, b, 0), 0);
+    assert_int_equal(fz_store_dep_add(fx->store, c, b, 1), 0); /* again: ignored */
+    assert_int_equal(fz_store_task_state(fx->store, a, FZ_STATE_SUCCEEDED, ""), 0);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+
+    rows_t r = {0};
+    assert_int_equal(fz_store_deps_of(fx->store, c, s_on_row, &r), 0);
+    s_sort_rows(&r);
+    assert_int_equal(r.n, 2);
+    assert_int_equal(r.id[0], a);
+    assert_int_equal(r.kind[0], 1);
+    assert_int_equal(r.state[0], FZ_STATE_SUCCEEDED);
+    assert_int_equal(r.id[1], b);
+    assert_int_equal(r.kind[1], 0); /* the first add won */
+    assert_int_equal(r.state[1], FZ_STATE_QUEUED);
+
+    r = (rows_t){0};
+    assert_int_equal(fz_store_dependents(fx->store, a, s_on_row, &r), 0);
+    s_sort_rows(&r);
+    assert_int_equal(r.n, 2);
+    assert_int_equal(r.id[0], b);
+    assert_int_equal(r.kind[0], 0);
+    assert_int_equal(r.state[0], -1); /* not asked for */
+    assert_int_equal(r.id[1], c);
+    assert_int_equal(r.kind[1], 1);
+    assert_int_equal(r.state[1], -1);
+
+    r = (rows_t){0};
+    assert_int_equal(fz_store_deps_of(fx->store, e, s_on_row, &r), 0);
+    assert_int_equal(fz_store_dependents(fx->store, c, s_on_row, &r), 0);
+    assert_int_equal(r.n, 0);
+}
+
+static void test_tree(void **state)
+{
+    fx_t *fx = *state;
+    msgpack_object_kv root_kv[] = {{.key = MP_STR("team"), .val = MP_STR("web")},
+                                   {.key = MP_STR("x"), .val = MP_STR("1")}};
+    msgpack_object root_labels = MP_MAP(root_kv, 2);
+    msgpack_object_kv kid_kv[] = {{.key = MP_STR("x"), .val = MP_STR("2")}};
+    msgpack_object kid_labels = MP_MAP(kid_kv, 1);
+    uint64_t other = s_add(fx, "unrelated");
+    uint64_t root = s_add_child(fx, "root", 0, 5, &root_labels);
+    uint64_t kid = s_add_child(fx, "kid", root, 5, &kid_labels);
+    uint64_t grandkid = s_add_child(fx, "grandkid", kid, 1, NULL);
+    uint64_t kid2 = s_add_child(fx, "kid2", root, 9, NULL);
+    uint64_t ggkid = s_add_child(fx, "ggkid", grandkid, 0, NULL);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+
+    rows_t r = {0};
+    assert_int_equal(fz_store_subtree(fx->store, root, s_on_row, &r), 0);
+    assert_int_equal(r.n, 4); /* by id */
+    assert_int_equal(r.id[0], kid);
+    assert_int_equal(r.id[1], grandkid);
+    assert_int_equal(r.id[2], kid2);
+    assert_int_equal(r.id[3], ggkid);
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(r.kind[i], 0);
+        assert_int_equal(r.state[i], -1);
+    }
+    r = (rows_t){0};
+    assert_int_equal(fz_store_subtree(fx->store, kid, s_on_row, &r), 0);
+    assert_int_equal(r.n, 2);
+    assert_int_equal(r.id[0], grandkid);
+    assert_int_equal(r.id[1], ggkid);
+    r = (rows_t){0};
+    assert_int_equal(fz_store_subtree(fx->store, ggkid, s_on_row, &r), 0);
+    assert_int_equal(fz_store_subtree(fx->store, other, s_on_row, &r), 0);
+    assert_int_equal(r.n, 0);
+
+    uint32_t depth = 0, children = 0;
+    int64_t prio = 0;
+    assert_int_equal(fz_store_tree_info(fx->store, root, &depth, &children, &prio), 0);
+    assert_int_equal(depth, 1);
+    assert_int_equal(children, 2);
+    assert_int_equal(prio, 5);
+    assert_int_equal(fz_store_tree_info(fx->store, kid, &depth, &children, &prio), 0);
+    assert_int_equal(depth, 2);
+    assert_int_equal(children, 1);
+    assert_int_equal(fz_store_tree_info(fx->store, ggkid, &depth, &children, &prio), 0);
+    assert_int_equal(depth, 4);
+    assert_int_equal(children, 0);
+    assert_int_equal(prio, 0);
+    assert_int_equal(fz_store_tree_info(fx->store, kid2, &depth, &children, &prio), 0);
+    assert_int_equal(depth, 2);
+    assert_int_equal(prio, 9);
+
+    /* encode_children: ids in order; labels: a child inherits what it does not set. */
+    fz_enc_t *e = fz_enc_new("task", 1);
+    assert_int_equal(fz_store_encode_task(fx->store, kid, e, "task", NULL, NULL), FZ_OK);
+    fz_store_encode_children(fx->store, root, e, "children");
+    fz_msg_t *msg = s_decode(&e);
+    const msgpack_object *task = fz_msg_obj(msg, "task");
+    const msgpack_object *labels = fz_obj_get(task, "labels");
+    assert_non_null(labels);
+    assert_int_equal(labels->via.map.size, 2);
+    s_str_is(labels, "team", "web");
+    s_str_is(labels, "x", "2");
+    assert_int_equal(fz_obj_uint(task, "parent", 0), root);
+    const msgpack_object *ch = fz_msg_obj(msg, "children");
+    assert_non_null(ch);
+    assert_int_equal(ch->type, MSGPACK_OBJECT_ARRAY);
+    assert_int_equal(ch->via.array.size, 2);
+    assert_int_equal(ch->via.array.ptr[0].via.u64, kid);
+    assert_int_equal(ch->via.array.ptr[1].via.u64, kid2);
+    fz_msg_destroy(&msg);
+    /* The grandchild inherited through its parent. */
+    e = fz_enc_new("task", 1);
+    assert_int_equal(fz_store_encode_task(fx->store, ggkid, e, "task", NULL, NULL), FZ_OK);
+    msg = s_decode(&e);
+    labels = fz_obj_get(fz_msg_obj(msg, "task"), "labels");
+    assert_int_equal(labels->via.map.size, 2);
+    s_str_is(labels, "team", "web");
+    s_str_is(labels, "x", "2");
+    fz_msg_destroy(&msg);
+}
+
+/* ---------------------------------------------------------------- encoders */
+
+typedef struct {
+    uint64_t ids[40000];
+    size_t n;
+} decorated_t;
+
+static void s_decorate(void *arg, uint64_t id, fz_enc_t *task)
+{
+    decorated_t *d = arg;
+    if (d->n < 40000)
+        d->ids[d->n] = id;
+    d->n++;
+    fz_enc_float(task, "effective", 42.5);
+}
+
+static void test_encode_task_and_attempts(void **state)
+{
+    fx_t *fx = *state;
+    msgpack_object_kv kv[] = {{.key = MP_STR("team"), .val = MP_STR("web")},
+                              {.key = MP_STR("dry.cost"), .val = MP_STR("0.1")}};
+    msgpack_object labels = MP_MAP(kv, 2);
+    msgpack_object fb_items[] = {MP_STR("sonnet")};
+    msgpack_object fb = MP_ARRAY(fb_items, 1);
+    uint64_t dep = s_add(fx, "dependency");
+    msgpack_object after_items[] = {MP_UINT(dep)};
+    msgpack_object after = MP_ARRAY(after_items, 1);
+    char prompt[300];
+    memset(prompt, 'p', sizeof prompt - 1);
+    prompt[sizeof prompt - 1] = 0;
+    fz_store_newtask_t nt = {.prompt = prompt,
+                             .prompt_len = strlen(prompt),
+                             .priority = -12,
+                             .model = "opus",
+                             .name = "named",
+                             .timeout = 600,
+                             .max_cost = 2.5,
+                             .retries = 2,
+                             .labels = &labels,
+                             .fallback = &fb,
+                             .after = &after,
+                             .deadline = 1.8e9,
+                             .state = FZ_STATE_QUEUED};
+    uint64_t id = fz_store_task_add(fx->store, &nt);
+    assert_true(id > 0);
+    assert_int_equal(fz_store_attempt_start(fx->store, id, 1, "w1", "opus", 2.5), 0);
+    fz_result_t r = {.outcome = "exited",
+                     .exit_code = -3,
+                     .signal = 0,
+                     .duration_ms = 1234,
+                     .cost_usd = 0.75,
+                     .tokens_in = 1000,
+                     .tokens_out = 50,
+                     .summary = "it broke",
+                     .output = "out\0put",
+                     .output_len = 7,
+                     .log = "/var/log/a.log"};
+    assert_int_equal(fz_store_attempt_finish(fx->store, id, 1, &r, FZ_STATE_RETRYING), 1);
+    assert_int_equal(fz_store_attempt_start(fx->store, id, 2, "w2", "sonnet", 2.5), 0);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+
+    fz_enc_t *e = fz_enc_new("task", 1);
+    decorated_t *d = calloc(1, sizeof *d);
+    assert_non_null(d);
+    assert_int_equal(fz_store_encode_task(fx->store, id, e, "task", s_decorate, d), FZ_OK);
+    assert_int_equal(d->n, 1);
+    assert_int_equal(d->ids[0], id);
+    assert_int_equal(fz_store_encode_attempts(fx->store, id, e, "attempts"), FZ_OK);
+    fz_msg_t *msg = s_decode(&e);
+    const msgpack_object *t = fz_msg_obj(msg, "task");
+    assert_non_null(t);
+    char why[256];
+    /* Every submit field it carries has the type and range a submit would. */
+    assert_int_equal(fz_msg_check_object(t, "submit", why, sizeof why), FZ_OK);
+    assert_int_equal(fz_obj_uint(t, "id", 0), id);
+    s_str_is(t, "state", "running");
+    assert_int_equal(fz_obj_int(t, "priority", 0), -12);
+    s_str_is(t, "model", "opus");
+    s_str_is(t, "name", "named");
+    assert_int_equal(fz_obj_uint(t, "timeout", 0), 600);
+    assert_true(fz_obj_float(t, "max_cost", 0) == 2.5);
+    assert_int_equal(fz_obj_uint(t, "retries", 0), 2);
+    const msgpack_object *o = fz_obj_get(t, "fallback");
+    assert_true(o && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 1);
+    assert_int_equal(o->via.array.ptr[0].via.str.size, 6);
+    assert_memory_equal(o->via.array.ptr[0].via.str.ptr, "sonnet", 6);
+    o = fz_obj_get(t, "after");
+    assert_true(o && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 1);
+    assert_int_equal(o->via.array.ptr[0].via.u64, dep);
+    o = fz_obj_get(t, "after_any"); /* not given: an empty array */
+    assert_true(o && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 0);
+    assert_int_equal(fz_obj_uint(t, "parent", 99), 0);
+    assert_int_equal(fz_obj_uint(t, "attempts", 0), 2);
+    s_str_is(t, "worker", "w2");
+    s_str_is(t, "outcome", "exited");
+    assert_int_equal(fz_obj_int(t, "exit_code", 0), -3);
+    assert_true(fz_obj_float(t, "cost_usd", 0) == 0.75);
+    assert_int_equal(fz_obj_uint(t, "tokens_in", 0), 1000);
+    assert_int_equal(fz_obj_uint(t, "tokens_out", 0), 50);
+    s_str_is(t, "summary", "it broke");
+    s_str_is(t, "hold_reason", "");
+    assert_true(fz_obj_float(t, "deadline", 0) == 1.8e9);
+    assert_true(fz_obj_float(t, "created", 0) > 1.6e9);
+    assert_true(fz_obj_float(t, "updated", 0) >= fz_obj_float(t, "created", 0));
+    s_str_is(t, "prompt", prompt); /* whole, not cut */
+    assert_true(fz_obj_float(t, "effective", 0) == 42.5);
+    const msgpack_object *lab = fz_obj_get(t, "labels");
+    assert_true(lab && lab->type == MSGPACK_OBJECT_MAP && lab->via.map.size == 2);
+    s_str_is(lab, "team", "web");
+    s_str_is(lab, "dry.cost", "0.1");
+
+    const msgpack_object *as = fz_msg_obj(msg, "attempts");
+    assert_true(as && as->type == MSGPACK_OBJECT_ARRAY && as->via.array.size == 2);
+    const msgpack_object *a1 = &as->via.array.ptr[0], *a2 = &as->via.array.ptr[1];
+    assert_int_equal(fz_obj_uint(a1, "n", 0), 1);
+    s_str_is(a1, "worker", "w1");
+    s_str_is(a1, "model", "opus");
+    s_str_is(a1, "outcome", "exited");
+    assert_int_equal(fz_obj_int(a1, "exit_code", 0), -3);
+    assert_int_equal(fz_obj_uint(a1, "duration_ms", 0), 1234);
+    assert_true(fz_obj_float(a1, "cost_usd", 0) == 0.75);
+    assert_int_equal(fz_obj_uint(a1, "tokens_in", 0), 1000);
+    s_str_is(a1, "summary", "it broke");
+    s_str_is(a1, "log", "/var/log/a.log");
+    assert_true(fz_obj_float(a1, "reserved", 0) == 2.5);
+    assert_true(fz_obj_float(a1, "ended", 0) >= fz_obj_float(a1, "started", 1e12));
+    o = fz_obj_get(a1, "output");
+    assert_true(o && o->type == MSGPACK_OBJECT_BIN && o->via.bin.size == 7);
+    assert_memory_equal(o->via.bin.ptr, "out\0put", 7);
+    assert_int_equal(fz_obj_uint(a2, "n", 0), 2);
+    s_str_is(a2, "outcome", "running");
+    assert_true(fz_obj_float(a2, "ended", 1) == 0);
+    o = fz_obj_get(a2, "output"); /* none yet: an empty bin */
+    assert_true(o && o->type == MSGPACK_OBJECT_BIN && o->via.bin.size == 0);
+    fz_msg_destroy(&msg);
+
+    /* No such task. */
+    e = fz_enc_new("task", 1);
+    assert_int_equal(fz_store_encode_task(fx->store, 999, e, "task", s_decorate, d), FZ_ENOTFOUND);
+    assert_int_equal(d->n, 1);
+    fz_enc_destroy(&e);
+    free(d);
+
+    /* The dispatch payload: prompt and labels. */
+    e = fz_enc_new("dispatch", 1);
+    fz_enc_uint(e, "task", id);
+    fz_enc_uint(e, "attempt", 3);
+    assert_int_equal(fz_store_encode_dispatch(fx->store, id, e), 0);
+    msg = s_decode(&e);
+    assert_string_equal(fz_msg_str(msg, "prompt", "", NULL), prompt);
+    lab = fz_msg_obj(msg, "labels");
+    assert_true(lab && lab->via.map.size == 2);
+    s_str_is(lab, "team", "web");
+    fz_msg_destroy(&msg);
+    e = fz_enc_new("dispatch", 1);
+    assert_int_equal(fz_store_encode_dispatch(fx->store, 999, e), -1);
+    fz_enc_destroy(&e);
+}
+
+static void test_encode_list_and_counts(void **state)
+{
+    fx_t *fx = *state;
+    char prompt[200];
+    for (int i = 0; i < 5; i++) {
+        memset(prompt, 'a' + i, sizeof prompt - 1);
+        prompt[sizeof prompt - 1] = 0;
+        s_add(fx, prompt);
+    }
+    assert_int_equal(fz_store_task_state(fx->store, 2, FZ_STATE_HELD, "budget"), 0);
+    assert_int_equal(fz_store_task_state(fx->store, 4, FZ_STATE_FAILED, ""), 0);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+
+    decorated_t *d = calloc(1, sizeof *d);
+    assert_non_null(d);
+    fz_enc_t *e = fz_enc_new("tasks", 1);
+    assert_int_equal(fz_store_encode_list(fx->store, NULL, 100, e, s_decorate, d), FZ_OK);
+    fz_msg_t *msg = s_decode(&e);
+    assert_int_equal(fz_msg_uint(msg, "total", 0), 5);
+    assert_false(fz_msg_has(msg, "truncated"));
+    const msgpack_object *rows = fz_msg_obj(msg, "tasks");
+    assert_int_equal(rows->via.array.size, 5);
+    assert_int_equal(d->n, 5);
+    char why[256];
+    for (uint32_t i = 0; i < 5; i++) {
+        const msgpack_object *t = &rows->via.array.ptr[i];
+        assert_int_equal(fz_msg_check_object(t, "submit", why, sizeof why), FZ_OK);
+        assert_int_equal(fz_obj_uint(t, "id", 0), i + 1);
+        assert_int_equal(d->ids[i], i + 1);
+        size_t len = 0;
+        const char *p = fz_obj_strn(t, "prompt", &len);
+        assert_int_equal(len, 80); /* lists carry the first 80 characters */
+        for (size_t k = 0; k < len; k++)
+            assert_int_equal(p[k], 'a' + (int)i);
+        assert_true(fz_obj_float(t, "effective", 0) == 42.5);
+    }
+    s_str_is(&rows->via.array.ptr[1], "state", "held");
+    s_str_is(&rows->via.array.ptr[1], "hold_reason", "budget");
+    fz_msg_destroy(&msg);
+
+    /* By state, with a limit under the total: the lowest ids, total of that state. */
+    e = fz_enc_new("tasks", 1);
+    assert_int_equal(fz_store_encode_list(fx->store, "queued", 2, e, NULL, NULL), FZ_OK);
+    msg = s_decode(&e);
+    assert_int_equal(fz_msg_uint(msg, "total", 0), 3);
+    rows = fz_msg_obj(msg, "tasks");
+    assert_int_equal(rows->via.array.size, 2);
+    assert_int_equal(fz_obj_uint(&rows->via.array.ptr[0], "id", 0), 1);
+    assert_int_equal(fz_obj_uint(&rows->via.array.ptr[1], "id", 0), 3);
+    fz_msg_destroy(&msg);
+    e = fz_enc_new("tasks", 1);
+    assert_int_equal(fz_store_encode_list(fx->store, "running", 100, e, NULL, NULL), FZ_OK);
+    msg = s_decode(&e);
+    assert_int_equal(fz_msg_uint(msg, "total", 99), 0);
+    assert_int_equal(fz_msg_obj(msg, "tasks")->via.array.size, 0);
+    fz_msg_destroy(&msg);
+
+    /* Counts: every state, zeros included. */
+    e = fz_enc_new("status", 1);
+    assert_int_equal(fz_store_encode_counts(fx->store, e), FZ_OK);
+    msg = s_decode(&e);
+    const msgpack_object *counts = fz_msg_obj(msg, "counts");
+    assert_int_equal(counts->via.map.size, FZ_STATE_COUNT);
+    assert_int_equal(fz_obj_uint(counts, "queued", 99), 3);
+    assert_int_equal(fz_obj_uint(counts, "held", 99), 1);
+    assert_int_equal(fz_obj_uint(counts, "failed", 99), 1);
+    assert_int_equal(fz_obj_uint(counts, "dep-failed", 99), 0);
+    assert_int_equal(fz_obj_uint(counts, "running", 99), 0);
+    fz_msg_destroy(&msg);
+    free(d);
+}
+
+static void test_encode_list_truncates_before_3mib(void **state)
+{
+    fx_t *fx = *state;
+    enum { N = 20000 };
+    char prompt[201];
+    for (int i = 0; i < N; i++) {
+        snprintf(prompt, sizeof prompt, "%06d", i + 1);
+        memset(prompt + 6, 'q', sizeof prompt - 7);
+        prompt[200] = 0;
+        fz_store_newtask_t nt = {.prompt = prompt, .prompt_len = 200, .state = FZ_STATE_QUEUED};
+        assert_int_equal(fz_store_task_add(fx->store, &nt), (uint64_t)i + 1);
+    }
+    assert_int_equal(fz_store_commit(fx->store), 0);
+
+    decorated_t *d = calloc(1, sizeof *d);
+    assert_non_null(d);
+    fz_enc_t *e = fz_enc_new("tasks", 1);
+    assert_int_equal(fz_store_encode_list(fx->store, NULL, 100000, e, s_decorate, d), FZ_OK);
+    size_t len = 0;
+    assert_non_null(fz_enc_data(e, &len));
+    const size_t cap = 3u * 1024 * 1024;
+    assert_true(len <= cap + 64);  /* rows stop at 3 MiB (plus the small envelope) */
+    assert_true(len > cap - 1024); /* and not long before: a row is a few hundred bytes */
+    assert_true(len < FZ_MAX_FRAME);
+    fz_msg_t *msg = s_decode(&e);
+    assert_true(fz_msg_bool(msg, "truncated", false));
+    assert_int_equal(fz_msg_uint(msg, "total", 0), N);
+    const msgpack_object *rows = fz_msg_obj(msg, "tasks");
+    uint32_t n = rows->via.array.size;
+    assert_true(n > 1000 && n < N);
+    /* The decorator saw every row kept (and may have seen the one that did not fit). */
+    assert_true(d->n == n || d->n == n + 1);
+    for (uint32_t i = 0; i < n; i++)
+        assert_int_equal(d->ids[i], i + 1);
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *t = &rows->via.array.ptr[i];
+        assert_int_equal(fz_obj_uint(t, "id", 0), i + 1);
+        size_t plen = 0;
+        const char *p = fz_obj_strn(t, "prompt", &plen);
+        char want[16];
+        snprintf(want, sizeof want, "%06u", i + 1);
+        assert_int_equal(plen, 80);
+        assert_memory_equal(p, want, 6);
+    }
+    fz_msg_destroy(&msg);
+
+    /* A limit under the cap: not truncated. */
+    e = fz_enc_new("tasks", 1);
+    assert_int_equal(fz_store_encode_list(fx->store, NULL, 10, e, NULL, NULL), FZ_OK);
+    msg = s_decode(&e);
+    assert_false(fz_msg_bool(msg, "truncated", false));
+    assert_int_equal(fz_msg_obj(msg, "tasks")->via.array.size, 10);
+    assert_int_equal(fz_msg_uint(msg, "total", 0), N);
+    fz_msg_destroy(&msg);
+    free(d);
+}
+
+/* ---------------------------------------------------------------- cost */
+
+typedef struct {
+    char key[64];
+    uint64_t attempts, tokens_in, duration_ms;
+    double cost;
+} cost_row_t;
+
+/* Runs a cost report and returns its rows (at most 16) and total. */
+static size_t s_cost(fx_t *fx, const char *by, const char *label, double since, cost_row_t *out,
+                     double *total)
+{
+    fz_enc_t *e = fz_enc_new("cost", 1);
+    assert_int_equal(fz_store_encode_cost(fx->store, by, label, since, e), FZ_OK);
+    fz_msg_t *msg = s_decode(&e);
+    const msgpack_object *rows = fz_msg_obj(msg, "rows");
+    assert_non_null(rows);
+    size_t n = rows->via.array.size;
+    assert_true(n <= 16);
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *r = &rows->via.array.ptr[i];
+        fz_obj_str(r, "key", out[i].key, sizeof out[i].key);
+        out[i].attempts = fz_obj_uint(r, "attempts", 0);
+        out[i].tokens_in = fz_obj_uint(r, "tokens_in", 0);
+        out[i].duration_ms = fz_obj_uint(r, "duration_ms", 0);
+        out[i].cost = fz_obj_float(r, "cost_usd", -1);
+        sum += out[i].cost;
+    }
+    *total = fz_msg_float(msg, "total_cost", -1);
+    assert_true(sum == *total);
+    fz_msg_destroy(&msg);
+    return n;
+}
+
+static void test_cost_report_matches_spent(void **state)
+{
+    fx_t *fx = *state;
+    msgpack_object_kv web_kv[] = {{.key = MP_STR("team"), .val = MP_STR("web")}};
+    msgpack_object_kv ops_kv[] = {{.key = MP_STR("team"), .val = MP_STR("ops")}};
+    msgpack_object web = MP_MAP(web_kv, 1), ops = MP_MAP(ops_kv, 1);
+    double t0 = fz_wall();
+    uint64_t a = s_add_child(fx, "a", 0, 0, &web);
+    uint64_t b = s_add_child(fx, "b", 0, 0, &ops);
+    uint64_t c = s_add(fx, "c");
+    uint64_t r = s_add(fx, "running");
+    /* Costs exact in binary, so sums compare exactly. */
+    assert_int_equal(fz_store_attempt_start(fx->store, a, 1, "w", "m1", 1), 0);
+    assert_int_equal(s_finish(fx, a, 1, 0.5, "", FZ_STATE_RETRYING), 1);
+    assert_int_equal(fz_store_attempt_start(fx->store, a, 2, "w", "m1", 1), 0);
+    assert_int_equal(s_finish(fx, a, 2, 0.25, "", FZ_STATE_SUCCEEDED), 1);
+    assert_int_equal(fz_store_attempt_start(fx->store, b, 1, "w", "m2", 1), 0);
+    assert_int_equal(s_finish(fx, b, 1, 1.0, "", FZ_STATE_SUCCEEDED), 1);
+    assert_int_equal(s_finish(fx, b, 1, 1.0, "", FZ_STATE_SUCCEEDED), 0); /* duplicate */
+    assert_int_equal(fz_store_attempt_start(fx->store, c, 1, "w", "m2", 1), 0);
+    assert_int_equal(s_finish(fx, c, 1, 0.125, "m2-reported", FZ_STATE_FAILED), 1);
+    assert_int_equal(fz_store_attempt_start(fx->store, r, 1, "w", "m1", 1), 0); /* not ended */
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    double t1 = fz_wall();
+
+    double spent = fz_store_spent(fx->store, t0 - 1, t1 + 1);
+    assert_true(spent == 1.875);
+    assert_true(fz_store_spent(fx->store, t1 + 1, t1 + 86400) == 0); /* [from, to) */
+    assert_true(fz_store_spent(fx->store, 0, t0 - 1) == 0);
+
+    cost_row_t rows[16];
+    double total;
+    size_t n = s_cost(fx, "model", NULL, 0, rows, &total);
+    assert_true(total == spent);
+    assert_int_equal(n, 3);
+    assert_string_equal(rows[0].key, "m1");
+    assert_int_equal(rows[0].attempts, 2); /* the running attempt is not counted */
+    assert_true(rows[0].cost == 0.75);
+    assert_int_equal(rows[0].tokens_in, 200);
+    assert_int_equal(rows[0].duration_ms, 2000);
+    assert_string_equal(rows[1].key, "m2");
+    assert_int_equal(rows[1].attempts, 1);
+    assert_true(rows[1].cost == 1.0);
+    assert_string_equal(rows[2].key, "m2-reported");
+    assert_true(rows[2].cost == 0.125);
+
+    n = s_cost(fx, "task", NULL, 0, rows, &total);
+    assert_true(total == spent);
+    assert_int_equal(n, 3);
+    char key[24];
+    snprintf(key, sizeof key, "%llu", (unsigned long long)a);
+    assert_string_equal(rows[0].key, key);
+    assert_true(rows[0].cost == 0.75);
+    assert_int_equal(rows[0].attempts, 2);
+    snprintf(key, sizeof key, "%llu", (unsigned long long)c);
+    assert_string_equal(rows[2].key, key);
+
+    n = s_cost(fx, "label", "team", 0, rows, &total);
+    assert_true(total == spent);
+    assert_int_equal(n, 3);
+    assert_string_equal(rows[0].key, ""); /* tasks without the label */
+    assert_true(rows[0].cost == 0.125);
+    assert_string_equal(rows[1].key, "ops");
+    assert_true(rows[1].cost == 1.0);
+    assert_string_equal(rows[2].key, "web");
+    assert_true(rows[2].cost == 0.75);
+    assert_int_equal(rows[2].attempts, 2);
+
+    n = s_cost(fx, "day", NULL, 0, rows, &total);
+    assert_true(total == spent);
+    assert_true(n >= 1 && n <= 2); /* 2 only if the test ran across midnight UTC */
+    assert_int_equal(strlen(rows[0].key), 10);
+    uint64_t attempts = 0;
+    for (size_t i = 0; i < n; i++)
+        attempts += rows[i].attempts;
+    assert_int_equal(attempts, 4);
+
+    /* since: only what ended at or after it. */
+    n = s_cost(fx, "model", NULL, t1 + 1, rows, &total);
+    assert_int_equal(n, 0);
+    assert_true(total == 0);
+
+    fz_enc_t *e = fz_enc_new("cost", 1);
+    assert_int_equal(fz_store_encode_cost(fx->store, "week", NULL, 0, e), FZ_EINVALID);
+    fz_enc_destroy(&e);
+}
+
+int main(void)
+{
+    fz_log_init("store_test", FZ_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        TEST(test_open_creates_schema),
+        TEST(test_task_add_increasing_ids),
+        TEST(test_rollback_then_commit),
+        TEST(test_fail_turn),
+        TEST(test_max_pages_seam),
+        TEST(test_regression_no_writes_after_a_failed_write),
+        TEST(test_meta),
+        TEST(test_load_live),
+        TEST(test_regression_load_live_model),
+        TEST(test_attempt_finish_records_once),
+        TEST(test_task_model_fallback_chain),
+        TEST(test_state_priority_depfail),
+        TEST(test_deps),
+        TEST(test_tree),
+        TEST(test_encode_task_and_attempts),
+        TEST(test_encode_list_and_counts),
+        TEST(test_encode_list_truncates_before_3mib),
+        TEST(test_cost_report_matches_spent),
+    };
+    return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}
