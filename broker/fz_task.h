@@ -44,7 +44,7 @@ typedef struct fz_task_t {
     uint32_t timeout_s;
     double max_cost;         /* cap of one attempt; also its budget reservation */
     double reserved;         /* reservation held while running */
-    char hold_reason[16];    /* why HELD: "budget", "model-cap", "paused" */
+    char hold_reason[16];    /* why HELD: "budget" (the only rail that holds today) */
     int64_t not_before_ms;   /* RETRYING: monotonic time of the next attempt */
     int64_t orphan_deadline_ms; /* RUNNING without a worker (broker restarted): requeue after */
     bool cancel_requested;   /* a cancel was sent to the worker; the result decides */
