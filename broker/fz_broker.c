@@ -24,6 +24,8 @@
 /* Lost attempts (worker died) beyond the task's retries before it is failed anyway: a task
    that keeps killing its workers must not loop forever. */
 #define FZ_LOST_EXTRA 3
+/* Tasks one priority inheritance may raise (a walk up a dependency graph). */
+#define FZ_INHERIT_MAX 4096
 /* Recent events kept for subscribers that missed some: at most this many, this many bytes. */
 #define FZ_HISTORY_EVENTS 20000
 #define FZ_HISTORY_BYTES (16u << 20)
@@ -371,11 +373,43 @@ static void s_ready(fz_broker_t *self, fz_task_t *t)
     fz_sched_enqueue(self->sched, t);
 }
 
-static void s_inherit(fz_broker_t *self, fz_task_t *t);
+/* A stack of (id, state) pairs: graph walks use it instead of recursion, so a dependency
+   chain of any length cannot overflow the C stack. */
+typedef struct {
+    struct item {
+        uint64_t id;
+        int state;
+    } *v;
+    size_t n, cap;
+} walk_t;
+
+static void s_walk_push(walk_t *w, uint64_t id, int state)
+{
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 64;
+        struct item *v = realloc(w->v, cap * sizeof *v);
+        if (!v)
+            return; /* out of memory: the walk stops short, nothing breaks */
+        w->v = v;
+        w->cap = cap;
+    }
+    w->v[w->n++] = (struct item){id, state};
+}
+
+static bool s_walk_pop(walk_t *w, uint64_t *id, int *state)
+{
+    if (w->n == 0)
+        return false;
+    w->n--;
+    *id = w->v[w->n].id;
+    *state = w->v[w->n].state;
+    return true;
+}
 
 typedef struct {
     fz_broker_t *self;
     int64_t floor;
+    walk_t *todo;
 } inherit_t;
 
 static void s_inherit_dep(void *arg, uint64_t id, int kind, int state)
@@ -387,15 +421,27 @@ static void s_inherit_dep(void *arg, uint64_t id, int kind, int state)
     d->inherited = in->floor;
     s_rerank(in->self, d);
     if (d->state == FZ_STATE_WAITING)
-        s_inherit(in->self, d); /* terminates: floors only rise */
+        s_walk_push(in->todo, d->id, 0); /* terminates: floors only rise */
 }
 
 /* A waiting task lends its priority to what it waits for, transitively, so a low-priority
    dependency of an urgent task does not wait behind the queue. */
 static void s_inherit(fz_broker_t *self, fz_task_t *t)
 {
-    inherit_t in = {self, t->priority > t->inherited ? t->priority : t->inherited};
-    fz_store_deps_of(self->store, t->id, s_inherit_dep, &in);
+    walk_t todo = {0};
+    s_walk_push(&todo, t->id, 0);
+    uint64_t id;
+    int unused;
+    /* Bounded, so one submit cannot stall the loop on a huge graph: past this many tasks the
+       priority is not lent further (aging still moves those tasks). */
+    for (int visits = 0; visits < FZ_INHERIT_MAX && s_walk_pop(&todo, &id, &unused); visits++) {
+        fz_task_t *x = s_task(self, id);
+        if (!x)
+            continue;
+        inherit_t in = {self, x->priority > x->inherited ? x->priority : x->inherited, &todo};
+        fz_store_deps_of(self->store, id, s_inherit_dep, &in);
+    }
+    free(todo.v);
 }
 
 /* Why a task's effective priority is what it is, for `fz-ctl list`. */
@@ -455,49 +501,89 @@ static void s_on_released(void *arg, fz_task_t *t)
     s_emit_task(self, "task.queued", t);
 }
 
-static void s_task_final(fz_broker_t *self, fz_task_t *t);
-
 typedef struct {
-    fz_broker_t *self;
-    uint64_t id;
-    fz_state_t state;
-} ended_t;
+    uint32_t pending;
+    uint64_t failed;
+    fz_state_t failed_state;
+} waitcount_t;
 
-/* One dependent of a task that just ended: one dependency fewer, or dep-failed. */
-static void s_on_dep_ended(void *arg, uint64_t id, int kind, int state)
+static void s_count_dep(void *arg, uint64_t id, int kind, int state)
 {
-    ended_t *e = arg;
-    fz_broker_t *self = e->self;
-    fz_task_t *d = s_task(self, id);
-    if (!d || d->state != FZ_STATE_WAITING)
-        return;
-    if (e->state == FZ_STATE_SUCCEEDED || kind == 1) {
-        if (d->deps_pending > 0)
-            d->deps_pending--;
-        if (d->deps_pending == 0) {
-            s_ready(self, d);
-            fz_store_task_state(self->store, d->id, FZ_STATE_QUEUED, "");
-            s_emit_task(self, "task.queued", d);
-        }
-        return;
+    waitcount_t *w = arg;
+    if (state < 0 || !fz_state_final((fz_state_t) state))
+        w->pending++;
+    else if (kind == 0 && state != FZ_STATE_SUCCEEDED && !w->failed) {
+        w->failed = id;
+        w->failed_state = (fz_state_t) state;
     }
+}
+
+/* Where a waiting task stands, from the stored states of its dependencies: counted afresh
+   each time, so a dependency that ends twice (retried) is not counted twice. */
+static waitcount_t s_count_deps(fz_broker_t *self, uint64_t id)
+{
+    waitcount_t w = {0};
+    fz_store_deps_of(self->store, id, s_count_dep, &w);
+    return w;
+}
+
+/* Ends a waiting task as dep-failed; its own dependents are walked by the caller. */
+static void s_depfail(fz_broker_t *self, fz_task_t *d, const waitcount_t *w)
+{
     char why[160];
-    s_depfail_why(e->id, e->state, why, sizeof why);
+    s_depfail_why(w->failed, w->failed_state, why, sizeof why);
     d->state = FZ_STATE_DEP_FAILED;
     fz_store_task_depfail(self->store, d->id, why);
     fz_enc_t *ev = s_event("task.dep-failed", d);
     fz_enc_str(ev, "summary", why);
     s_emit(self, "task.dep-failed", &ev);
-    s_task_final(self, d);
 }
 
-/* A task reached a final state (already stored): its dependents move on, it leaves
-   memory. */
+/* Moves a waiting task on: dep-failed (pushed on `ended` for its own dependents), ready, or
+   still waiting with a fresh count. */
+static void s_recheck_waiting(fz_broker_t *self, fz_task_t *d, walk_t *ended)
+{
+    waitcount_t w = s_count_deps(self, d->id);
+    if (w.failed) {
+        s_depfail(self, d, &w);
+        s_walk_push(ended, d->id, FZ_STATE_DEP_FAILED);
+        s_task_drop(self, d);
+        return;
+    }
+    d->deps_pending = w.pending;
+    if (w.pending == 0) {
+        s_ready(self, d);
+        fz_store_task_state(self->store, d->id, FZ_STATE_QUEUED, "");
+        s_emit_task(self, "task.queued", d);
+    }
+}
+
+typedef struct {
+    fz_broker_t *self;
+    walk_t *ended;
+} ended_t;
+
+static void s_on_dep_ended(void *arg, uint64_t id, int kind, int state)
+{
+    ended_t *e = arg;
+    fz_task_t *d = s_task(e->self, id);
+    if (d && d->state == FZ_STATE_WAITING)
+        s_recheck_waiting(e->self, d, e->ended);
+}
+
+/* A task reached a final state (already stored): it leaves memory and its dependents move
+   on, transitively (a dep-failed dependent fails its own), without recursion. */
 static void s_task_final(fz_broker_t *self, fz_task_t *t)
 {
-    ended_t e = {self, t->id, t->state};
+    walk_t ended = {0};
+    s_walk_push(&ended, t->id, (int) t->state);
     s_task_drop(self, t);
-    fz_store_dependents(self->store, e.id, s_on_dep_ended, &e);
+    uint64_t id;
+    int state;
+    ended_t e = {self, &ended};
+    while (s_walk_pop(&ended, &id, &state))
+        fz_store_dependents(self->store, id, s_on_dep_ended, &e);
+    free(ended.v);
 }
 
 /* Spend or cap changed: held tasks are looked at once, at the end of the turn. */
@@ -523,6 +609,8 @@ static void s_unrun(fz_broker_t *self, fz_task_t *t)
         t->worker->idle_since_ms = fz_clock_ms();
     }
     t->worker = NULL;
+    t->orphan_deadline_ms = 0;
+    s_timed_remove(self, t); /* s_retry_later puts it back when it waits for a retry */
     fz_sched_ended(self->sched, t);
 }
 
@@ -533,7 +621,6 @@ static void s_retry_later(fz_broker_t *self, fz_task_t *t, uint32_t delay_ms)
     if (fz_store_task_model(self->store, t->id, t->attempt - t->attempt_base + 1, model) == 0)
         snprintf(t->model, sizeof t->model, "%s", model);
     t->not_before_ms = fz_clock_ms() + delay_ms;
-    t->cancel_requested = false;
     s_timed_add(self, t);
     fz_enc_t *e = s_event("task.retrying", t);
     fz_enc_uint(e, "delay_ms", delay_ms);
@@ -562,6 +649,7 @@ static void s_attempt_lost(fz_broker_t *self, fz_task_t *t, const char *why)
     fz_store_attempt_finish(self->store, t->id, t->attempt, &r, next);
     fz_budget_release(&self->budget, t->reserved);
     t->reserved = 0;
+    s_release_budget(self);
     s_unrun(self, t);
     s_timed_remove(self, t);
     fz_enc_t *e;
@@ -607,7 +695,9 @@ static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
     fz_store_encode_dispatch(self->store, t->id, d);
     fz_enc_str(d, "model", t->model);
     fz_enc_uint(d, "timeout", t->timeout_s);
-    fz_enc_float(d, "max_cost", t->max_cost);
+    /* The cap the agent is held to is what was reserved: a task without --max-cost is held to
+       the default reservation, so the budget's arithmetic holds for it too. */
+    fz_enc_float(d, "max_cost", t->reserved);
     fz_enc_uint(d, "kill_grace", self->cfg.kill_grace);
     out_t *o = s_out_add(self, w->routing_id, d);
     if (o)
@@ -1040,6 +1130,7 @@ static void s_cancel_live(fz_broker_t *self, fz_task_t *t)
     if (t->cancel_requested)
         return;
     t->cancel_requested = true;
+    fz_store_task_flags(self->store, t->id, t->attempt_base, true);
     if (t->worker)
         s_send_cancel(self, t->worker, t->id, t->attempt, "cancelled");
 }
@@ -1116,6 +1207,7 @@ static void s_on_stop(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     for (fz_task_t *t = zhashx_first(self->tasks); t; t = zhashx_next(self->tasks))
         if (t->state == FZ_STATE_RUNNING) {
             t->cancel_requested = true;
+            fz_store_task_flags(self->store, t->id, t->attempt_base, true);
             if (t->worker)
                 s_send_cancel(self, t->worker, t->id, t->attempt, "stop");
             n++;
@@ -1148,6 +1240,8 @@ static void s_on_retry(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         return;
     }
     t->attempt_base = t->attempt;
+    t->cancel_requested = false;
+    fz_store_task_flags(self->store, id, t->attempt_base, false);
     char key[24];
     s_idkey(id, key);
     zhashx_insert(self->tasks, key, t);
@@ -1298,6 +1392,10 @@ static void s_worker_gone(fz_broker_t *self, fz_worker_t *w, const char *reason)
    else tell it to stop. */
 static void s_reattach(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint32_t attempt)
 {
+    /* A worker runs one agent: if it claims another task than the one we gave it, ours never
+       started there (or was replaced) and is lost. */
+    if (w->task && (w->task->id != task || w->task->attempt != attempt))
+        s_attempt_lost(self, w->task, "the worker runs another task");
     fz_task_t *t = s_task(self, task);
     if (t && t->state == FZ_STATE_RUNNING && t->attempt == attempt && !t->worker) {
         t->worker = w;
@@ -1420,6 +1518,14 @@ static fz_task_t *s_current(fz_worker_t *w, fz_msg_t *msg)
 
 static void s_on_heartbeat(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w)
 {
+    /* A worker that runs a task we hold as orphaned (after a reload) claims it here too, so
+       re-attaching does not wait for a hello that a connected worker never sends. */
+    uint64_t claimed = fz_msg_uint(msg, "task", 0);
+    if (claimed && !w->task) {
+        fz_task_t *o = s_task(self, claimed);
+        if (o && o->state == FZ_STATE_RUNNING && !o->worker)
+            s_reattach(self, w, claimed, (uint32_t) fz_msg_uint(msg, "attempt", 0));
+    }
     fz_task_t *t = s_current(w, msg);
     if (!t || !fz_msg_has(msg, "elapsed_ms"))
         return;
@@ -1541,6 +1647,7 @@ static void s_on_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_wor
         /* Not the task's fault: the attempt stays on record but does not use a retry, and a
            worker that refused gets no dispatch for a while (it may be stopping or busy). */
         t->attempt_base++;
+        fz_store_task_flags(self->store, t->id, t->attempt_base, false);
         if (strcmp(r.outcome, "rejected") == 0)
             w->rest_until_ms = fz_clock_ms() + 3 * (int64_t) self->cfg.heartbeat_ms;
         s_ready(self, t);
@@ -1647,9 +1754,11 @@ static bool s_recv(fz_broker_t *self)
 
 /* ---------------------------------------------------------------- timers */
 
-static void s_tick(fz_broker_t *self, int64_t now)
+static void s_tick(fz_broker_t *self, int64_t now, bool drained)
 {
-    int64_t dead_after = 3 * (int64_t) self->cfg.heartbeat_ms;
+    /* While messages wait unread, a worker's heartbeat may be among them: judge silence only
+       once the socket is drained. */
+    int64_t dead_after = drained ? 3 * (int64_t) self->cfg.heartbeat_ms : INT64_MAX / 2;
     /* Collect first: removing a worker while iterating the hash is not allowed. */
     fz_worker_t *dead[256];
     size_t ndead = 0;
@@ -1699,7 +1808,9 @@ static int s_poll_timeout(fz_broker_t *self, int64_t now)
 {
     int64_t next = self->next_heartbeat_ms;
     for (fz_task_t *t = zlistx_first(self->timed); t; t = zlistx_next(self->timed)) {
-        int64_t at = t->state == FZ_STATE_RETRYING ? t->not_before_ms : t->orphan_deadline_ms;
+        int64_t at = t->state == FZ_STATE_RETRYING                ? t->not_before_ms
+                     : t->state == FZ_STATE_RUNNING && !t->worker ? t->orphan_deadline_ms
+                                                                  : 0;
         if (at && at < next)
             next = at;
     }
@@ -1722,7 +1833,7 @@ static void s_load_one(void *arg, const fz_task_t *row, const char *worker)
     zhashx_insert(self->tasks, key, t);
     /* The model of the attempt at hand: the running one's, or the next one's. */
     char model[65];
-    uint32_t n = t->state == FZ_STATE_RUNNING ? t->attempt : t->attempt + 1;
+    uint32_t n = (t->state == FZ_STATE_RUNNING ? t->attempt : t->attempt + 1) - t->attempt_base;
     if (n > 1 && fz_store_task_model(self->store, t->id, n, model) == 0)
         snprintf(t->model, sizeof t->model, "%s", model);
     switch (t->state) {
@@ -1750,23 +1861,6 @@ static void s_load_one(void *arg, const fz_task_t *row, const char *worker)
     }
 }
 
-typedef struct {
-    uint32_t pending;
-    uint64_t failed;
-    fz_state_t failed_state;
-} waitcount_t;
-
-static void s_count_dep(void *arg, uint64_t id, int kind, int state)
-{
-    waitcount_t *w = arg;
-    if (state < 0 || !fz_state_final((fz_state_t) state))
-        w->pending++;
-    else if (kind == 0 && state != FZ_STATE_SUCCEEDED && !w->failed) {
-        w->failed = id;
-        w->failed_state = (fz_state_t) state;
-    }
-}
-
 /* Waiting tasks after a load: count what each still waits for (dependencies may have ended
    while they were stored), fail those whose dependency failed, lend priorities. */
 static void s_load_waiting(fz_broker_t *self)
@@ -1779,26 +1873,18 @@ static void s_load_waiting(fz_broker_t *self)
     for (fz_task_t *t = zhashx_first(self->tasks); t; t = zhashx_next(self->tasks))
         if (t->state == FZ_STATE_WAITING)
             ids[n++] = t->id;
+    walk_t ended = {0};
+    ended_t e = {self, &ended};
     for (size_t i = 0; i < n; i++) {
         fz_task_t *t = s_task(self, ids[i]);
-        if (!t || t->state != FZ_STATE_WAITING)
-            continue;
-        waitcount_t w = {0};
-        fz_store_deps_of(self->store, t->id, s_count_dep, &w);
-        if (w.failed) {
-            char why[160];
-            s_depfail_why(w.failed, w.failed_state, why, sizeof why);
-            t->state = FZ_STATE_DEP_FAILED;
-            fz_store_task_depfail(self->store, t->id, why);
-            s_task_final(self, t);
-            continue;
-        }
-        t->deps_pending = w.pending;
-        if (!w.pending) {
-            s_ready(self, t);
-            fz_store_task_state(self->store, t->id, FZ_STATE_QUEUED, "");
-        }
+        if (t && t->state == FZ_STATE_WAITING)
+            s_recheck_waiting(self, t, &ended);
+        uint64_t id;
+        int state;
+        while (s_walk_pop(&ended, &id, &state))
+            fz_store_dependents(self->store, id, s_on_dep_ended, &e);
     }
+    free(ended.v);
     for (size_t i = 0; i < n; i++) {
         fz_task_t *t = s_task(self, ids[i]);
         if (t && t->state == FZ_STATE_WAITING)
@@ -1824,8 +1910,22 @@ static int s_load(fz_broker_t *self)
 static void s_reload(fz_broker_t *self)
 {
     fz_store_rollback(self->store);
-    for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
+    /* Workers keep running what they run: remember who runs what, re-attach after the load
+       (the store holds those attempts as running, committed in earlier turns). */
+    size_t nbusy = 0;
+    struct busy {
+        char key[64];
+        uint64_t task;
+        uint32_t attempt;
+    } *busy = calloc(zhashx_size(self->workers) + 1, sizeof *busy);
+    for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
+        if (w->task && busy) {
+            snprintf(busy[nbusy].key, sizeof busy[nbusy].key, "%s", w->key);
+            busy[nbusy].task = w->task->id;
+            busy[nbusy++].attempt = w->task->attempt;
+        }
         w->task = NULL;
+    }
     zlistx_purge(self->timed);
     fz_sched_destroy(&self->sched);
     zhashx_purge(self->tasks);
@@ -1833,6 +1933,12 @@ static void s_reload(fz_broker_t *self)
     for (int i = 0; i < self->cfg.nmodel_caps; i++)
         fz_sched_set_cap(self->sched, self->cfg.model_caps[i].name, self->cfg.model_caps[i].cap);
     int rc = s_load(self);
+    for (size_t i = 0; i < nbusy; i++) {
+        fz_worker_t *w = zhashx_lookup(self->workers, busy[i].key);
+        if (w)
+            s_reattach(self, w, busy[i].task, busy[i].attempt);
+    }
+    free(busy);
     s_release_now(self);
     if (rc || fz_store_commit(self->store))
         fz_error("reload from the store failed: %s", fz_store_error(self->store));
@@ -1936,9 +2042,10 @@ void fz_broker_destroy(fz_broker_t **self_p)
 /* One turn: read what arrived, run timers, dispatch, commit, then send. */
 static void s_turn(fz_broker_t *self)
 {
-    for (int i = 0; i < FZ_TURN_MAX && s_recv(self); i++)
-        ;
-    s_tick(self, fz_clock_ms());
+    int i = 0;
+    while (i < FZ_TURN_MAX && s_recv(self))
+        i++;
+    s_tick(self, fz_clock_ms(), i < FZ_TURN_MAX);
     s_release_now(self);
     s_dispatch(self);
     if (fz_store_commit(self->store) < 0)

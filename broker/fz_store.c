@@ -43,7 +43,9 @@ static const char *s_schema =
     " tokens_out INTEGER NOT NULL DEFAULT 0,"
     " summary TEXT NOT NULL DEFAULT '',"
     " hold_reason TEXT NOT NULL DEFAULT '',"
-    " deadline REAL NOT NULL DEFAULT 0);"
+    " deadline REAL NOT NULL DEFAULT 0,"
+    " attempt_base INTEGER NOT NULL DEFAULT 0,"
+    " cancel_requested INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);"
     "CREATE TABLE IF NOT EXISTS task_labels ("
     " task INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
@@ -372,6 +374,20 @@ int fz_store_task_priority(fz_store_t *self, uint64_t id, int64_t priority)
     return s_done(self, st);
 }
 
+static const char *SQL_TASK_FLAGS =
+    "UPDATE tasks SET attempt_base = ?2, cancel_requested = ?3 WHERE id = ?1";
+
+int fz_store_task_flags(fz_store_t *self, uint64_t id, uint32_t attempt_base, bool cancel)
+{
+    sqlite3_stmt *st = s_begin(self) ? NULL : s_stmt(self, SQL_TASK_FLAGS);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 2, attempt_base);
+    sqlite3_bind_int(st, 3, cancel);
+    return s_done(self, st);
+}
+
 static const char *SQL_ATTEMPT_START =
     "INSERT OR REPLACE INTO attempts (task, n, worker, model, started, reserved)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
@@ -455,7 +471,8 @@ int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_
 #define LIVE_COLS                                                                              \
     "SELECT t.id, t.state, t.priority, t.attempts, t.retries, t.timeout, t.max_cost,"          \
     " t.hold_reason, t.model, COALESCE(a.worker, ''),"                                          \
-    " COALESCE(a.reserved, 0), t.model, t.parent, t.deadline, t.updated"                        \
+    " COALESCE(a.reserved, 0), t.model, t.parent, t.deadline, t.updated, t.attempt_base,"       \
+    " t.cancel_requested"                                                                      \
     " FROM tasks t LEFT JOIN attempts a ON a.task = t.id AND a.n = t.attempts"
 static const char *SQL_LIVE =
     LIVE_COLS " WHERE t.state IN ('queued','waiting','held','running','retrying') ORDER BY t.id";
@@ -478,6 +495,8 @@ static void s_row_task(sqlite3_stmt *st, fz_task_t *t)
     t->parent = (uint64_t) sqlite3_column_int64(st, 12);
     t->deadline = sqlite3_column_double(st, 13);
     t->queued_at = sqlite3_column_double(st, 14);
+    t->attempt_base = (uint32_t) sqlite3_column_int64(st, 15);
+    t->cancel_requested = sqlite3_column_int64(st, 16) != 0;
     t->inherited = INT64_MIN;
 }
 

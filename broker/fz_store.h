@@ -65,6 +65,9 @@ int fz_store_task_state(fz_store_t *self, uint64_t id, fz_state_t state, const c
    model repeats. Writes into model[65]. */
 int fz_store_task_model(fz_store_t *self, uint64_t id, uint32_t n, char *model);
 
+/* Keeps what the task's memory record must not lose on a restart: how many attempts do not
+   count against its retries, and whether a cancel was asked while it ran. */
+int fz_store_task_flags(fz_store_t *self, uint64_t id, uint32_t attempt_base, bool cancel);
 /* Changes a task's base priority. */
 int fz_store_task_priority(fz_store_t *self, uint64_t id, int64_t priority);
 /* Loads one task's scheduling fields (as fz_store_load_live does); -1 if not found. The

@@ -407,6 +407,10 @@ static void s_on_welcome(fz_slot_t *self, fz_msg_t *msg)
     self->welcomed = true;
     self->backoff_ms = 1000;
     self->hb_ms = (uint32_t) fz_msg_uint(msg, "heartbeat_ms", self->hb_ms);
+    /* The broker's interval may be shorter than ours: the next heartbeat keeps to it. */
+    int64_t next = fz_clock_ms() + self->hb_ms;
+    if (next < self->next_hb_ms)
+        self->next_hb_ms = next;
     const msgpack_object *refused = fz_msg_obj(msg, "refused_models");
     for (uint32_t i = 0; refused && i < refused->via.array.size; i++)
         fz_warn("the broker does not allow model '%.*s': this worker gets no tasks for it",
@@ -423,8 +427,9 @@ static void s_on_error(fz_slot_t *self, fz_msg_t *msg)
     const char *code = fz_msg_str(msg, "code", "", NULL);
     const char *text = fz_msg_str(msg, "message", "", NULL);
     fz_warn("broker error %s: %s", code, text);
+    /* After bye, only to deliver a result still unacknowledged. */
     if (strcmp(code, "conflict") == 0 && strstr(text, "hello") && self->welcomed &&
-        !self->said_bye) {
+        (!self->said_bye || self->npending > 0)) {
         /* The broker restarted and does not know us: introduce ourselves again, once (the
            errors for messages already on their way must not each cause a hello). */
         self->welcomed = false;

@@ -58,5 +58,12 @@ def body(f):
                 "cost by %s sums to %.6f, ledger %.6f" % (by, s, total))
     h.check(len(f.ok("cost", by="task")["rows"]) == 60, "cost by task should have 60 rows")
 
+    # A task without --max-cost is held to the default reservation (0.5 here), like a cap:
+    # an agent that would spend 5 USD is stopped, so the ledger's arithmetic holds.
+    greedy = f.submit("greedy", labels={"dry.cost": "5", "dry.duration": "0.5"})
+    f.wait_states([greedy], {"failed"}, 20)
+    a = f.task(greedy)["attempts"][0]
+    h.check(a["outcome"] == "cost-cap" and a["cost_usd"] <= 0.6, "uncapped task: %s" % a)
+
 
 h.run("budget", body)

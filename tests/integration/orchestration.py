@@ -30,6 +30,17 @@ def chain(f):
     f.wait_states([deploy, notify], {"dep-failed"}, 20)
     h.check(str(test) in f.task(deploy)["task"]["summary"], "deploy does not say which failed")
     f.wait_states([always], {"succeeded"}, 20)
+    # A dependency that ends twice (failed, retried, failed) counts once: the task after-any
+    # it and a slow one still waits for the slow one.
+    a = f.submit("fails", labels={"dry.exit": "1", "dry.duration": "0"})
+    never = f.submit("held: its reservation passes the daily budget", max_cost=1000)
+    c = f.submit("after both", after_any=[a, never], labels=D)
+    f.wait_states([a], {"failed"}, 10)
+    f.ok("retry", task=a)
+    f.wait_states([a], {"failed"}, 10)
+    h.check(f.state(c) == "waiting", "after-any counted a retried dependency twice: %s" % f.state(c))
+    f.ok("cancel", task=never)
+    f.wait_states([c], {"succeeded"}, 20)
     r = f.req("submit", prompt="x", after=[999999])
     h.check(r["type"] == "error" and "999999" in r["message"], "unknown dependency accepted: %s" % r)
 
