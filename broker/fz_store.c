@@ -7,17 +7,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FZ_STMT_CACHE 48
+#define FZ_STORE_SCHEMA 1 /* PRAGMA user_version of the tables below */
+#define FZ_STR2(x) #x
+#define FZ_STR(x) FZ_STR2(x)
 
 struct fz_store_t {
     sqlite3 *db;
     bool in_txn;
     bool failed; /* a write of this turn failed: the commit rolls the turn back */
-    struct {
+    struct stmt {
         const char *sql; /* static string: cached by address */
         sqlite3_stmt *st;
-    } cache[FZ_STMT_CACHE];
-    int ncache;
+    } *cache;            /* every statement, prepared once (a few dozen: linear search) */
+    int ncache, capcache;
 };
 
 static const char *s_schema =
@@ -84,10 +86,18 @@ static sqlite3_stmt *s_stmt(fz_store_t *self, const char *sql)
         fz_error("store: cannot prepare: %s", sqlite3_errmsg(self->db));
         return NULL;
     }
-    if (self->ncache < FZ_STMT_CACHE) {
-        self->cache[self->ncache].sql = sql;
-        self->cache[self->ncache++].st = st;
+    if (self->ncache == self->capcache) {
+        int cap = self->capcache ? self->capcache * 2 : 64;
+        struct stmt *more = realloc(self->cache, (size_t) cap * sizeof *more);
+        if (!more) {
+            sqlite3_finalize(st);
+            return NULL;
+        }
+        self->cache = more;
+        self->capcache = cap;
     }
+    self->cache[self->ncache].sql = sql;
+    self->cache[self->ncache++].st = st;
     return st;
 }
 
@@ -106,7 +116,6 @@ static int s_run(fz_store_t *self, const char *sql)
 static const char *SQL_BEGIN = "BEGIN IMMEDIATE";
 static const char *SQL_COMMIT = "COMMIT";
 
-/* Statements past the cache size would leak; the cache is sized for every statement here. */
 static int s_begin(fz_store_t *self)
 {
     /* After a failed write SQLite may have rolled the transaction back by itself; a later
@@ -173,8 +182,25 @@ fz_store_t *fz_store_open(const char *path, bool sync_full, char *err, size_t er
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=OFF;",
              sync_full ? "FULL" : "NORMAL");
-    if (sqlite3_exec(self->db, pragmas, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(self->db, s_schema, NULL, NULL, NULL) != SQLITE_OK)
+    if (sqlite3_exec(self->db, pragmas, NULL, NULL, NULL) != SQLITE_OK)
+        goto fail;
+    /* The schema's version: a database of a newer fz is refused rather than misread; a
+       future schema change migrates from the version found here. */
+    sqlite3_stmt *ver = NULL;
+    int version = -1;
+    if (sqlite3_prepare_v2(self->db, "PRAGMA user_version", -1, &ver, NULL) == SQLITE_OK &&
+        sqlite3_step(ver) == SQLITE_ROW)
+        version = sqlite3_column_int(ver, 0);
+    sqlite3_finalize(ver);
+    if (version > FZ_STORE_SCHEMA) {
+        snprintf(err, errlen, "database %s has schema version %d; this fz knows up to %d", path,
+                 version, FZ_STORE_SCHEMA);
+        fz_store_destroy(&self);
+        return NULL;
+    }
+    if (sqlite3_exec(self->db, s_schema, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(self->db, "PRAGMA user_version = " FZ_STR(FZ_STORE_SCHEMA), NULL, NULL,
+                     NULL) != SQLITE_OK)
         goto fail;
     /* Failure seam for tests: a database that cannot grow past N pages acts as a full disk. */
     const char *pages = getenv("FZ_STORE_MAX_PAGES");
@@ -200,6 +226,7 @@ void fz_store_destroy(fz_store_t **self_p)
         fz_store_commit(self);
     for (int i = 0; i < self->ncache; i++)
         sqlite3_finalize(self->cache[i].st);
+    free(self->cache);
     sqlite3_close(self->db);
     free(self);
     *self_p = NULL;
