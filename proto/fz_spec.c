@@ -233,6 +233,16 @@ static const fz_msgspec_t s_specs[] = {
     {"cost", f_cost},
     {NULL, NULL}};
 
+size_t fz_spec_count(void)
+{
+    return sizeof s_specs / sizeof *s_specs - 1;
+}
+
+const fz_msgspec_t *fz_spec_at(size_t i)
+{
+    return i < fz_spec_count() ? &s_specs[i] : NULL;
+}
+
 const fz_msgspec_t *fz_spec_find(const char *type, size_t len)
 {
     for (const fz_msgspec_t *s = s_specs; s->type; s++)

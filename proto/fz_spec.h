@@ -45,6 +45,10 @@ typedef struct {
 #define FZ_MAX_NAME 64
 #define FZ_MAX_DEPTH 8
 
+/* How many message types there are, and the i-th (for tools and tests that visit them all);
+   NULL past the end. */
+size_t fz_spec_count(void);
+const fz_msgspec_t *fz_spec_at(size_t i);
 /* The spec of a message type, or NULL if the type is unknown. */
 const fz_msgspec_t *fz_spec_find(const char *type, size_t len);
 /* The spec of one field of a message, or NULL. */

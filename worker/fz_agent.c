@@ -1021,31 +1021,19 @@ typedef struct {
     char state;
 } s_proc_t;
 
+/* One process's state, parent and group: the keeper's async-signal-safe reader serves here
+   too. */
 static bool s_proc_read(pid_t pid, s_proc_t *proc)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    ssize_t n;
-    do
-        n = read(fd, buf, sizeof buf - 1);
-    while (n < 0 && errno == EINTR);
-    close(fd);
-    if (n <= 0)
-        return false;
-    buf[n] = '\0';
-    /* "pid (comm) state ppid pgrp ...": comm may hold spaces and ')', so use the last ')'. */
-    const char *p = strrchr(buf, ')');
-    int ppid, pgrp;
-    char state;
-    if (!p || sscanf(p + 1, " %c %d %d", &state, &ppid, &pgrp) != 3)
+    char name[24];
+    snprintf(name, sizeof name, "%d", (int)pid);
+    s_keeper_proc_t kp;
+    if (!s_keeper_proc(name, &kp))
         return false;
     proc->pid = pid;
-    proc->ppid = ppid;
-    proc->pgrp = pgrp;
-    proc->state = state;
+    proc->ppid = (pid_t)kp.ppid;
+    proc->pgrp = (pid_t)kp.pgrp;
+    proc->state = kp.state;
     return true;
 }
 

@@ -28,40 +28,10 @@
 
 #include "fz_msg.h"
 
-/* Every message type, so that fields of each can be read back (the spec table is static). */
-static const char *const s_types[] = {"submit",
-                                      "submitted",
-                                      "get",
-                                      "task",
-                                      "list",
-                                      "tasks",
-                                      "status",
-                                      "workers",
-                                      "cancel",
-                                      "ok",
-                                      "ping",
-                                      "pong",
-                                      "error",
-                                      "hello",
-                                      "welcome",
-                                      "heartbeat",
-                                      "dispatch",
-                                      "started",
-                                      "output",
-                                      "result",
-                                      "result-ack",
-                                      "bye",
-                                      "pause",
-                                      "resume",
-                                      "stop",
-                                      "retry",
-                                      "priority",
-                                      "budget",
-                                      "cost",
-                                      "submit-batch",
-                                      "submitted-batch",
-                                      "escalate", "events"};
-#define NTYPES (sizeof s_types / sizeof *s_types)
+/* Every message type, from the spec table itself. */
+#define NTYPES fz_spec_count()
+#define TYPE_AT(i) (fz_spec_at(i)->type)
+
 
 static FILE *s_devnull;
 
@@ -335,7 +305,7 @@ static void s_check_field(fz_msg_t *msg, const fz_field_t *f, const msgpack_obje
         CHECK(o->type == MSGPACK_OBJECT_MAP && o->via.map.size <= f->max, "%s: map", k);
         s_read_object(o);
         s_check_nested(o, "submit");
-        s_check_nested(o, s_types[o->via.map.size % NTYPES]);
+        s_check_nested(o, TYPE_AT(o->via.map.size % NTYPES));
         break;
     case FZ_T_OBJARR:
         CHECK(o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size <= f->max, "%s: array", k);
@@ -344,7 +314,7 @@ static void s_check_field(fz_msg_t *msg, const fz_field_t *f, const msgpack_obje
             if (i < 8) { /* bounded work per input */
                 s_read_object(&o->via.array.ptr[i]);
                 s_check_nested(&o->via.array.ptr[i], "submit");
-                s_check_nested(&o->via.array.ptr[i], s_types[(i + o->via.array.size) % NTYPES]);
+                s_check_nested(&o->via.array.ptr[i], TYPE_AT((i + o->via.array.size) % NTYPES));
             }
         }
         break;
@@ -458,7 +428,7 @@ static void s_check_ok(fz_msg_t *msg, uint64_t rid)
     }
     /* Fields of other types' specs are unknown here: reading them must be harmless. */
     for (size_t i = 0; i < NTYPES; i++) {
-        const fz_msgspec_t *other = fz_spec_find(s_types[i], strlen(s_types[i]));
+        const fz_msgspec_t *other = fz_spec_at(i);
         for (const fz_field_t *f = other ? other->fields : NULL; f && f->key; f++) {
             (void)fz_msg_uint(msg, f->key, 0);
             (void)fz_msg_int(msg, f->key, 0);
@@ -763,7 +733,7 @@ static int s_write_seeds(const char *dir)
 {
     int rc = 0;
     for (size_t t = 0; t < NTYPES; t++) {
-        const fz_msgspec_t *spec = fz_spec_find(s_types[t], strlen(s_types[t]));
+        const fz_msgspec_t *spec = fz_spec_at(t);
         if (!spec)
             continue;
         fz_enc_t *enc = fz_enc_new(spec->type, t + 1);
@@ -836,7 +806,7 @@ static int s_write_dict(const char *path)
     names[nn++] = "type";
     names[nn++] = "rid";
     for (size_t t = 0; t < NTYPES; t++) {
-        const fz_msgspec_t *spec = fz_spec_find(s_types[t], strlen(s_types[t]));
+        const fz_msgspec_t *spec = fz_spec_at(t);
         if (!spec)
             continue;
         names[nn++] = spec->type;

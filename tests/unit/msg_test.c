@@ -62,7 +62,8 @@ static const char *const s_types[] = {"submit",
                                       "cost",
                                       "submit-batch",
                                       "submitted-batch",
-                                      "escalate", "events"};
+                                      "escalate",
+                                      "events"};
 #define NTYPES (sizeof s_types / sizeof *s_types)
 
 #define U64_LIMIT 1.8e19 /* a field max at or above this means "any uint64" */
