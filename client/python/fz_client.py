@@ -158,7 +158,7 @@ class Client:
 
     def submit(self, prompt, priority=None, model=None, timeout=None, max_cost=None,
                labels=None, retries=None, fallback=None, after=None, after_any=None,
-               parent=None, name=None):
+               parent=None, name=None, deadline=None):
         """Submits a task; returns its id. The task is stored durably when this returns."""
         if isinstance(prompt, bytes):
             prompt = prompt.decode("utf-8")
@@ -171,8 +171,24 @@ class Client:
                              fallback=None if fallback is None else list(fallback),
                              after=None if after is None else list(after),
                              after_any=None if after_any is None else list(after_any),
-                             parent=parent, name=name)
+                             parent=parent, name=name,
+                             deadline=None if deadline is None else float(deadline))
         return reply["task"]
+
+    def submit_batch(self, tasks):
+        """Submits a graph of tasks at once (PROTOCOL.md, submit-batch): each a dict of submit
+        fields, naming earlier ones of the list by position in "after_index" /
+        "after_any_index". All are stored, or none (FzError). Returns their ids, in order."""
+        for i, t in enumerate(tasks):
+            for key in ("after_index", "after_any_index"):
+                if any(not isinstance(j, int) or not 0 <= j < i for j in t.get(key, [])):
+                    raise FzError("invalid", "task %d: %s must name earlier tasks" % (i, key))
+        return self._expect("submit-batch", "submitted-batch", tasks=list(tasks))["tasks"]
+
+    def events(self, since=0):
+        """The recent events numbered after `since` that the broker still holds, oldest first
+        (to fill a gap seen on the event stream)."""
+        return self._expect("events", "events", since=since).get("events", [])
 
     def get(self, task):
         """{"task": task object, "attempts": [attempt objects]} (PROTOCOL.md section 7)."""
@@ -194,7 +210,7 @@ class Client:
                        max(0.0, min(poll, deadline - time.monotonic())))
 
     def list(self, state=None, limit=None):
-        """Task objects (without prompt and output), queued ones in queue order, then by id."""
+        """Task objects (with the prompt's first 80 characters, no output), by id."""
         return self._expect("list", "tasks", state=state, limit=limit)["tasks"]
 
     def status(self):

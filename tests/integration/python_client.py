@@ -32,6 +32,14 @@ def body(f):
             h.check(False, "a model outside the whitelist was accepted")
         except FzError as e:
             h.check(e.code == "refused", "code %s" % e.code)
+        ids = fz.submit_batch([{"prompt": "build", "model": "m1"},
+                               {"prompt": "ship", "model": "m1", "after_index": [0]}])
+        h.check(len(ids) == 2 and fz.wait(ids[1], timeout=30)["state"] == "succeeded",
+                "batch through the Python client")
+        h.check(fz.get(ids[1])["task"]["after"] == [ids[0]], "batch dependency")
+        evs = fz.events(0)
+        h.check(any(e["event"] == "task.succeeded" and e["task"] == ids[1] for e in evs),
+                "events() lacks the batch's end")
         try:
             fz.get(99999)
             h.check(False, "get of an unknown task worked")
