@@ -687,13 +687,16 @@ static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
     t->worker = w;
     w->task = t;
     fz_sched_started(self->sched, t);
-    fz_store_attempt_start(self->store, t->id, t->attempt, w->name, t->model, t->reserved);
+    /* A task for any model runs on the worker's first allowed model: the whitelist holds
+       for it too, and the attempt records the model it used. */
+    const char *model = *t->model ? t->model : w->nmodels ? w->models[0] : "";
+    fz_store_attempt_start(self->store, t->id, t->attempt, w->name, model, t->reserved);
 
     fz_enc_t *d = fz_enc_new("dispatch", 0);
     fz_enc_uint(d, "task", t->id);
     fz_enc_uint(d, "attempt", t->attempt);
     fz_store_encode_dispatch(self->store, t->id, d);
-    fz_enc_str(d, "model", t->model);
+    fz_enc_str(d, "model", model);
     fz_enc_uint(d, "timeout", t->timeout_s);
     /* The cap the agent is held to is what was reserved: a task without --max-cost is held to
        the default reservation, so the budget's arithmetic holds for it too. */
@@ -1091,6 +1094,7 @@ static void s_on_workers(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         fz_enc_array(o, "models", w->nmodels);
         for (size_t i = 0; i < w->nmodels; i++)
             fz_enc_str(o, NULL, w->models[i]);
+        fz_enc_bool(o, "any_model", w->any_model);
         fz_enc_str(o, "state", w->task ? "busy" : "idle");
         fz_enc_uint(o, "task", w->task ? w->task->id : 0);
         fz_enc_float(o, "since", w->since);
@@ -1217,13 +1221,78 @@ static void s_on_stop(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     s_reply(self, from, fz_msg_rid(msg), r);
 }
 
+/* Brings an ended task back to life with a fresh retry allowance, in `state` (queued or
+   waiting). NULL if it cannot be loaded. */
+static fz_task_t *s_revive(fz_broker_t *self, uint64_t id, fz_state_t state)
+{
+    fz_task_t *t = calloc(1, sizeof *t);
+    if (!t || fz_store_load_task(self->store, id, t)) {
+        free(t);
+        return NULL;
+    }
+    t->attempt_base = t->attempt;
+    t->cancel_requested = false;
+    fz_store_task_flags(self->store, id, t->attempt_base, false);
+    char key[24];
+    s_idkey(id, key);
+    zhashx_insert(self->tasks, key, t);
+    s_set_state(self, t, state, "");
+    if (state == FZ_STATE_QUEUED) {
+        s_ready(self, t);
+        s_emit_task(self, "task.queued", t);
+    }
+    return t;
+}
+
+typedef struct {
+    fz_broker_t *self;
+    walk_t *todo;
+} revive_t;
+
+static void s_revive_dep(void *arg, uint64_t id, int kind, int state)
+{
+    revive_t *r = arg;
+    if (s_state_of(r->self, id) == FZ_STATE_DEP_FAILED && !s_task(r->self, id) &&
+        s_revive(r->self, id, FZ_STATE_WAITING))
+        s_walk_push(r->todo, id, 0);
+}
+
+/* A retried task takes back the dependents that failed because of it, transitively: they
+   wait again (the rest of a pipeline re-runs from the retried step). */
+static void s_revive_dependents(fz_broker_t *self, uint64_t id)
+{
+    walk_t todo = {0}, revived = {0};
+    s_walk_push(&todo, id, 0);
+    revive_t r = {self, &todo};
+    uint64_t x;
+    int unused;
+    while (s_walk_pop(&todo, &x, &unused)) {
+        if (x != id)
+            s_walk_push(&revived, x, 0);
+        fz_store_dependents(self->store, x, s_revive_dep, &r);
+    }
+    /* Each waits for what it still needs (the retried task, at least). */
+    walk_t ended = {0};
+    ended_t e = {self, &ended};
+    while (s_walk_pop(&revived, &x, &unused)) {
+        fz_task_t *d = s_task(self, x);
+        if (d && d->state == FZ_STATE_WAITING)
+            s_recheck_waiting(self, d, &ended);
+        while (s_walk_pop(&ended, &x, &unused))
+            fz_store_dependents(self->store, x, s_on_dep_ended, &e);
+    }
+    free(todo.v);
+    free(revived.v);
+    free(ended.v);
+}
+
 static void s_on_retry(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
     uint64_t id = fz_msg_uint(msg, "task", 0), rid = fz_msg_rid(msg);
-    fz_state_t state;
-    if (s_task(self, id) || !fz_store_task_exists(self->store, id, &state)) {
-        s_reply_error(self, from, rid, s_task(self, id) ? FZ_ECONFLICT : FZ_ENOTFOUND,
-                      s_task(self, id) ? "task %llu has not ended" : "no task %llu",
+    int state = s_state_of(self, id);
+    if (state < 0 || s_task(self, id)) {
+        s_reply_error(self, from, rid, state < 0 ? FZ_ENOTFOUND : FZ_ECONFLICT,
+                      state < 0 ? "no task %llu" : "task %llu has not ended",
                       (unsigned long long) id);
         return;
     }
@@ -1232,23 +1301,32 @@ static void s_on_retry(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
                       (unsigned long long) id);
         return;
     }
-    fz_task_t *t = calloc(1, sizeof *t);
-    if (!t || fz_store_load_task(self->store, id, t)) {
-        free(t);
+    fz_state_t next = FZ_STATE_QUEUED;
+    if (state == FZ_STATE_DEP_FAILED) {
+        /* It runs only if what it waits for can still succeed. */
+        waitcount_t w = s_count_deps(self, id);
+        if (w.failed) {
+            s_reply_error(self, from, rid, FZ_ECONFLICT,
+                          "task %llu waits for task %llu, which %s: retry that one (its "
+                          "dependents come back with it)",
+                          (unsigned long long) id, (unsigned long long) w.failed,
+                          fz_state_name(w.failed_state));
+            return;
+        }
+        next = w.pending ? FZ_STATE_WAITING : FZ_STATE_QUEUED;
+    }
+    fz_task_t *t = s_revive(self, id, next);
+    if (!t) {
         s_reply_error(self, from, rid, FZ_EUNAVAILABLE, "cannot load task %llu",
                       (unsigned long long) id);
         return;
     }
-    t->attempt_base = t->attempt;
-    t->cancel_requested = false;
-    fz_store_task_flags(self->store, id, t->attempt_base, false);
-    char key[24];
-    s_idkey(id, key);
-    zhashx_insert(self->tasks, key, t);
-    s_ready(self, t);
-    s_set_state(self, t, FZ_STATE_QUEUED, "");
-    s_emit_task(self, "task.queued", t);
-    s_reply_ok(self, from, rid, id, "queued");
+    if (next == FZ_STATE_WAITING) {
+        t->deps_pending = s_count_deps(self, id).pending;
+        s_inherit(self, t);
+    }
+    s_revive_dependents(self, id);
+    s_reply_ok(self, from, rid, id, fz_state_name(next));
 }
 
 static void s_set_priority(fz_broker_t *self, zframe_t *from, uint64_t rid, uint64_t id,
@@ -1500,6 +1578,7 @@ static void s_on_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 
     fz_enc_t *e = s_event("worker.joined", NULL);
     fz_enc_str(e, "worker", w->name);
+    fz_enc_bool(e, "any_model", w->any_model);
     fz_enc_array(e, "models", w->nmodels);
     for (size_t i = 0; i < w->nmodels; i++)
         fz_enc_str(e, NULL, w->models[i]);

@@ -23,8 +23,10 @@ struct fz_sched_t {
 
 bool fz_worker_serves(const fz_worker_t *w, const char *model)
 {
-    if (w->any_model || !*model)
+    if (w->any_model)
         return true;
+    if (!*model) /* a task for any model: a worker with at least one allowed model runs it */
+        return w->nmodels > 0;
     for (size_t i = 0; i < w->nmodels; i++)
         if (strcmp(w->models[i], model) == 0)
             return true;

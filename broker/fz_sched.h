@@ -38,7 +38,9 @@ typedef struct fz_worker_t {
     double since;
 } fz_worker_t;
 
-/* True if the worker may run tasks of model (any worker runs model ""). */
+/* True if the worker may run tasks of model. Model "" (any) runs on a worker that announced
+   no models or has at least one allowed model; a worker whose models were all refused by
+   the whitelist runs nothing. */
 bool fz_worker_serves(const fz_worker_t *w, const char *model);
 
 typedef struct fz_sched_t fz_sched_t;

@@ -375,7 +375,9 @@ void fz_report_workers(const msgpack_object *workers, FILE *out)
                 s_text(w, "state", 5, state, sizeof state), task,
                 fz_cli_time(fz_obj_float(w, "since", 0), since, sizeof since),
                 fz_cli_time(fz_obj_float(w, "last_seen", 0), seen, sizeof seen),
-                strcmp(models, "-") == 0 ? "(any)" : models);
+                strcmp(models, "-") ? models
+                : fz_obj_bool(w, "any_model", true) ? "(any)"
+                                                    : "(none allowed)");
     }
     if (n == 0)
         fprintf(out, "(no workers connected)\n");
@@ -562,7 +564,10 @@ static void s_ev_worker(const details_t *d)
 {
     char models[400], reason[120];
     s_list(d->m, "models", models, sizeof models);
-    snprintf(d->buf, d->size, "models %s", strcmp(models, "-") ? models : "(any)");
+    snprintf(d->buf, d->size, "models %s",
+             strcmp(models, "-") ? models
+             : fz_obj_bool(d->m, "any_model", true) ? "(any)"
+                                                    : "(none allowed)");
     if (s_has_text(d->m, "reason"))
         snprintf(d->buf + strlen(d->buf), d->size - strlen(d->buf), " (%s)",
                  s_text(d->m, "reason", 100, reason, sizeof reason));

@@ -362,9 +362,9 @@ static void s_on_dispatch(fz_slot_t *self, fz_msg_t *msg)
     }
     self->task = task;
     self->attempt = attempt;
-    const char *model = fz_msg_str(msg, "model", "", NULL);
-    snprintf(self->model, sizeof self->model, "%s",
-             *model ? model : self->nmodels ? self->models[0] : "");
+    /* The broker names the model (a task for any model gets this worker's first allowed
+       one), so a model the whitelist refused is never picked here. */
+    snprintf(self->model, sizeof self->model, "%s", fz_msg_str(msg, "model", "", NULL));
     char workdir[4096], err[512];
     snprintf(workdir, sizeof workdir, "%s/%llu", self->cfg.workroot, (unsigned long long) task);
     fz_agent_opts_t opts = {0};

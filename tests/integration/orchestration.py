@@ -41,6 +41,17 @@ def chain(f):
     h.check(f.state(c) == "waiting", "after-any counted a retried dependency twice: %s" % f.state(c))
     f.ok("cancel", task=never)
     f.wait_states([c], {"succeeded"}, 20)
+    # Re-running a pipeline from its failed step: retrying deploy alone is refused (its
+    # dependency failed); retrying the failed step brings its dep-failed dependents back.
+    t1 = f.submit("flaky test", labels={"dry.fail-attempts": "1", "dry.duration": "0.1"})
+    d1 = f.submit("deploy after flaky", after=[t1], labels=D)
+    n1 = f.submit("notify after deploy", after=[d1], labels=D)
+    f.wait_states([d1, n1], {"dep-failed"}, 20)
+    r = f.req("retry", task=d1)
+    h.check(r["type"] == "error" and r["code"] == "conflict" and str(t1) in r["message"],
+            "retrying a task whose dependency failed: %s" % r)
+    h.check(f.ok("retry", task=t1)["state"] == "queued", "retry of the failed step")
+    f.wait_states([t1, d1, n1], {"succeeded"}, 20)
     r = f.req("submit", prompt="x", after=[999999])
     h.check(r["type"] == "error" and "999999" in r["message"], "unknown dependency accepted: %s" % r)
 
