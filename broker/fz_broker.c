@@ -2077,6 +2077,11 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
         goto fail;
     }
     zsock_set_sndhwm(self->pub, 100000);
+    if (fz_net_ipc_in_use(cfg->bind) || fz_net_ipc_in_use(cfg->events)) {
+        snprintf(err, errlen, "cannot bind %s / %s: endpoint in use (another fz-broker?)",
+                 cfg->bind, cfg->events);
+        goto fail;
+    }
     if (zsock_bind(self->router, "%s", cfg->bind) < 0) {
         snprintf(err, errlen, "cannot bind %s: %s", cfg->bind, zmq_strerror(zmq_errno()));
         goto fail;

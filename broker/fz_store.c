@@ -2,10 +2,14 @@
 
 #include "fz_store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #define FZ_STORE_SCHEMA 1 /* PRAGMA user_version of the tables below */
 #define FZ_STR2(x) #x
@@ -13,6 +17,7 @@
 
 struct fz_store_t {
     sqlite3 *db;
+    int lock_fd; /* PATH.lock, flock'ed: one broker per database */
     bool in_txn;
     bool failed; /* a write of this turn failed: the commit rolls the turn back */
     struct stmt {
@@ -174,6 +179,20 @@ fz_store_t *fz_store_open(const char *path, bool sync_full, char *err, size_t er
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    /* Two brokers on one database would both dispatch its tasks: the second is refused. */
+    char lock[4096];
+    snprintf(lock, sizeof lock, "%s.lock", path);
+    self->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (self->lock_fd < 0 || flock(self->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        snprintf(err, errlen, "%s: %s", lock,
+                 self->lock_fd >= 0 && errno == EWOULDBLOCK
+                     ? "another fz-broker uses this database"
+                     : strerror(errno));
+        if (self->lock_fd >= 0)
+            close(self->lock_fd);
+        free(self);
+        return NULL;
+    }
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(path, &self->db, flags, NULL) != SQLITE_OK)
         goto fail;
@@ -228,6 +247,8 @@ void fz_store_destroy(fz_store_t **self_p)
         sqlite3_finalize(self->cache[i].st);
     free(self->cache);
     sqlite3_close(self->db);
+    if (self->lock_fd >= 0)
+        close(self->lock_fd);
     free(self);
     *self_p = NULL;
 }

@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 static volatile sig_atomic_t s_signal;
 static volatile sig_atomic_t s_signals;
@@ -110,4 +113,23 @@ fz_msg_t *fz_net_recv_msg(zsock_t *sock)
     }
     zmsg_destroy(&zmsg);
     return msg;
+}
+
+bool fz_net_ipc_in_use(const char *endpoint)
+{
+    if (strncmp(endpoint, "ipc://", 6) != 0)
+        return false;
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    const char *path = endpoint + 6;
+    if (strlen(path) >= sizeof addr.sun_path)
+        return false;
+    strcpy(addr.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    bool in_use = connect(fd, (struct sockaddr *) &addr, sizeof addr) == 0;
+    close(fd);
+    return in_use;
 }

@@ -39,6 +39,10 @@ int fz_net_send(zsock_t *sock, zframe_t *routing_id, fz_enc_t **enc_p);
 int fz_net_send_error(zsock_t *sock, zframe_t *routing_id, uint64_t rid, fz_err_t code,
                       const char *message);
 
+/* True if an ipc:// endpoint has a live listener. (Binding an ipc endpoint replaces the
+   socket file silently, so a second server would steal the first one's clients.) */
+bool fz_net_ipc_in_use(const char *endpoint);
+
 /* Receives one single-frame message (DEALER side) and decodes it. Returns NULL on a
    malformed or invalid message (logged with why) or on interrupt. */
 fz_msg_t *fz_net_recv_msg(zsock_t *sock);
