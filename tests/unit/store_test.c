@@ -68,8 +68,8 @@ static int s_teardown(void **state)
     if (!fx)
         return 0;
     fz_store_destroy(&fx->store);
-    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
-    for (size_t i = 0; i < 4; i++) {
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal", ".lock"};
+    for (size_t i = 0; i < 5; i++) {
         char p[160];
         snprintf(p, sizeof p, "%s%s", fx->path, suffixes[i]);
         unlink(p);
@@ -272,8 +272,14 @@ static void test_open_creates_schema(void **state)
     char err[256] = "";
     fz_store_t *bad = fz_store_open("/nonexistent-fz-dir/sub/fz.db", false, err, sizeof err);
     assert_null(bad);
-    assert_non_null(strstr(err, "cannot open database /nonexistent-fz-dir/sub/fz.db"));
+    assert_non_null(strstr(err, "/nonexistent-fz-dir/sub/fz.db"));
     fz_store_destroy(&bad);
+
+    /* One store per database: a second open is refused while the first is open. */
+    char err2[256] = "";
+    fz_store_t *second = fz_store_open(fx->path, false, err2, sizeof err2);
+    assert_null(second);
+    assert_non_null(strstr(err2, "another fz-broker uses this database"));
     fz_store_destroy(NULL);
 
     /* sync_full opens too. */
