@@ -1550,6 +1550,17 @@ static void s_on_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
             old = w;
     uint64_t task = fz_msg_uint(msg, "task", 0);
     uint32_t attempt = (uint32_t) fz_msg_uint(msg, "attempt", 0);
+    /* The same name from another process (its nonce differs) while the first is alive: two
+       workers would take each other's place forever. The newcomer waits its turn. */
+    const char *nonce = fz_msg_str(msg, "nonce", "", NULL);
+    if (old && *nonce && strcmp(old->nonce, nonce) != 0 &&
+        fz_clock_ms() - old->last_seen_ms <= 3 * (int64_t) self->cfg.heartbeat_ms) {
+        s_reply_error(self, from, fz_msg_rid(msg), FZ_ECONFLICT,
+                      "worker name '%s' is taken by another live worker process: give this one "
+                      "another --name (it is retried until the other one leaves)",
+                      name);
+        return;
+    }
     if (old) {
         if (old->task && old->task->id == task && old->task->attempt == attempt) {
             old->task->worker = NULL; /* handed over below */

@@ -427,6 +427,10 @@ static void s_on_error(fz_slot_t *self, fz_msg_t *msg)
     const char *code = fz_msg_str(msg, "code", "", NULL);
     const char *text = fz_msg_str(msg, "message", "", NULL);
     fz_warn("broker error %s: %s", code, text);
+    if (strstr(text, "is taken by another live worker")) {
+        self->welcomed = false; /* the hello timer asks again */
+        return;
+    }
     /* After bye, only to deliver a result still unacknowledged. */
     if (strcmp(code, "conflict") == 0 && strstr(text, "hello") && self->welcomed &&
         (!self->said_bye || self->npending > 0)) {
@@ -477,7 +481,8 @@ static void s_timers(fz_slot_t *self, int64_t now)
         self->next_hello_ms = now + self->hb_ms;
     }
     if (now >= self->next_hb_ms) {
-        s_heartbeat(self);
+        if (self->welcomed) /* before the welcome, the hello timer speaks for us */
+            s_heartbeat(self);
         self->next_hb_ms = now + self->hb_ms;
     }
     if (self->npending && now >= self->next_resend_ms) {

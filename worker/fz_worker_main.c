@@ -1,6 +1,8 @@
 /*  fz-worker: command line front of fz_slot. */
 
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +124,43 @@ static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, bool *verbose)
     return 0;
 }
 
+/* Agents run in their task's work folder, so a relative program path in the template would
+   not be found there: the program (the first word after any VAR=value assignments) is made
+   absolute here, and a path that does not name an executable is refused at start. Returns
+   the template to use (malloc'd) or NULL after printing why. */
+static char *s_resolve_agent(const char *tmpl)
+{
+    const char *p = tmpl;
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t len = strcspn(p, " \t");
+        const char *eq = memchr(p, '=', len);
+        bool assignment = eq && eq > p && strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq"
+                                                     "rstuvwxyz0123456789_") == (size_t) (eq - p);
+        if (!assignment)
+            break;
+        p += len;
+    }
+    size_t len = strcspn(p, " \t");
+    char prog[4096];
+    if (len == 0 || len >= sizeof prog || !memchr(p, '/', len) || strchr("'\"$`~", *p))
+        return strdup(tmpl); /* a command from PATH, or shell syntax: left to the shell */
+    memcpy(prog, p, len);
+    prog[len] = 0;
+    char abs[PATH_MAX];
+    if (!realpath(prog, abs) || access(abs, X_OK) != 0) {
+        fprintf(stderr, "fz-worker: --agent: '%s' is not an executable file (%s)\n", prog,
+                strerror(errno ? errno : EACCES));
+        return NULL;
+    }
+    size_t head = (size_t) (p - tmpl), total = head + strlen(abs) + strlen(p + len) + 1;
+    char *out = malloc(total);
+    if (out)
+        snprintf(out, total, "%.*s%s%s", (int) head, tmpl, abs, p + len);
+    return out;
+}
+
 int main(int argc, char **argv)
 {
     fz_slot_config_t cfg = {0};
@@ -147,6 +186,11 @@ int main(int argc, char **argv)
                  cfg.name);
         cfg.workroot = workroot;
     }
+    char *agent = cfg.dry_run ? NULL : s_resolve_agent(cfg.agent);
+    if (!cfg.dry_run && !agent)
+        return 2;
+    if (agent)
+        cfg.agent = agent;
     fz_log_init("fz-worker", verbose ? FZ_LOG_DEBUG : FZ_LOG_INFO);
     fz_net_init();
     if (!cfg.dry_run && fz_agent_init_subreaper() < 0)
@@ -155,11 +199,13 @@ int main(int argc, char **argv)
     fz_slot_t *slot = fz_slot_new(&cfg, err, sizeof err);
     if (!slot) {
         fprintf(stderr, "fz-worker: %s\n", err);
+        free(agent);
         return 1;
     }
     fz_info("worker %s (%s) serving %s", cfg.name, cfg.dry_run ? "dry-run" : cfg.agent,
             cfg.models && *cfg.models ? cfg.models : "any model");
     rc = fz_slot_run(slot);
     fz_slot_destroy(&slot);
+    free(agent);
     return rc;
 }
