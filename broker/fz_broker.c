@@ -324,7 +324,8 @@ static void s_task_drop(fz_broker_t *self, fz_task_t *t)
 /* ---------------------------------------------------------------- effective priority */
 
 /* How much a deadline adds: nothing until the horizon, then rising to +100 at the deadline,
-   then +1 per minute late. */
+   then +1 per minute late, at most +1000 (so `escalate`, which can reach the top base
+   priority, still wins). */
 static double s_deadline_boost(const fz_broker_t *self, const fz_task_t *t, double now)
 {
     if (t->deadline <= 0)
@@ -334,7 +335,8 @@ static double s_deadline_boost(const fz_broker_t *self, const fz_task_t *t, doub
         return 0;
     if (left > 0)
         return 100.0 * (1.0 - left / horizon);
-    return 100.0 - left / 60.0;
+    double late = 100.0 - left / 60.0;
+    return late < 1000.0 ? late : 1000.0;
 }
 
 /* Aging adds +1 per --aging seconds in the queue to every ready task alike, so it is kept
@@ -475,6 +477,30 @@ static void s_decorate(void *arg, uint64_t id, fz_enc_t *e)
     fz_enc_str(e, "priority_why", why);
     if (t->state == FZ_STATE_WAITING)
         fz_enc_uint(e, "deps_pending", t->deps_pending);
+    char detail[256];
+    if (t->state == FZ_STATE_HELD) {
+        /* Why it is held, in amounts; and whether it can ever fit. */
+        double need = fz_sched_reservation(t, self->cfg.default_task_cost);
+        snprintf(detail, sizeof detail, "needs %.2f USD, %.2f left of today's %.2f%s", need,
+                 fz_budget_left(&self->budget), self->budget.cap,
+                 need > self->budget.cap ? "; more than the whole daily cap: raise the cap "
+                                           "(fz-ctl budget --set) or lower its --max-cost"
+                                         : "");
+        fz_enc_str(e, "hold_detail", detail);
+    }
+    if (t->state == FZ_STATE_QUEUED) {
+        bool served = false;
+        for (fz_worker_t *w = zhashx_first(self->workers); w && !served;
+             w = zhashx_next(self->workers))
+            served = fz_worker_serves(w, t->model);
+        if (!served) {
+            snprintf(detail, sizeof detail, "no connected worker serves %s%s%s",
+                     *t->model ? "model '" : "tasks without a model", t->model,
+                     *t->model ? "'" : "");
+            fz_enc_str(e, "waiting_for", detail);
+        } else if (self->paused)
+            fz_enc_str(e, "waiting_for", "dispatch is paused (fz-ctl resume)");
+    }
 }
 
 static void s_depfail_why(uint64_t dep, fz_state_t state, char *why, size_t wl);

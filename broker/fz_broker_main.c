@@ -46,6 +46,18 @@ static void s_usage(FILE *out)
         "database unusable), 2 bad usage.\n");
 }
 
+/* "--name" of an option, for messages (argv[optind - 1] is its value when given apart). */
+static const char *s_flag(const struct option *opts, int c)
+{
+    static char buf[64];
+    for (; opts->name; opts++)
+        if (opts->val == c) {
+            snprintf(buf, sizeof buf, "--%s", opts->name);
+            return buf;
+        }
+    return "option";
+}
+
 static int s_bad(const char *flag, const char *value, const char *what)
 {
     fprintf(stderr, "fz-broker: %s '%s': %s\n", flag, value, what);
@@ -85,7 +97,7 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
     uint64_t u;
     double d;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "vhV", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":vhV", opts, NULL)) != -1) {
         switch (c) {
         case OPT_BIND: cfg->bind = optarg; break;
         case OPT_EVENTS: cfg->events = optarg; break;
@@ -104,7 +116,7 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
         case OPT_BMAX:
             if (!fz_parse_uint(optarg, c == OPT_HB ? 3600000 : 100000000, &u) ||
                 (u == 0 && (c == OPT_MAXRUN || c == OPT_HB)))
-                return s_bad(argv[optind - 1], optarg, "expected a positive whole number");
+                return s_bad(s_flag(opts, c), optarg, "expected a positive whole number");
             if (c == OPT_MAXRUN) cfg->max_running = (uint32_t) u;
             if (c == OPT_TIMEOUT) cfg->default_timeout = (uint32_t) u;
             if (c == OPT_GRACE) cfg->kill_grace = (uint32_t) u;
@@ -115,28 +127,30 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
             break;
         case OPT_DEPTH: case OPT_CHILDREN:
             if (!fz_parse_uint(optarg, 1000000, &u) || u == 0)
-                return s_bad(argv[optind - 1], optarg, "expected a positive whole number");
+                return s_bad(s_flag(opts, c), optarg, "expected a positive whole number");
             if (c == OPT_DEPTH) cfg->max_depth = (uint32_t) u;
             else cfg->max_children = (uint32_t) u;
             break;
         case OPT_AGING: case OPT_HORIZON:
             if (!fz_parse_double(optarg, 0, 1e9, &d) || (c == OPT_HORIZON && d <= 0))
-                return s_bad(argv[optind - 1], optarg, "expected seconds");
+                return s_bad(s_flag(opts, c), optarg, "expected seconds");
             if (c == OPT_AGING) cfg->aging_s = d;
             else cfg->deadline_horizon = d;
             break;
         case OPT_BUDGET: case OPT_TASKCOST:
             if (!fz_parse_double(optarg, 0, 1e9, &d))
-                return s_bad(argv[optind - 1], optarg, "expected an amount in USD");
+                return s_bad(s_flag(opts, c), optarg, "expected an amount in USD");
             if (c == OPT_BUDGET) cfg->daily_budget = d;
             else cfg->default_task_cost = d;
             break;
         case 'v': *verbose = true; break;
         case 'h': s_usage(stdout); exit(0);
         case 'V': printf("fz-broker " FZ_VERSION "\n"); exit(0);
+        case ':':
+            fprintf(stderr, "fz-broker: option '%s' needs a value (see --help)\n", argv[optind - 1]);
+            return 2;
         default:
-            fprintf(stderr, "fz-broker: unknown or incomplete option '%s' (see --help)\n",
-                    argv[optind - 1]);
+            fprintf(stderr, "fz-broker: unknown option '%s' (see --help)\n", argv[optind - 1]);
             return 2;
         }
     }

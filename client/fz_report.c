@@ -233,6 +233,13 @@ void fz_report_task(const msgpack_object *reply, size_t out_lines, FILE *out)
     /* Not in every broker's task object: why a held task waits (budget, pause, model cap). */
     if (s_has_text(task, "hold_reason"))
         fprintf(out, "\n  held      %s", s_text(task, "hold_reason", 200, b, sizeof b));
+    if (s_has_text(task, "hold_detail"))
+        fprintf(out, ": %s", s_text(task, "hold_detail", 300, b, sizeof b));
+    if (s_has_text(task, "waiting_for"))
+        fprintf(out, "\n  waiting   %s", s_text(task, "waiting_for", 300, b, sizeof b));
+    if (s_has_text(task, "priority_why"))
+        fprintf(out, "\n  effective %.1f (%s)", fz_obj_float(task, "effective_priority", 0),
+                s_text(task, "priority_why", 200, b, sizeof b));
     fprintf(out, "\n  priority  %lld\n", (long long) fz_obj_int(task, "priority", 0));
     fprintf(out, "  model     %s", s_model(task, "model", a, sizeof a));
     fprintf(out, "   fallback %s\n", s_list(task, "fallback", b, sizeof b));

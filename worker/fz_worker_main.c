@@ -53,6 +53,18 @@ static void s_usage(FILE *out)
         "Exit status: 0 after a signal, 1 runtime error, 2 bad usage.\n");
 }
 
+/* "--name" of an option, for messages (argv[optind - 1] is its value when given apart). */
+static const char *s_flag(const struct option *opts, int c)
+{
+    static char buf[64];
+    for (; opts->name; opts++)
+        if (opts->val == c) {
+            snprintf(buf, sizeof buf, "--%s", opts->name);
+            return buf;
+        }
+    return "option";
+}
+
 static int s_bad(const char *flag, const char *value, const char *what)
 {
     fprintf(stderr, "fz-worker: %s '%s': %s\n", flag, value, what);
@@ -75,7 +87,7 @@ static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, bool *verbose)
     uint64_t u;
     int64_t i;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "vhV", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":vhV", opts, NULL)) != -1) {
         switch (c) {
         case OPT_BROKER: cfg->broker = optarg; break;
         case OPT_EVENTS: cfg->events = optarg; break;
@@ -97,7 +109,7 @@ static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, bool *verbose)
         case OPT_DRYDUR: case OPT_DRYCOST:
             if (!fz_parse_double(optarg, 0, 1e7, c == OPT_DRYDUR ? &cfg->dry_duration
                                                                  : &cfg->dry_cost))
-                return s_bad(argv[optind - 1], optarg, "expected a number, 0 or more");
+                return s_bad(s_flag(opts, c), optarg, "expected a number, 0 or more");
             break;
         case OPT_DRYEXIT:
             if (!fz_parse_int(optarg, 0, 255, &i))
@@ -107,9 +119,11 @@ static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, bool *verbose)
         case 'v': *verbose = true; break;
         case 'h': s_usage(stdout); exit(0);
         case 'V': printf("fz-worker " FZ_VERSION "\n"); exit(0);
+        case ':':
+            fprintf(stderr, "fz-worker: option '%s' needs a value (see --help)\n", argv[optind - 1]);
+            return 2;
         default:
-            fprintf(stderr, "fz-worker: unknown or incomplete option '%s' (see --help)\n",
-                    argv[optind - 1]);
+            fprintf(stderr, "fz-worker: unknown option '%s' (see --help)\n", argv[optind - 1]);
             return 2;
         }
     }

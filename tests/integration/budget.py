@@ -34,6 +34,7 @@ def body(f):
     held = f.ok("list", state="held", limit=1000)["tasks"]
     h.check(len(held) > 0, "no task was held (spent %.3f)" % st["spent_today"])
     h.check(all(t["hold_reason"] == "budget" for t in held), "held for another reason")
+    h.check(held[0]["hold_detail"].startswith("needs 0.12 USD"), "hold detail: %s" % held[0])
     b = f.ok("budget")
     h.check(abs(b["spent"] - st["spent_today"]) < 1e-9 and b["cap"] == 2.0, "budget: %s" % b)
     print("spent %.4f of 2.00 with %d held" % (b["spent"], len(held)))

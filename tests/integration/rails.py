@@ -38,6 +38,7 @@ def body(f):
     p = f.submit("paused", model="sonnet", labels={"dry.duration": "0.2"})
     time.sleep(1.0)
     h.check(f.state(p) == "queued", "ran while paused")
+    h.check("paused" in f.task(p)["task"].get("waiting_for", ""), "no reason shown while paused")
     h.check(f.ok("status")["paused"] is True, "status does not say paused")
     # A paused broker restarts paused, with its queue.
     f.kill(f.broker)
