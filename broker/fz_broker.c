@@ -2012,8 +2012,11 @@ static void s_load_waiting(fz_broker_t *self)
 static int s_load(fz_broker_t *self)
 {
     double now = fz_wall(), day = fz_budget_day_start(now);
-    fz_budget_init(&self->budget, fz_store_meta_get(self->store, "budget", self->cfg.daily_budget),
-                   fz_store_spent(self->store, day, day + 86400), now);
+    double cap = fz_store_meta_get(self->store, "budget", self->cfg.daily_budget);
+    if (cap != self->cfg.daily_budget)
+        fz_info("daily budget %.2f USD, as set with fz-ctl budget --set (it wins over "
+                "--daily-budget %.2f)", cap, self->cfg.daily_budget);
+    fz_budget_init(&self->budget, cap, fz_store_spent(self->store, day, day + 86400), now);
     self->paused = fz_store_meta_get(self->store, "paused", 0) != 0;
     if (fz_store_load_live(self->store, s_load_one, self))
         return -1;
