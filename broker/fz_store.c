@@ -618,7 +618,7 @@ int fz_store_encode_dispatch(fz_store_t *self, uint64_t id, fz_enc_t *e)
 }
 
 /* How each column of a row becomes a field of a reply object. */
-typedef enum { COL_INT, COL_UINT, COL_FLOAT, COL_STR, COL_BIN, COL_MSGPACK } col_kind_t;
+typedef enum { COL_INT, COL_UINT, COL_FLOAT, COL_STR, COL_BIN, COL_MSGPACK, COL_BOOL } col_kind_t;
 
 static void s_encode_column(sqlite3_stmt *st, int i, col_kind_t kind, fz_enc_t *e)
 {
@@ -644,6 +644,9 @@ static void s_encode_column(sqlite3_stmt *st, int i, col_kind_t kind, fz_enc_t *
         fz_enc_bin(e, key, b ? b : "", (size_t) sqlite3_column_bytes(st, i));
         break;
     }
+    case COL_BOOL:
+        fz_enc_bool(e, key, sqlite3_column_int64(st, i) != 0);
+        break;
     case COL_MSGPACK: {
         const void *b = sqlite3_column_blob(st, i);
         if (b)
@@ -690,16 +693,44 @@ fz_err_t fz_store_encode_task(fz_store_t *self, uint64_t id, fz_enc_t *e, const 
     return FZ_OK;
 }
 
+/* Output tails of attempts numbered ?2 or less are left out (the reply must fit a frame). */
 static const char *SQL_ATTEMPTS =
     "SELECT n, worker, model, started, ended, outcome, exit_code, signal, duration_ms,"
-    " cost_usd, tokens_in, tokens_out, summary, output, log, reserved"
+    " cost_usd, tokens_in, tokens_out, summary,"
+    " CASE WHEN n > ?2 THEN output ELSE X'' END AS output, log, reserved,"
+    " n <= ?2 AND length(output) > 0 AS output_dropped"
     " FROM attempts WHERE task = ?1 ORDER BY n";
+static const char *SQL_ATTEMPT_SIZES =
+    "SELECT n, length(output) + length(summary) + 200 FROM attempts WHERE task = ?1"
+    " ORDER BY n DESC";
+/* A `get` reply stays under this many bytes of attempts (FZ_MAX_FRAME is 4 MiB). */
+#define FZ_ATTEMPTS_BYTES (3u * 1024 * 1024)
+
+/* The newest attempts keep their output tails while they fit; older ones are cut. */
+static int64_t s_output_cutoff(fz_store_t *self, uint64_t id)
+{
+    sqlite3_stmt *st = s_stmt(self, SQL_ATTEMPT_SIZES);
+    if (!st)
+        return 0;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    int64_t cutoff = 0, bytes = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        bytes += sqlite3_column_int64(st, 1);
+        if (bytes > FZ_ATTEMPTS_BYTES) {
+            cutoff = sqlite3_column_int64(st, 0);
+            break;
+        }
+    }
+    sqlite3_reset(st);
+    return cutoff;
+}
 static const col_kind_t s_attempt_kinds[] = {
     COL_UINT, COL_STR, COL_STR, COL_FLOAT, COL_FLOAT, COL_STR, COL_INT, COL_UINT,
-    COL_UINT, COL_FLOAT, COL_UINT, COL_UINT, COL_STR, COL_BIN, COL_STR, COL_FLOAT};
+    COL_UINT, COL_FLOAT, COL_UINT, COL_UINT, COL_STR, COL_BIN, COL_STR, COL_FLOAT, COL_BOOL};
 
 fz_err_t fz_store_encode_attempts(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key)
 {
+    int64_t cutoff = s_output_cutoff(self, id);
     sqlite3_stmt *st = s_stmt(self, SQL_ATTEMPTS);
     if (!st)
         return FZ_EUNAVAILABLE;
@@ -707,6 +738,7 @@ fz_err_t fz_store_encode_attempts(fz_store_t *self, uint64_t id, fz_enc_t *e, co
     size_t n = 0, cap = 16;
     fz_enc_t **rows = malloc(cap * sizeof *rows);
     sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 2, cutoff);
     while (rows && sqlite3_step(st) == SQLITE_ROW) {
         if (n == cap) {
             fz_enc_t **more = realloc(rows, (cap *= 2) * sizeof *rows);

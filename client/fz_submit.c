@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -657,6 +658,15 @@ static int s_run_pipeline(const opts_t *o, fz_pipeline_t *pl)
     fz_enc_t *req = fz_client_request(client, "submit-batch");
     if (req)
         fz_pipeline_encode(pl, req, s_pipeline_defaults, (void *) o);
+    /* A frame over the limit would make the broker drop the connection without a word. */
+    size_t len = 0;
+    if (req && fz_enc_data(req, &len) && len > FZ_MAX_FRAME) {
+        fz_enc_destroy(&req);
+        zsock_destroy(&sub);
+        fz_client_destroy(&client);
+        return fz_cli_usage_error("%s: the pipeline is %zu bytes, over the %u-byte limit of one "
+                                  "request: split it", o->file, len, FZ_MAX_FRAME);
+    }
     fz_err_t rc = req ? fz_client_ask(client, &req, "submitted-batch", &reply, err, sizeof err)
                       : FZ_EINTERNAL;
     int code = FZ_EXIT_OK;
@@ -670,10 +680,18 @@ static int s_run_pipeline(const opts_t *o, fz_pipeline_t *pl)
     for (size_t i = 0; i < n && waited; i++) {
         uint64_t id = ids->via.array.ptr[i].via.u64;
         const char *name = i < fz_pipeline_size(pl) ? fz_pipeline_name(pl, i) : "";
-        if (o->json && !o->wait)
-            printf("{\"name\":\"%s\",\"task\":%llu}\n", name, (unsigned long long) id);
-        else if (!o->json)
-            printf("%s %llu\n", *name ? name : "-", (unsigned long long) id);
+        if (o->json && !o->wait) {
+            json_t *j = json_pack("{s:s,s:I}", "name", name, "task", (json_int_t) id);
+            if (j)
+                json_dumpf(j, stdout, JSON_COMPACT);
+            json_decref(j);
+            putchar('\n');
+        } else if (!o->json) {
+            char shown[300];
+            printf("%s %llu\n", *name ? fz_cli_oneline(name, strlen(name), 200, shown, sizeof shown)
+                                      : "-",
+                   (unsigned long long) id);
+        }
         waited[i] = (waited_t){id, 0, false};
     }
     fflush(stdout);

@@ -28,6 +28,8 @@ typedef struct {
     uint64_t count; /* 0 = no limit */
     double timeout; /* seconds, 0 = none */
     uint64_t last_seq;
+    uint64_t replayed_to;      /* the newest seq a replay showed */
+    int64_t replay_off_until;  /* no asking before (the broker did not answer) */
     uint64_t since;
     bool since_given;
     uint64_t printed;
@@ -111,15 +113,20 @@ static int s_help(void)
     return FZ_EXIT_OK;
 }
 
+/* Says on stderr that events first..last are gone for good. */
+static void s_missed(uint64_t first, uint64_t last, const char *why)
+{
+    fz_cli_error("missed %llu events (seq %llu..%llu)%s", (unsigned long long) (last - first + 1),
+                 (unsigned long long) first, (unsigned long long) last, why);
+}
+
 /* Says on stderr when event numbers jump (missed events) or restart (a new broker run). */
 static void s_check_seq(watch_t *w, uint64_t seq)
 {
     if (seq == 0)
         return; /* a broker that does not number its events */
     if (w->last_seq && seq > w->last_seq + 1)
-        fz_cli_error("missed %llu events (seq %llu..%llu)",
-                     (unsigned long long) (seq - w->last_seq - 1),
-                     (unsigned long long) (w->last_seq + 1), (unsigned long long) (seq - 1));
+        s_missed(w->last_seq + 1, seq - 1, "");
     else if (w->last_seq && seq <= w->last_seq)
         fz_cli_error("event numbers restarted at %llu (the broker restarted?)",
                      (unsigned long long) seq);
@@ -171,37 +178,49 @@ static fz_event_t *s_event_from(const msgpack_object *map)
     return ev;
 }
 
-/* Events before `upto` that the subscription missed, from the broker's recent history.
-   Returns the last seq shown (w->last_seq if none could be had); stops early on --count. */
+/* Events before `upto` that the subscription missed, from the broker's recent history,
+   asked in as many replies as it takes. Returns the last seq accounted for; stops early on
+   --count. After a failed ask it does not ask again for 30 s (each ask waits up to 2 s). */
 static uint64_t s_replay(watch_t *w, uint64_t upto, bool *done)
 {
+    uint64_t shown = w->last_seq;
+    if (fz_clock_ms() < w->replay_off_until)
+        return shown;
     if (!w->client)
         w->client = fz_client_new(fz_endpoint(w->broker, "FZ_BROKER", FZ_DEFAULT_BROKER), 2000);
-    fz_enc_t *req = w->client ? fz_client_request(w->client, "events") : NULL;
-    if (!req)
-        return w->last_seq;
-    fz_enc_uint(req, "since", w->last_seq);
-    fz_msg_t *reply = NULL;
-    char err[256];
-    uint64_t shown = w->last_seq;
-    if (fz_client_ask(w->client, &req, "events", &reply, err, sizeof err) != FZ_OK) {
-        fz_cli_error("cannot fetch missed events: %s", err);
-        return shown;
+    for (int asks = 0; asks < 64 && !*done && shown + 1 < upto; asks++) {
+        fz_enc_t *req = w->client ? fz_client_request(w->client, "events") : NULL;
+        if (!req)
+            break;
+        fz_enc_uint(req, "since", shown);
+        fz_msg_t *reply = NULL;
+        char err[256];
+        if (fz_client_ask(w->client, &req, "events", &reply, err, sizeof err) != FZ_OK) {
+            fz_cli_error("cannot fetch missed events: %s", err);
+            w->replay_off_until = fz_clock_ms() + 30000;
+            break;
+        }
+        const msgpack_object *evs = fz_msg_obj(reply, "events");
+        uint64_t before = shown;
+        for (uint32_t i = 0; evs && i < evs->via.array.size && !*done; i++) {
+            uint64_t seq = fz_obj_uint(&evs->via.array.ptr[i], "seq", 0);
+            if (seq <= shown || seq >= upto)
+                continue;
+            if (seq > shown + 1)
+                s_missed(shown + 1, seq - 1, ", older than the broker keeps");
+            fz_event_t *ev = s_event_from(&evs->via.array.ptr[i]);
+            if (ev)
+                *done = s_show(w, ev);
+            fz_event_destroy(&ev);
+            shown = seq;
+        }
+        bool more = fz_msg_uint(reply, "last", 0) > shown && shown > before;
+        fz_msg_destroy(&reply);
+        if (!more)
+            break;
     }
-    const msgpack_object *evs = fz_msg_obj(reply, "events");
-    for (uint32_t i = 0; evs && i < evs->via.array.size && !*done; i++) {
-        uint64_t seq = fz_obj_uint(&evs->via.array.ptr[i], "seq", 0);
-        if (seq <= shown || seq >= upto)
-            continue;
-        if (seq > shown + 1)
-            break; /* older than the history reaches: reported by the caller */
-        fz_event_t *ev = s_event_from(&evs->via.array.ptr[i]);
-        if (ev)
-            *done = s_show(w, ev);
-        fz_event_destroy(&ev);
-        shown = seq;
-    }
-    fz_msg_destroy(&reply);
+    if (shown > w->replayed_to)
+        w->replayed_to = shown;
     return shown;
 }
 
@@ -211,6 +230,10 @@ static bool s_on_event(watch_t *w, const fz_event_t *ev)
 {
     uint64_t seq = fz_event_seq(ev);
     bool done = false;
+    if (strcmp(fz_event_topic(ev), "broker.started") == 0)
+        w->replayed_to = 0; /* a new broker run numbers from 1 again */
+    else if (seq && seq <= w->replayed_to)
+        return false; /* already shown by a replay (it raced the subscription) */
     if (seq && w->last_seq && seq > w->last_seq + 1) {
         w->last_seq = s_replay(w, seq, &done);
         if (done)

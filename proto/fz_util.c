@@ -206,3 +206,28 @@ int fz_mkdirs(const char *path, unsigned mode)
         return -1;
     return 0;
 }
+
+size_t fz_utf8_clean(const char *in, size_t max, char *out, size_t size)
+{
+    size_t n = 0, i = 0, len = strlen(in);
+    if (size == 0)
+        return 0;
+    while (i < len) {
+        /* the longest valid sequence (1..4 bytes) starting here, or none */
+        size_t step = 0;
+        for (size_t k = 1; k <= 4 && i + k <= len; k++)
+            if (fz_utf8_valid(in + i, k)) {
+                step = k;
+                break;
+            }
+        const char *piece = step ? in + i : "?";
+        size_t plen = step ? step : 1;
+        if (n + plen > max || n + plen >= size)
+            break; /* cut on a character boundary */
+        memcpy(out + n, piece, plen);
+        n += plen;
+        i += step ? step : 1;
+    }
+    out[n] = 0;
+    return n;
+}

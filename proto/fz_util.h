@@ -67,6 +67,11 @@ const char *fz_endpoint(const char *flag, const char *envvar, const char *dflt);
 /* True if buf[0..len) is valid UTF-8 with no NUL byte. */
 bool fz_utf8_valid(const char *buf, size_t len);
 
+/* Copies in (a C string) to out as valid UTF-8 of at most max bytes: invalid bytes become
+   '?', and the cut falls between characters. Returns the length written (out is always
+   NUL-terminated when size > 0). For text from agents that must pass the codec's checks. */
+size_t fz_utf8_clean(const char *in, size_t max, char *out, size_t size);
+
 /* mkdir -p; 0 on success, -1 with errno set. */
 int fz_mkdirs(const char *path, unsigned mode);
 

@@ -44,6 +44,7 @@ struct fz_slot_t {
     int64_t next_resend_ms;
     bool stopping; /* first signal seen */
     bool said_bye; /* stopping, and the broker was told: no more dispatches */
+    int64_t kill_grace_ms; /* of the current agent: how long stopping may take */
 };
 
 /* ---------------------------------------------------------------- command templates */
@@ -93,6 +94,20 @@ char *fz_slot_expand(const char *tmpl, const char *model, uint64_t task, uint32_
 
 /* ---------------------------------------------------------------- sending */
 
+/* Agent-reported text goes out as valid UTF-8 within the field's limit, and a cost within
+   the codec's range: a result the broker refused would be resent for ever. */
+static void s_enc_text(fz_enc_t *e, const char *key, const char *text, size_t max)
+{
+    char buf[4097];
+    size_t n = fz_utf8_clean(text, max < sizeof buf - 1 ? max : sizeof buf - 1, buf, sizeof buf);
+    fz_enc_strn(e, key, buf, n);
+}
+
+static double s_cost(double cost)
+{
+    return cost > 0 && cost < 1e12 ? cost : cost >= 1e12 ? 1e12 : 0;
+}
+
 static void s_send(fz_slot_t *self, fz_enc_t **enc_p)
 {
     if (fz_net_send(self->dealer, NULL, enc_p) < 0)
@@ -117,11 +132,14 @@ static void s_hello(fz_slot_t *self)
     fz_enc_str(e, "nonce", self->nonce);
     /* labels k=v,k=v */
     size_t nl = 0;
-    char labels[1024] = "";
+    char labels[1024] = "", count[1024];
     if (self->cfg.labels)
         snprintf(labels, sizeof labels, "%s", self->cfg.labels);
-    for (char *p = labels; *p; p++)
-        nl += *p == '=';
+    /* pairs are checked at start-up (fz-worker): count those with a '=' */
+    memcpy(count, labels, sizeof count);
+    char *save0 = NULL;
+    for (char *kv = strtok_r(count, ",", &save0); kv; kv = strtok_r(NULL, ",", &save0))
+        nl += strchr(kv, '=') != NULL;
     fz_enc_map(e, "labels", nl);
     char *save = NULL;
     for (char *kv = strtok_r(labels, ",", &save); kv && nl; kv = strtok_r(NULL, ",", &save)) {
@@ -147,12 +165,12 @@ static void s_heartbeat(fz_slot_t *self)
         fz_enc_uint(e, "task", self->task);
         fz_enc_uint(e, "attempt", self->attempt);
         fz_enc_uint(e, "elapsed_ms", (uint64_t) st->elapsed_ms);
-        fz_enc_float(e, "cost_usd", st->cost_usd);
+        fz_enc_float(e, "cost_usd", s_cost(st->cost_usd));
         fz_enc_uint(e, "tokens_in", st->tokens_in);
         fz_enc_uint(e, "tokens_out", st->tokens_out);
-        if (st->progress_pct >= 0)
+        if (st->progress_pct >= 0 && st->progress_pct <= 100)
             fz_enc_uint(e, "progress", (uint64_t) st->progress_pct);
-        fz_enc_str(e, "progress_text", st->progress_text);
+        s_enc_text(e, "progress_text", st->progress_text, 1024);
     }
     s_send(self, &e);
 }
@@ -178,6 +196,27 @@ static int s_connect(fz_slot_t *self)
 
 static void s_result_pending(fz_slot_t *self, uint64_t task, uint32_t attempt, fz_enc_t *enc)
 {
+    /* Last line of defence: a result the broker would refuse is replaced by a plain one
+       that says why, so that it is recorded rather than resent for ever. */
+    size_t len;
+    const void *data = fz_enc_data(enc, &len);
+    fz_msg_t *check = NULL;
+    char why[256];
+    if (!data || fz_msg_decode(data, len, &check, NULL, why, sizeof why) != FZ_OK) {
+        fz_error("task %llu attempt %u: result would be refused (%s); sending a plain one",
+                 (unsigned long long) task, attempt, data ? why : "no memory");
+        fz_enc_destroy(&enc);
+        enc = fz_enc_new("result", 0);
+        fz_enc_uint(enc, "task", task);
+        fz_enc_uint(enc, "attempt", attempt);
+        fz_enc_str(enc, "outcome", "exited");
+        fz_enc_int(enc, "exit_code", -1);
+        char summary[400];
+        snprintf(summary, sizeof summary, "fz-worker: the agent's result could not be sent: %s",
+                 data ? why : "no memory");
+        s_enc_text(enc, "summary", summary, 4096);
+    }
+    fz_msg_destroy(&check);
     if (self->npending == FZ_MAX_PENDING) {
         fz_warn("dropping the unacknowledged result of task %llu: too many pending",
                 (unsigned long long) self->pending[0].task);
@@ -247,12 +286,11 @@ static void s_finish(fz_slot_t *self)
     fz_enc_int(e, "exit_code", st->exit_code);
     fz_enc_uint(e, "signal", (uint64_t) (st->signal > 0 ? st->signal : 0));
     fz_enc_uint(e, "duration_ms", (uint64_t) st->duration_ms);
-    fz_enc_float(e, "cost_usd", st->cost_usd);
+    fz_enc_float(e, "cost_usd", s_cost(st->cost_usd));
     fz_enc_uint(e, "tokens_in", st->tokens_in);
     fz_enc_uint(e, "tokens_out", st->tokens_out);
-    fz_enc_strn(e, "model", st->model[0] ? st->model : self->model,
-                strnlen(st->model[0] ? st->model : self->model, FZ_MAX_NAME));
-    fz_enc_str(e, "summary", st->summary);
+    s_enc_text(e, "model", st->model[0] ? st->model : self->model, FZ_MAX_NAME);
+    s_enc_text(e, "summary", st->summary, 4096);
     fz_enc_bin(e, "output", tail, tail_len > FZ_MAX_TAIL ? FZ_MAX_TAIL : tail_len);
     char log[4096];
     snprintf(log, sizeof log, "%s/%llu/attempt-%u.log", self->cfg.workroot,
@@ -355,8 +393,14 @@ static void s_on_dispatch(fz_slot_t *self, fz_msg_t *msg)
 {
     uint64_t task = fz_msg_uint(msg, "task", 0);
     uint32_t attempt = (uint32_t) fz_msg_uint(msg, "attempt", 0);
+    if (self->agent && self->task == task && self->attempt == attempt) {
+        fz_warn("dispatch of task %llu attempt %u again: it runs already; ignored",
+                (unsigned long long) task, attempt);
+        return;
+    }
     if (self->agent || self->stopping) {
-        fz_warn("dispatch of task %llu while busy: rejected", (unsigned long long) task);
+        fz_warn("dispatch of task %llu while %s: rejected", (unsigned long long) task,
+                self->stopping ? "stopping" : "busy");
         s_result_simple(self, task, attempt, "rejected", "worker busy");
         return;
     }
@@ -371,6 +415,7 @@ static void s_on_dispatch(fz_slot_t *self, fz_msg_t *msg)
     opts.timeout_s = (double) fz_msg_uint(msg, "timeout", 0);
     opts.max_cost = fz_msg_float(msg, "max_cost", 0);
     opts.kill_grace_s = (double) fz_msg_uint(msg, "kill_grace", 10);
+    self->kill_grace_ms = (int64_t) (opts.kill_grace_s * 1000);
     if (opts.kill_grace_s <= 0)
         opts.kill_grace_s = 0.001;
     self->agent = self->cfg.dry_run ? s_start_sim(self, msg, &opts, err, sizeof err)
@@ -431,9 +476,8 @@ static void s_on_error(fz_slot_t *self, fz_msg_t *msg)
         self->welcomed = false; /* the hello timer asks again */
         return;
     }
-    /* After bye, only to deliver a result still unacknowledged. */
     if (strcmp(code, "conflict") == 0 && strstr(text, "hello") && self->welcomed &&
-        (!self->said_bye || self->npending > 0)) {
+        !self->said_bye) {
         /* The broker restarted and does not know us: introduce ourselves again, once (the
            errors for messages already on their way must not each cause a hello). */
         self->welcomed = false;
@@ -481,7 +525,7 @@ static void s_timers(fz_slot_t *self, int64_t now)
         self->next_hello_ms = now + self->hb_ms;
     }
     if (now >= self->next_hb_ms) {
-        if (self->welcomed) /* before the welcome, the hello timer speaks for us */
+        if (self->welcomed && !self->said_bye) /* before the welcome, the hello speaks */
             s_heartbeat(self);
         self->next_hb_ms = now + self->hb_ms;
     }
@@ -523,6 +567,7 @@ fz_slot_t *fz_slot_new(const fz_slot_config_t *cfg, char *err, size_t errlen)
     }
     self->cfg = *cfg;
     self->hb_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 1000;
+    self->kill_grace_ms = 10000;
     self->backoff_ms = 1000;
     snprintf(self->nonce, sizeof self->nonce, "%08x%08x", (unsigned) getpid(),
              (unsigned) fz_clock_ms());
@@ -572,13 +617,13 @@ static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
         fz_info("stopping: %s", self->agent ? "interrupting the running agent" : "no agent");
         if (self->agent)
             fz_agent_cancel(self->agent, "interrupted");
-        *leave_at = now + 15000;
+        /* time for the agent to end within its grace, and for the result's ack */
+        *leave_at = now + self->kill_grace_ms + 5000;
     }
     if (!self->stopping)
         return false;
-    if (!self->agent && !self->said_bye) {
-        /* The interrupted result (if any) went first on this socket, so the broker records
-           it before it forgets us; we stay to collect its acknowledgement. */
+    if (!self->agent && !self->said_bye && self->npending == 0) {
+        /* Every result is acknowledged: the broker may forget us now. */
         fz_enc_t *bye = fz_enc_new("bye", 0);
         s_send(self, &bye);
         self->said_bye = true;

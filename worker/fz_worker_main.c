@@ -71,6 +71,36 @@ static int s_bad(const char *flag, const char *value, const char *what)
     return 2;
 }
 
+/* Checks a comma-separated list (models, or k=v labels) against the protocol's limits, so
+   that the hello is never refused; false after saying why. */
+static bool s_check_list(const char *flag, const char *list, size_t max_items, bool pairs)
+{
+    if (!list || !*list)
+        return true;
+    char copy[4096];
+    if (strlen(list) >= sizeof copy || !fz_utf8_valid(list, strlen(list))) {
+        fprintf(stderr, "fz-worker: %s: too long or not UTF-8\n", flag);
+        return false;
+    }
+    strcpy(copy, list);
+    size_t n = 0;
+    char *save = NULL;
+    for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *eq = pairs ? strchr(item, '=') : NULL;
+        size_t klen = eq ? (size_t) (eq - item) : strlen(item);
+        bool ok = ++n <= max_items && klen > 0 && klen <= 64 && (!pairs || eq) &&
+                  (!eq || strlen(eq + 1) <= 1024);
+        if (!ok) {
+            fprintf(stderr, "fz-worker: %s: '%s': %s\n", flag, item,
+                    n > max_items ? "too many entries"
+                    : pairs       ? "expected KEY=VALUE (key 1-64 bytes, value up to 1 KiB)"
+                                  : "a name is 1 to 64 bytes");
+            return false;
+        }
+    }
+    return true;
+}
+
 enum { OPT_BROKER = 256, OPT_EVENTS, OPT_AGENT, OPT_MODELS, OPT_NAME, OPT_LABELS, OPT_WORKDIR,
        OPT_HB, OPT_DRY, OPT_DRYDUR, OPT_DRYCOST, OPT_DRYEXIT };
 
@@ -131,6 +161,9 @@ static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, bool *verbose)
         fprintf(stderr, "fz-worker: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;
     }
+    if (!s_check_list("--models", cfg->models, 16, false) ||
+        !s_check_list("--labels", cfg->labels, 32, true))
+        return 2;
     if (!cfg->dry_run && (!cfg->agent || !*cfg->agent)) {
         fprintf(stderr, "fz-worker: --agent 'COMMAND' is required (or --dry-run)\n");
         return 2;
