@@ -244,8 +244,8 @@ bool fz_cli_valid_date(const char *s)
 char *fz_cli_time(double ts, char *buf, size_t size)
 {
     struct tm tm;
-    time_t t = (time_t) ts;
-    if (ts <= 0 || !gmtime_r(&t, &tm) ||
+    time_t t = ts > 0 && ts < 1e15 ? (time_t) ts : 0; /* a cast out of range is undefined */
+    if (t <= 0 || !gmtime_r(&t, &tm) ||
         strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
         snprintf(buf, size, "-");
     return buf;
@@ -254,9 +254,9 @@ char *fz_cli_time(double ts, char *buf, size_t size)
 char *fz_cli_time_ms(double ts, char *buf, size_t size)
 {
     struct tm tm;
-    time_t t = (time_t) ts;
+    time_t t = ts > 0 && ts < 1e15 ? (time_t) ts : 0; /* a cast out of range is undefined */
     char whole[32];
-    if (ts <= 0 || !gmtime_r(&t, &tm) ||
+    if (t <= 0 || !gmtime_r(&t, &tm) ||
         strftime(whole, sizeof whole, "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
         snprintf(buf, size, "-");
         return buf;
@@ -307,7 +307,11 @@ static bool s_escape(const char *s, size_t len, size_t max, char *buf, size_t si
             plen = (size_t) snprintf(piece, sizeof piece, "\\x%02x", c);
         else if (c < 0x80)
             piece[0] = (char) c, plen = 1;
-        else if ((step = s_utf8_len(s + i, len - i)) > 0)
+        else if ((step = s_utf8_len(s + i, len - i)) == 2 && c == 0xc2 &&
+                 (unsigned char) s[i + 1] < 0xa0)
+            /* U+0080..U+009F: C1 controls (CSI among them) drive terminals: escaped */
+            plen = (size_t) snprintf(piece, sizeof piece, "\\u%04x", (unsigned char) s[i + 1]);
+        else if (step > 0)
             memcpy(piece, s + i, step), plen = step;
         else
             step = 1, plen = (size_t) snprintf(piece, sizeof piece, "\\x%02x", c);
