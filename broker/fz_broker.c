@@ -761,7 +761,7 @@ static void s_dispatch(fz_broker_t *self)
         return;
     int64_t now = fz_clock_ms();
     for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
-        if (!w->task && now >= w->rest_until_ms)
+        if (!w->task && !w->draining && now >= w->rest_until_ms)
             idle[k++] = w;
     qsort(idle, k, sizeof *idle, s_cmp_workers);
     for (size_t i = 0; i < k; i++) {
@@ -1121,7 +1121,7 @@ static void s_on_workers(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         for (size_t i = 0; i < w->nmodels; i++)
             fz_enc_str(o, NULL, w->models[i]);
         fz_enc_bool(o, "any_model", w->any_model);
-        fz_enc_str(o, "state", w->task ? "busy" : "idle");
+        fz_enc_str(o, "state", w->draining ? "drain" : w->task ? "busy" : "idle");
         fz_enc_uint(o, "task", w->task ? w->task->id : 0);
         fz_enc_float(o, "since", w->since);
         fz_enc_float(o, "last_seen", fz_wall() - (fz_clock_ms() - w->last_seen_ms) / 1000.0);
@@ -1634,6 +1634,10 @@ static fz_task_t *s_current(fz_worker_t *w, fz_msg_t *msg)
 
 static void s_on_heartbeat(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w)
 {
+    if (fz_msg_bool(msg, "draining", false) && !w->draining) {
+        w->draining = true; /* it finishes what it runs and takes nothing more */
+        fz_info("worker %s is draining", w->name);
+    }
     /* A worker that runs a task we hold as orphaned (after a reload) claims it here too, so
        re-attaching does not wait for a hello that a connected worker never sends. */
     uint64_t claimed = fz_msg_uint(msg, "task", 0);

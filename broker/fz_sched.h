@@ -35,6 +35,7 @@ typedef struct fz_worker_t {
     int64_t last_seen_ms;
     int64_t idle_since_ms;  /* when it last became idle: the longest idle goes first */
     int64_t rest_until_ms;  /* no dispatch before (it refused one) */
+    bool draining;          /* finishing its task, then leaving: no dispatch */
     double since;
 } fz_worker_t;
 

@@ -11,6 +11,13 @@
 
 static volatile sig_atomic_t s_signal;
 static volatile sig_atomic_t s_signals;
+static volatile sig_atomic_t s_drain;
+
+static void s_on_drain(int sig)
+{
+    (void) sig;
+    s_drain = 1;
+}
 
 static void s_on_signal(int sig)
 {
@@ -29,6 +36,8 @@ void fz_net_init(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = s_on_drain;
+    sigaction(SIGUSR1, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
 
@@ -41,6 +50,11 @@ void fz_net_interrupt(void)
 {
     s_signal = SIGTERM;
     s_signals++;
+}
+
+bool fz_net_drain_requested(void)
+{
+    return s_drain != 0;
 }
 
 int fz_net_signal_count(void)

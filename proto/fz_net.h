@@ -1,7 +1,8 @@
 /*  fz_net: ZeroMQ plumbing shared by every fz binary.
 
     - fz_net_init: takes signal handling back from CZMQ (SIGINT/SIGTERM set a flag that
-      fz_net_interrupted() reads; the caller's poll loop ends on it) and ignores SIGPIPE;
+      fz_net_interrupted() reads; the caller's poll loop ends on it; SIGUSR1 asks to drain)
+      and ignores SIGPIPE;
     - fz_net_socket: a CZMQ socket with the limits every peer-facing socket needs
       (ZMQ_MAXMSGSIZE, HWMs, no linger), set before bind/connect;
     - fz_net_send: one encoded message, never blocking, optionally behind a routing id;
@@ -23,6 +24,8 @@ void fz_net_init(void);
 bool fz_net_interrupted(void);
 /* Sets the flag, as a signal would (for tests and for in-process stop requests). */
 void fz_net_interrupt(void);
+/* True once SIGUSR1 arrived: finish the work at hand, take no more, then leave. */
+bool fz_net_drain_requested(void);
 /* How many SIGINT/SIGTERM arrived (a second one may mean "now"). */
 int fz_net_signal_count(void);
 /* The signal that set the flag (0 if none). */

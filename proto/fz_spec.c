@@ -143,6 +143,7 @@ static const fz_field_t f_heartbeat[] = {
     {"tokens_out", FZ_T_UINT, 0, 0, U64},
     {"progress", FZ_T_UINT, 0, 0, 100},
     {"progress_text", FZ_T_STR, 0, 0, 1024},
+    {"draining", FZ_T_BOOL, 0, 0, 0},
     END};
 
 static const fz_field_t f_dispatch[] = {

@@ -43,6 +43,7 @@ struct fz_slot_t {
     size_t npending;
     int64_t next_resend_ms;
     bool stopping; /* first signal seen */
+    bool draining; /* SIGUSR1: finish the agent, take nothing more, then leave */
     bool said_bye; /* stopping, and the broker was told: no more dispatches */
     int64_t kill_grace_ms; /* of the current agent: how long stopping may take */
 };
@@ -160,6 +161,8 @@ static void s_hello(fz_slot_t *self)
 static void s_heartbeat(fz_slot_t *self)
 {
     fz_enc_t *e = fz_enc_new("heartbeat", 0);
+    if (self->draining)
+        fz_enc_bool(e, "draining", true);
     if (self->agent) {
         const fz_agent_status_t *st = fz_agent_status(self->agent);
         fz_enc_uint(e, "task", self->task);
@@ -398,9 +401,9 @@ static void s_on_dispatch(fz_slot_t *self, fz_msg_t *msg)
                 (unsigned long long) task, attempt);
         return;
     }
-    if (self->agent || self->stopping) {
+    if (self->agent || self->stopping || self->draining) {
         fz_warn("dispatch of task %llu while %s: rejected", (unsigned long long) task,
-                self->stopping ? "stopping" : "busy");
+                self->stopping || self->draining ? "stopping" : "busy");
         s_result_simple(self, task, attempt, "rejected", "worker busy");
         return;
     }
@@ -612,6 +615,17 @@ static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
     int signals = fz_net_signal_count();
     if (signals >= 2)
         return true;
+    if (fz_net_drain_requested() && !self->draining) {
+        /* Draining: the broker hears it at once; the agent finishes in its own time. */
+        self->draining = true;
+        fz_info("draining: %s", self->agent ? "finishing the running agent, then leaving"
+                                            : "no agent; leaving");
+        s_heartbeat(self);
+    }
+    if (self->draining && !self->stopping && !self->agent) {
+        self->stopping = true;
+        *leave_at = now + 5000; /* for the last result's acknowledgement */
+    }
     if (signals == 1 && !self->stopping) {
         self->stopping = true;
         fz_info("stopping: %s", self->agent ? "interrupting the running agent" : "no agent");

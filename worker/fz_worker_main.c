@@ -48,7 +48,8 @@ static void s_usage(FILE *out)
         "\n"
         "Signals: SIGTERM/SIGINT stop the running agent (SIGTERM, then SIGKILL after the\n"
         "grace), report it as interrupted (the broker requeues the task) and exit; a second\n"
-        "signal exits at once (the agent is killed).\n"
+        "signal exits at once (the agent is killed). SIGUSR1 drains: the worker takes no more\n"
+        "tasks, lets the running agent finish, reports it and exits (for upgrades).\n"
         "\n"
         "Exit status: 0 after a signal, 1 runtime error, 2 bad usage.\n");
 }

@@ -91,6 +91,27 @@ def retries(f):
     h.check(len(f.task(no)["attempts"]) == 1, "exit 75 was retried")
 
 
+def drain(f):
+    """SIGUSR1 drains a worker: its agent finishes and is recorded, it takes nothing more,
+    and it leaves by itself."""
+    for p_, l in list(f.procs.values()):
+        if l.startswith("worker-"):
+            f.kill(p_)
+    w = f.start_worker("d", "--heartbeat", HB, agent="sleep 1.5; echo drained-ok")
+    h.wait_for(lambda: any(x["name"] == "d" for x in f.ok("workers")["workers"]), 10, "d")
+    a = f.submit("finish me")
+    h.wait_for(lambda: f.state(a) == "running", 10, "a running")
+    w.send_signal(signal.SIGUSR1)
+    time.sleep(0.3)
+    b = f.submit("not for a draining worker")
+    h.check(w.wait(timeout=20) == 0, "the draining worker did not leave by itself")
+    f.procs.pop(w.pid, None)
+    atts = f.task(a)["attempts"]
+    h.check(len(atts) == 1 and atts[0]["outcome"] == "exited" and atts[0]["exit_code"] == 0
+            and b"drained-ok" in atts[0]["output"], "drained task: %s" % atts)
+    h.check(f.state(b) == "queued" and not f.task(b)["attempts"], "a draining worker got work")
+
+
 def body(f):
     f.expect_orphans = False
     f.start_broker("--heartbeat", HB, "--backoff-min", "300", "--backoff-max", "5000")
@@ -98,6 +119,7 @@ def body(f):
     broker_restart(f)
     results_while_down(f)
     retries(f)
+    drain(f)
 
 
 h.run("resilience", body)
