@@ -1082,7 +1082,8 @@ static void s_on_list(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         return;
     }
     fz_enc_t *r = fz_enc_new("tasks", fz_msg_rid(msg));
-    fz_err_t err = fz_store_encode_list(self->store, state, fz_msg_uint(msg, "limit", 1000), r,
+    fz_err_t err = fz_store_encode_list(self->store, state, fz_msg_uint(msg, "limit", 1000),
+                                        fz_msg_bool(msg, "tail", false), r,
                                         s_decorate, self);
     if (err) {
         fz_enc_destroy(&r);

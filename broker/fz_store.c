@@ -763,9 +763,10 @@ fz_err_t fz_store_encode_attempts(fz_store_t *self, uint64_t id, fz_enc_t *e, co
 
 /* Lists carry the prompt's first 80 characters, so unnamed tasks can be told apart. */
 static const char *SQL_LIST_ALL =
-    "SELECT " TASK_COLS ", substr(prompt, 1, 80) AS prompt FROM tasks ORDER BY id LIMIT ?1";
+    "SELECT " TASK_COLS ", substr(prompt, 1, 80) AS prompt FROM tasks ORDER BY id"
+    " LIMIT ?1 OFFSET ?3";
 static const char *SQL_LIST_STATE = "SELECT " TASK_COLS ", substr(prompt, 1, 80) AS prompt"
-                                    " FROM tasks WHERE state = ?2 ORDER BY id LIMIT ?1";
+                                    " FROM tasks WHERE state = ?2 ORDER BY id LIMIT ?1 OFFSET ?3";
 static const char *SQL_COUNT_ALL = "SELECT COUNT(*) FROM tasks";
 static const char *SQL_COUNT_STATE = "SELECT COUNT(*) FROM tasks WHERE state = ?1";
 
@@ -785,8 +786,8 @@ static uint64_t s_count(fz_store_t *self, const char *state)
    reply says it was cut. */
 #define FZ_LIST_BYTES (3u * 1024 * 1024)
 
-fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limit, fz_enc_t *e,
-                              fz_store_decorate_fn *fn, void *arg)
+fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limit, bool tail,
+                              fz_enc_t *e, fz_store_decorate_fn *fn, void *arg)
 {
     uint64_t total = s_count(self, state);
     sqlite3_stmt *st = s_stmt(self, state ? SQL_LIST_STATE : SQL_LIST_ALL);
@@ -795,6 +796,7 @@ fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limi
     sqlite3_bind_int64(st, 1, (sqlite3_int64) (limit < total ? limit : total));
     if (state)
         s_bind_text(st, 2, state);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64) (tail && total > limit ? total - limit : 0));
     /* Rows are built first: msgpack wants the array's length before its elements. */
     size_t n = 0, cap = 256, bytes = 0;
     fz_enc_t **rows = malloc(cap * sizeof *rows);

@@ -112,9 +112,10 @@ fz_err_t fz_store_encode_task(fz_store_t *self, uint64_t id, fz_enc_t *e, const 
                               fz_store_decorate_fn *fn, void *arg);
 /* Writes the array of attempt objects under key. */
 fz_err_t fz_store_encode_attempts(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key);
-/* Writes `tasks` (array of task summaries, by id) and `total`; state may be NULL (all). */
-fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limit, fz_enc_t *e,
-                              fz_store_decorate_fn *fn, void *arg);
+/* Writes `tasks` (array of task summaries, by id: the first `limit`, or the last with tail)
+   and `total`; state may be NULL (all). */
+fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limit, bool tail,
+                              fz_enc_t *e, fz_store_decorate_fn *fn, void *arg);
 /* Writes `counts`: a map of every state to its number of tasks. */
 fz_err_t fz_store_encode_counts(fz_store_t *self, fz_enc_t *e);
 /* Writes `rows` and `total_cost` of finished attempts grouped by day, model, task or label

@@ -47,7 +47,7 @@ static int s_help(void)
            "Commands:\n"
            "  status                     queue counts, running agents, workers, today's budget\n"
            "  list [--state S] [--limit N] [--tree]\n"
-           "                             tasks by id (default limit 1000), with base (PRIO) and\n"
+           "                             the newest tasks (default 1000), by id, with base (PRIO) and\n"
            "                             effective (EFF) priority and why they differ; --tree\n"
            "                             shows subtasks under their parents\n"
            "  show ID [--lines N]        a task: fields, every attempt with the last N lines\n"
@@ -193,6 +193,8 @@ static int s_cmd_list(ctl_t *ctl)
         fz_enc_str(req, "state", ctl->state);
     if (req && limit)
         fz_enc_uint(req, "limit", limit);
+    if (req) /* the newest tasks are the ones a person looks for */
+        fz_enc_bool(req, "tail", true);
     fz_msg_t *reply = NULL;
     int code = s_call(ctl, &req, "tasks", &reply);
     if (code)

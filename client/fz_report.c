@@ -358,7 +358,7 @@ void fz_report_tasks(const msgpack_object *tasks, uint64_t total, bool tree, FIL
         for (uint32_t i = 0; i < n; i++)
             s_task_row(&tasks->via.array.ptr[i], wm, ww, 0, out);
     if (total > n)
-        fprintf(out, "(%u of %llu tasks shown; --limit N shows more)\n", n,
+        fprintf(out, "(the newest %u of %llu tasks shown; --limit N shows more)\n", n,
                 (unsigned long long) total);
 }
 

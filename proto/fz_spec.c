@@ -37,6 +37,7 @@ static const fz_field_t f_task_id[] = {{"task", FZ_T_UINT, REQ, 1, U64}, END};
 static const fz_field_t f_list[] = {
     {"state", FZ_T_STR, 0, 0, 16},
     {"limit", FZ_T_UINT, 0, 0, 100000},
+    {"tail", FZ_T_BOOL, 0, 0, 0},
     END};
 
 static const fz_field_t f_submitted[] = {

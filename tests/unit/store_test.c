@@ -1035,7 +1035,7 @@ static void test_encode_list_and_counts(void **state)
     decorated_t *d = calloc(1, sizeof *d);
     assert_non_null(d);
     fz_enc_t *e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_store_encode_list(fx->store, NULL, 100, e, s_decorate, d), FZ_OK);
+    assert_int_equal(fz_store_encode_list(fx->store, NULL, 100, false, e, s_decorate, d), FZ_OK);
     fz_msg_t *msg = s_decode(&e);
     assert_int_equal(fz_msg_uint(msg, "total", 0), 5);
     assert_false(fz_msg_has(msg, "truncated"));
@@ -1061,7 +1061,7 @@ static void test_encode_list_and_counts(void **state)
 
     /* By state, with a limit under the total: the lowest ids, total of that state. */
     e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_store_encode_list(fx->store, "queued", 2, e, NULL, NULL), FZ_OK);
+    assert_int_equal(fz_store_encode_list(fx->store, "queued", 2, false, e, NULL, NULL), FZ_OK);
     msg = s_decode(&e);
     assert_int_equal(fz_msg_uint(msg, "total", 0), 3);
     rows = fz_msg_obj(msg, "tasks");
@@ -1069,8 +1069,18 @@ static void test_encode_list_and_counts(void **state)
     assert_int_equal(fz_obj_uint(&rows->via.array.ptr[0], "id", 0), 1);
     assert_int_equal(fz_obj_uint(&rows->via.array.ptr[1], "id", 0), 3);
     fz_msg_destroy(&msg);
+
+    /* tail: the newest of that state, still by id. */
     e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_store_encode_list(fx->store, "running", 100, e, NULL, NULL), FZ_OK);
+    assert_int_equal(fz_store_encode_list(fx->store, "queued", 2, true, e, NULL, NULL), FZ_OK);
+    msg = s_decode(&e);
+    rows = fz_msg_obj(msg, "tasks");
+    assert_int_equal(rows->via.array.size, 2);
+    assert_true(fz_obj_uint(&rows->via.array.ptr[0], "id", 0) == 3);
+    assert_true(fz_obj_uint(&rows->via.array.ptr[1], "id", 0) > 3);
+    fz_msg_destroy(&msg);
+    e = fz_enc_new("tasks", 1);
+    assert_int_equal(fz_store_encode_list(fx->store, "running", 100, false, e, NULL, NULL), FZ_OK);
     msg = s_decode(&e);
     assert_int_equal(fz_msg_uint(msg, "total", 99), 0);
     assert_int_equal(fz_msg_obj(msg, "tasks")->via.array.size, 0);
@@ -1108,7 +1118,7 @@ static void test_encode_list_truncates_before_3mib(void **state)
     decorated_t *d = calloc(1, sizeof *d);
     assert_non_null(d);
     fz_enc_t *e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_store_encode_list(fx->store, NULL, 100000, e, s_decorate, d), FZ_OK);
+    assert_int_equal(fz_store_encode_list(fx->store, NULL, 100000, false, e, s_decorate, d), FZ_OK);
     size_t len = 0;
     assert_non_null(fz_enc_data(e, &len));
     const size_t cap = 3u * 1024 * 1024;
@@ -1139,7 +1149,7 @@ static void test_encode_list_truncates_before_3mib(void **state)
 
     /* A limit under the cap: not truncated. */
     e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_store_encode_list(fx->store, NULL, 10, e, NULL, NULL), FZ_OK);
+    assert_int_equal(fz_store_encode_list(fx->store, NULL, 10, false, e, NULL, NULL), FZ_OK);
     msg = s_decode(&e);
     assert_false(fz_msg_bool(msg, "truncated", false));
     assert_int_equal(fz_msg_obj(msg, "tasks")->via.array.size, 10);
