@@ -1461,6 +1461,25 @@ static void s_on_cost(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     s_reply(self, from, rid, r);
 }
 
+/* Retention: ended tasks older than `before` go. Today's stay whatever is asked: the budget
+   is counted from them. */
+static void s_on_purge(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
+{
+    double before = fz_msg_float(msg, "before", 0);
+    if (before > self->budget.day_start)
+        before = self->budget.day_start;
+    int64_t n = fz_store_purge(self->store, before);
+    if (n < 0) {
+        s_reply_error(self, from, fz_msg_rid(msg), FZ_EUNAVAILABLE, "purge failed: %s",
+                      fz_store_error(self->store));
+        return;
+    }
+    fz_enc_t *r = fz_enc_new("ok", fz_msg_rid(msg));
+    fz_enc_uint(r, "count", (uint64_t) n);
+    s_reply(self, from, fz_msg_rid(msg), r);
+    fz_info("purged %lld ended tasks", (long long) n);
+}
+
 /* Events a subscriber missed (it saw a gap in seq), from the recent history. */
 static void s_on_events(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
@@ -1800,7 +1819,7 @@ static const struct {
     {"priority", s_on_priority, NULL}, {"budget", s_on_budget, NULL},
     {"cost", s_on_cost, NULL},         {"ping", s_on_ping, NULL},
     {"submit-batch", s_on_submit_batch, NULL}, {"escalate", s_on_escalate, NULL},
-    {"events", s_on_events, NULL},
+    {"events", s_on_events, NULL},     {"purge", s_on_purge, NULL},
     {"hello", s_on_hello, NULL},       {"heartbeat", NULL, s_on_heartbeat},
     {"started", NULL, s_on_started},   {"output", NULL, s_on_output},
     {"result", NULL, s_on_result},     {"bye", NULL, s_on_bye},

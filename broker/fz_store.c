@@ -1116,3 +1116,34 @@ void fz_store_encode_children(fz_store_t *self, uint64_t id, fz_enc_t *e, const 
         fz_enc_uint(e, NULL, ids[i]);
     free(ids);
 }
+
+/* ---------------------------------------------------------------- retention */
+
+/* Ended before ?1, and nothing live needs it (as a dependency or as a parent). */
+#define PURGE_COND                                                                             \
+    "state IN ('succeeded','failed','cancelled','dep-failed') AND updated < ?1"                \
+    " AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks l ON l.id = d.task WHERE d.dep = tasks.id" \
+    " AND l.state NOT IN ('succeeded','failed','cancelled','dep-failed'))"                    \
+    " AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent = tasks.id"                          \
+    " AND c.state NOT IN ('succeeded','failed','cancelled','dep-failed'))"
+static const char *SQL_PURGE_ATTEMPTS =
+    "DELETE FROM attempts WHERE task IN (SELECT id FROM tasks WHERE " PURGE_COND ")";
+static const char *SQL_PURGE_LABELS =
+    "DELETE FROM task_labels WHERE task IN (SELECT id FROM tasks WHERE " PURGE_COND ")";
+static const char *SQL_PURGE_DEPS =
+    "DELETE FROM deps WHERE task IN (SELECT id FROM tasks WHERE " PURGE_COND ")";
+static const char *SQL_PURGE_TASKS = "DELETE FROM tasks WHERE " PURGE_COND;
+
+int64_t fz_store_purge(fz_store_t *self, double before)
+{
+    const char *steps[] = {SQL_PURGE_ATTEMPTS, SQL_PURGE_LABELS, SQL_PURGE_DEPS, SQL_PURGE_TASKS};
+    for (int i = 0; i < 4; i++) {
+        sqlite3_stmt *st = s_begin(self) ? NULL : s_stmt(self, steps[i]);
+        if (!st)
+            return -1;
+        sqlite3_bind_double(st, 1, before);
+        if (s_done(self, st))
+            return -1;
+    }
+    return sqlite3_changes(self->db);
+}

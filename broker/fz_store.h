@@ -147,6 +147,11 @@ int fz_store_task_depfail(fz_store_t *self, uint64_t id, const char *why);
 /* Writes the ids of a task's children under key. */
 void fz_store_encode_children(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key);
 
+/* Deletes the tasks that ended before `before` (unix time) with their attempts, labels and
+   dependency rows, except those a live task still needs (as a dependency or parent).
+   Returns how many tasks went, -1 on error. */
+int64_t fz_store_purge(fz_store_t *self, double before);
+
 /* Small persistent settings (paused, budget). get returns dflt when unset. */
 double fz_store_meta_get(fz_store_t *self, const char *key, double dflt);
 int fz_store_meta_set(fz_store_t *self, const char *key, double value);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fz_cli.h"
 #include "fz_client.h"
@@ -21,7 +22,7 @@
 typedef struct {
     const char *broker;
     bool json, tree;
-    const char *state, *limit, *lines, *set, *by, *since, *label; /* raw option values */
+    const char *state, *limit, *lines, *set, *by, *since, *label, *before; /* raw values */
     char given[16]; /* letters of the options given, checked against the command's */
     int npos;
     const char *pos[S_MAX_POSITIONAL]; /* pos[0] is the command */
@@ -65,6 +66,9 @@ static int s_help(void)
            "  cost [--by day|model|task|label] [--since YYYY-MM-DD] [--label KEY]\n"
            "                             spending report (default by day; --by label groups by\n"
            "                             the values of label KEY)\n"
+           "  purge --before YYYY-MM-DD  delete tasks that ended before that day (UTC), with their\n"
+           "                             attempts; never today's (the budget counts them) nor\n"
+           "                             any a live task still waits for\n"
            "  ping                       check that the broker answers\n"
            "\n"
            "Options:\n"
@@ -302,6 +306,28 @@ static int s_cmd_escalate(ctl_t *ctl)
     return s_task_request(ctl, "escalate", "escalated");
 }
 
+static int s_cmd_purge(ctl_t *ctl)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *end = ctl->before ? strptime(ctl->before, "%Y-%m-%d", &tm) : NULL;
+    if (!end || *end)
+        return fz_cli_usage_error("purge needs --before YYYY-MM-DD (UTC)");
+    fz_enc_t *req = fz_client_request(ctl->client, "purge");
+    if (req)
+        fz_enc_float(req, "before", (double) timegm(&tm));
+    fz_msg_t *reply = NULL;
+    int code = s_call(ctl, &req, "ok", &reply);
+    if (code)
+        return code;
+    if (ctl->json)
+        fz_cli_print_body_json(fz_msg_root(reply), stdout);
+    else
+        printf("%llu ended tasks purged\n", (unsigned long long) fz_msg_uint(reply, "count", 0));
+    fz_msg_destroy(&reply);
+    return FZ_EXIT_OK;
+}
+
 static int s_cmd_budget(ctl_t *ctl)
 {
     double cap = 0;
@@ -380,6 +406,7 @@ static const command_t s_commands[] = {
     {"resume", s_cmd_resume, 0, ""},     {"stop", s_cmd_stop, 0, ""},
     {"retry", s_cmd_retry, 1, ""},       {"priority", s_cmd_priority, 2, ""},
     {"escalate", s_cmd_escalate, 1, ""},
+    {"purge", s_cmd_purge, 0, "P"},
     {"budget", s_cmd_budget, 0, "S"},    {"cost", s_cmd_cost, 0, "BDL"},
     {"ping", s_cmd_ping, 0, ""},         {NULL, NULL, 0, NULL}};
 
@@ -405,6 +432,7 @@ static const option_t s_options[] = {
     {"by", 'B', true, offsetof(ctl_t, by)},
     {"since", 'D', true, offsetof(ctl_t, since)},
     {"label", 'L', true, offsetof(ctl_t, label)},
+    {"before", 'P', true, offsetof(ctl_t, before)},
     {NULL, 0, false, 0}};
 
 static const option_t *s_find_option(const char *arg, const char **value)

@@ -101,6 +101,8 @@ static const fz_field_t f_cost[] = {
     {"total_cost", FZ_T_FLOAT, 0, 0, 1e12},
     END};
 
+static const fz_field_t f_purge[] = {{"before", FZ_T_FLOAT, REQ, 0, 1e11}, END};
+
 /* "events" is the request (since) and the reply (events, first, last). */
 static const fz_field_t f_events[] = {
     {"since", FZ_T_UINT, 0, 0, U64},
@@ -206,6 +208,7 @@ static const fz_msgspec_t s_specs[] = {
     {"submitted-batch", f_batch_reply},
     {"escalate", f_task_id},
     {"events", f_events},
+    {"purge", f_purge},
     {"get", f_task_id},
     {"task", f_task_reply},
     {"list", f_list},

@@ -87,6 +87,9 @@ def body(f):
     code(ctl("show", "999999"), 6, "show unknown")
     code(ctl("cancel", str(tid)), 7, "cancel a cancelled task")
     code(ctl("frobnicate"), 2, "unknown command")
+    code(ctl("purge"), 2, "purge without --before")
+    r = code(ctl("purge", "--before", "2099-01-01"), 0, "purge")
+    h.check(r.stdout.startswith("0 ended tasks purged"), "today's tasks were purged: %s" % r.stdout)
     code(ctl("list", "--state", "nonsense"), 2, "bad state")
 
     # fz-watch follows a task and its subtasks, shown under their parent

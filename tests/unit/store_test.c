@@ -1280,6 +1280,37 @@ static void test_cost_report_matches_spent(void **state)
     fz_enc_destroy(&e);
 }
 
+
+/* Retention: ended tasks go with their attempts, labels and dependency rows; what a live
+   task still needs (a dependency, a parent) stays; live tasks stay. */
+static void test_purge(void **state)
+{
+    fx_t *fx = *state;
+    uint64_t done = s_add(fx, "done");
+    assert_int_equal(fz_store_attempt_start(fx->store, done, 1, "w", "m", 0), 0);
+    assert_int_equal(s_finish(fx, done, 1, 0.5, "m", FZ_STATE_SUCCEEDED), 1);
+    uint64_t needed = s_add(fx, "needed by a live task");
+    assert_int_equal(fz_store_task_state(fx->store, needed, FZ_STATE_FAILED, ""), 0);
+    uint64_t waiting = s_add_as(fx, "waits", FZ_STATE_WAITING);
+    assert_int_equal(fz_store_dep_add(fx->store, waiting, needed, 1), 0);
+    uint64_t parent = s_add(fx, "parent of a live task");
+    assert_int_equal(fz_store_task_state(fx->store, parent, FZ_STATE_SUCCEEDED, ""), 0);
+    uint64_t child = s_add_child(fx, "child", parent, 0, NULL);
+    uint64_t live = s_add(fx, "live");
+    assert_int_equal(fz_store_commit(fx->store), 0);
+
+    assert_int_equal(fz_store_purge(fx->store, 1.0), 0); /* nothing ended that long ago */
+    assert_int_equal(fz_store_purge(fx->store, 1e11), 1);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    assert_false(fz_store_task_exists(fx->store, done, NULL));
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM attempts"), 0);
+    assert_true(fz_store_task_exists(fx->store, needed, NULL));
+    assert_true(fz_store_task_exists(fx->store, parent, NULL));
+    assert_true(fz_store_task_exists(fx->store, waiting, NULL));
+    assert_true(fz_store_task_exists(fx->store, child, NULL));
+    assert_true(fz_store_task_exists(fx->store, live, NULL));
+}
+
 int main(void)
 {
     fz_log_init("store_test", FZ_LOG_ERROR);
@@ -1302,6 +1333,7 @@ int main(void)
         TEST(test_encode_list_and_counts),
         TEST(test_encode_list_truncates_before_3mib),
         TEST(test_cost_report_matches_spent),
+        TEST(test_purge),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
