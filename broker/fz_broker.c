@@ -1454,7 +1454,7 @@ static void s_on_cost(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_err_t err = fz_store_encode_cost(self->store, by, label, since, r);
     if (err) {
         fz_enc_destroy(&r);
-        s_reply_error(self, from, rid, err, "cost by must be day, model, task or label, not '%s'",
+        s_reply_error(self, from, rid, err, "cost by must be day, model, task, worker or label, not '%s'",
                       by);
         return;
     }

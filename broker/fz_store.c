@@ -870,6 +870,8 @@ static const char *SQL_COST_MODEL =
 static const char *SQL_COST_TASK =
     "SELECT CAST(a.task AS TEXT)," COST_AGG " WHERE a.ended >= ?1 AND a.ended > 0"
     " GROUP BY a.task ORDER BY a.task";
+static const char *SQL_COST_WORKER =
+    "SELECT a.worker," COST_AGG " WHERE a.ended >= ?1 AND a.ended > 0 GROUP BY 1 ORDER BY 1";
 static const char *SQL_COST_LABEL =
     "SELECT COALESCE(l.value, '')," COST_AGG
     " LEFT JOIN task_labels l ON l.task = a.task AND l.key = ?2"
@@ -881,6 +883,7 @@ fz_err_t fz_store_encode_cost(fz_store_t *self, const char *by, const char *labe
     const char *sql = strcmp(by, "day") == 0     ? SQL_COST_DAY
                       : strcmp(by, "model") == 0 ? SQL_COST_MODEL
                       : strcmp(by, "task") == 0  ? SQL_COST_TASK
+                      : strcmp(by, "worker") == 0 ? SQL_COST_WORKER
                       : strcmp(by, "label") == 0 ? SQL_COST_LABEL
                                                  : NULL;
     if (!sql)

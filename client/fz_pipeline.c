@@ -245,6 +245,11 @@ size_t fz_pipeline_size(const fz_pipeline_t *self)
     return self->n;
 }
 
+size_t fz_pipeline_line(const fz_pipeline_t *self, size_t i)
+{
+    return i < self->n ? self->nodes[self->sorted[i]].line : 0;
+}
+
 const char *fz_pipeline_name(const fz_pipeline_t *self, size_t i)
 {
     const char *name = self->nodes[self->sorted[i]].name;

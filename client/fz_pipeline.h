@@ -25,6 +25,8 @@ void fz_pipeline_destroy(fz_pipeline_t **self_p);
 
 /* Number of tasks. */
 size_t fz_pipeline_size(const fz_pipeline_t *self);
+/* File line of the i-th task in submission order (0 if out of range). */
+size_t fz_pipeline_line(const fz_pipeline_t *self, size_t i);
 /* Name of the i-th task in submission order ("" if it has none). */
 const char *fz_pipeline_name(const fz_pipeline_t *self, size_t i);
 /* Writes `tasks: [...]` (in submission order) into a submit-batch request. defaults_fn, when

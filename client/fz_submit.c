@@ -670,8 +670,15 @@ static int s_run_pipeline(const opts_t *o, fz_pipeline_t *pl)
     fz_err_t rc = req ? fz_client_ask(client, &req, "submitted-batch", &reply, err, sizeof err)
                       : FZ_EINTERNAL;
     int code = FZ_EXIT_OK;
-    if (rc != FZ_OK) {
+    unsigned long idx;
+    int skip = 0;
+    if (rc != FZ_OK && sscanf(err, "batch task %lu: %n", &idx, &skip) == 1 && skip > 0) {
+        /* The broker counts in submission order; people count lines. */
+        fz_cli_error("%s: line %zu: %s", o->file, fz_pipeline_line(pl, idx), err + skip);
+    } else if (rc != FZ_OK) {
         fz_cli_error("%s", req || rc != FZ_EINTERNAL ? err : "out of memory");
+    }
+    if (rc != FZ_OK) {
         code = fz_net_interrupted() ? FZ_EXIT_INTERRUPTED : fz_cli_exit_code(rc);
     }
     const msgpack_object *ids = reply ? fz_msg_obj(reply, "tasks") : NULL;

@@ -255,6 +255,18 @@ static int s_watch(watch_t *w)
     }
     int64_t deadline = w->timeout > 0 ? fz_clock_ms() + (int64_t) (w->timeout * 1000) : 0;
     bool done = false;
+    /* A SUB socket cannot tell that nobody publishes: ask the broker once, so a wrong
+       endpoint is said rather than waited on in silence. */
+    const char *broker = fz_endpoint(w->broker, "FZ_BROKER", FZ_DEFAULT_BROKER);
+    if (!w->client)
+        w->client = fz_client_new(broker, 1000);
+    fz_enc_t *ping = w->client ? fz_client_request(w->client, "ping") : NULL;
+    fz_msg_t *pong = NULL;
+    char err[256];
+    if (ping && fz_client_ask(w->client, &ping, "pong", &pong, err, sizeof err) != FZ_OK)
+        fz_cli_error("warning: no broker answers at %s (%s); waiting for events at %s anyway",
+                     broker, err, endpoint);
+    fz_msg_destroy(&pong);
     if (w->since_given) {
         /* What came before we subscribed; a gap to the first live event is filled then. */
         w->last_seq = w->since;

@@ -52,7 +52,8 @@ def body(f):
     h.check(f.ok("budget")["cap"] == 100.0, "cap not kept")
     # The cost report adds up to the ledger, by every grouping.
     total = f.ok("budget")["spent"]
-    for by, extra in (("day", {}), ("model", {}), ("task", {}), ("label", {"label": "team"})):
+    for by, extra in (("day", {}), ("model", {}), ("task", {}), ("worker", {}),
+                      ("label", {"label": "team"})):
         rep = f.ok("cost", by=by, **extra)
         s = sum(r["cost_usd"] for r in rep["rows"])
         h.check(abs(s - total) < 1e-6 and abs(rep["total_cost"] - total) < 1e-6,

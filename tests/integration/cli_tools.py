@@ -55,6 +55,11 @@ def body(f):
     r = code(sub("-f", cyc), 2, "pipeline with a cycle")
     h.check("cycle" in r.stderr, "cycle message: %s" % r.stderr)
     h.check(f.ok("list")["total"] == before, "a refused pipeline stored tasks")
+    refused = os.path.join(f.dir, "refused.jsonl")
+    open(refused, "w").write('{"name":"a","prompt":"a"}\n{"name":"b","prompt":"b","model":"nope"}\n')
+    r = code(sub("-f", refused), 2, "pipeline with a model the broker refuses")
+    h.check("line 2" in r.stderr and "nope" in r.stderr, "refusal not tied to its line: %s" % r.stderr)
+    h.check(f.ok("list")["total"] == before, "a refused pipeline stored tasks")
     pipe = os.path.join(f.dir, "pipe.jsonl")
     open(pipe, "w").write('{"name":"deploy","prompt":"deploy","after":["test"]}\n'
                           '{"name":"dev","prompt":"dev"}\n'
