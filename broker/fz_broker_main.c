@@ -46,32 +46,15 @@ static void s_usage(FILE *out)
         "database unusable), 2 bad usage.\n");
 }
 
-/* "--name" of an option, for messages (argv[optind - 1] is its value when given apart). */
-static const char *s_flag(const struct option *opts, int c)
-{
-    static char buf[64];
-    for (; opts->name; opts++)
-        if (opts->val == c) {
-            snprintf(buf, sizeof buf, "--%s", opts->name);
-            return buf;
-        }
-    return "option";
-}
-
-static int s_bad(const char *flag, const char *value, const char *what)
-{
-    fprintf(stderr, "fz-broker: %s '%s': %s\n", flag, value, what);
-    return 2;
-}
 
 static int s_model_cap(fz_broker_config_t *cfg, const char *arg)
 {
     const char *eq = strchr(arg, '=');
     uint64_t n;
     if (!eq || eq == arg || eq - arg > 64 || !fz_parse_uint(eq + 1, 100000, &n))
-        return s_bad("--model-cap", arg, "expected NAME=N");
+        return fz_bad_flag("fz-broker", "--model-cap", arg, "expected NAME=N");
     if (cfg->nmodel_caps == FZ_MAX_MODEL_CAPS)
-        return s_bad("--model-cap", arg, "too many model caps");
+        return fz_bad_flag("fz-broker", "--model-cap", arg, "too many model caps");
     snprintf(cfg->model_caps[cfg->nmodel_caps].name, 65, "%.*s", (int) (eq - arg), arg);
     cfg->model_caps[cfg->nmodel_caps++].cap = (uint32_t) n;
     return 0;
@@ -109,14 +92,14 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
             break;
         case OPT_SYNC:
             if (strcmp(optarg, "full") && strcmp(optarg, "normal"))
-                return s_bad("--sync", optarg, "expected full or normal");
+                return fz_bad_flag("fz-broker", "--sync", optarg, "expected full or normal");
             cfg->sync_full = strcmp(optarg, "full") == 0;
             break;
         case OPT_MAXRUN: case OPT_TIMEOUT: case OPT_GRACE: case OPT_HB: case OPT_RETRIES: case OPT_BMIN:
         case OPT_BMAX:
             if (!fz_parse_uint(optarg, c == OPT_HB ? 3600000 : 100000000, &u) ||
                 (u == 0 && (c == OPT_MAXRUN || c == OPT_HB)))
-                return s_bad(s_flag(opts, c), optarg, "expected a positive whole number");
+                return fz_bad_value("fz-broker", opts, c, optarg, "expected a positive whole number");
             if (c == OPT_MAXRUN) cfg->max_running = (uint32_t) u;
             if (c == OPT_TIMEOUT) cfg->default_timeout = (uint32_t) u;
             if (c == OPT_GRACE) cfg->kill_grace = (uint32_t) u;
@@ -127,19 +110,19 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
             break;
         case OPT_DEPTH: case OPT_CHILDREN:
             if (!fz_parse_uint(optarg, 1000000, &u) || u == 0)
-                return s_bad(s_flag(opts, c), optarg, "expected a positive whole number");
+                return fz_bad_value("fz-broker", opts, c, optarg, "expected a positive whole number");
             if (c == OPT_DEPTH) cfg->max_depth = (uint32_t) u;
             else cfg->max_children = (uint32_t) u;
             break;
         case OPT_AGING: case OPT_HORIZON:
             if (!fz_parse_double(optarg, 0, 1e9, &d) || (c == OPT_HORIZON && d <= 0))
-                return s_bad(s_flag(opts, c), optarg, "expected seconds");
+                return fz_bad_value("fz-broker", opts, c, optarg, "expected seconds");
             if (c == OPT_AGING) cfg->aging_s = d;
             else cfg->deadline_horizon = d;
             break;
         case OPT_BUDGET: case OPT_TASKCOST:
             if (!fz_parse_double(optarg, 0, 1e9, &d))
-                return s_bad(s_flag(opts, c), optarg, "expected an amount in USD");
+                return fz_bad_value("fz-broker", opts, c, optarg, "expected an amount in USD");
             if (c == OPT_BUDGET) cfg->daily_budget = d;
             else cfg->default_task_cost = d;
             break;

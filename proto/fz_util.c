@@ -231,3 +231,21 @@ size_t fz_utf8_clean(const char *in, size_t max, char *out, size_t size)
     out[n] = 0;
     return n;
 }
+
+int fz_bad_flag(const char *prog, const char *flag, const char *value, const char *what)
+{
+    fprintf(stderr, "%s: %s '%s': %s\n", prog, flag, value, what);
+    return 2;
+}
+
+int fz_bad_value(const char *prog, const struct option *opts, int c, const char *value,
+                 const char *what)
+{
+    char flag[64] = "option";
+    for (; opts->name; opts++)
+        if (opts->val == c) {
+            snprintf(flag, sizeof flag, "--%s", opts->name);
+            break;
+        }
+    return fz_bad_flag(prog, flag, value, what);
+}

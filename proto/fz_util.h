@@ -11,6 +11,7 @@
 #ifndef FZ_UTIL_H
 #define FZ_UTIL_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -60,6 +61,13 @@ void fz_log(fz_log_level_t level, const char *fmt, ...) __attribute__((format(pr
 bool fz_parse_int(const char *s, int64_t min, int64_t max, int64_t *out);
 bool fz_parse_uint(const char *s, uint64_t max, uint64_t *out);
 bool fz_parse_double(const char *s, double min, double max, double *out);
+
+/* For the servers' option parsing: prints "PROG: FLAG 'VALUE': WHAT" on stderr and returns
+   2 (bad usage). fz_bad_value names the flag from the getopt_long table by its value c
+   (argv[optind - 1] is the value itself when given apart). */
+int fz_bad_flag(const char *prog, const char *flag, const char *value, const char *what);
+int fz_bad_value(const char *prog, const struct option *opts, int c, const char *value,
+                 const char *what);
 
 /* Endpoint from a flag value, else the environment variable, else the default. */
 const char *fz_endpoint(const char *flag, const char *envvar, const char *dflt);

@@ -54,23 +54,6 @@ static void s_usage(FILE *out)
         "Exit status: 0 after a signal, 1 runtime error, 2 bad usage.\n");
 }
 
-/* "--name" of an option, for messages (argv[optind - 1] is its value when given apart). */
-static const char *s_flag(const struct option *opts, int c)
-{
-    static char buf[64];
-    for (; opts->name; opts++)
-        if (opts->val == c) {
-            snprintf(buf, sizeof buf, "--%s", opts->name);
-            return buf;
-        }
-    return "option";
-}
-
-static int s_bad(const char *flag, const char *value, const char *what)
-{
-    fprintf(stderr, "fz-worker: %s '%s': %s\n", flag, value, what);
-    return 2;
-}
 
 /* Checks a comma-separated list (models, or k=v labels) against the protocol's limits, so
    that the hello is never refused; false after saying why. */
@@ -129,22 +112,22 @@ static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, bool *verbose)
         case OPT_DRY: cfg->dry_run = true; break;
         case OPT_NAME:
             if (!*optarg || strlen(optarg) > 64 || !fz_utf8_valid(optarg, strlen(optarg)))
-                return s_bad("--name", optarg, "expected 1 to 64 bytes of text");
+                return fz_bad_flag("fz-worker", "--name", optarg, "expected 1 to 64 bytes of text");
             cfg->name = optarg;
             break;
         case OPT_HB:
             if (!fz_parse_uint(optarg, 3600000, &u) || u < 10)
-                return s_bad("--heartbeat", optarg, "expected milliseconds, at least 10");
+                return fz_bad_flag("fz-worker", "--heartbeat", optarg, "expected milliseconds, at least 10");
             cfg->heartbeat_ms = (uint32_t) u;
             break;
         case OPT_DRYDUR: case OPT_DRYCOST:
             if (!fz_parse_double(optarg, 0, 1e7, c == OPT_DRYDUR ? &cfg->dry_duration
                                                                  : &cfg->dry_cost))
-                return s_bad(s_flag(opts, c), optarg, "expected a number, 0 or more");
+                return fz_bad_value("fz-worker", opts, c, optarg, "expected a number, 0 or more");
             break;
         case OPT_DRYEXIT:
             if (!fz_parse_int(optarg, 0, 255, &i))
-                return s_bad("--dry-exit", optarg, "expected 0 to 255");
+                return fz_bad_flag("fz-worker", "--dry-exit", optarg, "expected 0 to 255");
             cfg->dry_exit = (int) i;
             break;
         case 'v': *verbose = true; break;
