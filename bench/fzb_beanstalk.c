@@ -55,13 +55,13 @@ typedef struct {
 static conn_t *s_connect(const char *host, int port)
 {
     conn_t *c = calloc(1, sizeof *c);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t) port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     if (!c || inet_pton(AF_INET, host, &sa.sin_addr) != 1)
         fzb_die(prog, "bad address %s", host);
     int64_t give_up = fzb_now_ns() + 10 * 1000000000LL;
     for (;;) {
         c->fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (c->fd >= 0 && connect(c->fd, (struct sockaddr *) &sa, sizeof sa) == 0)
+        if (c->fd >= 0 && connect(c->fd, (struct sockaddr *)&sa, sizeof sa) == 0)
             break;
         if (c->fd >= 0)
             close(c->fd);
@@ -84,7 +84,7 @@ static void s_write(conn_t *c, const void *data, size_t len)
         if (n <= 0)
             fzb_die(prog, "write: %s", strerror(errno));
         p += n;
-        len -= (size_t) n;
+        len -= (size_t)n;
     }
 }
 
@@ -106,7 +106,7 @@ static void s_fill(conn_t *c, size_t need)
             continue;
         if (n <= 0)
             fzb_die(prog, "read: %s", n ? strerror(errno) : "connection closed");
-        c->end += (size_t) n;
+        c->end += (size_t)n;
     }
 }
 
@@ -120,7 +120,7 @@ static char *s_line(conn_t *c)
             *nl = 0;
             if (nl > line && nl[-1] == '\r')
                 nl[-1] = 0;
-            c->start = (size_t) (nl - c->buf) + 1;
+            c->start = (size_t)(nl - c->buf) + 1;
             return line;
         }
         scanned = c->end - c->start;
@@ -142,13 +142,13 @@ static size_t s_put_cmd(char *out, size_t cap, unsigned long long pri, long long
 {
     int h = snprintf(out, cap, "put %llu 0 60 %lld\r\n", pri, size);
     char *body = out + h;
-    memset(body, 'x', (size_t) size);
+    memset(body, 'x', (size_t)size);
     char tag[32];
     int t = index < 0 ? snprintf(tag, sizeof tag, "STOP ")
                       : snprintf(tag, sizeof tag, "%llx:%lld ", s_run_id, index);
-    memcpy(body, tag, (size_t) t < (size_t) size ? (size_t) t : (size_t) size);
+    memcpy(body, tag, (size_t)t < (size_t)size ? (size_t)t : (size_t)size);
     memcpy(body + size, "\r\n", 2);
-    return (size_t) h + (size_t) size + 2;
+    return (size_t)h + (size_t)size + 2;
 }
 
 static void s_expect_inserted(conn_t *c)
@@ -164,11 +164,11 @@ static int s_put(const char *host, int port, const fzb_opts_t *o)
 {
     conn_t *c = s_connect(host, port);
     long long total = o->warmup + o->n;
-    size_t cap = (size_t) o->size + 64;
+    size_t cap = (size_t)o->size + 64;
     char *cmd = malloc(cap);
-    int64_t *sent_at = calloc((size_t) total, sizeof *sent_at);
+    int64_t *sent_at = calloc((size_t)total, sizeof *sent_at);
     fzb_lat_t lat;
-    fzb_lat_init(&lat, (size_t) o->n);
+    fzb_lat_init(&lat, (size_t)o->n);
     long long sent = 0, done = 0;
     bool warm = o->warmup == 0;
     int64_t t0 = warm ? fzb_now_ns() : 0, stop_at = warm ? t0 + o->secs * 1000000000LL : INT64_MAX;
@@ -241,7 +241,7 @@ static void *s_consumer(void *arg)
             index = strtoll(end + 1, NULL, 10);
         c->start += bytes + 2;
         int n = snprintf(cmd, sizeof cmd, "delete %llu\r\n", id);
-        s_write(c, cmd, (size_t) n);
+        s_write(c, cmd, (size_t)n);
         line = s_line(c);
         if (strcmp(line, "DELETED") != 0)
             fzb_die(prog, "delete: unexpected reply '%s'", line);
@@ -295,19 +295,19 @@ static long long s_wait_below(cycle_t *cy, long long sent, long long limit)
 static int s_cycle(const char *host, int port, const fzb_opts_t *o)
 {
     cycle_t cy = {.host = host, .port = port, .o = o, .total = o->warmup + o->n};
-    s_run_id = ((unsigned long long) getpid() << 32) ^ (unsigned long long) fzb_now_ns();
+    s_run_id = ((unsigned long long)getpid() << 32) ^ (unsigned long long)fzb_now_ns();
     pthread_mutex_init(&cy.mu, NULL);
     pthread_cond_init(&cy.cv, NULL);
     atomic_init(&cy.done, 0);
-    cy.sent_at = calloc((size_t) cy.total, sizeof *cy.sent_at);
-    cy.ended_at = calloc((size_t) cy.total, sizeof *cy.ended_at);
+    cy.sent_at = calloc((size_t)cy.total, sizeof *cy.sent_at);
+    cy.ended_at = calloc((size_t)cy.total, sizeof *cy.ended_at);
     conn_t *c = s_connect(host, port);
-    pthread_t *th = calloc((size_t) o->workers, sizeof *th);
+    pthread_t *th = calloc((size_t)o->workers, sizeof *th);
     for (long long i = 0; i < o->workers; i++)
         if (pthread_create(&th[i], NULL, s_consumer, &cy))
             fzb_die(prog, "cannot start a thread");
-    size_t cap = (size_t) o->size + 64;
-    char *batch = malloc(cap * (size_t) (o->inflight + 1));
+    size_t cap = (size_t)o->size + 64;
+    char *batch = malloc(cap * (size_t)(o->inflight + 1));
 
     long long sent = 0;
     bool warm = o->warmup == 0;
@@ -362,7 +362,7 @@ static int s_cycle(const char *host, int port, const fzb_opts_t *o)
         pthread_join(th[i], NULL);
 
     fzb_lat_t lat;
-    fzb_lat_init(&lat, (size_t) o->n);
+    fzb_lat_init(&lat, (size_t)o->n);
     long long ops = sent - o->warmup;
     for (long long i = o->warmup; i < sent; i++)
         fzb_lat_add(&lat, cy.ended_at[i] - cy.sent_at[i]);
@@ -401,7 +401,7 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--host") && i + 1 < argc)
             host = argv[++i];
         else if (!strcmp(argv[i], "--port") && i + 1 < argc)
-            port = (int) fzb_num(prog, "--port", argv[++i], 1, 65535);
+            port = (int)fzb_num(prog, "--port", argv[++i], 1, 65535);
         else if (!fzb_opt(prog, argc, argv, &i, &o)) {
             fprintf(stderr, "%s: unknown option '%s' (try --help)\n", prog, argv[i]);
             return 2;

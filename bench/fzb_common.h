@@ -30,7 +30,7 @@ static inline int64_t fzb_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static inline void fzb_die(const char *prog, const char *fmt, ...)
@@ -72,7 +72,7 @@ static inline void fzb_lat_add(fzb_lat_t *l, int64_t ns)
 
 static int fzb_cmp_i64(const void *a, const void *b)
 {
-    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
 }
 
@@ -81,12 +81,12 @@ static inline double fzb_lat_pct(const fzb_lat_t *l, double p)
 {
     if (!l->n)
         return 0;
-    size_t k = (size_t) (p / 100.0 * (double) l->n + 0.999999);
+    size_t k = (size_t)(p / 100.0 * (double)l->n + 0.999999);
     if (k < 1)
         k = 1;
     if (k > l->n)
         k = l->n;
-    return (double) l->v[k - 1] / 1000.0;
+    return (double)l->v[k - 1] / 1000.0;
 }
 
 static inline void fzb_lat_free(fzb_lat_t *l)
@@ -124,7 +124,7 @@ static inline int64_t fzb_proc_cpu_us_stat(long pid)
     long hz = sysconf(_SC_CLK_TCK);
     if (hz <= 0)
         hz = 100;
-    return (int64_t) ((utime + stime) * 1000000ULL / (unsigned long long) hz);
+    return (int64_t)((utime + stime) * 1000000ULL / (unsigned long long)hz);
 }
 
 /* CPU time of every live thread of pid in microseconds, from /proc/PID/task/TID/schedstat
@@ -154,7 +154,7 @@ static inline int64_t fzb_proc_cpu_us(long pid)
             fclose(f);
     }
     closedir(d);
-    return n ? (int64_t) (total / 1000) : fzb_proc_cpu_us_stat(pid);
+    return n ? (int64_t)(total / 1000) : fzb_proc_cpu_us_stat(pid);
 }
 
 /* ---------------------------------------------------------------- flags */
@@ -214,7 +214,7 @@ static inline bool fzb_opt(const char *prog, int argc, char **argv, int *i, fzb_
     else if (!strcmp(a, "--warmup"))
         dst = &o->warmup, min = 0, max = 1000000;
     else if (!strcmp(a, "--pid")) {
-        o->pid = (long) fzb_num(prog, a, v, 0, 1L << 30);
+        o->pid = (long)fzb_num(prog, a, v, 0, 1L << 30);
         (*i)++;
         return true;
     } else
@@ -238,15 +238,15 @@ static inline void fzb_result(fzb_lat_t *lat, long long ops, int64_t elapsed_ns,
                               int64_t stat_us)
 {
     qsort(lat->v, lat->n, sizeof *lat->v, fzb_cmp_i64);
-    double secs = (double) elapsed_ns / 1e9;
+    double secs = (double)elapsed_ns / 1e9;
     printf("RESULT ops=%lld secs=%.3f rate=%.0f p50_us=%.1f p99_us=%.1f max_us=%.1f", ops, secs,
-           secs > 0 ? (double) ops / secs : 0.0, fzb_lat_pct(lat, 50), fzb_lat_pct(lat, 99),
+           secs > 0 ? (double)ops / secs : 0.0, fzb_lat_pct(lat, 50), fzb_lat_pct(lat, 99),
            fzb_lat_pct(lat, 100));
     if (cpu_us >= 0 && ops > 0)
-        printf(" server_cpu_us_per_op=%.1f server_cpu_ms=%.0f", (double) cpu_us / (double) ops,
-               (double) cpu_us / 1000.0);
+        printf(" server_cpu_us_per_op=%.1f server_cpu_ms=%.0f", (double)cpu_us / (double)ops,
+               (double)cpu_us / 1000.0);
     if (stat_us >= 0 && ops > 0)
-        printf(" server_stat_us_per_op=%.1f", (double) stat_us / (double) ops);
+        printf(" server_stat_us_per_op=%.1f", (double)stat_us / (double)ops);
 }
 
 /* The CPU of the server at the start and end of the measured part: exact and tick-sampled. */

@@ -89,11 +89,11 @@ static fz_msg_t *s_call(void *dealer, const char *type)
 static char *s_prompt(long long size)
 {
     static const char head[] = "benchmark task: print the answer and exit. ";
-    char *p = malloc((size_t) size + 1);
+    char *p = malloc((size_t)size + 1);
     if (!p)
         fzb_die(prog, "out of memory");
     for (long long i = 0; i < size; i++)
-        p[i] = i < (long long) sizeof head - 1 ? head[i] : (char) ('a' + i % 26);
+        p[i] = i < (long long)sizeof head - 1 ? head[i] : (char)('a' + i % 26);
     p[size] = 0;
     return p;
 }
@@ -165,7 +165,7 @@ static void s_complete(run_t *r, long long req, int64_t at, bool failed)
 
 static void s_on_reply(run_t *r, fz_msg_t *msg, int64_t now)
 {
-    long long req = (long long) fz_msg_rid(msg) - 2; /* rids 2.. are requests 0.. */
+    long long req = (long long)fz_msg_rid(msg) - 2; /* rids 2.. are requests 0.. */
     if (fz_msg_is(msg, "error")) {
         if (r->errors++ < 5)
             fprintf(stderr, "%s: error reply: %s: %s\n", prog, fz_msg_str(msg, "code", "", NULL),
@@ -307,11 +307,11 @@ static int s_run(const char *broker, const char *events, bool cycle, const fzb_o
             msg = s_call(r.dealer, "status");
             uint64_t idle = msg ? fz_msg_uint(msg, "idle_workers", 0) : 0;
             fz_msg_destroy(&msg);
-            if (idle >= (uint64_t) o->workers)
+            if (idle >= (uint64_t)o->workers)
                 break;
             if (fzb_now_ns() > give_up)
-                fzb_die(prog, "only %llu of %lld workers idle after 30 s",
-                        (unsigned long long) idle, o->workers);
+                fzb_die(prog, "only %llu of %lld workers idle after 30 s", (unsigned long long)idle,
+                        o->workers);
             usleep(50000);
         }
         r.sub = zmq_socket(ctx, ZMQ_SUB);
@@ -328,8 +328,8 @@ static int s_run(const char *broker, const char *events, bool cycle, const fzb_o
     char *prompt = s_prompt(o->size);
     r.prompt = prompt;
     r.total = o->warmup + o->n;
-    r.sent_at = calloc((size_t) r.total, sizeof *r.sent_at);
-    fzb_lat_init(&r.lat, (size_t) o->n);
+    r.sent_at = calloc((size_t)r.total, sizeof *r.sent_at);
+    fzb_lat_init(&r.lat, (size_t)o->n);
     bool warm = o->warmup == 0;
     int64_t t0 = warm ? fzb_now_ns() : 0, stop_at = INT64_MAX, last_progress = fzb_now_ns();
     fzb_cpu_t cpu0 = fzb_cpu(warm ? o->pid : 0);
@@ -339,7 +339,7 @@ static int s_run(const char *broker, const char *events, bool cycle, const fzb_o
         while (r.sent < r.total && r.sent - r.done < o->inflight && (warm || r.sent < o->warmup) &&
                (!warm || fzb_now_ns() < stop_at)) {
             r.sent_at[r.sent] = fzb_now_ns();
-            s_submit(r.dealer, (uint64_t) r.sent + 2, prompt);
+            s_submit(r.dealer, (uint64_t)r.sent + 2, prompt);
             r.sent++;
         }
         long long before = r.done;

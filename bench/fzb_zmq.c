@@ -123,7 +123,7 @@ static void s_dispatch(void *router, fifo_t *q, peer_t *idle, size_t *nidle, uns
         peer_t *w = &idle[--*nidle];
         buf[0] = 'T';
         s_put64(buf + 1, t.id);
-        buf[9] = (unsigned char) t.cidlen;
+        buf[9] = (unsigned char)t.cidlen;
         memcpy(buf + 10, t.cid, t.cidlen);
         memcpy(buf + 10 + t.cidlen, t.payload, t.len);
         s_send2(router, w->id, w->len, buf, 10 + t.cidlen + t.len);
@@ -181,7 +181,7 @@ static int s_server(const char *ep)
         case 'R':
             if (d[0] == 'H')
                 nworkers++;
-            else if (len >= 10 && len >= 10 + (size_t) d[9] && d[9] <= CID_MAX) {
+            else if (len >= 10 && len >= 10 + (size_t)d[9] && d[9] <= CID_MAX) {
                 unsigned char done[9] = {'D'};
                 memcpy(done + 1, d + 1, 8);
                 s_send2(router, d + 10, d[9], done, sizeof done);
@@ -228,7 +228,7 @@ static void *s_worker(void *arg)
                 continue;
             break;
         }
-        if (n < 10 || buf[0] != 'T' || (size_t) n < 10 + (size_t) buf[9])
+        if (n < 10 || buf[0] != 'T' || (size_t)n < 10 + (size_t)buf[9])
             continue;
         buf[0] = 'R';
         zmq_send(dealer, buf, 10 + buf[9], 0);
@@ -239,7 +239,7 @@ static void *s_worker(void *arg)
 static int s_workers(const char *ep, int n)
 {
     void *ctx = zmq_ctx_new();
-    pthread_t *th = calloc((size_t) n, sizeof *th);
+    pthread_t *th = calloc((size_t)n, sizeof *th);
     worker_arg_t wa = {ctx, ep};
     for (int i = 0; i < n; i++)
         if (pthread_create(&th[i], NULL, s_worker, &wa))
@@ -263,7 +263,7 @@ static int s_client(const char *ep, client_mode_t mode, const fzb_opts_t *o)
     zmq_setsockopt(dealer, ZMQ_RCVHWM, &hwm, sizeof hwm);
     if (zmq_connect(dealer, ep) < 0)
         fzb_die(prog, "cannot connect %s: %s", ep, zmq_strerror(zmq_errno()));
-    size_t msglen = 9 + (size_t) o->size;
+    size_t msglen = 9 + (size_t)o->size;
     unsigned char *msg = malloc(msglen), buf[256];
     memset(msg, 'x', msglen);
     unsigned char done_type = mode == MODE_ECHO ? 'E' : mode == MODE_SUBMIT ? 'A' : 'D';
@@ -276,7 +276,7 @@ static int s_client(const char *ep, client_mode_t mode, const fzb_opts_t *o)
         unsigned char q[9] = {'Q'};
         zmq_send(dealer, q, sizeof q, 0);
         if (zmq_poll(&item, 1, 200) > 0 && zmq_recv(dealer, buf, sizeof buf, 0) == 9 &&
-            buf[0] == 'q' && (mode != MODE_CYCLE || s_get64(buf + 1) >= (uint64_t) o->workers))
+            buf[0] == 'q' && (mode != MODE_CYCLE || s_get64(buf + 1) >= (uint64_t)o->workers))
             break;
         if (fzb_now_ns() > give_up)
             fzb_die(prog, "server at %s not ready (workers) within 20 s", ep);
@@ -285,9 +285,9 @@ static int s_client(const char *ep, client_mode_t mode, const fzb_opts_t *o)
         zmq_recv(dealer, buf, sizeof buf, 0);
 
     long long total = o->warmup + o->n;
-    int64_t *sent_at = calloc((size_t) total, sizeof *sent_at);
+    int64_t *sent_at = calloc((size_t)total, sizeof *sent_at);
     fzb_lat_t lat;
-    fzb_lat_init(&lat, (size_t) o->n);
+    fzb_lat_init(&lat, (size_t)o->n);
     long long sent = 0, done = 0, measured_from = o->warmup;
     int64_t t0 = 0, stop_at = INT64_MAX;
     fzb_cpu_t cpu0 = {-1, -1};
@@ -301,7 +301,7 @@ static int s_client(const char *ep, client_mode_t mode, const fzb_opts_t *o)
     while (done < sent || (sent < total && fzb_now_ns() < stop_at)) {
         while (sent < total && sent - done < o->inflight && (!warm || fzb_now_ns() < stop_at) &&
                (warm || sent < o->warmup)) {
-            s_put64(msg + 1, (uint64_t) sent);
+            s_put64(msg + 1, (uint64_t)sent);
             sent_at[sent] = fzb_now_ns();
             if (zmq_send(dealer, msg, msglen, 0) < 0)
                 fzb_die(prog, "send: %s", zmq_strerror(zmq_errno()));
@@ -315,10 +315,10 @@ static int s_client(const char *ep, client_mode_t mode, const fzb_opts_t *o)
             if (n < 9 || buf[0] != done_type)
                 continue;
             uint64_t id = s_get64(buf + 1);
-            if (id >= (uint64_t) total)
+            if (id >= (uint64_t)total)
                 continue;
             int64_t now = fzb_now_ns();
-            if ((long long) id >= measured_from)
+            if ((long long)id >= measured_from)
                 fzb_lat_add(&lat, now - sent_at[id]);
             done++;
             last_progress = now;
@@ -367,7 +367,7 @@ int main(int argc, char **argv)
             s_usage(stderr);
             return 2;
         }
-        return s_workers(ep, (int) fzb_num(prog, "N", argv[3], 1, 1024));
+        return s_workers(ep, (int)fzb_num(prog, "N", argv[3], 1, 1024));
     }
     client_mode_t mode;
     if (!strcmp(cmd, "echo"))

@@ -34,8 +34,8 @@
 
 /* One message to send once the turn has committed. */
 typedef struct {
-    zframe_t *to;      /* routing id, or NULL for an event */
-    char topic[32];    /* event topic */
+    zframe_t *to;   /* routing id, or NULL for an event */
+    char topic[32]; /* event topic */
     fz_enc_t *enc;
     bool reply;        /* a reply to a request: on a failed commit it becomes an error */
     uint64_t rid;      /* the request's id */
@@ -90,7 +90,7 @@ void fz_broker_config_defaults(fz_broker_config_t *cfg)
 
 static void s_idkey(uint64_t id, char key[24])
 {
-    snprintf(key, 24, "%llu", (unsigned long long) id);
+    snprintf(key, 24, "%llu", (unsigned long long)id);
 }
 
 static fz_task_t *s_task(fz_broker_t *self, uint64_t id)
@@ -125,7 +125,7 @@ static double s_random(fz_broker_t *self)
     self->rng ^= self->rng << 13;
     self->rng ^= self->rng >> 7;
     self->rng ^= self->rng << 17;
-    return (double) (self->rng >> 11) / 9007199254740992.0;
+    return (double)(self->rng >> 11) / 9007199254740992.0;
 }
 
 static bool s_model_allowed(fz_broker_t *self, const char *model)
@@ -250,7 +250,7 @@ static void s_flush(fz_broker_t *self)
         }
         if (fz_net_send(self->router, o->to, &o->enc) < 0 && o->dispatch && ngone < 64) {
             fz_warn("dispatch of task %llu failed (%s): worker is gone",
-                    (unsigned long long) o->dispatch, strerror(errno));
+                    (unsigned long long)o->dispatch, strerror(errno));
             s_hexkey(o->to, gone[ngone++], sizeof gone[0]);
         }
         zframe_destroy(&o->to);
@@ -351,7 +351,7 @@ static double s_aging(const fz_broker_t *self, const fz_task_t *t, double now)
 static double s_effective(const fz_broker_t *self, const fz_task_t *t, double now)
 {
     int64_t base = t->priority > t->inherited ? t->priority : t->inherited;
-    return (double) base + s_deadline_boost(self, t, now) + s_aging(self, t, now);
+    return (double)base + s_deadline_boost(self, t, now) + s_aging(self, t, now);
 }
 
 static void s_rerank(fz_broker_t *self, fz_task_t *t)
@@ -381,7 +381,7 @@ typedef struct {
     struct item {
         uint64_t id;
         int state;
-    } *v;
+    } * v;
     size_t n, cap;
 } walk_t;
 
@@ -450,17 +450,17 @@ static void s_inherit(fz_broker_t *self, fz_task_t *t)
 static void s_priority_why(const fz_broker_t *self, const fz_task_t *t, double now, char *out,
                            size_t size)
 {
-    int n = snprintf(out, size, "base %lld", (long long) t->priority);
-    if (t->inherited > t->priority && n > 0 && (size_t) n < size)
-        n += snprintf(out + n, size - (size_t) n, ", inherited %lld from a dependent",
-                      (long long) t->inherited);
+    int n = snprintf(out, size, "base %lld", (long long)t->priority);
+    if (t->inherited > t->priority && n > 0 && (size_t)n < size)
+        n += snprintf(out + n, size - (size_t)n, ", inherited %lld from a dependent",
+                      (long long)t->inherited);
     double boost = s_deadline_boost(self, t, now);
-    if (boost > 0 && n > 0 && (size_t) n < size)
-        n += snprintf(out + n, size - (size_t) n, ", deadline +%.1f", boost);
-    double age = t->state == FZ_STATE_QUEUED || t->state == FZ_STATE_HELD ? s_aging(self, t, now)
-                                                                          : 0;
-    if (age > 0 && n > 0 && (size_t) n < size)
-        snprintf(out + n, size - (size_t) n, ", aging +%.1f", age);
+    if (boost > 0 && n > 0 && (size_t)n < size)
+        n += snprintf(out + n, size - (size_t)n, ", deadline +%.1f", boost);
+    double age =
+        t->state == FZ_STATE_QUEUED || t->state == FZ_STATE_HELD ? s_aging(self, t, now) : 0;
+    if (age > 0 && n > 0 && (size_t)n < size)
+        snprintf(out + n, size - (size_t)n, ", aging +%.1f", age);
 }
 
 /* Adds the live fields (effective priority and why) to a task object of a reply. */
@@ -536,11 +536,11 @@ typedef struct {
 static void s_count_dep(void *arg, uint64_t id, int kind, int state)
 {
     waitcount_t *w = arg;
-    if (state < 0 || !fz_state_final((fz_state_t) state))
+    if (state < 0 || !fz_state_final((fz_state_t)state))
         w->pending++;
     else if (kind == 0 && state != FZ_STATE_SUCCEEDED && !w->failed) {
         w->failed = id;
-        w->failed_state = (fz_state_t) state;
+        w->failed_state = (fz_state_t)state;
     }
 }
 
@@ -602,7 +602,7 @@ static void s_on_dep_ended(void *arg, uint64_t id, int kind, int state)
 static void s_task_final(fz_broker_t *self, fz_task_t *t)
 {
     walk_t ended = {0};
-    s_walk_push(&ended, t->id, (int) t->state);
+    s_walk_push(&ended, t->id, (int)t->state);
     s_task_drop(self, t);
     uint64_t id;
     int state;
@@ -623,8 +623,8 @@ static void s_release_now(fz_broker_t *self)
     if (!self->budget_moved)
         return;
     self->budget_moved = false;
-    fz_sched_release_budget(self->sched, &self->budget, self->cfg.default_task_cost,
-                            s_on_released, self);
+    fz_sched_release_budget(self->sched, &self->budget, self->cfg.default_task_cost, s_on_released,
+                            self);
 }
 
 /* Detaches a running task from its worker and the running counts. */
@@ -656,11 +656,11 @@ static void s_retry_later(fz_broker_t *self, fz_task_t *t, uint32_t delay_ms)
 
 static uint32_t s_backoff_ms(fz_broker_t *self, uint32_t failures)
 {
-    double d = self->cfg.backoff_min_ms * pow(2.0, failures > 30 ? 30 : (double) failures - 1);
+    double d = self->cfg.backoff_min_ms * pow(2.0, failures > 30 ? 30 : (double)failures - 1);
     if (d > self->cfg.backoff_max_ms)
         d = self->cfg.backoff_max_ms;
     /* Full jitter in the upper half: retries of many tasks spread out, none comes too soon. */
-    return (uint32_t) (d * (0.5 + 0.5 * s_random(self)));
+    return (uint32_t)(d * (0.5 + 0.5 * s_random(self)));
 }
 
 /* A running attempt ended without a result (worker died, orphan expired): requeue it. */
@@ -742,7 +742,7 @@ static int s_cmp_workers(const void *a, const void *b)
 {
     /* Specialised workers choose first, so a worker that serves anything does not take the
        only task a specialised one could run. */
-    const fz_worker_t *x = *(fz_worker_t *const *) a, *y = *(fz_worker_t *const *) b;
+    const fz_worker_t *x = *(fz_worker_t *const *)a, *y = *(fz_worker_t *const *)b;
     if (x->any_model != y->any_model)
         return x->any_model ? 1 : -1;
     if (x->nmodels != y->nmodels)
@@ -783,8 +783,8 @@ static int s_state_of(fz_broker_t *self, uint64_t id)
     fz_task_t *t = s_task(self, id);
     fz_state_t state;
     if (t)
-        return (int) t->state;
-    return fz_store_task_exists(self->store, id, &state) ? (int) state : -1;
+        return (int)t->state;
+    return fz_store_task_exists(self->store, id, &state) ? (int)state : -1;
 }
 
 /* The dependency ids of a submit map: explicit ids, then batch positions (before `index`)
@@ -805,8 +805,8 @@ static size_t s_dep_ids(const msgpack_object *m, const char *ids_key, const char
 
 /* Checks a submit map against policy before anything is stored: FZ_OK or an error with a
    message for the submitter. */
-static fz_err_t s_submit_check(fz_broker_t *self, const msgpack_object *m, size_t index,
-                               char *why, size_t wl)
+static fz_err_t s_submit_check(fz_broker_t *self, const msgpack_object *m, size_t index, char *why,
+                               size_t wl)
 {
     char model[65];
     fz_obj_str(m, "model", model, sizeof model);
@@ -816,7 +816,7 @@ static fz_err_t s_submit_check(fz_broker_t *self, const msgpack_object *m, size_
     }
     const msgpack_object *fb = fz_obj_get(m, "fallback");
     for (uint32_t i = 0; fb && i < fb->via.array.size; i++) {
-        snprintf(model, sizeof model, "%.*s", (int) fb->via.array.ptr[i].via.str.size,
+        snprintf(model, sizeof model, "%.*s", (int)fb->via.array.ptr[i].via.str.size,
                  fb->via.array.ptr[i].via.str.ptr);
         if (!s_model_allowed(self, model)) {
             snprintf(why, wl, "fallback model '%s' is not allowed (allowed: %s)", model,
@@ -831,7 +831,7 @@ static fz_err_t s_submit_check(fz_broker_t *self, const msgpack_object *m, size_
             if (s_state_of(self, a->via.array.ptr[i].via.u64) < 0) {
                 snprintf(why, wl, "--%s names task %llu, which does not exist",
                          k ? "after-any" : "after",
-                         (unsigned long long) a->via.array.ptr[i].via.u64);
+                         (unsigned long long)a->via.array.ptr[i].via.u64);
                 return FZ_EINVALID;
             }
     }
@@ -840,9 +840,10 @@ static fz_err_t s_submit_check(fz_broker_t *self, const msgpack_object *m, size_
         const msgpack_object *a = fz_obj_get(m, ikeys[k]);
         for (uint32_t i = 0; a && i < a->via.array.size; i++)
             if (a->via.array.ptr[i].via.u64 >= index) {
-                snprintf(why, wl, "task %zu of the batch depends on task %llu, which does not "
+                snprintf(why, wl,
+                         "task %zu of the batch depends on task %llu, which does not "
                          "come before it (a cycle or a forward reference)",
-                         index, (unsigned long long) a->via.array.ptr[i].via.u64);
+                         index, (unsigned long long)a->via.array.ptr[i].via.u64);
                 return FZ_EINVALID;
             }
     }
@@ -851,18 +852,18 @@ static fz_err_t s_submit_check(fz_broker_t *self, const msgpack_object *m, size_
         uint32_t depth, children;
         int64_t prio;
         if (s_state_of(self, parent) < 0) {
-            snprintf(why, wl, "parent task %llu does not exist", (unsigned long long) parent);
+            snprintf(why, wl, "parent task %llu does not exist", (unsigned long long)parent);
             return FZ_EINVALID;
         }
         fz_store_tree_info(self->store, parent, &depth, &children, &prio);
         if (depth + 1 > self->cfg.max_depth) {
             snprintf(why, wl, "task %llu is at depth %u: subtasks would pass --max-depth %u",
-                     (unsigned long long) parent, depth, self->cfg.max_depth);
+                     (unsigned long long)parent, depth, self->cfg.max_depth);
             return FZ_EREFUSED;
         }
         if (children >= self->cfg.max_children) {
             snprintf(why, wl, "task %llu already has %u subtasks (--max-children %u)",
-                     (unsigned long long) parent, children, self->cfg.max_children);
+                     (unsigned long long)parent, children, self->cfg.max_children);
             return FZ_EREFUSED;
         }
     }
@@ -880,21 +881,21 @@ static void s_deps_state(fz_broker_t *self, const uint64_t *ids, size_t n, int k
 {
     for (size_t i = 0; i < n; i++) {
         int st = s_state_of(self, ids[i]);
-        if (st < 0 || !fz_state_final((fz_state_t) st))
+        if (st < 0 || !fz_state_final((fz_state_t)st))
             d->pending++;
         else if (kind == 0 && st != FZ_STATE_SUCCEEDED && !d->failed) {
             d->failed = ids[i];
-            d->failed_state = (fz_state_t) st;
+            d->failed_state = (fz_state_t)st;
         }
     }
 }
 
 static void s_depfail_why(uint64_t dep, fz_state_t state, char *why, size_t wl)
 {
-    snprintf(why, wl, "dependency %llu %s", (unsigned long long) dep,
-             state == FZ_STATE_CANCELLED ? "was cancelled" : state == FZ_STATE_DEP_FAILED
-                                                               ? "could not run (dep-failed)"
-                                                               : "failed");
+    snprintf(why, wl, "dependency %llu %s", (unsigned long long)dep,
+             state == FZ_STATE_CANCELLED    ? "was cancelled"
+             : state == FZ_STATE_DEP_FAILED ? "could not run (dep-failed)"
+                                            : "failed");
 }
 
 static void s_ready(fz_broker_t *self, fz_task_t *t);
@@ -911,11 +912,11 @@ static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const u
     nt.priority = fz_obj_int(m, "priority", 0);
     nt.model = fz_obj_str(m, "model", model, sizeof model);
     nt.name = fz_obj_str(m, "name", name, sizeof name);
-    nt.timeout = (uint32_t) fz_obj_uint(m, "timeout", 0);
+    nt.timeout = (uint32_t)fz_obj_uint(m, "timeout", 0);
     if (!nt.timeout)
         nt.timeout = self->cfg.default_timeout;
     nt.max_cost = fz_obj_float(m, "max_cost", 0);
-    nt.retries = (uint32_t) fz_obj_uint(m, "retries", self->cfg.default_retries);
+    nt.retries = (uint32_t)fz_obj_uint(m, "retries", self->cfg.default_retries);
     nt.parent = fz_obj_uint(m, "parent", 0);
     nt.deadline = fz_obj_float(m, "deadline", 0);
     nt.labels = fz_obj_get(m, "labels");
@@ -943,9 +944,10 @@ static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const u
     for (size_t i = 0; i < nafter; i++)
         objs[i] = (msgpack_object){.type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = after[i]};
     for (size_t i = 0; i < nany; i++)
-        objs[512 + i] = (msgpack_object){.type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = any[i]};
-    arr_a = (msgpack_object_array){(uint32_t) nafter, objs};
-    arr_any = (msgpack_object_array){(uint32_t) nany, objs + 512};
+        objs[512 + i] =
+            (msgpack_object){.type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = any[i]};
+    arr_a = (msgpack_object_array){(uint32_t)nafter, objs};
+    arr_any = (msgpack_object_array){(uint32_t)nany, objs + 512};
     oa = (msgpack_object){.type = MSGPACK_OBJECT_ARRAY, .via.array = arr_a};
     oany = (msgpack_object){.type = MSGPACK_OBJECT_ARRAY, .via.array = arr_any};
     nt.after = &oa;
@@ -1065,7 +1067,7 @@ static void s_on_get(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         fz_store_encode_children(self->store, id, r, "children");
     if (err) {
         fz_enc_destroy(&r);
-        s_reply_error(self, from, fz_msg_rid(msg), err, "no task %llu", (unsigned long long) id);
+        s_reply_error(self, from, fz_msg_rid(msg), err, "no task %llu", (unsigned long long)id);
         return;
     }
     s_reply(self, from, fz_msg_rid(msg), r);
@@ -1083,8 +1085,7 @@ static void s_on_list(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     }
     fz_enc_t *r = fz_enc_new("tasks", fz_msg_rid(msg));
     fz_err_t err = fz_store_encode_list(self->store, state, fz_msg_uint(msg, "limit", 1000),
-                                        fz_msg_bool(msg, "tail", false), r,
-                                        s_decorate, self);
+                                        fz_msg_bool(msg, "tail", false), r, s_decorate, self);
     if (err) {
         fz_enc_destroy(&r);
         s_reply_error(self, from, fz_msg_rid(msg), err, "cannot list tasks");
@@ -1186,7 +1187,7 @@ static void s_on_cancel(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     uint64_t id = fz_msg_uint(msg, "task", 0), rid = fz_msg_rid(msg);
     int state = s_state_of(self, id);
     if (state < 0) {
-        s_reply_error(self, from, rid, FZ_ENOTFOUND, "no task %llu", (unsigned long long) id);
+        s_reply_error(self, from, rid, FZ_ENOTFOUND, "no task %llu", (unsigned long long)id);
         return;
     }
     /* Cancelling a task cancels its subtree: the subtasks its agent created. */
@@ -1194,8 +1195,8 @@ static void s_on_cancel(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_store_subtree(self->store, id, s_cancel_sub, &sub);
     fz_task_t *t = s_task(self, id);
     if (!t && !sub.count) {
-        s_reply_error(self, from, rid, FZ_ECONFLICT, "task %llu already %s",
-                      (unsigned long long) id, fz_state_name((fz_state_t) state));
+        s_reply_error(self, from, rid, FZ_ECONFLICT, "task %llu already %s", (unsigned long long)id,
+                      fz_state_name((fz_state_t)state));
         return;
     }
     if (t)
@@ -1203,7 +1204,7 @@ static void s_on_cancel(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     t = s_task(self, id);
     fz_enc_t *r = fz_enc_new("ok", rid);
     fz_enc_uint(r, "task", id);
-    fz_enc_str(r, "state", fz_state_name(t ? t->state : (fz_state_t) s_state_of(self, id)));
+    fz_enc_str(r, "state", fz_state_name(t ? t->state : (fz_state_t)s_state_of(self, id)));
     fz_enc_uint(r, "count", sub.count);
     s_reply(self, from, rid, r);
 }
@@ -1320,12 +1321,12 @@ static void s_on_retry(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     if (state < 0 || s_task(self, id)) {
         s_reply_error(self, from, rid, state < 0 ? FZ_ENOTFOUND : FZ_ECONFLICT,
                       state < 0 ? "no task %llu" : "task %llu has not ended",
-                      (unsigned long long) id);
+                      (unsigned long long)id);
         return;
     }
     if (state == FZ_STATE_SUCCEEDED) {
         s_reply_error(self, from, rid, FZ_ECONFLICT, "task %llu already succeeded",
-                      (unsigned long long) id);
+                      (unsigned long long)id);
         return;
     }
     fz_state_t next = FZ_STATE_QUEUED;
@@ -1336,7 +1337,7 @@ static void s_on_retry(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
             s_reply_error(self, from, rid, FZ_ECONFLICT,
                           "task %llu waits for task %llu, which %s: retry that one (its "
                           "dependents come back with it)",
-                          (unsigned long long) id, (unsigned long long) w.failed,
+                          (unsigned long long)id, (unsigned long long)w.failed,
                           fz_state_name(w.failed_state));
             return;
         }
@@ -1345,7 +1346,7 @@ static void s_on_retry(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_task_t *t = s_revive(self, id, next);
     if (!t) {
         s_reply_error(self, from, rid, FZ_EUNAVAILABLE, "cannot load task %llu",
-                      (unsigned long long) id);
+                      (unsigned long long)id);
         return;
     }
     if (next == FZ_STATE_WAITING) {
@@ -1360,7 +1361,7 @@ static void s_set_priority(fz_broker_t *self, zframe_t *from, uint64_t rid, uint
                            int64_t prio)
 {
     if (s_state_of(self, id) < 0) {
-        s_reply_error(self, from, rid, FZ_ENOTFOUND, "no task %llu", (unsigned long long) id);
+        s_reply_error(self, from, rid, FZ_ENOTFOUND, "no task %llu", (unsigned long long)id);
         return;
     }
     fz_store_task_priority(self->store, id, prio);
@@ -1394,14 +1395,14 @@ static void s_on_escalate(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     if (!t) {
         int state = s_state_of(self, id);
         s_reply_error(self, from, fz_msg_rid(msg), state < 0 ? FZ_ENOTFOUND : FZ_ECONFLICT,
-                      state < 0 ? "no task %llu" : "task %llu has ended", (unsigned long long) id);
+                      state < 0 ? "no task %llu" : "task %llu has ended", (unsigned long long)id);
         return;
     }
-    double now = fz_wall(), top = (double) t->priority;
+    double now = fz_wall(), top = (double)t->priority;
     for (fz_task_t *o = zhashx_first(self->tasks); o; o = zhashx_next(self->tasks))
         if (o != t && s_effective(self, o, now) > top)
             top = s_effective(self, o, now);
-    int64_t prio = (int64_t) ceil(top) + 1;
+    int64_t prio = (int64_t)ceil(top) + 1;
     if (prio > 1000000)
         prio = 1000000;
     s_set_priority(self, from, fz_msg_rid(msg), id, prio > t->priority ? prio : t->priority);
@@ -1444,7 +1445,7 @@ static void s_on_cost(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
                           since_s);
             return;
         }
-        since = (double) timegm(&tm);
+        since = (double)timegm(&tm);
     }
     if (strcmp(by, "label") == 0 && !*label) {
         s_reply_error(self, from, rid, FZ_EINVALID, "cost by label needs the label key");
@@ -1454,8 +1455,8 @@ static void s_on_cost(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_err_t err = fz_store_encode_cost(self->store, by, label, since, r);
     if (err) {
         fz_enc_destroy(&r);
-        s_reply_error(self, from, rid, err, "cost by must be day, model, task, worker or label, not '%s'",
-                      by);
+        s_reply_error(self, from, rid, err,
+                      "cost by must be day, model, task, worker or label, not '%s'", by);
         return;
     }
     s_reply(self, from, rid, r);
@@ -1475,9 +1476,9 @@ static void s_on_purge(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         return;
     }
     fz_enc_t *r = fz_enc_new("ok", fz_msg_rid(msg));
-    fz_enc_uint(r, "count", (uint64_t) n);
+    fz_enc_uint(r, "count", (uint64_t)n);
     s_reply(self, from, fz_msg_rid(msg), r);
-    fz_info("purged %lld ended tasks", (long long) n);
+    fz_info("purged %lld ended tasks", (long long)n);
 }
 
 /* Events a subscriber missed (it saw a gap in seq), from the recent history. */
@@ -1526,14 +1527,14 @@ static void s_reattach(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint32_
         w->task = t;
         t->orphan_deadline_ms = 0;
         s_timed_remove(self, t);
-        fz_info("worker %s re-attached task %llu attempt %u", w->name,
-                (unsigned long long) task, attempt);
+        fz_info("worker %s re-attached task %llu attempt %u", w->name, (unsigned long long)task,
+                attempt);
         if (t->cancel_requested)
             s_send_cancel(self, w, task, attempt, "cancelled");
         return;
     }
     fz_warn("worker %s runs task %llu attempt %u, which is no longer expected: cancelling it",
-            w->name, (unsigned long long) task, attempt);
+            w->name, (unsigned long long)task, attempt);
     s_send_cancel(self, w, task, attempt, "superseded");
 }
 
@@ -1547,7 +1548,7 @@ static void s_worker_models(fz_broker_t *self, fz_worker_t *w, fz_msg_t *msg, fz
     for (size_t i = 0; i < n; i++) {
         const msgpack_object *m = &models->via.array.ptr[i];
         char name[65];
-        snprintf(name, sizeof name, "%.*s", (int) m->via.str.size, m->via.str.ptr);
+        snprintf(name, sizeof name, "%.*s", (int)m->via.str.size, m->via.str.ptr);
         if (!s_model_allowed(self, name)) {
             bad[refused++] = m;
             continue;
@@ -1575,7 +1576,7 @@ static void s_rehello(fz_broker_t *self, fz_worker_t *w, zframe_t *from, fz_msg_
     s_worker_models(self, w, msg, r);
     s_reply(self, from, fz_msg_rid(msg), r);
     uint64_t task = fz_msg_uint(msg, "task", 0);
-    uint32_t attempt = (uint32_t) fz_msg_uint(msg, "attempt", 0);
+    uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
     if (task && !(w->task && w->task->id == task && w->task->attempt == attempt))
         s_reattach(self, w, task, attempt);
 }
@@ -1595,12 +1596,12 @@ static void s_on_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         if (strcmp(w->name, name) == 0)
             old = w;
     uint64_t task = fz_msg_uint(msg, "task", 0);
-    uint32_t attempt = (uint32_t) fz_msg_uint(msg, "attempt", 0);
+    uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
     /* The same name from another process (its nonce differs) while the first is alive: two
        workers would take each other's place forever. The newcomer waits its turn. */
     const char *nonce = fz_msg_str(msg, "nonce", "", NULL);
     if (old && *nonce && strcmp(old->nonce, nonce) != 0 &&
-        fz_clock_ms() - old->last_seen_ms <= 3 * (int64_t) self->cfg.heartbeat_ms) {
+        fz_clock_ms() - old->last_seen_ms <= 3 * (int64_t)self->cfg.heartbeat_ms) {
         s_reply_error(self, from, fz_msg_rid(msg), FZ_ECONFLICT,
                       "worker name '%s' is taken by another live worker process: give this one "
                       "another --name (it is retried until the other one leaves)",
@@ -1664,7 +1665,7 @@ static void s_on_heartbeat(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_
     if (claimed && !w->task) {
         fz_task_t *o = s_task(self, claimed);
         if (o && o->state == FZ_STATE_RUNNING && !o->worker)
-            s_reattach(self, w, claimed, (uint32_t) fz_msg_uint(msg, "attempt", 0));
+            s_reattach(self, w, claimed, (uint32_t)fz_msg_uint(msg, "attempt", 0));
     }
     fz_task_t *t = s_current(w, msg);
     if (!t || !fz_msg_has(msg, "elapsed_ms"))
@@ -1733,13 +1734,13 @@ static void s_ack_result(fz_broker_t *self, zframe_t *from, uint64_t task, uint6
 static void s_on_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w)
 {
     uint64_t id = fz_msg_uint(msg, "task", 0);
-    uint32_t n = (uint32_t) fz_msg_uint(msg, "attempt", 0);
+    uint32_t n = (uint32_t)fz_msg_uint(msg, "attempt", 0);
     fz_task_t *t = s_task(self, id);
     if (!t || t->state != FZ_STATE_RUNNING || t->attempt != n) {
         /* Recorded already, or superseded (the attempt was declared lost): exactly one
            record per attempt, so only acknowledge. */
         fz_info("result of task %llu attempt %u is a duplicate or stale; acknowledged",
-                (unsigned long long) id, n);
+                (unsigned long long)id, n);
         if (w->task && w->task->id == id && w->task->attempt == n)
             w->task = NULL;
         s_ack_result(self, from, id, n);
@@ -1748,7 +1749,7 @@ static void s_on_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_wor
     fz_result_t r = {0};
     r.outcome = fz_msg_str(msg, "outcome", "exited", NULL);
     r.exit_code = fz_msg_int(msg, "exit_code", 0);
-    r.signal = (uint32_t) fz_msg_uint(msg, "signal", 0);
+    r.signal = (uint32_t)fz_msg_uint(msg, "signal", 0);
     r.duration_ms = fz_msg_uint(msg, "duration_ms", 0);
     r.cost_usd = fz_msg_float(msg, "cost_usd", 0);
     r.tokens_in = fz_msg_uint(msg, "tokens_in", 0);
@@ -1789,10 +1790,9 @@ static void s_on_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_wor
         t->attempt_base++;
         fz_store_task_flags(self->store, t->id, t->attempt_base, false);
         if (strcmp(r.outcome, "rejected") == 0)
-            w->rest_until_ms = fz_clock_ms() + 3 * (int64_t) self->cfg.heartbeat_ms;
+            w->rest_until_ms = fz_clock_ms() + 3 * (int64_t)self->cfg.heartbeat_ms;
         s_ready(self, t);
-    }
-    else
+    } else
         s_task_final(self, t);
     s_release_budget(self);
 }
@@ -1811,18 +1811,30 @@ static const struct {
     handler_fn *client;
     worker_fn *worker;
 } s_handlers[] = {
-    {"submit", s_on_submit, NULL},     {"get", s_on_get, NULL},
-    {"list", s_on_list, NULL},         {"status", s_on_status, NULL},
-    {"workers", s_on_workers, NULL},   {"cancel", s_on_cancel, NULL},
-    {"pause", s_on_pause, NULL},       {"resume", s_on_resume, NULL},
-    {"stop", s_on_stop, NULL},         {"retry", s_on_retry, NULL},
-    {"priority", s_on_priority, NULL}, {"budget", s_on_budget, NULL},
-    {"cost", s_on_cost, NULL},         {"ping", s_on_ping, NULL},
-    {"submit-batch", s_on_submit_batch, NULL}, {"escalate", s_on_escalate, NULL},
-    {"events", s_on_events, NULL},     {"purge", s_on_purge, NULL},
-    {"hello", s_on_hello, NULL},       {"heartbeat", NULL, s_on_heartbeat},
-    {"started", NULL, s_on_started},   {"output", NULL, s_on_output},
-    {"result", NULL, s_on_result},     {"bye", NULL, s_on_bye},
+    {"submit", s_on_submit, NULL},
+    {"get", s_on_get, NULL},
+    {"list", s_on_list, NULL},
+    {"status", s_on_status, NULL},
+    {"workers", s_on_workers, NULL},
+    {"cancel", s_on_cancel, NULL},
+    {"pause", s_on_pause, NULL},
+    {"resume", s_on_resume, NULL},
+    {"stop", s_on_stop, NULL},
+    {"retry", s_on_retry, NULL},
+    {"priority", s_on_priority, NULL},
+    {"budget", s_on_budget, NULL},
+    {"cost", s_on_cost, NULL},
+    {"ping", s_on_ping, NULL},
+    {"submit-batch", s_on_submit_batch, NULL},
+    {"escalate", s_on_escalate, NULL},
+    {"events", s_on_events, NULL},
+    {"purge", s_on_purge, NULL},
+    {"hello", s_on_hello, NULL},
+    {"heartbeat", NULL, s_on_heartbeat},
+    {"started", NULL, s_on_started},
+    {"output", NULL, s_on_output},
+    {"result", NULL, s_on_result},
+    {"bye", NULL, s_on_bye},
 };
 
 static void s_handle(fz_broker_t *self, zframe_t *from, const void *data, size_t len)
@@ -1898,7 +1910,7 @@ static void s_tick(fz_broker_t *self, int64_t now, bool drained)
 {
     /* While messages wait unread, a worker's heartbeat may be among them: judge silence only
        once the socket is drained. */
-    int64_t dead_after = drained ? 3 * (int64_t) self->cfg.heartbeat_ms : INT64_MAX / 2;
+    int64_t dead_after = drained ? 3 * (int64_t)self->cfg.heartbeat_ms : INT64_MAX / 2;
     /* Collect first: removing a worker while iterating the hash is not allowed. */
     fz_worker_t *dead[256];
     size_t ndead = 0;
@@ -1955,7 +1967,7 @@ static int s_poll_timeout(fz_broker_t *self, int64_t now)
             next = at;
     }
     int64_t ms = next - now;
-    return ms < 0 ? 0 : ms > 1000 ? 1000 : (int) ms;
+    return ms < 0 ? 0 : ms > 1000 ? 1000 : (int)ms;
 }
 
 /* ---------------------------------------------------------------- start, reload, run */
@@ -1981,7 +1993,7 @@ static void s_load_one(void *arg, const fz_task_t *row, const char *worker)
         /* Its agent may still run: wait for the worker to come back and claim it. */
         fz_sched_started(self->sched, t);
         fz_budget_reserve(&self->budget, t->reserved);
-        t->orphan_deadline_ms = fz_clock_ms() + FZ_ORPHAN_PERIODS * (int64_t) self->cfg.heartbeat_ms;
+        t->orphan_deadline_ms = fz_clock_ms() + FZ_ORPHAN_PERIODS * (int64_t)self->cfg.heartbeat_ms;
         s_timed_add(self, t);
         break;
     case FZ_STATE_HELD:
@@ -2039,7 +2051,8 @@ static int s_load(fz_broker_t *self)
     double cap = fz_store_meta_get(self->store, "budget", self->cfg.daily_budget);
     if (cap != self->cfg.daily_budget)
         fz_info("daily budget %.2f USD, as set with fz-ctl budget --set (it wins over "
-                "--daily-budget %.2f)", cap, self->cfg.daily_budget);
+                "--daily-budget %.2f)",
+                cap, self->cfg.daily_budget);
     fz_budget_init(&self->budget, cap, fz_store_spent(self->store, day, day + 86400), now);
     self->paused = fz_store_meta_get(self->store, "paused", 0) != 0;
     if (fz_store_load_live(self->store, s_load_one, self))
@@ -2113,7 +2126,7 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
         return NULL;
     }
     self->cfg = *cfg;
-    self->rng = (uint64_t) fz_clock_ms() * 2654435761u + (uint64_t) getpid();
+    self->rng = (uint64_t)fz_clock_ms() * 2654435761u + (uint64_t)getpid();
     self->tasks = zhashx_new();
     self->workers = zhashx_new();
     self->timed = zlistx_new();

@@ -18,28 +18,28 @@
 #define FZ_MAX_MODEL_CAPS 32
 
 typedef struct {
-    const char *bind;          /* ROUTER endpoint */
-    const char *events;        /* PUB endpoint */
-    const char *db;            /* SQLite path */
-    uint32_t max_running;      /* global limit of running agents */
-    double daily_budget;       /* USD per UTC day (used until `budget --set` stores one) */
-    double default_task_cost;  /* reservation of a task without --max-cost */
-    uint32_t default_timeout;  /* seconds; 0 = none */
-    uint32_t kill_grace;       /* seconds between SIGTERM and SIGKILL */
+    const char *bind;         /* ROUTER endpoint */
+    const char *events;       /* PUB endpoint */
+    const char *db;           /* SQLite path */
+    uint32_t max_running;     /* global limit of running agents */
+    double daily_budget;      /* USD per UTC day (used until `budget --set` stores one) */
+    double default_task_cost; /* reservation of a task without --max-cost */
+    uint32_t default_timeout; /* seconds; 0 = none */
+    uint32_t kill_grace;      /* seconds between SIGTERM and SIGKILL */
     uint32_t heartbeat_ms;
     uint32_t default_retries;
     uint32_t backoff_min_ms, backoff_max_ms;
-    const char *models;        /* whitelist, comma-separated; NULL = any */
+    const char *models; /* whitelist, comma-separated; NULL = any */
     struct {
         char name[65];
         uint32_t cap;
     } model_caps[FZ_MAX_MODEL_CAPS];
     int nmodel_caps;
-    bool sync_full;            /* synchronous=FULL (default) or NORMAL */
-    uint32_t max_depth;        /* subtask tree depth limit (a root is depth 1) */
-    uint32_t max_children;     /* subtasks per task */
-    double aging_s;            /* +1 effective priority per this many seconds queued; 0 off */
-    double deadline_horizon;   /* seconds before a deadline its boost starts */
+    bool sync_full;          /* synchronous=FULL (default) or NORMAL */
+    uint32_t max_depth;      /* subtask tree depth limit (a root is depth 1) */
+    uint32_t max_children;   /* subtasks per task */
+    double aging_s;          /* +1 effective priority per this many seconds queued; 0 off */
+    double deadline_horizon; /* seconds before a deadline its boost starts */
 } fz_broker_config_t;
 
 /* Fills a config with the documented defaults. */

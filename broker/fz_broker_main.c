@@ -10,7 +10,8 @@
 
 static void s_usage(FILE *out)
 {
-    fprintf(out,
+    fprintf(
+        out,
         "Usage: fz-broker [OPTIONS]\n"
         "\n"
         "The fz broker: durable priority queue, budget and dispatcher of agent tasks.\n"
@@ -18,7 +19,8 @@ static void s_usage(FILE *out)
         "Options:\n"
         "  --bind EP              ROUTER endpoint for clients and workers\n"
         "                         (default $FZ_BROKER or " FZ_DEFAULT_BROKER ")\n"
-        "  --events EP            PUB endpoint for events (default $FZ_EVENTS or " FZ_DEFAULT_EVENTS ")\n"
+        "  --events EP            PUB endpoint for events (default $FZ_EVENTS or " FZ_DEFAULT_EVENTS
+        ")\n"
         "  --db PATH              SQLite database (default $FZ_STATE/fz.db, FZ_STATE=./state)\n"
         "  --max-running N        agents running at once, all workers together (default 3)\n"
         "  --daily-budget USD     spending cap per UTC day (default 20; `fz-ctl budget --set`\n"
@@ -46,7 +48,6 @@ static void s_usage(FILE *out)
         "database unusable), 2 bad usage.\n");
 }
 
-
 static int s_model_cap(fz_broker_config_t *cfg, const char *arg)
 {
     const char *eq = strchr(arg, '=');
@@ -55,37 +56,76 @@ static int s_model_cap(fz_broker_config_t *cfg, const char *arg)
         return fz_bad_flag("fz-broker", "--model-cap", arg, "expected NAME=N");
     if (cfg->nmodel_caps == FZ_MAX_MODEL_CAPS)
         return fz_bad_flag("fz-broker", "--model-cap", arg, "too many model caps");
-    snprintf(cfg->model_caps[cfg->nmodel_caps].name, 65, "%.*s", (int) (eq - arg), arg);
-    cfg->model_caps[cfg->nmodel_caps++].cap = (uint32_t) n;
+    snprintf(cfg->model_caps[cfg->nmodel_caps].name, 65, "%.*s", (int)(eq - arg), arg);
+    cfg->model_caps[cfg->nmodel_caps++].cap = (uint32_t)n;
     return 0;
 }
 
-enum { OPT_BIND = 256, OPT_EVENTS, OPT_DB, OPT_MAXRUN, OPT_BUDGET, OPT_TASKCOST, OPT_TIMEOUT, OPT_GRACE,
-       OPT_HB, OPT_RETRIES, OPT_BMIN, OPT_BMAX, OPT_MODELS, OPT_MODELCAP, OPT_SYNC,
-       OPT_DEPTH, OPT_CHILDREN, OPT_AGING, OPT_HORIZON };
+enum {
+    OPT_BIND = 256,
+    OPT_EVENTS,
+    OPT_DB,
+    OPT_MAXRUN,
+    OPT_BUDGET,
+    OPT_TASKCOST,
+    OPT_TIMEOUT,
+    OPT_GRACE,
+    OPT_HB,
+    OPT_RETRIES,
+    OPT_BMIN,
+    OPT_BMAX,
+    OPT_MODELS,
+    OPT_MODELCAP,
+    OPT_SYNC,
+    OPT_DEPTH,
+    OPT_CHILDREN,
+    OPT_AGING,
+    OPT_HORIZON
+};
 
 static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose)
 {
-    static const struct option opts[] = {
-        {"bind", 1, 0, OPT_BIND}, {"events", 1, 0, OPT_EVENTS}, {"db", 1, 0, OPT_DB},
-        {"max-running", 1, 0, OPT_MAXRUN}, {"daily-budget", 1, 0, OPT_BUDGET},
-        {"default-task-cost", 1, 0, OPT_TASKCOST}, {"default-timeout", 1, 0, OPT_TIMEOUT},
-        {"kill-grace", 1, 0, OPT_GRACE}, {"heartbeat", 1, 0, OPT_HB}, {"retries", 1, 0, OPT_RETRIES},
-        {"backoff-min", 1, 0, OPT_BMIN}, {"backoff-max", 1, 0, OPT_BMAX},
-        {"models", 1, 0, OPT_MODELS}, {"model-cap", 1, 0, OPT_MODELCAP}, {"sync", 1, 0, OPT_SYNC},
-        {"max-depth", 1, 0, OPT_DEPTH}, {"max-children", 1, 0, OPT_CHILDREN},
-        {"aging", 1, 0, OPT_AGING}, {"deadline-horizon", 1, 0, OPT_HORIZON},
-        {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'}, {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"bind", 1, 0, OPT_BIND},
+                                         {"events", 1, 0, OPT_EVENTS},
+                                         {"db", 1, 0, OPT_DB},
+                                         {"max-running", 1, 0, OPT_MAXRUN},
+                                         {"daily-budget", 1, 0, OPT_BUDGET},
+                                         {"default-task-cost", 1, 0, OPT_TASKCOST},
+                                         {"default-timeout", 1, 0, OPT_TIMEOUT},
+                                         {"kill-grace", 1, 0, OPT_GRACE},
+                                         {"heartbeat", 1, 0, OPT_HB},
+                                         {"retries", 1, 0, OPT_RETRIES},
+                                         {"backoff-min", 1, 0, OPT_BMIN},
+                                         {"backoff-max", 1, 0, OPT_BMAX},
+                                         {"models", 1, 0, OPT_MODELS},
+                                         {"model-cap", 1, 0, OPT_MODELCAP},
+                                         {"sync", 1, 0, OPT_SYNC},
+                                         {"max-depth", 1, 0, OPT_DEPTH},
+                                         {"max-children", 1, 0, OPT_CHILDREN},
+                                         {"aging", 1, 0, OPT_AGING},
+                                         {"deadline-horizon", 1, 0, OPT_HORIZON},
+                                         {"verbose", 0, 0, 'v'},
+                                         {"help", 0, 0, 'h'},
+                                         {"version", 0, 0, 'V'},
+                                         {0, 0, 0, 0}};
     int c;
     uint64_t u;
     double d;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":vhV", opts, NULL)) != -1) {
         switch (c) {
-        case OPT_BIND: cfg->bind = optarg; break;
-        case OPT_EVENTS: cfg->events = optarg; break;
-        case OPT_DB: cfg->db = optarg; break;
-        case OPT_MODELS: cfg->models = optarg; break;
+        case OPT_BIND:
+            cfg->bind = optarg;
+            break;
+        case OPT_EVENTS:
+            cfg->events = optarg;
+            break;
+        case OPT_DB:
+            cfg->db = optarg;
+            break;
+        case OPT_MODELS:
+            cfg->models = optarg;
+            break;
         case OPT_MODELCAP:
             if (s_model_cap(cfg, optarg))
                 return 2;
@@ -95,42 +135,72 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
                 return fz_bad_flag("fz-broker", "--sync", optarg, "expected full or normal");
             cfg->sync_full = strcmp(optarg, "full") == 0;
             break;
-        case OPT_MAXRUN: case OPT_TIMEOUT: case OPT_GRACE: case OPT_HB: case OPT_RETRIES: case OPT_BMIN:
+        case OPT_MAXRUN:
+        case OPT_TIMEOUT:
+        case OPT_GRACE:
+        case OPT_HB:
+        case OPT_RETRIES:
+        case OPT_BMIN:
         case OPT_BMAX:
             if (!fz_parse_uint(optarg, c == OPT_HB ? 3600000 : 100000000, &u) ||
                 (u == 0 && (c == OPT_MAXRUN || c == OPT_HB)))
-                return fz_bad_value("fz-broker", opts, c, optarg, "expected a positive whole number");
-            if (c == OPT_MAXRUN) cfg->max_running = (uint32_t) u;
-            if (c == OPT_TIMEOUT) cfg->default_timeout = (uint32_t) u;
-            if (c == OPT_GRACE) cfg->kill_grace = (uint32_t) u;
-            if (c == OPT_HB) cfg->heartbeat_ms = (uint32_t) (u < 10 ? 10 : u);
-            if (c == OPT_RETRIES) cfg->default_retries = (uint32_t) u;
-            if (c == OPT_BMIN) cfg->backoff_min_ms = (uint32_t) u;
-            if (c == OPT_BMAX) cfg->backoff_max_ms = (uint32_t) u;
+                return fz_bad_value("fz-broker", opts, c, optarg,
+                                    "expected a positive whole number");
+            if (c == OPT_MAXRUN)
+                cfg->max_running = (uint32_t)u;
+            if (c == OPT_TIMEOUT)
+                cfg->default_timeout = (uint32_t)u;
+            if (c == OPT_GRACE)
+                cfg->kill_grace = (uint32_t)u;
+            if (c == OPT_HB)
+                cfg->heartbeat_ms = (uint32_t)(u < 10 ? 10 : u);
+            if (c == OPT_RETRIES)
+                cfg->default_retries = (uint32_t)u;
+            if (c == OPT_BMIN)
+                cfg->backoff_min_ms = (uint32_t)u;
+            if (c == OPT_BMAX)
+                cfg->backoff_max_ms = (uint32_t)u;
             break;
-        case OPT_DEPTH: case OPT_CHILDREN:
+        case OPT_DEPTH:
+        case OPT_CHILDREN:
             if (!fz_parse_uint(optarg, 1000000, &u) || u == 0)
-                return fz_bad_value("fz-broker", opts, c, optarg, "expected a positive whole number");
-            if (c == OPT_DEPTH) cfg->max_depth = (uint32_t) u;
-            else cfg->max_children = (uint32_t) u;
+                return fz_bad_value("fz-broker", opts, c, optarg,
+                                    "expected a positive whole number");
+            if (c == OPT_DEPTH)
+                cfg->max_depth = (uint32_t)u;
+            else
+                cfg->max_children = (uint32_t)u;
             break;
-        case OPT_AGING: case OPT_HORIZON:
+        case OPT_AGING:
+        case OPT_HORIZON:
             if (!fz_parse_double(optarg, 0, 1e9, &d) || (c == OPT_HORIZON && d <= 0))
                 return fz_bad_value("fz-broker", opts, c, optarg, "expected seconds");
-            if (c == OPT_AGING) cfg->aging_s = d;
-            else cfg->deadline_horizon = d;
+            if (c == OPT_AGING)
+                cfg->aging_s = d;
+            else
+                cfg->deadline_horizon = d;
             break;
-        case OPT_BUDGET: case OPT_TASKCOST:
+        case OPT_BUDGET:
+        case OPT_TASKCOST:
             if (!fz_parse_double(optarg, 0, 1e9, &d))
                 return fz_bad_value("fz-broker", opts, c, optarg, "expected an amount in USD");
-            if (c == OPT_BUDGET) cfg->daily_budget = d;
-            else cfg->default_task_cost = d;
+            if (c == OPT_BUDGET)
+                cfg->daily_budget = d;
+            else
+                cfg->default_task_cost = d;
             break;
-        case 'v': *verbose = true; break;
-        case 'h': s_usage(stdout); exit(0);
-        case 'V': printf("fz-broker " FZ_VERSION "\n"); exit(0);
+        case 'v':
+            *verbose = true;
+            break;
+        case 'h':
+            s_usage(stdout);
+            exit(0);
+        case 'V':
+            printf("fz-broker " FZ_VERSION "\n");
+            exit(0);
         case ':':
-            fprintf(stderr, "fz-broker: option '%s' needs a value (see --help)\n", argv[optind - 1]);
+            fprintf(stderr, "fz-broker: option '%s' needs a value (see --help)\n",
+                    argv[optind - 1]);
             return 2;
         default:
             fprintf(stderr, "fz-broker: unknown option '%s' (see --help)\n", argv[optind - 1]);

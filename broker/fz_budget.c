@@ -63,7 +63,7 @@ void fz_budget_release(fz_budget_t *self, double reserved)
 
 void fz_budget_day_name(const fz_budget_t *self, char out[11])
 {
-    time_t t = (time_t) self->day_start;
+    time_t t = (time_t)self->day_start;
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(out, 11, "%Y-%m-%d", &tm);

@@ -94,7 +94,7 @@ void fz_queue_remove(fz_queue_t *self, fz_task_t *task)
     if (i >= self->size || self->items[i] != task)
         return;
     fz_task_t *last = self->items[--self->size];
-    task->heap_index = (size_t) -1;
+    task->heap_index = (size_t)-1;
     task->queue = NULL;
     if (last == task)
         return;

@@ -1,8 +1,8 @@
 /*  fz_queue: the priority queue of tasks ready to run.
 
     A binary heap ordered by rank (higher first: the effective priority, see fz_task.h),
-    then id (older first, so FIFO among equals). Each task records its own heap position, so remove and reprioritise are
-    O(log n) rather than a scan. The queue does not own its tasks. */
+    then id (older first, so FIFO among equals). Each task records its own heap position, so remove
+   and reprioritise are O(log n) rather than a scan. The queue does not own its tasks. */
 
 #ifndef FZ_QUEUE_H
 #define FZ_QUEUE_H

@@ -117,14 +117,14 @@ int fz_sched_hold(fz_sched_t *self, fz_task_t *task, const char *reason)
 
 void fz_sched_remove(fz_sched_t *self, fz_task_t *task)
 {
-    (void) self;
+    (void)self;
     if (task->queue)
         fz_queue_remove(task->queue, task);
 }
 
 void fz_sched_reorder(fz_sched_t *self, fz_task_t *task)
 {
-    (void) self;
+    (void)self;
     if (task->queue)
         fz_queue_update(task->queue, task);
 }

@@ -25,17 +25,17 @@
 /* A connected worker. Owned by the broker's worker table. */
 typedef struct fz_worker_t {
     zframe_t *routing_id;
-    char key[64];   /* routing id in hex: the table key */
+    char key[64]; /* routing id in hex: the table key */
     char name[65];
     char nonce[65];
     char models[FZ_MAX_WORKER_MODELS][65];
     size_t nmodels;
-    bool any_model; /* announced no models: serves every task */
-    fz_task_t *task;        /* running task or NULL (the task table owns it) */
+    bool any_model;  /* announced no models: serves every task */
+    fz_task_t *task; /* running task or NULL (the task table owns it) */
     int64_t last_seen_ms;
-    int64_t idle_since_ms;  /* when it last became idle: the longest idle goes first */
-    int64_t rest_until_ms;  /* no dispatch before (it refused one) */
-    bool draining;          /* finishing its task, then leaving: no dispatch */
+    int64_t idle_since_ms; /* when it last became idle: the longest idle goes first */
+    int64_t rest_until_ms; /* no dispatch before (it refused one) */
+    bool draining;         /* finishing its task, then leaving: no dispatch */
     double since;
 } fz_worker_t;
 

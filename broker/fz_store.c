@@ -23,7 +23,7 @@ struct fz_store_t {
     struct stmt {
         const char *sql; /* static string: cached by address */
         sqlite3_stmt *st;
-    } *cache;            /* every statement, prepared once (a few dozen: linear search) */
+    } * cache; /* every statement, prepared once (a few dozen: linear search) */
     int ncache, capcache;
 };
 
@@ -93,7 +93,7 @@ static sqlite3_stmt *s_stmt(fz_store_t *self, const char *sql)
     }
     if (self->ncache == self->capcache) {
         int cap = self->capcache ? self->capcache * 2 : 64;
-        struct stmt *more = realloc(self->cache, (size_t) cap * sizeof *more);
+        struct stmt *more = realloc(self->cache, (size_t)cap * sizeof *more);
         if (!more) {
             sqlite3_finalize(st);
             return NULL;
@@ -168,7 +168,7 @@ static void s_bind_obj(sqlite3_stmt *st, int i, const msgpack_object *o)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_object(&pk, *o);
-    sqlite3_bind_blob(st, i, sb.data, (int) sb.size, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, i, sb.data, (int)sb.size, SQLITE_TRANSIENT);
     msgpack_sbuffer_destroy(&sb);
 }
 
@@ -185,9 +185,8 @@ fz_store_t *fz_store_open(const char *path, bool sync_full, char *err, size_t er
     self->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (self->lock_fd < 0 || flock(self->lock_fd, LOCK_EX | LOCK_NB) < 0) {
         snprintf(err, errlen, "%s: %s", lock,
-                 self->lock_fd >= 0 && errno == EWOULDBLOCK
-                     ? "another fz-broker uses this database"
-                     : strerror(errno));
+                 self->lock_fd >= 0 && errno == EWOULDBLOCK ? "another fz-broker uses this database"
+                                                            : strerror(errno));
         if (self->lock_fd >= 0)
             close(self->lock_fd);
         free(self);
@@ -308,9 +307,9 @@ static int s_add_labels(fz_store_t *self, uint64_t id, const msgpack_object *lab
         sqlite3_stmt *st = s_stmt(self, SQL_LABEL_ADD);
         if (!st)
             return -1;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
-        sqlite3_bind_text(st, 2, k->via.str.ptr, (int) k->via.str.size, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 3, v->via.str.ptr, (int) v->via.str.size, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        sqlite3_bind_text(st, 2, k->via.str.ptr, (int)k->via.str.size, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 3, v->via.str.ptr, (int)v->via.str.size, SQLITE_TRANSIENT);
         if (s_done(self, st))
             return -1;
     }
@@ -326,8 +325,8 @@ static int s_inherit_labels(fz_store_t *self, uint64_t id, uint64_t parent)
     sqlite3_stmt *st = s_stmt(self, SQL_LABEL_INHERIT);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64) parent);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)parent);
     return s_done(self, st);
 }
 
@@ -340,11 +339,11 @@ uint64_t fz_store_task_add(fz_store_t *self, const fz_store_newtask_t *t)
     sqlite3_bind_int64(st, 2, t->priority);
     s_bind_text(st, 3, t->model);
     s_bind_text(st, 4, t->name);
-    sqlite3_bind_text(st, 5, t->prompt, (int) t->prompt_len, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 5, t->prompt, (int)t->prompt_len, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 6, t->timeout);
     sqlite3_bind_double(st, 7, t->max_cost);
     sqlite3_bind_int64(st, 8, t->retries);
-    sqlite3_bind_int64(st, 9, (sqlite3_int64) t->parent);
+    sqlite3_bind_int64(st, 9, (sqlite3_int64)t->parent);
     s_bind_obj(st, 10, t->fallback);
     s_bind_obj(st, 11, t->after);
     s_bind_obj(st, 12, t->after_any);
@@ -353,7 +352,7 @@ uint64_t fz_store_task_add(fz_store_t *self, const fz_store_newtask_t *t)
     s_bind_text(st, 15, t->summary);
     if (s_done(self, st))
         return 0;
-    uint64_t id = (uint64_t) sqlite3_last_insert_rowid(self->db);
+    uint64_t id = (uint64_t)sqlite3_last_insert_rowid(self->db);
     if (s_add_labels(self, id, t->labels))
         return 0;
     if (t->parent && s_inherit_labels(self, id, t->parent))
@@ -369,7 +368,7 @@ int fz_store_task_state(fz_store_t *self, uint64_t id, fz_state_t state, const c
     sqlite3_stmt *st = s_begin(self) ? NULL : s_stmt(self, SQL_TASK_STATE);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     s_bind_text(st, 2, fz_state_name(state));
     s_bind_text(st, 3, reason);
     sqlite3_bind_double(st, 4, fz_wall());
@@ -383,16 +382,15 @@ int fz_store_task_model(fz_store_t *self, uint64_t id, uint32_t n, char *model)
     sqlite3_stmt *st = s_stmt(self, SQL_TASK_MODEL);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     int rc = -1;
     if (sqlite3_step(st) == SQLITE_ROW) {
-        snprintf(model, 65, "%s", (const char *) sqlite3_column_text(st, 0));
+        snprintf(model, 65, "%s", (const char *)sqlite3_column_text(st, 0));
         const void *blob = sqlite3_column_blob(st, 1);
-        size_t len = (size_t) sqlite3_column_bytes(st, 1);
+        size_t len = (size_t)sqlite3_column_bytes(st, 1);
         msgpack_unpacked up;
         msgpack_unpacked_init(&up);
-        if (n > 1 && blob &&
-            msgpack_unpack_next(&up, blob, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        if (n > 1 && blob && msgpack_unpack_next(&up, blob, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
             up.data.type == MSGPACK_OBJECT_ARRAY && up.data.via.array.size > 0) {
             uint32_t k = n - 2 < up.data.via.array.size ? n - 2 : up.data.via.array.size - 1;
             const msgpack_object *m = &up.data.via.array.ptr[k];
@@ -408,15 +406,14 @@ int fz_store_task_model(fz_store_t *self, uint64_t id, uint32_t n, char *model)
     return rc;
 }
 
-static const char *SQL_TASK_PRIORITY =
-    "UPDATE tasks SET priority = ?2, updated = ?3 WHERE id = ?1";
+static const char *SQL_TASK_PRIORITY = "UPDATE tasks SET priority = ?2, updated = ?3 WHERE id = ?1";
 
 int fz_store_task_priority(fz_store_t *self, uint64_t id, int64_t priority)
 {
     sqlite3_stmt *st = s_begin(self) ? NULL : s_stmt(self, SQL_TASK_PRIORITY);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     sqlite3_bind_int64(st, 2, priority);
     sqlite3_bind_double(st, 3, fz_wall());
     return s_done(self, st);
@@ -430,7 +427,7 @@ int fz_store_task_flags(fz_store_t *self, uint64_t id, uint32_t attempt_base, bo
     sqlite3_stmt *st = s_begin(self) ? NULL : s_stmt(self, SQL_TASK_FLAGS);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     sqlite3_bind_int64(st, 2, attempt_base);
     sqlite3_bind_int(st, 3, cancel);
     return s_done(self, st);
@@ -450,7 +447,7 @@ int fz_store_attempt_start(fz_store_t *self, uint64_t id, uint32_t n, const char
     if (!st)
         return -1;
     double now = fz_wall();
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     sqlite3_bind_int64(st, 2, n);
     s_bind_text(st, 3, worker);
     s_bind_text(st, 4, model);
@@ -458,7 +455,7 @@ int fz_store_attempt_start(fz_store_t *self, uint64_t id, uint32_t n, const char
     sqlite3_bind_double(st, 6, reserved);
     if (s_done(self, st) || !(st = s_stmt(self, SQL_TASK_RUNNING)))
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     sqlite3_bind_int64(st, 2, n);
     s_bind_text(st, 3, worker);
     sqlite3_bind_double(st, 4, now);
@@ -482,19 +479,19 @@ int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_
     if (!st)
         return -1;
     double now = fz_wall();
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     sqlite3_bind_int64(st, 2, n);
     sqlite3_bind_double(st, 3, now);
     s_bind_text(st, 4, r->outcome);
     sqlite3_bind_int64(st, 5, r->exit_code);
     sqlite3_bind_int64(st, 6, r->signal);
-    sqlite3_bind_int64(st, 7, (sqlite3_int64) r->duration_ms);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)r->duration_ms);
     sqlite3_bind_double(st, 8, r->cost_usd);
-    sqlite3_bind_int64(st, 9, (sqlite3_int64) r->tokens_in);
-    sqlite3_bind_int64(st, 10, (sqlite3_int64) r->tokens_out);
+    sqlite3_bind_int64(st, 9, (sqlite3_int64)r->tokens_in);
+    sqlite3_bind_int64(st, 10, (sqlite3_int64)r->tokens_out);
     s_bind_text(st, 11, r->model);
     s_bind_text(st, 12, r->summary);
-    sqlite3_bind_blob(st, 13, r->output ? r->output : "", (int) r->output_len, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 13, r->output ? r->output : "", (int)r->output_len, SQLITE_TRANSIENT);
     s_bind_text(st, 14, r->log);
     if (s_done(self, st))
         return -1;
@@ -502,13 +499,13 @@ int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_
         return 0;
     if (!(st = s_stmt(self, SQL_TASK_FINISH)))
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     s_bind_text(st, 2, fz_state_name(state));
     s_bind_text(st, 3, r->outcome);
     sqlite3_bind_int64(st, 4, r->exit_code);
     sqlite3_bind_double(st, 5, r->cost_usd);
-    sqlite3_bind_int64(st, 6, (sqlite3_int64) r->tokens_in);
-    sqlite3_bind_int64(st, 7, (sqlite3_int64) r->tokens_out);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)r->tokens_in);
+    sqlite3_bind_int64(st, 7, (sqlite3_int64)r->tokens_out);
     s_bind_text(st, 8, r->summary);
     sqlite3_bind_double(st, 9, now);
     return s_done(self, st) ? -1 : 1;
@@ -516,11 +513,11 @@ int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_
 
 /* ---------------------------------------------------------------- reads */
 
-#define LIVE_COLS                                                                              \
-    "SELECT t.id, t.state, t.priority, t.attempts, t.retries, t.timeout, t.max_cost,"          \
-    " t.hold_reason, t.model, COALESCE(a.worker, ''),"                                          \
-    " COALESCE(a.reserved, 0), t.model, t.parent, t.deadline, t.updated, t.attempt_base,"       \
-    " t.cancel_requested"                                                                      \
+#define LIVE_COLS                                                                                  \
+    "SELECT t.id, t.state, t.priority, t.attempts, t.retries, t.timeout, t.max_cost,"              \
+    " t.hold_reason, t.model, COALESCE(a.worker, ''),"                                             \
+    " COALESCE(a.reserved, 0), t.model, t.parent, t.deadline, t.updated, t.attempt_base,"          \
+    " t.cancel_requested"                                                                          \
     " FROM tasks t LEFT JOIN attempts a ON a.task = t.id AND a.n = t.attempts"
 static const char *SQL_LIVE =
     LIVE_COLS " WHERE t.state IN ('queued','waiting','held','running','retrying') ORDER BY t.id";
@@ -529,21 +526,21 @@ static const char *SQL_ONE = LIVE_COLS " WHERE t.id = ?1";
 static void s_row_task(sqlite3_stmt *st, fz_task_t *t)
 {
     memset(t, 0, sizeof *t);
-    t->id = (uint64_t) sqlite3_column_int64(st, 0);
-    int state = fz_state_from_name((const char *) sqlite3_column_text(st, 1));
-    t->state = state < 0 ? FZ_STATE_QUEUED : (fz_state_t) state;
+    t->id = (uint64_t)sqlite3_column_int64(st, 0);
+    int state = fz_state_from_name((const char *)sqlite3_column_text(st, 1));
+    t->state = state < 0 ? FZ_STATE_QUEUED : (fz_state_t)state;
     t->priority = sqlite3_column_int64(st, 2);
-    t->attempt = (uint32_t) sqlite3_column_int64(st, 3);
-    t->retries = (uint32_t) sqlite3_column_int64(st, 4);
-    t->timeout_s = (uint32_t) sqlite3_column_int64(st, 5);
+    t->attempt = (uint32_t)sqlite3_column_int64(st, 3);
+    t->retries = (uint32_t)sqlite3_column_int64(st, 4);
+    t->timeout_s = (uint32_t)sqlite3_column_int64(st, 5);
     t->max_cost = sqlite3_column_double(st, 6);
     snprintf(t->hold_reason, sizeof t->hold_reason, "%s", sqlite3_column_text(st, 7));
     snprintf(t->model, sizeof t->model, "%s", sqlite3_column_text(st, 8));
     t->reserved = sqlite3_column_double(st, 10);
-    t->parent = (uint64_t) sqlite3_column_int64(st, 12);
+    t->parent = (uint64_t)sqlite3_column_int64(st, 12);
     t->deadline = sqlite3_column_double(st, 13);
     t->queued_at = sqlite3_column_double(st, 14);
-    t->attempt_base = (uint32_t) sqlite3_column_int64(st, 15);
+    t->attempt_base = (uint32_t)sqlite3_column_int64(st, 15);
     t->cancel_requested = sqlite3_column_int64(st, 16) != 0;
     t->inherited = INT64_MIN;
 }
@@ -553,7 +550,7 @@ int fz_store_load_task(fz_store_t *self, uint64_t id, fz_task_t *task)
     sqlite3_stmt *st = s_stmt(self, SQL_ONE);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     int rc = -1;
     if (sqlite3_step(st) == SQLITE_ROW) {
         s_row_task(st, task);
@@ -573,7 +570,7 @@ int fz_store_load_live(fz_store_t *self, fz_store_live_fn *fn, void *arg)
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         fz_task_t t;
         s_row_task(st, &t);
-        fn(arg, &t, (const char *) sqlite3_column_text(st, 9));
+        fn(arg, &t, (const char *)sqlite3_column_text(st, 9));
     }
     sqlite3_reset(st);
     return rc == SQLITE_DONE ? 0 : -1;
@@ -587,10 +584,10 @@ static void s_encode_labels(fz_store_t *self, uint64_t id, fz_enc_t *e)
     sqlite3_stmt *st = s_stmt(self, SQL_LABELS);
     fz_enc_t *m = fz_enc_new_map();
     while (st && m) {
-        sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
         while (sqlite3_step(st) == SQLITE_ROW) {
-            const char *k = (const char *) sqlite3_column_text(st, 0);
-            fz_enc_str(m, k, (const char *) sqlite3_column_text(st, 1));
+            const char *k = (const char *)sqlite3_column_text(st, 0);
+            fz_enc_str(m, k, (const char *)sqlite3_column_text(st, 1));
         }
         sqlite3_reset(st);
         break;
@@ -604,11 +601,11 @@ int fz_store_encode_dispatch(fz_store_t *self, uint64_t id, fz_enc_t *e)
     sqlite3_stmt *st = s_stmt(self, SQL_DISPATCH);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     int rc = -1;
     if (sqlite3_step(st) == SQLITE_ROW) {
-        fz_enc_strn(e, "prompt", (const char *) sqlite3_column_text(st, 0),
-                    (size_t) sqlite3_column_bytes(st, 0));
+        fz_enc_strn(e, "prompt", (const char *)sqlite3_column_text(st, 0),
+                    (size_t)sqlite3_column_bytes(st, 0));
         rc = 0;
     }
     sqlite3_reset(st);
@@ -629,19 +626,19 @@ static void s_encode_column(sqlite3_stmt *st, int i, col_kind_t kind, fz_enc_t *
         break;
     case COL_UINT: {
         sqlite3_int64 v = sqlite3_column_int64(st, i);
-        fz_enc_uint(e, key, v < 0 ? 0 : (uint64_t) v);
+        fz_enc_uint(e, key, v < 0 ? 0 : (uint64_t)v);
         break;
     }
     case COL_FLOAT:
         fz_enc_float(e, key, sqlite3_column_double(st, i));
         break;
     case COL_STR:
-        fz_enc_strn(e, key, (const char *) sqlite3_column_text(st, i),
-                    (size_t) sqlite3_column_bytes(st, i));
+        fz_enc_strn(e, key, (const char *)sqlite3_column_text(st, i),
+                    (size_t)sqlite3_column_bytes(st, i));
         break;
     case COL_BIN: {
         const void *b = sqlite3_column_blob(st, i);
-        fz_enc_bin(e, key, b ? b : "", (size_t) sqlite3_column_bytes(st, i));
+        fz_enc_bin(e, key, b ? b : "", (size_t)sqlite3_column_bytes(st, i));
         break;
     }
     case COL_BOOL:
@@ -650,7 +647,7 @@ static void s_encode_column(sqlite3_stmt *st, int i, col_kind_t kind, fz_enc_t *
     case COL_MSGPACK: {
         const void *b = sqlite3_column_blob(st, i);
         if (b)
-            fz_enc_raw(e, key, b, (size_t) sqlite3_column_bytes(st, i));
+            fz_enc_raw(e, key, b, (size_t)sqlite3_column_bytes(st, i));
         else
             fz_enc_array(e, key, 0);
         break;
@@ -658,15 +655,15 @@ static void s_encode_column(sqlite3_stmt *st, int i, col_kind_t kind, fz_enc_t *
     }
 }
 
-#define TASK_COLS                                                                              \
-    "id, state, priority, model, name, timeout, max_cost, retries, fallback, after, after_any," \
-    " parent, attempts, created, updated, worker, outcome, exit_code, cost_usd, tokens_in,"    \
+#define TASK_COLS                                                                                  \
+    "id, state, priority, model, name, timeout, max_cost, retries, fallback, after, after_any,"    \
+    " parent, attempts, created, updated, worker, outcome, exit_code, cost_usd, tokens_in,"        \
     " tokens_out, summary, hold_reason, deadline"
 static const col_kind_t s_task_kinds[] = {
-    COL_UINT, COL_STR, COL_INT, COL_STR, COL_STR, COL_UINT, COL_FLOAT, COL_UINT,
+    COL_UINT,    COL_STR,     COL_INT,     COL_STR,  COL_STR,  COL_UINT,  COL_FLOAT, COL_UINT,
     COL_MSGPACK, COL_MSGPACK, COL_MSGPACK, COL_UINT, COL_UINT, COL_FLOAT, COL_FLOAT, COL_STR,
-    COL_STR, COL_INT, COL_FLOAT, COL_UINT, COL_UINT, COL_STR, COL_STR, COL_FLOAT};
-#define TASK_NCOLS ((int) (sizeof s_task_kinds / sizeof *s_task_kinds))
+    COL_STR,     COL_INT,     COL_FLOAT,   COL_UINT, COL_UINT, COL_STR,   COL_STR,   COL_FLOAT};
+#define TASK_NCOLS ((int)(sizeof s_task_kinds / sizeof *s_task_kinds))
 
 static const char *SQL_TASK_GET = "SELECT " TASK_COLS ", prompt FROM tasks WHERE id = ?1";
 
@@ -676,7 +673,7 @@ fz_err_t fz_store_encode_task(fz_store_t *self, uint64_t id, fz_enc_t *e, const 
     sqlite3_stmt *st = s_stmt(self, SQL_TASK_GET);
     if (!st)
         return FZ_EUNAVAILABLE;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     if (sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_reset(st);
         return FZ_ENOTFOUND;
@@ -712,7 +709,7 @@ static int64_t s_output_cutoff(fz_store_t *self, uint64_t id)
     sqlite3_stmt *st = s_stmt(self, SQL_ATTEMPT_SIZES);
     if (!st)
         return 0;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     int64_t cutoff = 0, bytes = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
         bytes += sqlite3_column_int64(st, 1);
@@ -725,8 +722,8 @@ static int64_t s_output_cutoff(fz_store_t *self, uint64_t id)
     return cutoff;
 }
 static const col_kind_t s_attempt_kinds[] = {
-    COL_UINT, COL_STR, COL_STR, COL_FLOAT, COL_FLOAT, COL_STR, COL_INT, COL_UINT,
-    COL_UINT, COL_FLOAT, COL_UINT, COL_UINT, COL_STR, COL_BIN, COL_STR, COL_FLOAT, COL_BOOL};
+    COL_UINT,  COL_STR,  COL_STR,  COL_FLOAT, COL_FLOAT, COL_STR, COL_INT,   COL_UINT, COL_UINT,
+    COL_FLOAT, COL_UINT, COL_UINT, COL_STR,   COL_BIN,   COL_STR, COL_FLOAT, COL_BOOL};
 
 fz_err_t fz_store_encode_attempts(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key)
 {
@@ -737,7 +734,7 @@ fz_err_t fz_store_encode_attempts(fz_store_t *self, uint64_t id, fz_enc_t *e, co
     /* Rows first: msgpack wants the array length up front. */
     size_t n = 0, cap = 16;
     fz_enc_t **rows = malloc(cap * sizeof *rows);
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     sqlite3_bind_int64(st, 2, cutoff);
     while (rows && sqlite3_step(st) == SQLITE_ROW) {
         if (n == cap) {
@@ -747,7 +744,7 @@ fz_err_t fz_store_encode_attempts(fz_store_t *self, uint64_t id, fz_enc_t *e, co
             rows = more;
         }
         fz_enc_t *a = fz_enc_new_map();
-        for (int i = 0; i < (int) (sizeof s_attempt_kinds / sizeof *s_attempt_kinds); i++)
+        for (int i = 0; i < (int)(sizeof s_attempt_kinds / sizeof *s_attempt_kinds); i++)
             s_encode_column(st, i, s_attempt_kinds[i], a);
         rows[n++] = a;
     }
@@ -777,7 +774,7 @@ static uint64_t s_count(fz_store_t *self, const char *state)
         return 0;
     if (state)
         s_bind_text(st, 1, state);
-    uint64_t n = sqlite3_step(st) == SQLITE_ROW ? (uint64_t) sqlite3_column_int64(st, 0) : 0;
+    uint64_t n = sqlite3_step(st) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
     sqlite3_reset(st);
     return n;
 }
@@ -793,10 +790,10 @@ fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limi
     sqlite3_stmt *st = s_stmt(self, state ? SQL_LIST_STATE : SQL_LIST_ALL);
     if (!st)
         return FZ_EUNAVAILABLE;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) (limit < total ? limit : total));
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)(limit < total ? limit : total));
     if (state)
         s_bind_text(st, 2, state);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64) (tail && total > limit ? total - limit : 0));
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)(tail && total > limit ? total - limit : 0));
     /* Rows are built first: msgpack wants the array's length before its elements. */
     size_t n = 0, cap = 256, bytes = 0;
     fz_enc_t **rows = malloc(cap * sizeof *rows);
@@ -813,7 +810,7 @@ fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limi
             s_encode_column(st, i, s_task_kinds[i], t);
         s_encode_column(st, TASK_NCOLS, COL_STR, t);
         if (fn)
-            fn(arg, (uint64_t) sqlite3_column_int64(st, 0), t);
+            fn(arg, (uint64_t)sqlite3_column_int64(st, 0), t);
         size_t len = 0;
         fz_enc_data(t, &len);
         if (bytes + len > FZ_LIST_BYTES) {
@@ -846,21 +843,21 @@ fz_err_t fz_store_encode_counts(fz_store_t *self, fz_enc_t *e)
     if (!st)
         return FZ_EUNAVAILABLE;
     while (sqlite3_step(st) == SQLITE_ROW) {
-        int s = fz_state_from_name((const char *) sqlite3_column_text(st, 0));
+        int s = fz_state_from_name((const char *)sqlite3_column_text(st, 0));
         if (s >= 0)
-            counts[s] = (uint64_t) sqlite3_column_int64(st, 1);
+            counts[s] = (uint64_t)sqlite3_column_int64(st, 1);
     }
     sqlite3_reset(st);
     fz_enc_map(e, "counts", FZ_STATE_COUNT);
     for (int s = 0; s < FZ_STATE_COUNT; s++) {
-        fz_enc_str(e, NULL, fz_state_name((fz_state_t) s));
+        fz_enc_str(e, NULL, fz_state_name((fz_state_t)s));
         fz_enc_uint(e, NULL, counts[s]);
     }
     return FZ_OK;
 }
 
-#define COST_AGG                                                                               \
-    " COUNT(*), SUM(a.cost_usd), SUM(a.tokens_in), SUM(a.tokens_out), SUM(a.duration_ms)"      \
+#define COST_AGG                                                                                   \
+    " COUNT(*), SUM(a.cost_usd), SUM(a.tokens_in), SUM(a.tokens_out), SUM(a.duration_ms)"          \
     " FROM attempts a"
 static const char *SQL_COST_DAY =
     "SELECT date(a.ended, 'unixepoch')," COST_AGG " WHERE a.ended >= ?1 AND a.ended > 0"
@@ -872,20 +869,19 @@ static const char *SQL_COST_TASK =
     " GROUP BY a.task ORDER BY a.task";
 static const char *SQL_COST_WORKER =
     "SELECT a.worker," COST_AGG " WHERE a.ended >= ?1 AND a.ended > 0 GROUP BY 1 ORDER BY 1";
-static const char *SQL_COST_LABEL =
-    "SELECT COALESCE(l.value, '')," COST_AGG
-    " LEFT JOIN task_labels l ON l.task = a.task AND l.key = ?2"
-    " WHERE a.ended >= ?1 AND a.ended > 0 GROUP BY 1 ORDER BY 1";
+static const char *SQL_COST_LABEL = "SELECT COALESCE(l.value, '')," COST_AGG
+                                    " LEFT JOIN task_labels l ON l.task = a.task AND l.key = ?2"
+                                    " WHERE a.ended >= ?1 AND a.ended > 0 GROUP BY 1 ORDER BY 1";
 
-fz_err_t fz_store_encode_cost(fz_store_t *self, const char *by, const char *label_key,
-                              double since, fz_enc_t *e)
+fz_err_t fz_store_encode_cost(fz_store_t *self, const char *by, const char *label_key, double since,
+                              fz_enc_t *e)
 {
-    const char *sql = strcmp(by, "day") == 0     ? SQL_COST_DAY
-                      : strcmp(by, "model") == 0 ? SQL_COST_MODEL
-                      : strcmp(by, "task") == 0  ? SQL_COST_TASK
+    const char *sql = strcmp(by, "day") == 0      ? SQL_COST_DAY
+                      : strcmp(by, "model") == 0  ? SQL_COST_MODEL
+                      : strcmp(by, "task") == 0   ? SQL_COST_TASK
                       : strcmp(by, "worker") == 0 ? SQL_COST_WORKER
-                      : strcmp(by, "label") == 0 ? SQL_COST_LABEL
-                                                 : NULL;
+                      : strcmp(by, "label") == 0  ? SQL_COST_LABEL
+                                                  : NULL;
     if (!sql)
         return FZ_EINVALID;
     sqlite3_stmt *st = s_stmt(self, sql);
@@ -906,12 +902,12 @@ fz_err_t fz_store_encode_cost(fz_store_t *self, const char *by, const char *labe
             rows = more;
         }
         fz_enc_t *r = fz_enc_new_map();
-        fz_enc_str(r, "key", (const char *) sqlite3_column_text(st, 0));
-        fz_enc_uint(r, "attempts", (uint64_t) sqlite3_column_int64(st, 1));
+        fz_enc_str(r, "key", (const char *)sqlite3_column_text(st, 0));
+        fz_enc_uint(r, "attempts", (uint64_t)sqlite3_column_int64(st, 1));
         fz_enc_float(r, "cost_usd", sqlite3_column_double(st, 2));
-        fz_enc_uint(r, "tokens_in", (uint64_t) sqlite3_column_int64(st, 3));
-        fz_enc_uint(r, "tokens_out", (uint64_t) sqlite3_column_int64(st, 4));
-        fz_enc_uint(r, "duration_ms", (uint64_t) sqlite3_column_int64(st, 5));
+        fz_enc_uint(r, "tokens_in", (uint64_t)sqlite3_column_int64(st, 3));
+        fz_enc_uint(r, "tokens_out", (uint64_t)sqlite3_column_int64(st, 4));
+        fz_enc_uint(r, "duration_ms", (uint64_t)sqlite3_column_int64(st, 5));
         total += sqlite3_column_double(st, 2);
         rows[n++] = r;
     }
@@ -946,11 +942,11 @@ bool fz_store_task_exists(fz_store_t *self, uint64_t id, fz_state_t *state_p)
     sqlite3_stmt *st = s_stmt(self, SQL_EXISTS);
     if (!st)
         return false;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     bool found = sqlite3_step(st) == SQLITE_ROW;
     if (found && state_p) {
-        int s = fz_state_from_name((const char *) sqlite3_column_text(st, 0));
-        *state_p = s < 0 ? FZ_STATE_FAILED : (fz_state_t) s;
+        int s = fz_state_from_name((const char *)sqlite3_column_text(st, 0));
+        *state_p = s < 0 ? FZ_STATE_FAILED : (fz_state_t)s;
     }
     sqlite3_reset(st);
     return found;
@@ -989,8 +985,8 @@ int fz_store_dep_add(fz_store_t *self, uint64_t task, uint64_t dep, int kind)
     sqlite3_stmt *st = s_begin(self) ? NULL : s_stmt(self, SQL_DEP_ADD);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) task);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64) dep);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)task);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)dep);
     sqlite3_bind_int(st, 3, kind);
     return s_done(self, st);
 }
@@ -1006,9 +1002,13 @@ static int s_pairs(fz_store_t *self, const char *sql, uint64_t id, int ncols, fz
     sqlite3_stmt *st = s_stmt(self, sql);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     size_t n = 0, cap = 16;
-    struct row { uint64_t id; int kind; int state; } *rows = malloc(cap * sizeof *rows);
+    struct row {
+        uint64_t id;
+        int kind;
+        int state;
+    } *rows = malloc(cap * sizeof *rows);
     while (rows && sqlite3_step(st) == SQLITE_ROW) {
         if (n == cap) {
             struct row *more = realloc(rows, (cap *= 2) * sizeof *rows);
@@ -1016,9 +1016,10 @@ static int s_pairs(fz_store_t *self, const char *sql, uint64_t id, int ncols, fz
                 break;
             rows = more;
         }
-        rows[n].id = (uint64_t) sqlite3_column_int64(st, 0);
+        rows[n].id = (uint64_t)sqlite3_column_int64(st, 0);
         rows[n].kind = sqlite3_column_int(st, 1);
-        rows[n].state = ncols > 2 ? fz_state_from_name((const char *) sqlite3_column_text(st, 2)) : -1;
+        rows[n].state =
+            ncols > 2 ? fz_state_from_name((const char *)sqlite3_column_text(st, 2)) : -1;
         n++;
     }
     sqlite3_reset(st);
@@ -1040,10 +1041,9 @@ int fz_store_dependents(fz_store_t *self, uint64_t dep, fz_store_dep_fn *fn, voi
     return s_pairs(self, SQL_DEPENDENTS, dep, 2, fn, arg);
 }
 
-static const char *SQL_SUBTREE =
-    "WITH RECURSIVE sub(id) AS (SELECT id FROM tasks WHERE parent = ?1"
-    " UNION SELECT t.id FROM tasks t JOIN sub ON t.parent = sub.id)"
-    " SELECT id, 0 FROM sub ORDER BY id";
+static const char *SQL_SUBTREE = "WITH RECURSIVE sub(id) AS (SELECT id FROM tasks WHERE parent = ?1"
+                                 " UNION SELECT t.id FROM tasks t JOIN sub ON t.parent = sub.id)"
+                                 " SELECT id, 0 FROM sub ORDER BY id";
 
 int fz_store_subtree(fz_store_t *self, uint64_t task, fz_store_dep_fn *fn, void *arg)
 {
@@ -1063,17 +1063,17 @@ int fz_store_tree_info(fz_store_t *self, uint64_t task, uint32_t *depth, uint32_
     sqlite3_stmt *st = s_stmt(self, SQL_DEPTH);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) task);
-    *depth = sqlite3_step(st) == SQLITE_ROW ? (uint32_t) sqlite3_column_int64(st, 0) : 0;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)task);
+    *depth = sqlite3_step(st) == SQLITE_ROW ? (uint32_t)sqlite3_column_int64(st, 0) : 0;
     sqlite3_reset(st);
     if (!(st = s_stmt(self, SQL_NCHILDREN)))
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) task);
-    *children = sqlite3_step(st) == SQLITE_ROW ? (uint32_t) sqlite3_column_int64(st, 0) : 0;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)task);
+    *children = sqlite3_step(st) == SQLITE_ROW ? (uint32_t)sqlite3_column_int64(st, 0) : 0;
     sqlite3_reset(st);
     if (!(st = s_stmt(self, SQL_PARENT_INFO)))
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) task);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)task);
     *priority = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     sqlite3_reset(st);
     return 0;
@@ -1088,7 +1088,7 @@ int fz_store_task_depfail(fz_store_t *self, uint64_t id, const char *why)
     sqlite3_stmt *st = s_begin(self) ? NULL : s_stmt(self, SQL_DEPFAIL);
     if (!st)
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     s_bind_text(st, 2, why);
     sqlite3_bind_double(st, 3, fz_wall());
     return s_done(self, st);
@@ -1102,7 +1102,7 @@ void fz_store_encode_children(fz_store_t *self, uint64_t id, fz_enc_t *e, const 
     size_t n = 0, cap = 64;
     uint64_t *ids = malloc(cap * sizeof *ids);
     if (st && ids) {
-        sqlite3_bind_int64(st, 1, (sqlite3_int64) id);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
         while (sqlite3_step(st) == SQLITE_ROW) {
             if (n == cap) {
                 uint64_t *more = realloc(ids, (cap *= 2) * sizeof *ids);
@@ -1110,7 +1110,7 @@ void fz_store_encode_children(fz_store_t *self, uint64_t id, fz_enc_t *e, const 
                     break;
                 ids = more;
             }
-            ids[n++] = (uint64_t) sqlite3_column_int64(st, 0);
+            ids[n++] = (uint64_t)sqlite3_column_int64(st, 0);
         }
         sqlite3_reset(st);
     }
@@ -1123,11 +1123,11 @@ void fz_store_encode_children(fz_store_t *self, uint64_t id, fz_enc_t *e, const 
 /* ---------------------------------------------------------------- retention */
 
 /* Ended before ?1, and nothing live needs it (as a dependency or as a parent). */
-#define PURGE_COND                                                                             \
-    "state IN ('succeeded','failed','cancelled','dep-failed') AND updated < ?1"                \
-    " AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks l ON l.id = d.task WHERE d.dep = tasks.id" \
-    " AND l.state NOT IN ('succeeded','failed','cancelled','dep-failed'))"                    \
-    " AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent = tasks.id"                          \
+#define PURGE_COND                                                                                 \
+    "state IN ('succeeded','failed','cancelled','dep-failed') AND updated < ?1"                    \
+    " AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks l ON l.id = d.task WHERE d.dep = tasks.id"   \
+    " AND l.state NOT IN ('succeeded','failed','cancelled','dep-failed'))"                         \
+    " AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.parent = tasks.id"                             \
     " AND c.state NOT IN ('succeeded','failed','cancelled','dep-failed'))"
 static const char *SQL_PURGE_ATTEMPTS =
     "DELETE FROM attempts WHERE task IN (SELECT id FROM tasks WHERE " PURGE_COND ")";

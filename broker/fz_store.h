@@ -120,8 +120,8 @@ fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limi
 fz_err_t fz_store_encode_counts(fz_store_t *self, fz_enc_t *e);
 /* Writes `rows` and `total_cost` of finished attempts grouped by day, model, task or label
    (label_key names the label), ended at or after since (unix seconds). */
-fz_err_t fz_store_encode_cost(fz_store_t *self, const char *by, const char *label_key,
-                              double since, fz_enc_t *e);
+fz_err_t fz_store_encode_cost(fz_store_t *self, const char *by, const char *label_key, double since,
+                              fz_enc_t *e);
 
 /* Sum of the costs of attempts that ended in [from, to). */
 double fz_store_spent(fz_store_t *self, double from, double to);

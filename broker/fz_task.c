@@ -4,13 +4,13 @@
 
 #include <string.h>
 
-static const char *s_names[FZ_STATE_COUNT] = {
-    "queued", "waiting", "held", "running", "retrying",
-    "succeeded", "failed", "cancelled", "dep-failed"};
+static const char *s_names[FZ_STATE_COUNT] = {"queued",  "waiting",   "held",
+                                              "running", "retrying",  "succeeded",
+                                              "failed",  "cancelled", "dep-failed"};
 
 const char *fz_state_name(fz_state_t state)
 {
-    return (unsigned) state < FZ_STATE_COUNT ? s_names[state] : "unknown";
+    return (unsigned)state < FZ_STATE_COUNT ? s_names[state] : "unknown";
 }
 
 int fz_state_from_name(const char *name)

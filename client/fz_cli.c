@@ -109,8 +109,7 @@ int fz_cli_version(void)
 
 /* ---------------------------------------------------------------- parsing */
 
-bool fz_cli_parse_uint(const char *flag, const char *arg, uint64_t min, uint64_t max,
-                       uint64_t *out)
+bool fz_cli_parse_uint(const char *flag, const char *arg, uint64_t min, uint64_t max, uint64_t *out)
 {
     uint64_t v;
     if (fz_parse_uint(arg, max, &v) && v >= min) {
@@ -118,7 +117,7 @@ bool fz_cli_parse_uint(const char *flag, const char *arg, uint64_t min, uint64_t
         return true;
     }
     fz_cli_usage_error("%s: '%s' is not a whole number from %llu to %llu", flag, arg,
-                       (unsigned long long) min, (unsigned long long) max);
+                       (unsigned long long)min, (unsigned long long)max);
     return false;
 }
 
@@ -127,7 +126,7 @@ bool fz_cli_parse_int(const char *flag, const char *arg, int64_t min, int64_t ma
     if (fz_parse_int(arg, min, max, out))
         return true;
     fz_cli_usage_error("%s: '%s' is not a whole number from %lld to %lld", flag, arg,
-                       (long long) min, (long long) max);
+                       (long long)min, (long long)max);
     return false;
 }
 
@@ -145,7 +144,7 @@ bool fz_cli_parse_ids(const char *flag, const char *arg, uint64_t *ids, size_t m
     const char *p = arg;
     while (true) {
         const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t) (comma - p) : strlen(p);
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
         char item[32];
         uint64_t id;
         if (len == 0 || len >= sizeof item) {
@@ -178,10 +177,11 @@ bool fz_cli_parse_names(const char *flag, const char *arg, char (*names)[FZ_CLI_
     const char *p = arg;
     while (true) {
         const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t) (comma - p) : strlen(p);
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
         if (len == 0 || len > FZ_CLI_MAX_NAME || !fz_utf8_valid(p, len)) {
             fz_cli_usage_error("%s: '%s' is not a comma-separated list of names (1..%d bytes "
-                               "each)", flag, arg, FZ_CLI_MAX_NAME);
+                               "each)",
+                               flag, arg, FZ_CLI_MAX_NAME);
             return false;
         }
         if (n == max) {
@@ -202,7 +202,7 @@ bool fz_cli_parse_label(const char *flag, const char *arg, char key[FZ_CLI_MAX_N
                         const char **value_p)
 {
     const char *eq = strchr(arg, '=');
-    size_t klen = eq ? (size_t) (eq - arg) : 0;
+    size_t klen = eq ? (size_t)(eq - arg) : 0;
     if (!eq || klen == 0) {
         fz_cli_usage_error("%s: '%s' is not KEY=VALUE", flag, arg);
         return false;
@@ -214,7 +214,7 @@ bool fz_cli_parse_label(const char *flag, const char *arg, char key[FZ_CLI_MAX_N
     }
     if (strlen(eq + 1) > 1024 || !fz_utf8_valid(eq + 1, strlen(eq + 1))) {
         fz_cli_usage_error("%s: the value of '%.*s' must be at most 1024 bytes of UTF-8", flag,
-                           (int) klen, arg);
+                           (int)klen, arg);
         return false;
     }
     memcpy(key, arg, klen);
@@ -244,9 +244,8 @@ bool fz_cli_valid_date(const char *s)
 char *fz_cli_time(double ts, char *buf, size_t size)
 {
     struct tm tm;
-    time_t t = ts > 0 && ts < 1e15 ? (time_t) ts : 0; /* a cast out of range is undefined */
-    if (t <= 0 || !gmtime_r(&t, &tm) ||
-        strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+    time_t t = ts > 0 && ts < 1e15 ? (time_t)ts : 0; /* a cast out of range is undefined */
+    if (t <= 0 || !gmtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
         snprintf(buf, size, "-");
     return buf;
 }
@@ -254,14 +253,14 @@ char *fz_cli_time(double ts, char *buf, size_t size)
 char *fz_cli_time_ms(double ts, char *buf, size_t size)
 {
     struct tm tm;
-    time_t t = ts > 0 && ts < 1e15 ? (time_t) ts : 0; /* a cast out of range is undefined */
+    time_t t = ts > 0 && ts < 1e15 ? (time_t)ts : 0; /* a cast out of range is undefined */
     char whole[32];
     if (t <= 0 || !gmtime_r(&t, &tm) ||
         strftime(whole, sizeof whole, "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
         snprintf(buf, size, "-");
         return buf;
     }
-    int ms = (int) ((ts - (double) t) * 1000.0);
+    int ms = (int)((ts - (double)t) * 1000.0);
     snprintf(buf, size, "%s.%03dZ", whole, ms < 0 ? 0 : ms > 999 ? 999 : ms);
     return buf;
 }
@@ -270,15 +269,15 @@ char *fz_cli_duration(uint64_t ms, char *buf, size_t size)
 {
     uint64_t s = ms / 1000;
     if (ms < 1000)
-        snprintf(buf, size, "%llums", (unsigned long long) ms);
+        snprintf(buf, size, "%llums", (unsigned long long)ms);
     else if (s < 60)
-        snprintf(buf, size, "%.1fs", (double) ms / 1000.0);
+        snprintf(buf, size, "%.1fs", (double)ms / 1000.0);
     else if (s < 3600)
-        snprintf(buf, size, "%llum%02llus", (unsigned long long) (s / 60),
-                 (unsigned long long) (s % 60));
+        snprintf(buf, size, "%llum%02llus", (unsigned long long)(s / 60),
+                 (unsigned long long)(s % 60));
     else
-        snprintf(buf, size, "%lluh%02llum", (unsigned long long) (s / 3600),
-                 (unsigned long long) (s % 3600 / 60));
+        snprintf(buf, size, "%lluh%02llum", (unsigned long long)(s / 3600),
+                 (unsigned long long)(s % 3600 / 60));
     return buf;
 }
 
@@ -299,22 +298,25 @@ static bool s_escape(const char *s, size_t len, size_t max, char *buf, size_t si
     while (i < len) {
         char piece[8];
         size_t plen, step = 1, width;
-        unsigned char c = (unsigned char) s[i];
+        unsigned char c = (unsigned char)s[i];
         if (c == '\n' || c == '\t' || c == '\r' || c == '\\')
-            plen = (size_t) snprintf(piece, sizeof piece, "\\%c",
-                                     c == '\n' ? 'n' : c == '\t' ? 't' : c == '\r' ? 'r' : '\\');
+            plen = (size_t)snprintf(piece, sizeof piece, "\\%c",
+                                    c == '\n'   ? 'n'
+                                    : c == '\t' ? 't'
+                                    : c == '\r' ? 'r'
+                                                : '\\');
         else if (c < 0x20 || c == 0x7f)
-            plen = (size_t) snprintf(piece, sizeof piece, "\\x%02x", c);
+            plen = (size_t)snprintf(piece, sizeof piece, "\\x%02x", c);
         else if (c < 0x80)
-            piece[0] = (char) c, plen = 1;
+            piece[0] = (char)c, plen = 1;
         else if ((step = s_utf8_len(s + i, len - i)) == 2 && c == 0xc2 &&
-                 (unsigned char) s[i + 1] < 0xa0)
+                 (unsigned char)s[i + 1] < 0xa0)
             /* U+0080..U+009F: C1 controls (CSI among them) drive terminals: escaped */
-            plen = (size_t) snprintf(piece, sizeof piece, "\\u%04x", (unsigned char) s[i + 1]);
+            plen = (size_t)snprintf(piece, sizeof piece, "\\u%04x", (unsigned char)s[i + 1]);
         else if (step > 0)
             memcpy(piece, s + i, step), plen = step;
         else
-            step = 1, plen = (size_t) snprintf(piece, sizeof piece, "\\x%02x", c);
+            step = 1, plen = (size_t)snprintf(piece, sizeof piece, "\\x%02x", c);
         width = c >= 0x80 && plen == step ? 1 : plen;
         if (chars + width > max || out + plen >= size)
             break;
@@ -341,8 +343,7 @@ char *fz_cli_oneline(const char *s, size_t len, size_t max, char *buf, size_t si
     return buf;
 }
 
-void fz_cli_print_block(const char *s, size_t len, const char *indent, size_t max_lines,
-                        FILE *out)
+void fz_cli_print_block(const char *s, size_t len, const char *indent, size_t max_lines, FILE *out)
 {
     while (len > 0 && s[len - 1] == '\n')
         len--; /* a final newline ends the last line; it does not start another */
@@ -356,8 +357,8 @@ void fz_cli_print_block(const char *s, size_t len, const char *indent, size_t ma
     const char *p = s, *end = s + len;
     char line[8192];
     for (size_t n = 0; p < end; n++) {
-        const char *nl = memchr(p, '\n', (size_t) (end - p));
-        size_t llen = nl ? (size_t) (nl - p) : (size_t) (end - p);
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t llen = nl ? (size_t)(nl - p) : (size_t)(end - p);
         if (n >= skip)
             fprintf(out, "%s%s\n", indent, fz_cli_oneline(p, llen, 2000, line, sizeof line));
         if (!nl)
@@ -409,10 +410,10 @@ void fz_cli_print_json_with(const msgpack_object *map, const char *key, const ch
         return;
     kv[0].key.type = MSGPACK_OBJECT_STR;
     kv[0].key.via.str.ptr = key;
-    kv[0].key.via.str.size = (uint32_t) strlen(key);
+    kv[0].key.via.str.size = (uint32_t)strlen(key);
     kv[0].val.type = MSGPACK_OBJECT_STR;
     kv[0].val.via.str.ptr = value;
-    kv[0].val.via.str.size = (uint32_t) strlen(value);
+    kv[0].val.via.str.size = (uint32_t)strlen(value);
     msgpack_object all = {.type = MSGPACK_OBJECT_MAP};
     all.via.map.size = 1;
     for (uint32_t i = 0; i < n; i++) {

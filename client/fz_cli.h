@@ -22,14 +22,14 @@
 
 /* Exit codes of every fz client tool. */
 enum {
-    FZ_EXIT_OK = 0,          /* done; the task succeeded */
-    FZ_EXIT_FAILED = 1,      /* the task failed (agent failed, attempts spent, dep-failed) */
-    FZ_EXIT_USAGE = 2,       /* bad usage, or input refused (by the tool or by the broker) */
-    FZ_EXIT_CANCELLED = 3,   /* the task was cancelled */
-    FZ_EXIT_TIMEOUT = 4,     /* the task's last attempt timed out */
-    FZ_EXIT_UNAVAILABLE = 5, /* broker unreachable, or a protocol error */
-    FZ_EXIT_NOTFOUND = 6,    /* no such task (or other object) */
-    FZ_EXIT_CONFLICT = 7,    /* the object is in a state where the request makes no sense */
+    FZ_EXIT_OK = 0,           /* done; the task succeeded */
+    FZ_EXIT_FAILED = 1,       /* the task failed (agent failed, attempts spent, dep-failed) */
+    FZ_EXIT_USAGE = 2,        /* bad usage, or input refused (by the tool or by the broker) */
+    FZ_EXIT_CANCELLED = 3,    /* the task was cancelled */
+    FZ_EXIT_TIMEOUT = 4,      /* the task's last attempt timed out */
+    FZ_EXIT_UNAVAILABLE = 5,  /* broker unreachable, or a protocol error */
+    FZ_EXIT_NOTFOUND = 6,     /* no such task (or other object) */
+    FZ_EXIT_CONFLICT = 7,     /* the object is in a state where the request makes no sense */
     FZ_EXIT_INTERRUPTED = 130 /* SIGINT/SIGTERM while waiting (the task goes on) */
 };
 
@@ -85,8 +85,7 @@ char *fz_cli_oneline(const char *s, size_t len, size_t max, char *buf, size_t si
 
 /* Prints text as lines, each behind `indent`, with control characters escaped; only the last
    max_lines lines (0 = all), after a note saying how many were left out. */
-void fz_cli_print_block(const char *s, size_t len, const char *indent, size_t max_lines,
-                        FILE *out);
+void fz_cli_print_block(const char *s, size_t len, const char *indent, size_t max_lines, FILE *out);
 
 /* Prints a reply map as one line of JSON, without its envelope keys (v, type, rid). */
 void fz_cli_print_body_json(const msgpack_object *root, FILE *out);

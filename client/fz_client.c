@@ -83,11 +83,10 @@ static fz_err_t s_error_reply(fz_msg_t *reply, char *errbuf, size_t errlen)
     }
     char list[128] = "";
     const msgpack_object *sup = fz_msg_obj(reply, "supported");
-    for (uint32_t i = 0; sup && sup->type == MSGPACK_OBJECT_ARRAY && i < sup->via.array.size;
-         i++) {
+    for (uint32_t i = 0; sup && sup->type == MSGPACK_OBJECT_ARRAY && i < sup->via.array.size; i++) {
         size_t used = strlen(list);
         snprintf(list + used, sizeof list - used, "%s%llu", i ? ", " : "",
-                 (unsigned long long) sup->via.array.ptr[i].via.u64);
+                 (unsigned long long)sup->via.array.ptr[i].via.u64);
     }
     snprintf(errbuf, errlen, "the broker does not speak protocol version %d (it speaks %s)",
              FZ_PROTOCOL_VERSION, *list ? list : "no version it named");
@@ -109,8 +108,8 @@ static s_match_t s_receive(fz_client_t *self, fz_msg_t **reply_p, fz_err_t *err_
     char why[256];
     uint64_t rid = 0;
     fz_msg_t *reply = NULL;
-    fz_err_t err = fz_msg_decode(zframe_data(frame), zframe_size(frame), &reply, &rid, why,
-                                 sizeof why);
+    fz_err_t err =
+        fz_msg_decode(zframe_data(frame), zframe_size(frame), &reply, &rid, why, sizeof why);
     zmsg_destroy(&zmsg);
     if (err) {
         if (rid != self->rid)
@@ -171,7 +170,7 @@ fz_err_t fz_client_call(fz_client_t *self, fz_enc_t **req_p, fz_msg_t **reply_p,
         if (left <= 0)
             break;
         zmq_pollitem_t item = {zsock_resolve(self->sock), 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll(&item, 1, (long) left);
+        int rc = zmq_poll(&item, 1, (long)left);
         if (rc < 0 && errno != EINTR)
             break;
         if (rc <= 0 || !(item.revents & ZMQ_POLLIN))
@@ -186,8 +185,8 @@ fz_err_t fz_client_call(fz_client_t *self, fz_enc_t **req_p, fz_msg_t **reply_p,
     return s_no_reply(self, errbuf, errlen);
 }
 
-fz_err_t fz_client_ask(fz_client_t *self, fz_enc_t **req_p, const char *expect,
-                       fz_msg_t **reply_p, char *errbuf, size_t errlen)
+fz_err_t fz_client_ask(fz_client_t *self, fz_enc_t **req_p, const char *expect, fz_msg_t **reply_p,
+                       char *errbuf, size_t errlen)
 {
     fz_err_t err = fz_client_call(self, req_p, reply_p, errbuf, errlen);
     if (err || fz_msg_is(*reply_p, expect))

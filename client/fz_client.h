@@ -44,7 +44,7 @@ fz_err_t fz_client_call(fz_client_t *self, fz_enc_t **req_p, fz_msg_t **reply_p,
 
 /* As fz_client_call, and a reply of another type than `expect` ("task", "ok", ...) is a
    protocol error (FZ_EMALFORMED), so callers can read its fields without doubt. */
-fz_err_t fz_client_ask(fz_client_t *self, fz_enc_t **req_p, const char *expect,
-                       fz_msg_t **reply_p, char *errbuf, size_t errlen);
+fz_err_t fz_client_ask(fz_client_t *self, fz_enc_t **req_p, const char *expect, fz_msg_t **reply_p,
+                       char *errbuf, size_t errlen);
 
 #endif

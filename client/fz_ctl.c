@@ -42,45 +42,47 @@ typedef struct {
 
 static int s_help(void)
 {
-    printf("Usage: fz-ctl [--broker EP] [--json] COMMAND [ARGS]\n"
-           "Look at and steer an fz broker.\n"
-           "\n"
-           "Commands:\n"
-           "  status                     queue counts, running agents, workers, today's budget\n"
-           "  list [--state S] [--limit N] [--tree]\n"
-           "                             the newest tasks (default 1000), by id, with base (PRIO) and\n"
-           "                             effective (EFF) priority and why they differ; --tree\n"
-           "                             shows subtasks under their parents\n"
-           "  show ID [--lines N]        a task: fields, every attempt with the last N lines\n"
-           "                             of its output (default 20, 0 = all), summary, prompt\n"
-           "  cancel ID                  cancel a task (a running one when its worker reports)\n"
-           "  workers                    connected workers\n"
-           "  pause                      stop dispatching new tasks\n"
-           "  resume                     dispatch again\n"
-           "  stop                       the kill switch: pause and cancel every running task\n"
-           "  retry ID                   run a failed, cancelled or dep-failed task again (the\n"
-           "                             tasks that failed because of it come back too)\n"
-           "  priority ID N              set a task's priority (-1000000..1000000)\n"
-           "  escalate ID                raise a task's priority above every live task's\n"
-           "  budget [--set USD]         today's budget (cap, spent, reserved, left); set the cap\n"
-           "  cost [--by day|model|task|worker|label] [--since YYYY-MM-DD] [--label KEY]\n"
-           "                             spending report (default by day; --by label groups by\n"
-           "                             the values of label KEY)\n"
-           "  purge --before YYYY-MM-DD  delete tasks that ended before that day (UTC), with their\n"
-           "                             attempts; never today's (the budget counts them) nor\n"
-           "                             any a live task still waits for\n"
-           "  ping                       check that the broker answers\n"
-           "\n"
-           "Options:\n"
-           "  --broker EP    broker endpoint (default $FZ_BROKER or " FZ_DEFAULT_BROKER ")\n"
-           "  --json         print the broker's reply as one JSON object\n"
-           "  -h, --help     this help\n"
-           "  -V, --version  print the version\n"
-           "States: %s.\n"
-           "Times are shown in UTC (ISO-8601).\n"
-           "\n"
-           "%s\n",
-           fz_report_states(), fz_cli_help_env);
+    printf(
+        "Usage: fz-ctl [--broker EP] [--json] COMMAND [ARGS]\n"
+        "Look at and steer an fz broker.\n"
+        "\n"
+        "Commands:\n"
+        "  status                     queue counts, running agents, workers, today's budget\n"
+        "  list [--state S] [--limit N] [--tree]\n"
+        "                             the newest tasks (default 1000), by id, with base (PRIO) "
+        "and\n"
+        "                             effective (EFF) priority and why they differ; --tree\n"
+        "                             shows subtasks under their parents\n"
+        "  show ID [--lines N]        a task: fields, every attempt with the last N lines\n"
+        "                             of its output (default 20, 0 = all), summary, prompt\n"
+        "  cancel ID                  cancel a task (a running one when its worker reports)\n"
+        "  workers                    connected workers\n"
+        "  pause                      stop dispatching new tasks\n"
+        "  resume                     dispatch again\n"
+        "  stop                       the kill switch: pause and cancel every running task\n"
+        "  retry ID                   run a failed, cancelled or dep-failed task again (the\n"
+        "                             tasks that failed because of it come back too)\n"
+        "  priority ID N              set a task's priority (-1000000..1000000)\n"
+        "  escalate ID                raise a task's priority above every live task's\n"
+        "  budget [--set USD]         today's budget (cap, spent, reserved, left); set the cap\n"
+        "  cost [--by day|model|task|worker|label] [--since YYYY-MM-DD] [--label KEY]\n"
+        "                             spending report (default by day; --by label groups by\n"
+        "                             the values of label KEY)\n"
+        "  purge --before YYYY-MM-DD  delete tasks that ended before that day (UTC), with their\n"
+        "                             attempts; never today's (the budget counts them) nor\n"
+        "                             any a live task still waits for\n"
+        "  ping                       check that the broker answers\n"
+        "\n"
+        "Options:\n"
+        "  --broker EP    broker endpoint (default $FZ_BROKER or " FZ_DEFAULT_BROKER ")\n"
+        "  --json         print the broker's reply as one JSON object\n"
+        "  -h, --help     this help\n"
+        "  -V, --version  print the version\n"
+        "States: %s.\n"
+        "Times are shown in UTC (ISO-8601).\n"
+        "\n"
+        "%s\n",
+        fz_report_states(), fz_cli_help_env);
     fz_cli_print_exit_codes("0,2,5,6,7,130", stdout);
     return FZ_EXIT_OK;
 }
@@ -132,11 +134,11 @@ static int s_task_request(ctl_t *ctl, const char *type, const char *done)
     else {
         const char *state = fz_msg_str(reply, "state", "", NULL);
         uint64_t count = fz_msg_uint(reply, "count", 0);
-        printf("task %llu: %s", (unsigned long long) id, done);
+        printf("task %llu: %s", (unsigned long long)id, done);
         if (*state)
             printf(" (now %s)", state);
         if (count)
-            printf("; %llu subtask%s too", (unsigned long long) count, count == 1 ? "" : "s");
+            printf("; %llu subtask%s too", (unsigned long long)count, count == 1 ? "" : "s");
         printf("\n");
     }
     fz_msg_destroy(&reply);
@@ -206,8 +208,8 @@ static int s_cmd_list(ctl_t *ctl)
     if (ctl->json)
         fz_cli_print_body_json(fz_msg_root(reply), stdout);
     else
-        fz_report_tasks(fz_msg_obj(reply, "tasks"), fz_msg_uint(reply, "total", 0),
-                        ctl->tree, stdout);
+        fz_report_tasks(fz_msg_obj(reply, "tasks"), fz_msg_uint(reply, "total", 0), ctl->tree,
+                        stdout);
     fz_msg_destroy(&reply);
     return FZ_EXIT_OK;
 }
@@ -251,8 +253,9 @@ static int s_cmd_workers(ctl_t *ctl)
 
 static int s_cmd_pause(ctl_t *ctl)
 {
-    return s_simple_request(ctl, "pause", "dispatch paused (running tasks go on; "
-                                          "fz-ctl resume to restart)");
+    return s_simple_request(ctl, "pause",
+                            "dispatch paused (running tasks go on; "
+                            "fz-ctl resume to restart)");
 }
 
 static int s_cmd_resume(ctl_t *ctl)
@@ -272,7 +275,8 @@ static int s_cmd_stop(ctl_t *ctl)
         fz_cli_print_body_json(fz_msg_root(reply), stdout);
     else
         printf("dispatch paused; %llu running task%s being cancelled (fz-ctl resume to "
-               "restart)\n", (unsigned long long) n, n == 1 ? "" : "s");
+               "restart)\n",
+               (unsigned long long)n, n == 1 ? "" : "s");
     fz_msg_destroy(&reply);
     return FZ_EXIT_OK;
 }
@@ -296,7 +300,7 @@ static int s_cmd_priority(ctl_t *ctl)
     if (ctl->json)
         fz_cli_print_body_json(fz_msg_root(reply), stdout);
     else
-        printf("task %llu: priority %lld\n", (unsigned long long) id, (long long) prio);
+        printf("task %llu: priority %lld\n", (unsigned long long)id, (long long)prio);
     fz_msg_destroy(&reply);
     return FZ_EXIT_OK;
 }
@@ -315,7 +319,7 @@ static int s_cmd_purge(ctl_t *ctl)
         return fz_cli_usage_error("purge needs --before YYYY-MM-DD (UTC)");
     fz_enc_t *req = fz_client_request(ctl->client, "purge");
     if (req)
-        fz_enc_float(req, "before", (double) timegm(&tm));
+        fz_enc_float(req, "before", (double)timegm(&tm));
     fz_msg_t *reply = NULL;
     int code = s_call(ctl, &req, "ok", &reply);
     if (code)
@@ -323,7 +327,7 @@ static int s_cmd_purge(ctl_t *ctl)
     if (ctl->json)
         fz_cli_print_body_json(fz_msg_root(reply), stdout);
     else
-        printf("%llu ended tasks purged\n", (unsigned long long) fz_msg_uint(reply, "count", 0));
+        printf("%llu ended tasks purged\n", (unsigned long long)fz_msg_uint(reply, "count", 0));
     fz_msg_destroy(&reply);
     return FZ_EXIT_OK;
 }
@@ -394,8 +398,8 @@ static int s_cmd_ping(ctl_t *ctl)
     else
         printf("pong from fz-broker %s at %s (protocol %llu) in %lld ms\n",
                fz_msg_str(reply, "broker", "?", NULL), fz_client_endpoint(ctl->client),
-               (unsigned long long) fz_msg_uint(reply, "version", 0),
-               (long long) (fz_clock_ms() - start));
+               (unsigned long long)fz_msg_uint(reply, "version", 0),
+               (long long)(fz_clock_ms() - start));
     fz_msg_destroy(&reply);
     return FZ_EXIT_OK;
 }
@@ -406,8 +410,7 @@ static const command_t s_commands[] = {
     {"workers", s_cmd_workers, 0, ""},   {"pause", s_cmd_pause, 0, ""},
     {"resume", s_cmd_resume, 0, ""},     {"stop", s_cmd_stop, 0, ""},
     {"retry", s_cmd_retry, 1, ""},       {"priority", s_cmd_priority, 2, ""},
-    {"escalate", s_cmd_escalate, 1, ""},
-    {"purge", s_cmd_purge, 0, "P"},
+    {"escalate", s_cmd_escalate, 1, ""}, {"purge", s_cmd_purge, 0, "P"},
     {"budget", s_cmd_budget, 0, "S"},    {"cost", s_cmd_cost, 0, "BDL"},
     {"ping", s_cmd_ping, 0, ""},         {NULL, NULL, 0, NULL}};
 
@@ -420,21 +423,20 @@ typedef struct {
     size_t field; /* offset of the value in ctl_t, for options with an argument */
 } option_t;
 
-static const option_t s_options[] = {
-    {"json", 'j', false, 0},
-    {"tree", 't', false, 0},
-    {"help", 'h', false, 0},
-    {"version", 'V', false, 0},
-    {"broker", 'b', true, offsetof(ctl_t, broker)},
-    {"state", 's', true, offsetof(ctl_t, state)},
-    {"limit", 'l', true, offsetof(ctl_t, limit)},
-    {"lines", 'n', true, offsetof(ctl_t, lines)},
-    {"set", 'S', true, offsetof(ctl_t, set)},
-    {"by", 'B', true, offsetof(ctl_t, by)},
-    {"since", 'D', true, offsetof(ctl_t, since)},
-    {"label", 'L', true, offsetof(ctl_t, label)},
-    {"before", 'P', true, offsetof(ctl_t, before)},
-    {NULL, 0, false, 0}};
+static const option_t s_options[] = {{"json", 'j', false, 0},
+                                     {"tree", 't', false, 0},
+                                     {"help", 'h', false, 0},
+                                     {"version", 'V', false, 0},
+                                     {"broker", 'b', true, offsetof(ctl_t, broker)},
+                                     {"state", 's', true, offsetof(ctl_t, state)},
+                                     {"limit", 'l', true, offsetof(ctl_t, limit)},
+                                     {"lines", 'n', true, offsetof(ctl_t, lines)},
+                                     {"set", 'S', true, offsetof(ctl_t, set)},
+                                     {"by", 'B', true, offsetof(ctl_t, by)},
+                                     {"since", 'D', true, offsetof(ctl_t, since)},
+                                     {"label", 'L', true, offsetof(ctl_t, label)},
+                                     {"before", 'P', true, offsetof(ctl_t, before)},
+                                     {NULL, 0, false, 0}};
 
 static const option_t *s_find_option(const char *arg, const char **value)
 {
@@ -446,7 +448,7 @@ static const option_t *s_find_option(const char *arg, const char **value)
     if (strncmp(arg, "--", 2) != 0)
         return NULL;
     const char *name = arg + 2, *eq = strchr(name, '=');
-    size_t len = eq ? (size_t) (eq - name) : strlen(name);
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
     for (const option_t *o = s_options; o->name; o++)
         if (strlen(o->name) == len && strncmp(o->name, name, len) == 0) {
             *value = eq ? eq + 1 : NULL;
@@ -498,7 +500,7 @@ static int s_parse(ctl_t *ctl, int argc, char **argv)
         }
         if (!value && i + 1 >= argc)
             return fz_cli_usage_error("--%s needs a value", o->name);
-        *(const char **) ((char *) ctl + o->field) = value ? value : argv[++i];
+        *(const char **)((char *)ctl + o->field) = value ? value : argv[++i];
         size_t n = strlen(ctl->given);
         if (n < sizeof ctl->given - 1 && !strchr(ctl->given, o->id))
             ctl->given[n] = o->id;
@@ -520,8 +522,8 @@ static int s_check(const ctl_t *ctl, const command_t *cmd)
         return fz_cli_usage_error("'%s' needs %d argument%s", cmd->name, cmd->args,
                                   cmd->args == 1 ? " (a task id)" : "s (ID N)");
     if (ctl->npos - 1 > cmd->args)
-        return fz_cli_usage_error("'%s' takes %d argument%s, got '%s' too", cmd->name,
-                                  cmd->args, cmd->args == 1 ? "" : "s", ctl->pos[cmd->args + 1]);
+        return fz_cli_usage_error("'%s' takes %d argument%s, got '%s' too", cmd->name, cmd->args,
+                                  cmd->args == 1 ? "" : "s", ctl->pos[cmd->args + 1]);
     return -1;
 }
 

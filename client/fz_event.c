@@ -32,7 +32,7 @@ static bool s_topic_ok(const char *topic, size_t len)
     if (len > S_MAX_TOPIC || !fz_utf8_valid(topic, len))
         return false;
     for (size_t i = 0; i < len; i++)
-        if ((unsigned char) topic[i] < 0x20)
+        if ((unsigned char)topic[i] < 0x20)
             return false;
     return true;
 }
@@ -45,8 +45,7 @@ fz_event_t *fz_event_decode(const void *topic, size_t topic_len, const void *dat
         snprintf(why, whylen, "topic is not a short line of UTF-8 text");
         return NULL;
     }
-    const char *bad =
-        fz_msg_check_frame(data, len);
+    const char *bad = fz_msg_check_frame(data, len);
     if (bad) {
         snprintf(why, whylen, "not one msgpack value: %s", bad);
         return NULL;

@@ -10,13 +10,13 @@
 #define FZ_PIPELINE_MAX 1000 /* a submit-batch holds at most this many tasks */
 
 typedef struct {
-    json_t *obj;    /* the line's object (owned) */
+    json_t *obj; /* the line's object (owned) */
     size_t line;
     const char *name;
-    size_t *deps;   /* indices of named dependencies (after, then after_any) */
+    size_t *deps; /* indices of named dependencies (after, then after_any) */
     bool *dep_any;
     size_t ndeps;
-    size_t order;   /* position in submission order */
+    size_t order; /* position in submission order */
 } node_t;
 
 struct fz_pipeline_t {
@@ -30,10 +30,10 @@ static const struct {
     const char *key;
     json_type type; /* JSON_INTEGER also accepts nothing else; JSON_REAL accepts integers */
 } s_fields[] = {
-    {"prompt", JSON_STRING}, {"name", JSON_STRING},     {"after", JSON_ARRAY},
+    {"prompt", JSON_STRING},   {"name", JSON_STRING},      {"after", JSON_ARRAY},
     {"after_any", JSON_ARRAY}, {"priority", JSON_INTEGER}, {"model", JSON_STRING},
-    {"timeout", JSON_INTEGER}, {"max_cost", JSON_REAL},   {"labels", JSON_OBJECT},
-    {"retries", JSON_INTEGER}, {"fallback", JSON_ARRAY},  {"parent", JSON_INTEGER},
+    {"timeout", JSON_INTEGER}, {"max_cost", JSON_REAL},    {"labels", JSON_OBJECT},
+    {"retries", JSON_INTEGER}, {"fallback", JSON_ARRAY},   {"parent", JSON_INTEGER},
     {"deadline", JSON_REAL},
 };
 
@@ -49,7 +49,8 @@ static bool s_check_line(json_t *obj, size_t line, char *err, size_t errlen)
 {
     const char *key;
     json_t *v;
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         size_t i, n = sizeof s_fields / sizeof *s_fields;
         for (i = 0; i < n && strcmp(s_fields[i].key, key) != 0; i++)
             ;
@@ -72,7 +73,7 @@ static bool s_check_line(json_t *obj, size_t line, char *err, size_t errlen)
 
 static bool s_blank(const char *s)
 {
-    while (*s && isspace((unsigned char) *s))
+    while (*s && isspace((unsigned char)*s))
         s++;
     return *s == 0;
 }
@@ -81,7 +82,7 @@ static ssize_t s_find(const fz_pipeline_t *self, const char *name)
 {
     for (size_t i = 0; i < self->n; i++)
         if (self->nodes[i].name && strcmp(self->nodes[i].name, name) == 0)
-            return (ssize_t) i;
+            return (ssize_t)i;
     return -1;
 }
 
@@ -101,21 +102,24 @@ static bool s_resolve(fz_pipeline_t *self, node_t *nd, char *err, size_t errlen)
     for (int k = 0; k < 2; k++) {
         size_t i;
         json_t *v;
-        json_array_foreach(json_object_get(nd->obj, keys[k]), i, v) {
+        json_array_foreach(json_object_get(nd->obj, keys[k]), i, v)
+        {
             if (json_is_integer(v) && json_integer_value(v) > 0)
                 continue; /* an existing task's id: sent as it is */
             if (!json_is_string(v)) {
-                snprintf(err, errlen, "line %zu: %s holds something that is neither a name nor "
-                         "a task id", nd->line, keys[k]);
+                snprintf(err, errlen,
+                         "line %zu: %s holds something that is neither a name nor "
+                         "a task id",
+                         nd->line, keys[k]);
                 return false;
             }
             ssize_t j = s_find(self, json_string_value(v));
             if (j < 0) {
-                snprintf(err, errlen, "line %zu: %s names '%s', which no line defines",
-                         nd->line, keys[k], json_string_value(v));
+                snprintf(err, errlen, "line %zu: %s names '%s', which no line defines", nd->line,
+                         keys[k], json_string_value(v));
                 return false;
             }
-            nd->deps[nd->ndeps] = (size_t) j;
+            nd->deps[nd->ndeps] = (size_t)j;
             nd->dep_any[nd->ndeps++] = k == 1;
         }
     }
@@ -152,18 +156,16 @@ static bool s_sort(fz_pipeline_t *self, char *err, size_t errlen)
     }
     if (done < self->n) {
         int k = snprintf(err, errlen, "the pipeline has a cycle through:");
-        for (size_t i = 0; i < self->n && k > 0 && (size_t) k < errlen; i++)
+        for (size_t i = 0; i < self->n && k > 0 && (size_t)k < errlen; i++)
             if (!placed[i])
-                k += snprintf(err + k, errlen - (size_t) k, " %s (line %zu)",
-                              self->nodes[i].name ? self->nodes[i].name : "?",
-                              self->nodes[i].line);
+                k += snprintf(err + k, errlen - (size_t)k, " %s (line %zu)",
+                              self->nodes[i].name ? self->nodes[i].name : "?", self->nodes[i].line);
     }
     free(placed);
     return done == self->n;
 }
 
-static bool s_add_line(fz_pipeline_t *self, const char *text, size_t line, char *err,
-                       size_t errlen)
+static bool s_add_line(fz_pipeline_t *self, const char *text, size_t line, char *err, size_t errlen)
 {
     if (self->n == FZ_PIPELINE_MAX) {
         snprintf(err, errlen, "more than %d tasks in one pipeline", FZ_PIPELINE_MAX);
@@ -186,7 +188,7 @@ static bool s_add_line(fz_pipeline_t *self, const char *text, size_t line, char 
     nd->line = line;
     json_t *name = json_object_get(obj, "name");
     nd->name = name ? json_string_value(name) : NULL;
-    if (nd->name && s_find(self, nd->name) != (ssize_t) (self->n - 1)) {
+    if (nd->name && s_find(self, nd->name) != (ssize_t)(self->n - 1)) {
         snprintf(err, errlen, "line %zu: name '%s' is used twice", line, nd->name);
         return false;
     }
@@ -268,7 +270,7 @@ static void s_encode_value(fz_enc_t *e, const char *key, json_t *v)
         break;
     case JSON_INTEGER:
         if (json_integer_value(v) >= 0)
-            fz_enc_uint(e, key, (uint64_t) json_integer_value(v));
+            fz_enc_uint(e, key, (uint64_t)json_integer_value(v));
         else
             fz_enc_int(e, key, json_integer_value(v));
         break;
@@ -281,7 +283,8 @@ static void s_encode_value(fz_enc_t *e, const char *key, json_t *v)
         break;
     case JSON_OBJECT:
         fz_enc_map(e, key, json_object_size(v));
-        json_object_foreach(v, k, x) {
+        json_object_foreach(v, k, x)
+        {
             fz_enc_str(e, NULL, k);
             s_encode_value(e, NULL, x);
         }
@@ -304,7 +307,7 @@ static void s_encode_deps(const fz_pipeline_t *self, const node_t *nd, fz_enc_t 
     if (nids) {
         fz_enc_array(e, any ? "after_any" : "after", nids);
         json_array_foreach(arr, i, v) if (json_is_integer(v))
-            fz_enc_uint(e, NULL, (uint64_t) json_integer_value(v));
+            fz_enc_uint(e, NULL, (uint64_t)json_integer_value(v));
     }
     if (npos) {
         fz_enc_array(e, any ? "after_any_index" : "after_index", npos);
@@ -328,7 +331,8 @@ void fz_pipeline_encode(const fz_pipeline_t *self, fz_enc_t *req, fz_pipeline_de
         json_object_foreach(nd->obj, key, v) if (nown < 32) own[nown++] = key;
         if (fn)
             fn(arg, t, own, nown);
-        json_object_foreach(nd->obj, key, v) {
+        json_object_foreach(nd->obj, key, v)
+        {
             if (strcmp(key, "after") && strcmp(key, "after_any"))
                 s_encode_value(t, key, v);
         }

@@ -32,8 +32,7 @@ const char *fz_report_states(void)
 /* ---------------------------------------------------------------- small pieces */
 
 /* A string field, escaped to one line of at most max characters; "-" if empty. */
-static char *s_text(const msgpack_object *obj, const char *key, size_t max, char *buf,
-                    size_t size)
+static char *s_text(const msgpack_object *obj, const char *key, size_t max, char *buf, size_t size)
 {
     size_t len;
     const char *s = fz_obj_strn(obj, key, &len);
@@ -81,19 +80,18 @@ static char *s_list(const msgpack_object *obj, const char *key, char *buf, size_
     const msgpack_object *arr = fz_obj_get(obj, key);
     size_t used = 0;
     buf[0] = 0;
-    for (uint32_t i = 0; arr && arr->type == MSGPACK_OBJECT_ARRAY && i < arr->via.array.size;
-         i++) {
+    for (uint32_t i = 0; arr && arr->type == MSGPACK_OBJECT_ARRAY && i < arr->via.array.size; i++) {
         const msgpack_object *e = &arr->via.array.ptr[i];
         char item[80];
         if (e->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-            snprintf(item, sizeof item, "%llu", (unsigned long long) e->via.u64);
+            snprintf(item, sizeof item, "%llu", (unsigned long long)e->via.u64);
         else if (e->type == MSGPACK_OBJECT_STR)
             fz_cli_oneline(e->via.str.ptr, e->via.str.size, 64, item, sizeof item);
         else
             continue;
         if (used + strlen(item) + 3 >= size)
             break;
-        used += (size_t) snprintf(buf + used, size - used, "%s%s", used ? ", " : "", item);
+        used += (size_t)snprintf(buf + used, size - used, "%s%s", used ? ", " : "", item);
     }
     if (!used)
         snprintf(buf, size, "-");
@@ -115,7 +113,7 @@ static char *s_labels(const msgpack_object *obj, char *buf, size_t size)
         fz_cli_oneline(v->via.str.ptr, v->via.str.size, 100, vs, sizeof vs);
         if (used + strlen(ks) + strlen(vs) + 4 >= size)
             break;
-        used += (size_t) snprintf(buf + used, size - used, "%s%s=%s", used ? ", " : "", ks, vs);
+        used += (size_t)snprintf(buf + used, size - used, "%s%s=%s", used ? ", " : "", ks, vs);
     }
     if (!used)
         snprintf(buf, size, "-");
@@ -145,9 +143,9 @@ char *fz_report_outcome(const msgpack_object *obj, char *buf, size_t size)
     char outcome[40];
     s_text(obj, "outcome", 32, outcome, sizeof outcome);
     if (strcmp(outcome, "exited") == 0)
-        snprintf(buf, size, "exited %lld", (long long) fz_obj_int(obj, "exit_code", 0));
+        snprintf(buf, size, "exited %lld", (long long)fz_obj_int(obj, "exit_code", 0));
     else if (strcmp(outcome, "signaled") == 0)
-        snprintf(buf, size, "signaled %llu", (unsigned long long) fz_obj_uint(obj, "signal", 0));
+        snprintf(buf, size, "signaled %llu", (unsigned long long)fz_obj_uint(obj, "signal", 0));
     else
         snprintf(buf, size, "%s", outcome);
     return buf;
@@ -157,9 +155,8 @@ char *fz_report_outcome(const msgpack_object *obj, char *buf, size_t size)
 static uint64_t s_total_ms(const msgpack_object *attempts)
 {
     uint64_t ms = 0;
-    for (uint32_t i = 0; attempts && attempts->type == MSGPACK_OBJECT_ARRAY &&
-                         i < attempts->via.array.size;
-         i++)
+    for (uint32_t i = 0;
+         attempts && attempts->type == MSGPACK_OBJECT_ARRAY && i < attempts->via.array.size; i++)
         ms += fz_obj_uint(&attempts->via.array.ptr[i], "duration_ms", 0);
     return ms;
 }
@@ -170,12 +167,12 @@ void fz_report_task_line(const msgpack_object *task, const msgpack_object *attem
 {
     char state[40], outcome[64], dur[32];
     uint64_t n = fz_obj_uint(task, "attempts", 0);
-    fprintf(out, "task %llu %s", (unsigned long long) fz_obj_uint(task, "id", 0),
+    fprintf(out, "task %llu %s", (unsigned long long)fz_obj_uint(task, "id", 0),
             s_text(task, "state", 16, state, sizeof state));
     fz_report_outcome(task, outcome, sizeof outcome);
     if (strcmp(outcome, "-") != 0 && strcmp(outcome, state) != 0)
         fprintf(out, " (%s)", outcome);
-    fprintf(out, " after %llu attempt%s, %s, $%.4f\n", (unsigned long long) n, n == 1 ? "" : "s",
+    fprintf(out, " after %llu attempt%s, %s, $%.4f\n", (unsigned long long)n, n == 1 ? "" : "s",
             fz_cli_duration(s_total_ms(attempts), dur, sizeof dur),
             fz_obj_float(task, "cost_usd", 0));
     size_t len;
@@ -187,19 +184,18 @@ void fz_report_task_line(const msgpack_object *task, const msgpack_object *attem
 static void s_print_attempt(const msgpack_object *a, size_t out_lines, FILE *out)
 {
     char worker[80], model[80], outcome[64], t1[32], t2[32], dur[32];
-    fprintf(out, "\nattempt %llu: %s on worker %s, model %s\n",
-            (unsigned long long) fz_obj_uint(a, "n", 0),
-            fz_report_outcome(a, outcome, sizeof outcome),
-            s_text(a, "worker", 64, worker, sizeof worker),
-            s_model(a, "model", model, sizeof model));
+    fprintf(
+        out, "\nattempt %llu: %s on worker %s, model %s\n",
+        (unsigned long long)fz_obj_uint(a, "n", 0), fz_report_outcome(a, outcome, sizeof outcome),
+        s_text(a, "worker", 64, worker, sizeof worker), s_model(a, "model", model, sizeof model));
     double ended = fz_obj_float(a, "ended", 0);
     fprintf(out, "  started   %s   ended %s   duration %s\n",
             fz_cli_time(fz_obj_float(a, "started", 0), t1, sizeof t1),
             ended > 0 ? fz_cli_time(ended, t2, sizeof t2) : "(running)",
             fz_cli_duration(fz_obj_uint(a, "duration_ms", 0), dur, sizeof dur));
     fprintf(out, "  cost      $%.4f   tokens %llu in / %llu out\n", fz_obj_float(a, "cost_usd", 0),
-            (unsigned long long) fz_obj_uint(a, "tokens_in", 0),
-            (unsigned long long) fz_obj_uint(a, "tokens_out", 0));
+            (unsigned long long)fz_obj_uint(a, "tokens_in", 0),
+            (unsigned long long)fz_obj_uint(a, "tokens_out", 0));
     size_t len;
     const char *s = fz_obj_strn(a, "log", &len);
     if (len) {
@@ -223,7 +219,7 @@ void fz_report_task(const msgpack_object *reply, size_t out_lines, FILE *out)
     const msgpack_object *task = fz_obj_get(reply, "task");
     const msgpack_object *attempts = fz_obj_get(reply, "attempts");
     char a[160], b[400], c[40];
-    fprintf(out, "task %llu", (unsigned long long) fz_obj_uint(task, "id", 0));
+    fprintf(out, "task %llu", (unsigned long long)fz_obj_uint(task, "id", 0));
     if (s_has_text(task, "name"))
         fprintf(out, "  %s", s_text(task, "name", 128, a, sizeof a));
     fprintf(out, "\n  state     %s", s_text(task, "state", 16, a, sizeof a));
@@ -240,31 +236,30 @@ void fz_report_task(const msgpack_object *reply, size_t out_lines, FILE *out)
     if (s_has_text(task, "priority_why"))
         fprintf(out, "\n  effective %.1f (%s)", fz_obj_float(task, "effective_priority", 0),
                 s_text(task, "priority_why", 200, b, sizeof b));
-    fprintf(out, "\n  priority  %lld\n", (long long) fz_obj_int(task, "priority", 0));
+    fprintf(out, "\n  priority  %lld\n", (long long)fz_obj_int(task, "priority", 0));
     fprintf(out, "  model     %s", s_model(task, "model", a, sizeof a));
     fprintf(out, "   fallback %s\n", s_list(task, "fallback", b, sizeof b));
     fprintf(out, "  labels    %s\n", s_labels(task, b, sizeof b));
     fprintf(out, "  limits    timeout %llus, max cost $%.4f, retries %llu\n",
-            (unsigned long long) fz_obj_uint(task, "timeout", 0), fz_obj_float(task, "max_cost", 0),
-            (unsigned long long) fz_obj_uint(task, "retries", 0));
+            (unsigned long long)fz_obj_uint(task, "timeout", 0), fz_obj_float(task, "max_cost", 0),
+            (unsigned long long)fz_obj_uint(task, "retries", 0));
     fprintf(out, "  after     %s", s_list(task, "after", b, sizeof b));
     fprintf(out, "   after-any %s", s_list(task, "after_any", b, sizeof b));
     uint64_t parent = fz_obj_uint(task, "parent", 0);
     if (parent)
-        fprintf(out, "   parent %llu", (unsigned long long) parent);
+        fprintf(out, "   parent %llu", (unsigned long long)parent);
     if (fz_obj_get(reply, "children"))
         fprintf(out, "   subtasks %s", s_list(reply, "children", b, sizeof b));
     fprintf(out, "\n  created   %s", fz_cli_time(fz_obj_float(task, "created", 0), c, sizeof c));
     fprintf(out, "   updated %s\n", fz_cli_time(fz_obj_float(task, "updated", 0), c, sizeof c));
     fprintf(out, "  worker    %s   attempts %llu\n", s_text(task, "worker", 64, a, sizeof a),
-            (unsigned long long) fz_obj_uint(task, "attempts", 0));
+            (unsigned long long)fz_obj_uint(task, "attempts", 0));
     fprintf(out, "  cost      $%.4f   tokens %llu in / %llu out\n",
             fz_obj_float(task, "cost_usd", 0),
-            (unsigned long long) fz_obj_uint(task, "tokens_in", 0),
-            (unsigned long long) fz_obj_uint(task, "tokens_out", 0));
-    for (uint32_t i = 0; attempts && attempts->type == MSGPACK_OBJECT_ARRAY &&
-                         i < attempts->via.array.size;
-         i++)
+            (unsigned long long)fz_obj_uint(task, "tokens_in", 0),
+            (unsigned long long)fz_obj_uint(task, "tokens_out", 0));
+    for (uint32_t i = 0;
+         attempts && attempts->type == MSGPACK_OBJECT_ARRAY && i < attempts->via.array.size; i++)
         s_print_attempt(&attempts->via.array.ptr[i], out_lines, out);
     size_t len;
     const char *s = fz_obj_strn(task, "summary", &len);
@@ -288,7 +283,7 @@ static int s_width(const msgpack_object *rows, const char *key, int min, int max
     for (uint32_t i = 0; rows && rows->type == MSGPACK_OBJECT_ARRAY && i < rows->via.array.size;
          i++) {
         char buf[256];
-        int len = (int) strlen(s_text(&rows->via.array.ptr[i], key, (size_t) max, buf, sizeof buf));
+        int len = (int)strlen(s_text(&rows->via.array.ptr[i], key, (size_t)max, buf, sizeof buf));
         if (len > w)
             w = len;
     }
@@ -307,12 +302,11 @@ static void s_task_row(const msgpack_object *t, int wm, int ww, int depth, FILE 
     if (e)
         snprintf(eff, sizeof eff, "%.1f", fz_obj_float(t, "effective_priority", 0));
     fprintf(out, "%-8llu %-10s %8lld %8s %-*s %4llu %-*s %*s%s%s",
-            (unsigned long long) fz_obj_uint(t, "id", 0),
-            s_text(t, "state", 10, state, sizeof state),
-            (long long) fz_obj_int(t, "priority", 0), eff, wm,
-            s_text(t, "model", (size_t) wm, model, sizeof model),
-            (unsigned long long) fz_obj_uint(t, "attempts", 0), ww,
-            s_text(t, "worker", (size_t) ww, worker, sizeof worker), depth * 2, "",
+            (unsigned long long)fz_obj_uint(t, "id", 0),
+            s_text(t, "state", 10, state, sizeof state), (long long)fz_obj_int(t, "priority", 0),
+            eff, wm, s_text(t, "model", (size_t)wm, model, sizeof model),
+            (unsigned long long)fz_obj_uint(t, "attempts", 0), ww,
+            s_text(t, "worker", (size_t)ww, worker, sizeof worker), depth * 2, "",
             depth ? "└ " : "", name);
     /* Why the effective priority differs from the base one. */
     char why[200];
@@ -350,8 +344,8 @@ void fz_report_tasks(const msgpack_object *tasks, uint64_t total, bool tree, FIL
 {
     uint32_t n = tasks && tasks->type == MSGPACK_OBJECT_ARRAY ? tasks->via.array.size : 0;
     int wm = s_width(tasks, "model", 5, 20), ww = s_width(tasks, "worker", 6, 20);
-    fprintf(out, "%-8s %-10s %8s %8s %-*s %4s %-*s %s\n", "ID", "STATE", "PRIO", "EFF", wm,
-            "MODEL", "ATT", ww, "WORKER", "NAME");
+    fprintf(out, "%-8s %-10s %8s %8s %-*s %4s %-*s %s\n", "ID", "STATE", "PRIO", "EFF", wm, "MODEL",
+            "ATT", ww, "WORKER", "NAME");
     if (tree && n)
         s_tree(tasks, 0, 0, wm, ww, out);
     else
@@ -359,7 +353,7 @@ void fz_report_tasks(const msgpack_object *tasks, uint64_t total, bool tree, FIL
             s_task_row(&tasks->via.array.ptr[i], wm, ww, 0, out);
     if (total > n)
         fprintf(out, "(the newest %u of %llu tasks shown; --limit N shows more)\n", n,
-                (unsigned long long) total);
+                (unsigned long long)total);
 }
 
 void fz_report_workers(const msgpack_object *workers, FILE *out)
@@ -373,16 +367,16 @@ void fz_report_workers(const msgpack_object *workers, FILE *out)
         char name[80], state[40], since[32], seen[32], models[400], task[24];
         uint64_t id = fz_obj_uint(w, "task", 0);
         if (id)
-            snprintf(task, sizeof task, "%llu", (unsigned long long) id);
+            snprintf(task, sizeof task, "%llu", (unsigned long long)id);
         else
             snprintf(task, sizeof task, "-");
         s_list(w, "models", models, sizeof models);
         fprintf(out, "%-*s %-5s %8s %-20s %-20s %s\n", wn,
-                s_text(w, "name", (size_t) wn, name, sizeof name),
+                s_text(w, "name", (size_t)wn, name, sizeof name),
                 s_text(w, "state", 5, state, sizeof state), task,
                 fz_cli_time(fz_obj_float(w, "since", 0), since, sizeof since),
                 fz_cli_time(fz_obj_float(w, "last_seen", 0), seen, sizeof seen),
-                strcmp(models, "-") ? models
+                strcmp(models, "-")                 ? models
                 : fz_obj_bool(w, "any_model", true) ? "(any)"
                                                     : "(none allowed)");
     }
@@ -397,11 +391,11 @@ void fz_report_status(const msgpack_object *st, FILE *out)
     double cap = fz_obj_float(st, "budget", 0);
     fprintf(out, "dispatch  %s\n", paused ? "PAUSED (fz-ctl resume to restart)" : "running");
     fprintf(out, "agents    %llu running (at most %llu)\n",
-            (unsigned long long) fz_obj_uint(st, "running", 0),
-            (unsigned long long) fz_obj_uint(st, "max_running", 0));
+            (unsigned long long)fz_obj_uint(st, "running", 0),
+            (unsigned long long)fz_obj_uint(st, "max_running", 0));
     fprintf(out, "workers   %llu connected, %llu idle\n",
-            (unsigned long long) fz_obj_uint(st, "workers", 0),
-            (unsigned long long) fz_obj_uint(st, "idle_workers", 0));
+            (unsigned long long)fz_obj_uint(st, "workers", 0),
+            (unsigned long long)fz_obj_uint(st, "idle_workers", 0));
     fprintf(out, "budget    $%.2f spent + $%.2f reserved of $%.2f today ($%.2f left)\n", spent,
             reserved, cap, cap - spent - reserved > 0 ? cap - spent - reserved : 0.0);
     fprintf(out, "tasks    ");
@@ -410,7 +404,7 @@ void fz_report_status(const msgpack_object *st, FILE *out)
     for (const char **s = s_states; *s; s++) {
         uint64_t c = fz_obj_uint(counts, *s, 0);
         if (c) {
-            fprintf(out, "%s %s %llu", any ? "," : "", *s, (unsigned long long) c);
+            fprintf(out, "%s %s %llu", any ? "," : "", *s, (unsigned long long)c);
             any = true;
         }
     }
@@ -431,11 +425,11 @@ void fz_report_cost(const msgpack_object *cost, const char *by, FILE *out)
 {
     const msgpack_object *rows = fz_obj_get(cost, "rows");
     uint32_t n = rows && rows->type == MSGPACK_OBJECT_ARRAY ? rows->via.array.size : 0;
-    int wk = s_width(rows, "key", (int) strlen(by) < 5 ? 5 : (int) strlen(by), 40);
+    int wk = s_width(rows, "key", (int)strlen(by) < 5 ? 5 : (int)strlen(by), 40);
     char upper[16];
     size_t i;
     for (i = 0; by[i] && i < sizeof upper - 1; i++)
-        upper[i] = (char) (by[i] >= 'a' && by[i] <= 'z' ? by[i] - 32 : by[i]);
+        upper[i] = (char)(by[i] >= 'a' && by[i] <= 'z' ? by[i] - 32 : by[i]);
     upper[i] = 0;
     fprintf(out, "%-*s %8s %12s %12s %12s %10s\n", wk, upper, "ATTEMPTS", "COST", "TOKENS IN",
             "TOKENS OUT", "DURATION");
@@ -443,11 +437,11 @@ void fz_report_cost(const msgpack_object *cost, const char *by, FILE *out)
         const msgpack_object *row = &rows->via.array.ptr[r];
         char key[200], dur[32];
         fprintf(out, "%-*s %8llu %12.4f %12llu %12llu %10s\n", wk,
-                s_text(row, "key", (size_t) wk, key, sizeof key),
-                (unsigned long long) fz_obj_uint(row, "attempts", 0),
+                s_text(row, "key", (size_t)wk, key, sizeof key),
+                (unsigned long long)fz_obj_uint(row, "attempts", 0),
                 fz_obj_float(row, "cost_usd", 0),
-                (unsigned long long) fz_obj_uint(row, "tokens_in", 0),
-                (unsigned long long) fz_obj_uint(row, "tokens_out", 0),
+                (unsigned long long)fz_obj_uint(row, "tokens_in", 0),
+                (unsigned long long)fz_obj_uint(row, "tokens_out", 0),
                 fz_cli_duration(fz_obj_uint(row, "duration_ms", 0), dur, sizeof dur));
     }
     fprintf(out, "%-*s %8s %12.4f\n", wk, "total", "", fz_obj_float(cost, "total_cost", 0));
@@ -467,7 +461,7 @@ typedef struct {
 
 static unsigned long long s_attempt(const details_t *d)
 {
-    return (unsigned long long) fz_obj_uint(d->m, "attempt", 0);
+    return (unsigned long long)fz_obj_uint(d->m, "attempt", 0);
 }
 
 /* " on w1" / " to w1" when the worker is wanted and known. */
@@ -488,7 +482,7 @@ static void s_ev_submitted(const details_t *d)
     if (!len)
         s = fz_obj_strn(d->m, "prompt", &len);
     snprintf(d->buf, d->size, "priority %lld, model %s: %s",
-             (long long) fz_obj_int(d->m, "priority", 0),
+             (long long)fz_obj_int(d->m, "priority", 0),
              s_model(d->m, "model", model, sizeof model),
              fz_cli_oneline(s, len, d->max, text, sizeof text));
 }
@@ -505,7 +499,7 @@ static void s_ev_started(const details_t *d)
     char w[100], pid[32] = "";
     uint64_t n = fz_obj_uint(d->m, "pid", 0);
     if (n) /* a dry-run worker starts no process */
-        snprintf(pid, sizeof pid, ", pid %llu", (unsigned long long) n);
+        snprintf(pid, sizeof pid, ", pid %llu", (unsigned long long)n);
     snprintf(d->buf, d->size, "attempt %llu%s%s", s_attempt(d), s_worker_part(d, "on", w, sizeof w),
              pid);
 }
@@ -518,7 +512,7 @@ static void s_ev_progress(const details_t *d)
         s_text(d->m, "progress_text", d->max, text + 2, sizeof text - 2);
     }
     snprintf(d->buf, d->size, "attempt %llu: %llu%%, $%.4f, %s elapsed%s", s_attempt(d),
-             (unsigned long long) fz_obj_uint(d->m, "progress", 0),
+             (unsigned long long)fz_obj_uint(d->m, "progress", 0),
              fz_obj_float(d->m, "cost_usd", 0),
              fz_cli_duration(fz_obj_uint(d->m, "elapsed_ms", 0), elapsed, sizeof elapsed), text);
 }
@@ -563,7 +557,7 @@ static void s_ev_reason(const details_t *d)
 static void s_ev_priority(const details_t *d)
 {
     char state[40];
-    snprintf(d->buf, d->size, "priority %lld, %s", (long long) fz_obj_int(d->m, "priority", 0),
+    snprintf(d->buf, d->size, "priority %lld, %s", (long long)fz_obj_int(d->m, "priority", 0),
              s_text(d->m, "state", 16, state, sizeof state));
 }
 
@@ -572,7 +566,7 @@ static void s_ev_worker(const details_t *d)
     char models[400], reason[120];
     s_list(d->m, "models", models, sizeof models);
     snprintf(d->buf, d->size, "models %s",
-             strcmp(models, "-") ? models
+             strcmp(models, "-")                    ? models
              : fz_obj_bool(d->m, "any_model", true) ? "(any)"
                                                     : "(none allowed)");
     if (s_has_text(d->m, "reason"))
@@ -585,7 +579,7 @@ static void s_ev_broker(const details_t *d)
     const msgpack_object *v = fz_obj_get(d->m, "version");
     char text[80];
     if (v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        snprintf(d->buf, d->size, "version %llu", (unsigned long long) v->via.u64);
+        snprintf(d->buf, d->size, "version %llu", (unsigned long long)v->via.u64);
     else if (v)
         snprintf(d->buf, d->size, "version %s", s_text(d->m, "version", 32, text, sizeof text));
     else if (fz_obj_get(d->m, "cap"))
@@ -611,16 +605,24 @@ static void s_ev_other(const details_t *d)
 static const struct {
     const char *topic; /* exact, or a prefix ending in '.' */
     void (*fn)(const details_t *d);
-} s_formatters[] = {
-    {"task.submitted", s_ev_submitted}, {"task.dispatched", s_ev_dispatched},
-    {"task.started", s_ev_started},     {"task.progress", s_ev_progress},
-    {"task.output", s_ev_output},       {"task.succeeded", s_ev_ended},
-    {"task.failed", s_ev_ended},        {"task.cancelled", s_ev_ended},
-    {"task.attempt-failed", s_ev_ended}, {"task.retrying", s_ev_retrying},
-    {"task.held", s_ev_reason},         {"task.requeued", s_ev_reason},
-    {"task.dep-failed", s_ev_reason},   {"task.priority", s_ev_priority},
-    {"task.queued", s_ev_priority},     {"worker.", s_ev_worker},
-    {"broker.", s_ev_broker},           {NULL, s_ev_other}};
+} s_formatters[] = {{"task.submitted", s_ev_submitted},
+                    {"task.dispatched", s_ev_dispatched},
+                    {"task.started", s_ev_started},
+                    {"task.progress", s_ev_progress},
+                    {"task.output", s_ev_output},
+                    {"task.succeeded", s_ev_ended},
+                    {"task.failed", s_ev_ended},
+                    {"task.cancelled", s_ev_ended},
+                    {"task.attempt-failed", s_ev_ended},
+                    {"task.retrying", s_ev_retrying},
+                    {"task.held", s_ev_reason},
+                    {"task.requeued", s_ev_reason},
+                    {"task.dep-failed", s_ev_reason},
+                    {"task.priority", s_ev_priority},
+                    {"task.queued", s_ev_priority},
+                    {"worker.", s_ev_worker},
+                    {"broker.", s_ev_broker},
+                    {NULL, s_ev_other}};
 
 char *fz_report_event_details(const fz_event_t *event, size_t max, bool with_worker, char *buf,
                               size_t size)

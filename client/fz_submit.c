@@ -22,10 +22,10 @@
 #include "fz_pipeline.h"
 #include "fz_report.h"
 
-#define S_TIMEOUT_MS 5000   /* per request */
-#define S_POLL_MS 1000      /* how often each waited-for task is asked about */
-#define S_POLL_BATCH 50     /* at most this many `get`s per poll turn */
-#define S_GIVE_UP_MS 60000  /* a broker silent this long while we wait is gone */
+#define S_TIMEOUT_MS 5000  /* per request */
+#define S_POLL_MS 1000     /* how often each waited-for task is asked about */
+#define S_POLL_BATCH 50    /* at most this many `get`s per poll turn */
+#define S_GIVE_UP_MS 60000 /* a broker silent this long while we wait is gone */
 #define S_MAX_LABELS 32
 #define S_MAX_FALLBACK 8
 #define S_MAX_DEPS 256
@@ -106,8 +106,8 @@ static int s_help(void)
         "                        object, as one JSON object per line\n"
         "  -q, --quiet           no progress lines\n"
         "      --broker EP       broker endpoint (default $FZ_BROKER or " FZ_DEFAULT_BROKER ")\n"
-        "      --events EP       event endpoint for --wait (default $FZ_EVENTS or "
-        FZ_DEFAULT_EVENTS ")\n"
+        "      --events EP       event endpoint for --wait (default $FZ_EVENTS "
+        "or " FZ_DEFAULT_EVENTS ")\n"
         "  -h, --help            this help\n"
         "  -V, --version         print the version\n"
         "\n"
@@ -117,24 +117,37 @@ static int s_help(void)
     return FZ_EXIT_OK;
 }
 
-enum { OPT_FALLBACK = 256, OPT_AFTER, OPT_AFTER_ANY, OPT_PARENT, OPT_BROKER, OPT_EVENTS,
-       OPT_DEADLINE };
+enum {
+    OPT_FALLBACK = 256,
+    OPT_AFTER,
+    OPT_AFTER_ANY,
+    OPT_PARENT,
+    OPT_BROKER,
+    OPT_EVENTS,
+    OPT_DEADLINE
+};
 
-static const struct option s_long[] = {
-    {"file", required_argument, NULL, 'f'},     {"priority", required_argument, NULL, 'p'},
-    {"model", required_argument, NULL, 'm'},    {"timeout", required_argument, NULL, 't'},
-    {"max-cost", required_argument, NULL, 'c'}, {"label", required_argument, NULL, 'l'},
-    {"retries", required_argument, NULL, 'r'},  {"fallback", required_argument, NULL, OPT_FALLBACK},
-    {"after", required_argument, NULL, OPT_AFTER},
-    {"after-any", required_argument, NULL, OPT_AFTER_ANY},
-    {"parent", required_argument, NULL, OPT_PARENT},
-    {"deadline", required_argument, NULL, OPT_DEADLINE},
-    {"name", required_argument, NULL, 'n'},     {"wait", no_argument, NULL, 'w'},
-    {"json", no_argument, NULL, 'j'},           {"quiet", no_argument, NULL, 'q'},
-    {"broker", required_argument, NULL, OPT_BROKER},
-    {"events", required_argument, NULL, OPT_EVENTS},
-    {"help", no_argument, NULL, 'h'},           {"version", no_argument, NULL, 'V'},
-    {NULL, 0, NULL, 0}};
+static const struct option s_long[] = {{"file", required_argument, NULL, 'f'},
+                                       {"priority", required_argument, NULL, 'p'},
+                                       {"model", required_argument, NULL, 'm'},
+                                       {"timeout", required_argument, NULL, 't'},
+                                       {"max-cost", required_argument, NULL, 'c'},
+                                       {"label", required_argument, NULL, 'l'},
+                                       {"retries", required_argument, NULL, 'r'},
+                                       {"fallback", required_argument, NULL, OPT_FALLBACK},
+                                       {"after", required_argument, NULL, OPT_AFTER},
+                                       {"after-any", required_argument, NULL, OPT_AFTER_ANY},
+                                       {"parent", required_argument, NULL, OPT_PARENT},
+                                       {"deadline", required_argument, NULL, OPT_DEADLINE},
+                                       {"name", required_argument, NULL, 'n'},
+                                       {"wait", no_argument, NULL, 'w'},
+                                       {"json", no_argument, NULL, 'j'},
+                                       {"quiet", no_argument, NULL, 'q'},
+                                       {"broker", required_argument, NULL, OPT_BROKER},
+                                       {"events", required_argument, NULL, OPT_EVENTS},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {"version", no_argument, NULL, 'V'},
+                                       {NULL, 0, NULL, 0}};
 
 static bool s_add_label(opts_t *o, const char *arg)
 {
@@ -171,8 +184,11 @@ static bool s_parse_deadline(const char *arg, double *out)
     if (arg[0] == '+') {
         char *end;
         double n = strtod(arg + 1, &end);
-        double unit = *end == 's' || !*end ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600
-                      : *end == 'd' ? 86400 : 0;
+        double unit = *end == 's' || !*end ? 1
+                      : *end == 'm'        ? 60
+                      : *end == 'h'        ? 3600
+                      : *end == 'd'        ? 86400
+                                           : 0;
         if (end == arg + 1 || unit == 0 || (*end && end[1]) || !(n >= 0 && n < 1e8))
             goto bad;
         *out = fz_wall() + n * unit;
@@ -188,12 +204,13 @@ static bool s_parse_deadline(const char *arg, double *out)
     if (end && *end == ':')
         end = strptime(end, ":%S", &tm);
     if (end && (*end == 'Z' || *end == 0) && (!*end || !end[1])) {
-        *out = (double) timegm(&tm);
+        *out = (double)timegm(&tm);
         return true;
     }
 bad:
     fz_cli_usage_error("--deadline '%s': expected unix seconds, YYYY-MM-DDTHH:MM[:SS]Z or "
-                       "+N[s|m|h|d]", arg);
+                       "+N[s|m|h|d]",
+                       arg);
     return false;
 }
 
@@ -201,35 +218,56 @@ bad:
 static bool s_option(opts_t *o, int c, const char *arg)
 {
     switch (c) {
-    case 'f': o->file = arg; return true;
+    case 'f':
+        o->file = arg;
+        return true;
     case 'p':
         o->has_priority = true;
         return fz_cli_parse_int("--priority", arg, -1000000, 1000000, &o->priority);
-    case 'm': o->model = arg; return s_text_option("--model", arg, FZ_CLI_MAX_NAME);
+    case 'm':
+        o->model = arg;
+        return s_text_option("--model", arg, FZ_CLI_MAX_NAME);
     case 't':
         o->has_timeout = true;
         return fz_cli_parse_uint("--timeout", arg, 0, 31536000, &o->timeout);
     case 'c':
         o->has_max_cost = true;
         return fz_cli_parse_double("--max-cost", arg, 0, 1e6, &o->max_cost);
-    case 'l': return s_add_label(o, arg);
+    case 'l':
+        return s_add_label(o, arg);
     case 'r':
         o->has_retries = true;
         return fz_cli_parse_uint("--retries", arg, 0, 100, &o->retries);
     case OPT_FALLBACK:
         return fz_cli_parse_names("--fallback", arg, o->fallback, S_MAX_FALLBACK, &o->nfallback);
-    case OPT_AFTER: return fz_cli_parse_ids("--after", arg, o->after, S_MAX_DEPS, &o->nafter);
+    case OPT_AFTER:
+        return fz_cli_parse_ids("--after", arg, o->after, S_MAX_DEPS, &o->nafter);
     case OPT_AFTER_ANY:
         return fz_cli_parse_ids("--after-any", arg, o->after_any, S_MAX_DEPS, &o->nafter_any);
-    case OPT_PARENT: return fz_cli_parse_uint("--parent", arg, 1, UINT64_MAX, &o->parent);
-    case OPT_DEADLINE: return s_parse_deadline(arg, &o->deadline);
-    case 'n': o->name = arg; return s_text_option("--name", arg, 128);
-    case 'w': o->wait = true; return true;
-    case 'j': o->json = true; return true;
-    case 'q': o->quiet = true; return true;
-    case OPT_BROKER: o->broker = arg; return true;
-    case OPT_EVENTS: o->events = arg; return true;
-    default: return false; /* getopt already said what is wrong */
+    case OPT_PARENT:
+        return fz_cli_parse_uint("--parent", arg, 1, UINT64_MAX, &o->parent);
+    case OPT_DEADLINE:
+        return s_parse_deadline(arg, &o->deadline);
+    case 'n':
+        o->name = arg;
+        return s_text_option("--name", arg, 128);
+    case 'w':
+        o->wait = true;
+        return true;
+    case 'j':
+        o->json = true;
+        return true;
+    case 'q':
+        o->quiet = true;
+        return true;
+    case OPT_BROKER:
+        o->broker = arg;
+        return true;
+    case OPT_EVENTS:
+        o->events = arg;
+        return true;
+    default:
+        return false; /* getopt already said what is wrong */
     }
 }
 
@@ -354,7 +392,7 @@ static bool s_read_file(const char *path, prompts_t *p)
     ssize_t got;
     bool ok = true;
     while (ok && (got = getline(&line, &size, in)) >= 0) {
-        size_t len = (size_t) got;
+        size_t len = (size_t)got;
         lineno++;
         while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             len--;
@@ -472,7 +510,7 @@ static int s_submit(fz_client_t *client, const opts_t *o, const prompt_t *pr, ui
     if (o->json && !o->wait)
         fz_cli_print_body_json(fz_msg_root(reply), stdout);
     else if (!o->json)
-        printf("%llu\n", (unsigned long long) *id_p);
+        printf("%llu\n", (unsigned long long)*id_p);
     fflush(stdout);
     fz_msg_destroy(&reply);
     return FZ_EXIT_OK;
@@ -512,7 +550,7 @@ static void s_on_event(const fz_event_t *ev, waited_t *w, size_t n, const opts_t
         t->next_poll = 0;
     else if (!o->quiet && s_is_progress(what)) {
         char details[1600];
-        fz_cli_error("task %llu %s: %s", (unsigned long long) t->id, what,
+        fz_cli_error("task %llu %s: %s", (unsigned long long)t->id, what,
                      fz_report_event_details(ev, 120, true, details, sizeof details));
     }
 }
@@ -524,7 +562,7 @@ static void s_pump_events(zsock_t *sub, int64_t wait_ms, waited_t *w, size_t n, 
     while (!fz_net_interrupted()) {
         int64_t left = deadline - fz_clock_ms();
         zmq_pollitem_t item = {zsock_resolve(sub), 0, ZMQ_POLLIN, 0};
-        if (left <= 0 || zmq_poll(&item, 1, (long) left) <= 0 || !(item.revents & ZMQ_POLLIN))
+        if (left <= 0 || zmq_poll(&item, 1, (long)left) <= 0 || !(item.revents & ZMQ_POLLIN))
             return;
         char why[256];
         fz_event_t *ev = fz_event_recv(sub, why, sizeof why);
@@ -555,7 +593,7 @@ static int s_poll(fz_client_t *client, waited_t *t, const opts_t *o, bool *reach
     if (rc == FZ_EUNAVAILABLE)
         return -1;
     if (rc != FZ_OK) {
-        fz_cli_error("task %llu: %s", (unsigned long long) t->id, err);
+        fz_cli_error("task %llu: %s", (unsigned long long)t->id, err);
         return fz_cli_exit_code(rc);
     }
     const msgpack_object *task = fz_msg_obj(reply, "task");
@@ -592,11 +630,12 @@ static int s_wait(fz_client_t *client, zsock_t *sub, waited_t *w, size_t n, cons
             int code = s_poll(client, &w[i], o, &reached);
             asked++;
             /* Space polls out so that many tasks cost about S_POLL_BATCH gets a second. */
-            w[i].next_poll = fz_clock_ms() + S_POLL_MS * (int64_t) (1 + left / S_POLL_BATCH);
+            w[i].next_poll = fz_clock_ms() + S_POLL_MS * (int64_t)(1 + left / S_POLL_BATCH);
             if (!reached) {
                 if (fz_clock_ms() - last_reply > S_GIVE_UP_MS) {
                     fz_cli_error("no reply from broker at %s for %d s; giving up (the tasks "
-                                 "may still run)", fz_client_endpoint(client), S_GIVE_UP_MS / 1000);
+                                 "may still run)",
+                                 fz_client_endpoint(client), S_GIVE_UP_MS / 1000);
                     return FZ_EXIT_UNAVAILABLE;
                 }
                 if (!warned && !fz_net_interrupted())
@@ -616,7 +655,7 @@ static int s_wait(fz_client_t *client, zsock_t *sub, waited_t *w, size_t n, cons
         if (fz_net_interrupted()) {
             if (n == 1)
                 fz_cli_error("interrupted; task %llu goes on (fz-ctl cancel %llu stops it)",
-                             (unsigned long long) w[0].id, (unsigned long long) w[0].id);
+                             (unsigned long long)w[0].id, (unsigned long long)w[0].id);
             else
                 fz_cli_error("interrupted; the tasks go on (fz-ctl cancel ID stops one)");
             return FZ_EXIT_INTERRUPTED;
@@ -657,7 +696,7 @@ static int s_run_pipeline(const opts_t *o, fz_pipeline_t *pl)
     fz_msg_t *reply = NULL;
     fz_enc_t *req = fz_client_request(client, "submit-batch");
     if (req)
-        fz_pipeline_encode(pl, req, s_pipeline_defaults, (void *) o);
+        fz_pipeline_encode(pl, req, s_pipeline_defaults, (void *)o);
     /* A frame over the limit would make the broker drop the connection without a word. */
     size_t len = 0;
     if (req && fz_enc_data(req, &len) && len > FZ_MAX_FRAME) {
@@ -665,7 +704,8 @@ static int s_run_pipeline(const opts_t *o, fz_pipeline_t *pl)
         zsock_destroy(&sub);
         fz_client_destroy(&client);
         return fz_cli_usage_error("%s: the pipeline is %zu bytes, over the %u-byte limit of one "
-                                  "request: split it", o->file, len, FZ_MAX_FRAME);
+                                  "request: split it",
+                                  o->file, len, FZ_MAX_FRAME);
     }
     fz_err_t rc = req ? fz_client_ask(client, &req, "submitted-batch", &reply, err, sizeof err)
                       : FZ_EINTERNAL;
@@ -688,16 +728,16 @@ static int s_run_pipeline(const opts_t *o, fz_pipeline_t *pl)
         uint64_t id = ids->via.array.ptr[i].via.u64;
         const char *name = i < fz_pipeline_size(pl) ? fz_pipeline_name(pl, i) : "";
         if (o->json && !o->wait) {
-            json_t *j = json_pack("{s:s,s:I}", "name", name, "task", (json_int_t) id);
+            json_t *j = json_pack("{s:s,s:I}", "name", name, "task", (json_int_t)id);
             if (j)
                 json_dumpf(j, stdout, JSON_COMPACT);
             json_decref(j);
             putchar('\n');
         } else if (!o->json) {
             char shown[300];
-            printf("%s %llu\n", *name ? fz_cli_oneline(name, strlen(name), 200, shown, sizeof shown)
-                                      : "-",
-                   (unsigned long long) id);
+            printf("%s %llu\n",
+                   *name ? fz_cli_oneline(name, strlen(name), 200, shown, sizeof shown) : "-",
+                   (unsigned long long)id);
         }
         waited[i] = (waited_t){id, 0, false};
     }
@@ -802,8 +842,7 @@ int main(int argc, char **argv)
     }
     int rest = argc - optind;
     if (rest > 1)
-        return fz_cli_usage_error("too many arguments: quote the prompt ('%s ...')",
-                                  argv[optind]);
+        return fz_cli_usage_error("too many arguments: quote the prompt ('%s ...')", argv[optind]);
     if (o.file && rest == 1)
         return fz_cli_usage_error("give either -f FILE or a PROMPT, not both");
     if (!o.file && rest == 0 && isatty(STDIN_FILENO))

@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "fz_cli.h"
-#include "fz_event.h"
 #include "fz_client.h"
+#include "fz_event.h"
 #include "fz_net.h"
 #include "fz_report.h"
 
@@ -28,8 +28,8 @@ typedef struct {
     uint64_t count; /* 0 = no limit */
     double timeout; /* seconds, 0 = none */
     uint64_t last_seq;
-    uint64_t replayed_to;      /* the newest seq a replay showed */
-    int64_t replay_off_until;  /* no asking before (the broker did not answer) */
+    uint64_t replayed_to;     /* the newest seq a replay showed */
+    int64_t replay_off_until; /* no asking before (the broker did not answer) */
     uint64_t since;
     bool since_given;
     uint64_t printed;
@@ -76,8 +76,8 @@ static char *s_task_path(const watch_t *w, uint64_t task, char *buf, size_t size
     size_t k = 0;
     buf[0] = 0;
     while (n-- > 0 && k < size)
-        k += (size_t) snprintf(buf + k, size - k, "%s%llu", k ? "/" : "",
-                               (unsigned long long) chain[n]);
+        k += (size_t)snprintf(buf + k, size - k, "%s%llu", k ? "/" : "",
+                              (unsigned long long)chain[n]);
     return buf;
 }
 
@@ -116,8 +116,8 @@ static int s_help(void)
 /* Says on stderr that events first..last are gone for good. */
 static void s_missed(uint64_t first, uint64_t last, const char *why)
 {
-    fz_cli_error("missed %llu events (seq %llu..%llu)%s", (unsigned long long) (last - first + 1),
-                 (unsigned long long) first, (unsigned long long) last, why);
+    fz_cli_error("missed %llu events (seq %llu..%llu)%s", (unsigned long long)(last - first + 1),
+                 (unsigned long long)first, (unsigned long long)last, why);
 }
 
 /* Says on stderr when event numbers jump (missed events) or restart (a new broker run). */
@@ -129,7 +129,7 @@ static void s_check_seq(watch_t *w, uint64_t seq)
         s_missed(w->last_seq + 1, seq - 1, "");
     else if (w->last_seq && seq <= w->last_seq)
         fz_cli_error("event numbers restarted at %llu (the broker restarted?)",
-                     (unsigned long long) seq);
+                     (unsigned long long)seq);
     w->last_seq = seq;
 }
 
@@ -253,7 +253,7 @@ static int s_watch(watch_t *w)
         zsock_destroy(&sub);
         return fz_cli_usage_error("cannot use event endpoint '%s'", endpoint);
     }
-    int64_t deadline = w->timeout > 0 ? fz_clock_ms() + (int64_t) (w->timeout * 1000) : 0;
+    int64_t deadline = w->timeout > 0 ? fz_clock_ms() + (int64_t)(w->timeout * 1000) : 0;
     bool done = false;
     /* A SUB socket cannot tell that nobody publishes: ask the broker once, so a wrong
        endpoint is said rather than waited on in silence. */
@@ -278,7 +278,7 @@ static int s_watch(watch_t *w)
             int64_t left = deadline - fz_clock_ms();
             if (left <= 0)
                 break;
-            wait = left < wait ? (long) left : wait;
+            wait = left < wait ? (long)left : wait;
         }
         zmq_pollitem_t item = {zsock_resolve(sub), 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&item, 1, wait) <= 0 || !(item.revents & ZMQ_POLLIN))
@@ -296,12 +296,11 @@ static int s_watch(watch_t *w)
 }
 
 static const struct option s_long[] = {
-    {"events", required_argument, NULL, 'e'}, {"broker", required_argument, NULL, 'b'},
-    {"since", required_argument, NULL, 's'},
-    {"json", no_argument, NULL, 'j'},
-    {"task", required_argument, NULL, 'T'},   {"count", required_argument, NULL, 'n'},
+    {"events", required_argument, NULL, 'e'},  {"broker", required_argument, NULL, 'b'},
+    {"since", required_argument, NULL, 's'},   {"json", no_argument, NULL, 'j'},
+    {"task", required_argument, NULL, 'T'},    {"count", required_argument, NULL, 'n'},
     {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
-    {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0}};
+    {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
 
 int main(int argc, char **argv)
 {
@@ -312,19 +311,34 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":e:b:s:jT:n:t:hV", s_long, NULL)) != -1) {
         bool ok = true;
         switch (c) {
-        case 'e': w.events = optarg; break;
-        case 'b': w.broker = optarg; break;
+        case 'e':
+            w.events = optarg;
+            break;
+        case 'b':
+            w.broker = optarg;
+            break;
         case 's':
             w.since_given = true;
             ok = fz_cli_parse_uint("--since", optarg, 0, UINT64_MAX, &w.since);
             break;
-        case 'j': w.json = true; break;
-        case 'T': ok = fz_cli_parse_uint("--task", optarg, 1, UINT64_MAX, &w.task); break;
-        case 'n': ok = fz_cli_parse_uint("--count", optarg, 1, UINT64_MAX, &w.count); break;
-        case 't': ok = fz_cli_parse_double("--timeout", optarg, 0.001, 1e9, &w.timeout); break;
-        case 'h': return s_help();
-        case 'V': return fz_cli_version();
-        case ':': return fz_cli_usage_error("option '%s' needs a value", argv[optind - 1]);
+        case 'j':
+            w.json = true;
+            break;
+        case 'T':
+            ok = fz_cli_parse_uint("--task", optarg, 1, UINT64_MAX, &w.task);
+            break;
+        case 'n':
+            ok = fz_cli_parse_uint("--count", optarg, 1, UINT64_MAX, &w.count);
+            break;
+        case 't':
+            ok = fz_cli_parse_double("--timeout", optarg, 0.001, 1e9, &w.timeout);
+            break;
+        case 'h':
+            return s_help();
+        case 'V':
+            return fz_cli_version();
+        case ':':
+            return fz_cli_usage_error("option '%s' needs a value", argv[optind - 1]);
         default:
             return optopt ? fz_cli_usage_error("unknown option '-%c'", optopt)
                           : fz_cli_usage_error("unknown option '%s'", argv[optind - 1]);

@@ -43,10 +43,10 @@ static const uint8_t *s_walk(walk_t *w, const uint8_t *p, int depth)
         return NULL;
     }
     uint8_t b = *p++;
-    size_t left = (size_t) (w->end - p);
-    uint64_t n = 0;       /* payload bytes, or elements for containers */
-    int container = 0;    /* 1 array, 2 map */
-    int hdr = 0;          /* bytes of length field */
+    size_t left = (size_t)(w->end - p);
+    uint64_t n = 0;    /* payload bytes, or elements for containers */
+    int container = 0; /* 1 array, 2 map */
+    int hdr = 0;       /* bytes of length field */
     if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
         return p;
     if (b >= 0x80 && b <= 0x8f)
@@ -57,31 +57,68 @@ static const uint8_t *s_walk(walk_t *w, const uint8_t *p, int depth)
         n = b & 0x1f;
     else {
         switch (b) {
-        case 0xc4: case 0xd9: hdr = 1; break;
-        case 0xc5: case 0xda: hdr = 2; break;
-        case 0xc6: case 0xdb: hdr = 4; break;
-        case 0xca: n = 4; break;
-        case 0xcb: n = 8; break;
-        case 0xcc: case 0xd0: n = 1; break;
-        case 0xcd: case 0xd1: n = 2; break;
-        case 0xce: case 0xd2: n = 4; break;
-        case 0xcf: case 0xd3: n = 8; break;
-        case 0xdc: hdr = 2; container = 1; break;
-        case 0xdd: hdr = 4; container = 1; break;
-        case 0xde: hdr = 2; container = 2; break;
-        case 0xdf: hdr = 4; container = 2; break;
+        case 0xc4:
+        case 0xd9:
+            hdr = 1;
+            break;
+        case 0xc5:
+        case 0xda:
+            hdr = 2;
+            break;
+        case 0xc6:
+        case 0xdb:
+            hdr = 4;
+            break;
+        case 0xca:
+            n = 4;
+            break;
+        case 0xcb:
+            n = 8;
+            break;
+        case 0xcc:
+        case 0xd0:
+            n = 1;
+            break;
+        case 0xcd:
+        case 0xd1:
+            n = 2;
+            break;
+        case 0xce:
+        case 0xd2:
+            n = 4;
+            break;
+        case 0xcf:
+        case 0xd3:
+            n = 8;
+            break;
+        case 0xdc:
+            hdr = 2;
+            container = 1;
+            break;
+        case 0xdd:
+            hdr = 4;
+            container = 1;
+            break;
+        case 0xde:
+            hdr = 2;
+            container = 2;
+            break;
+        case 0xdf:
+            hdr = 4;
+            container = 2;
+            break;
         default:
             w->why = "unsupported msgpack type (ext or reserved)";
             return NULL;
         }
         if (hdr) {
-            if (left < (size_t) hdr) {
+            if (left < (size_t)hdr) {
                 w->why = "truncated length";
                 return NULL;
             }
             n = s_be(p, hdr);
             p += hdr;
-            left -= (size_t) hdr;
+            left -= (size_t)hdr;
         }
     }
     if (!container) {
@@ -147,15 +184,16 @@ static bool s_has_dup_keys(const msgpack_object *map)
     return false;
 }
 
-static bool s_number_in(const msgpack_object *o, const fz_field_t *f, bool allow_neg, bool allow_float)
+static bool s_number_in(const msgpack_object *o, const fz_field_t *f, bool allow_neg,
+                        bool allow_float)
 {
     double v;
     if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        if (f->max < 1.8e19 && (double) o->via.u64 > f->max)
+        if (f->max < 1.8e19 && (double)o->via.u64 > f->max)
             return false;
-        v = (double) o->via.u64;
+        v = (double)o->via.u64;
     } else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && allow_neg) {
-        v = (double) o->via.i64;
+        v = (double)o->via.i64;
     } else if ((o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64) &&
                allow_float) {
         v = o->via.f64;
@@ -266,7 +304,7 @@ static fz_err_t s_check(fz_msg_t *self, char *why, size_t wl)
     }
     if (v->via.u64 != FZ_PROTOCOL_VERSION) {
         snprintf(why, wl, "protocol version %llu is not supported (this side speaks %d)",
-                 (unsigned long long) v->via.u64, FZ_PROTOCOL_VERSION);
+                 (unsigned long long)v->via.u64, FZ_PROTOCOL_VERSION);
         return FZ_EVERSION;
     }
     if (rid && rid->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
@@ -314,7 +352,7 @@ const char *fz_msg_check_frame(const void *buf, size_t len)
 {
     if (!buf || len == 0 || len > FZ_MAX_FRAME)
         return len ? "frame too large" : "empty frame";
-    walk_t w = {(const uint8_t *) buf + len, 0, len / 2 + 1024, NULL};
+    walk_t w = {(const uint8_t *)buf + len, 0, len / 2 + 1024, NULL};
     const uint8_t *end = s_walk(&w, buf, 0);
     if (!end)
         return w.why;
@@ -510,7 +548,7 @@ int64_t fz_obj_int(const msgpack_object *map, const char *key, int64_t dflt)
     if (o && o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
         return o->via.i64;
     if (o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX)
-        return (int64_t) o->via.u64;
+        return (int64_t)o->via.u64;
     return dflt;
 }
 
@@ -524,9 +562,9 @@ double fz_obj_float(const msgpack_object *map, const char *key, double dflt)
     case MSGPACK_OBJECT_FLOAT64:
         return isfinite(o->via.f64) ? o->via.f64 : dflt;
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        return (double) o->via.u64;
+        return (double)o->via.u64;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        return (double) o->via.i64;
+        return (double)o->via.i64;
     default:
         return dflt;
     }
@@ -598,7 +636,7 @@ static json_t *s_to_json(const msgpack_object *o)
     case MSGPACK_OBJECT_BOOLEAN:
         return json_boolean(o->via.boolean);
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        return json_integer(o->via.u64 > INT64_MAX ? INT64_MAX : (json_int_t) o->via.u64);
+        return json_integer(o->via.u64 > INT64_MAX ? INT64_MAX : (json_int_t)o->via.u64);
     case MSGPACK_OBJECT_NEGATIVE_INTEGER:
         return json_integer(o->via.i64);
     case MSGPACK_OBJECT_FLOAT32:

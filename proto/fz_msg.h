@@ -34,8 +34,7 @@ void fz_msg_destroy(fz_msg_t **self_p);
 const char *fz_msg_check_frame(const void *buf, size_t len);
 /* Checks a nested map (an element of an array field) against the fields of message type
    `type`, as decode checks a whole message. FZ_OK or the error, with why. */
-fz_err_t fz_msg_check_object(const msgpack_object *map, const char *type, char *why,
-                             size_t whylen);
+fz_err_t fz_msg_check_object(const msgpack_object *map, const char *type, char *why, size_t whylen);
 
 /* The message type ("submit", ...); never NULL. */
 const char *fz_msg_type(const fz_msg_t *self);

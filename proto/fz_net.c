@@ -15,7 +15,7 @@ static volatile sig_atomic_t s_drain;
 
 static void s_on_drain(int sig)
 {
-    (void) sig;
+    (void)sig;
     s_drain = 1;
 }
 
@@ -91,9 +91,8 @@ int fz_net_send(zsock_t *sock, zframe_t *routing_id, fz_enc_t **enc_p)
         goto done;
     }
     void *raw = zsock_resolve(sock);
-    if (routing_id &&
-        zmq_send(raw, zframe_data(routing_id), zframe_size(routing_id),
-                 ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+    if (routing_id && zmq_send(raw, zframe_data(routing_id), zframe_size(routing_id),
+                               ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
         goto done;
     if (zmq_send(raw, data, len, ZMQ_DONTWAIT) < 0)
         goto done;
@@ -143,7 +142,7 @@ bool fz_net_ipc_in_use(const char *endpoint)
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return false;
-    bool in_use = connect(fd, (struct sockaddr *) &addr, sizeof addr) == 0;
+    bool in_use = connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0;
     close(fd);
     return in_use;
 }

@@ -10,17 +10,17 @@
 #include <stddef.h>
 
 typedef enum {
-    FZ_T_UINT,     /* positive integer */
-    FZ_T_INT,      /* any integer */
-    FZ_T_FLOAT,    /* float or integer, finite */
+    FZ_T_UINT,  /* positive integer */
+    FZ_T_INT,   /* any integer */
+    FZ_T_FLOAT, /* float or integer, finite */
     FZ_T_BOOL,
-    FZ_T_STR,      /* UTF-8, no NUL, max = bytes */
-    FZ_T_BIN,      /* bin or str, max = bytes */
-    FZ_T_STRMAP,   /* map<str,str>, max = entries */
-    FZ_T_STRARR,   /* array<str>, max = entries */
-    FZ_T_UINTARR,  /* array<uint>, max = entries */
-    FZ_T_OBJECT,   /* map, structure checked only */
-    FZ_T_OBJARR    /* array of maps, structure checked only */
+    FZ_T_STR,     /* UTF-8, no NUL, max = bytes */
+    FZ_T_BIN,     /* bin or str, max = bytes */
+    FZ_T_STRMAP,  /* map<str,str>, max = entries */
+    FZ_T_STRARR,  /* array<str>, max = entries */
+    FZ_T_UINTARR, /* array<uint>, max = entries */
+    FZ_T_OBJECT,  /* map, structure checked only */
+    FZ_T_OBJARR   /* array of maps, structure checked only */
 } fz_type_t;
 
 #define FZ_F_REQUIRED 1u

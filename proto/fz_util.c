@@ -28,7 +28,7 @@ static const char *s_err_names[FZ_ECOUNT] = {
 
 const char *fz_strerror(fz_err_t err)
 {
-    if ((int) err < 0 || err >= FZ_ECOUNT)
+    if ((int)err < 0 || err >= FZ_ECOUNT)
         return "internal";
     return s_err_names[err];
 }
@@ -37,7 +37,7 @@ fz_err_t fz_err_from_name(const char *name)
 {
     for (int i = 0; name && i < FZ_ECOUNT; i++)
         if (strcmp(s_err_names[i], name) == 0)
-            return (fz_err_t) i;
+            return (fz_err_t)i;
     return FZ_EINTERNAL;
 }
 
@@ -45,14 +45,14 @@ int64_t fz_clock_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 double fz_wall(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (double) ts.tv_sec + ts.tv_nsec / 1e9;
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 static char s_progname[32] = "fz";
@@ -79,17 +79,17 @@ void fz_log(fz_log_level_t level, const char *fmt, ...)
     struct tm tm;
     gmtime_r(&now, &tm);
     int n = snprintf(line, sizeof line, "%02d:%02d:%02d %s[%d] %s: ", tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, s_progname, (int) getpid(), names[level]);
+                     tm.tm_sec, s_progname, (int)getpid(), names[level]);
     va_list ap;
     va_start(ap, fmt);
-    if (n > 0 && (size_t) n < sizeof line)
-        vsnprintf(line + n, sizeof line - (size_t) n, fmt, ap);
+    if (n > 0 && (size_t)n < sizeof line)
+        vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     va_end(ap);
     /* One write per line, so lines of concurrent processes sharing stderr do not interleave. */
     size_t len = strnlen(line, sizeof line - 2);
     line[len++] = '\n';
     ssize_t rc = write(STDERR_FILENO, line, len);
-    (void) rc;
+    (void)rc;
 }
 
 /* strto* skip leading space and accept a sign the caller may not want: only plain
@@ -152,7 +152,7 @@ const char *fz_endpoint(const char *flag, const char *envvar, const char *dflt)
 
 bool fz_utf8_valid(const char *buf, size_t len)
 {
-    const unsigned char *p = (const unsigned char *) buf, *end = p + len;
+    const unsigned char *p = (const unsigned char *)buf, *end = p + len;
     while (p < end) {
         unsigned c = *p;
         if (c == 0)

@@ -29,10 +29,10 @@ struct fz_slot_t {
     size_t nmodels;
     uint32_t hb_ms;
     bool welcomed;
-    int64_t broker_seen_ms;    /* last message from the broker */
-    int64_t next_hb_ms;        /* next heartbeat we send */
-    int64_t next_hello_ms;     /* next hello while not welcomed */
-    uint32_t backoff_ms;       /* reconnect backoff */
+    int64_t broker_seen_ms; /* last message from the broker */
+    int64_t next_hb_ms;     /* next heartbeat we send */
+    int64_t next_hello_ms;  /* next hello while not welcomed */
+    uint32_t backoff_ms;    /* reconnect backoff */
     /* the current attempt */
     fz_agent_t *agent;
     uint64_t task;
@@ -42,9 +42,9 @@ struct fz_slot_t {
     pending_t pending[FZ_MAX_PENDING];
     size_t npending;
     int64_t next_resend_ms;
-    bool stopping; /* first signal seen */
-    bool draining; /* SIGUSR1: finish the agent, take nothing more, then leave */
-    bool said_bye; /* stopping, and the broker was told: no more dispatches */
+    bool stopping;         /* first signal seen */
+    bool draining;         /* SIGUSR1: finish the agent, take nothing more, then leave */
+    bool said_bye;         /* stopping, and the broker was told: no more dispatches */
     int64_t kill_grace_ms; /* of the current agent: how long stopping may take */
 };
 
@@ -78,7 +78,7 @@ char *fz_slot_expand(const char *tmpl, const char *model, uint64_t task, uint32_
         else if (strncmp(p, "{workdir}", 9) == 0)
             value = workdir, skip = 9;
         else if (strncmp(p, "{task}", 6) == 0)
-            snprintf(num, sizeof num, "%llu", (unsigned long long) task), value = num, skip = 6;
+            snprintf(num, sizeof num, "%llu", (unsigned long long)task), value = num, skip = 6;
         else if (strncmp(p, "{attempt}", 9) == 0)
             snprintf(num, sizeof num, "%u", attempt), value = num, skip = 9;
         if (value) {
@@ -88,7 +88,7 @@ char *fz_slot_expand(const char *tmpl, const char *model, uint64_t task, uint32_
             zchunk_extend(out, p++, 1);
     }
     zchunk_extend(out, "", 1);
-    char *s = strdup((const char *) zchunk_data(out));
+    char *s = strdup((const char *)zchunk_data(out));
     zchunk_destroy(&out);
     return s;
 }
@@ -167,12 +167,12 @@ static void s_heartbeat(fz_slot_t *self)
         const fz_agent_status_t *st = fz_agent_status(self->agent);
         fz_enc_uint(e, "task", self->task);
         fz_enc_uint(e, "attempt", self->attempt);
-        fz_enc_uint(e, "elapsed_ms", (uint64_t) st->elapsed_ms);
+        fz_enc_uint(e, "elapsed_ms", (uint64_t)st->elapsed_ms);
         fz_enc_float(e, "cost_usd", s_cost(st->cost_usd));
         fz_enc_uint(e, "tokens_in", st->tokens_in);
         fz_enc_uint(e, "tokens_out", st->tokens_out);
         if (st->progress_pct >= 0 && st->progress_pct <= 100)
-            fz_enc_uint(e, "progress", (uint64_t) st->progress_pct);
+            fz_enc_uint(e, "progress", (uint64_t)st->progress_pct);
         s_enc_text(e, "progress_text", st->progress_text, 1024);
     }
     s_send(self, &e);
@@ -207,7 +207,7 @@ static void s_result_pending(fz_slot_t *self, uint64_t task, uint32_t attempt, f
     char why[256];
     if (!data || fz_msg_decode(data, len, &check, NULL, why, sizeof why) != FZ_OK) {
         fz_error("task %llu attempt %u: result would be refused (%s); sending a plain one",
-                 (unsigned long long) task, attempt, data ? why : "no memory");
+                 (unsigned long long)task, attempt, data ? why : "no memory");
         fz_enc_destroy(&enc);
         enc = fz_enc_new("result", 0);
         fz_enc_uint(enc, "task", task);
@@ -222,7 +222,7 @@ static void s_result_pending(fz_slot_t *self, uint64_t task, uint32_t attempt, f
     fz_msg_destroy(&check);
     if (self->npending == FZ_MAX_PENDING) {
         fz_warn("dropping the unacknowledged result of task %llu: too many pending",
-                (unsigned long long) self->pending[0].task);
+                (unsigned long long)self->pending[0].task);
         fz_enc_destroy(&self->pending[0].enc);
         memmove(self->pending, self->pending + 1, (FZ_MAX_PENDING - 1) * sizeof *self->pending);
         self->npending--;
@@ -235,7 +235,7 @@ static void s_result_pending(fz_slot_t *self, uint64_t task, uint32_t attempt, f
 static void s_on_ack(fz_slot_t *self, fz_msg_t *msg)
 {
     uint64_t task = fz_msg_uint(msg, "task", 0);
-    uint32_t attempt = (uint32_t) fz_msg_uint(msg, "attempt", 0);
+    uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
     for (size_t i = 0; i < self->npending; i++)
         if (self->pending[i].task == task && self->pending[i].attempt == attempt) {
             fz_enc_destroy(&self->pending[i].enc);
@@ -287,8 +287,8 @@ static void s_finish(fz_slot_t *self)
     fz_enc_uint(e, "attempt", self->attempt);
     fz_enc_str(e, "outcome", outcome);
     fz_enc_int(e, "exit_code", st->exit_code);
-    fz_enc_uint(e, "signal", (uint64_t) (st->signal > 0 ? st->signal : 0));
-    fz_enc_uint(e, "duration_ms", (uint64_t) st->duration_ms);
+    fz_enc_uint(e, "signal", (uint64_t)(st->signal > 0 ? st->signal : 0));
+    fz_enc_uint(e, "duration_ms", (uint64_t)st->duration_ms);
     fz_enc_float(e, "cost_usd", s_cost(st->cost_usd));
     fz_enc_uint(e, "tokens_in", st->tokens_in);
     fz_enc_uint(e, "tokens_out", st->tokens_out);
@@ -297,11 +297,10 @@ static void s_finish(fz_slot_t *self)
     fz_enc_bin(e, "output", tail, tail_len > FZ_MAX_TAIL ? FZ_MAX_TAIL : tail_len);
     char log[4096];
     snprintf(log, sizeof log, "%s/%llu/attempt-%u.log", self->cfg.workroot,
-             (unsigned long long) self->task, self->attempt);
+             (unsigned long long)self->task, self->attempt);
     fz_enc_str(e, "log", self->cfg.dry_run ? "" : log);
-    fz_info("task %llu attempt %u: %s (exit %d, %.4f USD, %lld ms)",
-            (unsigned long long) self->task, self->attempt, outcome, st->exit_code, st->cost_usd,
-            (long long) st->duration_ms);
+    fz_info("task %llu attempt %u: %s (exit %d, %.4f USD, %lld ms)", (unsigned long long)self->task,
+            self->attempt, outcome, st->exit_code, st->cost_usd, (long long)st->duration_ms);
     s_result_pending(self, self->task, self->attempt, e);
     fz_agent_destroy(&self->agent);
     self->task = 0;
@@ -332,12 +331,12 @@ static fz_agent_t *s_start_sim(fz_slot_t *self, fz_msg_t *msg, const fz_agent_op
     fz_agent_sim_t sim = {0};
     sim.duration_s = s_label_num(msg, "dry.duration", self->cfg.dry_duration);
     sim.cost_usd = s_label_num(msg, "dry.cost", self->cfg.dry_cost);
-    sim.exit_code = (int) s_label_num(msg, "dry.exit", self->cfg.dry_exit);
+    sim.exit_code = (int)s_label_num(msg, "dry.exit", self->cfg.dry_exit);
     /* dry.fail-attempts N: the first N attempts fail (to exercise retries without agents) */
-    if (self->attempt <= (uint32_t) s_label_num(msg, "dry.fail-attempts", 0))
+    if (self->attempt <= (uint32_t)s_label_num(msg, "dry.fail-attempts", 0))
         sim.exit_code = 1;
-    sim.tokens_in = (uint64_t) s_label_num(msg, "dry.tokens-in", 1000);
-    sim.tokens_out = (uint64_t) s_label_num(msg, "dry.tokens-out", 200);
+    sim.tokens_in = (uint64_t)s_label_num(msg, "dry.tokens-in", 1000);
+    sim.tokens_out = (uint64_t)s_label_num(msg, "dry.tokens-out", 200);
     sim.model = self->model[0] ? self->model : "dry-run";
     sim.output = "dry-run: simulated agent output\n";
     sim.summary = sim.exit_code ? "dry-run: simulated failure" : "dry-run: simulated success";
@@ -349,7 +348,7 @@ static fz_agent_t *s_start_real(fz_slot_t *self, fz_msg_t *msg, fz_agent_opts_t 
 {
     char *cmd = fz_slot_expand(self->cfg.agent, self->model, self->task, self->attempt, workdir);
     char env[6][512];
-    snprintf(env[0], sizeof env[0], "FZ_TASK_ID=%llu", (unsigned long long) self->task);
+    snprintf(env[0], sizeof env[0], "FZ_TASK_ID=%llu", (unsigned long long)self->task);
     snprintf(env[1], sizeof env[1], "FZ_ATTEMPT=%u", self->attempt);
     snprintf(env[2], sizeof env[2], "FZ_MODEL=%s", self->model);
     snprintf(env[3], sizeof env[3], "FZ_BROKER=%s", self->cfg.broker);
@@ -367,11 +366,11 @@ static fz_agent_t *s_start_real(fz_slot_t *self, fz_msg_t *msg, fz_agent_opts_t 
         int n = snprintf(labels[i], sizeof labels[i], "FZ_LABEL_");
         for (uint32_t j = 0; j < k->via.str.size && n < 80; j++) {
             char c = k->via.str.ptr[j];
-            labels[i][n++] = (char) ((c >= 'a' && c <= 'z') ? c - 32
-                                     : ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) ? c
-                                                                                            : '_');
+            labels[i][n++] = (char)((c >= 'a' && c <= 'z')                               ? c - 32
+                                    : ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) ? c
+                                                                                         : '_');
         }
-        snprintf(labels[i] + n, sizeof labels[i] - (size_t) n, "=%.*s", (int) v->via.str.size,
+        snprintf(labels[i] + n, sizeof labels[i] - (size_t)n, "=%.*s", (int)v->via.str.size,
                  v->via.str.ptr);
         envp[ne++] = labels[i];
     }
@@ -395,14 +394,14 @@ static fz_agent_t *s_start_real(fz_slot_t *self, fz_msg_t *msg, fz_agent_opts_t 
 static void s_on_dispatch(fz_slot_t *self, fz_msg_t *msg)
 {
     uint64_t task = fz_msg_uint(msg, "task", 0);
-    uint32_t attempt = (uint32_t) fz_msg_uint(msg, "attempt", 0);
+    uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
     if (self->agent && self->task == task && self->attempt == attempt) {
         fz_warn("dispatch of task %llu attempt %u again: it runs already; ignored",
-                (unsigned long long) task, attempt);
+                (unsigned long long)task, attempt);
         return;
     }
     if (self->agent || self->stopping || self->draining) {
-        fz_warn("dispatch of task %llu while %s: rejected", (unsigned long long) task,
+        fz_warn("dispatch of task %llu while %s: rejected", (unsigned long long)task,
                 self->stopping || self->draining ? "stopping" : "busy");
         s_result_simple(self, task, attempt, "rejected", "worker busy");
         return;
@@ -413,28 +412,28 @@ static void s_on_dispatch(fz_slot_t *self, fz_msg_t *msg)
        one), so a model the whitelist refused is never picked here. */
     snprintf(self->model, sizeof self->model, "%s", fz_msg_str(msg, "model", "", NULL));
     char workdir[4096], err[512];
-    snprintf(workdir, sizeof workdir, "%s/%llu", self->cfg.workroot, (unsigned long long) task);
+    snprintf(workdir, sizeof workdir, "%s/%llu", self->cfg.workroot, (unsigned long long)task);
     fz_agent_opts_t opts = {0};
-    opts.timeout_s = (double) fz_msg_uint(msg, "timeout", 0);
+    opts.timeout_s = (double)fz_msg_uint(msg, "timeout", 0);
     opts.max_cost = fz_msg_float(msg, "max_cost", 0);
-    opts.kill_grace_s = (double) fz_msg_uint(msg, "kill_grace", 10);
-    self->kill_grace_ms = (int64_t) (opts.kill_grace_s * 1000);
+    opts.kill_grace_s = (double)fz_msg_uint(msg, "kill_grace", 10);
+    self->kill_grace_ms = (int64_t)(opts.kill_grace_s * 1000);
     if (opts.kill_grace_s <= 0)
         opts.kill_grace_s = 0.001;
     self->agent = self->cfg.dry_run ? s_start_sim(self, msg, &opts, err, sizeof err)
                                     : s_start_real(self, msg, &opts, workdir, err, sizeof err);
     if (!self->agent) {
-        fz_error("task %llu: agent did not start: %s", (unsigned long long) task, err);
+        fz_error("task %llu: agent did not start: %s", (unsigned long long)task, err);
         s_result_simple(self, task, attempt, "spawn-failed", err);
         self->task = 0;
         return;
     }
-    fz_info("task %llu attempt %u started (model %s, pid %d)", (unsigned long long) task, attempt,
-            self->model[0] ? self->model : "-", (int) fz_agent_pid(self->agent));
+    fz_info("task %llu attempt %u started (model %s, pid %d)", (unsigned long long)task, attempt,
+            self->model[0] ? self->model : "-", (int)fz_agent_pid(self->agent));
     fz_enc_t *e = fz_enc_new("started", 0);
     fz_enc_uint(e, "task", task);
     fz_enc_uint(e, "attempt", attempt);
-    fz_enc_uint(e, "pid", (uint64_t) fz_agent_pid(self->agent));
+    fz_enc_uint(e, "pid", (uint64_t)fz_agent_pid(self->agent));
     s_send(self, &e);
     self->next_output_ms = fz_clock_ms() + FZ_OUTPUT_EVERY_MS;
 }
@@ -442,11 +441,11 @@ static void s_on_dispatch(fz_slot_t *self, fz_msg_t *msg)
 static void s_on_cancel(fz_slot_t *self, fz_msg_t *msg)
 {
     uint64_t task = fz_msg_uint(msg, "task", 0);
-    uint32_t attempt = (uint32_t) fz_msg_uint(msg, "attempt", 0);
+    uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
     if (!self->agent || self->task != task || (attempt && self->attempt != attempt))
         return;
     const char *reason = fz_msg_str(msg, "reason", "cancelled", NULL);
-    fz_info("task %llu: cancel (%s)", (unsigned long long) task, reason);
+    fz_info("task %llu: cancel (%s)", (unsigned long long)task, reason);
     fz_agent_cancel(self->agent, reason);
 }
 
@@ -454,7 +453,7 @@ static void s_on_welcome(fz_slot_t *self, fz_msg_t *msg)
 {
     self->welcomed = true;
     self->backoff_ms = 1000;
-    self->hb_ms = (uint32_t) fz_msg_uint(msg, "heartbeat_ms", self->hb_ms);
+    self->hb_ms = (uint32_t)fz_msg_uint(msg, "heartbeat_ms", self->hb_ms);
     /* The broker's interval may be shorter than ours: the next heartbeat keeps to it. */
     int64_t next = fz_clock_ms() + self->hb_ms;
     if (next < self->next_hb_ms)
@@ -462,8 +461,7 @@ static void s_on_welcome(fz_slot_t *self, fz_msg_t *msg)
     const msgpack_object *refused = fz_msg_obj(msg, "refused_models");
     for (uint32_t i = 0; refused && i < refused->via.array.size; i++)
         fz_warn("the broker does not allow model '%.*s': this worker gets no tasks for it",
-                (int) refused->via.array.ptr[i].via.str.size,
-                refused->via.array.ptr[i].via.str.ptr);
+                (int)refused->via.array.ptr[i].via.str.size, refused->via.array.ptr[i].via.str.ptr);
     fz_info("connected to %s (heartbeat %u ms)", self->cfg.broker, self->hb_ms);
     /* Results the broker has not acknowledged go again at once. */
     for (size_t i = 0; i < self->npending; i++)
@@ -514,13 +512,13 @@ static void s_recv(fz_slot_t *self)
 
 static void s_timers(fz_slot_t *self, int64_t now)
 {
-    if (now - self->broker_seen_ms > 3 * (int64_t) self->hb_ms) {
+    if (now - self->broker_seen_ms > 3 * (int64_t)self->hb_ms) {
         fz_warn("broker silent for %lld ms: reconnecting (next try in %u ms)",
-                (long long) (now - self->broker_seen_ms), self->backoff_ms);
+                (long long)(now - self->broker_seen_ms), self->backoff_ms);
         s_connect(self);
         self->broker_seen_ms = now + self->backoff_ms; /* give the new link time */
-        self->backoff_ms = self->backoff_ms * 2 > FZ_BACKOFF_MAX_MS ? FZ_BACKOFF_MAX_MS
-                                                                    : self->backoff_ms * 2;
+        self->backoff_ms =
+            self->backoff_ms * 2 > FZ_BACKOFF_MAX_MS ? FZ_BACKOFF_MAX_MS : self->backoff_ms * 2;
         return;
     }
     if (!self->welcomed && now >= self->next_hello_ms) {
@@ -556,7 +554,7 @@ static int s_timeout(fz_slot_t *self, int64_t now)
             next = now + t;
     }
     int64_t ms = next - now;
-    return ms < 0 ? 0 : ms > 1000 ? 1000 : (int) ms;
+    return ms < 0 ? 0 : ms > 1000 ? 1000 : (int)ms;
 }
 
 /* ---------------------------------------------------------------- life cycle */
@@ -572,8 +570,8 @@ fz_slot_t *fz_slot_new(const fz_slot_config_t *cfg, char *err, size_t errlen)
     self->hb_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 1000;
     self->kill_grace_ms = 10000;
     self->backoff_ms = 1000;
-    snprintf(self->nonce, sizeof self->nonce, "%08x%08x", (unsigned) getpid(),
-             (unsigned) fz_clock_ms());
+    snprintf(self->nonce, sizeof self->nonce, "%08x%08x", (unsigned)getpid(),
+             (unsigned)fz_clock_ms());
     if (cfg->models && *cfg->models) {
         char copy[2048];
         snprintf(copy, sizeof copy, "%s", cfg->models);
@@ -618,8 +616,8 @@ static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
     if (fz_net_drain_requested() && !self->draining) {
         /* Draining: the broker hears it at once; the agent finishes in its own time. */
         self->draining = true;
-        fz_info("draining: %s", self->agent ? "finishing the running agent, then leaving"
-                                            : "no agent; leaving");
+        fz_info("draining: %s",
+                self->agent ? "finishing the running agent, then leaving" : "no agent; leaving");
         s_heartbeat(self);
     }
     if (self->draining && !self->stopping && !self->agent) {
@@ -657,8 +655,8 @@ int fz_slot_run(fz_slot_t *self)
             struct pollfd fds[FZ_AGENT_MAX_POLLFDS];
             int k = fz_agent_pollfds(self->agent, fds, FZ_AGENT_MAX_POLLFDS);
             for (int i = 0; i < k; i++) {
-                short ev = (short) ((fds[i].events & POLLIN ? ZMQ_POLLIN : 0) |
-                                    (fds[i].events & POLLOUT ? ZMQ_POLLOUT : 0));
+                short ev = (short)((fds[i].events & POLLIN ? ZMQ_POLLIN : 0) |
+                                   (fds[i].events & POLLOUT ? ZMQ_POLLOUT : 0));
                 items[n++] = (zmq_pollitem_t){NULL, fds[i].fd, ev, 0};
             }
         }

@@ -17,18 +17,18 @@
 #include <stdint.h>
 
 typedef struct {
-    const char *broker;     /* ROUTER endpoint */
-    const char *events;     /* passed to agents as FZ_EVENTS */
-    const char *agent;      /* command template: {model} {task} {attempt} {workdir} expand */
-    const char *models;     /* comma-separated; NULL or "" = any */
-    const char *labels;     /* comma-separated k=v; may be NULL */
+    const char *broker; /* ROUTER endpoint */
+    const char *events; /* passed to agents as FZ_EVENTS */
+    const char *agent;  /* command template: {model} {task} {attempt} {workdir} expand */
+    const char *models; /* comma-separated; NULL or "" = any */
+    const char *labels; /* comma-separated k=v; may be NULL */
     const char *name;
-    const char *workroot;   /* per-task folders go under it */
-    bool dry_run;           /* simulate agents, no process */
-    double dry_duration;    /* defaults of simulated agents (labels dry.* override) */
+    const char *workroot; /* per-task folders go under it */
+    bool dry_run;         /* simulate agents, no process */
+    double dry_duration;  /* defaults of simulated agents (labels dry.* override) */
     double dry_cost;
     int dry_exit;
-    uint32_t heartbeat_ms;  /* until the broker's welcome says otherwise */
+    uint32_t heartbeat_ms; /* until the broker's welcome says otherwise */
 } fz_slot_config_t;
 
 typedef struct fz_slot_t fz_slot_t;

@@ -15,45 +15,44 @@
 static void s_usage(FILE *out)
 {
     fprintf(out,
-        "Usage: fz-worker --agent 'COMMAND TEMPLATE' [OPTIONS]\n"
-        "       fz-worker --dry-run [OPTIONS]\n"
-        "\n"
-        "One fz worker slot: runs one agent at a time for the broker.\n"
-        "\n"
-        "The agent runs as /bin/sh -c COMMAND in its own process group, in the folder\n"
-        "WORKDIR/TASK_ID, with the prompt on stdin and in $FZ_PROMPT, and with FZ_TASK_ID,\n"
-        "FZ_ATTEMPT, FZ_MODEL, FZ_BROKER, FZ_EVENTS, FZ_WORKER, FZ_WORKDIR and FZ_REPORT set.\n"
-        "In the template, {model} {task} {attempt} {workdir} expand (shell-quoted).\n"
-        "The agent reports cost and progress by appending lines to $FZ_REPORT (see README).\n"
-        "\n"
-        "Options:\n"
-        "  --broker EP          broker endpoint (default $FZ_BROKER or " FZ_DEFAULT_BROKER ")\n"
-        "  --events EP          event endpoint given to agents (default $FZ_EVENTS or\n"
-        "                       " FZ_DEFAULT_EVENTS ")\n"
-        "  --agent CMD          the agent command template (required unless --dry-run)\n"
-        "  --models a,b         models this worker serves (default: any)\n"
-        "  --name NAME          worker name, unique per broker (default HOST-PID)\n"
-        "  --labels k=v,...     labels announced to the broker\n"
-        "  --workdir DIR        root of per-task folders (default $FZ_STATE/work/NAME)\n"
-        "  --heartbeat MS       heartbeat until the broker sets one (default 1000)\n"
-        "  --dry-run            simulate agents without starting processes; task labels\n"
-        "                       dry.duration, dry.cost, dry.exit, dry.fail-attempts,\n"
-        "                       dry.tokens-in, dry.tokens-out override the flags below\n"
-        "  --dry-duration S     simulated duration (default 1)\n"
-        "  --dry-cost USD       simulated cost (default 0.01)\n"
-        "  --dry-exit N         simulated exit status (default 0)\n"
-        "  -v, --verbose        debug logging\n"
-        "  -h, --help           this help\n"
-        "  -V, --version        print the version\n"
-        "\n"
-        "Signals: SIGTERM/SIGINT stop the running agent (SIGTERM, then SIGKILL after the\n"
-        "grace), report it as interrupted (the broker requeues the task) and exit; a second\n"
-        "signal exits at once (the agent is killed). SIGUSR1 drains: the worker takes no more\n"
-        "tasks, lets the running agent finish, reports it and exits (for upgrades).\n"
-        "\n"
-        "Exit status: 0 after a signal, 1 runtime error, 2 bad usage.\n");
+            "Usage: fz-worker --agent 'COMMAND TEMPLATE' [OPTIONS]\n"
+            "       fz-worker --dry-run [OPTIONS]\n"
+            "\n"
+            "One fz worker slot: runs one agent at a time for the broker.\n"
+            "\n"
+            "The agent runs as /bin/sh -c COMMAND in its own process group, in the folder\n"
+            "WORKDIR/TASK_ID, with the prompt on stdin and in $FZ_PROMPT, and with FZ_TASK_ID,\n"
+            "FZ_ATTEMPT, FZ_MODEL, FZ_BROKER, FZ_EVENTS, FZ_WORKER, FZ_WORKDIR and FZ_REPORT set.\n"
+            "In the template, {model} {task} {attempt} {workdir} expand (shell-quoted).\n"
+            "The agent reports cost and progress by appending lines to $FZ_REPORT (see README).\n"
+            "\n"
+            "Options:\n"
+            "  --broker EP          broker endpoint (default $FZ_BROKER or " FZ_DEFAULT_BROKER ")\n"
+            "  --events EP          event endpoint given to agents (default $FZ_EVENTS or\n"
+            "                       " FZ_DEFAULT_EVENTS ")\n"
+            "  --agent CMD          the agent command template (required unless --dry-run)\n"
+            "  --models a,b         models this worker serves (default: any)\n"
+            "  --name NAME          worker name, unique per broker (default HOST-PID)\n"
+            "  --labels k=v,...     labels announced to the broker\n"
+            "  --workdir DIR        root of per-task folders (default $FZ_STATE/work/NAME)\n"
+            "  --heartbeat MS       heartbeat until the broker sets one (default 1000)\n"
+            "  --dry-run            simulate agents without starting processes; task labels\n"
+            "                       dry.duration, dry.cost, dry.exit, dry.fail-attempts,\n"
+            "                       dry.tokens-in, dry.tokens-out override the flags below\n"
+            "  --dry-duration S     simulated duration (default 1)\n"
+            "  --dry-cost USD       simulated cost (default 0.01)\n"
+            "  --dry-exit N         simulated exit status (default 0)\n"
+            "  -v, --verbose        debug logging\n"
+            "  -h, --help           this help\n"
+            "  -V, --version        print the version\n"
+            "\n"
+            "Signals: SIGTERM/SIGINT stop the running agent (SIGTERM, then SIGKILL after the\n"
+            "grace), report it as interrupted (the broker requeues the task) and exit; a second\n"
+            "signal exits at once (the agent is killed). SIGUSR1 drains: the worker takes no more\n"
+            "tasks, lets the running agent finish, reports it and exits (for upgrades).\n"
+            "\n"
+            "Exit status: 0 after a signal, 1 runtime error, 2 bad usage.\n");
 }
-
 
 /* Checks a comma-separated list (models, or k=v labels) against the protocol's limits, so
    that the hello is never refused; false after saying why. */
@@ -71,7 +70,7 @@ static bool s_check_list(const char *flag, const char *list, size_t max_items, b
     char *save = NULL;
     for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         char *eq = pairs ? strchr(item, '=') : NULL;
-        size_t klen = eq ? (size_t) (eq - item) : strlen(item);
+        size_t klen = eq ? (size_t)(eq - item) : strlen(item);
         bool ok = ++n <= max_items && klen > 0 && klen <= 64 && (!pairs || eq) &&
                   (!eq || strlen(eq + 1) <= 1024);
         if (!ok) {
@@ -85,31 +84,59 @@ static bool s_check_list(const char *flag, const char *list, size_t max_items, b
     return true;
 }
 
-enum { OPT_BROKER = 256, OPT_EVENTS, OPT_AGENT, OPT_MODELS, OPT_NAME, OPT_LABELS, OPT_WORKDIR,
-       OPT_HB, OPT_DRY, OPT_DRYDUR, OPT_DRYCOST, OPT_DRYEXIT };
+enum {
+    OPT_BROKER = 256,
+    OPT_EVENTS,
+    OPT_AGENT,
+    OPT_MODELS,
+    OPT_NAME,
+    OPT_LABELS,
+    OPT_WORKDIR,
+    OPT_HB,
+    OPT_DRY,
+    OPT_DRYDUR,
+    OPT_DRYCOST,
+    OPT_DRYEXIT
+};
 
 static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, bool *verbose)
 {
     static const struct option opts[] = {
-        {"broker", 1, 0, OPT_BROKER}, {"events", 1, 0, OPT_EVENTS}, {"agent", 1, 0, OPT_AGENT},
-        {"models", 1, 0, OPT_MODELS}, {"name", 1, 0, OPT_NAME}, {"labels", 1, 0, OPT_LABELS},
-        {"workdir", 1, 0, OPT_WORKDIR}, {"heartbeat", 1, 0, OPT_HB}, {"dry-run", 0, 0, OPT_DRY},
-        {"dry-duration", 1, 0, OPT_DRYDUR}, {"dry-cost", 1, 0, OPT_DRYCOST},
-        {"dry-exit", 1, 0, OPT_DRYEXIT}, {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'},
-        {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
+        {"broker", 1, 0, OPT_BROKER},    {"events", 1, 0, OPT_EVENTS},
+        {"agent", 1, 0, OPT_AGENT},      {"models", 1, 0, OPT_MODELS},
+        {"name", 1, 0, OPT_NAME},        {"labels", 1, 0, OPT_LABELS},
+        {"workdir", 1, 0, OPT_WORKDIR},  {"heartbeat", 1, 0, OPT_HB},
+        {"dry-run", 0, 0, OPT_DRY},      {"dry-duration", 1, 0, OPT_DRYDUR},
+        {"dry-cost", 1, 0, OPT_DRYCOST}, {"dry-exit", 1, 0, OPT_DRYEXIT},
+        {"verbose", 0, 0, 'v'},          {"help", 0, 0, 'h'},
+        {"version", 0, 0, 'V'},          {0, 0, 0, 0}};
     int c;
     uint64_t u;
     int64_t i;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":vhV", opts, NULL)) != -1) {
         switch (c) {
-        case OPT_BROKER: cfg->broker = optarg; break;
-        case OPT_EVENTS: cfg->events = optarg; break;
-        case OPT_AGENT: cfg->agent = optarg; break;
-        case OPT_MODELS: cfg->models = optarg; break;
-        case OPT_LABELS: cfg->labels = optarg; break;
-        case OPT_WORKDIR: cfg->workroot = optarg; break;
-        case OPT_DRY: cfg->dry_run = true; break;
+        case OPT_BROKER:
+            cfg->broker = optarg;
+            break;
+        case OPT_EVENTS:
+            cfg->events = optarg;
+            break;
+        case OPT_AGENT:
+            cfg->agent = optarg;
+            break;
+        case OPT_MODELS:
+            cfg->models = optarg;
+            break;
+        case OPT_LABELS:
+            cfg->labels = optarg;
+            break;
+        case OPT_WORKDIR:
+            cfg->workroot = optarg;
+            break;
+        case OPT_DRY:
+            cfg->dry_run = true;
+            break;
         case OPT_NAME:
             if (!*optarg || strlen(optarg) > 64 || !fz_utf8_valid(optarg, strlen(optarg)))
                 return fz_bad_flag("fz-worker", "--name", optarg, "expected 1 to 64 bytes of text");
@@ -117,24 +144,33 @@ static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, bool *verbose)
             break;
         case OPT_HB:
             if (!fz_parse_uint(optarg, 3600000, &u) || u < 10)
-                return fz_bad_flag("fz-worker", "--heartbeat", optarg, "expected milliseconds, at least 10");
-            cfg->heartbeat_ms = (uint32_t) u;
+                return fz_bad_flag("fz-worker", "--heartbeat", optarg,
+                                   "expected milliseconds, at least 10");
+            cfg->heartbeat_ms = (uint32_t)u;
             break;
-        case OPT_DRYDUR: case OPT_DRYCOST:
-            if (!fz_parse_double(optarg, 0, 1e7, c == OPT_DRYDUR ? &cfg->dry_duration
-                                                                 : &cfg->dry_cost))
+        case OPT_DRYDUR:
+        case OPT_DRYCOST:
+            if (!fz_parse_double(optarg, 0, 1e7,
+                                 c == OPT_DRYDUR ? &cfg->dry_duration : &cfg->dry_cost))
                 return fz_bad_value("fz-worker", opts, c, optarg, "expected a number, 0 or more");
             break;
         case OPT_DRYEXIT:
             if (!fz_parse_int(optarg, 0, 255, &i))
                 return fz_bad_flag("fz-worker", "--dry-exit", optarg, "expected 0 to 255");
-            cfg->dry_exit = (int) i;
+            cfg->dry_exit = (int)i;
             break;
-        case 'v': *verbose = true; break;
-        case 'h': s_usage(stdout); exit(0);
-        case 'V': printf("fz-worker " FZ_VERSION "\n"); exit(0);
+        case 'v':
+            *verbose = true;
+            break;
+        case 'h':
+            s_usage(stdout);
+            exit(0);
+        case 'V':
+            printf("fz-worker " FZ_VERSION "\n");
+            exit(0);
         case ':':
-            fprintf(stderr, "fz-worker: option '%s' needs a value (see --help)\n", argv[optind - 1]);
+            fprintf(stderr, "fz-worker: option '%s' needs a value (see --help)\n",
+                    argv[optind - 1]);
             return 2;
         default:
             fprintf(stderr, "fz-worker: unknown option '%s' (see --help)\n", argv[optind - 1]);
@@ -167,8 +203,9 @@ static char *s_resolve_agent(const char *tmpl)
             p++;
         size_t len = strcspn(p, " \t");
         const char *eq = memchr(p, '=', len);
-        bool assignment = eq && eq > p && strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq"
-                                                     "rstuvwxyz0123456789_") == (size_t) (eq - p);
+        bool assignment = eq && eq > p &&
+                          strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq"
+                                    "rstuvwxyz0123456789_") == (size_t)(eq - p);
         if (!assignment)
             break;
         p += len;
@@ -185,10 +222,10 @@ static char *s_resolve_agent(const char *tmpl)
                 strerror(errno ? errno : EACCES));
         return NULL;
     }
-    size_t head = (size_t) (p - tmpl), total = head + strlen(abs) + strlen(p + len) + 1;
+    size_t head = (size_t)(p - tmpl), total = head + strlen(abs) + strlen(p + len) + 1;
     char *out = malloc(total);
     if (out)
-        snprintf(out, total, "%.*s%s%s", (int) head, tmpl, abs, p + len);
+        snprintf(out, total, "%.*s%s%s", (int)head, tmpl, abs, p + len);
     return out;
 }
 
@@ -208,7 +245,7 @@ int main(int argc, char **argv)
         char host[64] = "worker";
         gethostname(host, sizeof host - 1);
         host[sizeof host - 1] = 0;
-        snprintf(name, sizeof name, "%.40s-%d", host, (int) getpid());
+        snprintf(name, sizeof name, "%.40s-%d", host, (int)getpid());
         cfg.name = name;
     }
     if (!cfg.workroot) {

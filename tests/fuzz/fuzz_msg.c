@@ -32,7 +32,6 @@
 #define NTYPES fz_spec_count()
 #define TYPE_AT(i) (fz_spec_at(i)->type)
 
-
 static FILE *s_devnull;
 
 #define CHECK(cond, ...)                                                                           \

@@ -233,16 +233,20 @@ static void test_event_garbage(void **state)
         size_t len;
     } bad[] = {
         {"", 0},
-        {"\xdd\xff\xff\xff\xff", 5},       /* array of 4G elements in 5 bytes */
-        {"\xdf\x7f\xff\xff\xff\x00", 6},   /* map of 2G pairs */
-        {"\xdb\xff\xff\xff\xff" "ab", 7},  /* str of 4 GB */
-        {"\x81\xa1" "a", 3},               /* a key without its value */
-        {"\x80\x00", 2},                   /* trailing byte */
-        {"\xd4\x01\x02", 3},               /* ext type */
-        {"\xc1", 1},                       /* never used byte */
-        {"\x01", 1},                       /* not a map */
-        {"\x81\x01\x02", 3},               /* integer key */
-        {"\xc5\x00", 2},                   /* truncated length */
+        {"\xdd\xff\xff\xff\xff", 5},     /* array of 4G elements in 5 bytes */
+        {"\xdf\x7f\xff\xff\xff\x00", 6}, /* map of 2G pairs */
+        {"\xdb\xff\xff\xff\xff"
+         "ab",
+         7}, /* str of 4 GB */
+        {"\x81\xa1"
+         "a",
+         3},                 /* a key without its value */
+        {"\x80\x00", 2},     /* trailing byte */
+        {"\xd4\x01\x02", 3}, /* ext type */
+        {"\xc1", 1},         /* never used byte */
+        {"\x01", 1},         /* not a map */
+        {"\x81\x01\x02", 3}, /* integer key */
+        {"\xc5\x00", 2},     /* truncated length */
     };
     char why[256];
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
@@ -270,11 +274,11 @@ static void test_event_random(void **state)
     unsigned seed = 12345;
     char buf[256], why[256];
     for (int round = 0; round < 20000; round++) {
-        size_t len = (size_t) (rand_r(&seed) % (int) sizeof buf);
+        size_t len = (size_t)(rand_r(&seed) % (int)sizeof buf);
         for (size_t i = 0; i < len; i++)
-            buf[i] = (char) rand_r(&seed);
+            buf[i] = (char)rand_r(&seed);
         if (len && round % 2)
-            buf[0] = (char) (0x80 | (buf[0] & 0x0f)); /* a fixmap, to get deeper */
+            buf[0] = (char)(0x80 | (buf[0] & 0x0f)); /* a fixmap, to get deeper */
         fz_event_t *ev = fz_event_decode("task.r", 6, buf, len, why, sizeof why);
         if (ev) {
             assert_int_equal(fz_event_map(ev)->type, MSGPACK_OBJECT_MAP);
@@ -330,7 +334,7 @@ static void s_fake_reply(zsock_t *router, zframe_t *id, fake_mode_t mode, uint64
 static void s_fake_broker(zsock_t *pipe, void *args)
 {
     const fake_t *fake = args;
-    fake_mode_t mode = (fake_mode_t) fake->mode;
+    fake_mode_t mode = (fake_mode_t)fake->mode;
     zsock_t *router = fz_net_socket(ZMQ_ROUTER);
     zsock_bind(router, "%s", fake->endpoint); /* a failure shows as the client's timeout */
     zsock_signal(pipe, 0);

@@ -2195,7 +2195,8 @@ static void test_mkdirs(void **state)
     assert_int_equal(rmdir(base), 0);
 }
 
-/* ---------------------------------------------------------------- regressions (bugs found by these tests, fixed) */
+/* ---------------------------------------------------------------- regressions (bugs found by these
+ * tests, fixed) */
 
 /* PROTOCOL.md §2 lets array<uint> fields hold 256 ids, but the decoder caps the number of
    msgpack elements at len/4 + 64, so dense but valid frames are refused as malformed. */

@@ -1280,7 +1280,6 @@ static void test_cost_report_matches_spent(void **state)
     fz_enc_destroy(&e);
 }
 
-
 /* Retention: ended tasks go with their attempts, labels and dependency rows; what a live
    task still needs (a dependency, a parent) stays; live tasks stay. */
 static void test_purge(void **state)
