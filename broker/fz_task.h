@@ -11,25 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum {
-    FZ_STATE_QUEUED,
-    FZ_STATE_WAITING,
-    FZ_STATE_HELD,
-    FZ_STATE_RUNNING,
-    FZ_STATE_RETRYING,
-    FZ_STATE_SUCCEEDED,
-    FZ_STATE_FAILED,
-    FZ_STATE_CANCELLED,
-    FZ_STATE_DEP_FAILED,
-    FZ_STATE_COUNT
-} fz_state_t;
-
-/* Protocol name of a state ("queued", "dep-failed", ...). */
-const char *fz_state_name(fz_state_t state);
-/* State from its name; -1 if unknown. */
-int fz_state_from_name(const char *name);
-/* True for succeeded, failed, cancelled and dep-failed. */
-bool fz_state_final(fz_state_t state);
+#include "fz_vocab.h"
 
 struct fz_worker_t;
 

@@ -1,0 +1,191 @@
+/*  fz_broker_int: what the broker's own files share, and nothing else includes.
+
+    The broker is one object (fz_broker_t, below) whose concerns live in separate files:
+      fz_broker.c    the loop: sockets, turns, the handler table, timers, load and reload
+      fz_outbox.c    what a turn sends once it has committed: replies, dispatches, events
+      fz_life.c      the task life cycle: the one transition function, dispatch, retries,
+                     lost attempts, cancel, budget holds and releases
+      fz_graph.c     dependencies and subtasks: waiting counts, dep-failed, revival,
+                     priority inheritance (plain loops over rows the store returns)
+      fz_rules.c     the pure rules (priorities, backoff, what an attempt's end leads to,
+                     which moves are allowed): numbers in, numbers out (fz_rules.h)
+      fz_requests.c  client requests that change things (submit, cancel, retry, ...)
+      fz_views.c     client requests that only read (get, list, status, workers, cost, ...)
+      fz_workers.c   the worker registry and the worker messages (hello ... bye)
+    Ownership: the task table owns every live fz_task_t, the worker table every fz_worker_t;
+    the scheduler's queues, the timed list and workers only point at them. */
+
+#ifndef FZ_BROKER_INT_H
+#define FZ_BROKER_INT_H
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fz_broker.h"
+#include "fz_budget.h"
+#include "fz_history.h"
+#include "fz_msg.h"
+#include "fz_net.h"
+#include "fz_rules.h"
+#include "fz_sched.h"
+#include "fz_store.h"
+#include "fz_util.h"
+
+/* Tasks with no current attempt result for this long after a restart are requeued: two
+   dead-peer periods, so that workers have time to reconnect and say what they run. */
+#define FZ_ORPHAN_PERIODS 6
+/* Messages handled per loop turn before the turn commits: bounds the latency of acks. */
+#define FZ_TURN_MAX 512
+/* Lost attempts (worker died) beyond the task's retries before it is failed anyway: a task
+   that keeps killing its workers must not loop forever. */
+#define FZ_LOST_EXTRA 3
+/* Tasks one priority inheritance may raise (a walk up a dependency graph). */
+#define FZ_INHERIT_MAX 4096
+/* Recent events kept for subscribers that missed some: at most this many, this many bytes. */
+#define FZ_HISTORY_EVENTS 20000
+#define FZ_HISTORY_BYTES (16u << 20)
+
+/* One message to send once the turn has committed. */
+typedef struct {
+    zframe_t *to;   /* routing id, or NULL for an event */
+    char topic[32]; /* event topic */
+    fz_enc_t *enc;
+    bool reply;        /* a reply to a request: on a failed commit it becomes an error */
+    uint64_t rid;      /* the request's id */
+    uint64_t dispatch; /* task id when this is a dispatch */
+} out_t;
+struct fz_broker_t {
+    fz_broker_config_t cfg;
+    zsock_t *router, *pub;
+    fz_store_t *store;
+    fz_sched_t *sched;
+    fz_budget_t budget;
+    zhashx_t *tasks;   /* "id" -> fz_task_t, owner of every live task */
+    zhashx_t *workers; /* hex routing id -> fz_worker_t, owner of every worker */
+    zlistx_t *timed;   /* retrying and orphaned tasks (points into tasks) */
+    char **allowed;    /* model whitelist, NULL = any */
+    size_t nallowed;
+    bool paused;
+    out_t *out;
+    size_t nout, capout;
+    uint64_t seq;
+    fz_history_t *history; /* recent events, for subscribers that missed some */
+    int64_t next_heartbeat_ms;
+    int64_t next_rerank_ms;
+    bool budget_moved; /* spend, reservations or cap changed: release held tasks this turn */
+    uint64_t rng;
+};
+
+/* A stack of (id, state) pairs: graph walks use it instead of recursion, so a dependency
+   chain of any length cannot overflow the C stack. */
+typedef struct {
+    struct item {
+        uint64_t id;
+        int state;
+    } * v;
+    size_t n, cap;
+} walk_t;
+
+/* Where a waiting task stands: dependencies not yet ended, or the first --after one that
+   ended without success. */
+typedef struct {
+    uint32_t pending;
+    uint64_t failed;
+    fz_state_t failed_state;
+} waitcount_t;
+
+/* A request handler (clients) and a worker-message handler (w: the sender, known). */
+typedef void(handler_fn)(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+typedef void(worker_fn)(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w);
+
+/* broker */
+void fz_broker_idkey(uint64_t id, char key[24]);
+fz_task_t *fz_broker_task(fz_broker_t *self, uint64_t id);
+void fz_broker_hexkey(zframe_t *frame, char *key, size_t size);
+fz_worker_t *fz_broker_worker(fz_broker_t *self, zframe_t *from);
+double fz_broker_random(fz_broker_t *self);
+bool fz_broker_model_allowed(fz_broker_t *self, const char *model);
+int fz_broker_state_of(fz_broker_t *self, uint64_t id);
+void fz_broker_reload(fz_broker_t *self);
+
+/* outbox */
+out_t *fz_outbox_add(fz_broker_t *self, zframe_t *to, fz_enc_t *enc);
+void fz_outbox_reply(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_enc_t *enc);
+void fz_outbox_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code, const char *fmt,
+                     ...) __attribute__((format(printf, 5, 6)));
+fz_enc_t *fz_outbox_event(const char *topic, const fz_task_t *t);
+void fz_outbox_emit(fz_broker_t *self, const char *topic, fz_enc_t **e_p);
+void fz_outbox_emit_task(fz_broker_t *self, const char *topic, const fz_task_t *t);
+void fz_outbox_flush(fz_broker_t *self);
+void fz_outbox_abandon(fz_broker_t *self);
+
+/* life */
+void fz_life_timed_add(fz_broker_t *self, fz_task_t *t);
+void fz_life_timed_remove(fz_broker_t *self, fz_task_t *t);
+void fz_life_drop(fz_broker_t *self, fz_task_t *t);
+double fz_life_deadline_boost(const fz_broker_t *self, const fz_task_t *t, double now);
+double fz_life_aging(const fz_broker_t *self, const fz_task_t *t, double now);
+double fz_life_effective(const fz_broker_t *self, const fz_task_t *t, double now);
+void fz_life_rerank(fz_broker_t *self, fz_task_t *t);
+void fz_life_ready(fz_broker_t *self, fz_task_t *t);
+void fz_life_set_state(fz_broker_t *self, fz_task_t *t, fz_state_t state, const char *reason);
+void fz_life_budget_moved(fz_broker_t *self);
+void fz_life_release_held(fz_broker_t *self);
+void fz_life_unrun(fz_broker_t *self, fz_task_t *t);
+void fz_life_retry_later(fz_broker_t *self, fz_task_t *t, uint32_t delay_ms);
+uint32_t fz_life_backoff_ms(fz_broker_t *self, uint32_t failures);
+void fz_life_lost(fz_broker_t *self, fz_task_t *t, const char *why);
+void fz_life_send_cancel(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint32_t attempt,
+                         const char *reason);
+void fz_life_dispatch(fz_broker_t *self);
+void fz_life_cancel(fz_broker_t *self, fz_task_t *t);
+fz_state_t fz_life_next_state(fz_task_t *t, const char *outcome, int64_t exit_code);
+
+/* graph */
+void fz_walk_push(walk_t *w, uint64_t id, int state);
+bool fz_walk_pop(walk_t *w, uint64_t *id, int *state);
+void fz_graph_inherit(fz_broker_t *self, fz_task_t *t);
+waitcount_t fz_graph_count(fz_broker_t *self, uint64_t id);
+void fz_graph_recheck(fz_broker_t *self, fz_task_t *d, walk_t *ended);
+void fz_graph_final(fz_broker_t *self, fz_task_t *t);
+void fz_graph_depfail_why(uint64_t dep, fz_state_t state, char *why, size_t wl);
+fz_task_t *fz_graph_revive(fz_broker_t *self, uint64_t id, fz_state_t state);
+void fz_graph_revive_dependents(fz_broker_t *self, uint64_t id);
+void fz_graph_load_waiting(fz_broker_t *self);
+
+/* views */
+void fz_views_priority_why(const fz_broker_t *self, const fz_task_t *t, double now, char *out,
+                           size_t size);
+void fz_views_get(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_views_list(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_views_status(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_views_workers(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_views_budget(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_views_cost(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_views_events(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_views_ping(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+
+/* requests */
+void fz_requests_submit(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_requests_submit_batch(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_requests_cancel(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_requests_pause(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_requests_resume(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_requests_stop(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_requests_retry(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_requests_priority(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_requests_escalate(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_requests_purge(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+
+/* workers */
+void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason);
+void fz_workers_reattach(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint32_t attempt);
+void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_workers_heartbeat(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w);
+void fz_workers_started(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w);
+void fz_workers_output(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w);
+void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w);
+void fz_workers_bye(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w);
+
+#endif

@@ -1,0 +1,293 @@
+/*  fz_life: the task life cycle (transitions, dispatch, retries, lost attempts, cancel, budget
+    holds); see fz_broker_int.h. */
+
+#include "fz_broker_int.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void fz_life_timed_add(fz_broker_t *self, fz_task_t *t)
+{
+    if (!zlistx_find(self->timed, t))
+        zlistx_add_end(self->timed, t);
+}
+
+void fz_life_timed_remove(fz_broker_t *self, fz_task_t *t)
+{
+    void *handle = zlistx_find(self->timed, t);
+    if (handle)
+        zlistx_delete(self->timed, handle);
+}
+
+/* Forgets a task that reached a final state (the store keeps it). */
+void fz_life_drop(fz_broker_t *self, fz_task_t *t)
+{
+    fz_sched_remove(self->sched, t);
+    fz_life_timed_remove(self, t);
+    char key[24];
+    fz_broker_idkey(t->id, key);
+    zhashx_delete(self->tasks, key);
+}
+
+/* ---------------------------------------------------------------- effective priority */
+
+double fz_life_deadline_boost(const fz_broker_t *self, const fz_task_t *t, double now)
+{
+    return fz_rules_deadline_boost(t->deadline, self->cfg.deadline_horizon, now);
+}
+
+/* Aging adds +1 per --aging seconds in the queue to every ready task alike, so it is kept
+   out of the stored rank (which would otherwise change every second) by subtracting each
+   task's own start instead: rank differences are then exactly effective-priority
+   differences. */
+double fz_life_aging(const fz_broker_t *self, const fz_task_t *t, double now)
+{
+    return fz_rules_aging(self->cfg.aging_s, t->queued_at, now);
+}
+
+double fz_life_effective(const fz_broker_t *self, const fz_task_t *t, double now)
+{
+    return fz_rules_effective(t->priority, t->inherited, fz_life_deadline_boost(self, t, now),
+                              fz_life_aging(self, t, now));
+}
+
+void fz_life_rerank(fz_broker_t *self, fz_task_t *t)
+{
+    double now = fz_wall();
+    double rank = fz_life_effective(self, t, now);
+    if (self->cfg.aging_s > 0)
+        rank -= now / self->cfg.aging_s;
+    if (rank != t->rank) {
+        t->rank = rank;
+        fz_sched_reorder(self->sched, t);
+    }
+}
+
+/* Makes a task ready to run: into its model's queue, aging from now. */
+void fz_life_ready(fz_broker_t *self, fz_task_t *t)
+{
+    t->queued_at = fz_wall();
+    t->rank = 0;
+    fz_life_rerank(self, t);
+    fz_sched_enqueue(self->sched, t);
+}
+
+void fz_life_set_state(fz_broker_t *self, fz_task_t *t, fz_state_t state, const char *reason)
+{
+    t->state = state;
+    fz_store_task_state(self->store, t->id, state, reason);
+}
+
+static void s_on_held(void *arg, fz_task_t *t)
+{
+    fz_broker_t *self = arg;
+    fz_store_task_state(self->store, t->id, FZ_STATE_HELD, t->hold_reason);
+    fz_enc_t *e = fz_outbox_event("task.held", t);
+    fz_enc_str(e, "reason", t->hold_reason);
+    fz_outbox_emit(self, "task.held", &e);
+}
+
+static void s_on_released(void *arg, fz_task_t *t)
+{
+    fz_broker_t *self = arg;
+    fz_store_task_state(self->store, t->id, FZ_STATE_QUEUED, "");
+    fz_outbox_emit_task(self, "task.queued", t);
+}
+
+/* Spend or cap changed: held tasks are looked at once, at the end of the turn. */
+void fz_life_budget_moved(fz_broker_t *self)
+{
+    self->budget_moved = true;
+}
+
+void fz_life_release_held(fz_broker_t *self)
+{
+    if (!self->budget_moved)
+        return;
+    self->budget_moved = false;
+    fz_sched_release_budget(self->sched, &self->budget, self->cfg.default_task_cost, s_on_released,
+                            self);
+}
+
+/* Detaches a running task from its worker and the running counts. */
+void fz_life_unrun(fz_broker_t *self, fz_task_t *t)
+{
+    if (t->worker) {
+        t->worker->task = NULL;
+        t->worker->idle_since_ms = fz_clock_ms();
+    }
+    t->worker = NULL;
+    t->orphan_deadline_ms = 0;
+    fz_life_timed_remove(self, t); /* fz_life_retry_later puts it back when it waits for a retry */
+    fz_sched_ended(self->sched, t);
+}
+
+/* Schedules attempt n+1 after a backoff, on the next model of the fallback chain. */
+void fz_life_retry_later(fz_broker_t *self, fz_task_t *t, uint32_t delay_ms)
+{
+    char model[65];
+    if (fz_store_task_model(self->store, t->id, t->attempt - t->attempt_base + 1, model) == 0)
+        snprintf(t->model, sizeof t->model, "%s", model);
+    t->not_before_ms = fz_clock_ms() + delay_ms;
+    fz_life_timed_add(self, t);
+    fz_enc_t *e = fz_outbox_event("task.retrying", t);
+    fz_enc_uint(e, "delay_ms", delay_ms);
+    fz_enc_str(e, "next_model", t->model);
+    fz_outbox_emit(self, "task.retrying", &e);
+}
+
+uint32_t fz_life_backoff_ms(fz_broker_t *self, uint32_t failures)
+{
+    return fz_rules_backoff_ms(self->cfg.backoff_min_ms, self->cfg.backoff_max_ms, failures,
+                               fz_broker_random(self));
+}
+
+/* A running attempt ended without a result (worker died, orphan expired): requeue it. */
+void fz_life_lost(fz_broker_t *self, fz_task_t *t, const char *why)
+{
+    fz_result_t r = {.outcome = "lost", .summary = why};
+    uint32_t made = t->attempt - t->attempt_base;
+    bool give_up = !t->cancel_requested && made > t->retries + FZ_LOST_EXTRA;
+    fz_state_t next = t->cancel_requested ? FZ_STATE_CANCELLED
+                      : give_up           ? FZ_STATE_FAILED
+                                          : FZ_STATE_QUEUED;
+    fz_store_attempt_finish(self->store, t->id, t->attempt, &r, next);
+    fz_budget_release(&self->budget, t->reserved);
+    t->reserved = 0;
+    fz_life_budget_moved(self);
+    fz_life_unrun(self, t);
+    fz_life_timed_remove(self, t);
+    fz_enc_t *e;
+    if (next == FZ_STATE_QUEUED) {
+        fz_life_ready(self, t);
+        e = fz_outbox_event("task.requeued", t);
+        fz_enc_str(e, "reason", why);
+        fz_outbox_emit(self, "task.requeued", &e);
+        return;
+    }
+    t->state = next;
+    e = fz_outbox_event(next == FZ_STATE_CANCELLED ? "task.cancelled" : "task.failed", t);
+    fz_enc_str(e, "outcome", "lost");
+    fz_outbox_emit(self, next == FZ_STATE_CANCELLED ? "task.cancelled" : "task.failed", &e);
+    fz_graph_final(self, t);
+}
+
+void fz_life_send_cancel(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint32_t attempt,
+                         const char *reason)
+{
+    fz_enc_t *e = fz_enc_new("cancel", 0);
+    fz_enc_uint(e, "task", task);
+    fz_enc_uint(e, "attempt", attempt);
+    fz_enc_str(e, "reason", reason);
+    fz_outbox_add(self, w->routing_id, e);
+}
+
+/* Starts attempt n+1 of t on w: reservation, records, dispatch message. */
+static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
+{
+    t->attempt++;
+    t->reserved = fz_sched_reservation(t, self->cfg.default_task_cost);
+    fz_budget_reserve(&self->budget, t->reserved);
+    t->state = FZ_STATE_RUNNING;
+    t->worker = w;
+    w->task = t;
+    fz_sched_started(self->sched, t);
+    /* A task for any model runs on the worker's first allowed model: the whitelist holds
+       for it too, and the attempt records the model it used. */
+    const char *model = *t->model ? t->model : w->nmodels ? w->models[0] : "";
+    fz_store_attempt_start(self->store, t->id, t->attempt, w->name, model, t->reserved);
+
+    fz_enc_t *d = fz_enc_new("dispatch", 0);
+    fz_enc_uint(d, "task", t->id);
+    fz_enc_uint(d, "attempt", t->attempt);
+    fz_store_encode_dispatch(self->store, t->id, d);
+    fz_enc_str(d, "model", model);
+    fz_enc_uint(d, "timeout", t->timeout_s);
+    /* The cap the agent is held to is what was reserved: a task without --max-cost is held to
+       the default reservation, so the budget's arithmetic holds for it too. */
+    fz_enc_float(d, "max_cost", t->reserved);
+    fz_enc_uint(d, "kill_grace", self->cfg.kill_grace);
+    out_t *o = fz_outbox_add(self, w->routing_id, d);
+    if (o)
+        o->dispatch = t->id;
+
+    fz_enc_t *e = fz_outbox_event("task.dispatched", t);
+    fz_enc_str(e, "worker", w->name);
+    fz_enc_float(e, "reserved", t->reserved);
+    fz_outbox_emit(self, "task.dispatched", &e);
+}
+
+static int s_cmp_workers(const void *a, const void *b)
+{
+    /* Specialised workers choose first, so a worker that serves anything does not take the
+       only task a specialised one could run. */
+    const fz_worker_t *x = *(fz_worker_t *const *)a, *y = *(fz_worker_t *const *)b;
+    if (x->any_model != y->any_model)
+        return x->any_model ? 1 : -1;
+    if (x->nmodels != y->nmodels)
+        return x->nmodels > y->nmodels ? 1 : -1;
+    /* Then the longest idle first: work spreads over the workers. */
+    return (x->idle_since_ms > y->idle_since_ms) - (x->idle_since_ms < y->idle_since_ms);
+}
+
+void fz_life_dispatch(fz_broker_t *self)
+{
+    if (self->paused || fz_sched_ready(self->sched) == 0)
+        return;
+    size_t n = zhashx_size(self->workers), k = 0;
+    fz_worker_t **idle = malloc((n ? n : 1) * sizeof *idle);
+    if (!idle)
+        return;
+    int64_t now = fz_clock_ms();
+    for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
+        if (!w->task && !w->draining && now >= w->rest_until_ms)
+            idle[k++] = w;
+    qsort(idle, k, sizeof *idle, s_cmp_workers);
+    for (size_t i = 0; i < k; i++) {
+        fz_task_t *t = fz_sched_pick(self->sched, idle[i], &self->budget,
+                                     self->cfg.default_task_cost, s_on_held, self);
+        if (t)
+            s_start(self, t, idle[i]);
+    }
+    free(idle);
+}
+
+/* Ends a task that is not running, as cancelled. */
+static void s_cancel_idle(fz_broker_t *self, fz_task_t *t)
+{
+    fz_sched_remove(self->sched, t);
+    fz_life_set_state(self, t, FZ_STATE_CANCELLED, "");
+    fz_outbox_emit_task(self, "task.cancelled", t);
+    fz_graph_final(self, t);
+}
+
+/* Cancels one live task: at once if it is not running, else through its worker. */
+void fz_life_cancel(fz_broker_t *self, fz_task_t *t)
+{
+    if (t->state != FZ_STATE_RUNNING) {
+        s_cancel_idle(self, t);
+        return;
+    }
+    if (t->cancel_requested)
+        return;
+    t->cancel_requested = true;
+    fz_store_task_flags(self->store, t->id, t->attempt_base, true);
+    if (t->worker)
+        fz_life_send_cancel(self, t->worker, t->id, t->attempt, "cancelled");
+}
+
+/* The state a finished attempt leads to. */
+fz_state_t fz_life_next_state(fz_task_t *t, const char *outcome, int64_t exit_code)
+{
+    fz_attempt_end_t end = {.outcome = (fz_outcome_t)fz_outcome_from_name(outcome),
+                            .exit_code = exit_code,
+                            .cancel_requested = t->cancel_requested,
+                            .made = t->attempt - t->attempt_base,
+                            .retries = t->retries};
+    return fz_rules_after_attempt(&end);
+}

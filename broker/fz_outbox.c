@@ -1,0 +1,149 @@
+/*  fz_outbox: what a turn sends after its commit (replies, dispatches, events); see
+    fz_broker_int.h. */
+
+#include "fz_broker_int.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- outbox and events */
+
+out_t *fz_outbox_add(fz_broker_t *self, zframe_t *to, fz_enc_t *enc)
+{
+    if (self->nout == self->capout) {
+        size_t cap = self->capout ? self->capout * 2 : 64;
+        out_t *o = realloc(self->out, cap * sizeof *o);
+        if (!o) {
+            fz_enc_destroy(&enc);
+            return NULL;
+        }
+        self->out = o;
+        self->capout = cap;
+    }
+    out_t *o = &self->out[self->nout++];
+    memset(o, 0, sizeof *o);
+    o->to = to ? zframe_dup(to) : NULL;
+    o->enc = enc;
+    return o;
+}
+
+void fz_outbox_reply(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_enc_t *enc)
+{
+    out_t *o = fz_outbox_add(self, to, enc);
+    if (o) {
+        o->reply = true;
+        o->rid = rid;
+    }
+}
+
+void fz_outbox_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code, const char *fmt,
+                     ...) __attribute__((format(printf, 5, 6)));
+
+void fz_outbox_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code, const char *fmt,
+                     ...)
+{
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    /* It goes through the outbox to keep replies in order. */
+    out_t *o = fz_outbox_add(self, to, fz_enc_error(rid, code, message));
+    if (o) {
+        o->reply = true;
+        o->rid = rid;
+    }
+}
+
+/* A new event map with the common task fields; finish with fz_outbox_emit. */
+fz_enc_t *fz_outbox_event(const char *topic, const fz_task_t *t)
+{
+    fz_enc_t *e = fz_enc_new_map();
+    fz_enc_float(e, "ts", fz_wall());
+    fz_enc_str(e, "event", topic);
+    if (t) {
+        fz_enc_uint(e, "task", t->id);
+        fz_enc_str(e, "state", fz_state_name(t->state));
+        fz_enc_int(e, "priority", t->priority);
+        fz_enc_str(e, "model", t->model);
+        if (t->attempt)
+            fz_enc_uint(e, "attempt", t->attempt);
+        if (t->parent)
+            fz_enc_uint(e, "parent", t->parent);
+    }
+    return e;
+}
+
+void fz_outbox_emit(fz_broker_t *self, const char *topic, fz_enc_t **e_p)
+{
+    out_t *o = fz_outbox_add(self, NULL, *e_p);
+    *e_p = NULL;
+    if (o)
+        snprintf(o->topic, sizeof o->topic, "%s", topic);
+}
+
+/* Events that carry only the task's common fields. */
+void fz_outbox_emit_task(fz_broker_t *self, const char *topic, const fz_task_t *t)
+{
+    fz_enc_t *e = fz_outbox_event(topic, t);
+    fz_outbox_emit(self, topic, &e);
+}
+
+static void s_emit_now(fz_broker_t *self, const char *topic, fz_enc_t **e_p)
+{
+    fz_enc_uint(*e_p, "seq", ++self->seq);
+    size_t len;
+    const void *data = fz_enc_data(*e_p, &len);
+    if (data) {
+        zmq_send(zsock_resolve(self->pub), topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_send(zsock_resolve(self->pub), data, len, ZMQ_DONTWAIT);
+        fz_history_add(self->history, self->seq, data, len);
+    }
+    fz_enc_destroy(e_p);
+}
+
+/* Sends the turn's messages after its commit. A dispatch that cannot reach its worker means
+   the worker is gone: its task goes back to the queue, recorded in the next turn. */
+void fz_outbox_flush(fz_broker_t *self)
+{
+    char gone[64][64];
+    size_t ngone = 0;
+    for (size_t i = 0; i < self->nout; i++) {
+        out_t *o = &self->out[i];
+        if (!o->to) {
+            s_emit_now(self, o->topic, &o->enc);
+            continue;
+        }
+        if (fz_net_send(self->router, o->to, &o->enc) < 0 && o->dispatch && ngone < 64) {
+            fz_warn("dispatch of task %llu failed (%s): worker is gone",
+                    (unsigned long long)o->dispatch, strerror(errno));
+            fz_broker_hexkey(o->to, gone[ngone++], sizeof gone[0]);
+        }
+        zframe_destroy(&o->to);
+    }
+    self->nout = 0;
+    for (size_t i = 0; i < ngone; i++) {
+        fz_worker_t *w = zhashx_lookup(self->workers, gone[i]);
+        if (w)
+            fz_workers_gone(self, w, "unreachable");
+    }
+}
+
+void fz_outbox_abandon(fz_broker_t *self)
+{
+    for (size_t i = 0; i < self->nout; i++) {
+        out_t *o = &self->out[i];
+        fz_enc_destroy(&o->enc);
+        if (o->to && o->reply)
+            fz_net_send_error(self->router, o->to, o->rid, FZ_EUNAVAILABLE,
+                              "the broker could not store this change; try again");
+        zframe_destroy(&o->to);
+    }
+    self->nout = 0;
+    fz_broker_reload(self);
+}

@@ -1,0 +1,93 @@
+/*  fz_rules: the broker's pure rules; see fz_rules.h. */
+
+#include "fz_rules.h"
+
+#include <math.h>
+#include <stdio.h>
+
+double fz_rules_deadline_boost(double deadline, double horizon, double now)
+{
+    if (deadline <= 0)
+        return 0;
+    double left = deadline - now;
+    if (left >= horizon)
+        return 0;
+    if (left > 0)
+        return 100.0 * (1.0 - left / horizon);
+    double late = 100.0 - left / 60.0;
+    return late < 1000.0 ? late : 1000.0;
+}
+
+double fz_rules_aging(double aging_s, double queued_at, double now)
+{
+    return aging_s > 0 ? (now - queued_at) / aging_s : 0;
+}
+
+double fz_rules_effective(int64_t priority, int64_t inherited, double boost, double aging)
+{
+    int64_t base = priority > inherited ? priority : inherited;
+    return (double)base + boost + aging;
+}
+
+void fz_rules_priority_why(int64_t priority, int64_t inherited, double boost, double aging,
+                           char *out, size_t size)
+{
+    int n = snprintf(out, size, "base %lld", (long long)priority);
+    if (inherited > priority && n > 0 && (size_t)n < size)
+        n += snprintf(out + n, size - (size_t)n, ", inherited %lld from a dependent",
+                      (long long)inherited);
+    if (boost > 0 && n > 0 && (size_t)n < size)
+        n += snprintf(out + n, size - (size_t)n, ", deadline +%.1f", boost);
+    if (aging > 0 && n > 0 && (size_t)n < size)
+        snprintf(out + n, size - (size_t)n, ", aging +%.1f", aging);
+}
+
+uint32_t fz_rules_backoff_ms(uint32_t min_ms, uint32_t max_ms, uint32_t failures, double random01)
+{
+    double exp = failures == 0 ? 0 : failures > 31 ? 30 : (double)failures - 1;
+    double d = min_ms * pow(2.0, exp);
+    if (d > max_ms)
+        d = max_ms;
+    /* Full jitter in the upper half: retries of many tasks spread out, none comes too soon. */
+    return (uint32_t)(d * (0.5 + 0.5 * random01));
+}
+
+fz_state_t fz_rules_after_attempt(const fz_attempt_end_t *end)
+{
+    if (end->outcome == FZ_OUTCOME_EXITED && end->exit_code == 0)
+        return FZ_STATE_SUCCEEDED;
+    if (end->cancel_requested || end->outcome == FZ_OUTCOME_CANCELLED)
+        return FZ_STATE_CANCELLED;
+    /* The worker could not or would not run it (busy, being stopped): not the task's fault. */
+    if (end->outcome == FZ_OUTCOME_REJECTED || end->outcome == FZ_OUTCOME_INTERRUPTED)
+        return FZ_STATE_QUEUED;
+    if (end->outcome == FZ_OUTCOME_EXITED && end->exit_code == FZ_EXIT_NO_RETRY)
+        return FZ_STATE_FAILED;
+    return end->made <= end->retries ? FZ_STATE_RETRYING : FZ_STATE_FAILED;
+}
+
+/* [from][to]: the moves the life cycle makes. Ended tasks come back only through retry
+   (queued or waiting again); a succeeded one never. */
+#define Q (1u << FZ_STATE_QUEUED)
+#define W (1u << FZ_STATE_WAITING)
+#define H (1u << FZ_STATE_HELD)
+#define R (1u << FZ_STATE_RUNNING)
+#define T (1u << FZ_STATE_RETRYING)
+#define S (1u << FZ_STATE_SUCCEEDED)
+#define F (1u << FZ_STATE_FAILED)
+#define C (1u << FZ_STATE_CANCELLED)
+#define D (1u << FZ_STATE_DEP_FAILED)
+static const unsigned s_moves[FZ_STATE_COUNT] = {
+    [FZ_STATE_QUEUED] = H | R | C, [FZ_STATE_WAITING] = Q | D | C,
+    [FZ_STATE_HELD] = Q | C,       [FZ_STATE_RUNNING] = Q | T | S | F | C,
+    [FZ_STATE_RETRYING] = Q | C,   [FZ_STATE_SUCCEEDED] = 0,
+    [FZ_STATE_FAILED] = Q | W,     [FZ_STATE_CANCELLED] = Q | W,
+    [FZ_STATE_DEP_FAILED] = Q | W,
+};
+
+bool fz_rules_move_allowed(fz_state_t from, fz_state_t to)
+{
+    if ((unsigned)from >= FZ_STATE_COUNT || (unsigned)to >= FZ_STATE_COUNT)
+        return false;
+    return (s_moves[from] >> to) & 1u;
+}
