@@ -143,6 +143,14 @@ static const struct {
     {"bye", NULL, fz_workers_bye},
 };
 
+/* The reason of a frame the codec refused. */
+static fz_reason_t s_decode_reason(fz_err_t err)
+{
+    return err == FZ_EMALFORMED ? FZ_REASON_MALFORMED
+           : err == FZ_EUNKNOWN ? FZ_REASON_UNKNOWN_TYPE
+                                : FZ_REASON_BAD_FIELD;
+}
+
 static void s_handle(fz_broker_t *self, zframe_t *from, const void *data, size_t len)
 {
     fz_msg_t *msg = NULL;
@@ -154,7 +162,7 @@ static void s_handle(fz_broker_t *self, zframe_t *from, const void *data, size_t
         w->last_seen_ms = fz_clock_ms();
     if (err) {
         fz_warn("bad message from peer %s: %s", w ? w->name : "(client)", why);
-        fz_outbox_error(self, from, rid, err, "%s", why);
+        fz_outbox_error(self, from, rid, err, s_decode_reason(err), "%s", why);
         return;
     }
     for (size_t i = 0; i < sizeof s_handlers / sizeof *s_handlers; i++) {
@@ -165,13 +173,13 @@ static void s_handle(fz_broker_t *self, zframe_t *from, const void *data, size_t
         else if (w)
             s_handlers[i].worker(self, from, msg, w);
         else
-            fz_outbox_error(self, from, rid, FZ_ECONFLICT,
+            fz_outbox_error(self, from, rid, FZ_ECONFLICT, FZ_REASON_UNKNOWN_PEER,
                             "'%s' is a worker message: say hello first", fz_msg_type(msg));
         fz_msg_destroy(&msg);
         return;
     }
-    fz_outbox_error(self, from, rid, FZ_EUNKNOWN, "the broker does not accept '%s'",
-                    fz_msg_type(msg));
+    fz_outbox_error(self, from, rid, FZ_EUNKNOWN, FZ_REASON_UNKNOWN_TYPE,
+                    "the broker does not accept '%s'", fz_msg_type(msg));
     fz_msg_destroy(&msg);
 }
 
@@ -205,7 +213,8 @@ static bool s_recv(fz_broker_t *self)
         zmq_msg_close(&part);
     }
     if (!handled)
-        fz_outbox_error(self, from, 0, FZ_EMALFORMED, "a message must be exactly one frame");
+        fz_outbox_error(self, from, 0, FZ_EMALFORMED, FZ_REASON_MALFORMED,
+                        "a message must be exactly one frame");
     zframe_destroy(&from);
     return true;
 }
@@ -240,9 +249,8 @@ static void s_tick(fz_broker_t *self, int64_t now, bool drained)
         fz_task_t *next = zlistx_next(self->timed);
         if (t->state == FZ_STATE_RETRYING && now >= t->not_before_ms) {
             fz_life_timed_remove(self, t);
+            fz_life_move(self, t, FZ_STATE_QUEUED, NULL);
             fz_life_ready(self, t);
-            fz_store_task_state(self->store, t->id, FZ_STATE_QUEUED, "");
-            fz_outbox_emit_task(self, "task.queued", t);
         } else if (t->state == FZ_STATE_RUNNING && !t->worker && t->orphan_deadline_ms &&
                    now >= t->orphan_deadline_ms) {
             fz_life_lost(self, t, "worker did not come back after a broker restart");
@@ -494,9 +502,8 @@ int fz_broker_run(fz_broker_t *self)
     fz_info("listening on %s, events on %s, store %s (%zu live tasks%s)", self->cfg.bind,
             self->cfg.events, self->cfg.db, zhashx_size(self->tasks),
             self->paused ? ", paused" : "");
-    fz_enc_t *e = fz_outbox_event("broker.started", NULL);
+    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_BROKER_STARTED, NULL);
     fz_enc_str(e, "version", FZ_VERSION);
-    fz_outbox_emit(self, "broker.started", &e);
     zmq_pollitem_t item = {zsock_resolve(self->router), 0, ZMQ_POLLIN, 0};
     while (!fz_net_interrupted()) {
         s_turn(self);
@@ -506,9 +513,8 @@ int fz_broker_run(fz_broker_t *self)
             return 1;
         }
     }
-    e = fz_outbox_event("broker.stopping", NULL);
+    e = fz_outbox_event(self, FZ_TOPIC_BROKER_STOPPING, NULL);
     fz_enc_str(e, "version", FZ_VERSION);
-    fz_outbox_emit(self, "broker.stopping", &e);
     s_turn(self);
     fz_info("stopped (signal %d); running agents go on and their workers will reconnect",
             fz_net_signal());

@@ -48,8 +48,8 @@
 
 /* One message to send once the turn has committed. */
 typedef struct {
-    zframe_t *to;   /* routing id, or NULL for an event */
-    char topic[32]; /* event topic */
+    zframe_t *to;     /* routing id, or NULL for an event */
+    fz_topic_t topic; /* event topic */
     fz_enc_t *enc;
     bool reply;        /* a reply to a request: on a failed commit it becomes an error */
     uint64_t rid;      /* the request's id */
@@ -112,15 +112,37 @@ void fz_broker_reload(fz_broker_t *self);
 /* outbox */
 out_t *fz_outbox_add(fz_broker_t *self, zframe_t *to, fz_enc_t *enc);
 void fz_outbox_reply(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_enc_t *enc);
-void fz_outbox_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code, const char *fmt,
-                     ...) __attribute__((format(printf, 5, 6)));
-fz_enc_t *fz_outbox_event(const char *topic, const fz_task_t *t);
-void fz_outbox_emit(fz_broker_t *self, const char *topic, fz_enc_t **e_p);
-void fz_outbox_emit_task(fz_broker_t *self, const char *topic, const fz_task_t *t);
+/* Queues an error reply: its code, its reason for programs and a message for people. */
+void fz_outbox_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code,
+                     fz_reason_t reason, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+/* The same for task `index` of a batch (the reply names it). */
+void fz_outbox_error_at(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code,
+                        fz_reason_t reason, size_t index, const char *message);
+/* Queues an event of `topic` with the common task fields (t may be NULL) and returns it, so
+   the caller can add fields until the turn is sent; NULL (swallowing writes) on no memory. */
+fz_enc_t *fz_outbox_event(fz_broker_t *self, fz_topic_t topic, const fz_task_t *t);
 void fz_outbox_flush(fz_broker_t *self);
 void fz_outbox_abandon(fz_broker_t *self);
 
 /* life */
+
+/* What goes with a move (fz_life_move); every field may be left out. */
+typedef struct {
+    fz_topic_t topic;          /* the event; FZ_TOPIC_NONE: the new state's own */
+    const char *reason;        /* stored with the state (a hold's reason); on the event */
+    const char *summary;       /* dep-failed: why (the task's summary); on the event */
+    const fz_result_t *result; /* the attempt that ended: stored with the state in one write */
+    const fz_worker_t *worker; /* running: where attempt t->attempt starts */
+    const char *model;         /* running: the model it runs */
+} fz_move_t;
+
+/* The one place a task's state changes: checks the move against the life cycle's table
+   (fz_rules_move_allowed), writes the store, sets it in memory and queues its event. Returns
+   the event (add fields until the turn is sent), or NULL if the move was refused or not
+   stored (then memory is unchanged and the turn will not commit). Queues, timers and the
+   budget are the caller's: a move says what happened, not where the task now waits. */
+fz_enc_t *fz_life_move(fz_broker_t *self, fz_task_t *t, fz_state_t to, const fz_move_t *how);
 void fz_life_timed_add(fz_broker_t *self, fz_task_t *t);
 void fz_life_timed_remove(fz_broker_t *self, fz_task_t *t);
 void fz_life_drop(fz_broker_t *self, fz_task_t *t);
@@ -129,7 +151,6 @@ double fz_life_aging(const fz_broker_t *self, const fz_task_t *t, double now);
 double fz_life_effective(const fz_broker_t *self, const fz_task_t *t, double now);
 void fz_life_rerank(fz_broker_t *self, fz_task_t *t);
 void fz_life_ready(fz_broker_t *self, fz_task_t *t);
-void fz_life_set_state(fz_broker_t *self, fz_task_t *t, fz_state_t state, const char *reason);
 void fz_life_budget_moved(fz_broker_t *self);
 void fz_life_release_held(fz_broker_t *self);
 void fz_life_unrun(fz_broker_t *self, fz_task_t *t);

@@ -102,11 +102,7 @@ static void s_depfail(fz_broker_t *self, fz_task_t *d, const waitcount_t *w)
 {
     char why[160];
     fz_graph_depfail_why(w->failed, w->failed_state, why, sizeof why);
-    d->state = FZ_STATE_DEP_FAILED;
-    fz_store_task_depfail(self->store, d->id, why);
-    fz_enc_t *ev = fz_outbox_event("task.dep-failed", d);
-    fz_enc_str(ev, "summary", why);
-    fz_outbox_emit(self, "task.dep-failed", &ev);
+    fz_life_move(self, d, FZ_STATE_DEP_FAILED, &(fz_move_t){.summary = why});
 }
 
 /* Moves a waiting task on: dep-failed (pushed on `ended` for its own dependents), ready, or
@@ -122,9 +118,8 @@ void fz_graph_recheck(fz_broker_t *self, fz_task_t *d, walk_t *ended)
     }
     d->deps_pending = w.pending;
     if (w.pending == 0) {
+        fz_life_move(self, d, FZ_STATE_QUEUED, NULL);
         fz_life_ready(self, d);
-        fz_store_task_state(self->store, d->id, FZ_STATE_QUEUED, "");
-        fz_outbox_emit_task(self, "task.queued", d);
     }
 }
 
@@ -174,11 +169,9 @@ fz_task_t *fz_graph_revive(fz_broker_t *self, uint64_t id, fz_state_t state)
     char key[24];
     fz_broker_idkey(id, key);
     zhashx_insert(self->tasks, key, t);
-    fz_life_set_state(self, t, state, "");
-    if (state == FZ_STATE_QUEUED) {
+    fz_life_move(self, t, state, NULL);
+    if (state == FZ_STATE_QUEUED)
         fz_life_ready(self, t);
-        fz_outbox_emit_task(self, "task.queued", t);
-    }
     return t;
 }
 

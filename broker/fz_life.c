@@ -77,26 +77,55 @@ void fz_life_ready(fz_broker_t *self, fz_task_t *t)
     fz_sched_enqueue(self->sched, t);
 }
 
-void fz_life_set_state(fz_broker_t *self, fz_task_t *t, fz_state_t state, const char *reason)
+/* The store write that goes with a move: the attempt's row and the task's together when an
+   attempt starts or ends, else the task's state (with the hold reason or dep-failed why). */
+static int s_store_move(fz_broker_t *self, fz_task_t *t, fz_state_t to, const fz_move_t *how)
 {
-    t->state = state;
-    fz_store_task_state(self->store, t->id, state, reason);
+    if (how->result)
+        return fz_store_attempt_finish(self->store, t->id, t->attempt, how->result, to) < 0 ? -1
+                                                                                            : 0;
+    if (to == FZ_STATE_RUNNING)
+        return fz_store_attempt_start(self->store, t->id, t->attempt,
+                                      how->worker ? how->worker->name : "",
+                                      how->model ? how->model : "", t->reserved);
+    if (to == FZ_STATE_DEP_FAILED)
+        return fz_store_task_depfail(self->store, t->id, how->summary ? how->summary : "");
+    return fz_store_task_state(self->store, t->id, to, how->reason ? how->reason : "");
 }
 
+fz_enc_t *fz_life_move(fz_broker_t *self, fz_task_t *t, fz_state_t to, const fz_move_t *how)
+{
+    static const fz_move_t plain = {0};
+    how = how ? how : &plain;
+    if (!fz_rules_move_allowed(t->state, to)) {
+        fz_error("task %llu: refused move %s -> %s (a bug: the life cycle's table says no)",
+                 (unsigned long long)t->id, fz_state_name(t->state), fz_state_name(to));
+        return NULL;
+    }
+    /* A failed write fails the turn's commit: the turn is abandoned and memory reloaded, so
+       memory is left as it was. */
+    if (s_store_move(self, t, to, how) < 0)
+        return NULL;
+    t->state = to;
+    fz_topic_t topic = how->topic ? how->topic : fz_topic_of_state(to);
+    fz_enc_t *e = topic ? fz_outbox_event(self, topic, t) : NULL;
+    if (how->reason && *how->reason)
+        fz_enc_str(e, "reason", how->reason);
+    if (how->summary)
+        fz_enc_str(e, "summary", how->summary);
+    return e;
+}
+
+/* The scheduler moved a task to its held queue (budget): record it. */
 static void s_on_held(void *arg, fz_task_t *t)
 {
-    fz_broker_t *self = arg;
-    fz_store_task_state(self->store, t->id, FZ_STATE_HELD, t->hold_reason);
-    fz_enc_t *e = fz_outbox_event("task.held", t);
-    fz_enc_str(e, "reason", t->hold_reason);
-    fz_outbox_emit(self, "task.held", &e);
+    fz_life_move(arg, t, FZ_STATE_HELD, &(fz_move_t){.reason = t->hold_reason});
 }
 
+/* The scheduler moved a held task back to its ready queue. */
 static void s_on_released(void *arg, fz_task_t *t)
 {
-    fz_broker_t *self = arg;
-    fz_store_task_state(self->store, t->id, FZ_STATE_QUEUED, "");
-    fz_outbox_emit_task(self, "task.queued", t);
+    fz_life_move(arg, t, FZ_STATE_QUEUED, NULL);
 }
 
 /* Spend or cap changed: held tasks are looked at once, at the end of the turn. */
@@ -135,10 +164,10 @@ void fz_life_retry_later(fz_broker_t *self, fz_task_t *t, uint32_t delay_ms)
         snprintf(t->model, sizeof t->model, "%s", model);
     t->not_before_ms = fz_clock_ms() + delay_ms;
     fz_life_timed_add(self, t);
-    fz_enc_t *e = fz_outbox_event("task.retrying", t);
+    /* Not a move (it is retrying already): the announcement of when and on what. */
+    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_RETRYING, t);
     fz_enc_uint(e, "delay_ms", delay_ms);
     fz_enc_str(e, "next_model", t->model);
-    fz_outbox_emit(self, "task.retrying", &e);
 }
 
 uint32_t fz_life_backoff_ms(fz_broker_t *self, uint32_t failures)
@@ -150,30 +179,24 @@ uint32_t fz_life_backoff_ms(fz_broker_t *self, uint32_t failures)
 /* A running attempt ended without a result (worker died, orphan expired): requeue it. */
 void fz_life_lost(fz_broker_t *self, fz_task_t *t, const char *why)
 {
-    fz_result_t r = {.outcome = "lost", .summary = why};
+    fz_result_t r = {.outcome = fz_outcome_name(FZ_OUTCOME_LOST), .summary = why};
     uint32_t made = t->attempt - t->attempt_base;
     bool give_up = !t->cancel_requested && made > t->retries + FZ_LOST_EXTRA;
     fz_state_t next = t->cancel_requested ? FZ_STATE_CANCELLED
                       : give_up           ? FZ_STATE_FAILED
                                           : FZ_STATE_QUEUED;
-    fz_store_attempt_finish(self->store, t->id, t->attempt, &r, next);
     fz_budget_release(&self->budget, t->reserved);
     t->reserved = 0;
     fz_life_budget_moved(self);
     fz_life_unrun(self, t);
-    fz_life_timed_remove(self, t);
-    fz_enc_t *e;
     if (next == FZ_STATE_QUEUED) {
+        fz_life_move(self, t, next,
+                     &(fz_move_t){.result = &r, .topic = FZ_TOPIC_TASK_REQUEUED, .reason = why});
         fz_life_ready(self, t);
-        e = fz_outbox_event("task.requeued", t);
-        fz_enc_str(e, "reason", why);
-        fz_outbox_emit(self, "task.requeued", &e);
         return;
     }
-    t->state = next;
-    e = fz_outbox_event(next == FZ_STATE_CANCELLED ? "task.cancelled" : "task.failed", t);
-    fz_enc_str(e, "outcome", "lost");
-    fz_outbox_emit(self, next == FZ_STATE_CANCELLED ? "task.cancelled" : "task.failed", &e);
+    fz_enc_t *e = fz_life_move(self, t, next, &(fz_move_t){.result = &r});
+    fz_enc_str(e, "outcome", r.outcome);
     fz_graph_final(self, t);
 }
 
@@ -193,14 +216,16 @@ static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
     t->attempt++;
     t->reserved = fz_sched_reservation(t, self->cfg.default_task_cost);
     fz_budget_reserve(&self->budget, t->reserved);
-    t->state = FZ_STATE_RUNNING;
     t->worker = w;
     w->task = t;
     fz_sched_started(self->sched, t);
     /* A task for any model runs on the worker's first allowed model: the whitelist holds
        for it too, and the attempt records the model it used. */
     const char *model = *t->model ? t->model : w->nmodels ? w->models[0] : "";
-    fz_store_attempt_start(self->store, t->id, t->attempt, w->name, model, t->reserved);
+    fz_enc_t *e =
+        fz_life_move(self, t, FZ_STATE_RUNNING, &(fz_move_t){.worker = w, .model = model});
+    fz_enc_str(e, "worker", w->name);
+    fz_enc_float(e, "reserved", t->reserved);
 
     fz_enc_t *d = fz_enc_new("dispatch", 0);
     fz_enc_uint(d, "task", t->id);
@@ -215,11 +240,6 @@ static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
     out_t *o = fz_outbox_add(self, w->routing_id, d);
     if (o)
         o->dispatch = t->id;
-
-    fz_enc_t *e = fz_outbox_event("task.dispatched", t);
-    fz_enc_str(e, "worker", w->name);
-    fz_enc_float(e, "reserved", t->reserved);
-    fz_outbox_emit(self, "task.dispatched", &e);
 }
 
 static int s_cmp_workers(const void *a, const void *b)
@@ -261,8 +281,7 @@ void fz_life_dispatch(fz_broker_t *self)
 static void s_cancel_idle(fz_broker_t *self, fz_task_t *t)
 {
     fz_sched_remove(self->sched, t);
-    fz_life_set_state(self, t, FZ_STATE_CANCELLED, "");
-    fz_outbox_emit_task(self, "task.cancelled", t);
+    fz_life_move(self, t, FZ_STATE_CANCELLED, NULL);
     fz_graph_final(self, t);
 }
 

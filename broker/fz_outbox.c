@@ -41,31 +41,39 @@ void fz_outbox_reply(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_enc_t *en
     }
 }
 
-void fz_outbox_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code, const char *fmt,
-                     ...) __attribute__((format(printf, 5, 6)));
+/* Queues an error reply; index >= 0 names the refused task of a batch. It goes through the
+   outbox to keep replies in order. */
+static void s_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code,
+                    fz_reason_t reason, int64_t index, const char *message)
+{
+    fz_enc_t *e = fz_enc_error(rid, code, reason, message);
+    if (index >= 0)
+        fz_enc_uint(e, "index", (uint64_t)index);
+    fz_outbox_reply(self, to, rid, e);
+}
 
-void fz_outbox_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code, const char *fmt,
-                     ...)
+void fz_outbox_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code,
+                     fz_reason_t reason, const char *fmt, ...)
 {
     char message[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
-    /* It goes through the outbox to keep replies in order. */
-    out_t *o = fz_outbox_add(self, to, fz_enc_error(rid, code, message));
-    if (o) {
-        o->reply = true;
-        o->rid = rid;
-    }
+    s_error(self, to, rid, code, reason, -1, message);
 }
 
-/* A new event map with the common task fields; finish with fz_outbox_emit. */
-fz_enc_t *fz_outbox_event(const char *topic, const fz_task_t *t)
+void fz_outbox_error_at(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code,
+                        fz_reason_t reason, size_t index, const char *message)
+{
+    s_error(self, to, rid, code, reason, (int64_t)index, message);
+}
+
+fz_enc_t *fz_outbox_event(fz_broker_t *self, fz_topic_t topic, const fz_task_t *t)
 {
     fz_enc_t *e = fz_enc_new_map();
     fz_enc_float(e, "ts", fz_wall());
-    fz_enc_str(e, "event", topic);
+    fz_enc_str(e, "event", fz_topic_name(topic));
     if (t) {
         fz_enc_uint(e, "task", t->id);
         fz_enc_str(e, "state", fz_state_name(t->state));
@@ -76,31 +84,21 @@ fz_enc_t *fz_outbox_event(const char *topic, const fz_task_t *t)
         if (t->parent)
             fz_enc_uint(e, "parent", t->parent);
     }
+    out_t *o = fz_outbox_add(self, NULL, e);
+    if (!o)
+        return NULL; /* no memory: the event is lost (events may be; replies are not) */
+    o->topic = topic;
     return e;
 }
 
-void fz_outbox_emit(fz_broker_t *self, const char *topic, fz_enc_t **e_p)
-{
-    out_t *o = fz_outbox_add(self, NULL, *e_p);
-    *e_p = NULL;
-    if (o)
-        snprintf(o->topic, sizeof o->topic, "%s", topic);
-}
-
-/* Events that carry only the task's common fields. */
-void fz_outbox_emit_task(fz_broker_t *self, const char *topic, const fz_task_t *t)
-{
-    fz_enc_t *e = fz_outbox_event(topic, t);
-    fz_outbox_emit(self, topic, &e);
-}
-
-static void s_emit_now(fz_broker_t *self, const char *topic, fz_enc_t **e_p)
+static void s_emit_now(fz_broker_t *self, fz_topic_t topic, fz_enc_t **e_p)
 {
     fz_enc_uint(*e_p, "seq", ++self->seq);
     size_t len;
     const void *data = fz_enc_data(*e_p, &len);
     if (data) {
-        zmq_send(zsock_resolve(self->pub), topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        const char *name = fz_topic_name(topic);
+        zmq_send(zsock_resolve(self->pub), name, strlen(name), ZMQ_SNDMORE | ZMQ_DONTWAIT);
         zmq_send(zsock_resolve(self->pub), data, len, ZMQ_DONTWAIT);
         fz_history_add(self->history, self->seq, data, len);
     }
@@ -140,7 +138,7 @@ void fz_outbox_abandon(fz_broker_t *self)
         out_t *o = &self->out[i];
         fz_enc_destroy(&o->enc);
         if (o->to && o->reply)
-            fz_net_send_error(self->router, o->to, o->rid, FZ_EUNAVAILABLE,
+            fz_net_send_error(self->router, o->to, o->rid, FZ_EUNAVAILABLE, FZ_REASON_STORE_FAILED,
                               "the broker could not store this change; try again");
         zframe_destroy(&o->to);
     }

@@ -29,13 +29,14 @@ static size_t s_dep_ids(const msgpack_object *m, const char *ids_key, const char
 
 /* Checks a submit map against policy before anything is stored: FZ_OK or an error with a
    message for the submitter. */
-static fz_err_t s_submit_check(fz_broker_t *self, const msgpack_object *m, size_t index, char *why,
-                               size_t wl)
+static fz_err_t s_submit_check(fz_broker_t *self, const msgpack_object *m, size_t index,
+                               fz_reason_t *reason, char *why, size_t wl)
 {
     char model[65];
     fz_obj_str(m, "model", model, sizeof model);
     if (!fz_broker_model_allowed(self, model)) {
         snprintf(why, wl, "model '%s' is not allowed (allowed: %s)", model, self->cfg.models);
+        *reason = FZ_REASON_MODEL_NOT_ALLOWED;
         return FZ_EREFUSED;
     }
     const msgpack_object *fb = fz_obj_get(m, "fallback");
@@ -45,6 +46,7 @@ static fz_err_t s_submit_check(fz_broker_t *self, const msgpack_object *m, size_
         if (!fz_broker_model_allowed(self, model)) {
             snprintf(why, wl, "fallback model '%s' is not allowed (allowed: %s)", model,
                      self->cfg.models);
+            *reason = FZ_REASON_MODEL_NOT_ALLOWED;
             return FZ_EREFUSED;
         }
     }
@@ -56,6 +58,7 @@ static fz_err_t s_submit_check(fz_broker_t *self, const msgpack_object *m, size_
                 snprintf(why, wl, "--%s names task %llu, which does not exist",
                          k ? "after-any" : "after",
                          (unsigned long long)a->via.array.ptr[i].via.u64);
+                *reason = FZ_REASON_NO_SUCH_DEPENDENCY;
                 return FZ_EINVALID;
             }
     }
@@ -68,6 +71,7 @@ static fz_err_t s_submit_check(fz_broker_t *self, const msgpack_object *m, size_
                          "task %zu of the batch depends on task %llu, which does not "
                          "come before it (a cycle or a forward reference)",
                          index, (unsigned long long)a->via.array.ptr[i].via.u64);
+                *reason = FZ_REASON_BAD_DEPENDENCY;
                 return FZ_EINVALID;
             }
     }
@@ -77,17 +81,20 @@ static fz_err_t s_submit_check(fz_broker_t *self, const msgpack_object *m, size_
         int64_t prio;
         if (fz_broker_state_of(self, parent) < 0) {
             snprintf(why, wl, "parent task %llu does not exist", (unsigned long long)parent);
+            *reason = FZ_REASON_NO_SUCH_PARENT;
             return FZ_EINVALID;
         }
         fz_store_tree_info(self->store, parent, &depth, &children, &prio);
         if (depth + 1 > self->cfg.max_depth) {
             snprintf(why, wl, "task %llu is at depth %u: subtasks would pass --max-depth %u",
                      (unsigned long long)parent, depth, self->cfg.max_depth);
+            *reason = FZ_REASON_TOO_DEEP;
             return FZ_EREFUSED;
         }
         if (children >= self->cfg.max_children) {
             snprintf(why, wl, "task %llu already has %u subtasks (--max-children %u)",
                      (unsigned long long)parent, children, self->cfg.max_children);
+            *reason = FZ_REASON_TOO_MANY_CHILDREN;
             return FZ_EREFUSED;
         }
     }
@@ -191,14 +198,12 @@ static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const u
     ev->deadline = nt.deadline;
     ev->deps_pending = d.pending;
     ev->inherited = INT64_MIN;
-    fz_enc_t *e = fz_outbox_event("task.submitted", ev);
+    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_SUBMITTED, ev);
     fz_enc_str(e, "name", nt.name);
     fz_enc_strn(e, "prompt", nt.prompt, nt.prompt_len < 200 ? nt.prompt_len : 200);
-    fz_outbox_emit(self, "task.submitted", &e);
     if (d.failed) {
-        e = fz_outbox_event("task.dep-failed", ev);
+        e = fz_outbox_event(self, FZ_TOPIC_TASK_DEP_FAILED, ev);
         fz_enc_str(e, "summary", why);
-        fz_outbox_emit(self, "task.dep-failed", &e);
         return id;
     }
     char key[24];
@@ -215,16 +220,17 @@ void fz_requests_submit(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
     char why[512];
     uint64_t rid = fz_msg_rid(msg);
-    fz_err_t err = s_submit_check(self, fz_msg_root(msg), 0, why, sizeof why);
+    fz_reason_t reason = FZ_REASON_NONE;
+    fz_err_t err = s_submit_check(self, fz_msg_root(msg), 0, &reason, why, sizeof why);
     if (err) {
-        fz_outbox_error(self, from, rid, err, "%s", why);
+        fz_outbox_error(self, from, rid, err, reason, "%s", why);
         return;
     }
     fz_state_t state;
     uint64_t id = s_submit_one(self, fz_msg_root(msg), NULL, 0, &state);
     if (!id) {
-        fz_outbox_error(self, from, rid, FZ_EUNAVAILABLE, "the broker could not store the task: %s",
-                        fz_store_error(self->store));
+        fz_outbox_error(self, from, rid, FZ_EUNAVAILABLE, FZ_REASON_STORE_FAILED,
+                        "the broker could not store the task: %s", fz_store_error(self->store));
         return;
     }
     fz_enc_t *r = fz_enc_new("submitted", rid);
@@ -243,12 +249,14 @@ void fz_requests_submit_batch(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     size_t n = tasks->via.array.size;
     for (size_t i = 0; i < n; i++) {
         const msgpack_object *m = &tasks->via.array.ptr[i];
+        fz_reason_t reason = FZ_REASON_BAD_FIELD;
         fz_err_t err = fz_msg_check_object(m, "submit", why, sizeof why);
         if (!err)
-            err = s_submit_check(self, m, i, why, sizeof why);
+            err = s_submit_check(self, m, i, &reason, why, sizeof why);
         if (err) {
-            fz_outbox_error(self, from, rid, err, "batch task %zu: %s (nothing was stored)", i,
-                            why);
+            char message[700];
+            snprintf(message, sizeof message, "batch task %zu: %s (nothing was stored)", i, why);
+            fz_outbox_error_at(self, from, rid, err, reason, i, message);
             return;
         }
     }
@@ -258,7 +266,8 @@ void fz_requests_submit_batch(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         ids[i] = s_submit_one(self, &tasks->via.array.ptr[i], ids, i, &state);
         if (!ids[i]) {
             /* Abandon the whole turn: the batch must not land in part. */
-            fz_outbox_error(self, from, rid, FZ_EUNAVAILABLE, "the broker could not store it");
+            fz_outbox_error(self, from, rid, FZ_EUNAVAILABLE, FZ_REASON_STORE_FAILED,
+                            "the broker could not store it");
             fz_store_fail_turn(self->store);
             return;
         }
@@ -301,7 +310,8 @@ void fz_requests_cancel(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     uint64_t id = fz_msg_uint(msg, "task", 0), rid = fz_msg_rid(msg);
     int state = fz_broker_state_of(self, id);
     if (state < 0) {
-        fz_outbox_error(self, from, rid, FZ_ENOTFOUND, "no task %llu", (unsigned long long)id);
+        fz_outbox_error(self, from, rid, FZ_ENOTFOUND, FZ_REASON_NO_SUCH_TASK, "no task %llu",
+                        (unsigned long long)id);
         return;
     }
     /* Cancelling a task cancels its subtree: the subtasks its agent created. */
@@ -309,7 +319,7 @@ void fz_requests_cancel(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_store_subtree(self->store, id, s_cancel_sub, &sub);
     fz_task_t *t = fz_broker_task(self, id);
     if (!t && !sub.count) {
-        fz_outbox_error(self, from, rid, FZ_ECONFLICT, "task %llu already %s",
+        fz_outbox_error(self, from, rid, FZ_ECONFLICT, FZ_REASON_ENDED, "task %llu already %s",
                         (unsigned long long)id, fz_state_name((fz_state_t)state));
         return;
     }
@@ -327,8 +337,7 @@ static void s_set_paused(fz_broker_t *self, bool paused)
 {
     self->paused = paused;
     fz_store_meta_set(self->store, "paused", paused);
-    fz_enc_t *e = fz_outbox_event(paused ? "broker.paused" : "broker.resumed", NULL);
-    fz_outbox_emit(self, paused ? "broker.paused" : "broker.resumed", &e);
+    fz_outbox_event(self, paused ? FZ_TOPIC_BROKER_PAUSED : FZ_TOPIC_BROKER_RESUMED, NULL);
 }
 
 void fz_requests_pause(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
@@ -369,13 +378,14 @@ void fz_requests_retry(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     int state = fz_broker_state_of(self, id);
     if (state < 0 || fz_broker_task(self, id)) {
         fz_outbox_error(self, from, rid, state < 0 ? FZ_ENOTFOUND : FZ_ECONFLICT,
+                        state < 0 ? FZ_REASON_NO_SUCH_TASK : FZ_REASON_NOT_ENDED,
                         state < 0 ? "no task %llu" : "task %llu has not ended",
                         (unsigned long long)id);
         return;
     }
     if (state == FZ_STATE_SUCCEEDED) {
-        fz_outbox_error(self, from, rid, FZ_ECONFLICT, "task %llu already succeeded",
-                        (unsigned long long)id);
+        fz_outbox_error(self, from, rid, FZ_ECONFLICT, FZ_REASON_ALREADY_SUCCEEDED,
+                        "task %llu already succeeded", (unsigned long long)id);
         return;
     }
     fz_state_t next = FZ_STATE_QUEUED;
@@ -383,7 +393,7 @@ void fz_requests_retry(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         /* It runs only if what it waits for can still succeed. */
         waitcount_t w = fz_graph_count(self, id);
         if (w.failed) {
-            fz_outbox_error(self, from, rid, FZ_ECONFLICT,
+            fz_outbox_error(self, from, rid, FZ_ECONFLICT, FZ_REASON_DEPENDENCY_FAILED,
                             "task %llu waits for task %llu, which %s: retry that one (its "
                             "dependents come back with it)",
                             (unsigned long long)id, (unsigned long long)w.failed,
@@ -394,8 +404,8 @@ void fz_requests_retry(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     }
     fz_task_t *t = fz_graph_revive(self, id, next);
     if (!t) {
-        fz_outbox_error(self, from, rid, FZ_EUNAVAILABLE, "cannot load task %llu",
-                        (unsigned long long)id);
+        fz_outbox_error(self, from, rid, FZ_EUNAVAILABLE, FZ_REASON_STORE_FAILED,
+                        "cannot load task %llu", (unsigned long long)id);
         return;
     }
     if (next == FZ_STATE_WAITING) {
@@ -410,7 +420,8 @@ static void s_set_priority(fz_broker_t *self, zframe_t *from, uint64_t rid, uint
                            int64_t prio)
 {
     if (fz_broker_state_of(self, id) < 0) {
-        fz_outbox_error(self, from, rid, FZ_ENOTFOUND, "no task %llu", (unsigned long long)id);
+        fz_outbox_error(self, from, rid, FZ_ENOTFOUND, FZ_REASON_NO_SUCH_TASK, "no task %llu",
+                        (unsigned long long)id);
         return;
     }
     fz_store_task_priority(self->store, id, prio);
@@ -420,7 +431,7 @@ static void s_set_priority(fz_broker_t *self, zframe_t *from, uint64_t rid, uint
         fz_life_rerank(self, t);
         if (t->state == FZ_STATE_WAITING)
             fz_graph_inherit(self, t);
-        fz_outbox_emit_task(self, "task.priority", t);
+        fz_outbox_event(self, FZ_TOPIC_TASK_PRIORITY, t);
     }
     fz_enc_t *r = fz_enc_new("ok", rid);
     fz_enc_uint(r, "task", id);
@@ -444,6 +455,7 @@ void fz_requests_escalate(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     if (!t) {
         int state = fz_broker_state_of(self, id);
         fz_outbox_error(self, from, fz_msg_rid(msg), state < 0 ? FZ_ENOTFOUND : FZ_ECONFLICT,
+                        state < 0 ? FZ_REASON_NO_SUCH_TASK : FZ_REASON_ENDED,
                         state < 0 ? "no task %llu" : "task %llu has ended", (unsigned long long)id);
         return;
     }
@@ -466,8 +478,8 @@ void fz_requests_purge(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         before = self->budget.day_start;
     int64_t n = fz_store_purge(self->store, before);
     if (n < 0) {
-        fz_outbox_error(self, from, fz_msg_rid(msg), FZ_EUNAVAILABLE, "purge failed: %s",
-                        fz_store_error(self->store));
+        fz_outbox_error(self, from, fz_msg_rid(msg), FZ_EUNAVAILABLE, FZ_REASON_STORE_FAILED,
+                        "purge failed: %s", fz_store_error(self->store));
         return;
     }
     fz_enc_t *r = fz_enc_new("ok", fz_msg_rid(msg));

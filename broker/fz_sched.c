@@ -100,7 +100,6 @@ int fz_sched_enqueue(fz_sched_t *self, fz_task_t *task)
     model_t *m = s_model(self, task->model, true);
     if (!m)
         return -1;
-    task->state = FZ_STATE_QUEUED;
     task->hold_reason[0] = 0;
     return fz_queue_push(m->ready, task);
 }
@@ -110,7 +109,6 @@ int fz_sched_hold(fz_sched_t *self, fz_task_t *task, const char *reason)
     char why[sizeof task->hold_reason];
     snprintf(why, sizeof why, "%s", reason); /* reason may be task->hold_reason itself */
     fz_sched_remove(self, task);
-    task->state = FZ_STATE_HELD;
     memcpy(task->hold_reason, why, sizeof why);
     return fz_queue_push(self->held, task);
 }
@@ -235,4 +233,11 @@ size_t fz_sched_ready(const fz_sched_t *self)
 size_t fz_sched_held(const fz_sched_t *self)
 {
     return fz_queue_size(self->held);
+}
+
+fz_sched_where_t fz_sched_where(const fz_sched_t *self, const fz_task_t *task)
+{
+    if (!task->queue)
+        return FZ_SCHED_NOWHERE;
+    return task->queue == self->held ? FZ_SCHED_HELD : FZ_SCHED_READY;
 }

@@ -6,8 +6,9 @@
     released, as many as fit, when the budget moves. The global and per-model running limits
     are enforced here: a model at its cap is skipped (its tasks stay queued).
 
-    The scheduler points at tasks and workers; the broker owns both. It changes no state
-    outside its queues: the broker records what the scheduler decided. */
+    The scheduler points at tasks and workers; the broker owns both. It changes no task state
+    (only which of its queues a task is in, and a held task's reason): the broker moves the
+    state (fz_life_move) when the scheduler says what it did. */
 
 #ifndef FZ_SCHED_H
 #define FZ_SCHED_H
@@ -80,6 +81,10 @@ uint32_t fz_sched_running(const fz_sched_t *self);
    of the budget. O(1) when none fits. Returns how many moved. */
 size_t fz_sched_release_budget(fz_sched_t *self, const fz_budget_t *budget, double default_cost,
                                fz_sched_held_fn *fn, void *arg);
+
+/* Which of the scheduler's queues holds a task. */
+typedef enum { FZ_SCHED_NOWHERE, FZ_SCHED_READY, FZ_SCHED_HELD } fz_sched_where_t;
+fz_sched_where_t fz_sched_where(const fz_sched_t *self, const fz_task_t *task);
 
 /* Tasks in ready queues / held. */
 size_t fz_sched_ready(const fz_sched_t *self);

@@ -72,7 +72,9 @@ void fz_views_get(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         fz_store_encode_children(self->store, id, r, "children");
     if (err) {
         fz_enc_destroy(&r);
-        fz_outbox_error(self, from, fz_msg_rid(msg), err, "no task %llu", (unsigned long long)id);
+        fz_outbox_error(self, from, fz_msg_rid(msg), err,
+                        err == FZ_ENOTFOUND ? FZ_REASON_NO_SUCH_TASK : FZ_REASON_NONE,
+                        "no task %llu", (unsigned long long)id);
         return;
     }
     fz_outbox_reply(self, from, fz_msg_rid(msg), r);
@@ -82,7 +84,7 @@ void fz_views_list(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
     const char *state = fz_msg_str(msg, "state", NULL, NULL);
     if (state && fz_state_from_name(state) < 0) {
-        fz_outbox_error(self, from, fz_msg_rid(msg), FZ_EINVALID,
+        fz_outbox_error(self, from, fz_msg_rid(msg), FZ_EINVALID, FZ_REASON_BAD_FIELD,
                         "unknown state '%s' (queued, waiting, held, running, retrying, "
                         "succeeded, failed, cancelled, dep-failed)",
                         state);
@@ -93,7 +95,7 @@ void fz_views_list(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
                                         fz_msg_bool(msg, "tail", false), r, s_decorate, self);
     if (err) {
         fz_enc_destroy(&r);
-        fz_outbox_error(self, from, fz_msg_rid(msg), err, "cannot list tasks");
+        fz_outbox_error(self, from, fz_msg_rid(msg), err, FZ_REASON_NONE, "cannot list tasks");
         return;
     }
     fz_outbox_reply(self, from, fz_msg_rid(msg), r);
@@ -143,9 +145,8 @@ void fz_views_budget(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         self->budget.cap = fz_msg_float(msg, "set", self->budget.cap);
         fz_store_meta_set(self->store, "budget", self->budget.cap);
         fz_life_budget_moved(self);
-        fz_enc_t *e = fz_outbox_event("broker.budget", NULL);
+        fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_BROKER_BUDGET, NULL);
         fz_enc_float(e, "cap", self->budget.cap);
-        fz_outbox_emit(self, "broker.budget", &e);
     }
     char day[11];
     fz_budget_day_name(&self->budget, day);
@@ -170,21 +171,22 @@ void fz_views_cost(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         memset(&tm, 0, sizeof tm);
         const char *end = strptime(since_s, "%Y-%m-%d", &tm);
         if (!end || *end) {
-            fz_outbox_error(self, from, rid, FZ_EINVALID, "since must be YYYY-MM-DD, not '%s'",
-                            since_s);
+            fz_outbox_error(self, from, rid, FZ_EINVALID, FZ_REASON_BAD_FIELD,
+                            "since must be YYYY-MM-DD, not '%s'", since_s);
             return;
         }
         since = (double)timegm(&tm);
     }
     if (strcmp(by, "label") == 0 && !*label) {
-        fz_outbox_error(self, from, rid, FZ_EINVALID, "cost by label needs the label key");
+        fz_outbox_error(self, from, rid, FZ_EINVALID, FZ_REASON_BAD_FIELD,
+                        "cost by label needs the label key");
         return;
     }
     fz_enc_t *r = fz_enc_new("cost", rid);
     fz_err_t err = fz_store_encode_cost(self->store, by, label, since, r);
     if (err) {
         fz_enc_destroy(&r);
-        fz_outbox_error(self, from, rid, err,
+        fz_outbox_error(self, from, rid, err, FZ_REASON_BAD_FIELD,
                         "cost by must be day, model, task, worker or label, not '%s'", by);
         return;
     }

@@ -18,10 +18,9 @@ void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason)
     fz_info("worker %s left (%s)", w->name, reason);
     if (w->task)
         fz_life_lost(self, w->task, reason);
-    fz_enc_t *e = fz_outbox_event("worker.left", NULL);
+    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_WORKER_LEFT, NULL);
     fz_enc_str(e, "worker", w->name);
     fz_enc_str(e, "reason", reason);
-    fz_outbox_emit(self, "worker.left", &e);
     zhashx_delete(self->workers, w->key);
 }
 
@@ -114,7 +113,7 @@ void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     const char *nonce = fz_msg_str(msg, "nonce", "", NULL);
     if (old && *nonce && strcmp(old->nonce, nonce) != 0 &&
         fz_clock_ms() - old->last_seen_ms <= 3 * (int64_t)self->cfg.heartbeat_ms) {
-        fz_outbox_error(self, from, fz_msg_rid(msg), FZ_ECONFLICT,
+        fz_outbox_error(self, from, fz_msg_rid(msg), FZ_ECONFLICT, FZ_REASON_NAME_TAKEN,
                         "worker name '%s' is taken by another live worker process: give this one "
                         "another --name (it is retried until the other one leaves)",
                         name);
@@ -146,13 +145,12 @@ void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     if (task)
         fz_workers_reattach(self, w, task, attempt);
 
-    fz_enc_t *e = fz_outbox_event("worker.joined", NULL);
+    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_WORKER_JOINED, NULL);
     fz_enc_str(e, "worker", w->name);
     fz_enc_bool(e, "any_model", w->any_model);
     fz_enc_array(e, "models", w->nmodels);
     for (size_t i = 0; i < w->nmodels; i++)
         fz_enc_str(e, NULL, w->models[i]);
-    fz_outbox_emit(self, "worker.joined", &e);
     fz_info("worker %s joined (%zu models%s)", w->name, w->nmodels, w->any_model ? ", any" : "");
 }
 
@@ -182,7 +180,7 @@ void fz_workers_heartbeat(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_w
     fz_task_t *t = s_current(w, msg);
     if (!t || !fz_msg_has(msg, "elapsed_ms"))
         return;
-    fz_enc_t *e = fz_outbox_event("task.progress", t);
+    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_PROGRESS, t);
     fz_enc_str(e, "worker", w->name);
     fz_enc_uint(e, "elapsed_ms", fz_msg_uint(msg, "elapsed_ms", 0));
     fz_enc_float(e, "cost_usd", fz_msg_float(msg, "cost_usd", 0));
@@ -191,7 +189,6 @@ void fz_workers_heartbeat(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_w
     if (fz_msg_has(msg, "progress"))
         fz_enc_uint(e, "progress", fz_msg_uint(msg, "progress", 0));
     fz_enc_str(e, "progress_text", fz_msg_str(msg, "progress_text", "", NULL));
-    fz_outbox_emit(self, "task.progress", &e);
 }
 
 void fz_workers_started(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w)
@@ -199,10 +196,9 @@ void fz_workers_started(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_wor
     fz_task_t *t = s_current(w, msg);
     if (!t)
         return;
-    fz_enc_t *e = fz_outbox_event("task.started", t);
+    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_STARTED, t);
     fz_enc_str(e, "worker", w->name);
     fz_enc_uint(e, "pid", fz_msg_uint(msg, "pid", 0));
-    fz_outbox_emit(self, "task.started", &e);
 }
 
 void fz_workers_output(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w)
@@ -212,10 +208,9 @@ void fz_workers_output(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
         return;
     size_t len;
     const void *data = fz_msg_bin(msg, "data", &len);
-    fz_enc_t *e = fz_outbox_event("task.output", t);
+    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_OUTPUT, t);
     fz_enc_str(e, "worker", w->name);
     fz_enc_bin(e, "data", data ? data : "", len);
-    fz_outbox_emit(self, "task.output", &e);
 }
 
 static void s_ack_result(fz_broker_t *self, zframe_t *from, uint64_t task, uint64_t attempt)
@@ -254,8 +249,16 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
     r.output = fz_msg_bin(msg, "output", &r.output_len);
     r.log = fz_msg_str(msg, "log", "", NULL);
     fz_state_t next = fz_life_next_state(t, r.outcome, r.exit_code);
-    if (fz_store_attempt_finish(self->store, id, n, &r, next) < 0)
-        return; /* not acknowledged: the worker sends it again */
+    /* Not the task's fault (rejected, interrupted): back to the queue, announced as such. */
+    bool requeue = next == FZ_STATE_QUEUED;
+    fz_topic_t topic = requeue                     ? FZ_TOPIC_TASK_REQUEUED
+                       : next == FZ_STATE_RETRYING ? FZ_TOPIC_TASK_ATTEMPT_FAILED
+                                                   : FZ_TOPIC_NONE;
+    fz_enc_t *e = fz_life_move(
+        self, t, next,
+        &(fz_move_t){.result = &r, .topic = topic, .reason = requeue ? r.outcome : NULL});
+    if (t->state != next)
+        return; /* not stored, so not acknowledged: the worker sends it again */
     fz_budget_settle(&self->budget, t->reserved, r.cost_usd);
     t->reserved = 0;
     fz_life_unrun(self, t);
@@ -263,19 +266,12 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
         w->task = NULL;
     s_ack_result(self, from, id, n);
 
-    const char *topic = next == FZ_STATE_SUCCEEDED   ? "task.succeeded"
-                        : next == FZ_STATE_CANCELLED ? "task.cancelled"
-                        : next == FZ_STATE_FAILED    ? "task.failed"
-                                                     : "task.attempt-failed";
-    t->state = next;
-    fz_enc_t *e = fz_outbox_event(topic, t);
     fz_enc_str(e, "worker", w->name);
     fz_enc_str(e, "outcome", r.outcome);
     fz_enc_int(e, "exit_code", r.exit_code);
     fz_enc_float(e, "cost_usd", r.cost_usd);
     fz_enc_uint(e, "duration_ms", r.duration_ms);
     fz_enc_str(e, "summary", r.summary);
-    fz_outbox_emit(self, topic, &e);
 
     if (next == FZ_STATE_RETRYING)
         fz_life_retry_later(self, t, fz_life_backoff_ms(self, t->attempt - t->attempt_base));
@@ -284,7 +280,7 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
            worker that refused gets no dispatch for a while (it may be stopping or busy). */
         t->attempt_base++;
         fz_store_task_flags(self->store, t->id, t->attempt_base, false);
-        if (strcmp(r.outcome, "rejected") == 0)
+        if (fz_outcome_from_name(r.outcome) == FZ_OUTCOME_REJECTED)
             w->rest_until_ms = fz_clock_ms() + 3 * (int64_t)self->cfg.heartbeat_ms;
         fz_life_ready(self, t);
     } else

@@ -709,12 +709,14 @@ fz_enc_t *fz_enc_new(const char *type, uint64_t rid)
     return self;
 }
 
-fz_enc_t *fz_enc_error(uint64_t rid, fz_err_t code, const char *message)
+fz_enc_t *fz_enc_error(uint64_t rid, fz_err_t code, fz_reason_t reason, const char *message)
 {
     fz_enc_t *e = fz_enc_new("error", rid);
     if (!e)
         return NULL;
     fz_enc_str(e, "code", fz_strerror(code));
+    if (reason != FZ_REASON_NONE)
+        fz_enc_str(e, "reason", fz_reason_name(reason));
     fz_enc_str(e, "message", message);
     if (code == FZ_EVERSION) {
         fz_enc_array(e, "supported", 1);
@@ -744,24 +746,32 @@ static void s_key(fz_enc_t *self, const char *key)
 
 void fz_enc_uint(fz_enc_t *self, const char *key, uint64_t v)
 {
+    if (!self)
+        return;
     s_key(self, key);
     msgpack_pack_uint64(&self->pk, v);
 }
 
 void fz_enc_int(fz_enc_t *self, const char *key, int64_t v)
 {
+    if (!self)
+        return;
     s_key(self, key);
     msgpack_pack_int64(&self->pk, v);
 }
 
 void fz_enc_float(fz_enc_t *self, const char *key, double v)
 {
+    if (!self)
+        return;
     s_key(self, key);
     msgpack_pack_double(&self->pk, isfinite(v) ? v : 0.0);
 }
 
 void fz_enc_bool(fz_enc_t *self, const char *key, bool v)
 {
+    if (!self)
+        return;
     s_key(self, key);
     if (v)
         msgpack_pack_true(&self->pk);
@@ -771,6 +781,8 @@ void fz_enc_bool(fz_enc_t *self, const char *key, bool v)
 
 void fz_enc_nil(fz_enc_t *self, const char *key)
 {
+    if (!self)
+        return;
     s_key(self, key);
     msgpack_pack_nil(&self->pk);
 }
@@ -782,42 +794,58 @@ void fz_enc_str(fz_enc_t *self, const char *key, const char *s)
 
 void fz_enc_strn(fz_enc_t *self, const char *key, const char *s, size_t len)
 {
+    if (!self)
+        return;
     s_key(self, key);
     msgpack_pack_str_with_body(&self->pk, s, len);
 }
 
 void fz_enc_bin(fz_enc_t *self, const char *key, const void *data, size_t len)
 {
+    if (!self)
+        return;
     s_key(self, key);
     msgpack_pack_bin_with_body(&self->pk, data, len);
 }
 
 void fz_enc_array(fz_enc_t *self, const char *key, size_t n)
 {
+    if (!self)
+        return;
     s_key(self, key);
     msgpack_pack_array(&self->pk, n);
 }
 
 void fz_enc_map(fz_enc_t *self, const char *key, size_t n)
 {
+    if (!self)
+        return;
     s_key(self, key);
     msgpack_pack_map(&self->pk, n);
 }
 
 void fz_enc_obj(fz_enc_t *self, const char *key, const msgpack_object *obj)
 {
+    if (!self)
+        return;
     s_key(self, key);
     msgpack_pack_object(&self->pk, *obj);
 }
 
 void fz_enc_raw(fz_enc_t *self, const char *key, const void *data, size_t len)
 {
+    if (!self)
+        return;
     s_key(self, key);
     msgpack_sbuffer_write(&self->body, data, len);
 }
 
 void fz_enc_sub(fz_enc_t *self, const char *key, fz_enc_t **sub_p)
 {
+    if (!self) {
+        fz_enc_destroy(sub_p);
+        return;
+    }
     size_t len;
     const void *data = fz_enc_data(*sub_p, &len);
     if (data)
@@ -829,6 +857,8 @@ void fz_enc_sub(fz_enc_t *self, const char *key, fz_enc_t **sub_p)
 
 const void *fz_enc_data(fz_enc_t *self, size_t *len_p)
 {
+    if (!self)
+        return NULL;
     msgpack_sbuffer_clear(&self->out);
     msgpack_packer hp;
     msgpack_packer_init(&hp, &self->out, msgpack_sbuffer_write);

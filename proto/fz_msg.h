@@ -19,6 +19,7 @@
 
 #include "fz_spec.h"
 #include "fz_util.h"
+#include "fz_vocab.h"
 
 typedef struct fz_msg_t fz_msg_t;
 
@@ -75,12 +76,15 @@ typedef struct fz_enc_t fz_enc_t;
 
 /* A new message of `type` (v and type set; rid written when not 0). NULL on no memory. */
 fz_enc_t *fz_enc_new(const char *type, uint64_t rid);
-/* An error reply (PROTOCOL.md section 3); a version error lists the versions spoken. */
-fz_enc_t *fz_enc_error(uint64_t rid, fz_err_t code, const char *message);
+/* An error reply (PROTOCOL.md section 3): its code, its machine-readable reason (left out
+   when FZ_REASON_NONE) and a message for people; a version error lists the versions spoken. */
+fz_enc_t *fz_enc_error(uint64_t rid, fz_err_t code, fz_reason_t reason, const char *message);
 /* A new bare map, to be embedded with fz_enc_sub. */
 fz_enc_t *fz_enc_new_map(void);
 void fz_enc_destroy(fz_enc_t **self_p);
 
+/* A NULL encoder (its constructor ran out of memory) swallows every write, and its data is
+   NULL: callers need not check each step. */
 /* Each writer adds `key: value` to the map; with key NULL it writes a bare value (an element
    of an array or a key/value of a map opened with fz_enc_array / fz_enc_map). */
 void fz_enc_uint(fz_enc_t *self, const char *key, uint64_t v);

@@ -103,9 +103,9 @@ done:
 }
 
 int fz_net_send_error(zsock_t *sock, zframe_t *routing_id, uint64_t rid, fz_err_t code,
-                      const char *message)
+                      fz_reason_t reason, const char *message)
 {
-    fz_enc_t *e = fz_enc_error(rid, code, message);
+    fz_enc_t *e = fz_enc_error(rid, code, reason, message);
     return fz_net_send(sock, routing_id, &e);
 }
 

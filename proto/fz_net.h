@@ -40,7 +40,7 @@ int fz_net_send(zsock_t *sock, zframe_t *routing_id, fz_enc_t **enc_p);
 
 /* Sends error{code,message} in reply to rid. */
 int fz_net_send_error(zsock_t *sock, zframe_t *routing_id, uint64_t rid, fz_err_t code,
-                      const char *message);
+                      fz_reason_t reason, const char *message);
 
 /* True if an ipc:// endpoint has a live listener. (Binding an ipc endpoint replaces the
    socket file silently, so a second server would steal the first one's clients.) */

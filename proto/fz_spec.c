@@ -99,10 +99,10 @@ static const fz_field_t f_events[] = {{"since", FZ_T_UINT, 0, 0, U64},
 static const fz_field_t f_pong[] = {
     {"version", FZ_T_UINT, 0, 0, U64}, {"broker", FZ_T_STR, 0, 0, 64}, END};
 
-static const fz_field_t f_error[] = {{"code", FZ_T_STR, REQ, 1, 32},
-                                     {"message", FZ_T_STR, 0, 0, 4096},
-                                     {"supported", FZ_T_UINTARR, 0, 0, 16},
-                                     END};
+static const fz_field_t f_error[] = {
+    {"code", FZ_T_STR, REQ, 1, 32},        {"reason", FZ_T_STR, 0, 0, 32},
+    {"index", FZ_T_UINT, 0, 0, 1000000},   {"message", FZ_T_STR, 0, 0, 4096},
+    {"supported", FZ_T_UINTARR, 0, 0, 16}, END};
 
 static const fz_field_t f_hello[] = {{"name", FZ_T_STR, REQ, 1, FZ_MAX_NAME},
                                      {"models", FZ_T_STRARR, 0, 0, 64},

@@ -12,12 +12,29 @@ static const char *const s_outcomes[FZ_OUTCOME_COUNT] = {"exited",   "signaled",
                                                          "cost-cap", "cancelled",   "spawn-failed",
                                                          "rejected", "interrupted", "lost"};
 
-static const char *const s_topics[FZ_TOPIC_COUNT] = {
-    "task.submitted",  "task.queued",         "task.held",      "task.dispatched", "task.started",
-    "task.progress",   "task.output",         "task.succeeded", "task.failed",     "task.cancelled",
-    "task.dep-failed", "task.attempt-failed", "task.retrying",  "task.requeued",   "task.priority",
-    "worker.joined",   "worker.left",         "broker.started", "broker.paused",   "broker.resumed",
-    "broker.budget"};
+static const char *const s_topics[FZ_TOPIC_COUNT] = {"",
+                                                     "task.submitted",
+                                                     "task.queued",
+                                                     "task.held",
+                                                     "task.dispatched",
+                                                     "task.started",
+                                                     "task.progress",
+                                                     "task.output",
+                                                     "task.succeeded",
+                                                     "task.failed",
+                                                     "task.cancelled",
+                                                     "task.dep-failed",
+                                                     "task.attempt-failed",
+                                                     "task.retrying",
+                                                     "task.requeued",
+                                                     "task.priority",
+                                                     "worker.joined",
+                                                     "worker.left",
+                                                     "broker.started",
+                                                     "broker.paused",
+                                                     "broker.resumed",
+                                                     "broker.budget",
+                                                     "broker.stopping"};
 
 static const char *const s_reasons[FZ_REASON_COUNT] = {"",
                                                        "malformed",
@@ -79,12 +96,16 @@ const char *fz_topic_name(fz_topic_t topic)
 
 int fz_topic_from_name(const char *name)
 {
-    return s_find(s_topics, FZ_TOPIC_COUNT, name);
+    return name && *name ? s_find(s_topics, FZ_TOPIC_COUNT, name) : -1;
 }
 
-int fz_topic_of_state(fz_state_t state)
+fz_topic_t fz_topic_of_state(fz_state_t state)
 {
     switch (state) {
+    case FZ_STATE_RUNNING:
+        return FZ_TOPIC_TASK_DISPATCHED;
+    case FZ_STATE_RETRYING:
+        return FZ_TOPIC_TASK_RETRYING;
     case FZ_STATE_QUEUED:
         return FZ_TOPIC_TASK_QUEUED;
     case FZ_STATE_HELD:
@@ -98,7 +119,7 @@ int fz_topic_of_state(fz_state_t state)
     case FZ_STATE_DEP_FAILED:
         return FZ_TOPIC_TASK_DEP_FAILED;
     default:
-        return -1;
+        return FZ_TOPIC_NONE;
     }
 }
 

@@ -56,6 +56,7 @@ int fz_outcome_from_name(const char *name);
 /* ---------------------------------------------------------------- event topics */
 
 typedef enum {
+    FZ_TOPIC_NONE, /* no event (name "") */
     FZ_TOPIC_TASK_SUBMITTED,
     FZ_TOPIC_TASK_QUEUED,
     FZ_TOPIC_TASK_HELD,
@@ -77,15 +78,17 @@ typedef enum {
     FZ_TOPIC_BROKER_PAUSED,
     FZ_TOPIC_BROKER_RESUMED,
     FZ_TOPIC_BROKER_BUDGET,
+    FZ_TOPIC_BROKER_STOPPING,
     FZ_TOPIC_COUNT
 } fz_topic_t;
 
 /* "task.queued", ...; "unknown" out of range. */
 const char *fz_topic_name(fz_topic_t topic);
 int fz_topic_from_name(const char *name);
-/* The topic a task announces when it enters this state, or -1 where entering it has no topic
-   of its own (running: task.dispatched carries more; retrying: task.retrying). */
-int fz_topic_of_state(fz_state_t state);
+/* The topic a task announces when it enters this state: task.queued, task.held,
+   task.dispatched (running), task.retrying, task.succeeded, ...; FZ_TOPIC_NONE for waiting
+   (a task waits from its submission on, or again after a retry, announced as such). */
+fz_topic_t fz_topic_of_state(fz_state_t state);
 
 /* ---------------------------------------------------------------- error reasons */
 

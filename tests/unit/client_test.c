@@ -312,7 +312,7 @@ static void s_fake_reply(zsock_t *router, zframe_t *id, fake_mode_t mode, uint64
         e = fz_enc_new("pong", rid);
         fz_enc_str(e, "broker", "fresh");
     } else if (mode == FAKE_ERROR) {
-        fz_net_send_error(router, id, rid, FZ_ENOTFOUND, "no task 9");
+        fz_net_send_error(router, id, rid, FZ_ENOTFOUND, FZ_REASON_NO_SUCH_TASK, "no task 9");
         return;
     } else if (mode == FAKE_V2) {
         e = fz_enc_new_map();

@@ -153,7 +153,7 @@ static void test_worker_with_models_serves_only_those(void **state)
     s_task(&t[3], 4, 5, "", 0);
     for (int i = 0; i < 4; i++) {
         assert_int_equal(fz_sched_enqueue(s, &t[i]), 0);
-        assert_int_equal(t[i].state, FZ_STATE_QUEUED);
+        assert_int_equal(fz_sched_where(s, &t[i]), FZ_SCHED_READY);
         assert_non_null(t[i].queue);
     }
     assert_int_equal(fz_sched_ready(s), 4);
@@ -167,7 +167,7 @@ static void test_worker_with_models_serves_only_those(void **state)
     PICK(s, &ab, 4);
     PICK(s, &ab, 0); /* only c is left: not for this worker */
     assert_int_equal(fz_sched_ready(s), 1);
-    assert_int_equal(t[2].state, FZ_STATE_QUEUED); /* untouched */
+    assert_int_equal(fz_sched_where(s, &t[2]), FZ_SCHED_READY); /* untouched */
     PICK(s, &any, 3);
     assert_int_equal(fz_sched_ready(s), 0);
     PICK(s, &any, 0);
@@ -248,8 +248,8 @@ static void test_model_cap(void **state)
     fz_sched_started(s, &c1);
     PICK(s, &w, 0);
     assert_int_equal(fz_sched_ready(s), 2); /* a2 and b3 stay queued */
-    assert_int_equal(a2.state, FZ_STATE_QUEUED);
-    assert_int_equal(b3.state, FZ_STATE_QUEUED);
+    assert_int_equal(fz_sched_where(s, &a2), FZ_SCHED_READY);
+    assert_int_equal(fz_sched_where(s, &b3), FZ_SCHED_READY);
     assert_int_equal(fz_sched_held(s), 0); /* a cap skips; it does not hold */
     assert_int_equal(fz_sched_running(s), 4);
 
@@ -327,7 +327,7 @@ static void test_budget_holds_big_task_and_picks_smaller(void **state)
     assert_ptr_equal(seen.tasks[1], &dflt);
     for (int i = 0; i < 2; i++) {
         fz_task_t *h = seen.tasks[i];
-        assert_int_equal(h->state, FZ_STATE_HELD);
+        assert_int_equal(fz_sched_where(s, h), FZ_SCHED_HELD);
         assert_string_equal(h->hold_reason, "budget");
         assert_non_null(h->queue);
     }
@@ -372,7 +372,7 @@ static void test_budget_exact_fit_and_no_budget(void **state)
     seen_t seen = {0};
     assert_null(fz_sched_pick(s, &w, &b, 0, s_seen, &seen));
     assert_int_equal(seen.n, 1);
-    assert_int_equal(freebie.state, FZ_STATE_HELD);
+    assert_int_equal(fz_sched_where(s, &freebie), FZ_SCHED_HELD);
     fz_sched_destroy(&s);
 }
 
@@ -401,7 +401,8 @@ static void test_holds_bounded_per_pick(void **state)
     assert_int_equal(fz_sched_ready(s), NBIG + 1 - HOLDS_PER_PICK);
     for (size_t i = 0; i < HOLDS_PER_PICK; i++)
         assert_ptr_equal(seen.tasks[i], &big[i]);
-    assert_int_equal(big[HOLDS_PER_PICK].state, FZ_STATE_QUEUED); /* the next stays ready */
+    assert_int_equal(fz_sched_where(s, &big[HOLDS_PER_PICK]),
+                     FZ_SCHED_READY); /* the next stays ready */
 
     assert_null(fz_sched_pick(s, &w, &b, 1, s_seen, &seen));
     assert_int_equal(seen.n, 2 * HOLDS_PER_PICK);
@@ -414,7 +415,7 @@ static void test_holds_bounded_per_pick(void **state)
     assert_int_equal(fz_sched_ready(s), 0);
     for (int i = 0; i < NBIG; i++) {
         assert_ptr_equal(seen.tasks[i], &big[i]);
-        assert_int_equal(big[i].state, FZ_STATE_HELD);
+        assert_int_equal(fz_sched_where(s, &big[i]), FZ_SCHED_HELD);
         assert_string_equal(big[i].hold_reason, "budget");
     }
     fz_sched_destroy(&s);
@@ -434,7 +435,7 @@ static void test_release_budget_best_first_stops_at_first_misfit(void **state)
     static const int order[] = {3, 0, 4, 2, 1};
     for (int i = 0; i < 5; i++) {
         assert_int_equal(fz_sched_hold(s, &t[order[i]], "budget"), 0);
-        assert_int_equal(t[order[i]].state, FZ_STATE_HELD);
+        assert_int_equal(fz_sched_where(s, &t[order[i]]), FZ_SCHED_HELD);
     }
     assert_int_equal(fz_sched_held(s), 5);
     assert_int_equal(fz_sched_ready(s), 0);
@@ -448,11 +449,11 @@ static void test_release_budget_best_first_stops_at_first_misfit(void **state)
     assert_ptr_equal(seen.tasks[0], &t[0]);
     assert_ptr_equal(seen.tasks[1], &t[1]);
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(t[i].state, FZ_STATE_QUEUED);
+        assert_int_equal(fz_sched_where(s, &t[i]), FZ_SCHED_READY);
         assert_string_equal(t[i].hold_reason, "");
     }
     for (int i = 2; i < 5; i++)
-        assert_int_equal(t[i].state, FZ_STATE_HELD);
+        assert_int_equal(fz_sched_where(s, &t[i]), FZ_SCHED_HELD);
     assert_int_equal(fz_sched_held(s), 3);
     assert_int_equal(fz_sched_ready(s), 2);
     /* The budget itself is not touched: reservations happen at dispatch. */
@@ -513,7 +514,7 @@ static void test_release_budget_after_pick_hold(void **state)
     assert_int_equal(fz_sched_release_budget(s, &b, 1, NULL, NULL), 0);
     b.cap = 2;
     assert_int_equal(fz_sched_release_budget(s, &b, 1, NULL, NULL), 1);
-    assert_int_equal(t.state, FZ_STATE_QUEUED);
+    assert_int_equal(fz_sched_where(s, &t), FZ_SCHED_READY);
     seen.n = 0;
     assert_ptr_equal(fz_sched_pick(s, &w, &b, 1, s_seen, &seen), &t);
     assert_int_equal(seen.n, 0);
@@ -599,9 +600,10 @@ static void test_hold_moves_between_queues(void **state)
     /* enqueue (after a remove) clears the hold */
     fz_sched_remove(s, &t);
     assert_int_equal(fz_sched_held(s), 0);
-    assert_int_equal(t.state, FZ_STATE_HELD); /* remove changes no state */
+    assert_int_equal(fz_sched_where(s, &t), FZ_SCHED_NOWHERE);
+    assert_int_equal(t.state, FZ_STATE_QUEUED); /* the scheduler writes no state */
     assert_int_equal(fz_sched_enqueue(s, &t), 0);
-    assert_int_equal(t.state, FZ_STATE_QUEUED);
+    assert_int_equal(fz_sched_where(s, &t), FZ_SCHED_READY);
     assert_string_equal(t.hold_reason, "");
     assert_int_equal(fz_sched_held(s), 0);
     assert_int_equal(fz_sched_ready(s), 1);
