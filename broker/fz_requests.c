@@ -255,7 +255,7 @@ void fz_requests_submit_batch(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
             err = s_submit_check(self, m, i, &reason, why, sizeof why);
         if (err) {
             char message[700];
-            snprintf(message, sizeof message, "batch task %zu: %s (nothing was stored)", i, why);
+            snprintf(message, sizeof message, "%s (nothing was stored)", why);
             fz_outbox_error_at(self, from, rid, err, reason, i, message);
             return;
         }

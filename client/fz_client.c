@@ -12,8 +12,10 @@
 struct fz_client_t {
     char *endpoint;
     int timeout_ms;
-    zsock_t *sock; /* DEALER; rebuilt after a timeout */
-    uint64_t rid;  /* of the latest request */
+    zsock_t *sock;      /* DEALER; rebuilt after a timeout */
+    uint64_t rid;       /* of the latest request */
+    fz_reason_t reason; /* of the latest error reply */
+    int64_t index;      /* its batch index, or -1 */
 };
 
 /* A connected DEALER, or NULL if the endpoint is not valid. */
@@ -32,6 +34,7 @@ fz_client_t *fz_client_new(const char *endpoint, int timeout_ms)
         return NULL;
     self->endpoint = strdup(endpoint);
     self->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
+    self->index = -1;
     self->sock = self->endpoint ? s_connect(endpoint) : NULL;
     if (!self->sock) {
         fz_client_destroy(&self);
@@ -71,8 +74,10 @@ typedef enum { S_MINE, S_STALE, S_BAD } s_match_t;
 
 /* Turns an error reply into its code and message. A `version` error is final for us: we
    speak one version and sent it, so there is no lower one to retry with (PROTOCOL.md §3). */
-static fz_err_t s_error_reply(fz_msg_t *reply, char *errbuf, size_t errlen)
+static fz_err_t s_error_reply(fz_client_t *self, fz_msg_t *reply, char *errbuf, size_t errlen)
 {
+    self->reason = fz_reason_from_name(fz_msg_str(reply, "reason", "", NULL));
+    self->index = fz_msg_has(reply, "index") ? (int64_t)fz_msg_uint(reply, "index", 0) : -1;
     fz_err_t err = fz_err_from_name(fz_msg_str(reply, "code", "internal", NULL));
     const char *message = fz_msg_str(reply, "message", "", NULL);
     if (err == FZ_OK)
@@ -127,7 +132,7 @@ static s_match_t s_receive(fz_client_t *self, fz_msg_t **reply_p, fz_err_t *err_
         return S_STALE;
     }
     if (fz_msg_is(reply, "error")) {
-        *err_p = s_error_reply(reply, errbuf, errlen);
+        *err_p = s_error_reply(self, reply, errbuf, errlen);
         fz_msg_destroy(&reply);
         return S_BAD;
     }
@@ -150,10 +155,22 @@ static fz_err_t s_no_reply(fz_client_t *self, char *errbuf, size_t errlen)
     return FZ_EUNAVAILABLE;
 }
 
+fz_reason_t fz_client_reason(const fz_client_t *self)
+{
+    return self->reason;
+}
+
+int64_t fz_client_error_index(const fz_client_t *self)
+{
+    return self->index;
+}
+
 fz_err_t fz_client_call(fz_client_t *self, fz_enc_t **req_p, fz_msg_t **reply_p, char *errbuf,
                         size_t errlen)
 {
     *reply_p = NULL;
+    self->reason = FZ_REASON_NONE;
+    self->index = -1;
     if (!self->sock) {
         fz_enc_destroy(req_p);
         snprintf(errbuf, errlen, "cannot connect to %s", self->endpoint);

@@ -42,6 +42,11 @@ fz_enc_t *fz_client_request(fz_client_t *self, const char *type);
 fz_err_t fz_client_call(fz_client_t *self, fz_enc_t **req_p, fz_msg_t **reply_p, char *errbuf,
                         size_t errlen);
 
+/* The machine-readable reason of the last call's error reply (FZ_REASON_NONE if it had none
+   or the call did not fail with one), and the batch index it named (-1 if none). */
+fz_reason_t fz_client_reason(const fz_client_t *self);
+int64_t fz_client_error_index(const fz_client_t *self);
+
 /* As fz_client_call, and a reply of another type than `expect` ("task", "ok", ...) is a
    protocol error (FZ_EMALFORMED), so callers can read its fields without doubt. */
 fz_err_t fz_client_ask(fz_client_t *self, fz_enc_t **req_p, const char *expect, fz_msg_t **reply_p,

@@ -710,11 +710,10 @@ static int s_run_pipeline(const opts_t *o, fz_pipeline_t *pl)
     fz_err_t rc = req ? fz_client_ask(client, &req, "submitted-batch", &reply, err, sizeof err)
                       : FZ_EINTERNAL;
     int code = FZ_EXIT_OK;
-    unsigned long idx;
-    int skip = 0;
-    if (rc != FZ_OK && sscanf(err, "batch task %lu: %n", &idx, &skip) == 1 && skip > 0) {
+    int64_t idx = rc != FZ_OK ? fz_client_error_index(client) : -1;
+    if (idx >= 0 && (size_t)idx < fz_pipeline_size(pl)) {
         /* The broker counts in submission order; people count lines. */
-        fz_cli_error("%s: line %zu: %s", o->file, fz_pipeline_line(pl, idx), err + skip);
+        fz_cli_error("%s: line %zu: %s", o->file, fz_pipeline_line(pl, (size_t)idx), err);
     } else if (rc != FZ_OK) {
         fz_cli_error("%s", req || rc != FZ_EINTERNAL ? err : "out of memory");
     }

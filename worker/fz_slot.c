@@ -472,13 +472,13 @@ static void s_on_error(fz_slot_t *self, fz_msg_t *msg)
 {
     const char *code = fz_msg_str(msg, "code", "", NULL);
     const char *text = fz_msg_str(msg, "message", "", NULL);
+    fz_reason_t reason = fz_reason_from_name(fz_msg_str(msg, "reason", "", NULL));
     fz_warn("broker error %s: %s", code, text);
-    if (strstr(text, "is taken by another live worker")) {
+    if (reason == FZ_REASON_NAME_TAKEN) {
         self->welcomed = false; /* the hello timer asks again */
         return;
     }
-    if (strcmp(code, "conflict") == 0 && strstr(text, "hello") && self->welcomed &&
-        !self->said_bye) {
+    if (reason == FZ_REASON_UNKNOWN_PEER && self->welcomed && !self->said_bye) {
         /* The broker restarted and does not know us: introduce ourselves again, once (the
            errors for messages already on their way must not each cause a hello). */
         self->welcomed = false;

@@ -53,13 +53,18 @@ class FzError(Exception):
 
     code is the protocol's error code ("invalid", "not-found", "refused", ...), or
     "unreachable" when no reply came in time, or "malformed" when the reply was unreadable.
-    supported lists the broker's protocol versions after a "version" error."""
+    reason is the machine-readable why (section 3: "name-taken", "no-such-task", ...; "" when
+    the reply gave none): programs decide on code and reason, never on message, which is for
+    people. index names the refused task of a submit-batch (None otherwise). supported lists
+    the broker's protocol versions after a "version" error."""
 
-    def __init__(self, code, message, supported=None):
+    def __init__(self, code, message, supported=None, reason="", index=None):
         super().__init__("%s: %s" % (code, message))
         self.code = code
         self.message = message
         self.supported = supported or []
+        self.reason = reason
+        self.index = index
 
 
 class Client:
@@ -144,7 +149,9 @@ class Client:
                 # retry with.
                 message = "the broker does not speak protocol version %d (it speaks %s)" % (
                     PROTOCOL_VERSION, ", ".join(str(v) for v in supported) or "none it named")
-            raise FzError(code, message, supported)
+            reason = reply.get("reason") if isinstance(reply.get("reason"), str) else ""
+            index = reply.get("index") if isinstance(reply.get("index"), int) else None
+            raise FzError(code, message, supported, reason, index)
         return reply
 
     def _expect(self, type_, expect, **fields):

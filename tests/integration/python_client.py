@@ -32,6 +32,15 @@ def body(f):
             h.check(False, "a model outside the whitelist was accepted")
         except FzError as e:
             h.check(e.code == "refused", "code %s" % e.code)
+            h.check(e.reason == "model-not-allowed", "reason %r" % e.reason)
+        # A refused batch names the task it refused: the index, not words in the message.
+        try:
+            fz.submit_batch([{"prompt": "fine", "model": "m1"},
+                             {"prompt": "bad", "model": "m1", "after": [99999]}])
+            h.check(False, "a batch with a dangling dependency was accepted")
+        except FzError as e:
+            h.check(e.code == "invalid" and e.reason == "no-such-dependency" and e.index == 1,
+                    "batch refusal %s/%r/%r" % (e.code, e.reason, e.index))
         ids = fz.submit_batch([{"prompt": "build", "model": "m1"},
                                {"prompt": "ship", "model": "m1", "after_index": [0]}])
         h.check(len(ids) == 2 and fz.wait(ids[1], timeout=30)["state"] == "succeeded",
@@ -45,6 +54,7 @@ def body(f):
             h.check(False, "get of an unknown task worked")
         except FzError as e:
             h.check(e.code == "not-found", "code %s" % e.code)
+            h.check(e.reason == "no-such-task", "reason %r" % e.reason)
     env = dict(f.env)
     run = lambda *a: subprocess.run(["/usr/bin/python3", CLI, "--broker", f.broker_ep] + list(a),
                                      env=env, capture_output=True, text=True, timeout=60)
