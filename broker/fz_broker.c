@@ -497,6 +497,16 @@ static void s_turn(fz_broker_t *self)
         fz_outbox_flush(self);
 }
 
+int fz_broker_step(fz_broker_t *self, int timeout_ms)
+{
+    zmq_pollitem_t item = {zsock_resolve(self->router), 0, ZMQ_POLLIN, 0};
+    int wait = s_poll_timeout(self, fz_clock_ms());
+    if (zmq_poll(&item, 1, timeout_ms < wait ? timeout_ms : wait) < 0 && errno != EINTR)
+        return -1;
+    s_turn(self);
+    return 0;
+}
+
 int fz_broker_run(fz_broker_t *self)
 {
     fz_info("listening on %s, events on %s, store %s (%zu live tasks%s)", self->cfg.bind,

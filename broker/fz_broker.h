@@ -52,6 +52,11 @@ typedef struct fz_broker_t fz_broker_t;
 fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errlen);
 void fz_broker_destroy(fz_broker_t **self_p);
 
+/* One turn of the loop: waits for a message up to timeout_ms (less when a timer is due),
+   then reads, runs timers, dispatches, commits and sends. For tests and embedders that run
+   their own loop. 0, or -1 if polling failed. */
+int fz_broker_step(fz_broker_t *self, int timeout_ms);
+
 /* Runs the loop until SIGINT/SIGTERM (fz_net_interrupted). Returns 0 on a clean stop. */
 int fz_broker_run(fz_broker_t *self);
 

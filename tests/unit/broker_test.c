@@ -1,0 +1,756 @@
+/*  broker_test: the broker's rules, in process (broker/fz_broker.c and the files behind
+    fz_broker_int.h), on inproc:// endpoints and a database in a temp dir.
+
+    A test drives the real handlers through DEALER sockets (a client, and fake workers that
+    speak the worker protocol by hand), turns the loop with fz_broker_step, and asserts three
+    things together: the reply or message, the store's row (through a second, read-only
+    connection: what a crash would leave) and the event on the PUB socket. Covered: the life
+    cycle, retries and backoff, exit 75, rejected attempts, reattach after a restart, rehello,
+    superseded attempts, lost attempts, dependency failure and revival, budget holds and
+    releases, cancel of a running task, name-taken and unknown-peer reasons, and the reply
+    fields clients rely on. */
+
+/* cmocka.h needs these four first, in this order. */
+/* clang-format off */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include <czmq.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fz_broker.h"
+#include "fz_event.h"
+#include "fz_msg.h"
+#include "fz_net.h"
+
+/* Turns a test may wait for one thing; at 5 ms a turn, about a second. */
+#define S_MAX_TURNS 200
+
+/* ---------------------------------------------------------------- fixture */
+
+typedef struct {
+    char dir[64];
+    char db[128];
+    char ep[96], ev[96];
+    fz_broker_config_t cfg;
+    fz_broker_t *broker;
+    zsock_t *client; /* DEALER */
+    zsock_t *sub;    /* every event */
+    sqlite3 *ro;     /* read-only view of the database */
+    uint64_t rid;
+} fx_t;
+
+typedef void(tune_fn)(fz_broker_config_t *cfg);
+
+static void s_start_broker(fx_t *fx)
+{
+    char err[256] = "";
+    fx->broker = fz_broker_new(&fx->cfg, err, sizeof err);
+    if (!fx->broker)
+        fail_msg("fz_broker_new: %s", err);
+    fx->client = fz_net_socket(ZMQ_DEALER);
+    fx->sub = fz_net_socket(ZMQ_SUB);
+    assert_non_null(fx->client);
+    assert_non_null(fx->sub);
+    assert_int_equal(zsock_connect(fx->client, "%s", fx->ep), 0);
+    zsock_set_subscribe(fx->sub, "");
+    assert_int_equal(zsock_connect(fx->sub, "%s", fx->ev), 0);
+}
+
+static void s_stop_broker(fx_t *fx)
+{
+    zsock_destroy(&fx->client);
+    zsock_destroy(&fx->sub);
+    fz_broker_destroy(&fx->broker);
+}
+
+static fx_t *s_fx(tune_fn *tune)
+{
+    static unsigned counter;
+    fx_t *fx = calloc(1, sizeof *fx);
+    assert_non_null(fx);
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/fz-broker-test-XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    snprintf(fx->db, sizeof fx->db, "%s/fz.db", fx->dir);
+    counter++;
+    snprintf(fx->ep, sizeof fx->ep, "inproc://broker-test-%d-%u", (int)getpid(), counter);
+    snprintf(fx->ev, sizeof fx->ev, "inproc://broker-test-ev-%d-%u", (int)getpid(), counter);
+    fz_broker_config_defaults(&fx->cfg);
+    fx->cfg.bind = fx->ep;
+    fx->cfg.events = fx->ev;
+    fx->cfg.db = fx->db;
+    fx->cfg.sync_full = false;
+    fx->cfg.heartbeat_ms = 100;
+    fx->cfg.backoff_min_ms = 40;
+    fx->cfg.backoff_max_ms = 80;
+    if (tune)
+        tune(&fx->cfg);
+    s_start_broker(fx);
+    assert_int_equal(sqlite3_open_v2(fx->db, &fx->ro, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    return fx;
+}
+
+static void s_fx_destroy(fx_t **fx_p)
+{
+    fx_t *fx = *fx_p;
+    s_stop_broker(fx);
+    sqlite3_close(fx->ro);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx->dir);
+    if (system(cmd) != 0)
+        print_error("could not remove %s\n", fx->dir);
+    free(fx);
+    *fx_p = NULL;
+}
+
+/* ---------------------------------------------------------------- turning the loop */
+
+static void s_turns(fx_t *fx, int n)
+{
+    for (int i = 0; i < n; i++)
+        assert_int_equal(fz_broker_step(fx->broker, 5), 0);
+}
+
+static bool s_readable(zsock_t *sock)
+{
+    zmq_pollitem_t item = {zsock_resolve(sock), 0, ZMQ_POLLIN, 0};
+    return zmq_poll(&item, 1, 0) == 1;
+}
+
+/* The next message on sock that is not a heartbeat, turning the loop until it comes. */
+static fz_msg_t *s_next(fx_t *fx, zsock_t *sock)
+{
+    for (int i = 0; i < S_MAX_TURNS; i++) {
+        while (s_readable(sock)) {
+            fz_msg_t *m = fz_net_recv_msg(sock);
+            assert_non_null(m);
+            if (!fz_msg_is(m, "heartbeat"))
+                return m;
+            fz_msg_destroy(&m);
+        }
+        s_turns(fx, 1);
+    }
+    fail_msg("no message within %d turns", S_MAX_TURNS);
+    return NULL;
+}
+
+/* The next message of `type` on sock (others are skipped). */
+static fz_msg_t *s_expect(fx_t *fx, zsock_t *sock, const char *type)
+{
+    for (int i = 0; i < 50; i++) {
+        fz_msg_t *m = s_next(fx, sock);
+        if (fz_msg_is(m, type))
+            return m;
+        fz_msg_destroy(&m);
+    }
+    fail_msg("no '%s' message", type);
+    return NULL;
+}
+
+/* True if a message of `type` arrives on sock within n turns. */
+static bool s_gets(fx_t *fx, zsock_t *sock, const char *type, int n)
+{
+    for (int i = 0; i < n; i++) {
+        while (s_readable(sock)) {
+            fz_msg_t *m = fz_net_recv_msg(sock);
+            bool hit = m && fz_msg_is(m, type);
+            fz_msg_destroy(&m);
+            if (hit)
+                return true;
+        }
+        s_turns(fx, 1);
+    }
+    return false;
+}
+
+static fz_enc_t *s_req(fx_t *fx, const char *type)
+{
+    return fz_enc_new(type, ++fx->rid);
+}
+
+/* Sends a request from the client and returns its reply (checked to carry the rid). */
+static fz_msg_t *s_call(fx_t *fx, fz_enc_t *req)
+{
+    uint64_t rid = fx->rid;
+    assert_int_equal(fz_net_send(fx->client, NULL, &req), 0);
+    fz_msg_t *reply = s_next(fx, fx->client);
+    assert_int_equal(fz_msg_rid(reply), rid);
+    return reply;
+}
+
+/* The error reply's code and reason, checked; the reply is consumed. */
+static void s_assert_error(fz_msg_t **reply_p, const char *code, const char *reason)
+{
+    fz_msg_t *r = *reply_p;
+    assert_true(fz_msg_is(r, "error"));
+    assert_string_equal(fz_msg_str(r, "code", "", NULL), code);
+    assert_string_equal(fz_msg_str(r, "reason", "", NULL), reason);
+    fz_msg_destroy(reply_p);
+}
+
+static uint64_t s_submit(fx_t *fx, const char *prompt, uint32_t retries, double max_cost)
+{
+    fz_enc_t *req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", prompt);
+    fz_enc_uint(req, "retries", retries);
+    if (max_cost > 0)
+        fz_enc_float(req, "max_cost", max_cost);
+    fz_msg_t *r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "submitted"));
+    uint64_t id = fz_msg_uint(r, "task", 0);
+    assert_true(id > 0);
+    fz_msg_destroy(&r);
+    return id;
+}
+
+/* The next event of `topic` about `task` (0: any), turning the loop; others are skipped. */
+static fz_event_t *s_event(fx_t *fx, const char *topic, uint64_t task)
+{
+    char why[256];
+    for (int i = 0; i < S_MAX_TURNS; i++) {
+        while (s_readable(fx->sub)) {
+            fz_event_t *e = fz_event_recv(fx->sub, why, sizeof why);
+            if (!e)
+                fail_msg("bad event: %s", why);
+            if (strcmp(fz_event_topic(e), topic) == 0 && (!task || fz_event_task(e) == task))
+                return e;
+            fz_event_destroy(&e);
+        }
+        s_turns(fx, 1);
+    }
+    fail_msg("no event %s for task %llu within %d turns", topic, (unsigned long long)task,
+             S_MAX_TURNS);
+    return NULL;
+}
+
+/* Waits for the event and checks its state field. */
+static void s_assert_event(fx_t *fx, const char *topic, uint64_t task, const char *state)
+{
+    fz_event_t *e = s_event(fx, topic, task);
+    char buf[32];
+    assert_string_equal(fz_obj_str(fz_event_map(e), "state", buf, sizeof buf), state);
+    fz_event_destroy(&e);
+}
+
+/* A text column of the stored task row (what survives a crash). */
+static const char *s_row(fx_t *fx, uint64_t id, const char *column)
+{
+    static char value[512];
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT %s FROM tasks WHERE id = ?1", column);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(fx->ro, sql, -1, &st, NULL), SQLITE_OK);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    value[0] = 0;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        snprintf(value, sizeof value, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return value;
+}
+
+/* A text column of attempt n of task id. */
+static const char *s_attempt_row(fx_t *fx, uint64_t id, int n, const char *column)
+{
+    static char value[512];
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT %s FROM attempts WHERE task = ?1 AND n = ?2", column);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(fx->ro, sql, -1, &st, NULL), SQLITE_OK);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    sqlite3_bind_int(st, 2, n);
+    value[0] = 0;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        snprintf(value, sizeof value, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return value;
+}
+
+/* ---------------------------------------------------------------- fake workers */
+
+static zsock_t *s_worker_hello(fx_t *fx, const char *name, const char *nonce, uint64_t task,
+                               uint32_t attempt)
+{
+    zsock_t *w = fz_net_socket(ZMQ_DEALER);
+    assert_non_null(w);
+    assert_int_equal(zsock_connect(w, "%s", fx->ep), 0);
+    fz_enc_t *hello = fz_enc_new("hello", 1);
+    fz_enc_str(hello, "name", name);
+    fz_enc_str(hello, "nonce", nonce);
+    if (task) {
+        fz_enc_uint(hello, "task", task);
+        fz_enc_uint(hello, "attempt", attempt);
+    }
+    assert_int_equal(fz_net_send(w, NULL, &hello), 0);
+    return w;
+}
+
+/* A worker that said hello and was welcomed. */
+static zsock_t *s_worker(fx_t *fx, const char *name)
+{
+    zsock_t *w = s_worker_hello(fx, name, name, 0, 0);
+    fz_msg_t *m = s_expect(fx, w, "welcome");
+    assert_string_equal(fz_msg_str(m, "name", "", NULL), name);
+    fz_msg_destroy(&m);
+    return w;
+}
+
+/* The dispatch the worker gets next: checks the task and returns the attempt number. */
+static uint32_t s_dispatched(fx_t *fx, zsock_t *w, uint64_t task)
+{
+    fz_msg_t *d = s_expect(fx, w, "dispatch");
+    assert_int_equal(fz_msg_uint(d, "task", 0), task);
+    uint32_t attempt = (uint32_t)fz_msg_uint(d, "attempt", 0);
+    fz_msg_destroy(&d);
+    return attempt;
+}
+
+static void s_send_result(zsock_t *w, uint64_t task, uint32_t attempt, const char *outcome,
+                          int64_t exit_code, double cost)
+{
+    fz_enc_t *r = fz_enc_new("result", 0);
+    fz_enc_uint(r, "task", task);
+    fz_enc_uint(r, "attempt", attempt);
+    fz_enc_str(r, "outcome", outcome);
+    fz_enc_int(r, "exit_code", exit_code);
+    fz_enc_uint(r, "duration_ms", 12);
+    fz_enc_float(r, "cost_usd", cost);
+    fz_enc_uint(r, "tokens_in", 100);
+    fz_enc_uint(r, "tokens_out", 7);
+    fz_enc_str(r, "summary", "done");
+    assert_int_equal(fz_net_send(w, NULL, &r), 0);
+}
+
+/* Sends a result and checks that it is acknowledged. */
+static void s_result(fx_t *fx, zsock_t *w, uint64_t task, uint32_t attempt, const char *outcome,
+                     int64_t exit_code, double cost)
+{
+    s_send_result(w, task, attempt, outcome, exit_code, cost);
+    fz_msg_t *ack = s_expect(fx, w, "result-ack");
+    assert_int_equal(fz_msg_uint(ack, "task", 0), task);
+    assert_int_equal(fz_msg_uint(ack, "attempt", 0), attempt);
+    fz_msg_destroy(&ack);
+}
+
+/* ---------------------------------------------------------------- the life cycle */
+
+static void test_submit_run_succeed(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t id = s_submit(fx, "write the tests", 0, 0);
+    assert_string_equal(s_row(fx, id, "state"), "queued");
+    s_assert_event(fx, "task.submitted", id, "queued");
+
+    zsock_t *w = s_worker(fx, "w1");
+    assert_int_equal(s_dispatched(fx, w, id), 1);
+    s_assert_event(fx, "task.dispatched", id, "running");
+    assert_string_equal(s_row(fx, id, "state"), "running");
+    assert_string_equal(s_attempt_row(fx, id, 1, "worker"), "w1");
+
+    s_result(fx, w, id, 1, "exited", 0, 0.25);
+    s_assert_event(fx, "task.succeeded", id, "succeeded");
+    assert_string_equal(s_row(fx, id, "state"), "succeeded");
+    assert_string_equal(s_row(fx, id, "cost_usd"), "0.25");
+    assert_string_equal(s_attempt_row(fx, id, 1, "outcome"), "exited");
+
+    /* A duplicate result is acknowledged again and recorded once. */
+    s_result(fx, w, id, 1, "exited", 0, 0.25);
+    assert_string_equal(s_row(fx, id, "cost_usd"), "0.25");
+
+    fz_msg_t *st = s_call(fx, s_req(fx, "status"));
+    assert_true(fz_msg_is(st, "status"));
+    assert_int_equal(fz_msg_uint(st, "running", 9), 0);
+    assert_int_equal(fz_msg_uint(st, "workers", 0), 1);
+    assert_true(fz_msg_float(st, "spent_today", 0) > 0.24);
+    fz_msg_destroy(&st);
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+static void test_retry_backoff_then_fail(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t id = s_submit(fx, "flaky", 1, 0);
+    zsock_t *w = s_worker(fx, "w1");
+    uint32_t a1 = s_dispatched(fx, w, id);
+    s_result(fx, w, id, a1, "exited", 1, 0.01);
+    s_assert_event(fx, "task.attempt-failed", id, "retrying");
+    fz_event_t *e = s_event(fx, "task.retrying", id);
+    uint64_t delay = fz_obj_uint(fz_event_map(e), "delay_ms", 0);
+    fz_event_destroy(&e);
+    /* The first retry waits between half and all of --backoff-min. */
+    assert_true(delay >= 20 && delay <= 40);
+    assert_string_equal(s_row(fx, id, "state"), "retrying");
+
+    s_assert_event(fx, "task.queued", id, "queued");
+    uint32_t a2 = s_dispatched(fx, w, id);
+    assert_int_equal(a2, 2);
+    s_result(fx, w, id, a2, "exited", 1, 0.01);
+    s_assert_event(fx, "task.failed", id, "failed");
+    assert_string_equal(s_row(fx, id, "state"), "failed");
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+/* Exit 75: the agent asks not to be retried, whatever --retries says. */
+static void test_exit_75_is_not_retried(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t id = s_submit(fx, "bad key", 3, 0);
+    zsock_t *w = s_worker(fx, "w1");
+    s_result(fx, w, id, s_dispatched(fx, w, id), "exited", 75, 0);
+    s_assert_event(fx, "task.failed", id, "failed");
+    assert_string_equal(s_row(fx, id, "attempts"), "1");
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+/* A rejected dispatch is not the task's fault: requeued, no retry used, the worker rests. */
+static void test_rejected_is_requeued_without_using_a_retry(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t id = s_submit(fx, "x", 0, 0);
+    zsock_t *w1 = s_worker(fx, "w1");
+    s_result(fx, w1, id, s_dispatched(fx, w1, id), "rejected", 0, 0);
+    fz_event_t *e = s_event(fx, "task.requeued", id);
+    char reason[32];
+    assert_string_equal(fz_obj_str(fz_event_map(e), "reason", reason, sizeof reason), "rejected");
+    fz_event_destroy(&e);
+    /* Another worker takes it; with retries 0 it still runs, as attempt 2. */
+    zsock_t *w2 = s_worker(fx, "w2");
+    assert_int_equal(s_dispatched(fx, w2, id), 2);
+    s_result(fx, w2, id, 2, "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", id, "succeeded");
+    zsock_destroy(&w1);
+    zsock_destroy(&w2);
+    s_fx_destroy(&fx);
+}
+
+static void test_cancel_running_goes_through_the_worker(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t id = s_submit(fx, "long", 2, 0);
+    zsock_t *w = s_worker(fx, "w1");
+    uint32_t a = s_dispatched(fx, w, id);
+    fz_enc_t *req = s_req(fx, "cancel");
+    fz_enc_uint(req, "task", id);
+    fz_msg_t *r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "ok"));
+    assert_string_equal(fz_msg_str(r, "state", "", NULL), "running");
+    fz_msg_destroy(&r);
+    fz_msg_t *c = s_expect(fx, w, "cancel");
+    assert_int_equal(fz_msg_uint(c, "task", 0), id);
+    assert_string_equal(fz_msg_str(c, "reason", "", NULL), "cancelled");
+    fz_msg_destroy(&c);
+    /* Whatever the agent says then, the task is cancelled (no retry). */
+    s_result(fx, w, id, a, "exited", 1, 0);
+    s_assert_event(fx, "task.cancelled", id, "cancelled");
+    assert_string_equal(s_row(fx, id, "state"), "cancelled");
+    /* Ended: a second cancel is a conflict, with its reason. */
+    req = s_req(fx, "cancel");
+    fz_enc_uint(req, "task", id);
+    r = s_call(fx, req);
+    s_assert_error(&r, "conflict", "ended");
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+/* ---------------------------------------------------------------- workers */
+
+static void s_fast_dead(fz_broker_config_t *cfg)
+{
+    cfg->heartbeat_ms = 20;
+}
+
+/* A worker that goes silent for 3 heartbeats is gone; its attempt is lost and requeued. */
+static void test_silent_worker_loses_its_attempt(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(s_fast_dead);
+    uint64_t id = s_submit(fx, "x", 0, 0);
+    zsock_t *w = s_worker(fx, "w1");
+    assert_int_equal(s_dispatched(fx, w, id), 1);
+    zsock_destroy(&w); /* says nothing more */
+    s_assert_event(fx, "task.requeued", id, "queued"); /* announced before the worker left */
+    fz_event_t *e = s_event(fx, "worker.left", 0);
+    char buf[32];
+    assert_string_equal(fz_obj_str(fz_event_map(e), "reason", buf, sizeof buf), "silent");
+    fz_event_destroy(&e);
+    assert_string_equal(s_row(fx, id, "state"), "queued");
+    assert_string_equal(s_attempt_row(fx, id, 1, "outcome"), "lost");
+    s_fx_destroy(&fx);
+}
+
+static void test_worker_message_without_hello_is_unknown_peer(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    fz_msg_t *r = s_call(fx, s_req(fx, "bye"));
+    s_assert_error(&r, "conflict", "unknown-peer");
+    s_fx_destroy(&fx);
+}
+
+/* The same name from another live process (another nonce) waits: name-taken. */
+static void test_name_taken_while_the_first_lives(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    zsock_t *w1 = s_worker(fx, "same");
+    zsock_t *w2 = s_worker_hello(fx, "same", "other-nonce", 0, 0);
+    fz_msg_t *r = s_next(fx, w2);
+    s_assert_error(&r, "conflict", "name-taken");
+    zsock_destroy(&w2);
+    zsock_destroy(&w1);
+    s_fx_destroy(&fx);
+}
+
+/* A hello on a known connection refreshes the worker (§5) and keeps its attempt. */
+static void test_rehello_keeps_the_running_attempt(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t id = s_submit(fx, "x", 0, 0);
+    zsock_t *w = s_worker(fx, "w1");
+    uint32_t a = s_dispatched(fx, w, id);
+    fz_enc_t *hello = fz_enc_new("hello", 2);
+    fz_enc_str(hello, "name", "w1");
+    fz_enc_str(hello, "nonce", "w1");
+    fz_enc_uint(hello, "task", id);
+    fz_enc_uint(hello, "attempt", a);
+    assert_int_equal(fz_net_send(w, NULL, &hello), 0);
+    fz_msg_t *m = s_expect(fx, w, "welcome");
+    fz_msg_destroy(&m);
+    assert_false(s_gets(fx, w, "cancel", 10)); /* it is the attempt we expect */
+    assert_string_equal(s_row(fx, id, "state"), "running");
+    s_result(fx, w, id, a, "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", id, "succeeded");
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+/* After a broker restart, the worker's hello claims its attempt: it is taken back, not run
+   twice; a claim of an attempt nobody expects is told to stop. */
+static void test_restart_reattach_and_superseded(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t id = s_submit(fx, "survive a restart", 0, 0);
+    zsock_t *w = s_worker(fx, "w1");
+    uint32_t a = s_dispatched(fx, w, id);
+    zsock_destroy(&w);
+    s_stop_broker(fx);
+    s_start_broker(fx);
+    assert_string_equal(s_row(fx, id, "state"), "running");
+
+    zsock_t *back = s_worker_hello(fx, "w1", "new-nonce", id, a);
+    fz_msg_t *m = s_expect(fx, back, "welcome");
+    fz_msg_destroy(&m);
+    assert_false(s_gets(fx, back, "cancel", 10));
+    s_result(fx, back, id, a, "exited", 0, 0.5);
+    s_assert_event(fx, "task.succeeded", id, "succeeded");
+    assert_string_equal(s_row(fx, id, "attempts"), "1");
+
+    zsock_t *stale = s_worker_hello(fx, "w2", "w2", id, a); /* ended already */
+    fz_msg_t *c = s_expect(fx, stale, "cancel");
+    assert_string_equal(fz_msg_str(c, "reason", "", NULL), "superseded");
+    fz_msg_destroy(&c);
+    zsock_destroy(&stale);
+    zsock_destroy(&back);
+    s_fx_destroy(&fx);
+}
+
+/* ---------------------------------------------------------------- dependencies */
+
+static uint64_t s_submit_after(fx_t *fx, const char *prompt, uint64_t dep)
+{
+    fz_enc_t *req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", prompt);
+    fz_enc_array(req, "after", 1);
+    fz_enc_uint(req, NULL, dep);
+    fz_msg_t *r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "submitted"));
+    assert_string_equal(fz_msg_str(r, "state", "", NULL), "waiting");
+    uint64_t id = fz_msg_uint(r, "task", 0);
+    fz_msg_destroy(&r);
+    return id;
+}
+
+/* A failed dependency fails its dependents transitively; retrying it brings them back; its
+   success then releases them in order. */
+static void test_dependency_failure_and_revival(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t a = s_submit(fx, "build", 0, 0);
+    uint64_t b = s_submit_after(fx, "test", a);
+    uint64_t c = s_submit_after(fx, "deploy", b);
+    assert_string_equal(s_row(fx, b, "state"), "waiting");
+
+    zsock_t *w = s_worker(fx, "w1");
+    s_result(fx, w, a, s_dispatched(fx, w, a), "exited", 2, 0);
+    s_assert_event(fx, "task.failed", a, "failed");
+    fz_event_t *e = s_event(fx, "task.dep-failed", b);
+    char why[160];
+    assert_non_null(strstr(fz_obj_str(fz_event_map(e), "summary", why, sizeof why), "failed"));
+    fz_event_destroy(&e);
+    s_assert_event(fx, "task.dep-failed", c, "dep-failed");
+    assert_string_equal(s_row(fx, c, "state"), "dep-failed");
+
+    /* Retrying the dependent alone is refused: what it waits for failed. */
+    fz_enc_t *req = s_req(fx, "retry");
+    fz_enc_uint(req, "task", c);
+    fz_msg_t *r = s_call(fx, req);
+    s_assert_error(&r, "conflict", "dependency-failed");
+
+    req = s_req(fx, "retry");
+    fz_enc_uint(req, "task", a);
+    r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "ok"));
+    assert_string_equal(fz_msg_str(r, "state", "", NULL), "queued");
+    fz_msg_destroy(&r);
+    assert_string_equal(s_row(fx, b, "state"), "waiting");
+    assert_string_equal(s_row(fx, c, "state"), "waiting");
+
+    s_result(fx, w, a, s_dispatched(fx, w, a), "exited", 0, 0);
+    s_assert_event(fx, "task.queued", b, "queued");
+    s_result(fx, w, b, s_dispatched(fx, w, b), "exited", 0, 0);
+    s_result(fx, w, c, s_dispatched(fx, w, c), "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", c, "succeeded");
+
+    /* A succeeded task is not retried. */
+    req = s_req(fx, "retry");
+    fz_enc_uint(req, "task", c);
+    r = s_call(fx, req);
+    s_assert_error(&r, "conflict", "already-succeeded");
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+static void test_submit_refusals_carry_reasons(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    fz_enc_t *req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", "x");
+    fz_enc_array(req, "after", 1);
+    fz_enc_uint(req, NULL, 424242);
+    fz_msg_t *r = s_call(fx, req);
+    s_assert_error(&r, "invalid", "no-such-dependency");
+
+    req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", "x");
+    fz_enc_uint(req, "parent", 424242);
+    r = s_call(fx, req);
+    s_assert_error(&r, "invalid", "no-such-parent");
+
+    req = s_req(fx, "get");
+    fz_enc_uint(req, "task", 424242);
+    r = s_call(fx, req);
+    s_assert_error(&r, "not-found", "no-such-task");
+
+    /* A batch names its refused task by index; nothing of it is stored. */
+    req = s_req(fx, "submit-batch");
+    fz_enc_array(req, "tasks", 2);
+    fz_enc_t *t0 = fz_enc_new_map();
+    fz_enc_str(t0, "prompt", "fine");
+    fz_enc_sub(req, NULL, &t0);
+    fz_enc_t *t1 = fz_enc_new_map();
+    fz_enc_str(t1, "prompt", "forward");
+    fz_enc_array(t1, "after_index", 1);
+    fz_enc_uint(t1, NULL, 1);
+    fz_enc_sub(req, NULL, &t1);
+    r = s_call(fx, req);
+    assert_int_equal(fz_msg_uint(r, "index", 99), 1);
+    s_assert_error(&r, "invalid", "bad-dependency");
+    fz_msg_t *st = s_call(fx, s_req(fx, "list"));
+    assert_int_equal(fz_msg_obj(st, "tasks")->via.array.size, 0);
+    fz_msg_destroy(&st);
+    s_fx_destroy(&fx);
+}
+
+/* ---------------------------------------------------------------- budget */
+
+static void s_small_budget(fz_broker_config_t *cfg)
+{
+    cfg->daily_budget = 1.0;
+}
+
+/* A task whose reservation does not fit is held (reason budget), and released when the cap
+   is raised; the settled spend is what the agent reported. */
+static void test_budget_hold_and_release(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(s_small_budget);
+    uint64_t id = s_submit(fx, "expensive", 0, 2.0);
+    zsock_t *w = s_worker(fx, "w1");
+    fz_event_t *e = s_event(fx, "task.held", id);
+    char reason[32];
+    assert_string_equal(fz_obj_str(fz_event_map(e), "reason", reason, sizeof reason), "budget");
+    fz_event_destroy(&e);
+    assert_string_equal(s_row(fx, id, "state"), "held");
+    assert_string_equal(s_row(fx, id, "hold_reason"), "budget");
+
+    fz_enc_t *req = s_req(fx, "get");
+    fz_enc_uint(req, "task", id);
+    fz_msg_t *r = s_call(fx, req);
+    char detail[256];
+    assert_non_null(strstr(fz_obj_str(fz_msg_obj(r, "task"), "hold_detail", detail, sizeof detail),
+                           "more than the whole daily cap"));
+    fz_msg_destroy(&r);
+
+    req = s_req(fx, "budget");
+    fz_enc_float(req, "set", 5.0);
+    r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "budget"));
+    assert_true(fz_msg_float(r, "cap", 0) == 5.0);
+    fz_msg_destroy(&r);
+    s_assert_event(fx, "task.queued", id, "queued");
+    uint32_t a = s_dispatched(fx, w, id);
+    req = s_req(fx, "budget");
+    r = s_call(fx, req);
+    assert_true(fz_msg_float(r, "reserved", 0) == 2.0);
+    fz_msg_destroy(&r);
+    s_result(fx, w, id, a, "exited", 0, 0.75);
+    s_assert_event(fx, "task.succeeded", id, "succeeded");
+    req = s_req(fx, "budget");
+    r = s_call(fx, req);
+    assert_true(fz_msg_float(r, "reserved", 1) == 0.0);
+    assert_true(fz_msg_float(r, "spent", 0) == 0.75);
+    fz_msg_destroy(&r);
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_submit_run_succeed),
+        cmocka_unit_test(test_retry_backoff_then_fail),
+        cmocka_unit_test(test_exit_75_is_not_retried),
+        cmocka_unit_test(test_rejected_is_requeued_without_using_a_retry),
+        cmocka_unit_test(test_cancel_running_goes_through_the_worker),
+        cmocka_unit_test(test_silent_worker_loses_its_attempt),
+        cmocka_unit_test(test_worker_message_without_hello_is_unknown_peer),
+        cmocka_unit_test(test_name_taken_while_the_first_lives),
+        cmocka_unit_test(test_rehello_keeps_the_running_attempt),
+        cmocka_unit_test(test_restart_reattach_and_superseded),
+        cmocka_unit_test(test_dependency_failure_and_revival),
+        cmocka_unit_test(test_submit_refusals_carry_reasons),
+        cmocka_unit_test(test_budget_hold_and_release),
+    };
+    zsys_init();
+    zsys_set_logstream(NULL);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

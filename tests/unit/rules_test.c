@@ -1,0 +1,118 @@
+/*  rules_test: the broker's pure rules (broker/fz_rules.c), by value: deadline boost, aging,
+    effective priority and its explanation, backoff with its jitter bounds, what the end of an
+    attempt leads to, and the life cycle's table of moves. */
+
+/* cmocka.h needs these four first, in this order. */
+/* clang-format off */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include <string.h>
+
+#include "fz_rules.h"
+
+static void test_deadline_boost(void **state)
+{
+    (void)state;
+    double h = 3600, now = 1e9;
+    assert_true(fz_rules_deadline_boost(0, h, now) == 0);            /* none */
+    assert_true(fz_rules_deadline_boost(now + 2 * h, h, now) == 0);  /* before the horizon */
+    assert_true(fz_rules_deadline_boost(now + h, h, now) == 0);      /* at the horizon */
+    assert_true(fz_rules_deadline_boost(now + h / 2, h, now) == 50); /* halfway */
+    assert_true(fz_rules_deadline_boost(now + 0.0, h, now) == 100);  /* at the deadline */
+    assert_true(fz_rules_deadline_boost(now - 600, h, now) == 110);  /* 10 minutes late */
+    assert_true(fz_rules_deadline_boost(now - 1e6, h, now) == 1000); /* capped */
+}
+
+static void test_aging_and_effective(void **state)
+{
+    (void)state;
+    assert_true(fz_rules_aging(0, 100, 200) == 0); /* off */
+    assert_true(fz_rules_aging(10, 100, 150) == 5);
+    assert_true(fz_rules_effective(3, INT64_MIN, 0, 0) == 3);
+    assert_true(fz_rules_effective(3, 7, 0, 0) == 7); /* inherited is a floor */
+    assert_true(fz_rules_effective(9, 7, 2.5, 1) == 12.5);
+    char why[200];
+    fz_rules_priority_why(3, 7, 12.5, 2, why, sizeof why);
+    assert_string_equal(why, "base 3, inherited 7 from a dependent, deadline +12.5, aging +2.0");
+    fz_rules_priority_why(5, INT64_MIN, 0, 0, why, sizeof why);
+    assert_string_equal(why, "base 5");
+    char tiny[8];
+    fz_rules_priority_why(3, 7, 12.5, 2, tiny, sizeof tiny); /* cut, still terminated */
+    assert_true(strlen(tiny) < sizeof tiny);
+}
+
+static void test_backoff(void **state)
+{
+    (void)state;
+    /* Doubling from min, capped at max; jitter keeps it in the upper half. */
+    assert_int_equal(fz_rules_backoff_ms(1000, 60000, 1, 0.0), 500);
+    assert_int_equal(fz_rules_backoff_ms(1000, 60000, 1, 0.999999), 999);
+    assert_int_equal(fz_rules_backoff_ms(1000, 60000, 2, 0.0), 1000);
+    assert_int_equal(fz_rules_backoff_ms(1000, 60000, 3, 0.0), 2000);
+    assert_int_equal(fz_rules_backoff_ms(1000, 60000, 7, 0.0), 30000); /* 64 s, capped */
+    assert_int_equal(fz_rules_backoff_ms(1000, 60000, 4000000000u, 0.0), 30000);
+    assert_int_equal(fz_rules_backoff_ms(1000, 60000, 0, 0.0), 500); /* nonsense in, sane out */
+}
+
+static fz_state_t s_after(fz_outcome_t o, int64_t code, bool cancel, uint32_t made, uint32_t r)
+{
+    fz_attempt_end_t end = {o, code, cancel, made, r};
+    return fz_rules_after_attempt(&end);
+}
+
+static void test_after_attempt(void **state)
+{
+    (void)state;
+    assert_int_equal(s_after(FZ_OUTCOME_EXITED, 0, false, 1, 0), FZ_STATE_SUCCEEDED);
+    assert_int_equal(s_after(FZ_OUTCOME_EXITED, 0, true, 1, 0), FZ_STATE_SUCCEEDED);
+    assert_int_equal(s_after(FZ_OUTCOME_EXITED, 1, true, 1, 5), FZ_STATE_CANCELLED);
+    assert_int_equal(s_after(FZ_OUTCOME_CANCELLED, 0, false, 1, 5), FZ_STATE_CANCELLED);
+    assert_int_equal(s_after(FZ_OUTCOME_REJECTED, 0, false, 9, 0), FZ_STATE_QUEUED);
+    assert_int_equal(s_after(FZ_OUTCOME_INTERRUPTED, 0, false, 9, 0), FZ_STATE_QUEUED);
+    assert_int_equal(s_after(FZ_OUTCOME_EXITED, FZ_EXIT_NO_RETRY, false, 1, 5), FZ_STATE_FAILED);
+    assert_int_equal(s_after(FZ_OUTCOME_EXITED, 1, false, 1, 1), FZ_STATE_RETRYING);
+    assert_int_equal(s_after(FZ_OUTCOME_EXITED, 1, false, 2, 1), FZ_STATE_FAILED);
+    assert_int_equal(s_after(FZ_OUTCOME_TIMEOUT, 0, false, 1, 1), FZ_STATE_RETRYING);
+    assert_int_equal(s_after(FZ_OUTCOME_COST_CAP, 0, false, 1, 0), FZ_STATE_FAILED);
+    assert_int_equal(s_after((fz_outcome_t)-1, 0, false, 1, 0), FZ_STATE_FAILED);
+}
+
+static void test_move_table(void **state)
+{
+    (void)state;
+    assert_true(fz_rules_move_allowed(FZ_STATE_QUEUED, FZ_STATE_RUNNING));
+    assert_true(fz_rules_move_allowed(FZ_STATE_QUEUED, FZ_STATE_HELD));
+    assert_true(fz_rules_move_allowed(FZ_STATE_HELD, FZ_STATE_QUEUED));
+    assert_true(fz_rules_move_allowed(FZ_STATE_WAITING, FZ_STATE_DEP_FAILED));
+    assert_true(fz_rules_move_allowed(FZ_STATE_RUNNING, FZ_STATE_RETRYING));
+    assert_true(fz_rules_move_allowed(FZ_STATE_RUNNING, FZ_STATE_QUEUED)); /* lost, rejected */
+    assert_true(fz_rules_move_allowed(FZ_STATE_RETRYING, FZ_STATE_QUEUED));
+    assert_true(fz_rules_move_allowed(FZ_STATE_FAILED, FZ_STATE_WAITING)); /* retry */
+    assert_true(fz_rules_move_allowed(FZ_STATE_DEP_FAILED, FZ_STATE_QUEUED));
+    assert_false(fz_rules_move_allowed(FZ_STATE_SUCCEEDED, FZ_STATE_QUEUED));
+    assert_false(fz_rules_move_allowed(FZ_STATE_QUEUED, FZ_STATE_SUCCEEDED));
+    assert_false(fz_rules_move_allowed(FZ_STATE_WAITING, FZ_STATE_RUNNING));
+    assert_false(fz_rules_move_allowed(FZ_STATE_HELD, FZ_STATE_RUNNING));
+    assert_false(fz_rules_move_allowed(FZ_STATE_RETRYING, FZ_STATE_RUNNING));
+    assert_false(fz_rules_move_allowed(FZ_STATE_FAILED, FZ_STATE_FAILED));
+    assert_false(fz_rules_move_allowed(FZ_STATE_COUNT, FZ_STATE_QUEUED));
+    assert_false(fz_rules_move_allowed(FZ_STATE_QUEUED, (fz_state_t)-1));
+    /* Every final state but succeeded can come back; no state moves to itself. */
+    for (int s = 0; s < FZ_STATE_COUNT; s++)
+        assert_false(fz_rules_move_allowed((fz_state_t)s, (fz_state_t)s));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deadline_boost), cmocka_unit_test(test_aging_and_effective),
+        cmocka_unit_test(test_backoff),        cmocka_unit_test(test_after_attempt),
+        cmocka_unit_test(test_move_table),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
