@@ -1,0 +1,215 @@
+"""The real agent CLIs (Claude Code, codex-cli, gemini-cli, at the versions scripts/setup pins)
+behind scripts/agents/{claude,codex,gemini}, against fz's scripted model server
+(tests/lib/fakemodel.py, 127.0.0.1, ephemeral port), in a private HOME and CODEX_HOME.
+
+Through a real fz-broker + fz-worker per CLI: a task whose model answers with a tool call
+really edits a file in the task's work folder, and the attempt records the cost (Claude's
+own total, else tokens x scripts/agents/prices.json, within 1%), fresh input and output
+tokens, the model and the answer; a 401 fails with exit 75 after one attempt although the
+task allows retries. The adapters alone (FZ_REPORT set, the same environment): 429 with
+retry-after, a quota error with its reset time, unknown model, prompt too long, a server
+that never sends headers, and a stream that stalls, each with its class and exit status.
+
+The CLIs' own retries are bounded (CLAUDE_CODE_MAX_RETRIES=1, API_TIMEOUT_MS; codex's
+request/stream retries and idle timeout in config.toml; gemini's general.maxAttempts) and the
+adapters' stall limit is short, so the whole test takes about a minute. If the CLIs are not
+installed, it runs `scripts/setup --agents`; if npm cannot install them, the test FAILS and
+says so (never skipped)."""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import fakemodel  # noqa: E402
+import fzharness as h  # noqa: E402
+
+AGENTS = os.path.join(h.SRC, "scripts", "agents")
+PREFIX = os.environ.get("FZ_AGENTS_PREFIX") or os.path.join(os.path.expanduser("~"), ".local/share/fz/agents")
+MODELS = {"claude": "claude-sonnet-4-5", "codex": "gpt-5-codex", "gemini": "gemini-2.5-flash"}
+with open(os.path.join(AGENTS, "prices.json")) as fh:
+    PRICES = json.load(fh)["models"]
+STALL = 6  # the adapters' --stall for the hang and stall cases, seconds (others: 40)
+
+
+def table_cost(model, usage, n, cache_writes=True):
+    r, u = PRICES[model], dict(usage)
+    if not cache_writes:  # the server sends cache writes in Anthropic's usage only
+        u["cache_write"] = 0
+    return n * (u["input"] * r["input"] + u["cached"] * r["cached_input"] + u["cache_write"] * r["cache_write"] +
+                u["output"] * r["output"]) / 1e6
+
+
+def ensure_clis():
+    missing = [c for c in MODELS if not os.access(os.path.join(PREFIX, "node_modules", ".bin", c), os.X_OK)]
+    if not missing:
+        return
+    print("the agent CLIs %s are not in %s: running scripts/setup --agents" % (missing, PREFIX), flush=True)
+    p = subprocess.run([os.path.join(h.SRC, "scripts", "setup"), "--agents"], capture_output=True, text=True,
+                       timeout=600, env=dict(os.environ, FZ_AGENTS_PREFIX=PREFIX))
+    h.check(p.returncode == 0, "the real agent CLIs are not installed and npm could not install them (is the npm "
+                               "registry reachable?): scripts/setup --agents exited %d:\n%s%s"
+            % (p.returncode, p.stdout[-2000:], p.stderr[-2000:]))
+
+
+def private_home(f, srv):
+    home = os.path.join(f.dir, "home")
+    os.makedirs(os.path.join(home, ".gemini"))
+    with open(os.path.join(home, ".gemini", "settings.json"), "w") as fh:
+        json.dump({"security": {"auth": {"selectedType": "gemini-api-key"}}, "general": {"maxAttempts": 2}}, fh)
+    codex_home = os.path.join(f.dir, "codex-home")
+    os.makedirs(codex_home)
+    with open(os.path.join(codex_home, "config.toml"), "w") as fh:
+        fh.write('model_provider = "fzfake"\nmodel = "%s"\n\n[model_providers.fzfake]\nname = "fz scripted server"\n'
+                 'base_url = "%s/v1"\nenv_key = "FZ_FAKE_KEY"\nwire_api = "responses"\nrequest_max_retries = 1\n'
+                 'stream_max_retries = 1\nstream_idle_timeout_ms = 3000\n' % (MODELS["codex"], srv.url))
+    f.env.update(HOME=home, CODEX_HOME=codex_home, FZ_AGENTS_PREFIX=PREFIX, FZ_FAKE_KEY="fz-test-key",
+                 ANTHROPIC_BASE_URL=srv.url, ANTHROPIC_API_KEY="fz-test-key", CLAUDE_CODE_MAX_RETRIES="1",
+                 API_TIMEOUT_MS="4000", DISABLE_AUTOUPDATER="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+                 GOOGLE_GEMINI_BASE_URL=srv.url, GEMINI_API_KEY="fz-test-key", FZ_AGENT_STALL="40")
+    for k in ("ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_CLOUD_PROJECT",
+              "GOOGLE_GENAI_USE_VERTEXAI", "CLAUDE_CONFIG_DIR", "FZ_MODEL"):
+        f.env.pop(k, None)
+
+
+def report_of(path):
+    kv, progress = {}, []
+    if os.path.exists(path):
+        with open(path) as fh:
+            for line in fh:
+                k, _, v = line.rstrip("\n").partition(" ")
+                kv[k] = v
+                if k == "progress":
+                    progress.append(v)
+    return kv, progress
+
+
+def run_direct(f, cli, scenario, model=None):
+    """The adapter outside fz; returns (exit status, report dict, progress lines, seconds)."""
+    d = os.path.join(f.dir, "direct", "%s-%s" % (cli, scenario))
+    os.makedirs(d)
+    env = dict(f.env, FZ_REPORT=os.path.join(d, "report"), FZ_MODEL=model or MODELS[cli],
+               FZ_AGENT_STALL=str(STALL if scenario in ("hang", "stall") else 40))
+    t0 = time.monotonic()
+    p = subprocess.run([os.path.join(AGENTS, cli)], input="please do it fz-scenario:%s\n" % scenario, cwd=d, env=env,
+                       capture_output=True, text=True, timeout=90)
+    with open(os.path.join(d, "stderr"), "w") as fh:
+        fh.write(p.stderr)
+    kv, progress = report_of(os.path.join(d, "report"))
+    return p.returncode, kv, progress, time.monotonic() - t0
+
+
+# scenario -> (class, exit status, checks on the report)
+DIRECT = {
+    # codex shows no retry-after ("exceeded retry limit, last status: 429"): none to check
+    "ratelimit": ("rate-limit", 1, lambda cli, kv, pr: ["no retry_after %r" % kv.get("retry_after")]
+                  if cli != "codex" and float(kv.get("retry_after", 0)) <= 0 else []),
+    "quota": ("quota", 1, lambda cli, kv, pr: [] if (kv.get("reset_at") == str(fakemodel.RESET_AT) or
+                                                    (cli == "gemini" and kv.get("reset_at", "").isdigit()))
+              else ["reset_at %r" % kv.get("reset_at")]),
+    "toolong": ("context-too-long", 75, None),
+    "nomodel": ("model-unavailable", 75, None),
+    "hang": (None, 1, None),  # Claude: its API_TIMEOUT_MS (timeout); codex, gemini: the adapter (stalled)
+    "stall": ("stalled", 1, None),
+}
+
+
+def body(f):
+    ensure_clis()
+    srv = fakemodel.FakeModel(os.path.join(f.dir, "model-server.jsonl")).start()
+    try:
+        with_server(f, srv)
+    finally:
+        srv.stop()
+
+
+def with_server(f, srv):
+    t_start = time.monotonic()
+    private_home(f, srv)
+    base_env = dict(f.env)
+    f.start_broker("--backoff-min", "100", "--backoff-max", "200", "--kill-grace", "3")
+    for cli, model in MODELS.items():
+        f.env = dict(base_env, FZ_AGENT_EVENTS=os.path.join(f.dir, "events-%s.jsonl" % cli))
+        f.start_worker(cli, "--models", model, agent=os.path.join(AGENTS, cli))
+    f.env = base_env
+    h.wait_for(lambda: f.ok("status")["workers"] == 3, 20, "three workers")
+
+    # Through fz: an edit, and a 401 that is not retried.
+    edits = {cli: f.submit("edit the file fz-scenario:edit", model=m) for cli, m in MODELS.items()}
+    denied = {cli: f.submit("fz-scenario:auth", model=m, retries=2) for cli, m in MODELS.items()}
+    problems = []
+
+    # Meanwhile, the adapters alone (3 at a time: 2 cores).
+    results = {}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futs = {(cli, s): pool.submit(run_direct, f, cli, s, "no-such-model" if s == "nomodel" else None)
+                for cli in MODELS for s in DIRECT}
+        for k, fut in futs.items():
+            results[k] = fut.result()
+    for (cli, s), (rc, kv, progress, secs) in sorted(results.items()):
+        cls, want_rc, more = DIRECT[s]
+        if s == "hang":
+            cls = "timeout" if cli == "claude" else "stalled"
+        if (kv.get("class"), rc) != (cls, want_rc):
+            problems.append("%s %s: class %s exit %s, expected %s %s (%.1f s; stderr in %s)" % (
+                cli, s, kv.get("class"), rc, cls, want_rc, secs, os.path.join(f.dir, "direct", cli + "-" + s)))
+            continue
+        if more:
+            problems += ["%s %s: %s" % (cli, s, x) for x in more(cli, kv, progress)]
+        if s == "ratelimit" and not any("rate-limited, retry" in x for x in progress):
+            problems.append("%s ratelimit: no retry progress line in %s" % (cli, progress))
+        print("  %-6s %-9s -> class %-17s exit %-3d %5.1f s %s" % (
+            cli, s, kv.get("class"), rc, secs, " ".join("%s=%s" % (k, kv[k]) for k in ("reset_at", "retry_after")
+                                                        if k in kv)), flush=True)
+
+    states = f.wait_states(list(edits.values()) + list(denied.values()),
+                           {"succeeded", "failed", "cancelled"}, 120)
+    for cli, tid in edits.items():
+        t = f.task(tid)
+        a = t["attempts"][-1]
+        if states[tid] != "succeeded":
+            problems.append("%s edit: task %s %s: %s" % (cli, tid, states[tid], a.get("summary")))
+            continue
+        path = os.path.join(f.dir, "work", cli, str(tid), fakemodel.EDIT_FILE)
+        if not os.path.exists(path) or open(path).read() != fakemodel.EDIT_TEXT:
+            problems.append("%s edit: %s was not written" % (cli, path))
+        model = MODELS[cli]
+        if cli == "claude":
+            res = [r for r in (json.loads(x) for x in open(os.path.join(f.dir, "events-claude.jsonl")))
+                   if r.get("type") == "result" and str(r.get("result")).startswith("FZ-ANSWER edited")][-1]
+            want_cost = res["total_cost_usd"]
+            want_in = sum(v["inputTokens"] for v in res["modelUsage"].values())
+            want_out = sum(v["outputTokens"] for v in res["modelUsage"].values())
+            # and the CLI's own total agrees with the table for what the server sent (+ its title request)
+            table = table_cost(model, fakemodel.USAGE, 2)
+            if not table <= want_cost <= table * 1.02:
+                problems.append("claude edit: its total %.6f is not the table's %.6f" % (want_cost, table))
+        else:
+            want_cost = table_cost(model, fakemodel.USAGE, 2, cache_writes=False)
+            want_in, want_out = 2 * fakemodel.USAGE["input"], 2 * fakemodel.USAGE["output"]
+        if abs(a["cost_usd"] - want_cost) > 0.01 * want_cost:
+            problems.append("%s edit: cost %.6f recorded, expected %.6f" % (cli, a["cost_usd"], want_cost))
+        if (a["tokens_in"], a["tokens_out"]) != (want_in, want_out):
+            problems.append("%s edit: tokens %s/%s, expected %s/%s" % (cli, a["tokens_in"], a["tokens_out"],
+                                                                     want_in, want_out))
+        if a["model"] != model:
+            problems.append("%s edit: model %r" % (cli, a["model"]))
+        if a.get("summary") != "FZ-ANSWER edited " + fakemodel.EDIT_FILE:
+            problems.append("%s edit: summary %r" % (cli, a.get("summary")))
+        print("  %-6s edit      -> succeeded, cost %.6f, tokens %d/%d, model %s" % (
+            cli, a["cost_usd"], a["tokens_in"], a["tokens_out"], a["model"]), flush=True)
+    for cli, tid in denied.items():
+        atts = f.task(tid)["attempts"]
+        if states[tid] != "failed" or len(atts) != 1 or atts[0]["exit_code"] != 75:
+            problems.append("%s auth through fz: %s after %d attempt(s), exit %s (want failed, 1, 75)" % (
+                cli, states[tid], len(atts), [x["exit_code"] for x in atts]))
+        else:
+            print("  %-6s auth      -> failed after 1 attempt (of 3 allowed), exit 75" % cli, flush=True)
+    print("real agents: %.1f s" % (time.monotonic() - t_start), flush=True)
+    h.check(not problems, "%d problem(s):\n  %s" % (len(problems), "\n  ".join(problems)))
+
+
+h.run("real_agents", body)
