@@ -16,6 +16,7 @@
     A simulated agent has no process and goes from S_RUNNING to S_DONE by the clock alone. */
 
 #include "fz_agent.h"
+#include "fz_util.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -123,51 +124,6 @@ static int s_live_agents;
 
 static void s_end(fz_agent_t *self);
 
-static void s_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void s_log(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("fz_agent: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-static int s_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int s_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
-/* Copies a string, cutting it short on a UTF-8 character boundary: the worker puts these
-   into protocol strings that must stay valid UTF-8 when the input was. */
-static void s_copy(char *dst, size_t size, const char *src)
-{
-    size_t n = strlen(src);
-    if (n >= size) {
-        n = size - 1;
-        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
-            n--;
-    }
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
-static void s_close(int *fd)
-{
-    if (*fd >= 0)
-        close(*fd);
-    *fd = -1;
-}
-
 static void s_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -186,9 +142,7 @@ static int64_t s_ms(double seconds)
 
 int64_t fz_agent_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return fz_clock_ms();
 }
 
 int fz_agent_init_subreaper(void)
@@ -227,29 +181,12 @@ const char *fz_agent_outcome_name(fz_agent_outcome_t outcome)
 
 /* ---------------------------------------------------------------- files and descriptors */
 
-/* mkdir -p: every missing component, mode 0777 less the umask. 0 or -1 with errno. */
+/* mkdir -p, and the path must then be a folder (fz_mkdirs accepts a file already there).
+   Mode 0777 less the umask. 0 or -1 with errno. */
 static int s_mkdir_p(const char *path)
 {
-    char *copy = strdup(path);
-    if (!copy)
-        return -1;
-    for (char *p = copy + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        int rc = mkdir(copy, 0777);
-        *p = '/';
-        if (rc < 0 && errno != EEXIST) {
-            free(copy);
-            return -1;
-        }
-    }
-    int rc = mkdir(copy, 0777);
-    free(copy);
-    if (rc < 0 && errno != EEXIST)
-        return -1;
     struct stat st;
-    if (stat(path, &st) < 0)
+    if (fz_mkdirs(path, 0777) < 0 || stat(path, &st) < 0)
         return -1;
     if (!S_ISDIR(st.st_mode)) {
         errno = ENOTDIR;
@@ -296,8 +233,8 @@ static int s_pipe(int fds[2])
     if (fds[0] >= 0 && fds[1] >= 0)
         return 0;
     int saved = errno;
-    s_close(&fds[0]);
-    s_close(&fds[1]);
+    fz_close(&fds[0]);
+    fz_close(&fds[1]);
     errno = saved;
     return -1;
 }
@@ -349,8 +286,8 @@ static void s_log_write(fz_agent_t *self, const char *data, size_t n)
             continue;
         else {
             self->status.log_errno = w < 0 ? errno : EIO;
-            s_log("log write failed (%s); output is no longer logged",
-                  strerror(self->status.log_errno));
+            fz_warn("log write failed (%s); output is no longer logged",
+                    strerror(self->status.log_errno));
         }
     }
 }
@@ -393,7 +330,7 @@ static void s_read_output(fz_agent_t *self, size_t budget)
         else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
         else
-            s_close(&self->out_fd); /* EOF: every writer is gone */
+            fz_close(&self->out_fd); /* EOF: every writer is gone */
     }
 }
 
@@ -401,7 +338,7 @@ static void s_read_output(fz_agent_t *self, size_t budget)
 
 static void s_close_stdin(fz_agent_t *self)
 {
-    s_close(&self->in_fd);
+    fz_close(&self->in_fd);
     free(self->prompt);
     self->prompt = NULL;
     self->prompt_len = self->prompt_off = 0;
@@ -487,7 +424,7 @@ static bool s_on_model(fz_agent_t *self, char *value)
     size_t len = strlen(value);
     if (len == 0 || len >= sizeof self->status.model || strcspn(value, " \t") != len)
         return false;
-    s_copy(self->status.model, sizeof self->status.model, value);
+    fz_strcopy(self->status.model, sizeof self->status.model, value);
     return true;
 }
 
@@ -506,7 +443,7 @@ static bool s_on_progress(fz_agent_t *self, char *value)
     if (!s_parse_u64(value, &pct) || pct > 100)
         return false;
     self->status.progress_pct = (int)pct;
-    s_copy(self->status.progress_text, sizeof self->status.progress_text, text);
+    fz_strcopy(self->status.progress_text, sizeof self->status.progress_text, text);
     return true;
 }
 
@@ -514,7 +451,7 @@ static bool s_on_summary(fz_agent_t *self, char *value)
 {
     if (!*value)
         return false;
-    s_copy(self->status.summary, sizeof self->status.summary, value);
+    fz_strcopy(self->status.summary, sizeof self->status.summary, value);
     return true;
 }
 
@@ -632,7 +569,7 @@ static bool s_report_follow(fz_agent_t *self)
         close(fd);
         return false;
     }
-    s_close(&self->report_fd);
+    fz_close(&self->report_fd);
     self->report_fd = fd;
     s_report_restart(self, 0, false);
     return true;
@@ -704,13 +641,6 @@ static __attribute__((noreturn)) void s_keeper_fail(int status_fd, int err)
 {
     s_keeper_send(status_fd, S_MSG_START_FAILED, err);
     _exit(127);
-}
-
-static int64_t s_keeper_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* A raw rt_sigaction to SIG_DFL (an all-zero kernel sigaction on every architecture):
@@ -856,12 +786,12 @@ static int s_keeper_kill_pass(pid_t self)
    so the next pass gets it. Bounded: a process in uninterruptible sleep cannot die. */
 static __attribute__((noreturn)) void s_keeper_guard(pid_t self)
 {
-    int64_t give_up = s_keeper_now_ms() + S_SWEEP_MAX_MS;
+    int64_t give_up = fz_clock_ms() + S_SWEEP_MAX_MS;
     for (;;) {
         int seen = s_keeper_kill_pass(self);
         while (waitpid(-1, NULL, WNOHANG) > 0)
             ;
-        if (seen <= 0 || s_keeper_now_ms() >= give_up)
+        if (seen <= 0 || fz_clock_ms() >= give_up)
             break;
         struct timespec tick = {0, 1000000L};
         nanosleep(&tick, NULL);
@@ -1105,8 +1035,8 @@ static void s_sweep_step(fz_agent_t *self, int64_t now)
     if (sweep.seen == 0)
         s_end(self);
     else if (now >= self->sweep_until_ms) {
-        s_log("%d descendant(s) of agent %d would not die after SIGKILL; giving up", sweep.seen,
-              (int)self->pid);
+        fz_warn("%d descendant(s) of agent %d would not die after SIGKILL; giving up", sweep.seen,
+                (int)self->pid);
         s_end(self);
     }
 }
@@ -1125,7 +1055,7 @@ static void s_stop(fz_agent_t *self, int64_t now, fz_agent_outcome_t why, const 
         return;
     self->status.stopping = true;
     self->stop_outcome = why;
-    s_copy(self->status.reason, sizeof self->status.reason, reason);
+    fz_strcopy(self->status.reason, sizeof self->status.reason, reason);
     s_signal_group(self, SIGTERM);
     s_signal_group(self, SIGCONT); /* a stopped process acts on SIGTERM only once continued */
     self->kill_at_ms = now + self->grace_ms;
@@ -1155,7 +1085,7 @@ static void s_check_leader(fz_agent_t *self)
     int rc_msg;
     while (self->status_fd >= 0 && (rc_msg = s_read_msg(self->status_fd, &msg)) != 0) {
         if (rc_msg < 0)
-            s_close(&self->status_fd); /* the keeper is gone, or going */
+            fz_close(&self->status_fd); /* the keeper is gone, or going */
         else if (msg.kind == S_MSG_EXITED) {
             self->shell_exited = true;
             self->shell_wstatus = msg.value;
@@ -1172,9 +1102,9 @@ static void s_check_leader(fz_agent_t *self)
     if (rc == 0 && info.si_pid == 0)
         return;
     if (rc < 0) {
-        s_log("the keeper %d of an agent was reaped by someone else (%s): exit status lost, "
-              "group not killed",
-              (int)self->pid, strerror(errno));
+        fz_warn("the keeper %d of an agent was reaped by someone else (%s): exit status lost, "
+                "group not killed",
+                (int)self->pid, strerror(errno));
         self->leader_lost = true;
     }
     self->leader_exited = true;
@@ -1227,8 +1157,8 @@ static bool s_reap_keeper(fz_agent_t *self, int *wstatus)
         if (r < 0 && errno != EINTR)
             return false;
         if (r == 0 && fz_agent_now_ms() >= give_up) {
-            s_log("the keeper %d of an agent did not die after SIGKILL; leaving it",
-                  (int)self->pid);
+            fz_warn("the keeper %d of an agent did not die after SIGKILL; leaving it",
+                    (int)self->pid);
             return false;
         }
         if (r == 0)
@@ -1248,7 +1178,7 @@ static void s_finish(fz_agent_t *self, int64_t now)
         have_status = true;
     }
     self->leader_reaped = true;
-    s_close(&self->status_fd);
+    fz_close(&self->status_fd);
     s_close_stdin(self);
     s_read_output(self, S_DRAIN_MAX);
     s_read_report(self, true);
@@ -1270,12 +1200,12 @@ static void s_end(fz_agent_t *self)
 {
     if (self->out_fd >= 0 && self->iobuf)
         s_read_output(self, S_DRAIN_MAX);
-    s_close(&self->out_fd);
+    fz_close(&self->out_fd);
     s_close_stdin(self);
-    s_close(&self->status_fd);
-    s_close(&self->death_fd); /* a keeper still alive now (one that would not die) kills all */
-    s_close(&self->log_fd);
-    s_close(&self->report_fd);
+    fz_close(&self->status_fd);
+    fz_close(&self->death_fd); /* a keeper still alive now (one that would not die) kills all */
+    fz_close(&self->log_fd);
+    fz_close(&self->report_fd);
     self->phase = S_DONE;
 }
 
@@ -1285,24 +1215,24 @@ static int s_check_number(double v, const char *name, char *err, size_t errlen)
 {
     if (v >= 0 && isfinite(v))
         return 0;
-    return s_err(err, errlen, "%s must be a finite number >= 0", name);
+    return fz_errf(err, errlen, "%s must be a finite number >= 0", name);
 }
 
 static int s_check_opts(const fz_agent_opts_t *opts, bool simulated, char *err, size_t errlen)
 {
     if (!opts)
-        return s_err(err, errlen, "no options");
+        return fz_errf(err, errlen, "no options");
     if (!simulated && (!opts->command || !*opts->command))
-        return s_err(err, errlen, "no command");
+        return fz_errf(err, errlen, "no command");
     if (!simulated && (!opts->workdir || !*opts->workdir))
-        return s_err(err, errlen, "no workdir");
+        return fz_errf(err, errlen, "no workdir");
     if (!simulated && opts->prompt_len > 0 && !opts->prompt)
-        return s_err(err, errlen, "prompt_len without prompt");
+        return fz_errf(err, errlen, "prompt_len without prompt");
     if (opts->tail_max > S_TAIL_MAX_LIMIT)
-        return s_err(err, errlen, "tail_max above %zu bytes", S_TAIL_MAX_LIMIT);
+        return fz_errf(err, errlen, "tail_max above %zu bytes", S_TAIL_MAX_LIMIT);
     for (const char *const *e = simulated ? NULL : opts->env; e && *e; e++)
         if (!strchr(*e, '=') || **e == '=')
-            return s_err(err, errlen, "env entry \"%s\" is not KEY=VALUE", *e);
+            return fz_errf(err, errlen, "env entry \"%s\" is not KEY=VALUE", *e);
     if (s_check_number(opts->timeout_s, "timeout", err, errlen) < 0 ||
         s_check_number(opts->max_cost, "max cost", err, errlen) < 0 ||
         s_check_number(opts->kill_grace_s, "kill grace", err, errlen) < 0)
@@ -1314,7 +1244,7 @@ static fz_agent_t *s_new(const fz_agent_opts_t *opts, bool simulated, char *err,
 {
     fz_agent_t *self = calloc(1, sizeof *self);
     if (!self) {
-        s_err(err, errlen, "out of memory");
+        fz_errf(err, errlen, "out of memory");
         return NULL;
     }
     self->simulated = simulated;
@@ -1332,7 +1262,7 @@ static fz_agent_t *s_new(const fz_agent_opts_t *opts, bool simulated, char *err,
     self->status.progress_pct = -1;
     self->status.started_ms = fz_agent_now_ms();
     if (!self->tail) {
-        s_err(err, errlen, "out of memory");
+        fz_errf(err, errlen, "out of memory");
         fz_agent_destroy(&self);
         return NULL;
     }
@@ -1345,11 +1275,11 @@ static int s_open_log(fz_agent_t *self, const char *log_path, char *err, size_t 
     if (!log_path)
         return 0;
     if (s_mkdir_parent(log_path) < 0)
-        return s_err(err, errlen, "cannot create the folder of log %s: %s", log_path,
-                     strerror(errno));
+        return fz_errf(err, errlen, "cannot create the folder of log %s: %s", log_path,
+                       strerror(errno));
     self->log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (self->log_fd < 0)
-        return s_err(err, errlen, "cannot open log %s: %s", log_path, strerror(errno));
+        return fz_errf(err, errlen, "cannot open log %s: %s", log_path, strerror(errno));
     return 0;
 }
 
@@ -1358,23 +1288,23 @@ static int s_open_log(fz_agent_t *self, const char *log_path, char *err, size_t 
 static int s_prepare_files(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, size_t errlen)
 {
     if (s_mkdir_p(opts->workdir) < 0)
-        return s_err(err, errlen, "cannot create workdir %s: %s", opts->workdir, strerror(errno));
+        return fz_errf(err, errlen, "cannot create workdir %s: %s", opts->workdir, strerror(errno));
     self->workdir = realpath(opts->workdir, NULL);
     if (!self->workdir)
-        return s_err(err, errlen, "workdir %s: %s", opts->workdir, strerror(errno));
+        return fz_errf(err, errlen, "workdir %s: %s", opts->workdir, strerror(errno));
 
     char *report = opts->report_path ? strdup(opts->report_path) : NULL;
     if (!opts->report_path && asprintf(&report, "%s/.fz-report", self->workdir) < 0)
         report = NULL;
     if (!report)
-        return s_err(err, errlen, "out of memory");
+        return fz_errf(err, errlen, "out of memory");
     int rc = s_mkdir_parent(report);
     if (rc == 0)
         self->report_fd = open(report, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (rc == 0 && self->report_fd >= 0)
         self->report_path = realpath(report, NULL);
     if (!self->report_path)
-        s_err(err, errlen, "cannot create report file %s: %s", report, strerror(errno));
+        fz_errf(err, errlen, "cannot create report file %s: %s", report, strerror(errno));
     free(report);
     if (!self->report_path)
         return -1;
@@ -1473,8 +1403,8 @@ static int s_spawn(fz_agent_t *self, const char *shell, const char *command, cha
 {
     int death[2] = {-1, -1}, status[2] = {-1, -1};
     if (s_pipe(death) < 0 || s_pipe(status) < 0) {
-        s_err(err, errlen, "cannot create pipes: %s", strerror(errno));
-        s_close(&death[0]), s_close(&death[1]), s_close(&status[0]), s_close(&status[1]);
+        fz_errf(err, errlen, "cannot create pipes: %s", strerror(errno));
+        fz_close(&death[0]), fz_close(&death[1]), fz_close(&status[0]), fz_close(&status[1]);
         return -1;
     }
     char *argv[] = {(char *)shell, (char *)"-c", (char *)command, NULL};
@@ -1489,12 +1419,12 @@ static int s_spawn(fz_agent_t *self, const char *shell, const char *command, cha
         s_keeper_main(&args);
     int fork_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    s_close(&death[0]);
-    s_close(&status[1]);
+    fz_close(&death[0]);
+    fz_close(&status[1]);
     self->death_fd = death[1];
     self->status_fd = status[0];
     if (pid < 0)
-        return s_err(err, errlen, "cannot fork the agent's keeper: %s", strerror(fork_errno));
+        return fz_errf(err, errlen, "cannot fork the agent's keeper: %s", strerror(fork_errno));
     /* Also from the parent, closing the race PITFALLS describes. */
     setpgid(pid, pid);
 
@@ -1505,17 +1435,17 @@ static int s_spawn(fz_agent_t *self, const char *shell, const char *command, cha
         return 0;
     }
     if (rc == 1 && msg.kind == S_MSG_START_FAILED)
-        s_err(err, errlen, "cannot execute %s in %s: %s", shell, self->workdir,
-              strerror(msg.value));
+        fz_errf(err, errlen, "cannot execute %s in %s: %s", shell, self->workdir,
+                strerror(msg.value));
     else
-        s_err(err, errlen, "the agent's keeper died before starting %s", shell);
+        fz_errf(err, errlen, "the agent's keeper died before starting %s", shell);
     /* Our unreaped child: its pid and group are still ours to signal. */
     kill(-pid, SIGKILL);
     kill(pid, SIGKILL);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
         ;
-    s_close(&self->death_fd);
-    s_close(&self->status_fd);
+    fz_close(&self->death_fd);
+    fz_close(&self->status_fd);
     return -1;
 }
 
@@ -1530,15 +1460,15 @@ static int s_launch(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, si
         self->prompt_len = opts->prompt_len;
     }
     if (!self->iobuf || !self->line || (opts->prompt_len > 0 && !self->prompt))
-        return s_err(err, errlen, "out of memory");
+        return fz_errf(err, errlen, "out of memory");
 
     int in[2] = {-1, -1}, out[2] = {-1, -1};
     if (s_pipe(in) < 0 || s_pipe(out) < 0 || s_nonblock(in[1]) < 0 || s_nonblock(out[0]) < 0) {
-        s_err(err, errlen, "cannot create pipes: %s", strerror(errno));
-        s_close(&in[0]);
-        s_close(&in[1]);
-        s_close(&out[0]);
-        s_close(&out[1]);
+        fz_errf(err, errlen, "cannot create pipes: %s", strerror(errno));
+        fz_close(&in[0]);
+        fz_close(&in[1]);
+        fz_close(&out[0]);
+        fz_close(&out[1]);
         return -1;
     }
     self->in_fd = in[1];
@@ -1550,12 +1480,12 @@ static int s_launch(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, si
     if (rc == 0)
         envp = s_env_build(opts->env, own);
     if (!envp)
-        rc = s_err(err, errlen, "out of memory");
+        rc = fz_errf(err, errlen, "out of memory");
     else
         rc = s_spawn(self, opts->shell ? opts->shell : "/bin/sh", opts->command, envp, in[0],
                      out[1], err, errlen);
-    s_close(&in[0]);
-    s_close(&out[1]); /* else we would never see EOF on the output */
+    fz_close(&in[0]);
+    fz_close(&out[1]); /* else we would never see EOF on the output */
     free(envp);
     for (size_t i = 0; own[i]; i++)
         free(own[i]);
@@ -1634,11 +1564,11 @@ static void s_sim_end(fz_agent_t *self, fz_agent_outcome_t what, int64_t at, con
         st->cost_usd = self->sim.cost_usd;
         st->progress_pct = 100;
         if (self->sim_summary)
-            s_copy(st->summary, sizeof st->summary, self->sim_summary);
+            fz_strcopy(st->summary, sizeof st->summary, self->sim_summary);
     } else {
         st->exit_code = -1;
         st->signal = SIGTERM; /* as a real agent that obeyed the SIGTERM */
-        s_copy(st->reason, sizeof st->reason, reason);
+        fz_strcopy(st->reason, sizeof st->reason, reason);
     }
     s_end(self);
 }
@@ -1669,7 +1599,7 @@ fz_agent_t *fz_agent_simulate(const fz_agent_sim_t *sim, const fz_agent_opts_t *
     if (!opts)
         opts = &defaults;
     if (!sim) {
-        s_err(err, errlen, "no simulation given");
+        fz_errf(err, errlen, "no simulation given");
         return NULL;
     }
     if (s_check_opts(opts, true, err, errlen) < 0 ||
@@ -1684,9 +1614,9 @@ fz_agent_t *fz_agent_simulate(const fz_agent_sim_t *sim, const fz_agent_opts_t *
     self->sim_duration_ms = s_ms(sim->duration_s);
     self->sim_last_ms = self->status.started_ms;
     if (sim->model)
-        s_copy(self->status.model, sizeof self->status.model, sim->model);
+        fz_strcopy(self->status.model, sizeof self->status.model, sim->model);
     if (sim->summary && !(self->sim_summary = strdup(sim->summary))) {
-        s_err(err, errlen, "out of memory");
+        fz_errf(err, errlen, "out of memory");
         fz_agent_destroy(&self);
         return NULL;
     }
@@ -1863,13 +1793,13 @@ static void s_kill_and_wait(fz_agent_t *self)
         if (!self->status.stopping && !self->leader_exited) {
             self->status.stopping = true;
             self->stop_outcome = FZ_AGENT_CANCELLED;
-            s_copy(self->status.reason, sizeof self->status.reason, "destroyed");
+            fz_strcopy(self->status.reason, sizeof self->status.reason, "destroyed");
         }
         s_signal_group(self, SIGKILL);
         self->kill_sent = true;
         for (s_check_leader(self); !self->leader_exited; s_check_leader(self)) {
             if (fz_agent_now_ms() >= give_up) {
-                s_log("agent %d did not die after SIGKILL; leaving it", (int)self->pid);
+                fz_warn("agent %d did not die after SIGKILL; leaving it", (int)self->pid);
                 return;
             }
             s_sleep_ms(1);
