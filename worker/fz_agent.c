@@ -16,15 +16,14 @@
     A simulated agent has no process and goes from S_RUNNING to S_DONE by the clock alone. */
 
 #include "fz_agent.h"
+#include "fz_rfile.h"
 #include "fz_util.h"
 
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <locale.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -107,9 +106,7 @@ struct fz_agent_t {
     int report_fd;
     off_t report_off;
     int64_t report_due_ms;
-    char *line; /* the report line being assembled */
-    size_t line_len;
-    bool line_skip; /* discarding up to the next newline */
+    fz_rfile_t report; /* the parser, fed what the file gains */
 
     fz_agent_sim_t sim; /* numbers only; its strings are copied elsewhere */
     int64_t sim_duration_ms;
@@ -363,169 +360,26 @@ static void s_feed_stdin(fz_agent_t *self)
 
 /* ---------------------------------------------------------------- report file */
 
-/* strtod in the C locale whatever the worker's locale: reports always use '.'. */
-static double s_strtod_c(const char *s, char **end)
-{
-    static locale_t c_locale;
-    if (!c_locale)
-        c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
-    return c_locale ? strtod_l(s, end, c_locale) : strtod(s, end);
-}
-
-/* A plain non-negative decimal (exponent allowed): no sign, hex, nan or inf. */
-static bool s_parse_cost(const char *s, double *out)
-{
-    size_t len = strlen(s);
-    if (len == 0 || len > 64 || strspn(s, "0123456789.eE+-") != len)
-        return false;
-    if (!isdigit((unsigned char)s[0]) && s[0] != '.')
-        return false;
-    char *end;
-    errno = 0;
-    double v = s_strtod_c(s, &end);
-    if (errno != 0 || end != s + len || !isfinite(v) || v < 0)
-        return false;
-    *out = v;
-    return true;
-}
-
-/* Digits only: strtoull alone would take "-5" as a huge number. */
-static bool s_parse_u64(const char *s, uint64_t *out)
-{
-    size_t len = strlen(s);
-    if (len == 0 || len > 20 || strspn(s, "0123456789") != len)
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end != s + len)
-        return false;
-    *out = v;
-    return true;
-}
-
-static bool s_on_cost(fz_agent_t *self, char *value)
-{
-    return s_parse_cost(value, &self->status.cost_usd);
-}
-
-static bool s_on_tokens_in(fz_agent_t *self, char *value)
-{
-    return s_parse_u64(value, &self->status.tokens_in);
-}
-
-static bool s_on_tokens_out(fz_agent_t *self, char *value)
-{
-    return s_parse_u64(value, &self->status.tokens_out);
-}
-
-static bool s_on_model(fz_agent_t *self, char *value)
-{
-    size_t len = strlen(value);
-    if (len == 0 || len >= sizeof self->status.model || strcspn(value, " \t") != len)
-        return false;
-    fz_strcopy(self->status.model, sizeof self->status.model, value);
-    return true;
-}
-
-/* "progress 40 running tests": a whole percent (a trailing % is tolerated), then text. */
-static bool s_on_progress(fz_agent_t *self, char *value)
-{
-    char *text = value + strcspn(value, " \t");
-    if (*text) {
-        *text++ = '\0';
-        text += strspn(text, " \t");
-    }
-    size_t len = strlen(value);
-    if (len > 0 && value[len - 1] == '%')
-        value[len - 1] = '\0';
-    uint64_t pct;
-    if (!s_parse_u64(value, &pct) || pct > 100)
-        return false;
-    self->status.progress_pct = (int)pct;
-    fz_strcopy(self->status.progress_text, sizeof self->status.progress_text, text);
-    return true;
-}
-
-static bool s_on_summary(fz_agent_t *self, char *value)
-{
-    if (!*value)
-        return false;
-    fz_strcopy(self->status.summary, sizeof self->status.summary, value);
-    return true;
-}
-
-static const struct {
-    const char *key;
-    bool (*handle)(fz_agent_t *self, char *value);
-} s_report_keys[] = {
-    {"cost_usd", s_on_cost}, {"tokens_in", s_on_tokens_in}, {"tokens_out", s_on_tokens_out},
-    {"model", s_on_model},   {"progress", s_on_progress},   {"summary", s_on_summary},
-};
-
-/* One complete line (line has room for a NUL at line[len]). Blank lines are not counted. */
-static void s_report_line(fz_agent_t *self, char *line, size_t len)
-{
-    bool ok = false;
-    if (memchr(line, '\0', len))
-        goto done;
-    line[len] = '\0';
-    while (len > 0 && isspace((unsigned char)line[len - 1]))
-        line[--len] = '\0';
-    char *key = line + strspn(line, " \t");
-    if (!*key)
-        return;
-    for (const char *p = key; *p; p++)
-        if ((iscntrl((unsigned char)*p) && *p != '\t'))
-            goto done;
-    char *value = key + strcspn(key, " \t");
-    if (*value) {
-        *value++ = '\0';
-        value += strspn(value, " \t");
-    }
-    for (size_t i = 0; i < sizeof s_report_keys / sizeof s_report_keys[0]; i++)
-        if (strcmp(key, s_report_keys[i].key) == 0) {
-            ok = s_report_keys[i].handle(self, value);
-            break;
-        }
-done:
-    if (ok)
-        self->status.report_lines++;
-    else
-        self->status.report_ignored++;
-}
-
-static void s_report_feed(fz_agent_t *self, const char *data, size_t n)
-{
-    while (n > 0) {
-        const char *nl = memchr(data, '\n', n);
-        size_t seg = nl ? (size_t)(nl - data) : n;
-        if (!self->line_skip) {
-            if (self->line_len + seg > FZ_AGENT_REPORT_LINE_MAX) {
-                self->line_skip = true;
-                self->line_len = 0;
-                self->status.report_ignored++;
-            } else {
-                memcpy(self->line + self->line_len, data, seg);
-                self->line_len += seg;
-            }
-        }
-        if (!nl)
-            return; /* a partial line waits for its newline */
-        if (!self->line_skip)
-            s_report_line(self, self->line, self->line_len);
-        self->line_skip = false;
-        self->line_len = 0;
-        data += seg + 1;
-        n -= seg + 1;
-    }
-}
-
 static void s_report_restart(fz_agent_t *self, off_t offset, bool mid_line)
 {
     self->report_off = offset;
-    self->line_len = 0;
-    self->line_skip = mid_line;
+    fz_rfile_restart(&self->report, mid_line);
+}
+
+/* The parser's values become the status (the same fields, the same sizes). */
+static void s_report_publish(fz_agent_t *self)
+{
+    const fz_rfile_values_t *v = &self->report.values;
+    fz_agent_status_t *st = &self->status;
+    st->cost_usd = v->cost_usd;
+    st->tokens_in = v->tokens_in;
+    st->tokens_out = v->tokens_out;
+    memcpy(st->model, v->model, sizeof st->model);
+    st->progress_pct = v->progress_pct;
+    memcpy(st->progress_text, v->progress_text, sizeof st->progress_text);
+    memcpy(st->summary, v->summary, sizeof st->summary);
+    st->report_lines = v->lines;
+    st->report_ignored = v->ignored;
 }
 
 /* Reads what was appended to the open report since last time. */
@@ -547,7 +401,7 @@ static void s_report_drain(fz_agent_t *self)
         if (n <= 0)
             break;
         self->report_off += n;
-        s_report_feed(self, self->iobuf, (size_t)n);
+        fz_rfile_feed(&self->report, self->iobuf, (size_t)n);
     }
 }
 
@@ -582,11 +436,9 @@ static void s_read_report(fz_agent_t *self, bool final)
     s_report_drain(self);
     if (self->report_path && s_report_follow(self))
         s_report_drain(self);
-    if (final) {
-        if (!self->line_skip && self->line_len > 0)
-            s_report_line(self, self->line, self->line_len);
-        s_report_restart(self, self->report_off, false);
-    }
+    if (final)
+        fz_rfile_finish(&self->report);
+    s_report_publish(self);
 }
 
 /* ---------------------------------------------------------------- the keeper
@@ -1260,6 +1112,7 @@ static fz_agent_t *s_new(const fz_agent_opts_t *opts, bool simulated, char *err,
     self->status.outcome = FZ_AGENT_RUNNING;
     self->status.exit_code = -1;
     self->status.progress_pct = -1;
+    fz_rfile_init(&self->report);
     self->status.started_ms = fz_agent_now_ms();
     if (!self->tail) {
         fz_errf(err, errlen, "out of memory");
@@ -1452,14 +1305,13 @@ static int s_spawn(fz_agent_t *self, const char *shell, const char *command, cha
 static int s_launch(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, size_t errlen)
 {
     self->iobuf = malloc(S_IOBUF);
-    self->line = malloc(FZ_AGENT_REPORT_LINE_MAX + 1);
     if (opts->prompt_len > 0) {
         self->prompt = malloc(opts->prompt_len);
         if (self->prompt)
             memcpy(self->prompt, opts->prompt, opts->prompt_len);
         self->prompt_len = opts->prompt_len;
     }
-    if (!self->iobuf || !self->line || (opts->prompt_len > 0 && !self->prompt))
+    if (!self->iobuf || (opts->prompt_len > 0 && !self->prompt))
         return fz_errf(err, errlen, "out of memory");
 
     int in[2] = {-1, -1}, out[2] = {-1, -1};
@@ -1823,7 +1675,6 @@ void fz_agent_destroy(fz_agent_t **self_p)
     s_end(self);
     s_uncount(self);
     free(self->iobuf);
-    free(self->line);
     free(self->tail);
     free(self->workdir);
     free(self->report_path);
