@@ -16,10 +16,10 @@
     A simulated agent has no process and goes from S_RUNNING to S_DONE by the clock alone. */
 
 #include "fz_agent.h"
+#include "fz_proctab.h"
 #include "fz_rfile.h"
 #include "fz_util.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -57,7 +57,6 @@
 #define S_WAIT_POLL_MS 100 /* how often to look for the exit when not polling for it */
 #define S_GROUP_CHECK_MS 50
 #define S_SWEEP_TICK_MS 5
-#define S_SWEEP_MAX_MS 2000
 #define S_DESTROY_MAX_MS 2000
 #define S_TAIL_MAX_LIMIT ((size_t)256 * 1024 * 1024)
 #define S_MS_MAX ((int64_t)1 << 50) /* longer than anyone waits; keeps sums from overflowing */
@@ -524,66 +523,16 @@ static __attribute__((noreturn)) void s_keeper_mirror(int wstatus)
     _exit(WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 127);
 }
 
-typedef struct {
-    char state;
-    long ppid, pgrp;
-} s_keeper_proc_t;
-
-static const char *s_keeper_long(const char *p, long *out)
-{
-    bool neg = *p == '-';
-    p += neg;
-    if (*p < '0' || *p > '9')
-        return NULL;
-    long v = 0;
-    while (*p >= '0' && *p <= '9' && v < (1L << 40))
-        v = v * 10 + (*p++ - '0');
-    *out = neg ? -v : v;
-    return p;
-}
-
-/* /proc/PID/stat without stdio: "pid (comm) state ppid pgrp ...", comm may hold ')'. */
-static bool s_keeper_proc(const char *pid, s_keeper_proc_t *proc)
-{
-    char path[64] = "/proc/", buf[512];
-    size_t len = strlen(pid);
-    if (len > 20)
-        return false;
-    memcpy(path + 6, pid, len);
-    memcpy(path + 6 + len, "/stat", sizeof "/stat");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    ssize_t n;
-    do
-        n = read(fd, buf, sizeof buf - 1);
-    while (n < 0 && errno == EINTR);
-    close(fd);
-    if (n <= 0)
-        return false;
-    buf[n] = '\0';
-    const char *p = NULL;
-    for (ssize_t i = n - 1; i >= 0 && !p; i--)
-        if (buf[i] == ')')
-            p = buf + i + 1;
-    /* p: " S PPID PGRP ..." */
-    if (!p || p[0] != ' ' || !p[1] || p[2] != ' ')
-        return false;
-    proc->state = p[1];
-    p = s_keeper_long(p + 3, &proc->ppid);
-    return p && *p == ' ' && s_keeper_long(p + 1, &proc->pgrp);
-}
-
 /* SIGKILL to a member of our group that is not our child. Through a pidfd where the kernel
    has them, checking the group again once the pidfd pins the process, so that a pid freed
    and reused between the scan and the signal is never hit. */
-static void s_keeper_kill_member(const char *name, pid_t pid, pid_t self)
+static void s_keeper_kill_member(pid_t pid, pid_t self)
 {
 #if defined(SYS_pidfd_open) && defined(SYS_pidfd_send_signal)
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (fd >= 0) {
-        s_keeper_proc_t proc;
-        if (s_keeper_proc(name, &proc) && proc.pgrp == self)
+        fz_proc_t proc;
+        if (fz_proctab_read(pid, &proc) && proc.pgrp == self)
             syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
         close(fd);
         return;
@@ -591,9 +540,29 @@ static void s_keeper_kill_member(const char *name, pid_t pid, pid_t self)
     if (errno != ENOSYS)
         return; /* gone already */
 #else
-    (void)name, (void)self;
+    (void)self;
 #endif
     kill(pid, SIGKILL);
+}
+
+typedef struct {
+    pid_t self;
+    int seen;
+} s_keeper_pass_t;
+
+static bool s_keeper_pass_visit(const fz_proc_t *proc, void *arg)
+{
+    s_keeper_pass_t *pass = arg;
+    if (proc->pid == pass->self || proc->state == 'Z' || proc->state == 'X')
+        return true;
+    if (proc->ppid == pass->self) {
+        kill(proc->pid, SIGKILL);
+        pass->seen++;
+    } else if (proc->pgrp == pass->self) {
+        s_keeper_kill_member(proc->pid, pass->self);
+        pass->seen++;
+    }
+    return true;
 }
 
 /* One pass over /proc: SIGKILL to our children (safe: unreaped children keep their pids)
@@ -601,36 +570,8 @@ static void s_keeper_kill_member(const char *name, pid_t pid, pid_t self)
    cannot be read. */
 static int s_keeper_kill_pass(pid_t self)
 {
-    int dir = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0)
-        return -1;
-    union {
-        struct dirent64 entry;
-        char bytes[16384];
-    } buf;
-    int seen = 0;
-    ssize_t n;
-    while ((n = getdents64(dir, buf.bytes, sizeof buf.bytes)) > 0) {
-        for (ssize_t off = 0; off < n;) {
-            struct dirent64 *entry = (struct dirent64 *)(void *)(buf.bytes + off);
-            off += entry->d_reclen;
-            long pid;
-            const char *end = s_keeper_long(entry->d_name, &pid);
-            s_keeper_proc_t proc;
-            if (!end || *end || pid <= 0 || pid == self || !s_keeper_proc(entry->d_name, &proc) ||
-                proc.state == 'Z' || proc.state == 'X')
-                continue;
-            if (proc.ppid == self) {
-                kill((pid_t)pid, SIGKILL);
-                seen++;
-            } else if (proc.pgrp == self) {
-                s_keeper_kill_member(entry->d_name, (pid_t)pid, self);
-                seen++;
-            }
-        }
-    }
-    close(dir);
-    return seen;
+    s_keeper_pass_t pass = {self, 0};
+    return fz_proctab_each(s_keeper_pass_visit, &pass) < 0 ? -1 : pass.seen;
 }
 
 /* The worker is gone: kill the group and every descendant. Each pass kills the group and
@@ -638,7 +579,7 @@ static int s_keeper_kill_pass(pid_t self)
    so the next pass gets it. Bounded: a process in uninterruptible sleep cannot die. */
 static __attribute__((noreturn)) void s_keeper_guard(pid_t self)
 {
-    int64_t give_up = fz_clock_ms() + S_SWEEP_MAX_MS;
+    int64_t give_up = fz_clock_ms() + FZ_PROCTAB_SWEEP_MAX_MS;
     for (;;) {
         int seen = s_keeper_kill_pass(self);
         while (waitpid(-1, NULL, WNOHANG) > 0)
@@ -798,96 +739,15 @@ static int s_read_msg(int fd, s_msg_t *msg)
 
 /* ---------------------------------------------------------------- processes */
 
-typedef struct {
-    pid_t pid, ppid, pgrp;
-    char state;
-} s_proc_t;
-
-/* One process's state, parent and group: the keeper's async-signal-safe reader serves here
-   too. */
-static bool s_proc_read(pid_t pid, s_proc_t *proc)
-{
-    char name[24];
-    snprintf(name, sizeof name, "%d", (int)pid);
-    s_keeper_proc_t kp;
-    if (!s_keeper_proc(name, &kp))
-        return false;
-    proc->pid = pid;
-    proc->ppid = (pid_t)kp.ppid;
-    proc->pgrp = (pid_t)kp.pgrp;
-    proc->state = kp.state;
-    return true;
-}
-
-/* Calls visit for every process in /proc until it returns false. O(processes). */
-static void s_proc_each(bool (*visit)(const s_proc_t *proc, void *arg), void *arg)
-{
-    DIR *dir = opendir("/proc");
-    if (!dir)
-        return;
-    struct dirent *entry;
-    while ((entry = readdir(dir))) {
-        char *end;
-        long pid = strtol(entry->d_name, &end, 10);
-        s_proc_t proc;
-        if (*end || pid <= 0 || pid > INT_MAX)
-            continue;
-        if (s_proc_read((pid_t)pid, &proc) && !visit(&proc, arg))
-            break;
-    }
-    closedir(dir);
-}
-
-typedef struct {
-    pid_t pgrp, leader;
-    bool alive;
-} s_group_t;
-
-static bool s_group_visit(const s_proc_t *proc, void *arg)
-{
-    s_group_t *group = arg;
-    if (proc->pgrp == group->pgrp && proc->pid != group->leader && proc->state != 'Z' &&
-        proc->state != 'X')
-        group->alive = true;
-    return !group->alive;
-}
-
-/* True if a process other than the leader still lives in the group. */
-static bool s_group_alive(pid_t pgrp)
-{
-    s_group_t group = {pgrp, pgrp, false};
-    s_proc_each(s_group_visit, &group);
-    return group.alive;
-}
-
-typedef struct {
-    pid_t parent;
-    int seen;
-} s_sweep_t;
-
-/* Every process seen here is our own unreaped child at the time of the scan; it stays so
-   until we reap it, so its pid cannot be reused under us and signalling it is safe. */
-static bool s_sweep_visit(const s_proc_t *proc, void *arg)
-{
-    s_sweep_t *sweep = arg;
-    if (proc->ppid != sweep->parent)
-        return true;
-    sweep->seen++;
-    if (proc->state == 'Z')
-        waitpid(proc->pid, NULL, WNOHANG);
-    else
-        kill(proc->pid, SIGKILL);
-    return true;
-}
-
 static void s_sweep_step(fz_agent_t *self, int64_t now)
 {
-    s_sweep_t sweep = {getpid(), 0};
-    s_proc_each(s_sweep_visit, &sweep);
-    if (sweep.seen == 0)
+    /* Every process seen is our own unreaped child at the time of the scan; it stays so until
+       we reap it, so its pid cannot be reused under us and signalling it is safe. */
+    int seen = fz_proctab_sweep_children(getpid());
+    if (seen == 0)
         s_end(self);
     else if (now >= self->sweep_until_ms) {
-        fz_warn("%d descendant(s) of agent %d would not die after SIGKILL; giving up", sweep.seen,
+        fz_warn("%d descendant(s) of agent %d would not die after SIGKILL; giving up", seen,
                 (int)self->pid);
         s_end(self);
     }
@@ -971,7 +831,7 @@ static bool s_group_settled(fz_agent_t *self, int64_t now)
     if (now < self->group_check_ms)
         return false;
     self->group_check_ms = now + S_GROUP_CHECK_MS;
-    return !s_group_alive(self->pid);
+    return !fz_proctab_group_alive(self->pid);
 }
 
 static void s_uncount(fz_agent_t *self)
@@ -1041,7 +901,7 @@ static void s_finish(fz_agent_t *self, int64_t now)
     int subreaper = 0;
     if (s_live_agents == 0 && prctl(PR_GET_CHILD_SUBREAPER, &subreaper) == 0 && subreaper) {
         self->phase = S_SWEEP;
-        self->sweep_until_ms = now + S_SWEEP_MAX_MS;
+        self->sweep_until_ms = now + FZ_PROCTAB_SWEEP_MAX_MS;
         s_sweep_step(self, now);
     } else
         s_end(self);
