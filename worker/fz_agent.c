@@ -1,7 +1,7 @@
 /*  fz_agent: one supervised agent process, or a simulation of one; see fz_agent.h.
 
-    Life of a real agent (self->phase):
-      S_RUNNING  the keeper (pid = process group id, see "the keeper" below) runs the shell;
+    Life of a real agent (self->phase; the shared struct is in fz_agent_int.h):
+      FZ_PHASE_RUNNING  the keeper (pid = process group id, see "the keeper" below) runs the shell;
                  the prompt is fed, output and report file are followed, limits enforced.
                  The shell's exit comes as a report from the keeper, which stays alive (or,
                  once dead, stays our unreaped zombie: we only peek with waitid WNOWAIT), so
@@ -10,15 +10,17 @@
                  go on.
       s_finish   SIGKILL the group (the keeper with it), reap the keeper, drain output, read
                  the report a last time, settle the outcome from the shell's status.
-      S_SWEEP    SIGKILL and reap children of this process (escaped descendants the subreaper
+      FZ_PHASE_SWEEP    SIGKILL and reap children of this process (escaped descendants the subreaper
                  caught) until a scan finds none.
-      S_DONE     descriptors closed; status, tail and new output stay readable.
-    A simulated agent has no process and goes from S_RUNNING to S_DONE by the clock alone. */
+      FZ_PHASE_DONE     descriptors closed; status, tail and new output stay readable.
+    A simulated agent has no process and goes from FZ_PHASE_RUNNING to FZ_PHASE_DONE by the clock
+   alone. */
 
-#include "fz_agent.h"
+#include "fz_agent_int.h"
 #include "fz_keeper.h"
 #include "fz_proctab.h"
 #include "fz_rfile.h"
+#include "fz_sim.h"
 #include "fz_util.h"
 
 #include <errno.h>
@@ -37,13 +39,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define S_IOBUF (64 * 1024)
 /* Output read per pump: a flooding agent must not starve the worker's other sockets. */
 #define S_PUMP_READ_MAX (1024 * 1024)
 /* Output read after the agent ended: the pipe holds at most its buffer plus what escaped
    writers add before the sweep kills them. */
 #define S_DRAIN_MAX (4 * 1024 * 1024)
-#define S_REPORT_EVERY_MS 250
 /* Unread report data beyond this is skipped: every key is last-wins, so only counts suffer,
    and a hostile agent cannot make one pump read gigabytes. */
 #define S_REPORT_WINDOW (1024 * 1024)
@@ -51,67 +51,17 @@
 #define S_GROUP_CHECK_MS 50
 #define S_SWEEP_TICK_MS 5
 #define S_DESTROY_MAX_MS 2000
-#define S_TAIL_MAX_LIMIT ((size_t)256 * 1024 * 1024)
-#define S_MS_MAX ((int64_t)1 << 50) /* longer than anyone waits; keeps sums from overflowing */
-
-typedef enum { S_RUNNING, S_SWEEP, S_DONE } s_phase_t;
-
-struct fz_agent_t {
-    fz_agent_status_t status;
-    s_phase_t phase;
-    bool simulated;
-    bool counted; /* included in s_live_agents */
-    int64_t timeout_ms;
-    int64_t grace_ms;
-    double max_cost;
-    char *workdir; /* absolute */
-    char *report_path;
-
-    pid_t pid;          /* the keeper: the group leader, so also the process group id */
-    int status_fd;      /* the keeper's reports (nonblocking); -1 once it hung up */
-    int death_fd;       /* held until the keeper is reaped: its EOF tells the keeper we died */
-    bool poll_status;   /* status_fd goes to the caller's poll (else: looked at on a timer) */
-    bool leader_exited; /* the shell's exit reported, or the keeper seen dead (WNOWAIT) */
-    bool shell_exited;  /* shell_wstatus holds the shell's wait status */
-    int shell_wstatus;
-    bool leader_reaped;
-    bool leader_lost; /* reaped by someone else: its ids are no longer ours to signal */
-    fz_agent_outcome_t stop_outcome;
-    int64_t kill_at_ms;
-    bool kill_sent;
-    int64_t group_check_ms;
-    int64_t sweep_until_ms;
-
-    int in_fd; /* our end of the agent's stdin */
-    char *prompt;
-    size_t prompt_len, prompt_off;
-
-    int out_fd; /* our end of the agent's stdout + stderr */
-    int log_fd;
-    char *iobuf;
-    /* Sliding tail: up to 2 * tail_max bytes, the newest tail_max of them are "the tail";
-       sliding costs one memmove per tail_max bytes and keeps the tail contiguous. */
-    char *tail;
-    size_t tail_max, tail_len;
-    uint64_t taken; /* output_bytes already handed out by take_new_output */
-
-    int report_fd;
-    off_t report_off;
-    int64_t report_due_ms;
-    fz_rfile_t report; /* the parser, fed what the file gains */
-
-    fz_agent_sim_t sim; /* numbers only; its strings are copied elsewhere */
-    int64_t sim_duration_ms;
-    int64_t sim_last_ms;
-    char *sim_summary;
-};
 
 /* Real agents of this process that are not reaped yet. The final sweep kills every child of
    the process, so it runs only when this is 0: then any child left is an escaped descendant.
    Process-wide on purpose: children belong to the process, not to one fz_agent_t. */
 static int s_live_agents;
 
-static void s_end(fz_agent_t *self);
+void fz_agent_count_live(fz_agent_t *self)
+{
+    self->counted = true;
+    s_live_agents++;
+}
 
 static void s_sleep_ms(int ms)
 {
@@ -119,12 +69,12 @@ static void s_sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-static int64_t s_ms(double seconds)
+int64_t fz_agent_ms(double seconds)
 {
     if (!(seconds > 0))
         return 0;
-    if (seconds * 1000 >= (double)S_MS_MAX)
-        return S_MS_MAX;
+    if (seconds * 1000 >= (double)FZ_AGENT_MS_MAX)
+        return FZ_AGENT_MS_MAX;
     int64_t ms = (int64_t)(seconds * 1000 + 0.5);
     return ms > 0 ? ms : 1;
 }
@@ -169,36 +119,6 @@ const char *fz_agent_outcome_name(fz_agent_outcome_t outcome)
 }
 
 /* ---------------------------------------------------------------- files and descriptors */
-
-/* mkdir -p, and the path must then be a folder (fz_mkdirs accepts a file already there).
-   Mode 0777 less the umask. 0 or -1 with errno. */
-static int s_mkdir_p(const char *path)
-{
-    struct stat st;
-    if (fz_mkdirs(path, 0777) < 0 || stat(path, &st) < 0)
-        return -1;
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
-}
-
-/* Creates the folder a file will live in. */
-static int s_mkdir_parent(const char *file)
-{
-    const char *slash = strrchr(file, '/');
-    if (!slash || slash == file)
-        return 0;
-    char *dir = strndup(file, (size_t)(slash - file));
-    if (!dir)
-        return -1;
-    int rc = s_mkdir_p(dir);
-    int saved = errno;
-    free(dir);
-    errno = saved;
-    return rc;
-}
 
 /* write() that cannot raise SIGPIPE even if the caller did not ignore it: SIGPIPE for a
    pipe write goes to the writing thread, so block it here, and swallow the one our write
@@ -265,7 +185,7 @@ static void s_tail_append(fz_agent_t *self, const char *data, size_t n)
     self->tail[self->tail_len] = '\0';
 }
 
-static void s_output(fz_agent_t *self, const char *data, size_t n)
+void fz_agent_output(fz_agent_t *self, const char *data, size_t n)
 {
     s_log_write(self, data, n);
     s_tail_append(self, data, n);
@@ -276,9 +196,9 @@ static void s_read_output(fz_agent_t *self, size_t budget)
 {
     size_t got = 0;
     while (self->out_fd >= 0 && got < budget) {
-        ssize_t n = read(self->out_fd, self->iobuf, S_IOBUF);
+        ssize_t n = read(self->out_fd, self->iobuf, FZ_AGENT_IOBUF);
         if (n > 0) {
-            s_output(self, self->iobuf, (size_t)n);
+            fz_agent_output(self, self->iobuf, (size_t)n);
             got += (size_t)n;
         } else if (n < 0 && errno == EINTR)
             continue;
@@ -301,7 +221,7 @@ static void s_close_stdin(fz_agent_t *self)
 
 /* Writes what the pipe takes now. EPIPE means the agent closed stdin or exited: it has
    what it wanted, so stop quietly. Closing the pipe at the end gives the agent its EOF. */
-static void s_feed_stdin(fz_agent_t *self)
+void fz_agent_feed_stdin(fz_agent_t *self)
 {
     while (self->in_fd >= 0 && self->prompt_off < self->prompt_len) {
         ssize_t n = s_write_nosigpipe(self->in_fd, self->prompt + self->prompt_off,
@@ -352,7 +272,7 @@ static void s_report_drain(fz_agent_t *self)
         s_report_restart(self, st.st_size - S_REPORT_WINDOW, true);
     while (self->report_off < st.st_size) {
         off_t left = st.st_size - self->report_off;
-        size_t want = left < S_IOBUF ? (size_t)left : S_IOBUF;
+        size_t want = left < FZ_AGENT_IOBUF ? (size_t)left : FZ_AGENT_IOBUF;
         ssize_t n = pread(self->report_fd, self->iobuf, want, self->report_off);
         if (n < 0 && errno == EINTR)
             continue;
@@ -407,11 +327,11 @@ static void s_sweep_step(fz_agent_t *self, int64_t now)
        we reap it, so its pid cannot be reused under us and signalling it is safe. */
     int seen = fz_proctab_sweep_children(getpid());
     if (seen == 0)
-        s_end(self);
+        fz_agent_end(self);
     else if (now >= self->sweep_until_ms) {
         fz_warn("%d descendant(s) of agent %d would not die after SIGKILL; giving up", seen,
                 (int)self->pid);
-        s_end(self);
+        fz_agent_end(self);
     }
 }
 
@@ -562,15 +482,15 @@ static void s_finish(fz_agent_t *self, int64_t now)
 
     int subreaper = 0;
     if (s_live_agents == 0 && prctl(PR_GET_CHILD_SUBREAPER, &subreaper) == 0 && subreaper) {
-        self->phase = S_SWEEP;
+        self->phase = FZ_PHASE_SWEEP;
         self->sweep_until_ms = now + FZ_PROCTAB_SWEEP_MAX_MS;
         s_sweep_step(self, now);
     } else
-        s_end(self);
+        fz_agent_end(self);
 }
 
-/* Enters S_DONE: what the pipe still holds is read, descriptors close. Idempotent. */
-static void s_end(fz_agent_t *self)
+/* Enters FZ_PHASE_DONE: what the pipe still holds is read, descriptors close. Idempotent. */
+void fz_agent_end(fz_agent_t *self)
 {
     if (self->out_fd >= 0 && self->iobuf)
         s_read_output(self, S_DRAIN_MAX);
@@ -580,389 +500,31 @@ static void s_end(fz_agent_t *self)
     fz_close(&self->death_fd); /* a keeper still alive now (one that would not die) kills all */
     fz_close(&self->log_fd);
     fz_close(&self->report_fd);
-    self->phase = S_DONE;
-}
-
-/* ---------------------------------------------------------------- start */
-
-static int s_check_number(double v, const char *name, char *err, size_t errlen)
-{
-    if (v >= 0 && isfinite(v))
-        return 0;
-    return fz_errf(err, errlen, "%s must be a finite number >= 0", name);
-}
-
-static int s_check_opts(const fz_agent_opts_t *opts, bool simulated, char *err, size_t errlen)
-{
-    if (!opts)
-        return fz_errf(err, errlen, "no options");
-    if (!simulated && (!opts->command || !*opts->command))
-        return fz_errf(err, errlen, "no command");
-    if (!simulated && (!opts->workdir || !*opts->workdir))
-        return fz_errf(err, errlen, "no workdir");
-    if (!simulated && opts->prompt_len > 0 && !opts->prompt)
-        return fz_errf(err, errlen, "prompt_len without prompt");
-    if (opts->tail_max > S_TAIL_MAX_LIMIT)
-        return fz_errf(err, errlen, "tail_max above %zu bytes", S_TAIL_MAX_LIMIT);
-    for (const char *const *e = simulated ? NULL : opts->env; e && *e; e++)
-        if (!strchr(*e, '=') || **e == '=')
-            return fz_errf(err, errlen, "env entry \"%s\" is not KEY=VALUE", *e);
-    if (s_check_number(opts->timeout_s, "timeout", err, errlen) < 0 ||
-        s_check_number(opts->max_cost, "max cost", err, errlen) < 0 ||
-        s_check_number(opts->kill_grace_s, "kill grace", err, errlen) < 0)
-        return -1;
-    return 0;
-}
-
-static fz_agent_t *s_new(const fz_agent_opts_t *opts, bool simulated, char *err, size_t errlen)
-{
-    fz_agent_t *self = calloc(1, sizeof *self);
-    if (!self) {
-        fz_errf(err, errlen, "out of memory");
-        return NULL;
-    }
-    self->simulated = simulated;
-    self->phase = S_RUNNING;
-    self->status_fd = self->death_fd = -1;
-    self->in_fd = self->out_fd = self->log_fd = self->report_fd = -1;
-    self->timeout_ms = s_ms(opts->timeout_s);
-    self->grace_ms =
-        opts->kill_grace_s > 0 ? s_ms(opts->kill_grace_s) : s_ms(FZ_AGENT_GRACE_DEFAULT);
-    self->max_cost = opts->max_cost;
-    self->tail_max = opts->tail_max ? opts->tail_max : FZ_AGENT_TAIL_DEFAULT;
-    self->tail = malloc(2 * self->tail_max + 1);
-    self->status.outcome = FZ_AGENT_RUNNING;
-    self->status.exit_code = -1;
-    self->status.progress_pct = -1;
-    fz_rfile_init(&self->report);
-    self->status.started_ms = fz_agent_now_ms();
-    if (!self->tail) {
-        fz_errf(err, errlen, "out of memory");
-        fz_agent_destroy(&self);
-        return NULL;
-    }
-    self->tail[0] = '\0';
-    return self;
-}
-
-static int s_open_log(fz_agent_t *self, const char *log_path, char *err, size_t errlen)
-{
-    if (!log_path)
-        return 0;
-    if (s_mkdir_parent(log_path) < 0)
-        return fz_errf(err, errlen, "cannot create the folder of log %s: %s", log_path,
-                       strerror(errno));
-    self->log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (self->log_fd < 0)
-        return fz_errf(err, errlen, "cannot open log %s: %s", log_path, strerror(errno));
-    return 0;
-}
-
-/* Work folder, report file (truncated, so a previous attempt's lines do not count) and
-   log. FZ_WORKDIR and FZ_REPORT get absolute paths: the agent runs in another cwd. */
-static int s_prepare_files(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, size_t errlen)
-{
-    if (s_mkdir_p(opts->workdir) < 0)
-        return fz_errf(err, errlen, "cannot create workdir %s: %s", opts->workdir, strerror(errno));
-    self->workdir = realpath(opts->workdir, NULL);
-    if (!self->workdir)
-        return fz_errf(err, errlen, "workdir %s: %s", opts->workdir, strerror(errno));
-
-    char *report = opts->report_path ? strdup(opts->report_path) : NULL;
-    if (!opts->report_path && asprintf(&report, "%s/.fz-report", self->workdir) < 0)
-        report = NULL;
-    if (!report)
-        return fz_errf(err, errlen, "out of memory");
-    int rc = s_mkdir_parent(report);
-    if (rc == 0)
-        self->report_fd = open(report, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (rc == 0 && self->report_fd >= 0)
-        self->report_path = realpath(report, NULL);
-    if (!self->report_path)
-        fz_errf(err, errlen, "cannot create report file %s: %s", report, strerror(errno));
-    free(report);
-    if (!self->report_path)
-        return -1;
-    return s_open_log(self, opts->log_path, err, errlen);
-}
-
-/* Same KEY in two "KEY=VALUE" (or bare "KEY") strings. */
-static bool s_same_key(const char *a, const char *b)
-{
-    while (*a && *a != '=' && *a == *b) {
-        a++;
-        b++;
-    }
-    return (*a == '=' || !*a) && (*b == '=' || !*b);
-}
-
-static bool s_key_listed(const char *entry, const char *const *list)
-{
-    for (; list && *list; list++)
-        if (s_same_key(entry, *list))
-            return true;
-    return false;
-}
-
-static const char *const s_own_keys[] = {"FZ_PROMPT", "FZ_PROMPT_BYTES", "FZ_REPORT", "FZ_WORKDIR",
-                                         NULL};
-
-/* The worker's environment, minus keys set by the caller or by us, plus those. The
-   strings are borrowed: free only the array. */
-static char **s_env_build(const char *const *extra, char *const *own)
-{
-    size_t n = 0, m = 0, k = 0;
-    while (environ && environ[n])
-        n++;
-    while (extra && extra[m])
-        m++;
-    while (own[k])
-        k++;
-    char **envp = calloc(n + m + k + 1, sizeof *envp);
-    if (!envp)
-        return NULL;
-    size_t i = 0;
-    for (size_t j = 0; j < n; j++)
-        if (strchr(environ[j], '=') && !s_key_listed(environ[j], s_own_keys) &&
-            !s_key_listed(environ[j], extra))
-            envp[i++] = environ[j];
-    for (size_t j = 0; j < m; j++)
-        if (!s_key_listed(extra[j], s_own_keys))
-            envp[i++] = (char *)extra[j];
-    for (size_t j = 0; j < k; j++)
-        envp[i++] = own[j];
-    return envp;
-}
-
-/* asprintf that leaves *slot NULL on failure, so the caller can free a NULL-ended list. */
-static int s_format(char **slot, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int s_format(char **slot, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = vasprintf(slot, fmt, ap);
-    va_end(ap);
-    if (rc < 0)
-        *slot = NULL;
-    return rc < 0 ? -1 : 0;
-}
-
-/* Fills own[] (at least 5 slots, NULL-terminated) with the variables the module sets. */
-static int s_env_own(fz_agent_t *self, char **own)
-{
-    size_t k = 0;
-    const char *prompt = self->prompt ? self->prompt : "";
-    if (self->prompt_len <= FZ_AGENT_ENV_PROMPT_MAX && !memchr(prompt, '\0', self->prompt_len)) {
-        own[k] = malloc(sizeof "FZ_PROMPT=" + self->prompt_len);
-        if (!own[k])
-            return -1;
-        memcpy(own[k], "FZ_PROMPT=", sizeof "FZ_PROMPT=" - 1);
-        memcpy(own[k] + sizeof "FZ_PROMPT=" - 1, prompt, self->prompt_len);
-        own[k][sizeof "FZ_PROMPT=" - 1 + self->prompt_len] = '\0';
-        k++;
-    }
-    if (s_format(&own[k++], "FZ_PROMPT_BYTES=%zu", self->prompt_len) < 0 ||
-        s_format(&own[k++], "FZ_REPORT=%s", self->report_path) < 0 ||
-        s_format(&own[k++], "FZ_WORKDIR=%s", self->workdir) < 0)
-        return -1;
-    return 0;
-}
-
-static int s_launch(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, size_t errlen)
-{
-    self->iobuf = malloc(S_IOBUF);
-    if (opts->prompt_len > 0) {
-        self->prompt = malloc(opts->prompt_len);
-        if (self->prompt)
-            memcpy(self->prompt, opts->prompt, opts->prompt_len);
-        self->prompt_len = opts->prompt_len;
-    }
-    if (!self->iobuf || (opts->prompt_len > 0 && !self->prompt))
-        return fz_errf(err, errlen, "out of memory");
-
-    char *own[6] = {NULL};
-    char **envp = NULL;
-    fz_keeper_t keeper;
-    int rc = s_env_own(self, own);
-    if (rc == 0)
-        envp = s_env_build(opts->env, own);
-    if (!envp)
-        rc = fz_errf(err, errlen, "out of memory");
-    else
-        rc = fz_keeper_start(&keeper, opts->shell ? opts->shell : "/bin/sh", opts->command, envp,
-                             self->workdir, err, errlen);
-    free(envp);
-    for (size_t i = 0; own[i]; i++)
-        free(own[i]);
-    if (rc < 0)
-        return -1;
-    self->pid = keeper.pid;
-    self->in_fd = keeper.in_fd;
-    self->out_fd = keeper.out_fd;
-    self->status_fd = keeper.status_fd;
-    self->death_fd = keeper.death_fd;
-    self->status.started_ms = keeper.started_ms;
-
-    self->poll_status = !opts->no_pidfd;
-    self->counted = true;
-    s_live_agents++;
-    self->report_due_ms = self->status.started_ms + S_REPORT_EVERY_MS;
-    return 0;
-}
-
-fz_agent_t *fz_agent_start(const fz_agent_opts_t *opts, char *err, size_t errlen)
-{
-    if (s_check_opts(opts, false, err, errlen) < 0)
-        return NULL;
-    fz_agent_t *self = s_new(opts, false, err, errlen);
-    if (!self)
-        return NULL;
-    if (s_prepare_files(self, opts, err, errlen) < 0 || s_launch(self, opts, err, errlen) < 0) {
-        fz_agent_destroy(&self);
-        return NULL;
-    }
-    s_feed_stdin(self);
-    return self;
-}
-
-/* ---------------------------------------------------------------- simulation */
-
-/* Live values t ms after the start: cost, tokens and progress grow linearly. */
-static void s_sim_update(fz_agent_t *self, int64_t t)
-{
-    double frac = 1.0;
-    if (self->sim_duration_ms > 0 && t < self->sim_duration_ms)
-        frac = (double)t / (double)self->sim_duration_ms;
-    self->status.elapsed_ms = t;
-    self->status.cost_usd = self->sim.cost_usd * frac;
-    self->status.tokens_in = (uint64_t)((double)self->sim.tokens_in * frac);
-    self->status.tokens_out = (uint64_t)((double)self->sim.tokens_out * frac);
-    self->status.progress_pct = (int)(frac * 100);
-}
-
-/* When the simulation ends, and how: its own exit, the timeout, or the cost passing the cap
-   (the first whole ms at which the linear cost is strictly above it). Ties go to the exit. */
-static int64_t s_sim_event(fz_agent_t *self, fz_agent_outcome_t *what)
-{
-    int64_t at = self->sim_duration_ms;
-    *what = FZ_AGENT_EXITED;
-    if (self->timeout_ms > 0 && self->timeout_ms < at) {
-        at = self->timeout_ms;
-        *what = FZ_AGENT_TIMEOUT;
-    }
-    if (self->max_cost > 0 && self->sim.cost_usd > self->max_cost && self->sim_duration_ms > 0) {
-        double crossing = (double)self->sim_duration_ms * self->max_cost / self->sim.cost_usd;
-        int64_t cap_at = (int64_t)crossing + 1;
-        if (cap_at < at) {
-            at = cap_at;
-            *what = FZ_AGENT_COST_CAP;
-        }
-    }
-    return at;
-}
-
-static void s_sim_end(fz_agent_t *self, fz_agent_outcome_t what, int64_t at, const char *reason)
-{
-    fz_agent_status_t *st = &self->status;
-    s_sim_update(self, at);
-    st->outcome = what;
-    st->duration_ms = at;
-    if (what == FZ_AGENT_EXITED) {
-        st->exit_code = self->sim.exit_code;
-        st->signal = 0;
-        st->tokens_in = self->sim.tokens_in;
-        st->tokens_out = self->sim.tokens_out;
-        st->cost_usd = self->sim.cost_usd;
-        st->progress_pct = 100;
-        if (self->sim_summary)
-            fz_strcopy(st->summary, sizeof st->summary, self->sim_summary);
-    } else {
-        st->exit_code = -1;
-        st->signal = SIGTERM; /* as a real agent that obeyed the SIGTERM */
-        fz_strcopy(st->reason, sizeof st->reason, reason);
-    }
-    s_end(self);
-}
-
-static int64_t s_sim_t(fz_agent_t *self, int64_t now)
-{
-    if (now > self->sim_last_ms)
-        self->sim_last_ms = now;
-    int64_t t = self->sim_last_ms - self->status.started_ms;
-    return t > 0 ? t : 0;
-}
-
-static void s_sim_pump(fz_agent_t *self, int64_t now)
-{
-    int64_t t = s_sim_t(self, now);
-    fz_agent_outcome_t what;
-    int64_t at = s_sim_event(self, &what);
-    if (t < at)
-        s_sim_update(self, t);
-    else
-        s_sim_end(self, what, at, what == FZ_AGENT_TIMEOUT ? "timeout" : "cost-cap");
-}
-
-fz_agent_t *fz_agent_simulate(const fz_agent_sim_t *sim, const fz_agent_opts_t *opts, char *err,
-                              size_t errlen)
-{
-    static const fz_agent_opts_t defaults;
-    if (!opts)
-        opts = &defaults;
-    if (!sim) {
-        fz_errf(err, errlen, "no simulation given");
-        return NULL;
-    }
-    if (s_check_opts(opts, true, err, errlen) < 0 ||
-        s_check_number(sim->duration_s, "duration", err, errlen) < 0 ||
-        s_check_number(sim->cost_usd, "cost", err, errlen) < 0)
-        return NULL;
-    fz_agent_t *self = s_new(opts, true, err, errlen);
-    if (!self)
-        return NULL;
-    self->sim = *sim;
-    self->sim.model = self->sim.output = self->sim.summary = NULL;
-    self->sim_duration_ms = s_ms(sim->duration_s);
-    self->sim_last_ms = self->status.started_ms;
-    if (sim->model)
-        fz_strcopy(self->status.model, sizeof self->status.model, sim->model);
-    if (sim->summary && !(self->sim_summary = strdup(sim->summary))) {
-        fz_errf(err, errlen, "out of memory");
-        fz_agent_destroy(&self);
-        return NULL;
-    }
-    if (s_open_log(self, opts->log_path, err, errlen) < 0) {
-        fz_agent_destroy(&self);
-        return NULL;
-    }
-    if (sim->output)
-        s_output(self, sim->output, strlen(sim->output));
-    s_sim_update(self, 0);
-    return self;
+    self->phase = FZ_PHASE_DONE;
 }
 
 /* ---------------------------------------------------------------- running */
 
 void fz_agent_pump(fz_agent_t *self, int64_t now_ms)
 {
-    if (!self || self->phase == S_DONE)
+    if (!self || self->phase == FZ_PHASE_DONE)
         return;
     if (self->simulated) {
-        s_sim_pump(self, now_ms);
+        fz_sim_pump(self, now_ms);
         return;
     }
-    if (self->phase == S_SWEEP) {
+    if (self->phase == FZ_PHASE_SWEEP) {
         s_read_output(self, S_PUMP_READ_MAX);
         s_sweep_step(self, now_ms);
         return;
     }
     int64_t elapsed = now_ms - self->status.started_ms;
     self->status.elapsed_ms = elapsed > 0 ? elapsed : 0;
-    s_feed_stdin(self);
+    fz_agent_feed_stdin(self);
     s_read_output(self, S_PUMP_READ_MAX);
     if (now_ms >= self->report_due_ms) {
         s_read_report(self, false);
-        self->report_due_ms = now_ms + S_REPORT_EVERY_MS;
+        self->report_due_ms = now_ms + FZ_AGENT_REPORT_EVERY_MS;
     }
     s_check_leader(self);
     s_check_limits(self, now_ms);
@@ -977,13 +539,12 @@ static int64_t s_earlier(int64_t a, int64_t b)
 
 int fz_agent_timeout_ms(fz_agent_t *self, int64_t now_ms)
 {
-    if (!self || self->phase == S_DONE)
+    if (!self || self->phase == FZ_PHASE_DONE)
         return -1;
     int64_t due;
     if (self->simulated) {
-        fz_agent_outcome_t what;
-        due = self->status.started_ms + s_sim_event(self, &what);
-    } else if (self->phase == S_SWEEP)
+        due = fz_sim_due_ms(self);
+    } else if (self->phase == FZ_PHASE_SWEEP)
         due = now_ms + S_SWEEP_TICK_MS;
     else {
         due = self->report_due_ms;
@@ -1004,20 +565,18 @@ int fz_agent_timeout_ms(fz_agent_t *self, int64_t now_ms)
 
 bool fz_agent_done(fz_agent_t *self)
 {
-    return !self || self->phase == S_DONE;
+    return !self || self->phase == FZ_PHASE_DONE;
 }
 
 void fz_agent_cancel(fz_agent_t *self, const char *reason)
 {
-    if (!self || self->phase != S_RUNNING)
+    if (!self || self->phase != FZ_PHASE_RUNNING)
         return;
     if (!reason || !*reason)
         reason = "cancelled";
     int64_t now = fz_agent_now_ms();
     if (self->simulated) {
-        s_sim_pump(self, now); /* an end already due wins */
-        if (self->phase == S_RUNNING)
-            s_sim_end(self, FZ_AGENT_CANCELLED, s_sim_t(self, now), reason);
+        fz_sim_cancel(self, now, reason);
     } else
         s_stop(self, now, FZ_AGENT_CANCELLED, reason);
 }
@@ -1034,7 +593,7 @@ static int s_add_fd(struct pollfd *fds, int max, int n, int fd, short events)
 
 int fz_agent_pollfds(fz_agent_t *self, struct pollfd *fds, int max)
 {
-    if (!self || self->simulated || self->phase == S_DONE || !fds)
+    if (!self || self->simulated || self->phase == FZ_PHASE_DONE || !fds)
         return 0;
     int n = s_add_fd(fds, max, 0, self->out_fd, POLLIN);
     if (self->prompt_off < self->prompt_len)
@@ -1100,7 +659,7 @@ pid_t fz_agent_pid(fz_agent_t *self)
 static void s_kill_and_wait(fz_agent_t *self)
 {
     int64_t give_up = fz_agent_now_ms() + S_DESTROY_MAX_MS;
-    if (self->phase == S_RUNNING) {
+    if (self->phase == FZ_PHASE_RUNNING) {
         if (!self->status.stopping && !self->leader_exited) {
             self->status.stopping = true;
             self->stop_outcome = FZ_AGENT_CANCELLED;
@@ -1117,9 +676,9 @@ static void s_kill_and_wait(fz_agent_t *self)
         }
         s_finish(self, fz_agent_now_ms());
     }
-    while (self->phase == S_SWEEP) {
+    while (self->phase == FZ_PHASE_SWEEP) {
         s_sweep_step(self, fz_agent_now_ms());
-        if (self->phase == S_SWEEP)
+        if (self->phase == FZ_PHASE_SWEEP)
             s_sleep_ms(1);
     }
 }
@@ -1131,7 +690,7 @@ void fz_agent_destroy(fz_agent_t **self_p)
     fz_agent_t *self = *self_p;
     if (!self->simulated && self->pid > 0)
         s_kill_and_wait(self);
-    s_end(self);
+    fz_agent_end(self);
     s_uncount(self);
     free(self->iobuf);
     free(self->tail);
