@@ -1,20 +1,23 @@
-/*  fz_agent: one supervised agent process, or a simulation of one; see fz_agent.h.
+/*  fz_agent: the supervision of one agent process, or of a simulation of one; see fz_agent.h.
 
-    Life of a real agent (self->phase; the shared struct is in fz_agent_int.h):
-      FZ_PHASE_RUNNING  the keeper (pid = process group id, see "the keeper" below) runs the shell;
-                 the prompt is fed, output and report file are followed, limits enforced.
-                 The shell's exit comes as a report from the keeper, which stays alive (or,
-                 once dead, stays our unreaped zombie: we only peek with waitid WNOWAIT), so
-                 its pid, and so the group id, cannot be reused and signalling the group stays
-                 safe. If we were stopping it, live group members keep their grace before we
-                 go on.
-      s_finish   SIGKILL the group (the keeper with it), reap the keeper, drain output, read
-                 the report a last time, settle the outcome from the shell's status.
-      FZ_PHASE_SWEEP    SIGKILL and reap children of this process (escaped descendants the subreaper
+    Life of a real agent (self->state, fz_agent_state_t in fz_agent_int.h):
+      RUNNING    the keeper (pid = process group id, see fz_keeper.h) runs the shell; the
+                 prompt is fed, output and report file are followed, limits enforced.
+      STOPPING   timeout, cost cap or cancel: SIGTERM sent, SIGKILL after the grace
+                 (KILLING). The shell's exit comes as a report from the keeper, which stays
+                 alive (or, once dead, stays our unreaped zombie: we only peek with waitid
+                 WNOWAIT), so its pid, and so the group id, cannot be reused and signalling
+                 the group stays safe. If we were stopping it, live group members keep their
+                 grace (LINGER) before we go on.
+      ENDED      s_finish: SIGKILL the group (the keeper with it), reap the keeper, drain
+                 output, read the report a last time, settle the outcome from the shell's
+                 status. LOST instead if someone else reaped the keeper.
+      SWEEP      SIGKILL and reap children of this process (escaped descendants the subreaper
                  caught) until a scan finds none.
-      FZ_PHASE_DONE     descriptors closed; status, tail and new output stay readable.
-    A simulated agent has no process and goes from FZ_PHASE_RUNNING to FZ_PHASE_DONE by the clock
-   alone. */
+      DONE       descriptors closed; status, tail and new output stay readable.
+    A simulated agent (fz_sim.c) has no process and goes from RUNNING to DONE by the clock
+    alone. Starting a real one is fz_agent_start.c; the keeper, /proc and the report parser
+    are fz_keeper, fz_proctab and fz_rfile. */
 
 #include "fz_agent_int.h"
 #include "fz_keeper.h"
@@ -339,14 +342,31 @@ static void s_sweep_step(fz_agent_t *self, int64_t now)
    have been reused. After the reap we never signal the group again. */
 static void s_signal_group(fz_agent_t *self, int sig)
 {
-    if (self->pid > 0 && !self->leader_reaped && !self->leader_lost)
+    if (self->pid > 0 && self->state < FZ_AGENT_S_LOST)
         kill(-self->pid, sig);
+}
+
+/* The shell runs (as far as we know): no exit reported, the keeper not seen dead. */
+static bool s_leader_alive(const fz_agent_t *self)
+{
+    return self->state <= FZ_AGENT_S_KILLING;
+}
+
+/* The leader ended: lost (its ids are no longer ours), or over; during a stop whose SIGKILL
+   is still to come, the rest of the group keeps its grace. */
+static void s_leader_ended(fz_agent_t *self, bool lost)
+{
+    if (lost)
+        self->state = FZ_AGENT_S_LOST;
+    else
+        self->state = self->state == FZ_AGENT_S_STOPPING ? FZ_AGENT_S_LINGER : FZ_AGENT_S_ENDED;
 }
 
 static void s_stop(fz_agent_t *self, int64_t now, fz_agent_outcome_t why, const char *reason)
 {
-    if (self->status.stopping || self->leader_exited)
+    if (self->state != FZ_AGENT_S_RUNNING)
         return;
+    self->state = FZ_AGENT_S_STOPPING;
     self->status.stopping = true;
     self->stop_outcome = why;
     fz_strcopy(self->status.reason, sizeof self->status.reason, reason);
@@ -357,15 +377,16 @@ static void s_stop(fz_agent_t *self, int64_t now, fz_agent_outcome_t why, const 
 
 static void s_check_limits(fz_agent_t *self, int64_t now)
 {
-    if (!self->leader_exited && !self->status.stopping) {
+    if (self->state == FZ_AGENT_S_RUNNING) {
         if (self->timeout_ms > 0 && now - self->status.started_ms >= self->timeout_ms)
             s_stop(self, now, FZ_AGENT_TIMEOUT, "timeout");
         else if (self->max_cost > 0 && self->status.cost_usd > self->max_cost)
             s_stop(self, now, FZ_AGENT_COST_CAP, "cost-cap");
     }
-    if (self->status.stopping && !self->kill_sent && now >= self->kill_at_ms) {
+    bool grace = self->state == FZ_AGENT_S_STOPPING || self->state == FZ_AGENT_S_LINGER;
+    if (grace && now >= self->kill_at_ms) {
         s_signal_group(self, SIGKILL);
-        self->kill_sent = true;
+        self->state = self->state == FZ_AGENT_S_STOPPING ? FZ_AGENT_S_KILLING : FZ_AGENT_S_ENDED;
     }
 }
 
@@ -373,7 +394,7 @@ static void s_check_limits(fz_agent_t *self, int64_t now)
    the group) without reaping it (see the top of the file). */
 static void s_check_leader(fz_agent_t *self)
 {
-    if (self->leader_exited)
+    if (!s_leader_alive(self))
         return;
     fz_keeper_msg_t msg;
     int rc_msg;
@@ -381,9 +402,8 @@ static void s_check_leader(fz_agent_t *self)
         if (rc_msg < 0)
             fz_close(&self->status_fd); /* the keeper is gone, or going */
         else if (msg.kind == FZ_KEEPER_EXITED) {
-            self->shell_exited = true;
             self->shell_wstatus = msg.value;
-            self->leader_exited = true;
+            s_leader_ended(self, false);
             return;
         }
     }
@@ -399,18 +419,17 @@ static void s_check_leader(fz_agent_t *self)
         fz_warn("the keeper %d of an agent was reaped by someone else (%s): exit status lost, "
                 "group not killed",
                 (int)self->pid, strerror(errno));
-        self->leader_lost = true;
     }
-    self->leader_exited = true;
+    s_leader_ended(self, rc < 0);
 }
 
-/* After the leader exited: may we finish now? Not while we are stopping the agent and other
-   members of its group may still be using their grace. */
+/* May we finish now? Once the leader ended, but while the group lingers only when no other
+   member is left (looked at every S_GROUP_CHECK_MS). */
 static bool s_group_settled(fz_agent_t *self, int64_t now)
 {
-    if (!self->status.stopping || self->kill_sent || self->leader_lost)
+    if (self->state == FZ_AGENT_S_ENDED || self->state == FZ_AGENT_S_LOST)
         return true;
-    if (now < self->group_check_ms)
+    if (self->state != FZ_AGENT_S_LINGER || now < self->group_check_ms)
         return false;
     self->group_check_ms = now + S_GROUP_CHECK_MS;
     return !fz_proctab_group_alive(self->pid);
@@ -465,13 +484,13 @@ static void s_finish(fz_agent_t *self, int64_t now)
     s_signal_group(self, SIGKILL); /* the keeper, and leftovers such as `sleep 1000 &` */
     int wstatus = 0;
     bool have_status = false;
-    if (!self->leader_lost)
+    if (self->state != FZ_AGENT_S_LOST)
         have_status = s_reap_keeper(self, &wstatus);
-    if (self->shell_exited) { /* what the shell did, not what we did to its keeper */
+    if (self->shell_wstatus >= 0) { /* what the shell did, not what we did to its keeper */
         wstatus = self->shell_wstatus;
         have_status = true;
     }
-    self->leader_reaped = true;
+    /* Reaped: from here on the state is SWEEP or DONE, and the group is never signalled. */
     fz_close(&self->status_fd);
     s_close_stdin(self);
     s_read_output(self, S_DRAIN_MAX);
@@ -482,14 +501,14 @@ static void s_finish(fz_agent_t *self, int64_t now)
 
     int subreaper = 0;
     if (s_live_agents == 0 && prctl(PR_GET_CHILD_SUBREAPER, &subreaper) == 0 && subreaper) {
-        self->phase = FZ_PHASE_SWEEP;
+        self->state = FZ_AGENT_S_SWEEP;
         self->sweep_until_ms = now + FZ_PROCTAB_SWEEP_MAX_MS;
         s_sweep_step(self, now);
     } else
         fz_agent_end(self);
 }
 
-/* Enters FZ_PHASE_DONE: what the pipe still holds is read, descriptors close. Idempotent. */
+/* Enters FZ_AGENT_S_DONE: what the pipe still holds is read, descriptors close. Idempotent. */
 void fz_agent_end(fz_agent_t *self)
 {
     if (self->out_fd >= 0 && self->iobuf)
@@ -500,20 +519,20 @@ void fz_agent_end(fz_agent_t *self)
     fz_close(&self->death_fd); /* a keeper still alive now (one that would not die) kills all */
     fz_close(&self->log_fd);
     fz_close(&self->report_fd);
-    self->phase = FZ_PHASE_DONE;
+    self->state = FZ_AGENT_S_DONE;
 }
 
 /* ---------------------------------------------------------------- running */
 
 void fz_agent_pump(fz_agent_t *self, int64_t now_ms)
 {
-    if (!self || self->phase == FZ_PHASE_DONE)
+    if (!self || self->state == FZ_AGENT_S_DONE)
         return;
     if (self->simulated) {
         fz_sim_pump(self, now_ms);
         return;
     }
-    if (self->phase == FZ_PHASE_SWEEP) {
+    if (self->state == FZ_AGENT_S_SWEEP) {
         s_read_output(self, S_PUMP_READ_MAX);
         s_sweep_step(self, now_ms);
         return;
@@ -528,7 +547,7 @@ void fz_agent_pump(fz_agent_t *self, int64_t now_ms)
     }
     s_check_leader(self);
     s_check_limits(self, now_ms);
-    if (self->leader_exited && s_group_settled(self, now_ms))
+    if (s_group_settled(self, now_ms))
         s_finish(self, now_ms);
 }
 
@@ -539,20 +558,20 @@ static int64_t s_earlier(int64_t a, int64_t b)
 
 int fz_agent_timeout_ms(fz_agent_t *self, int64_t now_ms)
 {
-    if (!self || self->phase == FZ_PHASE_DONE)
+    if (!self || self->state == FZ_AGENT_S_DONE)
         return -1;
     int64_t due;
     if (self->simulated) {
         due = fz_sim_due_ms(self);
-    } else if (self->phase == FZ_PHASE_SWEEP)
+    } else if (self->state == FZ_AGENT_S_SWEEP)
         due = now_ms + S_SWEEP_TICK_MS;
     else {
         due = self->report_due_ms;
-        if (self->status.stopping && !self->kill_sent)
+        if (self->state == FZ_AGENT_S_STOPPING || self->state == FZ_AGENT_S_LINGER)
             due = s_earlier(due, self->kill_at_ms);
-        if (!self->status.stopping && self->timeout_ms > 0)
+        if (self->state == FZ_AGENT_S_RUNNING && self->timeout_ms > 0)
             due = s_earlier(due, self->status.started_ms + self->timeout_ms);
-        if (self->leader_exited)
+        if (!s_leader_alive(self))
             due = s_earlier(due, self->group_check_ms);
         else if (self->status_fd < 0) /* the keeper hung up: it is about to be a zombie */
             due = s_earlier(due, now_ms + 1);
@@ -565,12 +584,12 @@ int fz_agent_timeout_ms(fz_agent_t *self, int64_t now_ms)
 
 bool fz_agent_done(fz_agent_t *self)
 {
-    return !self || self->phase == FZ_PHASE_DONE;
+    return !self || self->state == FZ_AGENT_S_DONE;
 }
 
 void fz_agent_cancel(fz_agent_t *self, const char *reason)
 {
-    if (!self || self->phase != FZ_PHASE_RUNNING)
+    if (!self || self->state != FZ_AGENT_S_RUNNING)
         return;
     if (!reason || !*reason)
         reason = "cancelled";
@@ -593,12 +612,12 @@ static int s_add_fd(struct pollfd *fds, int max, int n, int fd, short events)
 
 int fz_agent_pollfds(fz_agent_t *self, struct pollfd *fds, int max)
 {
-    if (!self || self->simulated || self->phase == FZ_PHASE_DONE || !fds)
+    if (!self || self->simulated || self->state == FZ_AGENT_S_DONE || !fds)
         return 0;
     int n = s_add_fd(fds, max, 0, self->out_fd, POLLIN);
     if (self->prompt_off < self->prompt_len)
         n = s_add_fd(fds, max, n, self->in_fd, POLLOUT);
-    if (!self->leader_exited && self->poll_status) /* readable for good at the end: do not
+    if (s_leader_alive(self) && self->poll_status) /* readable for good at the end: do not
                                                       spin on it once the exit is known */
         n = s_add_fd(fds, max, n, self->status_fd, POLLIN);
     return n;
@@ -659,15 +678,18 @@ pid_t fz_agent_pid(fz_agent_t *self)
 static void s_kill_and_wait(fz_agent_t *self)
 {
     int64_t give_up = fz_agent_now_ms() + S_DESTROY_MAX_MS;
-    if (self->phase == FZ_PHASE_RUNNING) {
-        if (!self->status.stopping && !self->leader_exited) {
+    if (self->state < FZ_AGENT_S_SWEEP) {
+        if (self->state == FZ_AGENT_S_RUNNING) {
             self->status.stopping = true;
             self->stop_outcome = FZ_AGENT_CANCELLED;
             fz_strcopy(self->status.reason, sizeof self->status.reason, "destroyed");
         }
         s_signal_group(self, SIGKILL);
-        self->kill_sent = true;
-        for (s_check_leader(self); !self->leader_exited; s_check_leader(self)) {
+        if (s_leader_alive(self))
+            self->state = FZ_AGENT_S_KILLING;
+        else if (self->state == FZ_AGENT_S_LINGER)
+            self->state = FZ_AGENT_S_ENDED;
+        for (s_check_leader(self); s_leader_alive(self); s_check_leader(self)) {
             if (fz_agent_now_ms() >= give_up) {
                 fz_warn("agent %d did not die after SIGKILL; leaving it", (int)self->pid);
                 return;
@@ -676,9 +698,9 @@ static void s_kill_and_wait(fz_agent_t *self)
         }
         s_finish(self, fz_agent_now_ms());
     }
-    while (self->phase == FZ_PHASE_SWEEP) {
+    while (self->state == FZ_AGENT_S_SWEEP) {
         s_sweep_step(self, fz_agent_now_ms());
-        if (self->phase == FZ_PHASE_SWEEP)
+        if (self->state == FZ_AGENT_S_SWEEP)
             s_sleep_ms(1);
     }
 }

@@ -23,11 +23,24 @@
 #define FZ_AGENT_TAIL_MAX_LIMIT ((size_t)256 * 1024 * 1024)
 #define FZ_AGENT_MS_MAX ((int64_t)1 << 50) /* longer than anyone waits; sums do not overflow */
 
-typedef enum { FZ_PHASE_RUNNING, FZ_PHASE_SWEEP, FZ_PHASE_DONE } fz_agent_phase_t;
+/* Where an agent is in its life: the one state of the supervision. In order: a state before
+   FZ_AGENT_S_LOST may signal the group (its leader is our unreaped child). A simulated agent
+   uses only RUNNING and DONE. ENDED and LOST last only within one pump. */
+typedef enum {
+    FZ_AGENT_S_RUNNING,  /* the shell runs; no stop asked */
+    FZ_AGENT_S_STOPPING, /* SIGTERM sent to the group; SIGKILL due at kill_at_ms */
+    FZ_AGENT_S_KILLING,  /* SIGKILL sent; waiting for the keeper's word */
+    FZ_AGENT_S_LINGER,   /* the shell ended during a stop: the rest of the group keeps its
+                            grace until it is gone or the SIGKILL is due */
+    FZ_AGENT_S_ENDED,    /* the leader ended: reap it and settle the outcome now */
+    FZ_AGENT_S_LOST,     /* the keeper was reaped by someone else: its ids are not ours */
+    FZ_AGENT_S_SWEEP,    /* reaped; killing and reaping escaped children of this process */
+    FZ_AGENT_S_DONE,     /* descriptors closed; status, tail and new output stay readable */
+} fz_agent_state_t;
 
 struct fz_agent_t {
     fz_agent_status_t status;
-    fz_agent_phase_t phase;
+    fz_agent_state_t state;
     bool simulated;
     bool counted; /* included in s_live_agents */
     int64_t timeout_ms;
@@ -36,18 +49,14 @@ struct fz_agent_t {
     char *workdir; /* absolute */
     char *report_path;
 
-    pid_t pid;          /* the keeper: the group leader, so also the process group id */
-    int status_fd;      /* the keeper's reports (nonblocking); -1 once it hung up */
-    int death_fd;       /* held until the keeper is reaped: its EOF tells the keeper we died */
-    bool poll_status;   /* status_fd goes to the caller's poll (else: looked at on a timer) */
-    bool leader_exited; /* the shell's exit reported, or the keeper seen dead (WNOWAIT) */
-    bool shell_exited;  /* shell_wstatus holds the shell's wait status */
-    int shell_wstatus;
-    bool leader_reaped;
-    bool leader_lost; /* reaped by someone else: its ids are no longer ours to signal */
+    pid_t pid;         /* the keeper: the group leader, so also the process group id */
+    int status_fd;     /* the keeper's reports (nonblocking); -1 once it hung up */
+    int death_fd;      /* held until the keeper is reaped: its EOF tells the keeper we died */
+    bool poll_status;  /* status_fd goes to the caller's poll (else: looked at on a timer) */
+    int shell_wstatus; /* the shell's wait status as the keeper reported it, -1 until then
+                          (wait statuses are never negative) */
     fz_agent_outcome_t stop_outcome;
     int64_t kill_at_ms;
-    bool kill_sent;
     int64_t group_check_ms;
     int64_t sweep_until_ms;
 
@@ -94,7 +103,7 @@ void fz_agent_count_live(fz_agent_t *self);
 void fz_agent_output(fz_agent_t *self, const char *data, size_t n);
 /* Writes what the stdin pipe takes of the prompt; closes it when all is written. */
 void fz_agent_feed_stdin(fz_agent_t *self);
-/* The end: the pipe drained, every descriptor closed, phase FZ_PHASE_DONE. Idempotent. */
+/* The end: the pipe drained, every descriptor closed, state FZ_AGENT_S_DONE. Idempotent. */
 void fz_agent_end(fz_agent_t *self);
 
 #endif

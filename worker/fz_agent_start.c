@@ -85,7 +85,8 @@ fz_agent_t *fz_agent_new(const fz_agent_opts_t *opts, bool simulated, char *err,
         return NULL;
     }
     self->simulated = simulated;
-    self->phase = FZ_PHASE_RUNNING;
+    self->state = FZ_AGENT_S_RUNNING;
+    self->shell_wstatus = -1;
     self->status_fd = self->death_fd = -1;
     self->in_fd = self->out_fd = self->log_fd = self->report_fd = -1;
     self->timeout_ms = fz_agent_ms(opts->timeout_s);

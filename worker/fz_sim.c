@@ -107,7 +107,7 @@ int64_t fz_sim_due_ms(fz_agent_t *self)
 void fz_sim_cancel(fz_agent_t *self, int64_t now, const char *reason)
 {
     fz_sim_pump(self, now); /* an end already due wins */
-    if (self->phase == FZ_PHASE_RUNNING)
+    if (self->state == FZ_AGENT_S_RUNNING)
         s_end(self, FZ_AGENT_CANCELLED, s_t(self, now), reason);
 }
 
