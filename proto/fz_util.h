@@ -42,7 +42,8 @@ const char *fz_strerror(fz_err_t err);
 /* Reverse of fz_strerror; FZ_EINTERNAL for an unknown name. */
 fz_err_t fz_err_from_name(const char *name);
 
-/* Milliseconds from CLOCK_MONOTONIC: for deadlines, timeouts and heartbeats. */
+/* Milliseconds from CLOCK_MONOTONIC: for deadlines, timeouts and heartbeats. Only
+   clock_gettime, so async-signal-safe: the agent's keeper (a forked child) uses it too. */
 int64_t fz_clock_ms(void);
 /* Unix time in seconds (CLOCK_REALTIME) with sub-second precision: for records only. */
 double fz_wall(void);
@@ -82,5 +83,16 @@ size_t fz_utf8_clean(const char *in, size_t max, char *out, size_t size);
 
 /* mkdir -p; 0 on success, -1 with errno set. */
 int fz_mkdirs(const char *path, unsigned mode);
+
+/* Copies the C string src into dst (size > 0), cut short on a UTF-8 character boundary if it
+   does not fit, so that text which was valid UTF-8 stays so. Bytes are not checked. */
+void fz_strcopy(char *dst, size_t size, const char *src);
+
+/* For constructors that return a one-line reason: formats it into err (when err and errlen
+   are non-zero) and returns -1, so a check can `return fz_errf (err, errlen, ...)`. */
+int fz_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Closes *fd if it is open (>= 0) and sets it to -1. */
+void fz_close(int *fd);
 
 #endif

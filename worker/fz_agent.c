@@ -1,29 +1,35 @@
-/*  fz_agent: one supervised agent process, or a simulation of one; see fz_agent.h.
+/*  fz_agent: the supervision of one agent process, or of a simulation of one; see fz_agent.h.
 
-    Life of a real agent (self->phase):
-      S_RUNNING  the keeper (pid = process group id, see "the keeper" below) runs the shell;
-                 the prompt is fed, output and report file are followed, limits enforced.
-                 The shell's exit comes as a report from the keeper, which stays alive (or,
-                 once dead, stays our unreaped zombie: we only peek with waitid WNOWAIT), so
-                 its pid, and so the group id, cannot be reused and signalling the group stays
-                 safe. If we were stopping it, live group members keep their grace before we
-                 go on.
-      s_finish   SIGKILL the group (the keeper with it), reap the keeper, drain output, read
-                 the report a last time, settle the outcome from the shell's status.
-      S_SWEEP    SIGKILL and reap children of this process (escaped descendants the subreaper
+    Life of a real agent (self->state, fz_agent_state_t in fz_agent_int.h):
+      RUNNING    the keeper (pid = process group id, see fz_keeper.h) runs the shell; the
+                 prompt is fed, output and report file are followed, limits enforced.
+      STOPPING   timeout, cost cap or cancel: SIGTERM sent, SIGKILL after the grace
+                 (KILLING). The shell's exit comes as a report from the keeper, which stays
+                 alive (or, once dead, stays our unreaped zombie: we only peek with waitid
+                 WNOWAIT), so its pid, and so the group id, cannot be reused and signalling
+                 the group stays safe. If we were stopping it, live group members keep their
+                 grace (LINGER) before we go on.
+      ENDED      s_finish: SIGKILL the group (the keeper with it), reap the keeper, drain
+                 output, read the report a last time, settle the outcome from the shell's
+                 status. LOST instead if someone else reaped the keeper.
+      SWEEP      SIGKILL and reap children of this process (escaped descendants the subreaper
                  caught) until a scan finds none.
-      S_DONE     descriptors closed; status, tail and new output stay readable.
-    A simulated agent has no process and goes from S_RUNNING to S_DONE by the clock alone. */
+      DONE       descriptors closed; status, tail and new output stay readable.
+    A simulated agent (fz_sim.c) has no process and goes from RUNNING to DONE by the clock
+    alone. Starting a real one is fz_agent_start.c; the keeper, /proc and the report parser
+    are fz_keeper, fz_proctab and fz_rfile. */
 
-#include "fz_agent.h"
+#include "fz_agent_int.h"
+#include "fz_keeper.h"
+#include "fz_proctab.h"
+#include "fz_rfile.h"
+#include "fz_sim.h"
+#include "fz_util.h"
 
-#include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <locale.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -31,141 +37,33 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#if !defined(__GLIBC__)
-#error "fz_agent needs glibc >= 2.34 (_Fork, closefrom)"
-#elif !__GLIBC_PREREQ(2, 34)
-#error "fz_agent needs glibc >= 2.34 (_Fork, closefrom)"
-#endif
-
-#define S_IOBUF (64 * 1024)
 /* Output read per pump: a flooding agent must not starve the worker's other sockets. */
 #define S_PUMP_READ_MAX (1024 * 1024)
 /* Output read after the agent ended: the pipe holds at most its buffer plus what escaped
    writers add before the sweep kills them. */
 #define S_DRAIN_MAX (4 * 1024 * 1024)
-#define S_REPORT_EVERY_MS 250
 /* Unread report data beyond this is skipped: every key is last-wins, so only counts suffer,
    and a hostile agent cannot make one pump read gigabytes. */
 #define S_REPORT_WINDOW (1024 * 1024)
 #define S_WAIT_POLL_MS 100 /* how often to look for the exit when not polling for it */
 #define S_GROUP_CHECK_MS 50
 #define S_SWEEP_TICK_MS 5
-#define S_SWEEP_MAX_MS 2000
 #define S_DESTROY_MAX_MS 2000
-#define S_TAIL_MAX_LIMIT ((size_t)256 * 1024 * 1024)
-#define S_MS_MAX ((int64_t)1 << 50) /* longer than anyone waits; keeps sums from overflowing */
-
-typedef enum { S_RUNNING, S_SWEEP, S_DONE } s_phase_t;
-
-struct fz_agent_t {
-    fz_agent_status_t status;
-    s_phase_t phase;
-    bool simulated;
-    bool counted; /* included in s_live_agents */
-    int64_t timeout_ms;
-    int64_t grace_ms;
-    double max_cost;
-    char *workdir; /* absolute */
-    char *report_path;
-
-    pid_t pid;          /* the keeper: the group leader, so also the process group id */
-    int status_fd;      /* the keeper's reports (nonblocking); -1 once it hung up */
-    int death_fd;       /* held until the keeper is reaped: its EOF tells the keeper we died */
-    bool poll_status;   /* status_fd goes to the caller's poll (else: looked at on a timer) */
-    bool leader_exited; /* the shell's exit reported, or the keeper seen dead (WNOWAIT) */
-    bool shell_exited;  /* shell_wstatus holds the shell's wait status */
-    int shell_wstatus;
-    bool leader_reaped;
-    bool leader_lost; /* reaped by someone else: its ids are no longer ours to signal */
-    fz_agent_outcome_t stop_outcome;
-    int64_t kill_at_ms;
-    bool kill_sent;
-    int64_t group_check_ms;
-    int64_t sweep_until_ms;
-
-    int in_fd; /* our end of the agent's stdin */
-    char *prompt;
-    size_t prompt_len, prompt_off;
-
-    int out_fd; /* our end of the agent's stdout + stderr */
-    int log_fd;
-    char *iobuf;
-    /* Sliding tail: up to 2 * tail_max bytes, the newest tail_max of them are "the tail";
-       sliding costs one memmove per tail_max bytes and keeps the tail contiguous. */
-    char *tail;
-    size_t tail_max, tail_len;
-    uint64_t taken; /* output_bytes already handed out by take_new_output */
-
-    int report_fd;
-    off_t report_off;
-    int64_t report_due_ms;
-    char *line; /* the report line being assembled */
-    size_t line_len;
-    bool line_skip; /* discarding up to the next newline */
-
-    fz_agent_sim_t sim; /* numbers only; its strings are copied elsewhere */
-    int64_t sim_duration_ms;
-    int64_t sim_last_ms;
-    char *sim_summary;
-};
 
 /* Real agents of this process that are not reaped yet. The final sweep kills every child of
    the process, so it runs only when this is 0: then any child left is an escaped descendant.
    Process-wide on purpose: children belong to the process, not to one fz_agent_t. */
 static int s_live_agents;
 
-static void s_end(fz_agent_t *self);
-
-static void s_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void s_log(const char *fmt, ...)
+void fz_agent_count_live(fz_agent_t *self)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("fz_agent: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-static int s_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int s_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
-/* Copies a string, cutting it short on a UTF-8 character boundary: the worker puts these
-   into protocol strings that must stay valid UTF-8 when the input was. */
-static void s_copy(char *dst, size_t size, const char *src)
-{
-    size_t n = strlen(src);
-    if (n >= size) {
-        n = size - 1;
-        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
-            n--;
-    }
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
-static void s_close(int *fd)
-{
-    if (*fd >= 0)
-        close(*fd);
-    *fd = -1;
+    self->counted = true;
+    s_live_agents++;
 }
 
 static void s_sleep_ms(int ms)
@@ -174,21 +72,19 @@ static void s_sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-static int64_t s_ms(double seconds)
+int64_t fz_agent_ms(double seconds)
 {
     if (!(seconds > 0))
         return 0;
-    if (seconds * 1000 >= (double)S_MS_MAX)
-        return S_MS_MAX;
+    if (seconds * 1000 >= (double)FZ_AGENT_MS_MAX)
+        return FZ_AGENT_MS_MAX;
     int64_t ms = (int64_t)(seconds * 1000 + 0.5);
     return ms > 0 ? ms : 1;
 }
 
 int64_t fz_agent_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return fz_clock_ms();
 }
 
 int fz_agent_init_subreaper(void)
@@ -226,87 +122,6 @@ const char *fz_agent_outcome_name(fz_agent_outcome_t outcome)
 }
 
 /* ---------------------------------------------------------------- files and descriptors */
-
-/* mkdir -p: every missing component, mode 0777 less the umask. 0 or -1 with errno. */
-static int s_mkdir_p(const char *path)
-{
-    char *copy = strdup(path);
-    if (!copy)
-        return -1;
-    for (char *p = copy + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        int rc = mkdir(copy, 0777);
-        *p = '/';
-        if (rc < 0 && errno != EEXIST) {
-            free(copy);
-            return -1;
-        }
-    }
-    int rc = mkdir(copy, 0777);
-    free(copy);
-    if (rc < 0 && errno != EEXIST)
-        return -1;
-    struct stat st;
-    if (stat(path, &st) < 0)
-        return -1;
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
-}
-
-/* Creates the folder a file will live in. */
-static int s_mkdir_parent(const char *file)
-{
-    const char *slash = strrchr(file, '/');
-    if (!slash || slash == file)
-        return 0;
-    char *dir = strndup(file, (size_t)(slash - file));
-    if (!dir)
-        return -1;
-    int rc = s_mkdir_p(dir);
-    int saved = errno;
-    free(dir);
-    errno = saved;
-    return rc;
-}
-
-/* Keeps our pipe ends off 0..2: if the worker runs with stdio closed, pipe2 could hand out
-   0, 1 or 2 and the child's dup2 onto its stdio would clobber them. */
-static int s_above_stdio(int fd)
-{
-    if (fd < 0 || fd > 2)
-        return fd;
-    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return moved;
-}
-
-static int s_pipe(int fds[2])
-{
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return -1;
-    fds[0] = s_above_stdio(fds[0]);
-    fds[1] = s_above_stdio(fds[1]);
-    if (fds[0] >= 0 && fds[1] >= 0)
-        return 0;
-    int saved = errno;
-    s_close(&fds[0]);
-    s_close(&fds[1]);
-    errno = saved;
-    return -1;
-}
-
-static int s_nonblock(int fd)
-{
-    int flags = fcntl(fd, F_GETFL);
-    return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-}
 
 /* write() that cannot raise SIGPIPE even if the caller did not ignore it: SIGPIPE for a
    pipe write goes to the writing thread, so block it here, and swallow the one our write
@@ -349,8 +164,8 @@ static void s_log_write(fz_agent_t *self, const char *data, size_t n)
             continue;
         else {
             self->status.log_errno = w < 0 ? errno : EIO;
-            s_log("log write failed (%s); output is no longer logged",
-                  strerror(self->status.log_errno));
+            fz_warn("log write failed (%s); output is no longer logged",
+                    strerror(self->status.log_errno));
         }
     }
 }
@@ -373,7 +188,7 @@ static void s_tail_append(fz_agent_t *self, const char *data, size_t n)
     self->tail[self->tail_len] = '\0';
 }
 
-static void s_output(fz_agent_t *self, const char *data, size_t n)
+void fz_agent_output(fz_agent_t *self, const char *data, size_t n)
 {
     s_log_write(self, data, n);
     s_tail_append(self, data, n);
@@ -384,16 +199,16 @@ static void s_read_output(fz_agent_t *self, size_t budget)
 {
     size_t got = 0;
     while (self->out_fd >= 0 && got < budget) {
-        ssize_t n = read(self->out_fd, self->iobuf, S_IOBUF);
+        ssize_t n = read(self->out_fd, self->iobuf, FZ_AGENT_IOBUF);
         if (n > 0) {
-            s_output(self, self->iobuf, (size_t)n);
+            fz_agent_output(self, self->iobuf, (size_t)n);
             got += (size_t)n;
         } else if (n < 0 && errno == EINTR)
             continue;
         else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
         else
-            s_close(&self->out_fd); /* EOF: every writer is gone */
+            fz_close(&self->out_fd); /* EOF: every writer is gone */
     }
 }
 
@@ -401,7 +216,7 @@ static void s_read_output(fz_agent_t *self, size_t budget)
 
 static void s_close_stdin(fz_agent_t *self)
 {
-    s_close(&self->in_fd);
+    fz_close(&self->in_fd);
     free(self->prompt);
     self->prompt = NULL;
     self->prompt_len = self->prompt_off = 0;
@@ -409,7 +224,7 @@ static void s_close_stdin(fz_agent_t *self)
 
 /* Writes what the pipe takes now. EPIPE means the agent closed stdin or exited: it has
    what it wanted, so stop quietly. Closing the pipe at the end gives the agent its EOF. */
-static void s_feed_stdin(fz_agent_t *self)
+void fz_agent_feed_stdin(fz_agent_t *self)
 {
     while (self->in_fd >= 0 && self->prompt_off < self->prompt_len) {
         ssize_t n = s_write_nosigpipe(self->in_fd, self->prompt + self->prompt_off,
@@ -426,169 +241,26 @@ static void s_feed_stdin(fz_agent_t *self)
 
 /* ---------------------------------------------------------------- report file */
 
-/* strtod in the C locale whatever the worker's locale: reports always use '.'. */
-static double s_strtod_c(const char *s, char **end)
-{
-    static locale_t c_locale;
-    if (!c_locale)
-        c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
-    return c_locale ? strtod_l(s, end, c_locale) : strtod(s, end);
-}
-
-/* A plain non-negative decimal (exponent allowed): no sign, hex, nan or inf. */
-static bool s_parse_cost(const char *s, double *out)
-{
-    size_t len = strlen(s);
-    if (len == 0 || len > 64 || strspn(s, "0123456789.eE+-") != len)
-        return false;
-    if (!isdigit((unsigned char)s[0]) && s[0] != '.')
-        return false;
-    char *end;
-    errno = 0;
-    double v = s_strtod_c(s, &end);
-    if (errno != 0 || end != s + len || !isfinite(v) || v < 0)
-        return false;
-    *out = v;
-    return true;
-}
-
-/* Digits only: strtoull alone would take "-5" as a huge number. */
-static bool s_parse_u64(const char *s, uint64_t *out)
-{
-    size_t len = strlen(s);
-    if (len == 0 || len > 20 || strspn(s, "0123456789") != len)
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end != s + len)
-        return false;
-    *out = v;
-    return true;
-}
-
-static bool s_on_cost(fz_agent_t *self, char *value)
-{
-    return s_parse_cost(value, &self->status.cost_usd);
-}
-
-static bool s_on_tokens_in(fz_agent_t *self, char *value)
-{
-    return s_parse_u64(value, &self->status.tokens_in);
-}
-
-static bool s_on_tokens_out(fz_agent_t *self, char *value)
-{
-    return s_parse_u64(value, &self->status.tokens_out);
-}
-
-static bool s_on_model(fz_agent_t *self, char *value)
-{
-    size_t len = strlen(value);
-    if (len == 0 || len >= sizeof self->status.model || strcspn(value, " \t") != len)
-        return false;
-    s_copy(self->status.model, sizeof self->status.model, value);
-    return true;
-}
-
-/* "progress 40 running tests": a whole percent (a trailing % is tolerated), then text. */
-static bool s_on_progress(fz_agent_t *self, char *value)
-{
-    char *text = value + strcspn(value, " \t");
-    if (*text) {
-        *text++ = '\0';
-        text += strspn(text, " \t");
-    }
-    size_t len = strlen(value);
-    if (len > 0 && value[len - 1] == '%')
-        value[len - 1] = '\0';
-    uint64_t pct;
-    if (!s_parse_u64(value, &pct) || pct > 100)
-        return false;
-    self->status.progress_pct = (int)pct;
-    s_copy(self->status.progress_text, sizeof self->status.progress_text, text);
-    return true;
-}
-
-static bool s_on_summary(fz_agent_t *self, char *value)
-{
-    if (!*value)
-        return false;
-    s_copy(self->status.summary, sizeof self->status.summary, value);
-    return true;
-}
-
-static const struct {
-    const char *key;
-    bool (*handle)(fz_agent_t *self, char *value);
-} s_report_keys[] = {
-    {"cost_usd", s_on_cost}, {"tokens_in", s_on_tokens_in}, {"tokens_out", s_on_tokens_out},
-    {"model", s_on_model},   {"progress", s_on_progress},   {"summary", s_on_summary},
-};
-
-/* One complete line (line has room for a NUL at line[len]). Blank lines are not counted. */
-static void s_report_line(fz_agent_t *self, char *line, size_t len)
-{
-    bool ok = false;
-    if (memchr(line, '\0', len))
-        goto done;
-    line[len] = '\0';
-    while (len > 0 && isspace((unsigned char)line[len - 1]))
-        line[--len] = '\0';
-    char *key = line + strspn(line, " \t");
-    if (!*key)
-        return;
-    for (const char *p = key; *p; p++)
-        if ((iscntrl((unsigned char)*p) && *p != '\t'))
-            goto done;
-    char *value = key + strcspn(key, " \t");
-    if (*value) {
-        *value++ = '\0';
-        value += strspn(value, " \t");
-    }
-    for (size_t i = 0; i < sizeof s_report_keys / sizeof s_report_keys[0]; i++)
-        if (strcmp(key, s_report_keys[i].key) == 0) {
-            ok = s_report_keys[i].handle(self, value);
-            break;
-        }
-done:
-    if (ok)
-        self->status.report_lines++;
-    else
-        self->status.report_ignored++;
-}
-
-static void s_report_feed(fz_agent_t *self, const char *data, size_t n)
-{
-    while (n > 0) {
-        const char *nl = memchr(data, '\n', n);
-        size_t seg = nl ? (size_t)(nl - data) : n;
-        if (!self->line_skip) {
-            if (self->line_len + seg > FZ_AGENT_REPORT_LINE_MAX) {
-                self->line_skip = true;
-                self->line_len = 0;
-                self->status.report_ignored++;
-            } else {
-                memcpy(self->line + self->line_len, data, seg);
-                self->line_len += seg;
-            }
-        }
-        if (!nl)
-            return; /* a partial line waits for its newline */
-        if (!self->line_skip)
-            s_report_line(self, self->line, self->line_len);
-        self->line_skip = false;
-        self->line_len = 0;
-        data += seg + 1;
-        n -= seg + 1;
-    }
-}
-
 static void s_report_restart(fz_agent_t *self, off_t offset, bool mid_line)
 {
     self->report_off = offset;
-    self->line_len = 0;
-    self->line_skip = mid_line;
+    fz_rfile_restart(&self->report, mid_line);
+}
+
+/* The parser's values become the status (the same fields, the same sizes). */
+static void s_report_publish(fz_agent_t *self)
+{
+    const fz_rfile_values_t *v = &self->report.values;
+    fz_agent_status_t *st = &self->status;
+    st->cost_usd = v->cost_usd;
+    st->tokens_in = v->tokens_in;
+    st->tokens_out = v->tokens_out;
+    memcpy(st->model, v->model, sizeof st->model);
+    st->progress_pct = v->progress_pct;
+    memcpy(st->progress_text, v->progress_text, sizeof st->progress_text);
+    memcpy(st->summary, v->summary, sizeof st->summary);
+    st->report_lines = v->lines;
+    st->report_ignored = v->ignored;
 }
 
 /* Reads what was appended to the open report since last time. */
@@ -603,14 +275,14 @@ static void s_report_drain(fz_agent_t *self)
         s_report_restart(self, st.st_size - S_REPORT_WINDOW, true);
     while (self->report_off < st.st_size) {
         off_t left = st.st_size - self->report_off;
-        size_t want = left < S_IOBUF ? (size_t)left : S_IOBUF;
+        size_t want = left < FZ_AGENT_IOBUF ? (size_t)left : FZ_AGENT_IOBUF;
         ssize_t n = pread(self->report_fd, self->iobuf, want, self->report_off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             break;
         self->report_off += n;
-        s_report_feed(self, self->iobuf, (size_t)n);
+        fz_rfile_feed(&self->report, self->iobuf, (size_t)n);
     }
 }
 
@@ -632,7 +304,7 @@ static bool s_report_follow(fz_agent_t *self)
         close(fd);
         return false;
     }
-    s_close(&self->report_fd);
+    fz_close(&self->report_fd);
     self->report_fd = fd;
     s_report_restart(self, 0, false);
     return true;
@@ -645,469 +317,24 @@ static void s_read_report(fz_agent_t *self, bool final)
     s_report_drain(self);
     if (self->report_path && s_report_follow(self))
         s_report_drain(self);
-    if (final) {
-        if (!self->line_skip && self->line_len > 0)
-            s_report_line(self, self->line, self->line_len);
-        s_report_restart(self, self->report_off, false);
-    }
-}
-
-/* ---------------------------------------------------------------- the keeper
-
-   The keeper is forked from the worker (with _Fork: no atfork handlers run) and never execs,
-   so it is a copy of a process that had other threads: it uses only async-signal-safe calls
-   (no malloc, stdio or locks) on memory prepared before the fork. It leads the agent's
-   process group, is a child subreaper, ignores every signal it can, and starts the shell
-   with vfork + execve. Then it waits for two things at once:
-   - its children: when the shell exits, its wait status goes to the worker (S_MSG_EXITED).
-     The keeper stays while any descendant lives (orphans reparent to it, their subreaper),
-     so the group keeps its guard during a grace period, then exits mirroring the shell;
-   - the death pipe: only the worker holds its write end (close-on-exec, closed in the keeper
-     before the shell starts), so read() returns 0 exactly when the worker process is gone,
-     however it died. The keeper then SIGKILLs its group and every descendant, and exits. */
-
-enum { S_MSG_STARTED = 1, S_MSG_START_FAILED = 2, S_MSG_EXITED = 3 };
-
-/* One report from the keeper: 8 bytes, so each write and read is atomic on a pipe. */
-typedef struct {
-    int32_t kind;
-    int32_t value; /* STARTED: the shell's pid; START_FAILED: errno; EXITED: wait status */
-} s_msg_t;
-
-typedef struct {
-    const char *shell;
-    char *const *argv;
-    char *const *envp;
-    const char *workdir;
-    int in_fd, out_fd; /* become the agent's stdin, and its stdout + stderr */
-    int death_fd;      /* read end of the death pipe */
-    int status_fd;     /* write end of the status pipe */
-} s_keeper_args_t;
-
-#define S_KEEPER_DEATH_FD 3
-#define S_KEEPER_STATUS_FD 4
-#define S_KEEPER_FREE_FD 5
-
-static void s_keeper_on_child(int sig)
-{
-    (void)sig; /* only there to interrupt ppoll */
-}
-
-static void s_keeper_send(int fd, int32_t kind, int32_t value)
-{
-    s_msg_t msg = {kind, value};
-    while (write(fd, &msg, sizeof msg) < 0 && errno == EINTR)
-        ;
-}
-
-static __attribute__((noreturn)) void s_keeper_fail(int status_fd, int err)
-{
-    s_keeper_send(status_fd, S_MSG_START_FAILED, err);
-    _exit(127);
-}
-
-static int64_t s_keeper_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* A raw rt_sigaction to SIG_DFL (an all-zero kernel sigaction on every architecture):
-   sanitizer runtimes intercept sigaction() and keep their own SIGSEGV handler, which would
-   turn the mirrored death into an error report. */
-static void s_keeper_default(int sig)
-{
-    unsigned long zero[8] = {0};
-    syscall(SYS_rt_sigaction, sig, zero, NULL, (size_t)(_NSIG / 8));
-}
-
-/* Exits as the shell did: same exit code, or death by the same signal (never with a core
-   dump of the keeper). */
-static __attribute__((noreturn)) void s_keeper_mirror(int wstatus)
-{
-    if (WIFSIGNALED(wstatus)) {
-        int sig = WTERMSIG(wstatus);
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core);
-        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-        s_keeper_default(sig);
-        kill(getpid(), sig); /* pending: every signal is blocked */
-        sigset_t one;
-        sigemptyset(&one);
-        sigaddset(&one, sig);
-        sigprocmask(SIG_UNBLOCK, &one, NULL);
-        _exit(128 + sig); /* not reached for a signal that can kill */
-    }
-    _exit(WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 127);
-}
-
-typedef struct {
-    char state;
-    long ppid, pgrp;
-} s_keeper_proc_t;
-
-static const char *s_keeper_long(const char *p, long *out)
-{
-    bool neg = *p == '-';
-    p += neg;
-    if (*p < '0' || *p > '9')
-        return NULL;
-    long v = 0;
-    while (*p >= '0' && *p <= '9' && v < (1L << 40))
-        v = v * 10 + (*p++ - '0');
-    *out = neg ? -v : v;
-    return p;
-}
-
-/* /proc/PID/stat without stdio: "pid (comm) state ppid pgrp ...", comm may hold ')'. */
-static bool s_keeper_proc(const char *pid, s_keeper_proc_t *proc)
-{
-    char path[64] = "/proc/", buf[512];
-    size_t len = strlen(pid);
-    if (len > 20)
-        return false;
-    memcpy(path + 6, pid, len);
-    memcpy(path + 6 + len, "/stat", sizeof "/stat");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    ssize_t n;
-    do
-        n = read(fd, buf, sizeof buf - 1);
-    while (n < 0 && errno == EINTR);
-    close(fd);
-    if (n <= 0)
-        return false;
-    buf[n] = '\0';
-    const char *p = NULL;
-    for (ssize_t i = n - 1; i >= 0 && !p; i--)
-        if (buf[i] == ')')
-            p = buf + i + 1;
-    /* p: " S PPID PGRP ..." */
-    if (!p || p[0] != ' ' || !p[1] || p[2] != ' ')
-        return false;
-    proc->state = p[1];
-    p = s_keeper_long(p + 3, &proc->ppid);
-    return p && *p == ' ' && s_keeper_long(p + 1, &proc->pgrp);
-}
-
-/* SIGKILL to a member of our group that is not our child. Through a pidfd where the kernel
-   has them, checking the group again once the pidfd pins the process, so that a pid freed
-   and reused between the scan and the signal is never hit. */
-static void s_keeper_kill_member(const char *name, pid_t pid, pid_t self)
-{
-#if defined(SYS_pidfd_open) && defined(SYS_pidfd_send_signal)
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd >= 0) {
-        s_keeper_proc_t proc;
-        if (s_keeper_proc(name, &proc) && proc.pgrp == self)
-            syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
-        close(fd);
-        return;
-    }
-    if (errno != ENOSYS)
-        return; /* gone already */
-#else
-    (void)name, (void)self;
-#endif
-    kill(pid, SIGKILL);
-}
-
-/* One pass over /proc: SIGKILL to our children (safe: unreaped children keep their pids)
-   and to the other members of our group. Returns how many live ones it saw, -1 if /proc
-   cannot be read. */
-static int s_keeper_kill_pass(pid_t self)
-{
-    int dir = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0)
-        return -1;
-    union {
-        struct dirent64 entry;
-        char bytes[16384];
-    } buf;
-    int seen = 0;
-    ssize_t n;
-    while ((n = getdents64(dir, buf.bytes, sizeof buf.bytes)) > 0) {
-        for (ssize_t off = 0; off < n;) {
-            struct dirent64 *entry = (struct dirent64 *)(void *)(buf.bytes + off);
-            off += entry->d_reclen;
-            long pid;
-            const char *end = s_keeper_long(entry->d_name, &pid);
-            s_keeper_proc_t proc;
-            if (!end || *end || pid <= 0 || pid == self || !s_keeper_proc(entry->d_name, &proc) ||
-                proc.state == 'Z' || proc.state == 'X')
-                continue;
-            if (proc.ppid == self) {
-                kill((pid_t)pid, SIGKILL);
-                seen++;
-            } else if (proc.pgrp == self) {
-                s_keeper_kill_member(entry->d_name, (pid_t)pid, self);
-                seen++;
-            }
-        }
-    }
-    close(dir);
-    return seen;
-}
-
-/* The worker is gone: kill the group and every descendant. Each pass kills the group and
-   our children; a descendant that left the group is our child as soon as its parent died,
-   so the next pass gets it. Bounded: a process in uninterruptible sleep cannot die. */
-static __attribute__((noreturn)) void s_keeper_guard(pid_t self)
-{
-    int64_t give_up = s_keeper_now_ms() + S_SWEEP_MAX_MS;
-    for (;;) {
-        int seen = s_keeper_kill_pass(self);
-        while (waitpid(-1, NULL, WNOHANG) > 0)
-            ;
-        if (seen <= 0 || s_keeper_now_ms() >= give_up)
-            break;
-        struct timespec tick = {0, 1000000L};
-        nanosleep(&tick, NULL);
-    }
-    kill(0, SIGKILL); /* whatever is left of the group, and ourselves */
-    _exit(137);
-}
-
-/* The vfork child: the agent itself. Signal handlers back to default (the keeper's ignored
-   signals would survive the exec), empty mask, cwd the workdir. On failure the errno goes
-   through err_fd, which close-on-exec closes on success. */
-static __attribute__((noreturn)) void s_keeper_exec(const s_keeper_args_t *args, int err_fd)
-{
-    for (int sig = 1; sig < _NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
-            s_keeper_default(sig);
-    int err = 0;
-    if (chdir(args->workdir) < 0)
-        err = errno;
-    else {
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execve(args->shell, args->argv, args->envp);
-        err = errno;
-    }
-    while (write(err_fd, &err, sizeof err) < 0 && errno == EINTR)
-        ;
-    _exit(127);
-}
-
-/* Its own function, so that nothing in the keeper's frame lives across the vfork. */
-static __attribute__((noinline)) pid_t s_keeper_vfork(const s_keeper_args_t *args, int err_fd)
-{
-    pid_t pid = vfork();
-    if (pid == 0)
-        s_keeper_exec(args, err_fd);
-    return pid;
-}
-
-/* Arranges the keeper's descriptors: the agent's stdio on 0..2, the death pipe on 3, the
-   status pipe on 4 (both close-on-exec), nothing else. */
-static int s_keeper_fds(const s_keeper_args_t *args, int *status)
-{
-    int death = args->death_fd, moved;
-    *status = args->status_fd;
-    if (dup2(args->in_fd, STDIN_FILENO) < 0 || dup2(args->out_fd, STDOUT_FILENO) < 0 ||
-        dup2(args->out_fd, STDERR_FILENO) < 0)
-        return -1;
-    if (*status == S_KEEPER_DEATH_FD) {
-        if ((moved = fcntl(*status, F_DUPFD_CLOEXEC, S_KEEPER_FREE_FD)) < 0)
-            return -1;
-        *status = moved;
-    }
-    if (death != S_KEEPER_DEATH_FD && dup3(death, S_KEEPER_DEATH_FD, O_CLOEXEC) < 0)
-        return -1;
-    if (*status != S_KEEPER_STATUS_FD) {
-        if (dup3(*status, S_KEEPER_STATUS_FD, O_CLOEXEC) < 0)
-            return -1;
-        *status = S_KEEPER_STATUS_FD;
-    }
-    if (close_range(S_KEEPER_FREE_FD, ~0U, 0) < 0)
-        closefrom(S_KEEPER_FREE_FD);
-    return 0;
-}
-
-static __attribute__((noreturn)) void s_keeper_main(const s_keeper_args_t *args)
-{
-    pid_t self = getpid();
-    setpgid(0, 0); /* the parent does it too: whoever comes first */
-
-    /* Every signal stays blocked (the worker blocked them around the fork) except SIGCHLD,
-       and only inside ppoll. Signals sent to the group are for the agent: ignore them. */
-    struct sigaction action;
-    memset(&action, 0, sizeof action);
-    sigemptyset(&action.sa_mask);
-    action.sa_handler = SIG_IGN;
-    for (int sig = 1; sig < _NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD)
-            sigaction(sig, &action, NULL); /* EINVAL for the C library's own: fine */
-    action.sa_handler = s_keeper_on_child;
-    action.sa_flags = SA_NOCLDSTOP;
-    sigaction(SIGCHLD, &action, NULL);
-    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    /* Wakes a keeper stopped with its group (kill -STOP 0) when the worker's thread ends;
-       the death pipe then says the rest. */
-    prctl(PR_SET_PDEATHSIG, SIGCONT, 0, 0, 0);
-
-    int status_fd;
-    if (s_keeper_fds(args, &status_fd) < 0)
-        s_keeper_fail(status_fd, errno);
-    int err_pipe[2];
-    if (pipe2(err_pipe, O_CLOEXEC) < 0)
-        s_keeper_fail(S_KEEPER_STATUS_FD, errno);
-    pid_t shell = s_keeper_vfork(args, err_pipe[1]);
-    int vfork_errno = errno;
-    close(err_pipe[1]);
-    int exec_errno = 0;
-    ssize_t got = shell > 0 ? read(err_pipe[0], &exec_errno, sizeof exec_errno) : 0;
-    close(err_pipe[0]);
-    /* The agent's pipes are the agent's alone: it must see EPIPE and EOF as it would. */
-    close(STDIN_FILENO);
-    close(STDOUT_FILENO);
-    close(STDERR_FILENO);
-    if (shell < 0)
-        s_keeper_fail(S_KEEPER_STATUS_FD, vfork_errno);
-    if (got == (ssize_t)sizeof exec_errno) {
-        waitpid(shell, NULL, 0);
-        s_keeper_fail(S_KEEPER_STATUS_FD, exec_errno);
-    }
-    s_keeper_send(S_KEEPER_STATUS_FD, S_MSG_STARTED, shell);
-
-    sigset_t wait_mask;
-    sigfillset(&wait_mask);
-    sigdelset(&wait_mask, SIGCHLD);
-    bool shell_done = false;
-    int shell_status = 0;
-    for (;;) {
-        pid_t r;
-        int wstatus;
-        while ((r = waitpid(-1, &wstatus, WNOHANG)) > 0)
-            if (r == shell) {
-                shell_done = true;
-                shell_status = wstatus;
-                s_keeper_send(S_KEEPER_STATUS_FD, S_MSG_EXITED, wstatus);
-            }
-        if (r < 0 && errno == ECHILD && shell_done)
-            s_keeper_mirror(shell_status); /* nothing of the agent is left */
-        struct pollfd death = {S_KEEPER_DEATH_FD, POLLIN, 0};
-        if (ppoll(&death, 1, NULL, &wait_mask) > 0) {
-            char byte;
-            ssize_t n = read(S_KEEPER_DEATH_FD, &byte, 1);
-            if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
-                s_keeper_guard(self);
-        }
-    }
-}
-
-/* 1: a message; 0: none yet (nonblocking descriptor); -1: EOF or error, the keeper is gone. */
-static int s_read_msg(int fd, s_msg_t *msg)
-{
-    ssize_t n;
-    do
-        n = read(fd, msg, sizeof *msg);
-    while (n < 0 && errno == EINTR);
-    if (n == (ssize_t)sizeof *msg)
-        return 1;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return 0;
-    return -1;
+    if (final)
+        fz_rfile_finish(&self->report);
+    s_report_publish(self);
 }
 
 /* ---------------------------------------------------------------- processes */
 
-typedef struct {
-    pid_t pid, ppid, pgrp;
-    char state;
-} s_proc_t;
-
-/* One process's state, parent and group: the keeper's async-signal-safe reader serves here
-   too. */
-static bool s_proc_read(pid_t pid, s_proc_t *proc)
-{
-    char name[24];
-    snprintf(name, sizeof name, "%d", (int)pid);
-    s_keeper_proc_t kp;
-    if (!s_keeper_proc(name, &kp))
-        return false;
-    proc->pid = pid;
-    proc->ppid = (pid_t)kp.ppid;
-    proc->pgrp = (pid_t)kp.pgrp;
-    proc->state = kp.state;
-    return true;
-}
-
-/* Calls visit for every process in /proc until it returns false. O(processes). */
-static void s_proc_each(bool (*visit)(const s_proc_t *proc, void *arg), void *arg)
-{
-    DIR *dir = opendir("/proc");
-    if (!dir)
-        return;
-    struct dirent *entry;
-    while ((entry = readdir(dir))) {
-        char *end;
-        long pid = strtol(entry->d_name, &end, 10);
-        s_proc_t proc;
-        if (*end || pid <= 0 || pid > INT_MAX)
-            continue;
-        if (s_proc_read((pid_t)pid, &proc) && !visit(&proc, arg))
-            break;
-    }
-    closedir(dir);
-}
-
-typedef struct {
-    pid_t pgrp, leader;
-    bool alive;
-} s_group_t;
-
-static bool s_group_visit(const s_proc_t *proc, void *arg)
-{
-    s_group_t *group = arg;
-    if (proc->pgrp == group->pgrp && proc->pid != group->leader && proc->state != 'Z' &&
-        proc->state != 'X')
-        group->alive = true;
-    return !group->alive;
-}
-
-/* True if a process other than the leader still lives in the group. */
-static bool s_group_alive(pid_t pgrp)
-{
-    s_group_t group = {pgrp, pgrp, false};
-    s_proc_each(s_group_visit, &group);
-    return group.alive;
-}
-
-typedef struct {
-    pid_t parent;
-    int seen;
-} s_sweep_t;
-
-/* Every process seen here is our own unreaped child at the time of the scan; it stays so
-   until we reap it, so its pid cannot be reused under us and signalling it is safe. */
-static bool s_sweep_visit(const s_proc_t *proc, void *arg)
-{
-    s_sweep_t *sweep = arg;
-    if (proc->ppid != sweep->parent)
-        return true;
-    sweep->seen++;
-    if (proc->state == 'Z')
-        waitpid(proc->pid, NULL, WNOHANG);
-    else
-        kill(proc->pid, SIGKILL);
-    return true;
-}
-
 static void s_sweep_step(fz_agent_t *self, int64_t now)
 {
-    s_sweep_t sweep = {getpid(), 0};
-    s_proc_each(s_sweep_visit, &sweep);
-    if (sweep.seen == 0)
-        s_end(self);
+    /* Every process seen is our own unreaped child at the time of the scan; it stays so until
+       we reap it, so its pid cannot be reused under us and signalling it is safe. */
+    int seen = fz_proctab_sweep_children(getpid());
+    if (seen == 0)
+        fz_agent_end(self);
     else if (now >= self->sweep_until_ms) {
-        s_log("%d descendant(s) of agent %d would not die after SIGKILL; giving up", sweep.seen,
-              (int)self->pid);
-        s_end(self);
+        fz_warn("%d descendant(s) of agent %d would not die after SIGKILL; giving up", seen,
+                (int)self->pid);
+        fz_agent_end(self);
     }
 }
 
@@ -1115,17 +342,34 @@ static void s_sweep_step(fz_agent_t *self, int64_t now)
    have been reused. After the reap we never signal the group again. */
 static void s_signal_group(fz_agent_t *self, int sig)
 {
-    if (self->pid > 0 && !self->leader_reaped && !self->leader_lost)
+    if (self->pid > 0 && self->state < FZ_AGENT_S_LOST)
         kill(-self->pid, sig);
+}
+
+/* The shell runs (as far as we know): no exit reported, the keeper not seen dead. */
+static bool s_leader_alive(const fz_agent_t *self)
+{
+    return self->state <= FZ_AGENT_S_KILLING;
+}
+
+/* The leader ended: lost (its ids are no longer ours), or over; during a stop whose SIGKILL
+   is still to come, the rest of the group keeps its grace. */
+static void s_leader_ended(fz_agent_t *self, bool lost)
+{
+    if (lost)
+        self->state = FZ_AGENT_S_LOST;
+    else
+        self->state = self->state == FZ_AGENT_S_STOPPING ? FZ_AGENT_S_LINGER : FZ_AGENT_S_ENDED;
 }
 
 static void s_stop(fz_agent_t *self, int64_t now, fz_agent_outcome_t why, const char *reason)
 {
-    if (self->status.stopping || self->leader_exited)
+    if (self->state != FZ_AGENT_S_RUNNING)
         return;
+    self->state = FZ_AGENT_S_STOPPING;
     self->status.stopping = true;
     self->stop_outcome = why;
-    s_copy(self->status.reason, sizeof self->status.reason, reason);
+    fz_strcopy(self->status.reason, sizeof self->status.reason, reason);
     s_signal_group(self, SIGTERM);
     s_signal_group(self, SIGCONT); /* a stopped process acts on SIGTERM only once continued */
     self->kill_at_ms = now + self->grace_ms;
@@ -1133,15 +377,16 @@ static void s_stop(fz_agent_t *self, int64_t now, fz_agent_outcome_t why, const 
 
 static void s_check_limits(fz_agent_t *self, int64_t now)
 {
-    if (!self->leader_exited && !self->status.stopping) {
+    if (self->state == FZ_AGENT_S_RUNNING) {
         if (self->timeout_ms > 0 && now - self->status.started_ms >= self->timeout_ms)
             s_stop(self, now, FZ_AGENT_TIMEOUT, "timeout");
         else if (self->max_cost > 0 && self->status.cost_usd > self->max_cost)
             s_stop(self, now, FZ_AGENT_COST_CAP, "cost-cap");
     }
-    if (self->status.stopping && !self->kill_sent && now >= self->kill_at_ms) {
+    bool grace = self->state == FZ_AGENT_S_STOPPING || self->state == FZ_AGENT_S_LINGER;
+    if (grace && now >= self->kill_at_ms) {
         s_signal_group(self, SIGKILL);
-        self->kill_sent = true;
+        self->state = self->state == FZ_AGENT_S_STOPPING ? FZ_AGENT_S_KILLING : FZ_AGENT_S_ENDED;
     }
 }
 
@@ -1149,17 +394,16 @@ static void s_check_limits(fz_agent_t *self, int64_t now)
    the group) without reaping it (see the top of the file). */
 static void s_check_leader(fz_agent_t *self)
 {
-    if (self->leader_exited)
+    if (!s_leader_alive(self))
         return;
-    s_msg_t msg;
+    fz_keeper_msg_t msg;
     int rc_msg;
-    while (self->status_fd >= 0 && (rc_msg = s_read_msg(self->status_fd, &msg)) != 0) {
+    while (self->status_fd >= 0 && (rc_msg = fz_keeper_read(self->status_fd, &msg)) != 0) {
         if (rc_msg < 0)
-            s_close(&self->status_fd); /* the keeper is gone, or going */
-        else if (msg.kind == S_MSG_EXITED) {
-            self->shell_exited = true;
+            fz_close(&self->status_fd); /* the keeper is gone, or going */
+        else if (msg.kind == FZ_KEEPER_EXITED) {
             self->shell_wstatus = msg.value;
-            self->leader_exited = true;
+            s_leader_ended(self, false);
             return;
         }
     }
@@ -1172,24 +416,23 @@ static void s_check_leader(fz_agent_t *self)
     if (rc == 0 && info.si_pid == 0)
         return;
     if (rc < 0) {
-        s_log("the keeper %d of an agent was reaped by someone else (%s): exit status lost, "
-              "group not killed",
-              (int)self->pid, strerror(errno));
-        self->leader_lost = true;
+        fz_warn("the keeper %d of an agent was reaped by someone else (%s): exit status lost, "
+                "group not killed",
+                (int)self->pid, strerror(errno));
     }
-    self->leader_exited = true;
+    s_leader_ended(self, rc < 0);
 }
 
-/* After the leader exited: may we finish now? Not while we are stopping the agent and other
-   members of its group may still be using their grace. */
+/* May we finish now? Once the leader ended, but while the group lingers only when no other
+   member is left (looked at every S_GROUP_CHECK_MS). */
 static bool s_group_settled(fz_agent_t *self, int64_t now)
 {
-    if (!self->status.stopping || self->kill_sent || self->leader_lost)
+    if (self->state == FZ_AGENT_S_ENDED || self->state == FZ_AGENT_S_LOST)
         return true;
-    if (now < self->group_check_ms)
+    if (self->state != FZ_AGENT_S_LINGER || now < self->group_check_ms)
         return false;
     self->group_check_ms = now + S_GROUP_CHECK_MS;
-    return !s_group_alive(self->pid);
+    return !fz_proctab_group_alive(self->pid);
 }
 
 static void s_uncount(fz_agent_t *self)
@@ -1227,8 +470,8 @@ static bool s_reap_keeper(fz_agent_t *self, int *wstatus)
         if (r < 0 && errno != EINTR)
             return false;
         if (r == 0 && fz_agent_now_ms() >= give_up) {
-            s_log("the keeper %d of an agent did not die after SIGKILL; leaving it",
-                  (int)self->pid);
+            fz_warn("the keeper %d of an agent did not die after SIGKILL; leaving it",
+                    (int)self->pid);
             return false;
         }
         if (r == 0)
@@ -1241,14 +484,14 @@ static void s_finish(fz_agent_t *self, int64_t now)
     s_signal_group(self, SIGKILL); /* the keeper, and leftovers such as `sleep 1000 &` */
     int wstatus = 0;
     bool have_status = false;
-    if (!self->leader_lost)
+    if (self->state != FZ_AGENT_S_LOST)
         have_status = s_reap_keeper(self, &wstatus);
-    if (self->shell_exited) { /* what the shell did, not what we did to its keeper */
+    if (self->shell_wstatus >= 0) { /* what the shell did, not what we did to its keeper */
         wstatus = self->shell_wstatus;
         have_status = true;
     }
-    self->leader_reaped = true;
-    s_close(&self->status_fd);
+    /* Reaped: from here on the state is SWEEP or DONE, and the group is never signalled. */
+    fz_close(&self->status_fd);
     s_close_stdin(self);
     s_read_output(self, S_DRAIN_MAX);
     s_read_report(self, true);
@@ -1258,474 +501,53 @@ static void s_finish(fz_agent_t *self, int64_t now)
 
     int subreaper = 0;
     if (s_live_agents == 0 && prctl(PR_GET_CHILD_SUBREAPER, &subreaper) == 0 && subreaper) {
-        self->phase = S_SWEEP;
-        self->sweep_until_ms = now + S_SWEEP_MAX_MS;
+        self->state = FZ_AGENT_S_SWEEP;
+        self->sweep_until_ms = now + FZ_PROCTAB_SWEEP_MAX_MS;
         s_sweep_step(self, now);
     } else
-        s_end(self);
+        fz_agent_end(self);
 }
 
-/* Enters S_DONE: what the pipe still holds is read, descriptors close. Idempotent. */
-static void s_end(fz_agent_t *self)
+/* Enters FZ_AGENT_S_DONE: what the pipe still holds is read, descriptors close. Idempotent. */
+void fz_agent_end(fz_agent_t *self)
 {
     if (self->out_fd >= 0 && self->iobuf)
         s_read_output(self, S_DRAIN_MAX);
-    s_close(&self->out_fd);
+    fz_close(&self->out_fd);
     s_close_stdin(self);
-    s_close(&self->status_fd);
-    s_close(&self->death_fd); /* a keeper still alive now (one that would not die) kills all */
-    s_close(&self->log_fd);
-    s_close(&self->report_fd);
-    self->phase = S_DONE;
-}
-
-/* ---------------------------------------------------------------- start */
-
-static int s_check_number(double v, const char *name, char *err, size_t errlen)
-{
-    if (v >= 0 && isfinite(v))
-        return 0;
-    return s_err(err, errlen, "%s must be a finite number >= 0", name);
-}
-
-static int s_check_opts(const fz_agent_opts_t *opts, bool simulated, char *err, size_t errlen)
-{
-    if (!opts)
-        return s_err(err, errlen, "no options");
-    if (!simulated && (!opts->command || !*opts->command))
-        return s_err(err, errlen, "no command");
-    if (!simulated && (!opts->workdir || !*opts->workdir))
-        return s_err(err, errlen, "no workdir");
-    if (!simulated && opts->prompt_len > 0 && !opts->prompt)
-        return s_err(err, errlen, "prompt_len without prompt");
-    if (opts->tail_max > S_TAIL_MAX_LIMIT)
-        return s_err(err, errlen, "tail_max above %zu bytes", S_TAIL_MAX_LIMIT);
-    for (const char *const *e = simulated ? NULL : opts->env; e && *e; e++)
-        if (!strchr(*e, '=') || **e == '=')
-            return s_err(err, errlen, "env entry \"%s\" is not KEY=VALUE", *e);
-    if (s_check_number(opts->timeout_s, "timeout", err, errlen) < 0 ||
-        s_check_number(opts->max_cost, "max cost", err, errlen) < 0 ||
-        s_check_number(opts->kill_grace_s, "kill grace", err, errlen) < 0)
-        return -1;
-    return 0;
-}
-
-static fz_agent_t *s_new(const fz_agent_opts_t *opts, bool simulated, char *err, size_t errlen)
-{
-    fz_agent_t *self = calloc(1, sizeof *self);
-    if (!self) {
-        s_err(err, errlen, "out of memory");
-        return NULL;
-    }
-    self->simulated = simulated;
-    self->phase = S_RUNNING;
-    self->status_fd = self->death_fd = -1;
-    self->in_fd = self->out_fd = self->log_fd = self->report_fd = -1;
-    self->timeout_ms = s_ms(opts->timeout_s);
-    self->grace_ms =
-        opts->kill_grace_s > 0 ? s_ms(opts->kill_grace_s) : s_ms(FZ_AGENT_GRACE_DEFAULT);
-    self->max_cost = opts->max_cost;
-    self->tail_max = opts->tail_max ? opts->tail_max : FZ_AGENT_TAIL_DEFAULT;
-    self->tail = malloc(2 * self->tail_max + 1);
-    self->status.outcome = FZ_AGENT_RUNNING;
-    self->status.exit_code = -1;
-    self->status.progress_pct = -1;
-    self->status.started_ms = fz_agent_now_ms();
-    if (!self->tail) {
-        s_err(err, errlen, "out of memory");
-        fz_agent_destroy(&self);
-        return NULL;
-    }
-    self->tail[0] = '\0';
-    return self;
-}
-
-static int s_open_log(fz_agent_t *self, const char *log_path, char *err, size_t errlen)
-{
-    if (!log_path)
-        return 0;
-    if (s_mkdir_parent(log_path) < 0)
-        return s_err(err, errlen, "cannot create the folder of log %s: %s", log_path,
-                     strerror(errno));
-    self->log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (self->log_fd < 0)
-        return s_err(err, errlen, "cannot open log %s: %s", log_path, strerror(errno));
-    return 0;
-}
-
-/* Work folder, report file (truncated, so a previous attempt's lines do not count) and
-   log. FZ_WORKDIR and FZ_REPORT get absolute paths: the agent runs in another cwd. */
-static int s_prepare_files(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, size_t errlen)
-{
-    if (s_mkdir_p(opts->workdir) < 0)
-        return s_err(err, errlen, "cannot create workdir %s: %s", opts->workdir, strerror(errno));
-    self->workdir = realpath(opts->workdir, NULL);
-    if (!self->workdir)
-        return s_err(err, errlen, "workdir %s: %s", opts->workdir, strerror(errno));
-
-    char *report = opts->report_path ? strdup(opts->report_path) : NULL;
-    if (!opts->report_path && asprintf(&report, "%s/.fz-report", self->workdir) < 0)
-        report = NULL;
-    if (!report)
-        return s_err(err, errlen, "out of memory");
-    int rc = s_mkdir_parent(report);
-    if (rc == 0)
-        self->report_fd = open(report, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (rc == 0 && self->report_fd >= 0)
-        self->report_path = realpath(report, NULL);
-    if (!self->report_path)
-        s_err(err, errlen, "cannot create report file %s: %s", report, strerror(errno));
-    free(report);
-    if (!self->report_path)
-        return -1;
-    return s_open_log(self, opts->log_path, err, errlen);
-}
-
-/* Same KEY in two "KEY=VALUE" (or bare "KEY") strings. */
-static bool s_same_key(const char *a, const char *b)
-{
-    while (*a && *a != '=' && *a == *b) {
-        a++;
-        b++;
-    }
-    return (*a == '=' || !*a) && (*b == '=' || !*b);
-}
-
-static bool s_key_listed(const char *entry, const char *const *list)
-{
-    for (; list && *list; list++)
-        if (s_same_key(entry, *list))
-            return true;
-    return false;
-}
-
-static const char *const s_own_keys[] = {"FZ_PROMPT", "FZ_PROMPT_BYTES", "FZ_REPORT", "FZ_WORKDIR",
-                                         NULL};
-
-/* The worker's environment, minus keys set by the caller or by us, plus those. The
-   strings are borrowed: free only the array. */
-static char **s_env_build(const char *const *extra, char *const *own)
-{
-    size_t n = 0, m = 0, k = 0;
-    while (environ && environ[n])
-        n++;
-    while (extra && extra[m])
-        m++;
-    while (own[k])
-        k++;
-    char **envp = calloc(n + m + k + 1, sizeof *envp);
-    if (!envp)
-        return NULL;
-    size_t i = 0;
-    for (size_t j = 0; j < n; j++)
-        if (strchr(environ[j], '=') && !s_key_listed(environ[j], s_own_keys) &&
-            !s_key_listed(environ[j], extra))
-            envp[i++] = environ[j];
-    for (size_t j = 0; j < m; j++)
-        if (!s_key_listed(extra[j], s_own_keys))
-            envp[i++] = (char *)extra[j];
-    for (size_t j = 0; j < k; j++)
-        envp[i++] = own[j];
-    return envp;
-}
-
-/* asprintf that leaves *slot NULL on failure, so the caller can free a NULL-ended list. */
-static int s_format(char **slot, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int s_format(char **slot, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = vasprintf(slot, fmt, ap);
-    va_end(ap);
-    if (rc < 0)
-        *slot = NULL;
-    return rc < 0 ? -1 : 0;
-}
-
-/* Fills own[] (at least 5 slots, NULL-terminated) with the variables the module sets. */
-static int s_env_own(fz_agent_t *self, char **own)
-{
-    size_t k = 0;
-    const char *prompt = self->prompt ? self->prompt : "";
-    if (self->prompt_len <= FZ_AGENT_ENV_PROMPT_MAX && !memchr(prompt, '\0', self->prompt_len)) {
-        own[k] = malloc(sizeof "FZ_PROMPT=" + self->prompt_len);
-        if (!own[k])
-            return -1;
-        memcpy(own[k], "FZ_PROMPT=", sizeof "FZ_PROMPT=" - 1);
-        memcpy(own[k] + sizeof "FZ_PROMPT=" - 1, prompt, self->prompt_len);
-        own[k][sizeof "FZ_PROMPT=" - 1 + self->prompt_len] = '\0';
-        k++;
-    }
-    if (s_format(&own[k++], "FZ_PROMPT_BYTES=%zu", self->prompt_len) < 0 ||
-        s_format(&own[k++], "FZ_REPORT=%s", self->report_path) < 0 ||
-        s_format(&own[k++], "FZ_WORKDIR=%s", self->workdir) < 0)
-        return -1;
-    return 0;
-}
-
-/* Starts the keeper, which starts the shell, and waits for its word that the shell was
-   executed (a millisecond or two: it comes right after the execve). The keeper does what
-   PITFALLS asks before the exec: own process group, empty signal mask, every handler back to
-   default, stdio from our pipes, every other descriptor closed, cwd the workdir, a failed
-   chdir or exec reported back (through us, as this function's error). */
-static int s_spawn(fz_agent_t *self, const char *shell, const char *command, char **envp, int in_r,
-                   int out_w, char *err, size_t errlen)
-{
-    int death[2] = {-1, -1}, status[2] = {-1, -1};
-    if (s_pipe(death) < 0 || s_pipe(status) < 0) {
-        s_err(err, errlen, "cannot create pipes: %s", strerror(errno));
-        s_close(&death[0]), s_close(&death[1]), s_close(&status[0]), s_close(&status[1]);
-        return -1;
-    }
-    char *argv[] = {(char *)shell, (char *)"-c", (char *)command, NULL};
-    s_keeper_args_t args = {shell, argv, envp, self->workdir, in_r, out_w, death[0], status[1]};
-    sigset_t all, old;
-    sigfillset(&all);
-    /* The keeper starts with every signal blocked: no handler of ours may run in it. */
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    self->status.started_ms = fz_agent_now_ms();
-    pid_t pid = _Fork();
-    if (pid == 0)
-        s_keeper_main(&args);
-    int fork_errno = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    s_close(&death[0]);
-    s_close(&status[1]);
-    self->death_fd = death[1];
-    self->status_fd = status[0];
-    if (pid < 0)
-        return s_err(err, errlen, "cannot fork the agent's keeper: %s", strerror(fork_errno));
-    /* Also from the parent, closing the race PITFALLS describes. */
-    setpgid(pid, pid);
-
-    s_msg_t msg = {0, 0};
-    int rc = s_read_msg(self->status_fd, &msg);
-    if (rc == 1 && msg.kind == S_MSG_STARTED && s_nonblock(self->status_fd) == 0) {
-        self->pid = pid;
-        return 0;
-    }
-    if (rc == 1 && msg.kind == S_MSG_START_FAILED)
-        s_err(err, errlen, "cannot execute %s in %s: %s", shell, self->workdir,
-              strerror(msg.value));
-    else
-        s_err(err, errlen, "the agent's keeper died before starting %s", shell);
-    /* Our unreaped child: its pid and group are still ours to signal. */
-    kill(-pid, SIGKILL);
-    kill(pid, SIGKILL);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-        ;
-    s_close(&self->death_fd);
-    s_close(&self->status_fd);
-    return -1;
-}
-
-static int s_launch(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, size_t errlen)
-{
-    self->iobuf = malloc(S_IOBUF);
-    self->line = malloc(FZ_AGENT_REPORT_LINE_MAX + 1);
-    if (opts->prompt_len > 0) {
-        self->prompt = malloc(opts->prompt_len);
-        if (self->prompt)
-            memcpy(self->prompt, opts->prompt, opts->prompt_len);
-        self->prompt_len = opts->prompt_len;
-    }
-    if (!self->iobuf || !self->line || (opts->prompt_len > 0 && !self->prompt))
-        return s_err(err, errlen, "out of memory");
-
-    int in[2] = {-1, -1}, out[2] = {-1, -1};
-    if (s_pipe(in) < 0 || s_pipe(out) < 0 || s_nonblock(in[1]) < 0 || s_nonblock(out[0]) < 0) {
-        s_err(err, errlen, "cannot create pipes: %s", strerror(errno));
-        s_close(&in[0]);
-        s_close(&in[1]);
-        s_close(&out[0]);
-        s_close(&out[1]);
-        return -1;
-    }
-    self->in_fd = in[1];
-    self->out_fd = out[0];
-
-    char *own[6] = {NULL};
-    char **envp = NULL;
-    int rc = s_env_own(self, own);
-    if (rc == 0)
-        envp = s_env_build(opts->env, own);
-    if (!envp)
-        rc = s_err(err, errlen, "out of memory");
-    else
-        rc = s_spawn(self, opts->shell ? opts->shell : "/bin/sh", opts->command, envp, in[0],
-                     out[1], err, errlen);
-    s_close(&in[0]);
-    s_close(&out[1]); /* else we would never see EOF on the output */
-    free(envp);
-    for (size_t i = 0; own[i]; i++)
-        free(own[i]);
-    if (rc < 0)
-        return -1;
-
-    self->poll_status = !opts->no_pidfd;
-    self->counted = true;
-    s_live_agents++;
-    self->report_due_ms = self->status.started_ms + S_REPORT_EVERY_MS;
-    return 0;
-}
-
-fz_agent_t *fz_agent_start(const fz_agent_opts_t *opts, char *err, size_t errlen)
-{
-    if (s_check_opts(opts, false, err, errlen) < 0)
-        return NULL;
-    fz_agent_t *self = s_new(opts, false, err, errlen);
-    if (!self)
-        return NULL;
-    if (s_prepare_files(self, opts, err, errlen) < 0 || s_launch(self, opts, err, errlen) < 0) {
-        fz_agent_destroy(&self);
-        return NULL;
-    }
-    s_feed_stdin(self);
-    return self;
-}
-
-/* ---------------------------------------------------------------- simulation */
-
-/* Live values t ms after the start: cost, tokens and progress grow linearly. */
-static void s_sim_update(fz_agent_t *self, int64_t t)
-{
-    double frac = 1.0;
-    if (self->sim_duration_ms > 0 && t < self->sim_duration_ms)
-        frac = (double)t / (double)self->sim_duration_ms;
-    self->status.elapsed_ms = t;
-    self->status.cost_usd = self->sim.cost_usd * frac;
-    self->status.tokens_in = (uint64_t)((double)self->sim.tokens_in * frac);
-    self->status.tokens_out = (uint64_t)((double)self->sim.tokens_out * frac);
-    self->status.progress_pct = (int)(frac * 100);
-}
-
-/* When the simulation ends, and how: its own exit, the timeout, or the cost passing the cap
-   (the first whole ms at which the linear cost is strictly above it). Ties go to the exit. */
-static int64_t s_sim_event(fz_agent_t *self, fz_agent_outcome_t *what)
-{
-    int64_t at = self->sim_duration_ms;
-    *what = FZ_AGENT_EXITED;
-    if (self->timeout_ms > 0 && self->timeout_ms < at) {
-        at = self->timeout_ms;
-        *what = FZ_AGENT_TIMEOUT;
-    }
-    if (self->max_cost > 0 && self->sim.cost_usd > self->max_cost && self->sim_duration_ms > 0) {
-        double crossing = (double)self->sim_duration_ms * self->max_cost / self->sim.cost_usd;
-        int64_t cap_at = (int64_t)crossing + 1;
-        if (cap_at < at) {
-            at = cap_at;
-            *what = FZ_AGENT_COST_CAP;
-        }
-    }
-    return at;
-}
-
-static void s_sim_end(fz_agent_t *self, fz_agent_outcome_t what, int64_t at, const char *reason)
-{
-    fz_agent_status_t *st = &self->status;
-    s_sim_update(self, at);
-    st->outcome = what;
-    st->duration_ms = at;
-    if (what == FZ_AGENT_EXITED) {
-        st->exit_code = self->sim.exit_code;
-        st->signal = 0;
-        st->tokens_in = self->sim.tokens_in;
-        st->tokens_out = self->sim.tokens_out;
-        st->cost_usd = self->sim.cost_usd;
-        st->progress_pct = 100;
-        if (self->sim_summary)
-            s_copy(st->summary, sizeof st->summary, self->sim_summary);
-    } else {
-        st->exit_code = -1;
-        st->signal = SIGTERM; /* as a real agent that obeyed the SIGTERM */
-        s_copy(st->reason, sizeof st->reason, reason);
-    }
-    s_end(self);
-}
-
-static int64_t s_sim_t(fz_agent_t *self, int64_t now)
-{
-    if (now > self->sim_last_ms)
-        self->sim_last_ms = now;
-    int64_t t = self->sim_last_ms - self->status.started_ms;
-    return t > 0 ? t : 0;
-}
-
-static void s_sim_pump(fz_agent_t *self, int64_t now)
-{
-    int64_t t = s_sim_t(self, now);
-    fz_agent_outcome_t what;
-    int64_t at = s_sim_event(self, &what);
-    if (t < at)
-        s_sim_update(self, t);
-    else
-        s_sim_end(self, what, at, what == FZ_AGENT_TIMEOUT ? "timeout" : "cost-cap");
-}
-
-fz_agent_t *fz_agent_simulate(const fz_agent_sim_t *sim, const fz_agent_opts_t *opts, char *err,
-                              size_t errlen)
-{
-    static const fz_agent_opts_t defaults;
-    if (!opts)
-        opts = &defaults;
-    if (!sim) {
-        s_err(err, errlen, "no simulation given");
-        return NULL;
-    }
-    if (s_check_opts(opts, true, err, errlen) < 0 ||
-        s_check_number(sim->duration_s, "duration", err, errlen) < 0 ||
-        s_check_number(sim->cost_usd, "cost", err, errlen) < 0)
-        return NULL;
-    fz_agent_t *self = s_new(opts, true, err, errlen);
-    if (!self)
-        return NULL;
-    self->sim = *sim;
-    self->sim.model = self->sim.output = self->sim.summary = NULL;
-    self->sim_duration_ms = s_ms(sim->duration_s);
-    self->sim_last_ms = self->status.started_ms;
-    if (sim->model)
-        s_copy(self->status.model, sizeof self->status.model, sim->model);
-    if (sim->summary && !(self->sim_summary = strdup(sim->summary))) {
-        s_err(err, errlen, "out of memory");
-        fz_agent_destroy(&self);
-        return NULL;
-    }
-    if (s_open_log(self, opts->log_path, err, errlen) < 0) {
-        fz_agent_destroy(&self);
-        return NULL;
-    }
-    if (sim->output)
-        s_output(self, sim->output, strlen(sim->output));
-    s_sim_update(self, 0);
-    return self;
+    fz_close(&self->status_fd);
+    fz_close(&self->death_fd); /* a keeper still alive now (one that would not die) kills all */
+    fz_close(&self->log_fd);
+    fz_close(&self->report_fd);
+    self->state = FZ_AGENT_S_DONE;
 }
 
 /* ---------------------------------------------------------------- running */
 
 void fz_agent_pump(fz_agent_t *self, int64_t now_ms)
 {
-    if (!self || self->phase == S_DONE)
+    if (!self || self->state == FZ_AGENT_S_DONE)
         return;
     if (self->simulated) {
-        s_sim_pump(self, now_ms);
+        fz_sim_pump(self, now_ms);
         return;
     }
-    if (self->phase == S_SWEEP) {
+    if (self->state == FZ_AGENT_S_SWEEP) {
         s_read_output(self, S_PUMP_READ_MAX);
         s_sweep_step(self, now_ms);
         return;
     }
     int64_t elapsed = now_ms - self->status.started_ms;
     self->status.elapsed_ms = elapsed > 0 ? elapsed : 0;
-    s_feed_stdin(self);
+    fz_agent_feed_stdin(self);
     s_read_output(self, S_PUMP_READ_MAX);
     if (now_ms >= self->report_due_ms) {
         s_read_report(self, false);
-        self->report_due_ms = now_ms + S_REPORT_EVERY_MS;
+        self->report_due_ms = now_ms + FZ_AGENT_REPORT_EVERY_MS;
     }
     s_check_leader(self);
     s_check_limits(self, now_ms);
-    if (self->leader_exited && s_group_settled(self, now_ms))
+    if (s_group_settled(self, now_ms))
         s_finish(self, now_ms);
 }
 
@@ -1736,21 +558,20 @@ static int64_t s_earlier(int64_t a, int64_t b)
 
 int fz_agent_timeout_ms(fz_agent_t *self, int64_t now_ms)
 {
-    if (!self || self->phase == S_DONE)
+    if (!self || self->state == FZ_AGENT_S_DONE)
         return -1;
     int64_t due;
     if (self->simulated) {
-        fz_agent_outcome_t what;
-        due = self->status.started_ms + s_sim_event(self, &what);
-    } else if (self->phase == S_SWEEP)
+        due = fz_sim_due_ms(self);
+    } else if (self->state == FZ_AGENT_S_SWEEP)
         due = now_ms + S_SWEEP_TICK_MS;
     else {
         due = self->report_due_ms;
-        if (self->status.stopping && !self->kill_sent)
+        if (self->state == FZ_AGENT_S_STOPPING || self->state == FZ_AGENT_S_LINGER)
             due = s_earlier(due, self->kill_at_ms);
-        if (!self->status.stopping && self->timeout_ms > 0)
+        if (self->state == FZ_AGENT_S_RUNNING && self->timeout_ms > 0)
             due = s_earlier(due, self->status.started_ms + self->timeout_ms);
-        if (self->leader_exited)
+        if (!s_leader_alive(self))
             due = s_earlier(due, self->group_check_ms);
         else if (self->status_fd < 0) /* the keeper hung up: it is about to be a zombie */
             due = s_earlier(due, now_ms + 1);
@@ -1763,20 +584,18 @@ int fz_agent_timeout_ms(fz_agent_t *self, int64_t now_ms)
 
 bool fz_agent_done(fz_agent_t *self)
 {
-    return !self || self->phase == S_DONE;
+    return !self || self->state == FZ_AGENT_S_DONE;
 }
 
 void fz_agent_cancel(fz_agent_t *self, const char *reason)
 {
-    if (!self || self->phase != S_RUNNING)
+    if (!self || self->state != FZ_AGENT_S_RUNNING)
         return;
     if (!reason || !*reason)
         reason = "cancelled";
     int64_t now = fz_agent_now_ms();
     if (self->simulated) {
-        s_sim_pump(self, now); /* an end already due wins */
-        if (self->phase == S_RUNNING)
-            s_sim_end(self, FZ_AGENT_CANCELLED, s_sim_t(self, now), reason);
+        fz_sim_cancel(self, now, reason);
     } else
         s_stop(self, now, FZ_AGENT_CANCELLED, reason);
 }
@@ -1793,12 +612,12 @@ static int s_add_fd(struct pollfd *fds, int max, int n, int fd, short events)
 
 int fz_agent_pollfds(fz_agent_t *self, struct pollfd *fds, int max)
 {
-    if (!self || self->simulated || self->phase == S_DONE || !fds)
+    if (!self || self->simulated || self->state == FZ_AGENT_S_DONE || !fds)
         return 0;
     int n = s_add_fd(fds, max, 0, self->out_fd, POLLIN);
     if (self->prompt_off < self->prompt_len)
         n = s_add_fd(fds, max, n, self->in_fd, POLLOUT);
-    if (!self->leader_exited && self->poll_status) /* readable for good at the end: do not
+    if (s_leader_alive(self) && self->poll_status) /* readable for good at the end: do not
                                                       spin on it once the exit is known */
         n = s_add_fd(fds, max, n, self->status_fd, POLLIN);
     return n;
@@ -1859,26 +678,29 @@ pid_t fz_agent_pid(fz_agent_t *self)
 static void s_kill_and_wait(fz_agent_t *self)
 {
     int64_t give_up = fz_agent_now_ms() + S_DESTROY_MAX_MS;
-    if (self->phase == S_RUNNING) {
-        if (!self->status.stopping && !self->leader_exited) {
+    if (self->state < FZ_AGENT_S_SWEEP) {
+        if (self->state == FZ_AGENT_S_RUNNING) {
             self->status.stopping = true;
             self->stop_outcome = FZ_AGENT_CANCELLED;
-            s_copy(self->status.reason, sizeof self->status.reason, "destroyed");
+            fz_strcopy(self->status.reason, sizeof self->status.reason, "destroyed");
         }
         s_signal_group(self, SIGKILL);
-        self->kill_sent = true;
-        for (s_check_leader(self); !self->leader_exited; s_check_leader(self)) {
+        if (s_leader_alive(self))
+            self->state = FZ_AGENT_S_KILLING;
+        else if (self->state == FZ_AGENT_S_LINGER)
+            self->state = FZ_AGENT_S_ENDED;
+        for (s_check_leader(self); s_leader_alive(self); s_check_leader(self)) {
             if (fz_agent_now_ms() >= give_up) {
-                s_log("agent %d did not die after SIGKILL; leaving it", (int)self->pid);
+                fz_warn("agent %d did not die after SIGKILL; leaving it", (int)self->pid);
                 return;
             }
             s_sleep_ms(1);
         }
         s_finish(self, fz_agent_now_ms());
     }
-    while (self->phase == S_SWEEP) {
+    while (self->state == FZ_AGENT_S_SWEEP) {
         s_sweep_step(self, fz_agent_now_ms());
-        if (self->phase == S_SWEEP)
+        if (self->state == FZ_AGENT_S_SWEEP)
             s_sleep_ms(1);
     }
 }
@@ -1890,10 +712,9 @@ void fz_agent_destroy(fz_agent_t **self_p)
     fz_agent_t *self = *self_p;
     if (!self->simulated && self->pid > 0)
         s_kill_and_wait(self);
-    s_end(self);
+    fz_agent_end(self);
     s_uncount(self);
     free(self->iobuf);
-    free(self->line);
     free(self->tail);
     free(self->workdir);
     free(self->report_path);

@@ -94,6 +94,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "fz_rfile.h"
+
 typedef struct fz_agent_t fz_agent_t;
 
 #define FZ_AGENT_TAIL_DEFAULT (64 * 1024) /* bytes of output kept in memory */
@@ -102,7 +104,7 @@ typedef struct fz_agent_t fz_agent_t;
    stdin only (FZ_PROMPT unset, FZ_PROMPT_BYTES still set): Linux caps one environment
    string at 128 KiB, and a silently cut prompt is worse than none. */
 #define FZ_AGENT_ENV_PROMPT_MAX (100 * 1024)
-#define FZ_AGENT_REPORT_LINE_MAX 4096 /* longer report lines are ignored */
+#define FZ_AGENT_REPORT_LINE_MAX FZ_RFILE_LINE_MAX /* longer report lines are ignored */
 #define FZ_AGENT_MAX_POLLFDS 3
 
 typedef enum {
@@ -160,9 +162,9 @@ typedef struct {
     /* From the report file (last value wins); simulated ones grow linearly. */
     double cost_usd;
     uint64_t tokens_in, tokens_out;
-    char model[128];
+    char model[FZ_RFILE_MODEL_MAX];
     int progress_pct; /* -1 until reported */
-    char progress_text[256];
+    char progress_text[FZ_RFILE_PROGRESS_MAX];
     char summary[FZ_AGENT_REPORT_LINE_MAX + 1];
     uint64_t report_lines;   /* accepted report lines */
     uint64_t report_ignored; /* unknown keys, malformed and overlong lines */

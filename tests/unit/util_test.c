@@ -1,0 +1,86 @@
+/*  util_test: the small fz_util helpers the worker's modules share (fz_strcopy, fz_errf,
+    fz_close). The older fz_util checks (numbers, UTF-8, mkdirs) live in msg_test. */
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "../../proto/fz_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+static void test_strcopy_fits(void **state)
+{
+    (void)state;
+    char buf[8];
+    memset(buf, 'x', sizeof buf);
+    fz_strcopy(buf, sizeof buf, "abc");
+    assert_string_equal(buf, "abc");
+    fz_strcopy(buf, sizeof buf, "1234567"); /* exactly size - 1 */
+    assert_string_equal(buf, "1234567");
+    fz_strcopy(buf, sizeof buf, "");
+    assert_string_equal(buf, "");
+}
+
+static void test_strcopy_cuts_on_a_character(void **state)
+{
+    (void)state;
+    char buf[5];
+    fz_strcopy(buf, sizeof buf, "abcdef");
+    assert_string_equal(buf, "abcd");
+    /* "ab" + U+00E9 (2 bytes) + U+20AC (3 bytes): the euro sign does not fit in 4 bytes */
+    fz_strcopy(buf, sizeof buf, "ab\xc3\xa9\xe2\x82\xac");
+    assert_string_equal(buf, "ab\xc3\xa9");
+    /* a 4-byte character at the start of a 4-byte buffer: nothing of it is kept */
+    char small[4];
+    fz_strcopy(small, sizeof small, "\xf0\x9f\x98\x80");
+    assert_string_equal(small, "");
+    char one[1];
+    fz_strcopy(one, sizeof one, "abc");
+    assert_string_equal(one, "");
+}
+
+static void test_errf(void **state)
+{
+    (void)state;
+    char err[16] = "";
+    assert_int_equal(fz_errf(err, sizeof err, "bad %s %d", "value", 42), -1);
+    assert_string_equal(err, "bad value 42");
+    assert_int_equal(fz_errf(err, 4, "truncated"), -1);
+    assert_string_equal(err, "tru");
+    assert_int_equal(fz_errf(NULL, 10, "ignored"), -1);
+    strcpy(err, "kept");
+    assert_int_equal(fz_errf(err, 0, "ignored"), -1);
+    assert_string_equal(err, "kept");
+}
+
+static void test_close(void **state)
+{
+    (void)state;
+    int fd = open("/dev/null", O_RDONLY);
+    assert_true(fd >= 0);
+    int copy = fd;
+    fz_close(&fd);
+    assert_int_equal(fd, -1);
+    assert_int_equal(fcntl(copy, F_GETFD), -1);
+    assert_int_equal(errno, EBADF);
+    fz_close(&fd); /* already closed: nothing */
+    assert_int_equal(fd, -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_strcopy_fits),
+        cmocka_unit_test(test_strcopy_cuts_on_a_character),
+        cmocka_unit_test(test_errf),
+        cmocka_unit_test(test_close),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

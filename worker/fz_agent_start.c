@@ -1,0 +1,289 @@
+/*  fz_agent_start: starting a real agent (fz_agent_start) and what a simulated one shares
+    with it: option checks, the new struct, the work folder, report and log files, and the
+    agent's environment. The fork itself is fz_keeper's. See fz_agent.h. */
+
+#include "fz_agent_int.h"
+#include "fz_keeper.h"
+#include "fz_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* mkdir -p, and the path must then be a folder (fz_mkdirs accepts a file already there).
+   Mode 0777 less the umask. 0 or -1 with errno. */
+static int s_mkdir_p(const char *path)
+{
+    struct stat st;
+    if (fz_mkdirs(path, 0777) < 0 || stat(path, &st) < 0)
+        return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
+/* Creates the folder a file will live in. */
+static int s_mkdir_parent(const char *file)
+{
+    const char *slash = strrchr(file, '/');
+    if (!slash || slash == file)
+        return 0;
+    char *dir = strndup(file, (size_t)(slash - file));
+    if (!dir)
+        return -1;
+    int rc = s_mkdir_p(dir);
+    int saved = errno;
+    free(dir);
+    errno = saved;
+    return rc;
+}
+
+/* ---------------------------------------------------------------- start */
+
+int fz_agent_check_number(double v, const char *name, char *err, size_t errlen)
+{
+    if (v >= 0 && isfinite(v))
+        return 0;
+    return fz_errf(err, errlen, "%s must be a finite number >= 0", name);
+}
+
+int fz_agent_check_opts(const fz_agent_opts_t *opts, bool simulated, char *err, size_t errlen)
+{
+    if (!opts)
+        return fz_errf(err, errlen, "no options");
+    if (!simulated && (!opts->command || !*opts->command))
+        return fz_errf(err, errlen, "no command");
+    if (!simulated && (!opts->workdir || !*opts->workdir))
+        return fz_errf(err, errlen, "no workdir");
+    if (!simulated && opts->prompt_len > 0 && !opts->prompt)
+        return fz_errf(err, errlen, "prompt_len without prompt");
+    if (opts->tail_max > FZ_AGENT_TAIL_MAX_LIMIT)
+        return fz_errf(err, errlen, "tail_max above %zu bytes", FZ_AGENT_TAIL_MAX_LIMIT);
+    for (const char *const *e = simulated ? NULL : opts->env; e && *e; e++)
+        if (!strchr(*e, '=') || **e == '=')
+            return fz_errf(err, errlen, "env entry \"%s\" is not KEY=VALUE", *e);
+    if (fz_agent_check_number(opts->timeout_s, "timeout", err, errlen) < 0 ||
+        fz_agent_check_number(opts->max_cost, "max cost", err, errlen) < 0 ||
+        fz_agent_check_number(opts->kill_grace_s, "kill grace", err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
+fz_agent_t *fz_agent_new(const fz_agent_opts_t *opts, bool simulated, char *err, size_t errlen)
+{
+    fz_agent_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        fz_errf(err, errlen, "out of memory");
+        return NULL;
+    }
+    self->simulated = simulated;
+    self->state = FZ_AGENT_S_RUNNING;
+    self->shell_wstatus = -1;
+    self->status_fd = self->death_fd = -1;
+    self->in_fd = self->out_fd = self->log_fd = self->report_fd = -1;
+    self->timeout_ms = fz_agent_ms(opts->timeout_s);
+    self->grace_ms = opts->kill_grace_s > 0 ? fz_agent_ms(opts->kill_grace_s)
+                                            : fz_agent_ms(FZ_AGENT_GRACE_DEFAULT);
+    self->max_cost = opts->max_cost;
+    self->tail_max = opts->tail_max ? opts->tail_max : FZ_AGENT_TAIL_DEFAULT;
+    self->tail = malloc(2 * self->tail_max + 1);
+    self->status.outcome = FZ_AGENT_RUNNING;
+    self->status.exit_code = -1;
+    self->status.progress_pct = -1;
+    fz_rfile_init(&self->report);
+    self->status.started_ms = fz_agent_now_ms();
+    if (!self->tail) {
+        fz_errf(err, errlen, "out of memory");
+        fz_agent_destroy(&self);
+        return NULL;
+    }
+    self->tail[0] = '\0';
+    return self;
+}
+
+int fz_agent_open_log(fz_agent_t *self, const char *log_path, char *err, size_t errlen)
+{
+    if (!log_path)
+        return 0;
+    if (s_mkdir_parent(log_path) < 0)
+        return fz_errf(err, errlen, "cannot create the folder of log %s: %s", log_path,
+                       strerror(errno));
+    self->log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (self->log_fd < 0)
+        return fz_errf(err, errlen, "cannot open log %s: %s", log_path, strerror(errno));
+    return 0;
+}
+
+/* Work folder, report file (truncated, so a previous attempt's lines do not count) and
+   log. FZ_WORKDIR and FZ_REPORT get absolute paths: the agent runs in another cwd. */
+static int s_prepare_files(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, size_t errlen)
+{
+    if (s_mkdir_p(opts->workdir) < 0)
+        return fz_errf(err, errlen, "cannot create workdir %s: %s", opts->workdir, strerror(errno));
+    self->workdir = realpath(opts->workdir, NULL);
+    if (!self->workdir)
+        return fz_errf(err, errlen, "workdir %s: %s", opts->workdir, strerror(errno));
+
+    char *report = opts->report_path ? strdup(opts->report_path) : NULL;
+    if (!opts->report_path && asprintf(&report, "%s/.fz-report", self->workdir) < 0)
+        report = NULL;
+    if (!report)
+        return fz_errf(err, errlen, "out of memory");
+    int rc = s_mkdir_parent(report);
+    if (rc == 0)
+        self->report_fd = open(report, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (rc == 0 && self->report_fd >= 0)
+        self->report_path = realpath(report, NULL);
+    if (!self->report_path)
+        fz_errf(err, errlen, "cannot create report file %s: %s", report, strerror(errno));
+    free(report);
+    if (!self->report_path)
+        return -1;
+    return fz_agent_open_log(self, opts->log_path, err, errlen);
+}
+
+/* Same KEY in two "KEY=VALUE" (or bare "KEY") strings. */
+static bool s_same_key(const char *a, const char *b)
+{
+    while (*a && *a != '=' && *a == *b) {
+        a++;
+        b++;
+    }
+    return (*a == '=' || !*a) && (*b == '=' || !*b);
+}
+
+static bool s_key_listed(const char *entry, const char *const *list)
+{
+    for (; list && *list; list++)
+        if (s_same_key(entry, *list))
+            return true;
+    return false;
+}
+
+static const char *const s_own_keys[] = {"FZ_PROMPT", "FZ_PROMPT_BYTES", "FZ_REPORT", "FZ_WORKDIR",
+                                         NULL};
+
+/* The worker's environment, minus keys set by the caller or by us, plus those. The
+   strings are borrowed: free only the array. */
+static char **s_env_build(const char *const *extra, char *const *own)
+{
+    size_t n = 0, m = 0, k = 0;
+    while (environ && environ[n])
+        n++;
+    while (extra && extra[m])
+        m++;
+    while (own[k])
+        k++;
+    char **envp = calloc(n + m + k + 1, sizeof *envp);
+    if (!envp)
+        return NULL;
+    size_t i = 0;
+    for (size_t j = 0; j < n; j++)
+        if (strchr(environ[j], '=') && !s_key_listed(environ[j], s_own_keys) &&
+            !s_key_listed(environ[j], extra))
+            envp[i++] = environ[j];
+    for (size_t j = 0; j < m; j++)
+        if (!s_key_listed(extra[j], s_own_keys))
+            envp[i++] = (char *)extra[j];
+    for (size_t j = 0; j < k; j++)
+        envp[i++] = own[j];
+    return envp;
+}
+
+/* asprintf that leaves *slot NULL on failure, so the caller can free a NULL-ended list. */
+static int s_format(char **slot, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int s_format(char **slot, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vasprintf(slot, fmt, ap);
+    va_end(ap);
+    if (rc < 0)
+        *slot = NULL;
+    return rc < 0 ? -1 : 0;
+}
+
+/* Fills own[] (at least 5 slots, NULL-terminated) with the variables the module sets. */
+static int s_env_own(fz_agent_t *self, char **own)
+{
+    size_t k = 0;
+    const char *prompt = self->prompt ? self->prompt : "";
+    if (self->prompt_len <= FZ_AGENT_ENV_PROMPT_MAX && !memchr(prompt, '\0', self->prompt_len)) {
+        own[k] = malloc(sizeof "FZ_PROMPT=" + self->prompt_len);
+        if (!own[k])
+            return -1;
+        memcpy(own[k], "FZ_PROMPT=", sizeof "FZ_PROMPT=" - 1);
+        memcpy(own[k] + sizeof "FZ_PROMPT=" - 1, prompt, self->prompt_len);
+        own[k][sizeof "FZ_PROMPT=" - 1 + self->prompt_len] = '\0';
+        k++;
+    }
+    if (s_format(&own[k++], "FZ_PROMPT_BYTES=%zu", self->prompt_len) < 0 ||
+        s_format(&own[k++], "FZ_REPORT=%s", self->report_path) < 0 ||
+        s_format(&own[k++], "FZ_WORKDIR=%s", self->workdir) < 0)
+        return -1;
+    return 0;
+}
+
+static int s_launch(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, size_t errlen)
+{
+    self->iobuf = malloc(FZ_AGENT_IOBUF);
+    if (opts->prompt_len > 0) {
+        self->prompt = malloc(opts->prompt_len);
+        if (self->prompt)
+            memcpy(self->prompt, opts->prompt, opts->prompt_len);
+        self->prompt_len = opts->prompt_len;
+    }
+    if (!self->iobuf || (opts->prompt_len > 0 && !self->prompt))
+        return fz_errf(err, errlen, "out of memory");
+
+    char *own[6] = {NULL};
+    char **envp = NULL;
+    fz_keeper_t keeper;
+    int rc = s_env_own(self, own);
+    if (rc == 0)
+        envp = s_env_build(opts->env, own);
+    if (!envp)
+        rc = fz_errf(err, errlen, "out of memory");
+    else
+        rc = fz_keeper_start(&keeper, opts->shell ? opts->shell : "/bin/sh", opts->command, envp,
+                             self->workdir, err, errlen);
+    free(envp);
+    for (size_t i = 0; own[i]; i++)
+        free(own[i]);
+    if (rc < 0)
+        return -1;
+    self->pid = keeper.pid;
+    self->in_fd = keeper.in_fd;
+    self->out_fd = keeper.out_fd;
+    self->status_fd = keeper.status_fd;
+    self->death_fd = keeper.death_fd;
+    self->status.started_ms = keeper.started_ms;
+
+    self->poll_status = !opts->no_pidfd;
+    fz_agent_count_live(self);
+    self->report_due_ms = self->status.started_ms + FZ_AGENT_REPORT_EVERY_MS;
+    return 0;
+}
+
+fz_agent_t *fz_agent_start(const fz_agent_opts_t *opts, char *err, size_t errlen)
+{
+    if (fz_agent_check_opts(opts, false, err, errlen) < 0)
+        return NULL;
+    fz_agent_t *self = fz_agent_new(opts, false, err, errlen);
+    if (!self)
+        return NULL;
+    if (s_prepare_files(self, opts, err, errlen) < 0 || s_launch(self, opts, err, errlen) < 0) {
+        fz_agent_destroy(&self);
+        return NULL;
+    }
+    fz_agent_feed_stdin(self);
+    return self;
+}

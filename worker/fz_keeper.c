@@ -1,0 +1,430 @@
+/*  fz_keeper: the keeper process and its start; see fz_keeper.h.
+
+    Async-signal-safety: everything called from s_keeper_main on runs in the forked child and
+    must stay async-signal-safe (no malloc, stdio, locks or errno-reporting helpers of ours):
+    hence its own s_keeper_default instead of sigaction, and raw loops instead of fz_util's
+    helpers. What it borrows is safe by contract: fz_clock_ms (clock_gettime only) and
+    fz_proctab (read, getdents64, kill). */
+
+#include "fz_keeper.h"
+#include "fz_proctab.h"
+#include "fz_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#if !defined(__GLIBC__)
+#error "fz_keeper needs glibc >= 2.34 (_Fork, closefrom)"
+#elif !__GLIBC_PREREQ(2, 34)
+#error "fz_keeper needs glibc >= 2.34 (_Fork, closefrom)"
+#endif
+
+/* ---------------------------------------------------------------- the keeper process
+
+   The keeper is forked from the worker (with _Fork: no atfork handlers run) and never execs,
+   so it is a copy of a process that had other threads: it uses only async-signal-safe calls
+   (no malloc, stdio or locks) on memory prepared before the fork. It leads the agent's
+   process group, is a child subreaper, ignores every signal it can, and starts the shell
+   with vfork + execve. Then it waits for two things at once:
+   - its children: when the shell exits, its wait status goes to the worker (FZ_KEEPER_EXITED).
+     The keeper stays while any descendant lives (orphans reparent to it, their subreaper),
+     so the group keeps its guard during a grace period, then exits mirroring the shell;
+   - the death pipe: only the worker holds its write end (close-on-exec, closed in the keeper
+     before the shell starts), so read() returns 0 exactly when the worker process is gone,
+     however it died. The keeper then SIGKILLs its group and every descendant, and exits. */
+
+typedef struct {
+    const char *shell;
+    char *const *argv;
+    char *const *envp;
+    const char *workdir;
+    int in_fd, out_fd; /* become the agent's stdin, and its stdout + stderr */
+    int death_fd;      /* read end of the death pipe */
+    int status_fd;     /* write end of the status pipe */
+} s_keeper_args_t;
+
+#define S_KEEPER_DEATH_FD 3
+#define S_KEEPER_STATUS_FD 4
+#define S_KEEPER_FREE_FD 5
+
+static void s_keeper_on_child(int sig)
+{
+    (void)sig; /* only there to interrupt ppoll */
+}
+
+static void s_keeper_send(int fd, int32_t kind, int32_t value)
+{
+    fz_keeper_msg_t msg = {kind, value};
+    while (write(fd, &msg, sizeof msg) < 0 && errno == EINTR)
+        ;
+}
+
+static __attribute__((noreturn)) void s_keeper_fail(int status_fd, int err)
+{
+    s_keeper_send(status_fd, FZ_KEEPER_START_FAILED, err);
+    _exit(127);
+}
+
+/* A raw rt_sigaction to SIG_DFL (an all-zero kernel sigaction on every architecture):
+   sanitizer runtimes intercept sigaction() and keep their own SIGSEGV handler, which would
+   turn the mirrored death into an error report. */
+static void s_keeper_default(int sig)
+{
+    unsigned long zero[8] = {0};
+    syscall(SYS_rt_sigaction, sig, zero, NULL, (size_t)(_NSIG / 8));
+}
+
+/* Exits as the shell did: same exit code, or death by the same signal (never with a core
+   dump of the keeper). */
+static __attribute__((noreturn)) void s_keeper_mirror(int wstatus)
+{
+    if (WIFSIGNALED(wstatus)) {
+        int sig = WTERMSIG(wstatus);
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+        s_keeper_default(sig);
+        kill(getpid(), sig); /* pending: every signal is blocked */
+        sigset_t one;
+        sigemptyset(&one);
+        sigaddset(&one, sig);
+        sigprocmask(SIG_UNBLOCK, &one, NULL);
+        _exit(128 + sig); /* not reached for a signal that can kill */
+    }
+    _exit(WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 127);
+}
+
+/* SIGKILL to a member of our group that is not our child. Through a pidfd where the kernel
+   has them, checking the group again once the pidfd pins the process, so that a pid freed
+   and reused between the scan and the signal is never hit. */
+static void s_keeper_kill_member(pid_t pid, pid_t self)
+{
+#if defined(SYS_pidfd_open) && defined(SYS_pidfd_send_signal)
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0) {
+        fz_proc_t proc;
+        if (fz_proctab_read(pid, &proc) && proc.pgrp == self)
+            syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
+        close(fd);
+        return;
+    }
+    if (errno != ENOSYS)
+        return; /* gone already */
+#else
+    (void)self;
+#endif
+    kill(pid, SIGKILL);
+}
+
+typedef struct {
+    pid_t self;
+    int seen;
+} s_keeper_pass_t;
+
+static bool s_keeper_pass_visit(const fz_proc_t *proc, void *arg)
+{
+    s_keeper_pass_t *pass = arg;
+    if (proc->pid == pass->self || proc->state == 'Z' || proc->state == 'X')
+        return true;
+    if (proc->ppid == pass->self) {
+        kill(proc->pid, SIGKILL);
+        pass->seen++;
+    } else if (proc->pgrp == pass->self) {
+        s_keeper_kill_member(proc->pid, pass->self);
+        pass->seen++;
+    }
+    return true;
+}
+
+/* One pass over /proc: SIGKILL to our children (safe: unreaped children keep their pids)
+   and to the other members of our group. Returns how many live ones it saw, -1 if /proc
+   cannot be read. */
+static int s_keeper_kill_pass(pid_t self)
+{
+    s_keeper_pass_t pass = {self, 0};
+    return fz_proctab_each(s_keeper_pass_visit, &pass) < 0 ? -1 : pass.seen;
+}
+
+/* The worker is gone: kill the group and every descendant. Each pass kills the group and
+   our children; a descendant that left the group is our child as soon as its parent died,
+   so the next pass gets it. Bounded: a process in uninterruptible sleep cannot die. */
+static __attribute__((noreturn)) void s_keeper_guard(pid_t self)
+{
+    int64_t give_up = fz_clock_ms() + FZ_PROCTAB_SWEEP_MAX_MS;
+    for (;;) {
+        int seen = s_keeper_kill_pass(self);
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+        if (seen <= 0 || fz_clock_ms() >= give_up)
+            break;
+        struct timespec tick = {0, 1000000L};
+        nanosleep(&tick, NULL);
+    }
+    kill(0, SIGKILL); /* whatever is left of the group, and ourselves */
+    _exit(137);
+}
+
+/* The vfork child: the agent itself. Signal handlers back to default (the keeper's ignored
+   signals would survive the exec), empty mask, cwd the workdir. On failure the errno goes
+   through err_fd, which close-on-exec closes on success. */
+static __attribute__((noreturn)) void s_keeper_exec(const s_keeper_args_t *args, int err_fd)
+{
+    for (int sig = 1; sig < _NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            s_keeper_default(sig);
+    int err = 0;
+    if (chdir(args->workdir) < 0)
+        err = errno;
+    else {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execve(args->shell, args->argv, args->envp);
+        err = errno;
+    }
+    while (write(err_fd, &err, sizeof err) < 0 && errno == EINTR)
+        ;
+    _exit(127);
+}
+
+/* Its own function, so that nothing in the keeper's frame lives across the vfork. */
+static __attribute__((noinline)) pid_t s_keeper_vfork(const s_keeper_args_t *args, int err_fd)
+{
+    pid_t pid = vfork();
+    if (pid == 0)
+        s_keeper_exec(args, err_fd);
+    return pid;
+}
+
+/* Arranges the keeper's descriptors: the agent's stdio on 0..2, the death pipe on 3, the
+   status pipe on 4 (both close-on-exec), nothing else. */
+static int s_keeper_fds(const s_keeper_args_t *args, int *status)
+{
+    int death = args->death_fd, moved;
+    *status = args->status_fd;
+    if (dup2(args->in_fd, STDIN_FILENO) < 0 || dup2(args->out_fd, STDOUT_FILENO) < 0 ||
+        dup2(args->out_fd, STDERR_FILENO) < 0)
+        return -1;
+    if (*status == S_KEEPER_DEATH_FD) {
+        if ((moved = fcntl(*status, F_DUPFD_CLOEXEC, S_KEEPER_FREE_FD)) < 0)
+            return -1;
+        *status = moved;
+    }
+    if (death != S_KEEPER_DEATH_FD && dup3(death, S_KEEPER_DEATH_FD, O_CLOEXEC) < 0)
+        return -1;
+    if (*status != S_KEEPER_STATUS_FD) {
+        if (dup3(*status, S_KEEPER_STATUS_FD, O_CLOEXEC) < 0)
+            return -1;
+        *status = S_KEEPER_STATUS_FD;
+    }
+    if (close_range(S_KEEPER_FREE_FD, ~0U, 0) < 0)
+        closefrom(S_KEEPER_FREE_FD);
+    return 0;
+}
+
+static __attribute__((noreturn)) void s_keeper_main(const s_keeper_args_t *args)
+{
+    pid_t self = getpid();
+    setpgid(0, 0); /* the parent does it too: whoever comes first */
+
+    /* Every signal stays blocked (the worker blocked them around the fork) except SIGCHLD,
+       and only inside ppoll. Signals sent to the group are for the agent: ignore them. */
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    sigemptyset(&action.sa_mask);
+    action.sa_handler = SIG_IGN;
+    for (int sig = 1; sig < _NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD)
+            sigaction(sig, &action, NULL); /* EINVAL for the C library's own: fine */
+    action.sa_handler = s_keeper_on_child;
+    action.sa_flags = SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &action, NULL);
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    /* Wakes a keeper stopped with its group (kill -STOP 0) when the worker's thread ends;
+       the death pipe then says the rest. */
+    prctl(PR_SET_PDEATHSIG, SIGCONT, 0, 0, 0);
+
+    int status_fd;
+    if (s_keeper_fds(args, &status_fd) < 0)
+        s_keeper_fail(status_fd, errno);
+    int err_pipe[2];
+    if (pipe2(err_pipe, O_CLOEXEC) < 0)
+        s_keeper_fail(S_KEEPER_STATUS_FD, errno);
+    pid_t shell = s_keeper_vfork(args, err_pipe[1]);
+    int vfork_errno = errno;
+    close(err_pipe[1]);
+    int exec_errno = 0;
+    ssize_t got = shell > 0 ? read(err_pipe[0], &exec_errno, sizeof exec_errno) : 0;
+    close(err_pipe[0]);
+    /* The agent's pipes are the agent's alone: it must see EPIPE and EOF as it would. */
+    close(STDIN_FILENO);
+    close(STDOUT_FILENO);
+    close(STDERR_FILENO);
+    if (shell < 0)
+        s_keeper_fail(S_KEEPER_STATUS_FD, vfork_errno);
+    if (got == (ssize_t)sizeof exec_errno) {
+        waitpid(shell, NULL, 0);
+        s_keeper_fail(S_KEEPER_STATUS_FD, exec_errno);
+    }
+    s_keeper_send(S_KEEPER_STATUS_FD, FZ_KEEPER_STARTED, shell);
+
+    sigset_t wait_mask;
+    sigfillset(&wait_mask);
+    sigdelset(&wait_mask, SIGCHLD);
+    bool shell_done = false;
+    int shell_status = 0;
+    for (;;) {
+        pid_t r;
+        int wstatus;
+        while ((r = waitpid(-1, &wstatus, WNOHANG)) > 0)
+            if (r == shell) {
+                shell_done = true;
+                shell_status = wstatus;
+                s_keeper_send(S_KEEPER_STATUS_FD, FZ_KEEPER_EXITED, wstatus);
+            }
+        if (r < 0 && errno == ECHILD && shell_done)
+            s_keeper_mirror(shell_status); /* nothing of the agent is left */
+        struct pollfd death = {S_KEEPER_DEATH_FD, POLLIN, 0};
+        if (ppoll(&death, 1, NULL, &wait_mask) > 0) {
+            char byte;
+            ssize_t n = read(S_KEEPER_DEATH_FD, &byte, 1);
+            if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+                s_keeper_guard(self);
+        }
+    }
+}
+
+int fz_keeper_read(int fd, fz_keeper_msg_t *msg)
+{
+    ssize_t n;
+    do
+        n = read(fd, msg, sizeof *msg);
+    while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)sizeof *msg)
+        return 1;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return 0;
+    return -1;
+}
+
+/* Keeps our pipe ends off 0..2: if the worker runs with stdio closed, pipe2 could hand out
+   0, 1 or 2 and the child's dup2 onto its stdio would clobber them. */
+static int s_above_stdio(int fd)
+{
+    if (fd < 0 || fd > 2)
+        return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return moved;
+}
+
+static int s_pipe(int fds[2])
+{
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return -1;
+    fds[0] = s_above_stdio(fds[0]);
+    fds[1] = s_above_stdio(fds[1]);
+    if (fds[0] >= 0 && fds[1] >= 0)
+        return 0;
+    int saved = errno;
+    fz_close(&fds[0]);
+    fz_close(&fds[1]);
+    errno = saved;
+    return -1;
+}
+
+static int s_nonblock(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+/* ---------------------------------------------------------------- the start (in the worker)
+
+   The keeper does what
+   PITFALLS asks before the exec: own process group, empty signal mask, every handler back to
+   default, stdio from our pipes, every other descriptor closed, cwd the workdir, a failed
+   chdir or exec reported back (through us, as this function's error). */
+static int s_spawn(fz_keeper_t *self, const char *shell, const char *command, char *const *envp,
+                   const char *workdir, int in_r, int out_w, char *err, size_t errlen)
+{
+    int death[2] = {-1, -1}, status[2] = {-1, -1};
+    if (s_pipe(death) < 0 || s_pipe(status) < 0) {
+        fz_errf(err, errlen, "cannot create pipes: %s", strerror(errno));
+        fz_close(&death[0]), fz_close(&death[1]), fz_close(&status[0]), fz_close(&status[1]);
+        return -1;
+    }
+    char *argv[] = {(char *)shell, (char *)"-c", (char *)command, NULL};
+    s_keeper_args_t args = {shell, argv, envp, workdir, in_r, out_w, death[0], status[1]};
+    sigset_t all, old;
+    sigfillset(&all);
+    /* The keeper starts with every signal blocked: no handler of ours may run in it. */
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    self->started_ms = fz_clock_ms();
+    pid_t pid = _Fork();
+    if (pid == 0)
+        s_keeper_main(&args);
+    int fork_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    fz_close(&death[0]);
+    fz_close(&status[1]);
+    self->death_fd = death[1];
+    self->status_fd = status[0];
+    if (pid < 0)
+        return fz_errf(err, errlen, "cannot fork the agent's keeper: %s", strerror(fork_errno));
+    /* Also from the parent, closing the race PITFALLS describes. */
+    setpgid(pid, pid);
+
+    fz_keeper_msg_t msg = {0, 0};
+    int rc = fz_keeper_read(self->status_fd, &msg);
+    if (rc == 1 && msg.kind == FZ_KEEPER_STARTED && s_nonblock(self->status_fd) == 0) {
+        self->pid = pid;
+        return 0;
+    }
+    if (rc == 1 && msg.kind == FZ_KEEPER_START_FAILED)
+        fz_errf(err, errlen, "cannot execute %s in %s: %s", shell, workdir, strerror(msg.value));
+    else
+        fz_errf(err, errlen, "the agent's keeper died before starting %s", shell);
+    /* Our unreaped child: its pid and group are still ours to signal. */
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    fz_close(&self->death_fd);
+    fz_close(&self->status_fd);
+    return -1;
+}
+
+int fz_keeper_start(fz_keeper_t *keeper, const char *shell, const char *command, char *const *envp,
+                    const char *workdir, char *err, size_t errlen)
+{
+    *keeper = (fz_keeper_t){0, -1, -1, -1, -1, 0};
+    int in[2] = {-1, -1}, out[2] = {-1, -1};
+    int rc = -1;
+    if (s_pipe(in) < 0 || s_pipe(out) < 0 || s_nonblock(in[1]) < 0 || s_nonblock(out[0]) < 0)
+        fz_errf(err, errlen, "cannot create pipes: %s", strerror(errno));
+    else
+        rc = s_spawn(keeper, shell, command, envp, workdir, in[0], out[1], err, errlen);
+    fz_close(&in[0]);
+    fz_close(&out[1]); /* else the worker would never see EOF on the output */
+    if (rc == 0) {
+        keeper->in_fd = in[1];
+        keeper->out_fd = out[0];
+    } else {
+        fz_close(&in[1]);
+        fz_close(&out[0]);
+    }
+    return rc;
+}

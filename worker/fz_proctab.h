@@ -1,0 +1,45 @@
+/*  fz_proctab: Linux's process table (/proc), read for the agent supervisor.
+
+    Owns: parsing /proc/PID/stat (state, parent, group), reading it for one process, walking
+    every process, and the two questions fz_agent asks of the table (is anyone but the leader
+    left in a group; kill and reap the children of a process). One reader serves both the
+    worker and the keeper: everything here is async-signal-safe (no malloc, stdio or locks,
+    only open/read/getdents64/close, kill and waitpid), so the keeper may call it in its forked
+    child. fz_proctab_parse_stat is pure. */
+
+#ifndef FZ_PROCTAB_H
+#define FZ_PROCTAB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* How long a sweep keeps killing processes that will not die before it gives up. */
+#define FZ_PROCTAB_SWEEP_MAX_MS 2000
+
+typedef struct {
+    pid_t pid, ppid, pgrp;
+    char state; /* 'R', 'S', 'Z' (zombie), 'X' (dead)... */
+} fz_proc_t;
+
+/* Parses the text of /proc/PID/stat, "pid (comm) state ppid pgrp ...", where comm may hold
+   spaces and ')': the fields are read after the LAST ')'. Fills state, ppid and pgrp (not
+   pid). False if buf[0..len) is not of that shape. */
+bool fz_proctab_parse_stat(const char *buf, size_t len, fz_proc_t *proc);
+
+/* Reads /proc/PID/stat. False if the process is gone or the file unreadable. */
+bool fz_proctab_read(pid_t pid, fz_proc_t *proc);
+
+/* Calls visit for every process in /proc until it returns false. 0, or -1 if /proc cannot
+   be opened. O(processes). */
+int fz_proctab_each(bool (*visit)(const fz_proc_t *proc, void *arg), void *arg);
+
+/* True if a live (not zombie) process other than the leader pgrp is in group pgrp. */
+bool fz_proctab_group_alive(pid_t pgrp);
+
+/* SIGKILL to every live child of parent, and a reap (WNOHANG) of every zombie child.
+   Returns how many children it saw. Call it only for the calling process's own children:
+   an unreaped child keeps its pid, so signalling it is safe from pid reuse. */
+int fz_proctab_sweep_children(pid_t parent);
+
+#endif
