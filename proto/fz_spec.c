@@ -29,6 +29,8 @@ static const fz_field_t f_submit[] = {{"prompt", FZ_T_STR, REQ, 1, FZ_MAX_PROMPT
                                       {"deadline", FZ_T_FLOAT, 0, 0, 1e11},
                                       {"after_index", FZ_T_UINTARR, 0, 0, 256},
                                       {"after_any_index", FZ_T_UINTARR, 0, 0, 256},
+                                      {"stall", FZ_T_UINT, 0, 0, 31536000},
+                                      {"stall_kill", FZ_T_UINT, 0, 0, 31536000},
                                       END};
 
 static const fz_field_t f_batch[] = {{"tasks", FZ_T_OBJARR, REQ, 1, 1000}, END};
@@ -117,12 +119,19 @@ static const fz_field_t f_welcome[] = {{"heartbeat_ms", FZ_T_UINT, REQ, 10, 3600
                                        {"refused_models", FZ_T_STRARR, 0, 0, 64},
                                        END};
 
-static const fz_field_t f_heartbeat[] = {
-    {"task", FZ_T_UINT, 0, 0, U64},       {"attempt", FZ_T_UINT, 0, 0, 100000},
-    {"elapsed_ms", FZ_T_UINT, 0, 0, U64}, {"cost_usd", FZ_T_FLOAT, 0, 0, 1e12},
-    {"tokens_in", FZ_T_UINT, 0, 0, U64},  {"tokens_out", FZ_T_UINT, 0, 0, U64},
-    {"progress", FZ_T_UINT, 0, 0, 100},   {"progress_text", FZ_T_STR, 0, 0, 1024},
-    {"draining", FZ_T_BOOL, 0, 0, 0},     END};
+static const fz_field_t f_heartbeat[] = {{"task", FZ_T_UINT, 0, 0, U64},
+                                         {"attempt", FZ_T_UINT, 0, 0, 100000},
+                                         {"elapsed_ms", FZ_T_UINT, 0, 0, U64},
+                                         {"cost_usd", FZ_T_FLOAT, 0, 0, 1e12},
+                                         {"tokens_in", FZ_T_UINT, 0, 0, U64},
+                                         {"tokens_out", FZ_T_UINT, 0, 0, U64},
+                                         {"progress", FZ_T_UINT, 0, 0, 100},
+                                         {"progress_text", FZ_T_STR, 0, 0, 1024},
+                                         {"draining", FZ_T_BOOL, 0, 0, 0},
+                                         {"idle_ms", FZ_T_UINT, 0, 0, U64},
+                                         {"tokens_cache_read", FZ_T_UINT, 0, 0, U64},
+                                         {"tokens_cache_write", FZ_T_UINT, 0, 0, U64},
+                                         END};
 
 static const fz_field_t f_dispatch[] = {{"task", FZ_T_UINT, REQ, 1, U64},
                                         {"attempt", FZ_T_UINT, REQ, 1, 100000},
@@ -132,6 +141,8 @@ static const fz_field_t f_dispatch[] = {{"task", FZ_T_UINT, REQ, 1, U64},
                                         {"max_cost", FZ_T_FLOAT, 0, 0, 1e6},
                                         {"kill_grace", FZ_T_UINT, 0, 0, 3600},
                                         {"labels", FZ_T_STRMAP, 0, 0, 32},
+                                        {"stall", FZ_T_UINT, 0, 0, 31536000},
+                                        {"stall_kill", FZ_T_UINT, 0, 0, 31536000},
                                         END};
 
 static const fz_field_t f_started[] = {{"task", FZ_T_UINT, REQ, 1, U64},
@@ -144,14 +155,25 @@ static const fz_field_t f_output[] = {{"task", FZ_T_UINT, REQ, 1, U64},
                                       {"data", FZ_T_BIN, REQ, 0, FZ_MAX_CHUNK},
                                       END};
 
-static const fz_field_t f_result[] = {
-    {"task", FZ_T_UINT, REQ, 1, U64},     {"attempt", FZ_T_UINT, REQ, 1, 100000},
-    {"outcome", FZ_T_STR, REQ, 1, 16},    {"exit_code", FZ_T_INT, 0, -1000, 1000},
-    {"signal", FZ_T_UINT, 0, 0, 128},     {"duration_ms", FZ_T_UINT, 0, 0, U64},
-    {"cost_usd", FZ_T_FLOAT, 0, 0, 1e12}, {"tokens_in", FZ_T_UINT, 0, 0, U64},
-    {"tokens_out", FZ_T_UINT, 0, 0, U64}, {"model", FZ_T_STR, 0, 0, FZ_MAX_NAME},
-    {"summary", FZ_T_STR, 0, 0, 4096},    {"output", FZ_T_BIN, 0, 0, FZ_MAX_TAIL},
-    {"log", FZ_T_STR, 0, 0, 4096},        END};
+static const fz_field_t f_result[] = {{"task", FZ_T_UINT, REQ, 1, U64},
+                                      {"attempt", FZ_T_UINT, REQ, 1, 100000},
+                                      {"outcome", FZ_T_STR, REQ, 1, 16},
+                                      {"exit_code", FZ_T_INT, 0, -1000, 1000},
+                                      {"signal", FZ_T_UINT, 0, 0, 128},
+                                      {"duration_ms", FZ_T_UINT, 0, 0, U64},
+                                      {"cost_usd", FZ_T_FLOAT, 0, 0, 1e12},
+                                      {"tokens_in", FZ_T_UINT, 0, 0, U64},
+                                      {"tokens_out", FZ_T_UINT, 0, 0, U64},
+                                      {"model", FZ_T_STR, 0, 0, FZ_MAX_NAME},
+                                      {"summary", FZ_T_STR, 0, 0, 4096},
+                                      {"output", FZ_T_BIN, 0, 0, FZ_MAX_TAIL},
+                                      {"log", FZ_T_STR, 0, 0, 4096},
+                                      {"class", FZ_T_STR, 0, 0, 32},
+                                      {"reset_at", FZ_T_FLOAT, 0, 0, 1e11},
+                                      {"retry_after", FZ_T_FLOAT, 0, 0, 1e7},
+                                      {"tokens_cache_read", FZ_T_UINT, 0, 0, U64},
+                                      {"tokens_cache_write", FZ_T_UINT, 0, 0, U64},
+                                      END};
 
 static const fz_field_t f_ack[] = {
     {"task", FZ_T_UINT, REQ, 1, U64}, {"attempt", FZ_T_UINT, REQ, 1, 100000}, END};

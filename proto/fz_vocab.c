@@ -4,56 +4,78 @@
 
 #include <string.h>
 
-static const char *const s_states[FZ_STATE_COUNT] = {"queued",  "waiting",   "held",
-                                                     "running", "retrying",  "succeeded",
-                                                     "failed",  "cancelled", "dep-failed"};
+static const char *const s_states[] = {"queued",    "waiting", "held",      "running",   "retrying",
+                                       "succeeded", "failed",  "cancelled", "dep-failed"};
+_Static_assert(sizeof s_states / sizeof *s_states == FZ_STATE_COUNT, "one name per value");
 
-static const char *const s_outcomes[FZ_OUTCOME_COUNT] = {"exited",   "signaled",    "timeout",
-                                                         "cost-cap", "cancelled",   "spawn-failed",
-                                                         "rejected", "interrupted", "lost"};
+static const char *const s_outcomes[] = {"exited",    "signaled",     "timeout",  "cost-cap",
+                                         "cancelled", "spawn-failed", "rejected", "interrupted",
+                                         "lost",      "stalled"};
+_Static_assert(sizeof s_outcomes / sizeof *s_outcomes == FZ_OUTCOME_COUNT, "one name per value");
 
-static const char *const s_topics[FZ_TOPIC_COUNT] = {"",
-                                                     "task.submitted",
-                                                     "task.queued",
-                                                     "task.held",
-                                                     "task.dispatched",
-                                                     "task.started",
-                                                     "task.progress",
-                                                     "task.output",
-                                                     "task.succeeded",
-                                                     "task.failed",
-                                                     "task.cancelled",
-                                                     "task.dep-failed",
-                                                     "task.attempt-failed",
-                                                     "task.retrying",
-                                                     "task.requeued",
-                                                     "task.priority",
-                                                     "worker.joined",
-                                                     "worker.left",
-                                                     "broker.started",
-                                                     "broker.paused",
-                                                     "broker.resumed",
-                                                     "broker.budget",
-                                                     "broker.stopping"};
+static const char *const s_topics[] = {"",
+                                       "task.submitted",
+                                       "task.queued",
+                                       "task.held",
+                                       "task.dispatched",
+                                       "task.started",
+                                       "task.progress",
+                                       "task.output",
+                                       "task.succeeded",
+                                       "task.failed",
+                                       "task.cancelled",
+                                       "task.dep-failed",
+                                       "task.attempt-failed",
+                                       "task.retrying",
+                                       "task.requeued",
+                                       "task.priority",
+                                       "task.stalled",
+                                       "worker.joined",
+                                       "worker.left",
+                                       "worker.unhealthy",
+                                       "broker.started",
+                                       "broker.paused",
+                                       "broker.resumed",
+                                       "broker.budget",
+                                       "broker.stopping"};
+_Static_assert(sizeof s_topics / sizeof *s_topics == FZ_TOPIC_COUNT, "one name per value");
 
-static const char *const s_reasons[FZ_REASON_COUNT] = {"",
-                                                       "malformed",
-                                                       "unknown-type",
-                                                       "bad-field",
-                                                       "no-such-task",
-                                                       "no-such-dependency",
-                                                       "no-such-parent",
-                                                       "bad-dependency",
-                                                       "model-not-allowed",
-                                                       "too-deep",
-                                                       "too-many-children",
-                                                       "not-ended",
-                                                       "ended",
-                                                       "already-succeeded",
-                                                       "dependency-failed",
-                                                       "name-taken",
-                                                       "unknown-peer",
-                                                       "store-failed"};
+static const char *const s_reasons[] = {"",
+                                        "malformed",
+                                        "unknown-type",
+                                        "bad-field",
+                                        "no-such-task",
+                                        "no-such-dependency",
+                                        "no-such-parent",
+                                        "bad-dependency",
+                                        "model-not-allowed",
+                                        "too-deep",
+                                        "too-many-children",
+                                        "not-ended",
+                                        "ended",
+                                        "already-succeeded",
+                                        "dependency-failed",
+                                        "name-taken",
+                                        "unknown-peer",
+                                        "store-failed"};
+_Static_assert(sizeof s_reasons / sizeof *s_reasons == FZ_REASON_COUNT, "one name per value");
+
+static const char *const s_classes[] = {"",
+                                        "rate-limit",
+                                        "quota",
+                                        "auth",
+                                        "model-unavailable",
+                                        "context-too-long",
+                                        "permission-denied",
+                                        "timeout",
+                                        "stalled",
+                                        "cost-cap",
+                                        "task-failed",
+                                        "crashed",
+                                        "agent-missing",
+                                        "check-failed",
+                                        "merge-conflict"};
+_Static_assert(sizeof s_classes / sizeof *s_classes == FZ_CLASS_COUNT, "one name per value");
 
 /* Index of name in a table of n names; -1 if absent. */
 static int s_find(const char *const *table, int n, const char *name)
@@ -121,6 +143,17 @@ fz_topic_t fz_topic_of_state(fz_state_t state)
     default:
         return FZ_TOPIC_NONE;
     }
+}
+
+const char *fz_class_name(fz_class_t cls)
+{
+    return (unsigned)cls < FZ_CLASS_COUNT ? s_classes[cls] : "";
+}
+
+fz_class_t fz_class_from_name(const char *name)
+{
+    int i = name && *name ? s_find(s_classes, FZ_CLASS_COUNT, name) : -1;
+    return i < 0 ? FZ_CLASS_NONE : (fz_class_t)i;
 }
 
 const char *fz_reason_name(fz_reason_t reason)

@@ -46,12 +46,41 @@ typedef enum {
     FZ_OUTCOME_REJECTED,     /* the worker did not take the dispatch (busy, stopping) */
     FZ_OUTCOME_INTERRUPTED,  /* the worker was stopped under it: not the task's fault */
     FZ_OUTCOME_LOST,         /* broker only: the worker went away without a result */
+    FZ_OUTCOME_STALLED,      /* stopped after showing no sign of life for its stall limit */
     FZ_OUTCOME_COUNT
 } fz_outcome_t;
 
 const char *fz_outcome_name(fz_outcome_t outcome);
 /* Outcome from its name; -1 if unknown. */
 int fz_outcome_from_name(const char *name);
+
+/* ---------------------------------------------------------------- failure classes */
+
+/* Why an attempt failed, decided by the worker from the agent's own report first and its
+   outcome and exit status last (fz_class_decide); the broker has a policy for each. */
+typedef enum {
+    FZ_CLASS_NONE,              /* it did not fail */
+    FZ_CLASS_RATE_LIMIT,        /* the provider said "slow down" (429): wait, then again */
+    FZ_CLASS_QUOTA,             /* a usage quota ran out; it resets at reset_at */
+    FZ_CLASS_AUTH,              /* the key or login was refused: fix the worker's setup */
+    FZ_CLASS_MODEL_UNAVAILABLE, /* the model does not exist or is not served */
+    FZ_CLASS_CONTEXT_TOO_LONG,  /* the prompt does not fit the model */
+    FZ_CLASS_PERMISSION_DENIED, /* the agent was not allowed to do what the task needs */
+    FZ_CLASS_TIMEOUT,           /* past the task's --timeout */
+    FZ_CLASS_STALLED,           /* no sign of life for the stall limit */
+    FZ_CLASS_COST_CAP,          /* past the task's --max-cost */
+    FZ_CLASS_TASK_FAILED,       /* the agent ran and said it failed (non-zero exit) */
+    FZ_CLASS_CRASHED,           /* the agent died of a signal nobody in fz sent */
+    FZ_CLASS_AGENT_MISSING,     /* the agent command is not installed or not runnable */
+    FZ_CLASS_CHECK_FAILED,      /* the task's check command failed on the result */
+    FZ_CLASS_MERGE_CONFLICT,    /* the dependencies' branches do not merge */
+    FZ_CLASS_COUNT
+} fz_class_t;
+
+/* "rate-limit", ...; "" for FZ_CLASS_NONE and out of range. */
+const char *fz_class_name(fz_class_t cls);
+/* Class from its name; FZ_CLASS_NONE if unknown or NULL. */
+fz_class_t fz_class_from_name(const char *name);
 
 /* ---------------------------------------------------------------- event topics */
 
@@ -72,8 +101,10 @@ typedef enum {
     FZ_TOPIC_TASK_RETRYING,
     FZ_TOPIC_TASK_REQUEUED,
     FZ_TOPIC_TASK_PRIORITY,
+    FZ_TOPIC_TASK_STALLED,
     FZ_TOPIC_WORKER_JOINED,
     FZ_TOPIC_WORKER_LEFT,
+    FZ_TOPIC_WORKER_UNHEALTHY,
     FZ_TOPIC_BROKER_STARTED,
     FZ_TOPIC_BROKER_PAUSED,
     FZ_TOPIC_BROKER_RESUMED,

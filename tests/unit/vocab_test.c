@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fz_classify.h"
 #include "fz_vocab.h"
 
 typedef const char *(name_fn)(int value);
@@ -35,6 +36,10 @@ static const char *s_reason(int v)
 {
     return fz_reason_name((fz_reason_t)v);
 }
+static const char *s_class(int v)
+{
+    return fz_class_name((fz_class_t)v);
+}
 
 /* Names from first to n-1 are non-empty and distinct. */
 static void s_distinct(name_fn *name, int first, int n)
@@ -54,6 +59,12 @@ static void test_round_trips(void **state)
     s_distinct(s_outcome, 0, FZ_OUTCOME_COUNT);
     s_distinct(s_topic, 1, FZ_TOPIC_COUNT);
     s_distinct(s_reason, 1, FZ_REASON_COUNT);
+    s_distinct(s_class, 1, FZ_CLASS_COUNT);
+    for (int i = 1; i < FZ_CLASS_COUNT; i++)
+        assert_int_equal(fz_class_from_name(s_class(i)), i);
+    assert_string_equal(fz_class_name(FZ_CLASS_MERGE_CONFLICT), "merge-conflict");
+    assert_string_equal(fz_topic_name(FZ_TOPIC_BROKER_STOPPING), "broker.stopping");
+    assert_string_equal(fz_outcome_name(FZ_OUTCOME_STALLED), "stalled");
     for (int i = 0; i < FZ_STATE_COUNT; i++)
         assert_int_equal(fz_state_from_name(s_state(i)), i);
     for (int i = 0; i < FZ_OUTCOME_COUNT; i++)
@@ -125,6 +136,28 @@ static void test_protocol_lists_every_name(void **state)
     s_listed(doc, s_outcome, 0, FZ_OUTCOME_COUNT, "outcome");
     s_listed(doc, s_topic, 1, FZ_TOPIC_COUNT, "topic");
     s_listed(doc, s_reason, 1, FZ_REASON_COUNT, "error reason");
+    s_listed(doc, s_class, 1, FZ_CLASS_COUNT, "failure class");
+}
+
+static void test_classify(void **state)
+{
+    (void)state;
+    assert_int_equal(fz_classify(FZ_OUTCOME_EXITED, 0, FZ_CLASS_AUTH), FZ_CLASS_NONE);
+    assert_int_equal(fz_classify(FZ_OUTCOME_EXITED, 75, FZ_CLASS_AUTH), FZ_CLASS_AUTH);
+    assert_int_equal(fz_classify(FZ_OUTCOME_EXITED, 1, FZ_CLASS_NONE), FZ_CLASS_TASK_FAILED);
+    assert_int_equal(fz_classify(FZ_OUTCOME_EXITED, 127, FZ_CLASS_NONE), FZ_CLASS_AGENT_MISSING);
+    assert_int_equal(fz_classify(FZ_OUTCOME_SPAWN_FAILED, 0, FZ_CLASS_NONE),
+                     FZ_CLASS_AGENT_MISSING);
+    assert_int_equal(fz_classify(FZ_OUTCOME_TIMEOUT, 0, FZ_CLASS_NONE), FZ_CLASS_TIMEOUT);
+    /* the agent knows better: a timeout while the CLI said it was rate-limited */
+    assert_int_equal(fz_classify(FZ_OUTCOME_TIMEOUT, 0, FZ_CLASS_RATE_LIMIT), FZ_CLASS_RATE_LIMIT);
+    assert_int_equal(fz_classify(FZ_OUTCOME_COST_CAP, 0, FZ_CLASS_NONE), FZ_CLASS_COST_CAP);
+    assert_int_equal(fz_classify(FZ_OUTCOME_STALLED, 0, FZ_CLASS_NONE), FZ_CLASS_STALLED);
+    assert_int_equal(fz_classify(FZ_OUTCOME_SIGNALED, 0, FZ_CLASS_NONE), FZ_CLASS_CRASHED);
+    assert_int_equal(fz_classify(FZ_OUTCOME_CANCELLED, 1, FZ_CLASS_AUTH), FZ_CLASS_NONE);
+    assert_int_equal(fz_classify(FZ_OUTCOME_LOST, 0, FZ_CLASS_NONE), FZ_CLASS_NONE);
+    assert_int_equal(fz_classify(-1, 0, FZ_CLASS_NONE), FZ_CLASS_TASK_FAILED);
+    assert_int_equal(fz_classify(FZ_OUTCOME_EXITED, 1, (fz_class_t)999), FZ_CLASS_TASK_FAILED);
 }
 
 int main(void)
@@ -133,6 +166,7 @@ int main(void)
         cmocka_unit_test(test_round_trips),
         cmocka_unit_test(test_unknown_and_out_of_range),
         cmocka_unit_test(test_protocol_lists_every_name),
+        cmocka_unit_test(test_classify),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
