@@ -369,6 +369,34 @@ void fz_cli_print_block(const char *s, size_t len, const char *indent, size_t ma
 
 /* ---------------------------------------------------------------- JSON */
 
+/* Prints obj as JSON, with the characters JSON lets through raw but a terminal acts on
+   escaped: DEL and the C1 controls U+0080..U+009F (CSI among them) become \u00XX, as the
+   text views escape them. A program reads the same strings. Outside strings the JSON is
+   ASCII, and 0xC2 only ever leads a character, so the bytes matched are those characters. */
+static void s_print_json(const msgpack_object *obj, FILE *out)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    if (!mem)
+        return;
+    fz_obj_print_json(obj, mem);
+    if (fclose(mem) != 0) {
+        free(text);
+        return;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c == 0x7f)
+            fputs("\\u007F", out);
+        else if (c == 0xc2 && i + 1 < len && (unsigned char)text[i + 1] < 0xa0)
+            fprintf(out, "\\u%04X", (unsigned char)text[++i]);
+        else
+            fputc(c, out);
+    }
+    free(text);
+}
+
 static bool s_is_envelope(const msgpack_object *key)
 {
     static const char *names[] = {"v", "type", "rid"};
@@ -382,7 +410,7 @@ static bool s_is_envelope(const msgpack_object *key)
 void fz_cli_print_body_json(const msgpack_object *root, FILE *out)
 {
     if (root->type != MSGPACK_OBJECT_MAP) {
-        fz_obj_print_json(root, out);
+        s_print_json(root, out);
         fputc('\n', out);
         return;
     }
@@ -396,7 +424,7 @@ void fz_cli_print_body_json(const msgpack_object *root, FILE *out)
         if (!s_is_envelope(&root->via.map.ptr[i].key))
             kv[body.via.map.size++] = root->via.map.ptr[i];
     body.via.map.ptr = kv;
-    fz_obj_print_json(&body, out);
+    s_print_json(&body, out);
     fputc('\n', out);
     free(kv);
 }
@@ -424,7 +452,7 @@ void fz_cli_print_json_with(const msgpack_object *map, const char *key, const ch
         kv[all.via.map.size++] = map->via.map.ptr[i];
     }
     all.via.map.ptr = kv;
-    fz_obj_print_json(&all, out);
+    s_print_json(&all, out);
     fputc('\n', out);
     free(kv);
 }

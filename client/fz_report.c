@@ -224,7 +224,8 @@ void fz_report_task(const msgpack_object *reply, size_t out_lines, FILE *out)
         fprintf(out, "  %s", s_text(task, "name", 128, a, sizeof a));
     fprintf(out, "\n  state     %s", s_text(task, "state", 16, a, sizeof a));
     fz_report_outcome(task, b, sizeof b);
-    if (strcmp(b, "-") != 0)
+    /* A task that never ran (dep-failed, cancelled while queued) has no last attempt. */
+    if (strcmp(b, "-") != 0 && fz_obj_uint(task, "attempts", 0) > 0)
         fprintf(out, " (last attempt: %s)", b);
     /* Not in every broker's task object: why a held task waits (budget, pause, model cap). */
     if (s_has_text(task, "hold_reason"))
@@ -233,6 +234,10 @@ void fz_report_task(const msgpack_object *reply, size_t out_lines, FILE *out)
         fprintf(out, ": %s", s_text(task, "hold_detail", 300, b, sizeof b));
     if (s_has_text(task, "waiting_for"))
         fprintf(out, "\n  waiting   %s", s_text(task, "waiting_for", 300, b, sizeof b));
+    uint64_t pending = fz_obj_uint(task, "deps_pending", 0); /* only while waiting */
+    if (pending)
+        fprintf(out, "\n  waiting   for %llu dependenc%s to end", (unsigned long long)pending,
+                pending == 1 ? "y" : "ies");
     if (s_has_text(task, "priority_why"))
         fprintf(out, "\n  effective %.1f (%s)", fz_obj_float(task, "effective_priority", 0),
                 s_text(task, "priority_why", 200, b, sizeof b));
@@ -240,8 +245,14 @@ void fz_report_task(const msgpack_object *reply, size_t out_lines, FILE *out)
     fprintf(out, "  model     %s", s_model(task, "model", a, sizeof a));
     fprintf(out, "   fallback %s\n", s_list(task, "fallback", b, sizeof b));
     fprintf(out, "  labels    %s\n", s_labels(task, b, sizeof b));
-    fprintf(out, "  limits    timeout %llus, max cost $%.4f, retries %llu\n",
-            (unsigned long long)fz_obj_uint(task, "timeout", 0), fz_obj_float(task, "max_cost", 0),
+    /* No --max-cost: the broker's --default-task-cost caps it, an amount the task lacks. */
+    double max_cost = fz_obj_float(task, "max_cost", 0);
+    if (max_cost > 0)
+        snprintf(c, sizeof c, "$%.4f", max_cost);
+    else
+        snprintf(c, sizeof c, "the broker's default");
+    fprintf(out, "  limits    timeout %llus, max cost %s, retries %llu\n",
+            (unsigned long long)fz_obj_uint(task, "timeout", 0), c,
             (unsigned long long)fz_obj_uint(task, "retries", 0));
     fprintf(out, "  after     %s", s_list(task, "after", b, sizeof b));
     fprintf(out, "   after-any %s", s_list(task, "after_any", b, sizeof b));

@@ -119,6 +119,27 @@ static void test_oneline(void **state)
     assert_string_equal(small, "");
 }
 
+/* --json escapes what a terminal acts on (ESC, BEL, DEL, the C1 controls) and keeps the rest,
+   envelope keys left out. */
+static void test_json_escapes(void **state)
+{
+    static const char v[] = "\x1b[31m \x07 \x7f \xc2\x9b \xc2\x80 \xc2\xa0 caf\xc3\xa9 \xff";
+    msgpack_object_kv kv[2] = {{.key = {.type = MSGPACK_OBJECT_STR, .via.str = {4, "type"}},
+                                .val = {.type = MSGPACK_OBJECT_STR, .via.str = {4, "task"}}},
+                               {.key = {.type = MSGPACK_OBJECT_STR, .via.str = {1, "s"}},
+                                .val = {.type = MSGPACK_OBJECT_STR, .via.str = {sizeof v - 1, v}}}};
+    msgpack_object root = {.type = MSGPACK_OBJECT_MAP, .via.map = {2, kv}};
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_non_null(f);
+    fz_cli_print_body_json(&root, f);
+    fclose(f);
+    assert_string_equal(text, "{\"s\":\"\\u001B[31m \\u0007 \\u007F \\u009B \\u0080 \xc2\xa0 "
+                              "caf\xc3\xa9 \xef\xbf\xbd\"}\n");
+    free(text);
+}
+
 static void test_times(void **state)
 {
     char buf[40];
@@ -446,6 +467,7 @@ int main(void)
         cmocka_unit_test(test_parse_label),
         cmocka_unit_test(test_valid_date),
         cmocka_unit_test(test_oneline),
+        cmocka_unit_test(test_json_escapes),
         cmocka_unit_test(test_times),
         cmocka_unit_test(test_exit_codes),
         cmocka_unit_test(test_task_exit_codes),
