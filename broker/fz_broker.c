@@ -33,6 +33,8 @@ void fz_broker_config_defaults(fz_broker_config_t *cfg)
     cfg->max_children = 100;
     cfg->aging_s = 0;
     cfg->deadline_horizon = 3600;
+    cfg->stall_s = 600;
+    cfg->stall_kill_s = 0;
 }
 
 void fz_broker_idkey(uint64_t id, char key[24])
@@ -251,6 +253,12 @@ static void s_tick(fz_broker_t *self, int64_t now, bool drained)
             fz_life_timed_remove(self, t);
             fz_life_move(self, t, FZ_STATE_QUEUED, NULL);
             fz_life_ready(self, t);
+        } else if (t->state == FZ_STATE_HELD && t->not_before > 0 && fz_wall() >= t->not_before) {
+            fz_life_timed_remove(self, t);
+            t->not_before = 0;
+            fz_store_task_not_before(self->store, t->id, 0);
+            fz_life_move(self, t, FZ_STATE_QUEUED, NULL);
+            fz_life_ready(self, t);
         } else if (t->state == FZ_STATE_RUNNING && !t->worker && t->orphan_deadline_ms &&
                    now >= t->orphan_deadline_ms) {
             fz_life_lost(self, t, "worker did not come back after a broker restart");
@@ -312,7 +320,14 @@ static void s_load_one(void *arg, const fz_task_t *row, const char *worker)
         break;
     case FZ_STATE_HELD:
         fz_life_rerank(self, t);
-        fz_sched_hold(self->sched, t, t->hold_reason);
+        if (t->not_before > 0) {
+            /* Waiting for a quota to reset: its model waits as long. */
+            fz_life_timed_add(self, t);
+            double left = t->not_before - fz_wall();
+            if (left > 0)
+                fz_sched_block(self->sched, t->model, fz_clock_ms() + (int64_t)(left * 1000));
+        } else
+            fz_sched_hold(self->sched, t, t->hold_reason);
         break;
     case FZ_STATE_RETRYING:
         t->not_before_ms = fz_clock_ms();

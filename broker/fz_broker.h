@@ -40,6 +40,8 @@ typedef struct {
     uint32_t max_children;   /* subtasks per task */
     double aging_s;          /* +1 effective priority per this many seconds queued; 0 off */
     double deadline_horizon; /* seconds before a deadline its boost starts */
+    uint32_t stall_s;        /* default: no sign of life this long announces task.stalled */
+    uint32_t stall_kill_s;   /* default: ... and this long stops the attempt (0 = never) */
 } fz_broker_config_t;
 
 /* Fills a config with the documented defaults. */

@@ -161,7 +161,6 @@ void fz_life_send_cancel(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint3
                          const char *reason);
 void fz_life_dispatch(fz_broker_t *self);
 void fz_life_cancel(fz_broker_t *self, fz_task_t *t);
-fz_state_t fz_life_next_state(fz_task_t *t, const char *outcome, int64_t exit_code);
 
 /* graph */
 void fz_walk_push(walk_t *w, uint64_t id, int state);

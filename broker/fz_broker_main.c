@@ -40,6 +40,10 @@ static void s_usage(FILE *out)
         "  --aging S              +1 effective priority per S seconds queued (default 0: off)\n"
         "  --deadline-horizon S   a task's deadline starts raising its priority S seconds\n"
         "                         before it: +100 at the deadline, +1/minute late (default 3600)\n"
+        "  --stall S              an attempt without output, report line or progress for S\n"
+        "                         seconds is announced as stalled (default 600; 0 off)\n"
+        "  --stall-kill S         ... and stopped as stalled, and retried, after S seconds\n"
+        "                         (default 0: never; a task's --stall-kill wins)\n"
         "  -v, --verbose          log every message\n"
         "  -h, --help             this help\n"
         "  -V, --version          print the version\n"
@@ -80,7 +84,9 @@ enum {
     OPT_DEPTH,
     OPT_CHILDREN,
     OPT_AGING,
-    OPT_HORIZON
+    OPT_HORIZON,
+    OPT_STALL,
+    OPT_STALL_KILL
 };
 
 static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose)
@@ -104,6 +110,8 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
                                          {"max-children", 1, 0, OPT_CHILDREN},
                                          {"aging", 1, 0, OPT_AGING},
                                          {"deadline-horizon", 1, 0, OPT_HORIZON},
+                                         {"stall", 1, 0, OPT_STALL},
+                                         {"stall-kill", 1, 0, OPT_STALL_KILL},
                                          {"verbose", 0, 0, 'v'},
                                          {"help", 0, 0, 'h'},
                                          {"version", 0, 0, 'V'},
@@ -142,6 +150,8 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
         case OPT_RETRIES:
         case OPT_BMIN:
         case OPT_BMAX:
+        case OPT_STALL:
+        case OPT_STALL_KILL:
             if (!fz_parse_uint(optarg, c == OPT_HB ? 3600000 : 100000000, &u) ||
                 (u == 0 && (c == OPT_MAXRUN || c == OPT_HB)))
                 return fz_bad_value("fz-broker", opts, c, optarg,
@@ -160,6 +170,10 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
                 cfg->backoff_min_ms = (uint32_t)u;
             if (c == OPT_BMAX)
                 cfg->backoff_max_ms = (uint32_t)u;
+            if (c == OPT_STALL)
+                cfg->stall_s = (uint32_t)u;
+            if (c == OPT_STALL_KILL)
+                cfg->stall_kill_s = (uint32_t)u;
             break;
         case OPT_DEPTH:
         case OPT_CHILDREN:

@@ -81,9 +81,12 @@ void fz_life_ready(fz_broker_t *self, fz_task_t *t)
    attempt starts or ends, else the task's state (with the hold reason or dep-failed why). */
 static int s_store_move(fz_broker_t *self, fz_task_t *t, fz_state_t to, const fz_move_t *how)
 {
-    if (how->result)
-        return fz_store_attempt_finish(self->store, t->id, t->attempt, how->result, to) < 0 ? -1
-                                                                                            : 0;
+    if (how->result) {
+        if (fz_store_attempt_finish(self->store, t->id, t->attempt, how->result, to) < 0)
+            return -1;
+        /* Held after an attempt (a quota): the reason goes with it. */
+        return to == FZ_STATE_HELD ? fz_store_task_state(self->store, t->id, to, how->reason) : 0;
+    }
     if (to == FZ_STATE_RUNNING)
         return fz_store_attempt_start(self->store, t->id, t->attempt,
                                       how->worker ? how->worker->name : "",
@@ -107,6 +110,8 @@ fz_enc_t *fz_life_move(fz_broker_t *self, fz_task_t *t, fz_state_t to, const fz_
     if (s_store_move(self, t, to, how) < 0)
         return NULL;
     t->state = to;
+    if (to == FZ_STATE_HELD && how->reason && how->reason != t->hold_reason)
+        snprintf(t->hold_reason, sizeof t->hold_reason, "%s", how->reason);
     fz_topic_t topic = how->topic ? how->topic : fz_topic_of_state(to);
     fz_enc_t *e = topic ? fz_outbox_event(self, topic, t) : NULL;
     if (how->reason && *how->reason)
@@ -221,7 +226,9 @@ static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
     fz_sched_started(self->sched, t);
     /* A task for any model runs on the worker's first allowed model: the whitelist holds
        for it too, and the attempt records the model it used. */
-    const char *model = *t->model ? t->model : w->nmodels ? w->models[0] : "";
+    const char *model = fz_worker_model_for(w, t->model);
+    t->stalled = false;
+    t->stalled_since = 0;
     fz_enc_t *e =
         fz_life_move(self, t, FZ_STATE_RUNNING, &(fz_move_t){.worker = w, .model = model});
     fz_enc_str(e, "worker", w->name);
@@ -237,6 +244,8 @@ static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
        the default reservation, so the budget's arithmetic holds for it too. */
     fz_enc_float(d, "max_cost", t->reserved);
     fz_enc_uint(d, "kill_grace", self->cfg.kill_grace);
+    fz_enc_uint(d, "stall", t->stall_s ? t->stall_s : self->cfg.stall_s);
+    fz_enc_uint(d, "stall_kill", t->stall_kill_s ? t->stall_kill_s : self->cfg.stall_kill_s);
     out_t *o = fz_outbox_add(self, w->routing_id, d);
     if (o)
         o->dispatch = t->id;
@@ -298,15 +307,4 @@ void fz_life_cancel(fz_broker_t *self, fz_task_t *t)
     fz_store_task_flags(self->store, t->id, t->attempt_base, true);
     if (t->worker)
         fz_life_send_cancel(self, t->worker, t->id, t->attempt, "cancelled");
-}
-
-/* The state a finished attempt leads to. */
-fz_state_t fz_life_next_state(fz_task_t *t, const char *outcome, int64_t exit_code)
-{
-    fz_attempt_end_t end = {.outcome = (fz_outcome_t)fz_outcome_from_name(outcome),
-                            .exit_code = exit_code,
-                            .cancel_requested = t->cancel_requested,
-                            .made = t->attempt - t->attempt_base,
-                            .retries = t->retries};
-    return fz_rules_after_attempt(&end);
 }

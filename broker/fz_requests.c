@@ -139,6 +139,8 @@ static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const u
     nt.retries = (uint32_t)fz_obj_uint(m, "retries", self->cfg.default_retries);
     nt.parent = fz_obj_uint(m, "parent", 0);
     nt.deadline = fz_obj_float(m, "deadline", 0);
+    nt.stall = (uint32_t)fz_obj_uint(m, "stall", 0);
+    nt.stall_kill = (uint32_t)fz_obj_uint(m, "stall_kill", 0);
     nt.labels = fz_obj_get(m, "labels");
     nt.fallback = fz_obj_get(m, "fallback");
     if (nt.parent) {
@@ -196,6 +198,8 @@ static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const u
     ev->max_cost = nt.max_cost;
     ev->parent = nt.parent;
     ev->deadline = nt.deadline;
+    ev->stall_s = nt.stall;
+    ev->stall_kill_s = nt.stall_kill;
     ev->deps_pending = d.pending;
     ev->inherited = INT64_MIN;
     fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_SUBMITTED, ev);

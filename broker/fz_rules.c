@@ -66,6 +66,51 @@ fz_state_t fz_rules_after_attempt(const fz_attempt_end_t *end)
     return end->made <= end->retries ? FZ_STATE_RETRYING : FZ_STATE_FAILED;
 }
 
+static double s_quota_wait(const fz_failure_t *f)
+{
+    if (f->reset_at > f->now)
+        return f->reset_at - f->now;
+    if (f->retry_after > 0)
+        return f->retry_after;
+    double w = FZ_QUOTA_WAIT_MIN_S * pow(2.0, f->waits > 10 ? 10 : f->waits);
+    return w < FZ_QUOTA_WAIT_MAX_S ? w : FZ_QUOTA_WAIT_MAX_S;
+}
+
+fz_policy_t fz_rules_policy(const fz_failure_t *f)
+{
+    fz_policy_t p = {.next = fz_rules_after_attempt(&f->end)};
+    /* Success, cancel and not-the-task's-fault ends have no class to act on. */
+    if (p.next == FZ_STATE_SUCCEEDED || p.next == FZ_STATE_CANCELLED || p.next == FZ_STATE_QUEUED)
+        return p;
+    switch (f->cls) {
+    case FZ_CLASS_RATE_LIMIT:
+    case FZ_CLASS_QUOTA:
+        p.next = FZ_STATE_HELD;
+        p.free = true;
+        p.wait_s = s_quota_wait(f);
+        break;
+    case FZ_CLASS_AUTH:
+        p.next = FZ_STATE_QUEUED;
+        p.free = p.unhealthy_model = true;
+        break;
+    case FZ_CLASS_AGENT_MISSING:
+        p.next = FZ_STATE_QUEUED;
+        p.free = p.unhealthy_worker = true;
+        break;
+    case FZ_CLASS_MODEL_UNAVAILABLE:
+        p.next = f->fallback_left ? FZ_STATE_RETRYING : FZ_STATE_FAILED;
+        p.at_once = f->fallback_left;
+        break;
+    case FZ_CLASS_CONTEXT_TOO_LONG:
+    case FZ_CLASS_PERMISSION_DENIED:
+        p.next = FZ_STATE_FAILED;
+        break;
+    default:
+        break;
+    }
+    return p;
+}
+
 /* [from][to]: the moves the life cycle makes. Ended tasks come back only through retry
    (queued or waiting again); a succeeded one never. */
 #define Q (1u << FZ_STATE_QUEUED)
@@ -78,10 +123,14 @@ fz_state_t fz_rules_after_attempt(const fz_attempt_end_t *end)
 #define C (1u << FZ_STATE_CANCELLED)
 #define D (1u << FZ_STATE_DEP_FAILED)
 static const unsigned s_moves[FZ_STATE_COUNT] = {
-    [FZ_STATE_QUEUED] = H | R | C, [FZ_STATE_WAITING] = Q | D | C,
-    [FZ_STATE_HELD] = Q | C,       [FZ_STATE_RUNNING] = Q | T | S | F | C,
-    [FZ_STATE_RETRYING] = Q | C,   [FZ_STATE_SUCCEEDED] = 0,
-    [FZ_STATE_FAILED] = Q | W,     [FZ_STATE_CANCELLED] = Q | W,
+    [FZ_STATE_QUEUED] = H | R | C,
+    [FZ_STATE_WAITING] = Q | D | C,
+    [FZ_STATE_HELD] = Q | C,
+    [FZ_STATE_RUNNING] = Q | H | T | S | F | C, /* held: waiting for a quota to reset */
+    [FZ_STATE_RETRYING] = Q | C,
+    [FZ_STATE_SUCCEEDED] = 0,
+    [FZ_STATE_FAILED] = Q | W,
+    [FZ_STATE_CANCELLED] = Q | W,
     [FZ_STATE_DEP_FAILED] = Q | W,
 };
 

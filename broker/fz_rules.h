@@ -49,6 +49,38 @@ typedef struct {
    used), failed (retries spent, or the agent asked not to be retried) or retrying. */
 fz_state_t fz_rules_after_attempt(const fz_attempt_end_t *end);
 
+/* What the broker does after a failed attempt, by its failure class (PROTOCOL.md §7). */
+typedef struct {
+    fz_attempt_end_t end;
+    fz_class_t cls;     /* the attempt's failure class */
+    double reset_at;    /* rate-limit, quota: when the limit resets (unix time), 0 unknown */
+    double retry_after; /* rate-limit: seconds the provider asked for, 0 unknown */
+    double now;         /* unix time */
+    uint32_t waits;     /* rate-limit waits this task already made (the backoff grows) */
+    bool fallback_left; /* a next model in the fallback chain differs from this one */
+} fz_failure_t;
+
+typedef struct {
+    fz_state_t next;
+    bool free;             /* the attempt uses no retry (and the model chain does not move) */
+    double wait_s;         /* held for a quota this long; the model waits as long */
+    bool unhealthy_model;  /* the worker gets no more tasks of this model (auth) */
+    bool unhealthy_worker; /* the worker gets no more tasks at all (agent missing) */
+    bool at_once;          /* retry without a backoff (the next fallback model) */
+} fz_policy_t;
+
+/* Longest wait for a quota when the provider named no time, and the first one. */
+#define FZ_QUOTA_WAIT_MIN_S 60.0
+#define FZ_QUOTA_WAIT_MAX_S 1800.0
+
+/* The policy: rate-limit and quota wait (held) until the reset, the provider's retry-after,
+   or a backoff from 1 to 30 minutes, using no retry; auth and agent-missing send the task
+   back to the queue for another worker and mark this one unhealthy; model-unavailable moves
+   to the next fallback model at once (failed when none is left); context-too-long and
+   permission-denied fail at once; the rest follow fz_rules_after_attempt. Classes decide
+   over exit 75, which stays the rule for the rest. */
+fz_policy_t fz_rules_policy(const fz_failure_t *f);
+
 /* True if a live or ended task may move from `from` to `to` (the life cycle's table). */
 bool fz_rules_move_allowed(fz_state_t from, fz_state_t to);
 

@@ -5,13 +5,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fz_util.h"
+
 #define FZ_SCHED_HOLDS_PER_PICK 8
 
 typedef struct {
     char name[65];
     fz_queue_t *ready;
     uint32_t running;
-    uint32_t cap; /* 0 = no per-model limit */
+    uint32_t cap;             /* 0 = no per-model limit */
+    int64_t blocked_until_ms; /* rate-limited: none of its tasks starts before (monotonic) */
 } model_t;
 
 struct fz_sched_t {
@@ -21,8 +24,18 @@ struct fz_sched_t {
     uint32_t running, max_running;
 };
 
+static bool s_unhealthy_for(const fz_worker_t *w, const char *model)
+{
+    for (size_t i = 0; i < w->nunhealthy; i++)
+        if (strcmp(w->unhealthy[i], model) == 0)
+            return true;
+    return false;
+}
+
 bool fz_worker_serves(const fz_worker_t *w, const char *model)
 {
+    if (w->unhealthy_all || (*model && s_unhealthy_for(w, model)))
+        return false;
     if (w->any_model)
         return true;
     if (!*model) /* a task for any model: a worker with at least one allowed model runs it */
@@ -31,6 +44,26 @@ bool fz_worker_serves(const fz_worker_t *w, const char *model)
         if (strcmp(w->models[i], model) == 0)
             return true;
     return false;
+}
+
+const char *fz_worker_model_for(const fz_worker_t *w, const char *model)
+{
+    if (*model)
+        return model;
+    for (size_t i = 0; i < w->nmodels; i++)
+        if (!s_unhealthy_for(w, w->models[i]))
+            return w->models[i];
+    return "";
+}
+
+void fz_worker_set_unhealthy(fz_worker_t *w, const char *model)
+{
+    if (!*model) {
+        w->unhealthy_all = true;
+        return;
+    }
+    if (!s_unhealthy_for(w, model) && w->nunhealthy < FZ_MAX_WORKER_MODELS)
+        snprintf(w->unhealthy[w->nunhealthy++], sizeof w->unhealthy[0], "%s", model);
 }
 
 fz_sched_t *fz_sched_new(uint32_t max_running)
@@ -132,19 +165,38 @@ double fz_sched_reservation(const fz_task_t *task, double default_cost)
     return task->max_cost > 0 ? task->max_cost : default_cost;
 }
 
-static bool s_at_cap(const model_t *m)
+static bool s_at_cap(const model_t *m, int64_t now_ms)
 {
-    return m->cap && m->running >= m->cap;
+    return (m->cap && m->running >= m->cap) || now_ms < m->blocked_until_ms;
+}
+
+int fz_sched_block(fz_sched_t *self, const char *model, int64_t until_ms)
+{
+    model_t *m = s_model(self, model, true);
+    if (!m)
+        return -1;
+    if (until_ms > m->blocked_until_ms)
+        m->blocked_until_ms = until_ms;
+    return 0;
+}
+
+int64_t fz_sched_blocked_until(const fz_sched_t *self, const char *model)
+{
+    for (size_t i = 0; i < self->nmodels; i++)
+        if (strcmp(self->models[i].name, model) == 0)
+            return self->models[i].blocked_until_ms;
+    return 0;
 }
 
 /* The best top among the queues this worker serves, skipping capped models. */
 static model_t *s_best_queue(fz_sched_t *self, const fz_worker_t *w)
 {
     model_t *best = NULL;
+    int64_t now = fz_clock_ms();
     for (size_t i = 0; i < self->nmodels; i++) {
         model_t *m = &self->models[i];
         fz_task_t *top = fz_queue_peek(m->ready);
-        if (!top || s_at_cap(m) || !fz_worker_serves(w, m->name))
+        if (!top || s_at_cap(m, now) || !fz_worker_serves(w, m->name))
             continue;
         if (!best || fz_queue_before(top, fz_queue_peek(best->ready)))
             best = m;

@@ -38,12 +38,22 @@ typedef struct fz_worker_t {
     int64_t rest_until_ms; /* no dispatch before (it refused one) */
     bool draining;         /* finishing its task, then leaving: no dispatch */
     double since;
+    /* Unhealthy (an attempt failed with class auth for a model, or agent-missing for all):
+       no tasks for those models until the worker says hello again. */
+    char unhealthy[FZ_MAX_WORKER_MODELS][65];
+    size_t nunhealthy;
+    bool unhealthy_all;
 } fz_worker_t;
 
 /* True if the worker may run tasks of model. Model "" (any) runs on a worker that announced
    no models or has at least one allowed model; a worker whose models were all refused by
    the whitelist runs nothing. */
 bool fz_worker_serves(const fz_worker_t *w, const char *model);
+/* The model an attempt of a task for `model` runs on this worker: the task's own, or for a
+   task of any model the worker's first healthy allowed model ("" if it announced none). */
+const char *fz_worker_model_for(const fz_worker_t *w, const char *model);
+/* Marks the worker unhealthy for model ("" = for every model). */
+void fz_worker_set_unhealthy(fz_worker_t *w, const char *model);
 
 typedef struct fz_sched_t fz_sched_t;
 
@@ -71,6 +81,11 @@ typedef void(fz_sched_held_fn)(void *arg, fz_task_t *task);
    moved to held ("budget") on the way, each reported to held_fn (a few per call). */
 fz_task_t *fz_sched_pick(fz_sched_t *self, const fz_worker_t *worker, const fz_budget_t *budget,
                          double default_cost, fz_sched_held_fn *held_fn, void *arg);
+
+/* Rate limit: no task of `model` starts before until_ms (monotonic; a later block wins). */
+int fz_sched_block(fz_sched_t *self, const char *model, int64_t until_ms);
+/* Until when model is blocked (0 = never was). */
+int64_t fz_sched_blocked_until(const fz_sched_t *self, const char *model);
 
 /* Counts a task as running / no longer running (global and per model). */
 void fz_sched_started(fz_sched_t *self, const fz_task_t *task);

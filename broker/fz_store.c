@@ -11,7 +11,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#define FZ_STORE_SCHEMA 1 /* PRAGMA user_version of the tables below */
+#define FZ_STORE_SCHEMA 2 /* PRAGMA user_version of the tables below */
 #define FZ_STR2(x) #x
 #define FZ_STR(x) FZ_STR2(x)
 
@@ -52,7 +52,12 @@ static const char *s_schema =
     " hold_reason TEXT NOT NULL DEFAULT '',"
     " deadline REAL NOT NULL DEFAULT 0,"
     " attempt_base INTEGER NOT NULL DEFAULT 0,"
-    " cancel_requested INTEGER NOT NULL DEFAULT 0);"
+    " cancel_requested INTEGER NOT NULL DEFAULT 0,"
+    " class TEXT NOT NULL DEFAULT '',"
+    " tokens_cache_read INTEGER NOT NULL DEFAULT 0,"
+    " tokens_cache_write INTEGER NOT NULL DEFAULT 0,"
+    " stall INTEGER NOT NULL DEFAULT 0, stall_kill INTEGER NOT NULL DEFAULT 0,"
+    " not_before REAL NOT NULL DEFAULT 0);"
     "CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);"
     "CREATE TABLE IF NOT EXISTS task_labels ("
     " task INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
@@ -67,6 +72,9 @@ static const char *s_schema =
     " tokens_in INTEGER NOT NULL DEFAULT 0, tokens_out INTEGER NOT NULL DEFAULT 0,"
     " summary TEXT NOT NULL DEFAULT '', output BLOB, log TEXT NOT NULL DEFAULT '',"
     " reserved REAL NOT NULL DEFAULT 0,"
+    " class TEXT NOT NULL DEFAULT '', reset_at REAL NOT NULL DEFAULT 0,"
+    " tokens_cache_read INTEGER NOT NULL DEFAULT 0,"
+    " tokens_cache_write INTEGER NOT NULL DEFAULT 0,"
     " PRIMARY KEY (task, n)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS attempts_ended ON attempts(ended);"
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
@@ -75,6 +83,52 @@ static const char *s_schema =
     " PRIMARY KEY (task, dep)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS deps_dep ON deps(dep);"
     "CREATE INDEX IF NOT EXISTS tasks_parent ON tasks(parent);";
+
+/* Columns added after schema 1, for databases made before them (CREATE TABLE IF NOT EXISTS
+   leaves an existing table as it is). */
+static const struct {
+    const char *table, *column, *decl;
+} s_added[] = {
+    {"tasks", "class", "TEXT NOT NULL DEFAULT ''"},
+    {"tasks", "tokens_cache_read", "INTEGER NOT NULL DEFAULT 0"},
+    {"tasks", "tokens_cache_write", "INTEGER NOT NULL DEFAULT 0"},
+    {"tasks", "stall", "INTEGER NOT NULL DEFAULT 0"},
+    {"tasks", "stall_kill", "INTEGER NOT NULL DEFAULT 0"},
+    {"tasks", "not_before", "REAL NOT NULL DEFAULT 0"},
+    {"attempts", "class", "TEXT NOT NULL DEFAULT ''"},
+    {"attempts", "reset_at", "REAL NOT NULL DEFAULT 0"},
+    {"attempts", "tokens_cache_read", "INTEGER NOT NULL DEFAULT 0"},
+    {"attempts", "tokens_cache_write", "INTEGER NOT NULL DEFAULT 0"},
+};
+
+static bool s_has_column(sqlite3 *db, const char *table, const char *column)
+{
+    char sql[96];
+    snprintf(sql, sizeof sql, "SELECT 1 FROM pragma_table_info('%s') WHERE name = ?1", table);
+    sqlite3_stmt *st = NULL;
+    bool found = false;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, column, -1, SQLITE_STATIC);
+        found = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    return found;
+}
+
+/* Brings a schema-1 database up to this one. */
+static int s_migrate(sqlite3 *db)
+{
+    for (size_t i = 0; i < sizeof s_added / sizeof *s_added; i++) {
+        if (s_has_column(db, s_added[i].table, s_added[i].column))
+            continue;
+        char sql[160];
+        snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN %s %s", s_added[i].table,
+                 s_added[i].column, s_added[i].decl);
+        if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+            return -1;
+    }
+    return 0;
+}
 
 /* ---------------------------------------------------------------- plumbing */
 
@@ -216,7 +270,7 @@ fz_store_t *fz_store_open(const char *path, bool sync_full, char *err, size_t er
         fz_store_destroy(&self);
         return NULL;
     }
-    if (sqlite3_exec(self->db, s_schema, NULL, NULL, NULL) != SQLITE_OK ||
+    if (sqlite3_exec(self->db, s_schema, NULL, NULL, NULL) != SQLITE_OK || s_migrate(self->db) ||
         sqlite3_exec(self->db, "PRAGMA user_version = " FZ_STR(FZ_STORE_SCHEMA), NULL, NULL,
                      NULL) != SQLITE_OK)
         goto fail;
@@ -293,8 +347,8 @@ const char *fz_store_error(fz_store_t *self)
 
 static const char *SQL_TASK_ADD =
     "INSERT INTO tasks (state, priority, model, name, prompt, timeout, max_cost, retries,"
-    " parent, fallback, after, after_any, created, updated, deadline, summary)"
-    " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?13,?14,?15)";
+    " parent, fallback, after, after_any, created, updated, deadline, summary, stall, stall_kill)"
+    " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?13,?14,?15,?16,?17)";
 
 static const char *SQL_LABEL_ADD = "INSERT OR REPLACE INTO task_labels VALUES (?1, ?2, ?3)";
 
@@ -350,6 +404,8 @@ uint64_t fz_store_task_add(fz_store_t *self, const fz_store_newtask_t *t)
     sqlite3_bind_double(st, 13, fz_wall());
     sqlite3_bind_double(st, 14, t->deadline);
     s_bind_text(st, 15, t->summary);
+    sqlite3_bind_int64(st, 16, t->stall);
+    sqlite3_bind_int64(st, 17, t->stall_kill);
     if (s_done(self, st))
         return 0;
     uint64_t id = (uint64_t)sqlite3_last_insert_rowid(self->db);
@@ -404,6 +460,18 @@ int fz_store_task_model(fz_store_t *self, uint64_t id, uint32_t n, char *model)
     }
     sqlite3_reset(st);
     return rc;
+}
+
+static const char *SQL_TASK_NOT_BEFORE = "UPDATE tasks SET not_before = ?2 WHERE id = ?1";
+
+int fz_store_task_not_before(fz_store_t *self, uint64_t id, double not_before)
+{
+    sqlite3_stmt *st = s_begin(self) ? NULL : s_stmt(self, SQL_TASK_NOT_BEFORE);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    sqlite3_bind_double(st, 2, not_before);
+    return s_done(self, st);
 }
 
 static const char *SQL_TASK_PRIORITY = "UPDATE tasks SET priority = ?2, updated = ?3 WHERE id = ?1";
@@ -466,11 +534,13 @@ static const char *SQL_ATTEMPT_FINISH =
     "UPDATE attempts SET ended = ?3, outcome = ?4, exit_code = ?5, signal = ?6,"
     " duration_ms = ?7, cost_usd = ?8, tokens_in = ?9, tokens_out = ?10,"
     " model = CASE WHEN ?11 = '' THEN model ELSE ?11 END, summary = ?12, output = ?13,"
-    " log = ?14 WHERE task = ?1 AND n = ?2 AND ended = 0";
+    " log = ?14, class = ?15, reset_at = ?16, tokens_cache_read = ?17,"
+    " tokens_cache_write = ?18 WHERE task = ?1 AND n = ?2 AND ended = 0";
 static const char *SQL_TASK_FINISH =
     "UPDATE tasks SET state = ?2, outcome = ?3, exit_code = ?4, cost_usd = cost_usd + ?5,"
     " tokens_in = tokens_in + ?6, tokens_out = tokens_out + ?7, summary = ?8, updated = ?9,"
-    " hold_reason = '' WHERE id = ?1";
+    " hold_reason = '', class = ?10, tokens_cache_read = tokens_cache_read + ?11,"
+    " tokens_cache_write = tokens_cache_write + ?12 WHERE id = ?1";
 
 int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_result_t *r,
                             fz_state_t state)
@@ -493,6 +563,10 @@ int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_
     s_bind_text(st, 12, r->summary);
     sqlite3_bind_blob(st, 13, r->output ? r->output : "", (int)r->output_len, SQLITE_TRANSIENT);
     s_bind_text(st, 14, r->log);
+    s_bind_text(st, 15, r->class_name);
+    sqlite3_bind_double(st, 16, r->reset_at);
+    sqlite3_bind_int64(st, 17, (sqlite3_int64)r->tokens_cache_read);
+    sqlite3_bind_int64(st, 18, (sqlite3_int64)r->tokens_cache_write);
     if (s_done(self, st))
         return -1;
     if (sqlite3_changes(self->db) == 0)
@@ -508,6 +582,9 @@ int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_
     sqlite3_bind_int64(st, 7, (sqlite3_int64)r->tokens_out);
     s_bind_text(st, 8, r->summary);
     sqlite3_bind_double(st, 9, now);
+    s_bind_text(st, 10, r->class_name);
+    sqlite3_bind_int64(st, 11, (sqlite3_int64)r->tokens_cache_read);
+    sqlite3_bind_int64(st, 12, (sqlite3_int64)r->tokens_cache_write);
     return s_done(self, st) ? -1 : 1;
 }
 
@@ -517,7 +594,7 @@ int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_
     "SELECT t.id, t.state, t.priority, t.attempts, t.retries, t.timeout, t.max_cost,"              \
     " t.hold_reason, t.model, COALESCE(a.worker, ''),"                                             \
     " COALESCE(a.reserved, 0), t.model, t.parent, t.deadline, t.updated, t.attempt_base,"          \
-    " t.cancel_requested"                                                                          \
+    " t.cancel_requested, t.stall, t.stall_kill, t.not_before"                                     \
     " FROM tasks t LEFT JOIN attempts a ON a.task = t.id AND a.n = t.attempts"
 static const char *SQL_LIVE =
     LIVE_COLS " WHERE t.state IN ('queued','waiting','held','running','retrying') ORDER BY t.id";
@@ -542,6 +619,9 @@ static void s_row_task(sqlite3_stmt *st, fz_task_t *t)
     t->queued_at = sqlite3_column_double(st, 14);
     t->attempt_base = (uint32_t)sqlite3_column_int64(st, 15);
     t->cancel_requested = sqlite3_column_int64(st, 16) != 0;
+    t->stall_s = (uint32_t)sqlite3_column_int64(st, 17);
+    t->stall_kill_s = (uint32_t)sqlite3_column_int64(st, 18);
+    t->not_before = sqlite3_column_double(st, 19);
     t->inherited = INT64_MIN;
 }
 
@@ -658,11 +738,13 @@ static void s_encode_column(sqlite3_stmt *st, int i, col_kind_t kind, fz_enc_t *
 #define TASK_COLS                                                                                  \
     "id, state, priority, model, name, timeout, max_cost, retries, fallback, after, after_any,"    \
     " parent, attempts, created, updated, worker, outcome, exit_code, cost_usd, tokens_in,"        \
-    " tokens_out, summary, hold_reason, deadline"
+    " tokens_out, summary, hold_reason, deadline, class, tokens_cache_read, tokens_cache_write,"   \
+    " stall, stall_kill, not_before"
 static const col_kind_t s_task_kinds[] = {
     COL_UINT,    COL_STR,     COL_INT,     COL_STR,  COL_STR,  COL_UINT,  COL_FLOAT, COL_UINT,
     COL_MSGPACK, COL_MSGPACK, COL_MSGPACK, COL_UINT, COL_UINT, COL_FLOAT, COL_FLOAT, COL_STR,
-    COL_STR,     COL_INT,     COL_FLOAT,   COL_UINT, COL_UINT, COL_STR,   COL_STR,   COL_FLOAT};
+    COL_STR,     COL_INT,     COL_FLOAT,   COL_UINT, COL_UINT, COL_STR,   COL_STR,   COL_FLOAT,
+    COL_STR,     COL_UINT,    COL_UINT,    COL_UINT, COL_UINT, COL_FLOAT};
 #define TASK_NCOLS ((int)(sizeof s_task_kinds / sizeof *s_task_kinds))
 
 static const char *SQL_TASK_GET = "SELECT " TASK_COLS ", prompt FROM tasks WHERE id = ?1";
@@ -695,8 +777,8 @@ static const char *SQL_ATTEMPTS =
     "SELECT n, worker, model, started, ended, outcome, exit_code, signal, duration_ms,"
     " cost_usd, tokens_in, tokens_out, summary,"
     " CASE WHEN n > ?2 THEN output ELSE X'' END AS output, log, reserved,"
-    " n <= ?2 AND length(output) > 0 AS output_dropped"
-    " FROM attempts WHERE task = ?1 ORDER BY n";
+    " n <= ?2 AND length(output) > 0 AS output_dropped, class, reset_at, tokens_cache_read,"
+    " tokens_cache_write FROM attempts WHERE task = ?1 ORDER BY n";
 static const char *SQL_ATTEMPT_SIZES =
     "SELECT n, length(output) + length(summary) + 200 FROM attempts WHERE task = ?1"
     " ORDER BY n DESC";
@@ -722,8 +804,9 @@ static int64_t s_output_cutoff(fz_store_t *self, uint64_t id)
     return cutoff;
 }
 static const col_kind_t s_attempt_kinds[] = {
-    COL_UINT,  COL_STR,  COL_STR,  COL_FLOAT, COL_FLOAT, COL_STR, COL_INT,   COL_UINT, COL_UINT,
-    COL_FLOAT, COL_UINT, COL_UINT, COL_STR,   COL_BIN,   COL_STR, COL_FLOAT, COL_BOOL};
+    COL_UINT, COL_STR,   COL_STR,   COL_FLOAT, COL_FLOAT, COL_STR,  COL_INT,
+    COL_UINT, COL_UINT,  COL_FLOAT, COL_UINT,  COL_UINT,  COL_STR,  COL_BIN,
+    COL_STR,  COL_FLOAT, COL_BOOL,  COL_STR,   COL_FLOAT, COL_UINT, COL_UINT};
 
 fz_err_t fz_store_encode_attempts(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key)
 {
@@ -867,6 +950,8 @@ static const char *SQL_COST_MODEL =
 static const char *SQL_COST_TASK =
     "SELECT CAST(a.task AS TEXT)," COST_AGG " WHERE a.ended >= ?1 AND a.ended > 0"
     " GROUP BY a.task ORDER BY a.task";
+static const char *SQL_COST_CLASS =
+    "SELECT a.class," COST_AGG " WHERE a.ended >= ?1 AND a.ended > 0 GROUP BY 1 ORDER BY 1";
 static const char *SQL_COST_WORKER =
     "SELECT a.worker," COST_AGG " WHERE a.ended >= ?1 AND a.ended > 0 GROUP BY 1 ORDER BY 1";
 static const char *SQL_COST_LABEL = "SELECT COALESCE(l.value, '')," COST_AGG
@@ -881,6 +966,7 @@ fz_err_t fz_store_encode_cost(fz_store_t *self, const char *by, const char *labe
                       : strcmp(by, "task") == 0   ? SQL_COST_TASK
                       : strcmp(by, "worker") == 0 ? SQL_COST_WORKER
                       : strcmp(by, "label") == 0  ? SQL_COST_LABEL
+                      : strcmp(by, "class") == 0  ? SQL_COST_CLASS
                                                   : NULL;
     if (!sql)
         return FZ_EINVALID;

@@ -52,8 +52,9 @@ typedef struct {
     uint32_t retries;
     uint64_t parent;
     const msgpack_object *labels, *fallback, *after, *after_any;
-    double deadline;     /* unix time, 0 = none */
-    const char *summary; /* why, when stored already final (dep-failed at submit) */
+    double deadline;            /* unix time, 0 = none */
+    uint32_t stall, stall_kill; /* seconds, 0 = the broker's default */
+    const char *summary;        /* why, when stored already final (dep-failed at submit) */
     fz_state_t state;
 } fz_store_newtask_t;
 
@@ -68,6 +69,8 @@ int fz_store_task_model(fz_store_t *self, uint64_t id, uint32_t n, char *model);
 /* Keeps what the task's memory record must not lose on a restart: how many attempts do not
    count against its retries, and whether a cancel was asked while it ran. */
 int fz_store_task_flags(fz_store_t *self, uint64_t id, uint32_t attempt_base, bool cancel);
+/* Keeps when a task's wait for a quota reset ends (unix time, 0 = none). */
+int fz_store_task_not_before(fz_store_t *self, uint64_t id, double not_before);
 /* Changes a task's base priority. */
 int fz_store_task_priority(fz_store_t *self, uint64_t id, int64_t priority);
 /* Loads one task's scheduling fields (as fz_store_load_live does); -1 if not found. The
@@ -90,6 +93,9 @@ typedef struct {
     const void *output;
     size_t output_len;
     const char *log;
+    const char *class_name; /* failure class, "" on success */
+    double reset_at;        /* rate-limit, quota: when it resets (unix time), 0 unknown */
+    uint64_t tokens_cache_read, tokens_cache_write;
 } fz_result_t;
 
 /* Records the end of attempt n and the task's new state. Returns 1 if recorded, 0 if that

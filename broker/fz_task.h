@@ -24,23 +24,28 @@ typedef struct fz_task_t {
     uint32_t retries;      /* further attempts allowed after a failure */
     uint32_t attempt_base; /* attempts made before the last manual retry */
     uint32_t timeout_s;
-    double max_cost;            /* cap of one attempt; also its budget reservation */
-    double reserved;            /* reservation held while running */
-    char hold_reason[16];       /* why HELD: "budget" (the only rail that holds today) */
-    int64_t not_before_ms;      /* RETRYING: monotonic time of the next attempt */
-    int64_t orphan_deadline_ms; /* RUNNING without a worker (broker restarted): requeue after */
-    bool cancel_requested;      /* a cancel was sent to the worker; the result decides */
-    uint32_t deps_pending;      /* WAITING: dependencies not yet ended */
-    uint64_t parent;            /* 0 = a root task */
-    double queued_at;           /* wall time it became ready: the start of its aging */
-    double deadline;            /* unix time, 0 = none */
-    int64_t inherited;          /* priority inherited from waiting dependents (a floor);
-                                   INT64_MIN = none */
-    double rank;                /* the queue's order key: effective priority minus the aging
-                                   every ready task shares (see fz_sched) */
-    size_t heap_index;          /* position in its queue, kept by fz_queue */
-    void *queue;                /* the fz_queue_t holding it, or NULL; kept by fz_queue */
-    struct fz_worker_t *worker; /* the worker running it, or NULL */
+    double max_cost;                /* cap of one attempt; also its budget reservation */
+    double reserved;                /* reservation held while running */
+    char hold_reason[16];           /* why HELD: "budget" (the scheduler's), "quota" */
+    int64_t not_before_ms;          /* RETRYING: monotonic time of the next attempt */
+    int64_t orphan_deadline_ms;     /* RUNNING without a worker (broker restarted): requeue after */
+    double not_before;              /* HELD for a quota: wall time the wait ends (0 = none) */
+    uint32_t stall_s, stall_kill_s; /* no sign of life this long: stalled, stopped (0 = off) */
+    bool stalled;                   /* task.stalled was announced for the current attempt */
+    double stalled_since;           /* wall time of its last sign of life while stalled, or 0 */
+    uint32_t quota_waits;           /* rate-limit waits so far: the wait without a reset grows */
+    bool cancel_requested;          /* a cancel was sent to the worker; the result decides */
+    uint32_t deps_pending;          /* WAITING: dependencies not yet ended */
+    uint64_t parent;                /* 0 = a root task */
+    double queued_at;               /* wall time it became ready: the start of its aging */
+    double deadline;                /* unix time, 0 = none */
+    int64_t inherited;              /* priority inherited from waiting dependents (a floor);
+                                       INT64_MIN = none */
+    double rank;                    /* the queue's order key: effective priority minus the aging
+                                       every ready task shares (see fz_sched) */
+    size_t heap_index;              /* position in its queue, kept by fz_queue */
+    void *queue;                    /* the fz_queue_t holding it, or NULL; kept by fz_queue */
+    struct fz_worker_t *worker;     /* the worker running it, or NULL */
 } fz_task_t;
 
 #endif

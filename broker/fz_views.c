@@ -36,7 +36,16 @@ static void s_decorate(void *arg, uint64_t id, fz_enc_t *e)
     if (t->state == FZ_STATE_WAITING)
         fz_enc_uint(e, "deps_pending", t->deps_pending);
     char detail[256];
-    if (t->state == FZ_STATE_HELD) {
+    if (t->state == FZ_STATE_RUNNING && t->stalled_since > 0)
+        fz_enc_float(e, "stalled_since", t->stalled_since);
+    if (t->state == FZ_STATE_HELD && t->not_before > 0) {
+        snprintf(detail, sizeof detail,
+                 "model '%s' is rate-limited: waiting %.0f s more for its limit to reset "
+                 "(no retry is used)",
+                 t->model, t->not_before > now ? t->not_before - now : 0);
+        fz_enc_str(e, "hold_detail", detail);
+        fz_enc_float(e, "not_before", t->not_before);
+    } else if (t->state == FZ_STATE_HELD) {
         /* Why it is held, in amounts; and whether it can ever fit. */
         double need = fz_sched_reservation(t, self->cfg.default_task_cost);
         snprintf(detail, sizeof detail, "needs %.2f USD, %.2f left of today's %.2f%s", need,
@@ -58,6 +67,12 @@ static void s_decorate(void *arg, uint64_t id, fz_enc_t *e)
             fz_enc_str(e, "waiting_for", detail);
         } else if (self->paused)
             fz_enc_str(e, "waiting_for", "dispatch is paused (fz-ctl resume)");
+        else if (*t->model && fz_sched_blocked_until(self->sched, t->model) > fz_clock_ms()) {
+            snprintf(detail, sizeof detail, "model '%s' is rate-limited for %lld s more", t->model,
+                     (long long)((fz_sched_blocked_until(self->sched, t->model) - fz_clock_ms()) /
+                                 1000));
+            fz_enc_str(e, "waiting_for", detail);
+        }
     }
 }
 
@@ -131,6 +146,12 @@ void fz_views_workers(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
             fz_enc_str(o, NULL, w->models[i]);
         fz_enc_bool(o, "any_model", w->any_model);
         fz_enc_str(o, "state", w->draining ? "drain" : w->task ? "busy" : "idle");
+        /* Models it gets no tasks for (an auth failure), or "" for all (agent missing). */
+        fz_enc_array(o, "unhealthy", w->unhealthy_all ? 1 : w->nunhealthy);
+        if (w->unhealthy_all)
+            fz_enc_str(o, NULL, "");
+        for (size_t i = 0; !w->unhealthy_all && i < w->nunhealthy; i++)
+            fz_enc_str(o, NULL, w->unhealthy[i]);
         fz_enc_uint(o, "task", w->task ? w->task->id : 0);
         fz_enc_float(o, "since", w->since);
         fz_enc_float(o, "last_seen", fz_wall() - (fz_clock_ms() - w->last_seen_ms) / 1000.0);

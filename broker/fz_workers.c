@@ -3,6 +3,8 @@
 
 #include "fz_broker_int.h"
 
+#include "fz_classify.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -86,6 +88,9 @@ static void s_rehello(fz_broker_t *self, fz_worker_t *w, zframe_t *from, fz_msg_
     fz_enc_str(r, "name", w->name);
     s_worker_models(self, w, msg, r);
     fz_outbox_reply(self, from, fz_msg_rid(msg), r);
+    /* A worker that says hello again was restarted or fixed: healthy until shown otherwise. */
+    w->nunhealthy = 0;
+    w->unhealthy_all = false;
     uint64_t task = fz_msg_uint(msg, "task", 0);
     uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
     if (task && !(w->task && w->task->id == task && w->task->attempt == attempt))
@@ -163,6 +168,27 @@ static fz_task_t *s_current(fz_worker_t *w, fz_msg_t *msg)
     return NULL;
 }
 
+/* An attempt that showed no sign of life for its stall limit is announced, once; it counts
+   as alive again as soon as the worker sees output or a report line. */
+static void s_check_stall(fz_broker_t *self, fz_worker_t *w, fz_task_t *t, uint64_t idle_ms)
+{
+    uint32_t stall = t->stall_s ? t->stall_s : self->cfg.stall_s;
+    if (!stall || idle_ms < (uint64_t)stall * 1000) {
+        t->stalled_since = 0;
+        return;
+    }
+    if (t->stalled_since == 0)
+        t->stalled_since = fz_wall() - (double)idle_ms / 1000.0;
+    if (t->stalled)
+        return;
+    t->stalled = true;
+    fz_warn("task %llu attempt %u on %s: no sign of life for %llu s", (unsigned long long)t->id,
+            t->attempt, w->name, (unsigned long long)(idle_ms / 1000));
+    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_STALLED, t);
+    fz_enc_str(e, "worker", w->name);
+    fz_enc_uint(e, "idle_ms", idle_ms);
+}
+
 void fz_workers_heartbeat(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w)
 {
     if (fz_msg_bool(msg, "draining", false) && !w->draining) {
@@ -180,12 +206,16 @@ void fz_workers_heartbeat(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_w
     fz_task_t *t = s_current(w, msg);
     if (!t || !fz_msg_has(msg, "elapsed_ms"))
         return;
+    s_check_stall(self, w, t, fz_msg_uint(msg, "idle_ms", 0));
     fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_PROGRESS, t);
     fz_enc_str(e, "worker", w->name);
     fz_enc_uint(e, "elapsed_ms", fz_msg_uint(msg, "elapsed_ms", 0));
     fz_enc_float(e, "cost_usd", fz_msg_float(msg, "cost_usd", 0));
     fz_enc_uint(e, "tokens_in", fz_msg_uint(msg, "tokens_in", 0));
+    fz_enc_uint(e, "tokens_cache_read", fz_msg_uint(msg, "tokens_cache_read", 0));
+    fz_enc_uint(e, "tokens_cache_write", fz_msg_uint(msg, "tokens_cache_write", 0));
     fz_enc_uint(e, "tokens_out", fz_msg_uint(msg, "tokens_out", 0));
+    fz_enc_uint(e, "idle_ms", fz_msg_uint(msg, "idle_ms", 0));
     if (fz_msg_has(msg, "progress"))
         fz_enc_uint(e, "progress", fz_msg_uint(msg, "progress", 0));
     fz_enc_str(e, "progress_text", fz_msg_str(msg, "progress_text", "", NULL));
@@ -221,6 +251,100 @@ static void s_ack_result(fz_broker_t *self, zframe_t *from, uint64_t task, uint6
     fz_outbox_add(self, from, a);
 }
 
+/* The result's fields; strings point into msg. */
+static void s_read_result(fz_msg_t *msg, fz_result_t *r, fz_class_t *cls, double *retry_after)
+{
+    r->outcome = fz_msg_str(msg, "outcome", "exited", NULL);
+    r->exit_code = fz_msg_int(msg, "exit_code", 0);
+    r->signal = (uint32_t)fz_msg_uint(msg, "signal", 0);
+    r->duration_ms = fz_msg_uint(msg, "duration_ms", 0);
+    r->cost_usd = fz_msg_float(msg, "cost_usd", 0);
+    r->tokens_in = fz_msg_uint(msg, "tokens_in", 0);
+    r->tokens_out = fz_msg_uint(msg, "tokens_out", 0);
+    r->tokens_cache_read = fz_msg_uint(msg, "tokens_cache_read", 0);
+    r->tokens_cache_write = fz_msg_uint(msg, "tokens_cache_write", 0);
+    r->model = fz_msg_str(msg, "model", "", NULL);
+    r->summary = fz_msg_str(msg, "summary", "", NULL);
+    r->output = fz_msg_bin(msg, "output", &r->output_len);
+    r->log = fz_msg_str(msg, "log", "", NULL);
+    r->reset_at = fz_msg_float(msg, "reset_at", 0);
+    *retry_after = fz_msg_float(msg, "retry_after", 0);
+    /* A peer that sends no class is classified here as the worker would have. */
+    *cls = fz_classify(fz_outcome_from_name(r->outcome), r->exit_code,
+                       fz_class_from_name(fz_msg_str(msg, "class", "", NULL)));
+    r->class_name = fz_class_name(*cls);
+}
+
+/* True if the next model of the task's fallback chain differs from this attempt's. */
+static bool s_fallback_left(fz_broker_t *self, const fz_task_t *t)
+{
+    char now[65], next[65];
+    uint32_t made = t->attempt - t->attempt_base;
+    return fz_store_task_model(self->store, t->id, made, now) == 0 &&
+           fz_store_task_model(self->store, t->id, made + 1, next) == 0 && strcmp(now, next) != 0;
+}
+
+/* The task's event after its attempt ended: which topic, and the reason it carries. */
+static fz_topic_t s_end_topic(fz_state_t next)
+{
+    return next == FZ_STATE_QUEUED     ? FZ_TOPIC_TASK_REQUEUED
+           : next == FZ_STATE_RETRYING ? FZ_TOPIC_TASK_ATTEMPT_FAILED
+                                       : FZ_TOPIC_NONE;
+}
+
+static void s_unhealthy(fz_broker_t *self, fz_worker_t *w, fz_class_t cls, const char *model)
+{
+    fz_worker_set_unhealthy(w, model);
+    fz_warn("worker %s is unhealthy (%s%s%s): no more of %s for it until it says hello again",
+            w->name, fz_class_name(cls), *model ? ", model " : "", model,
+            *model ? "this model's tasks" : "any task");
+    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_WORKER_UNHEALTHY, NULL);
+    fz_enc_str(e, "worker", w->name);
+    fz_enc_str(e, "class", fz_class_name(cls));
+    fz_enc_str(e, "model", model);
+}
+
+/* A rate limit or quota: the task waits without using a retry, its model with it. */
+static void s_wait_quota(fz_broker_t *self, fz_task_t *t, const char *model, double wait_s)
+{
+    t->not_before = fz_wall() + wait_s;
+    t->quota_waits++;
+    fz_store_task_not_before(self->store, t->id, t->not_before);
+    fz_life_timed_add(self, t);
+    fz_sched_block(self->sched, model, fz_clock_ms() + (int64_t)(wait_s * 1000));
+}
+
+/* What the policy asks for once the attempt is recorded. */
+static void s_apply(fz_broker_t *self, fz_worker_t *w, fz_task_t *t, const fz_policy_t *p,
+                    fz_class_t cls, const char *model, bool rejected)
+{
+    if (p->free) {
+        /* The attempt stays on record but does not use a retry. */
+        t->attempt_base++;
+        fz_store_task_flags(self->store, t->id, t->attempt_base, false);
+    }
+    if (p->unhealthy_model || p->unhealthy_worker)
+        s_unhealthy(self, w, cls, p->unhealthy_worker ? "" : model);
+    switch (p->next) {
+    case FZ_STATE_RETRYING:
+        fz_life_retry_later(
+            self, t, p->at_once ? 0 : fz_life_backoff_ms(self, t->attempt - t->attempt_base));
+        break;
+    case FZ_STATE_HELD:
+        s_wait_quota(self, t, model, p->wait_s);
+        break;
+    case FZ_STATE_QUEUED:
+        /* A worker that refused gets no dispatch for a while (it may be stopping or busy). */
+        if (rejected)
+            w->rest_until_ms = fz_clock_ms() + 3 * (int64_t)self->cfg.heartbeat_ms;
+        fz_life_ready(self, t);
+        break;
+    default:
+        fz_graph_final(self, t);
+        break;
+    }
+}
+
 void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w)
 {
     uint64_t id = fz_msg_uint(msg, "task", 0);
@@ -237,27 +361,33 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
         return;
     }
     fz_result_t r = {0};
-    r.outcome = fz_msg_str(msg, "outcome", "exited", NULL);
-    r.exit_code = fz_msg_int(msg, "exit_code", 0);
-    r.signal = (uint32_t)fz_msg_uint(msg, "signal", 0);
-    r.duration_ms = fz_msg_uint(msg, "duration_ms", 0);
-    r.cost_usd = fz_msg_float(msg, "cost_usd", 0);
-    r.tokens_in = fz_msg_uint(msg, "tokens_in", 0);
-    r.tokens_out = fz_msg_uint(msg, "tokens_out", 0);
-    r.model = fz_msg_str(msg, "model", "", NULL);
-    r.summary = fz_msg_str(msg, "summary", "", NULL);
-    r.output = fz_msg_bin(msg, "output", &r.output_len);
-    r.log = fz_msg_str(msg, "log", "", NULL);
-    fz_state_t next = fz_life_next_state(t, r.outcome, r.exit_code);
-    /* Not the task's fault (rejected, interrupted): back to the queue, announced as such. */
-    bool requeue = next == FZ_STATE_QUEUED;
-    fz_topic_t topic = requeue                     ? FZ_TOPIC_TASK_REQUEUED
-                       : next == FZ_STATE_RETRYING ? FZ_TOPIC_TASK_ATTEMPT_FAILED
-                                                   : FZ_TOPIC_NONE;
+    fz_class_t cls;
+    double retry_after;
+    s_read_result(msg, &r, &cls, &retry_after);
+    fz_failure_t f = {.end = {.outcome = (fz_outcome_t)fz_outcome_from_name(r.outcome),
+                              .exit_code = r.exit_code,
+                              .cancel_requested = t->cancel_requested,
+                              .made = t->attempt - t->attempt_base,
+                              .retries = t->retries},
+                      .cls = cls,
+                      .reset_at = r.reset_at,
+                      .retry_after = retry_after,
+                      .now = fz_wall(),
+                      .waits = t->quota_waits,
+                      .fallback_left =
+                          cls == FZ_CLASS_MODEL_UNAVAILABLE && s_fallback_left(self, t)};
+    fz_policy_t p = fz_rules_policy(&f);
+    const char *model = fz_worker_model_for(w, t->model);
+    const char *reason = p.next == FZ_STATE_HELD ? "quota"
+                         : cls != FZ_CLASS_NONE  ? r.class_name
+                                                 : r.outcome;
     fz_enc_t *e = fz_life_move(
-        self, t, next,
-        &(fz_move_t){.result = &r, .topic = topic, .reason = requeue ? r.outcome : NULL});
-    if (t->state != next)
+        self, t, p.next,
+        &(fz_move_t){.result = &r,
+                     .topic = s_end_topic(p.next),
+                     .reason =
+                         p.next == FZ_STATE_QUEUED || p.next == FZ_STATE_HELD ? reason : NULL});
+    if (t->state != p.next)
         return; /* not stored, so not acknowledged: the worker sends it again */
     fz_budget_settle(&self->budget, t->reserved, r.cost_usd);
     t->reserved = 0;
@@ -272,19 +402,11 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
     fz_enc_float(e, "cost_usd", r.cost_usd);
     fz_enc_uint(e, "duration_ms", r.duration_ms);
     fz_enc_str(e, "summary", r.summary);
-
-    if (next == FZ_STATE_RETRYING)
-        fz_life_retry_later(self, t, fz_life_backoff_ms(self, t->attempt - t->attempt_base));
-    else if (next == FZ_STATE_QUEUED) {
-        /* Not the task's fault: the attempt stays on record but does not use a retry, and a
-           worker that refused gets no dispatch for a while (it may be stopping or busy). */
-        t->attempt_base++;
-        fz_store_task_flags(self->store, t->id, t->attempt_base, false);
-        if (fz_outcome_from_name(r.outcome) == FZ_OUTCOME_REJECTED)
-            w->rest_until_ms = fz_clock_ms() + 3 * (int64_t)self->cfg.heartbeat_ms;
-        fz_life_ready(self, t);
-    } else
-        fz_graph_final(self, t);
+    if (cls != FZ_CLASS_NONE)
+        fz_enc_str(e, "class", r.class_name);
+    if (p.next == FZ_STATE_HELD)
+        fz_enc_float(e, "until", fz_wall() + p.wait_s);
+    s_apply(self, w, t, &p, cls, model, fz_outcome_from_name(r.outcome) == FZ_OUTCOME_REJECTED);
     fz_life_budget_moved(self);
 }
 

@@ -30,6 +30,7 @@
 #include "fz_event.h"
 #include "fz_msg.h"
 #include "fz_net.h"
+#include "fz_util.h"
 
 /* Turns a test may wait for one thing; at 5 ms a turn, about a second. */
 #define S_MAX_TURNS 200
@@ -312,6 +313,22 @@ static uint32_t s_dispatched(fx_t *fx, zsock_t *w, uint64_t task)
     return attempt;
 }
 
+/* A result with a failure class (and a reset time) as an adapter reports it. */
+static void s_send_class(zsock_t *w, uint64_t task, uint32_t attempt, const char *cls,
+                         double reset_at)
+{
+    fz_enc_t *r = fz_enc_new("result", 0);
+    fz_enc_uint(r, "task", task);
+    fz_enc_uint(r, "attempt", attempt);
+    fz_enc_str(r, "outcome", "exited");
+    fz_enc_int(r, "exit_code", 75);
+    fz_enc_float(r, "cost_usd", 0.01);
+    fz_enc_str(r, "class", cls);
+    if (reset_at > 0)
+        fz_enc_float(r, "reset_at", reset_at);
+    assert_int_equal(fz_net_send(w, NULL, &r), 0);
+}
+
 static void s_send_result(zsock_t *w, uint64_t task, uint32_t attempt, const char *outcome,
                           int64_t exit_code, double cost)
 {
@@ -482,7 +499,7 @@ static void test_silent_worker_loses_its_attempt(void **state)
     uint64_t id = s_submit(fx, "x", 0, 0);
     zsock_t *w = s_worker(fx, "w1");
     assert_int_equal(s_dispatched(fx, w, id), 1);
-    zsock_destroy(&w); /* says nothing more */
+    zsock_destroy(&w);                                 /* says nothing more */
     s_assert_event(fx, "task.requeued", id, "queued"); /* announced before the worker left */
     fz_event_t *e = s_event(fx, "worker.left", 0);
     char buf[32];
@@ -733,6 +750,231 @@ static void test_budget_hold_and_release(void **state)
     s_fx_destroy(&fx);
 }
 
+/* ---------------------------------------------------------------- failure classes */
+
+static uint64_t s_submit_model(fx_t *fx, const char *model, const char *fallback, uint32_t retries)
+{
+    fz_enc_t *req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", "p");
+    fz_enc_str(req, "model", model);
+    fz_enc_uint(req, "retries", retries);
+    if (fallback) {
+        fz_enc_array(req, "fallback", 1);
+        fz_enc_str(req, NULL, fallback);
+    }
+    fz_msg_t *r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "submitted"));
+    uint64_t id = fz_msg_uint(r, "task", 0);
+    fz_msg_destroy(&r);
+    return id;
+}
+
+static zsock_t *s_worker_models(fx_t *fx, const char *name, const char *m1, const char *m2)
+{
+    zsock_t *w = fz_net_socket(ZMQ_DEALER);
+    assert_int_equal(zsock_connect(w, "%s", fx->ep), 0);
+    fz_enc_t *hello = fz_enc_new("hello", 1);
+    fz_enc_str(hello, "name", name);
+    fz_enc_array(hello, "models", m2 ? 2 : 1);
+    fz_enc_str(hello, NULL, m1);
+    if (m2)
+        fz_enc_str(hello, NULL, m2);
+    assert_int_equal(fz_net_send(w, NULL, &hello), 0);
+    fz_msg_t *m = s_expect(fx, w, "welcome");
+    fz_msg_destroy(&m);
+    return w;
+}
+
+static fz_msg_t *s_get(fx_t *fx, uint64_t id)
+{
+    fz_enc_t *req = s_req(fx, "get");
+    fz_enc_uint(req, "task", id);
+    fz_msg_t *r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "task"));
+    return r;
+}
+
+/* A rate limit with a reset time: the task waits for it (held, quota) without using a retry
+   and without a second charge, the model's other tasks wait too, and both run after it. */
+static void s_patient(fz_broker_config_t *cfg)
+{
+    cfg->heartbeat_ms = 1000; /* the fake worker sends no heartbeats while the task waits */
+}
+
+static void test_rate_limit_waits_for_the_reset(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(s_patient);
+    uint64_t a = s_submit_model(fx, "m1", NULL, 0);
+    zsock_t *w = s_worker_models(fx, "w1", "m1", NULL);
+    uint32_t n = s_dispatched(fx, w, a);
+    uint64_t b = s_submit_model(fx, "m1", NULL, 0);
+    s_send_class(w, a, n, "rate-limit", fz_wall() + 0.6);
+    fz_event_t *e = s_event(fx, "task.held", a);
+    char buf[64];
+    assert_string_equal(fz_obj_str(fz_event_map(e), "reason", buf, sizeof buf), "quota");
+    assert_string_equal(fz_obj_str(fz_event_map(e), "class", buf, sizeof buf), "rate-limit");
+    fz_event_destroy(&e);
+    assert_string_equal(s_row(fx, a, "state"), "held");
+    assert_string_equal(s_row(fx, a, "hold_reason"), "quota");
+    assert_string_equal(s_attempt_row(fx, a, 1, "class"), "rate-limit");
+    /* b waits for the model, not for a worker: it is not dispatched meanwhile. */
+    assert_false(s_gets(fx, w, "dispatch", 20));
+    fz_msg_t *g = s_get(fx, b);
+    char why[256];
+    assert_non_null(
+        strstr(fz_obj_str(fz_msg_obj(g, "task"), "waiting_for", why, sizeof why), "rate-limited"));
+    fz_msg_destroy(&g);
+    g = s_get(fx, a);
+    assert_non_null(strstr(fz_obj_str(fz_msg_obj(g, "task"), "hold_detail", why, sizeof why),
+                           "no retry is used"));
+    fz_msg_destroy(&g);
+    /* After the reset both run; a, with retries 0, still gets its second attempt. */
+    s_assert_event(fx, "task.queued", a, "queued");
+    uint64_t first = 0;
+    for (int i = 0; i < 2; i++) {
+        fz_msg_t *d = s_expect(fx, w, "dispatch");
+        uint64_t id = fz_msg_uint(d, "task", 0);
+        uint32_t k = (uint32_t)fz_msg_uint(d, "attempt", 0);
+        fz_msg_destroy(&d);
+        assert_true(id == a ? k == 2 : id == b && k == 1);
+        first = first ? first : id;
+        s_result(fx, w, id, k, "exited", 0, 0.02);
+    }
+    s_assert_event(fx, "task.succeeded", first == a ? b : a, "succeeded");
+    assert_string_equal(s_row(fx, a, "state"), "succeeded");
+    assert_string_equal(s_row(fx, a, "cost_usd"), "0.03"); /* 0.01 + 0.02: once each */
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+/* Auth: this worker is unhealthy for the model; the task goes to another worker, no retry. */
+static void test_auth_marks_the_worker_and_moves_the_task(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t id = s_submit_model(fx, "m1", NULL, 0);
+    zsock_t *w1 = s_worker_models(fx, "w1", "m1", NULL);
+    s_send_class(w1, id, s_dispatched(fx, w1, id), "auth", 0);
+    fz_event_t *e = s_event(fx, "task.requeued", id);
+    char buf[64];
+    assert_string_equal(fz_obj_str(fz_event_map(e), "reason", buf, sizeof buf), "auth");
+    fz_event_destroy(&e);
+    e = s_event(fx, "worker.unhealthy", 0);
+    assert_string_equal(fz_obj_str(fz_event_map(e), "worker", buf, sizeof buf), "w1");
+    assert_string_equal(fz_obj_str(fz_event_map(e), "model", buf, sizeof buf), "m1");
+    fz_event_destroy(&e);
+    assert_false(s_gets(fx, w1, "dispatch", 20)); /* not on w1 again */
+    fz_msg_t *ws = s_call(fx, s_req(fx, "workers"));
+    const msgpack_object *list = fz_msg_obj(ws, "workers");
+    const msgpack_object *bad = fz_obj_get(&list->via.array.ptr[0], "unhealthy");
+    assert_true(bad && bad->via.array.size == 1);
+    fz_msg_destroy(&ws);
+    zsock_t *w2 = s_worker_models(fx, "w2", "m1", NULL);
+    uint32_t n = s_dispatched(fx, w2, id);
+    assert_int_equal(n, 2);
+    s_result(fx, w2, id, n, "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", id, "succeeded");
+    zsock_destroy(&w1);
+    zsock_destroy(&w2);
+    s_fx_destroy(&fx);
+}
+
+/* Exit 127 (the agent is not installed): the worker gets no task at all any more. */
+static void test_agent_missing_takes_the_worker_out(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t a = s_submit(fx, "x", 0, 0);
+    uint64_t b = s_submit(fx, "y", 0, 0);
+    zsock_t *w = s_worker(fx, "w1");
+    s_result(fx, w, a, s_dispatched(fx, w, a), "exited", 127, 0);
+    fz_event_t *e = s_event(fx, "worker.unhealthy", 0);
+    char buf[64];
+    assert_string_equal(fz_obj_str(fz_event_map(e), "class", buf, sizeof buf), "agent-missing");
+    fz_event_destroy(&e);
+    assert_false(s_gets(fx, w, "dispatch", 20));
+    assert_string_equal(s_row(fx, a, "state"), "queued");
+    assert_string_equal(s_row(fx, b, "state"), "queued");
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+/* model-unavailable: the next fallback model at once, whatever --retries; then fail. */
+static void test_model_unavailable_takes_the_fallback(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t id = s_submit_model(fx, "m1", "m2", 0);
+    zsock_t *w = s_worker_models(fx, "w1", "m1", "m2");
+    s_send_class(w, id, s_dispatched(fx, w, id), "model-unavailable", 0);
+    fz_event_t *e = s_event(fx, "task.retrying", id);
+    assert_int_equal(fz_obj_uint(fz_event_map(e), "delay_ms", 99), 0);
+    char buf[64];
+    assert_string_equal(fz_obj_str(fz_event_map(e), "next_model", buf, sizeof buf), "m2");
+    fz_event_destroy(&e);
+    fz_msg_t *d = s_expect(fx, w, "dispatch");
+    assert_string_equal(fz_msg_str(d, "model", "", NULL), "m2");
+    uint32_t n = (uint32_t)fz_msg_uint(d, "attempt", 0);
+    fz_msg_destroy(&d);
+    s_send_class(w, id, n, "model-unavailable", 0);
+    s_assert_event(fx, "task.failed", id, "failed");
+    assert_string_equal(s_row(fx, id, "class"), "model-unavailable");
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+static void test_context_too_long_fails_at_once(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t id = s_submit(fx, "huge", 3, 0);
+    zsock_t *w = s_worker(fx, "w1");
+    s_send_class(w, id, s_dispatched(fx, w, id), "context-too-long", 0);
+    s_assert_event(fx, "task.failed", id, "failed");
+    assert_string_equal(s_row(fx, id, "attempts"), "1");
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+/* An attempt whose heartbeats say it has been idle past its stall limit is announced. */
+static void test_stall_is_announced_once(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    fz_enc_t *req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", "quiet");
+    fz_enc_uint(req, "stall", 2);
+    fz_enc_uint(req, "stall_kill", 9);
+    fz_msg_t *r = s_call(fx, req);
+    uint64_t id = fz_msg_uint(r, "task", 0);
+    fz_msg_destroy(&r);
+    zsock_t *w = s_worker(fx, "w1");
+    fz_msg_t *d = s_expect(fx, w, "dispatch");
+    assert_int_equal(fz_msg_uint(d, "stall", 0), 2);
+    assert_int_equal(fz_msg_uint(d, "stall_kill", 0), 9);
+    uint32_t n = (uint32_t)fz_msg_uint(d, "attempt", 0);
+    fz_msg_destroy(&d);
+    for (int i = 0; i < 2; i++) {
+        fz_enc_t *hb = fz_enc_new("heartbeat", 0);
+        fz_enc_uint(hb, "task", id);
+        fz_enc_uint(hb, "attempt", n);
+        fz_enc_uint(hb, "elapsed_ms", 3000 + i);
+        fz_enc_uint(hb, "idle_ms", 2500 + i);
+        assert_int_equal(fz_net_send(w, NULL, &hb), 0);
+    }
+    fz_event_t *e = s_event(fx, "task.stalled", id);
+    assert_int_equal(fz_obj_uint(fz_event_map(e), "idle_ms", 0), 2500);
+    fz_event_destroy(&e);
+    fz_msg_t *g = s_get(fx, id);
+    assert_true(fz_obj_float(fz_msg_obj(g, "task"), "stalled_since", 0) > 0);
+    fz_msg_destroy(&g);
+    s_result(fx, w, id, n, "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", id, "succeeded"); /* announced once: none between */
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -749,6 +991,12 @@ int main(void)
         cmocka_unit_test(test_dependency_failure_and_revival),
         cmocka_unit_test(test_submit_refusals_carry_reasons),
         cmocka_unit_test(test_budget_hold_and_release),
+        cmocka_unit_test(test_rate_limit_waits_for_the_reset),
+        cmocka_unit_test(test_auth_marks_the_worker_and_moves_the_task),
+        cmocka_unit_test(test_agent_missing_takes_the_worker_out),
+        cmocka_unit_test(test_model_unavailable_takes_the_fallback),
+        cmocka_unit_test(test_context_too_long_fails_at_once),
+        cmocka_unit_test(test_stall_is_announced_once),
     };
     zsys_init();
     zsys_set_logstream(NULL);

@@ -107,12 +107,64 @@ static void test_move_table(void **state)
         assert_false(fz_rules_move_allowed((fz_state_t)s, (fz_state_t)s));
 }
 
+static fz_policy_t s_policy(fz_class_t cls, int64_t code, uint32_t made, uint32_t retries,
+                            bool fallback_left)
+{
+    fz_failure_t f = {.end = {FZ_OUTCOME_EXITED, code, false, made, retries},
+                      .cls = cls,
+                      .now = 1e9,
+                      .fallback_left = fallback_left};
+    return fz_rules_policy(&f);
+}
+
+static void test_policy_by_class(void **state)
+{
+    (void)state;
+    fz_policy_t p = s_policy(FZ_CLASS_RATE_LIMIT, 1, 3, 0, false);
+    assert_int_equal(p.next, FZ_STATE_HELD);
+    assert_true(p.free && p.wait_s == FZ_QUOTA_WAIT_MIN_S);
+    /* The provider's time wins: a reset two hours away waits two hours, once. */
+    fz_failure_t f = {.end = {FZ_OUTCOME_EXITED, 1, false, 1, 2},
+                      .cls = FZ_CLASS_QUOTA,
+                      .reset_at = 1e9 + 7200,
+                      .now = 1e9};
+    p = fz_rules_policy(&f);
+    assert_true(p.next == FZ_STATE_HELD && p.wait_s == 7200);
+    f.reset_at = 1e9 - 5; /* past: the retry-after, then the backoff */
+    f.retry_after = 9.5;
+    assert_true(fz_rules_policy(&f).wait_s == 9.5);
+    f.retry_after = 0;
+    f.waits = 3;
+    assert_true(fz_rules_policy(&f).wait_s == 480);
+    f.waits = 40;
+    assert_true(fz_rules_policy(&f).wait_s == FZ_QUOTA_WAIT_MAX_S);
+    /* Classes decide over exit 75. */
+    p = s_policy(FZ_CLASS_AUTH, 75, 1, 0, false);
+    assert_true(p.next == FZ_STATE_QUEUED && p.free && p.unhealthy_model && !p.unhealthy_worker);
+    p = s_policy(FZ_CLASS_AGENT_MISSING, 127, 1, 0, false);
+    assert_true(p.next == FZ_STATE_QUEUED && p.free && p.unhealthy_worker);
+    p = s_policy(FZ_CLASS_MODEL_UNAVAILABLE, 75, 1, 0, true);
+    assert_true(p.next == FZ_STATE_RETRYING && p.at_once && !p.free);
+    assert_int_equal(s_policy(FZ_CLASS_MODEL_UNAVAILABLE, 75, 1, 5, false).next, FZ_STATE_FAILED);
+    assert_int_equal(s_policy(FZ_CLASS_CONTEXT_TOO_LONG, 1, 1, 5, true).next, FZ_STATE_FAILED);
+    assert_int_equal(s_policy(FZ_CLASS_PERMISSION_DENIED, 1, 1, 5, true).next, FZ_STATE_FAILED);
+    /* The rest follow the retries, and 75. */
+    assert_int_equal(s_policy(FZ_CLASS_TASK_FAILED, 1, 1, 1, false).next, FZ_STATE_RETRYING);
+    assert_int_equal(s_policy(FZ_CLASS_TIMEOUT, 1, 2, 1, false).next, FZ_STATE_FAILED);
+    assert_int_equal(s_policy(FZ_CLASS_TASK_FAILED, 75, 1, 5, false).next, FZ_STATE_FAILED);
+    /* No class acts on a success, a cancel or a rejected dispatch. */
+    assert_int_equal(s_policy(FZ_CLASS_AUTH, 0, 1, 0, false).next, FZ_STATE_SUCCEEDED);
+    f = (fz_failure_t){.end = {FZ_OUTCOME_REJECTED, 0, false, 1, 0}, .cls = FZ_CLASS_QUOTA};
+    assert_int_equal(fz_rules_policy(&f).next, FZ_STATE_QUEUED);
+    assert_false(fz_rules_policy(&f).free);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deadline_boost), cmocka_unit_test(test_aging_and_effective),
         cmocka_unit_test(test_backoff),        cmocka_unit_test(test_after_attempt),
-        cmocka_unit_test(test_move_table),
+        cmocka_unit_test(test_move_table),     cmocka_unit_test(test_policy_by_class),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
