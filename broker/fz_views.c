@@ -208,7 +208,7 @@ void fz_views_cost(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     if (err) {
         fz_enc_destroy(&r);
         fz_outbox_error(self, from, rid, err, FZ_REASON_BAD_FIELD,
-                        "cost by must be day, model, task, worker or label, not '%s'", by);
+                        "cost by must be day, model, task, worker, label or class, not '%s'", by);
         return;
     }
     fz_outbox_reply(self, from, rid, r);

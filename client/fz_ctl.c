@@ -65,7 +65,7 @@ static int s_help(void)
         "  priority ID N              set a task's priority (-1000000..1000000)\n"
         "  escalate ID                raise a task's priority above every live task's\n"
         "  budget [--set USD]         today's budget (cap, spent, reserved, left); set the cap\n"
-        "  cost [--by day|model|task|worker|label] [--since YYYY-MM-DD] [--label KEY]\n"
+        "  cost [--by day|model|task|worker|label|class] [--since YYYY-MM-DD] [--label KEY]\n"
         "                             spending report (default by day; --by label groups by\n"
         "                             the values of label KEY)\n"
         "  purge --before YYYY-MM-DD  delete tasks that ended before that day (UTC), with their\n"
@@ -356,8 +356,9 @@ static int s_cmd_cost(ctl_t *ctl)
 {
     const char *by = ctl->by ? ctl->by : "day";
     if (strcmp(by, "day") && strcmp(by, "model") && strcmp(by, "task") && strcmp(by, "worker") &&
-        strcmp(by, "label"))
-        return fz_cli_usage_error("--by: '%s' is not one of day, model, task, worker, label", by);
+        strcmp(by, "label") && strcmp(by, "class"))
+        return fz_cli_usage_error("--by: '%s' is not one of day, model, task, worker, label, class",
+                                  by);
     if (ctl->since && !fz_cli_valid_date(ctl->since))
         return fz_cli_usage_error("--since: '%s' is not a date (YYYY-MM-DD)", ctl->since);
     if (strcmp(by, "label") == 0 && !ctl->label)

@@ -34,7 +34,7 @@ static const struct {
     {"after_any", JSON_ARRAY}, {"priority", JSON_INTEGER}, {"model", JSON_STRING},
     {"timeout", JSON_INTEGER}, {"max_cost", JSON_REAL},    {"labels", JSON_OBJECT},
     {"retries", JSON_INTEGER}, {"fallback", JSON_ARRAY},   {"parent", JSON_INTEGER},
-    {"deadline", JSON_REAL},
+    {"deadline", JSON_REAL},   {"stall", JSON_INTEGER},    {"stall_kill", JSON_INTEGER},
 };
 
 static bool s_type_ok(json_t *v, json_type want)

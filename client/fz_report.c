@@ -193,9 +193,23 @@ static void s_print_attempt(const msgpack_object *a, size_t out_lines, FILE *out
             fz_cli_time(fz_obj_float(a, "started", 0), t1, sizeof t1),
             ended > 0 ? fz_cli_time(ended, t2, sizeof t2) : "(running)",
             fz_cli_duration(fz_obj_uint(a, "duration_ms", 0), dur, sizeof dur));
-    fprintf(out, "  cost      $%.4f   tokens %llu in / %llu out\n", fz_obj_float(a, "cost_usd", 0),
+    fprintf(out, "  cost      $%.4f   tokens %llu in / %llu out", fz_obj_float(a, "cost_usd", 0),
             (unsigned long long)fz_obj_uint(a, "tokens_in", 0),
             (unsigned long long)fz_obj_uint(a, "tokens_out", 0));
+    uint64_t cr = fz_obj_uint(a, "tokens_cache_read", 0),
+             cw = fz_obj_uint(a, "tokens_cache_write", 0);
+    if (cr || cw)
+        fprintf(out, " (cache: %llu read, %llu written)", (unsigned long long)cr,
+                (unsigned long long)cw);
+    fprintf(out, "\n");
+    if (s_has_text(a, "class")) {
+        char cls[40], reset[32];
+        fprintf(out, "  failure   %s", s_text(a, "class", 32, cls, sizeof cls));
+        double reset_at = fz_obj_float(a, "reset_at", 0);
+        if (reset_at > 0)
+            fprintf(out, "   resets %s", fz_cli_time(reset_at, reset, sizeof reset));
+        fprintf(out, "\n");
+    }
     size_t len;
     const char *s = fz_obj_strn(a, "log", &len);
     if (len) {
@@ -234,6 +248,13 @@ void fz_report_task(const msgpack_object *reply, size_t out_lines, FILE *out)
         fprintf(out, ": %s", s_text(task, "hold_detail", 300, b, sizeof b));
     if (s_has_text(task, "waiting_for"))
         fprintf(out, "\n  waiting   %s", s_text(task, "waiting_for", 300, b, sizeof b));
+    double stalled = fz_obj_float(task, "stalled_since", 0); /* only while running */
+    if (stalled > 0)
+        fprintf(out, "\n  stalled   since %s (no output, report line or progress)",
+                fz_cli_time(stalled, c, sizeof c));
+    if (s_has_text(task, "class"))
+        fprintf(out, "\n  failure   %s (the last attempt's class)",
+                s_text(task, "class", 32, b, sizeof b));
     uint64_t pending = fz_obj_uint(task, "deps_pending", 0); /* only while waiting */
     if (pending)
         fprintf(out, "\n  waiting   for %llu dependenc%s to end", (unsigned long long)pending,
@@ -382,6 +403,16 @@ void fz_report_workers(const msgpack_object *workers, FILE *out)
         else
             snprintf(task, sizeof task, "-");
         s_list(w, "models", models, sizeof models);
+        const msgpack_object *bad = fz_obj_get(w, "unhealthy");
+        if (bad && bad->type == MSGPACK_OBJECT_ARRAY && bad->via.array.size > 0) {
+            char list[200];
+            s_list(w, "unhealthy", list, sizeof list);
+            bool all = bad->via.array.ptr[0].type == MSGPACK_OBJECT_STR &&
+                       bad->via.array.ptr[0].via.str.size == 0;
+            size_t used = strlen(models);
+            snprintf(models + used, sizeof models - used, "  UNHEALTHY: %s",
+                     all ? "every model (agent missing)" : list);
+        }
         fprintf(out, "%-*s %-5s %8s %-20s %-20s %s\n", wn,
                 s_text(w, "name", (size_t)wn, name, sizeof name),
                 s_text(w, "state", 5, state, sizeof state), task,
@@ -543,9 +574,15 @@ static void s_ev_ended(const details_t *d)
         strcpy(text, ": ");
         s_text(d->m, "summary", d->max, text + 2, sizeof text - 2);
     }
-    snprintf(d->buf, d->size, "attempt %llu%s %s, %s, $%.4f%s", s_attempt(d),
+    char cls[48] = "";
+    if (s_has_text(d->m, "class")) {
+        strcpy(cls, " [");
+        s_text(d->m, "class", 32, cls + 2, sizeof cls - 3);
+        strcat(cls, "]");
+    }
+    snprintf(d->buf, d->size, "attempt %llu%s %s%s, %s, $%.4f%s", s_attempt(d),
              s_worker_part(d, "on", w, sizeof w), fz_report_outcome(d->m, outcome, sizeof outcome),
-             fz_cli_duration(fz_obj_uint(d->m, "duration_ms", 0), dur, sizeof dur),
+             cls, fz_cli_duration(fz_obj_uint(d->m, "duration_ms", 0), dur, sizeof dur),
              fz_obj_float(d->m, "cost_usd", 0), text);
 }
 
@@ -570,6 +607,23 @@ static void s_ev_priority(const details_t *d)
     char state[40];
     snprintf(d->buf, d->size, "priority %lld, %s", (long long)fz_obj_int(d->m, "priority", 0),
              s_text(d->m, "state", 16, state, sizeof state));
+}
+
+static void s_ev_stalled(const details_t *d)
+{
+    char w[100], dur[32];
+    snprintf(d->buf, d->size, "attempt %llu%s: no sign of life for %s", s_attempt(d),
+             s_worker_part(d, "on", w, sizeof w),
+             fz_cli_duration(fz_obj_uint(d->m, "idle_ms", 0), dur, sizeof dur));
+}
+
+static void s_ev_unhealthy(const details_t *d)
+{
+    char cls[40], model[80];
+    snprintf(d->buf, d->size, "%s: no more tasks %s%s until it says hello again",
+             s_text(d->m, "class", 32, cls, sizeof cls),
+             s_has_text(d->m, "model") ? "of model " : "at all",
+             s_has_text(d->m, "model") ? s_text(d->m, "model", 64, model, sizeof model) : "");
 }
 
 static void s_ev_worker(const details_t *d)
@@ -631,6 +685,8 @@ static const struct {
                     {"task.dep-failed", s_ev_reason},
                     {"task.priority", s_ev_priority},
                     {"task.queued", s_ev_priority},
+                    {"task.stalled", s_ev_stalled},
+                    {"worker.unhealthy", s_ev_unhealthy},
                     {"worker.", s_ev_worker},
                     {"broker.", s_ev_broker},
                     {NULL, s_ev_other}};

@@ -33,9 +33,9 @@
 typedef struct {
     const char *broker, *events, *file, *model, *name;
     int64_t priority;
-    uint64_t timeout, retries, parent;
+    uint64_t timeout, retries, parent, stall, stall_kill;
     double max_cost, deadline;
-    bool has_priority, has_timeout, has_retries, has_max_cost;
+    bool has_priority, has_timeout, has_retries, has_max_cost, has_stall, has_stall_kill;
     char label_keys[S_MAX_LABELS][FZ_CLI_MAX_NAME + 1];
     const char *label_values[S_MAX_LABELS];
     size_t nlabels;
@@ -79,7 +79,8 @@ static int s_help(void)
         "A FILE whose first character is '{' is a pipeline: one JSON object per line with\n"
         "\"prompt\", an optional \"name\", \"after\"/\"after_any\" (names of other lines or\n"
         "ids of existing tasks) and any of priority, model, timeout, max_cost, labels,\n"
-        "retries, fallback, parent, deadline. Lines may come in any order; a cycle or an\n"
+        "retries, fallback, parent, deadline, stall, stall_kill. Lines may come in any order; a "
+        "cycle or an\n"
         "unknown name is refused before anything is sent, and the broker stores the whole\n"
         "graph or nothing. Options on the command line apply to every line that does not\n"
         "set them. Prints \"NAME ID\" per task, in the order they were stored.\n"
@@ -99,6 +100,10 @@ static int s_help(void)
         "                        --parent \"$FZ_TASK_ID\")\n"
         "      --deadline TIME   raise the priority as TIME nears: unix seconds,\n"
         "                        YYYY-MM-DDTHH:MM[:SS]Z (UTC), or +N[s|m|h|d] from now\n"
+        "      --stall SECS      announce the task as stalled after SECS without output,\n"
+        "                        a report line or progress (default: broker's --stall)\n"
+        "      --stall-kill SECS stop and retry it as stalled after SECS without a sign of\n"
+        "                        life (default: broker's --stall-kill)\n"
         "  -n, --name NAME       a human name (at most 128 bytes)\n"
         "  -w, --wait            follow the task(s) to the end; the exit code tells the\n"
         "                        outcome (with -f: the worst one); progress goes to stderr\n"
@@ -124,7 +129,9 @@ enum {
     OPT_PARENT,
     OPT_BROKER,
     OPT_EVENTS,
-    OPT_DEADLINE
+    OPT_DEADLINE,
+    OPT_STALL,
+    OPT_STALL_KILL
 };
 
 static const struct option s_long[] = {{"file", required_argument, NULL, 'f'},
@@ -139,6 +146,8 @@ static const struct option s_long[] = {{"file", required_argument, NULL, 'f'},
                                        {"after-any", required_argument, NULL, OPT_AFTER_ANY},
                                        {"parent", required_argument, NULL, OPT_PARENT},
                                        {"deadline", required_argument, NULL, OPT_DEADLINE},
+                                       {"stall", required_argument, NULL, OPT_STALL},
+                                       {"stall-kill", required_argument, NULL, OPT_STALL_KILL},
                                        {"name", required_argument, NULL, 'n'},
                                        {"wait", no_argument, NULL, 'w'},
                                        {"json", no_argument, NULL, 'j'},
@@ -248,6 +257,12 @@ static bool s_option(opts_t *o, int c, const char *arg)
         return fz_cli_parse_uint("--parent", arg, 1, UINT64_MAX, &o->parent);
     case OPT_DEADLINE:
         return s_parse_deadline(arg, &o->deadline);
+    case OPT_STALL:
+        o->has_stall = true;
+        return fz_cli_parse_uint("--stall", arg, 0, 31536000, &o->stall);
+    case OPT_STALL_KILL:
+        o->has_stall_kill = true;
+        return fz_cli_parse_uint("--stall-kill", arg, 0, 31536000, &o->stall_kill);
     case 'n':
         o->name = arg;
         return s_text_option("--name", arg, 128);
@@ -457,6 +472,10 @@ static void s_encode_options(const opts_t *o, fz_enc_t *req, const char *const *
         fz_enc_uint(req, "parent", o->parent);
     if (o->deadline > 0 && !s_skip("deadline", own, nown))
         fz_enc_float(req, "deadline", o->deadline);
+    if (o->has_stall && !s_skip("stall", own, nown))
+        fz_enc_uint(req, "stall", o->stall);
+    if (o->has_stall_kill && !s_skip("stall_kill", own, nown))
+        fz_enc_uint(req, "stall_kill", o->stall_kill);
 }
 
 static void s_pipeline_defaults(void *arg, fz_enc_t *task, const char *const *own, size_t nown)
