@@ -127,6 +127,21 @@ def body(f):
     if p.returncode != 0 or abs(float(kv.get("cost_usd", 0)) - want) > 1e-6 or "no price for model" not in p.stderr:
         problems.append("unknown model: exit %s cost %s (want %.6f) stderr %r" % (p.returncode, kv.get("cost_usd"),
                                                                                want, p.stderr[-300:]))
+    # Reset times in the CLIs' words (fzagent.parse_clock), at a fixed "now" in local time.
+    sys.path.insert(0, AGENTS)
+    import time
+    import fzagent
+    now = time.mktime((2026, 12, 1, 19, 56, 30, 0, 0, -1))
+    for text, want in (("try again at 7:56 PM.", now - 30 + 60),        # this minute, not tomorrow
+                       ("try again at 7:55 PM.", now - 90 + 60),        # just past: still today
+                       ("try again at 7:50 PM.", now - 390 + 86400),    # long past: tomorrow
+                       ("try again at 8:10 PM", now + 810),
+                       ("usage limit reached|1767225600", 1767225600),
+                       ("it resets at 2026-12-01T20:00:08Z", 1796155208),
+                       ("no time in here", None)):
+        got = fzagent.parse_clock(text, now=now)
+        if got != (int(want) if want is not None else None):
+            problems.append("parse_clock(%r) = %r, want %r" % (text, got, want))
     # --help of each adapter
     for cli in ("claude", "codex", "gemini"):
         p = subprocess.run([os.path.join(AGENTS, cli), "--help"], capture_output=True, text=True, timeout=30)

@@ -5,8 +5,10 @@ behind scripts/agents/{claude,codex,gemini}, against fz's scripted model server
 Through a real fz-broker + fz-worker per CLI: a task whose model answers with a tool call
 really edits a file in the task's work folder, and the attempt records the cost (Claude's
 own total, else tokens x scripts/agents/prices.json, within 1%), fresh input and output
-tokens, the model and the answer; a 401 fails with exit 75 after one attempt although the
-task allows retries. The adapters alone (FZ_REPORT set, the same environment): 429 with
+tokens, the model and the answer; a quota error whose limit resets a few seconds later holds
+the task (reason quota, no retry used: the task allows none) until the reset, and its next
+attempt succeeds, charged once; a 401 is not retried on its worker, which fz marks unhealthy
+for that model, and the task goes back to the queue for another worker. The adapters alone (FZ_REPORT set, the same environment): 429 with
 retry-after, a quota error with its reset time, unknown model, prompt too long, a server
 that never sends headers, and a stream that stalls, each with its class and exit status.
 
@@ -137,9 +139,9 @@ def with_server(f, srv):
     f.env = base_env
     h.wait_for(lambda: f.ok("status")["workers"] == 3, 20, "three workers")
 
-    # Through fz: an edit, and a 401 that is not retried.
+    # Through fz: an edit, and a quota that resets soon (retries 0: the wait must use none).
     edits = {cli: f.submit("edit the file fz-scenario:edit", model=m) for cli, m in MODELS.items()}
-    denied = {cli: f.submit("fz-scenario:auth", model=m, retries=2) for cli, m in MODELS.items()}
+    quotas = {cli: f.submit("fz-scenario:quota-soon", model=m, retries=0) for cli, m in MODELS.items()}
     problems = []
 
     # Meanwhile, the adapters alone (3 at a time: 2 cores).
@@ -165,7 +167,7 @@ def with_server(f, srv):
             cli, s, kv.get("class"), rc, secs, " ".join("%s=%s" % (k, kv[k]) for k in ("reset_at", "retry_after")
                                                         if k in kv)), flush=True)
 
-    states = f.wait_states(list(edits.values()) + list(denied.values()),
+    states = f.wait_states(list(edits.values()) + list(quotas.values()),
                            {"succeeded", "failed", "cancelled"}, 120)
     for cli, tid in edits.items():
         t = f.task(tid)
@@ -201,13 +203,44 @@ def with_server(f, srv):
             problems.append("%s edit: summary %r" % (cli, a.get("summary")))
         print("  %-6s edit      -> succeeded, cost %.6f, tokens %d/%d, model %s" % (
             cli, a["cost_usd"], a["tokens_in"], a["tokens_out"], a["model"]), flush=True)
+    for cli, tid in quotas.items():
+        t = f.task(tid)
+        atts = t["attempts"]
+        if states[tid] != "succeeded" or len(atts) != 2 or atts[0].get("class") != "quota":
+            problems.append("%s quota through fz: %s after %s (want succeeded after a quota wait)" % (
+                cli, states[tid], [(x["outcome"], x["exit_code"], x.get("class")) for x in atts]))
+            continue
+        waited = atts[1]["started"] - atts[0]["ended"]
+        if not atts[0].get("reset_at") or atts[1]["started"] < atts[0]["reset_at"] - 1:
+            problems.append("%s quota through fz: attempt 2 started %.1f s after attempt 1, before "
+                            "the reset %s" % (cli, waited, atts[0].get("reset_at")))
+        charged = sum(x["cost_usd"] for x in atts)
+        if abs(t["task"]["cost_usd"] - charged) > 1e-9 or atts[1]["cost_usd"] <= 0:
+            problems.append("%s quota through fz: task cost %.6f, attempts %s" % (
+                cli, t["task"]["cost_usd"], [x["cost_usd"] for x in atts]))
+        print("  %-6s quota     -> held %.1f s until the reset, then succeeded (retries 0), cost "
+              "%.6f once" % (cli, waited, charged), flush=True)
+
+    # A 401: not retried on that worker, which is unhealthy for the model until it says hello
+    # again; the task waits in the queue for another worker (there is none here).
+    denied = {cli: f.submit("fz-scenario:auth", model=m, retries=2) for cli, m in MODELS.items()}
+
+    def unhealthy():
+        ws = {w["name"]: w for w in f.ok("workers")["workers"]}
+        return all(MODELS[cli] in ws[cli].get("unhealthy", []) for cli in MODELS)
+    h.wait_for(unhealthy, 90, "the three workers marked unhealthy after their 401")
     for cli, tid in denied.items():
-        atts = f.task(tid)["attempts"]
-        if states[tid] != "failed" or len(atts) != 1 or atts[0]["exit_code"] != 75:
-            problems.append("%s auth through fz: %s after %d attempt(s), exit %s (want failed, 1, 75)" % (
-                cli, states[tid], len(atts), [x["exit_code"] for x in atts]))
+        t = f.task(tid)
+        atts = t["attempts"]
+        if t["task"]["state"] != "queued" or len(atts) != 1 or atts[0].get("class") != "auth":
+            problems.append("%s auth through fz: %s after %s (want queued after 1 auth attempt)" % (
+                cli, t["task"]["state"], [(x["outcome"], x["exit_code"], x.get("class")) for x in atts]))
+        elif "no connected worker serves" not in t["task"].get("waiting_for", ""):
+            problems.append("%s auth through fz: waiting_for %r" % (cli, t["task"].get("waiting_for")))
         else:
-            print("  %-6s auth      -> failed after 1 attempt (of 3 allowed), exit 75" % cli, flush=True)
+            print("  %-6s auth      -> 1 attempt, worker unhealthy for %s, task queued for another "
+                  "worker" % (cli, MODELS[cli]), flush=True)
+        f.ok("cancel", task=tid)
     print("real agents: %.1f s" % (time.monotonic() - t_start), flush=True)
     h.check(not problems, "%d problem(s):\n  %s" % (len(problems), "\n  ".join(problems)))
 

@@ -20,6 +20,10 @@ body (the prompt), or the model name `no-such-model`:
   quota      a quota error with a reset time (RESET_AT): Anthropic 429 with
              anthropic-ratelimit-unified-status: rejected and -reset; OpenAI 429
              usage_limit_reached{resets_at}; Gemini 429 RESOURCE_EXHAUSTED with QuotaFailure
+  quota-soon the quota error of each API with a reset SOON_S seconds after this API's first
+             request of the scenario (an exact time: OpenAI's resets_at, Anthropic's
+             "limit reached|EPOCH", an ISO time for Gemini), then, once that time has passed,
+             the answer: a run that waits for the reset succeeds on its next attempt
   auth       401 (Gemini: 400 API_KEY_INVALID, as Google sends it)
   toolong    400 prompt is too long / context_length_exceeded / token count exceeds
   hang       accepts the request and never sends headers (until the server stops)
@@ -47,6 +51,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 USAGE = {"input": 1200, "cached": 300, "cache_write": 50, "output": 80}
 RESET_AT = 4102444800  # 2100-01-01T00:00:00Z: a reset time no clock reaches in a test
 RETRY_AFTER = 2
+SOON_S = 8  # quota-soon: how long after the first request the limit resets
 ANSWER = "FZ-ANSWER all done"
 EDIT_FILE = "fz-edited.txt"
 EDIT_TEXT = "edited by the agent\n"
@@ -65,6 +70,7 @@ class FakeModel:
         self.lock = threading.Lock()
         self.requests = []  # (api, path, scenario, model)
         self.served = []  # (api, usage dict) of main-conversation answers
+        self.soon = {}  # api -> when quota-soon's limit resets
         self.httpd = None
 
     def start(self):
@@ -285,6 +291,25 @@ class _Handler(BaseHTTPRequestHandler):
                                                                     "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]},
                                                    {"@type": "type.googleapis.com/google.rpc.RetryInfo",
                                                     "retryDelay": "%ds" % (RESET_AT - int(time.time()))}]}})
+
+    def _s_quota_soon(self, api, model, req, path):
+        with self.model.lock:
+            reset = self.model.soon.setdefault(api, int(time.time()) + SOON_S)
+        if time.time() >= reset:
+            return self._s_answer(api, model, req, path)
+        if api == "anthropic":
+            self._json(429, {"type": "error", "error": {"type": "rate_limit_error",
+                                                       "message": "Claude AI usage limit reached|%d" % reset}},
+                       headers=[("anthropic-ratelimit-unified-status", "rejected"),
+                                ("anthropic-ratelimit-unified-reset", str(reset))])
+        elif api == "openai":
+            self._json(429, {"error": {"type": "usage_limit_reached", "plan_type": "plus",
+                                       "message": "You've hit your usage limit.",
+                                       "resets_at": reset, "resets_in_seconds": reset - int(time.time())}})
+        else:
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(reset))
+            self._json(429, {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+                                       "message": "You exceeded your current quota; it resets at %s." % when}})
 
     def _s_auth(self, api, model, req, path):
         if api == "anthropic":
