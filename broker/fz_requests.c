@@ -204,7 +204,7 @@ static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const u
     ev->inherited = INT64_MIN;
     fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_SUBMITTED, ev);
     fz_enc_str(e, "name", nt.name);
-    fz_enc_strn(e, "prompt", nt.prompt, nt.prompt_len < 200 ? nt.prompt_len : 200);
+    fz_enc_strn(e, "prompt", nt.prompt, fz_utf8_cut(nt.prompt, nt.prompt_len, 200));
     if (d.failed) {
         e = fz_outbox_event(self, FZ_TOPIC_TASK_DEP_FAILED, ev);
         fz_enc_str(e, "summary", why);

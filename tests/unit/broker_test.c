@@ -975,6 +975,59 @@ static void test_stall_is_announced_once(void **state)
     s_fx_destroy(&fx);
 }
 
+/* ---------------------------------------------------------------- wire conformance */
+
+/* What a strict decoder (Python's msgpack with raw=False) requires: every str, at any depth,
+   is valid UTF-8. */
+static void s_assert_strict(const msgpack_object *o)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_STR:
+        if (!fz_utf8_valid(o->via.str.ptr, o->via.str.size))
+            fail_msg("a str of %u bytes is not valid UTF-8", o->via.str.size);
+        break;
+    case MSGPACK_OBJECT_ARRAY:
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            s_assert_strict(&o->via.array.ptr[i]);
+        break;
+    case MSGPACK_OBJECT_MAP:
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            s_assert_strict(&o->via.map.ptr[i].key);
+            s_assert_strict(&o->via.map.ptr[i].val);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* task.submitted carries the prompt's first 200 bytes, cut between characters. */
+static void test_submitted_prompt_is_cut_between_characters(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    char prompt[400];
+    memset(prompt, 'a', 199);
+    for (int i = 0; i < 20; i++)
+        memcpy(prompt + 199 + 2 * i, "\xc3\xa9", 2); /* bytes 200 and 201 are one character */
+    prompt[239] = 0;
+    uint64_t id = s_submit(fx, prompt, 0, 0);
+    fz_event_t *e = s_event(fx, "task.submitted", id);
+    size_t len;
+    const char *p = fz_obj_strn(fz_event_map(e), "prompt", &len);
+    assert_int_equal(len, 199);
+    assert_true(fz_utf8_valid(p, len));
+    s_assert_strict(fz_event_map(e));
+    fz_event_destroy(&e);
+    fz_enc_t *req = s_req(fx, "events");
+    fz_enc_uint(req, "since", 0);
+    fz_msg_t *r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "events"));
+    s_assert_strict(fz_msg_root(r));
+    fz_msg_destroy(&r);
+    s_fx_destroy(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -997,6 +1050,7 @@ int main(void)
         cmocka_unit_test(test_model_unavailable_takes_the_fallback),
         cmocka_unit_test(test_context_too_long_fails_at_once),
         cmocka_unit_test(test_stall_is_announced_once),
+        cmocka_unit_test(test_submitted_prompt_is_cut_between_characters),
     };
     zsys_init();
     zsys_set_logstream(NULL);
