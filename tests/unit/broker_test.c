@@ -1028,6 +1028,48 @@ static void test_submitted_prompt_is_cut_between_characters(void **state)
     s_fx_destroy(&fx);
 }
 
+/* The nonce is per worker process (§5): the same nonce on a new connection is that worker
+   reconnecting, and replaces the old connection at once, taking its attempt along; another
+   nonce is another process, refused while the first lives and welcomed once it is dead. */
+static void test_reconnect_with_the_same_nonce_replaces_at_once(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t id = s_submit(fx, "x", 0, 0);
+    zsock_t *w1 = s_worker_hello(fx, "w1", "proc-1", 0, 0);
+    fz_msg_t *m = s_expect(fx, w1, "welcome");
+    fz_msg_destroy(&m);
+    uint32_t a = s_dispatched(fx, w1, id);
+    zsock_t *again = s_worker_hello(fx, "w1", "proc-1", id, a);
+    m = s_expect(fx, again, "welcome");
+    fz_msg_destroy(&m);
+    fz_event_t *e = s_event(fx, "worker.left", 0);
+    char reason[32];
+    assert_string_equal(fz_obj_str(fz_event_map(e), "reason", reason, sizeof reason),
+                        "reconnected");
+    fz_event_destroy(&e);
+    assert_false(s_gets(fx, again, "cancel", 5)); /* the attempt moved over */
+    assert_string_equal(s_row(fx, id, "state"), "running");
+    s_result(fx, again, id, a, "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", id, "succeeded");
+
+    zsock_t *other = s_worker_hello(fx, "w1", "proc-2", 0, 0);
+    m = s_next(fx, other);
+    s_assert_error(&m, "conflict", "name-taken");
+    zsock_destroy(&again); /* it falls silent: dead after 3 intervals */
+    zclock_sleep(3 * (int)fx->cfg.heartbeat_ms + 50);
+    s_turns(fx, 3);
+    fz_enc_t *hello = fz_enc_new("hello", 3);
+    fz_enc_str(hello, "name", "w1");
+    fz_enc_str(hello, "nonce", "proc-2");
+    assert_int_equal(fz_net_send(other, NULL, &hello), 0);
+    m = s_expect(fx, other, "welcome");
+    fz_msg_destroy(&m);
+    zsock_destroy(&other);
+    zsock_destroy(&w1);
+    s_fx_destroy(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1051,6 +1093,7 @@ int main(void)
         cmocka_unit_test(test_context_too_long_fails_at_once),
         cmocka_unit_test(test_stall_is_announced_once),
         cmocka_unit_test(test_submitted_prompt_is_cut_between_characters),
+        cmocka_unit_test(test_reconnect_with_the_same_nonce_replaces_at_once),
     };
     zsys_init();
     zsys_set_logstream(NULL);
