@@ -1070,6 +1070,31 @@ static void test_reconnect_with_the_same_nonce_replaces_at_once(void **state)
     s_fx_destroy(&fx);
 }
 
+/* A result needs only task, attempt and outcome (§5); the rest take their documented
+   defaults: 0, "", the dispatch's model, and a class the broker works out. */
+static void test_result_of_three_fields_takes_the_defaults(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t id = s_submit_model(fx, "m1", NULL, 0);
+    zsock_t *w = s_worker_models(fx, "w1", "m1", NULL);
+    uint32_t a = s_dispatched(fx, w, id);
+    fz_enc_t *r = fz_enc_new("result", 0);
+    fz_enc_uint(r, "task", id);
+    fz_enc_uint(r, "attempt", a);
+    fz_enc_str(r, "outcome", "exited");
+    assert_int_equal(fz_net_send(w, NULL, &r), 0);
+    fz_msg_t *ack = s_expect(fx, w, "result-ack");
+    fz_msg_destroy(&ack);
+    s_assert_event(fx, "task.succeeded", id, "succeeded");
+    assert_string_equal(s_attempt_row(fx, id, 1, "model"), "m1");
+    assert_string_equal(s_attempt_row(fx, id, 1, "exit_code"), "0");
+    assert_string_equal(s_attempt_row(fx, id, 1, "cost_usd"), "0.0");
+    assert_string_equal(s_attempt_row(fx, id, 1, "class"), "");
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1094,6 +1119,7 @@ int main(void)
         cmocka_unit_test(test_stall_is_announced_once),
         cmocka_unit_test(test_submitted_prompt_is_cut_between_characters),
         cmocka_unit_test(test_reconnect_with_the_same_nonce_replaces_at_once),
+        cmocka_unit_test(test_result_of_three_fields_takes_the_defaults),
     };
     zsys_init();
     zsys_set_logstream(NULL);
