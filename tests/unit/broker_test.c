@@ -655,6 +655,37 @@ static void test_dependency_failure_and_revival(void **state)
     s_fx_destroy(&fx);
 }
 
+/* The rest of PROTOCOL.md §4's retry table: a live task, no task, a cancelled task (no
+   worker: nothing runs). */
+static void test_retry_by_state(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    fz_enc_t *req;
+    fz_msg_t *r;
+    uint64_t d = s_submit(fx, "parked", 0, 0);
+    req = s_req(fx, "retry");
+    fz_enc_uint(req, "task", d);
+    r = s_call(fx, req);
+    s_assert_error(&r, "conflict", "not-ended");
+    req = s_req(fx, "retry");
+    fz_enc_uint(req, "task", 987654);
+    r = s_call(fx, req);
+    s_assert_error(&r, "not-found", "no-such-task");
+    req = s_req(fx, "cancel");
+    fz_enc_uint(req, "task", d);
+    r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "ok"));
+    fz_msg_destroy(&r);
+    req = s_req(fx, "retry");
+    fz_enc_uint(req, "task", d);
+    r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "ok"));
+    assert_string_equal(fz_msg_str(r, "state", "", NULL), "queued");
+    fz_msg_destroy(&r);
+    s_fx_destroy(&fx);
+}
+
 static void test_submit_refusals_carry_reasons(void **state)
 {
     (void)state;
@@ -1109,6 +1140,7 @@ int main(void)
         cmocka_unit_test(test_rehello_keeps_the_running_attempt),
         cmocka_unit_test(test_restart_reattach_and_superseded),
         cmocka_unit_test(test_dependency_failure_and_revival),
+        cmocka_unit_test(test_retry_by_state),
         cmocka_unit_test(test_submit_refusals_carry_reasons),
         cmocka_unit_test(test_budget_hold_and_release),
         cmocka_unit_test(test_rate_limit_waits_for_the_reset),
