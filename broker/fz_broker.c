@@ -156,15 +156,16 @@ static fz_reason_t s_decode_reason(fz_err_t err)
 static void s_handle(fz_broker_t *self, zframe_t *from, const void *data, size_t len)
 {
     fz_msg_t *msg = NULL;
-    uint64_t rid = 0;
+    fz_msg_head_t head;
     char why[256];
-    fz_err_t err = fz_msg_decode(data, len, &msg, &rid, why, sizeof why);
+    fz_err_t err = fz_msg_decode_head(data, len, &msg, &head, why, sizeof why);
+    uint64_t rid = head.rid;
     fz_worker_t *w = fz_broker_worker(self, from);
     if (w)
         w->last_seen_ms = fz_clock_ms();
     if (err) {
         fz_warn("bad message from peer %s: %s", w ? w->name : "(client)", why);
-        fz_outbox_error(self, from, rid, err, s_decode_reason(err), "%s", why);
+        fz_outbox_refuse(self, from, &head, err, s_decode_reason(err), why);
         return;
     }
     for (size_t i = 0; i < sizeof s_handlers / sizeof *s_handlers; i++) {
@@ -215,8 +216,8 @@ static bool s_recv(fz_broker_t *self)
         zmq_msg_close(&part);
     }
     if (!handled)
-        fz_outbox_error(self, from, 0, FZ_EMALFORMED, FZ_REASON_MALFORMED,
-                        "a message must be exactly one frame");
+        fz_outbox_refuse(self, from, NULL, FZ_EMALFORMED, FZ_REASON_MALFORMED,
+                         "a message must be exactly one frame");
     zframe_destroy(&from);
     return true;
 }

@@ -237,7 +237,7 @@ void fz_requests_submit(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
                         "the broker could not store the task: %s", fz_store_error(self->store));
         return;
     }
-    fz_enc_t *r = fz_enc_new("submitted", rid);
+    fz_enc_t *r = fz_enc_reply("submitted", rid);
     fz_enc_uint(r, "task", id);
     fz_enc_str(r, "state", fz_state_name(state));
     fz_outbox_reply(self, from, rid, r);
@@ -276,7 +276,7 @@ void fz_requests_submit_batch(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
             return;
         }
     }
-    fz_enc_t *r = fz_enc_new("submitted-batch", rid);
+    fz_enc_t *r = fz_enc_reply("submitted-batch", rid);
     fz_enc_array(r, "tasks", n);
     for (size_t i = 0; i < n; i++)
         fz_enc_uint(r, NULL, ids[i]);
@@ -286,7 +286,7 @@ void fz_requests_submit_batch(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 static void s_reply_ok(fz_broker_t *self, zframe_t *from, uint64_t rid, uint64_t task,
                        const char *state)
 {
-    fz_enc_t *r = fz_enc_new("ok", rid);
+    fz_enc_t *r = fz_enc_reply("ok", rid);
     if (task)
         fz_enc_uint(r, "task", task);
     if (state)
@@ -330,7 +330,7 @@ void fz_requests_cancel(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     if (t)
         fz_life_cancel(self, t);
     t = fz_broker_task(self, id);
-    fz_enc_t *r = fz_enc_new("ok", rid);
+    fz_enc_t *r = fz_enc_reply("ok", rid);
     fz_enc_uint(r, "task", id);
     fz_enc_str(r, "state", fz_state_name(t ? t->state : (fz_state_t)fz_broker_state_of(self, id)));
     fz_enc_uint(r, "count", sub.count);
@@ -371,7 +371,7 @@ void fz_requests_stop(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
                 fz_life_send_cancel(self, t->worker, t->id, t->attempt, "stop");
             n++;
         }
-    fz_enc_t *r = fz_enc_new("ok", fz_msg_rid(msg));
+    fz_enc_t *r = fz_enc_reply("ok", fz_msg_rid(msg));
     fz_enc_uint(r, "count", n);
     fz_outbox_reply(self, from, fz_msg_rid(msg), r);
 }
@@ -437,7 +437,7 @@ static void s_set_priority(fz_broker_t *self, zframe_t *from, uint64_t rid, uint
             fz_graph_inherit(self, t);
         fz_outbox_event(self, FZ_TOPIC_TASK_PRIORITY, t);
     }
-    fz_enc_t *r = fz_enc_new("ok", rid);
+    fz_enc_t *r = fz_enc_reply("ok", rid);
     fz_enc_uint(r, "task", id);
     if (t)
         fz_enc_str(r, "state", fz_state_name(t->state));
@@ -486,7 +486,7 @@ void fz_requests_purge(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
                         "purge failed: %s", fz_store_error(self->store));
         return;
     }
-    fz_enc_t *r = fz_enc_new("ok", fz_msg_rid(msg));
+    fz_enc_t *r = fz_enc_reply("ok", fz_msg_rid(msg));
     fz_enc_uint(r, "count", (uint64_t)n);
     fz_outbox_reply(self, from, fz_msg_rid(msg), r);
     fz_info("purged %lld ended tasks", (long long)n);

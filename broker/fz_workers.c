@@ -83,7 +83,7 @@ static void s_worker_models(fz_broker_t *self, fz_worker_t *w, fz_msg_t *msg, fz
    or we restarted in between). Refresh it in place. */
 static void s_rehello(fz_broker_t *self, fz_worker_t *w, zframe_t *from, fz_msg_t *msg)
 {
-    fz_enc_t *r = fz_enc_new("welcome", fz_msg_rid(msg));
+    fz_enc_t *r = fz_enc_reply("welcome", fz_msg_rid(msg));
     fz_enc_uint(r, "heartbeat_ms", self->cfg.heartbeat_ms);
     fz_enc_str(r, "name", w->name);
     s_worker_models(self, w, msg, r);
@@ -142,7 +142,7 @@ void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     w->since = fz_wall();
     zhashx_insert(self->workers, w->key, w);
 
-    fz_enc_t *r = fz_enc_new("welcome", fz_msg_rid(msg));
+    fz_enc_t *r = fz_enc_reply("welcome", fz_msg_rid(msg));
     fz_enc_uint(r, "heartbeat_ms", self->cfg.heartbeat_ms);
     fz_enc_str(r, "name", w->name);
     s_worker_models(self, w, msg, r);

@@ -15,6 +15,8 @@ struct fz_msg_t {
     const fz_msgspec_t *spec;
     char type[64];
     uint64_t rid;
+    bool rid_read;  /* the root is a map whose rid is a uint or absent */
+    bool type_read; /* type[] holds the message's type string */
 };
 
 /* ---------------------------------------------------------------- structural walk */
@@ -281,6 +283,11 @@ static fz_err_t s_check(fz_msg_t *self, char *why, size_t wl)
         snprintf(why, wl, "message is not a map");
         return FZ_EMALFORMED;
     }
+    const msgpack_object *rid = s_find(root, "rid");
+    if (!rid || rid->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        self->rid = rid ? rid->via.u64 : 0;
+        self->rid_read = true;
+    }
     if (root->via.map.size > 64) {
         snprintf(why, wl, "message has more than 64 fields");
         return FZ_EMALFORMED;
@@ -290,9 +297,6 @@ static fz_err_t s_check(fz_msg_t *self, char *why, size_t wl)
             snprintf(why, wl, "message has a key that is not a string");
             return FZ_EMALFORMED;
         }
-    const msgpack_object *rid = s_find(root, "rid");
-    if (rid && rid->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        self->rid = rid->via.u64;
     if (s_has_dup_keys(root)) {
         snprintf(why, wl, "message has a duplicate key");
         return FZ_EMALFORMED;
@@ -322,6 +326,7 @@ static fz_err_t s_check(fz_msg_t *self, char *why, size_t wl)
     }
     memcpy(self->type, type->via.str.ptr, type->via.str.size);
     self->type[type->via.str.size] = 0;
+    self->type_read = true;
     self->spec = fz_spec_find(type->via.str.ptr, type->via.str.size);
     if (!self->spec) {
         snprintf(why, wl, "unknown message type '%s'", self->type);
@@ -395,13 +400,22 @@ fz_err_t fz_msg_check_object(const msgpack_object *map, const char *type, char *
 fz_err_t fz_msg_decode(const void *buf, size_t len, fz_msg_t **msg_p, uint64_t *rid_p, char *why,
                        size_t whylen)
 {
+    fz_msg_head_t head;
+    fz_err_t err = fz_msg_decode_head(buf, len, msg_p, &head, why, whylen);
+    if (rid_p)
+        *rid_p = head.rid;
+    return err;
+}
+
+fz_err_t fz_msg_decode_head(const void *buf, size_t len, fz_msg_t **msg_p, fz_msg_head_t *head,
+                            char *why, size_t whylen)
+{
     char dummy[8];
     if (!why || !whylen)
         why = dummy, whylen = sizeof dummy;
     *why = 0;
     *msg_p = NULL;
-    if (rid_p)
-        *rid_p = 0;
+    memset(head, 0, sizeof *head);
     if (len == 0 || len > FZ_MAX_FRAME) {
         snprintf(why, whylen, "frame of %zu bytes (must be 1..%u)", len, FZ_MAX_FRAME);
         return FZ_EMALFORMED;
@@ -428,8 +442,10 @@ fz_err_t fz_msg_decode(const void *buf, size_t len, fz_msg_t **msg_p, uint64_t *
     }
     self->root = &self->unpacked.data;
     fz_err_t err = s_check(self, why, whylen);
-    if (rid_p)
-        *rid_p = self->rid;
+    head->rid_read = self->rid_read;
+    head->rid = self->rid;
+    if (self->type_read)
+        memcpy(head->type, self->type, sizeof head->type);
     if (err) {
         fz_msg_destroy(&self);
         return err;
@@ -709,9 +725,15 @@ fz_enc_t *fz_enc_new(const char *type, uint64_t rid)
     return self;
 }
 
-fz_enc_t *fz_enc_error(uint64_t rid, fz_err_t code, fz_reason_t reason, const char *message)
+fz_enc_t *fz_enc_reply(const char *type, uint64_t rid)
 {
-    fz_enc_t *e = fz_enc_new("error", rid);
+    fz_enc_t *self = fz_enc_new(type, 0);
+    fz_enc_uint(self, "rid", rid);
+    return self;
+}
+
+static fz_enc_t *s_error(fz_enc_t *e, fz_err_t code, fz_reason_t reason, const char *message)
+{
     if (!e)
         return NULL;
     fz_enc_str(e, "code", fz_strerror(code));
@@ -723,6 +745,16 @@ fz_enc_t *fz_enc_error(uint64_t rid, fz_err_t code, fz_reason_t reason, const ch
         fz_enc_uint(e, NULL, FZ_PROTOCOL_VERSION);
     }
     return e;
+}
+
+fz_enc_t *fz_enc_error(uint64_t rid, fz_err_t code, fz_reason_t reason, const char *message)
+{
+    return s_error(fz_enc_reply("error", rid), code, reason, message);
+}
+
+fz_enc_t *fz_enc_error_norid(fz_err_t code, fz_reason_t reason, const char *message)
+{
+    return s_error(fz_enc_new("error", 0), code, reason, message);
 }
 
 void fz_enc_destroy(fz_enc_t **self_p)

@@ -1126,6 +1126,81 @@ static void test_result_of_three_fields_takes_the_defaults(void **state)
     s_fx_destroy(&fx);
 }
 
+/* Sends one raw frame from the client and returns the reply. */
+static fz_msg_t *s_raw(fx_t *fx, const void *data, size_t len)
+{
+    assert_int_equal(zmq_send(zsock_resolve(fx->client), data, len, 0), (int)len);
+    return s_next(fx, fx->client);
+}
+
+/* Sends the map built in e as it is (no v/type/rid added) and returns the reply. */
+static fz_msg_t *s_raw_enc(fx_t *fx, fz_enc_t *e)
+{
+    size_t len;
+    const void *data = fz_enc_data(e, &len);
+    fz_msg_t *r = s_raw(fx, data, len);
+    fz_enc_destroy(&e);
+    return r;
+}
+
+static fz_enc_t *s_envelope(const char *type)
+{
+    fz_enc_t *e = fz_enc_new_map();
+    fz_enc_uint(e, "v", 1);
+    fz_enc_str(e, "type", type);
+    return e;
+}
+
+/* Every reply carries the request's rid, 0 included (a request without one counts as 0); an
+   error to a frame whose rid could not be read carries none. */
+static void test_replies_echo_the_rid_even_zero(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    fz_enc_t *e = s_envelope("ping");
+    fz_enc_uint(e, "rid", 0);
+    fz_msg_t *r = s_raw_enc(fx, e);
+    assert_true(fz_msg_is(r, "pong"));
+    assert_true(fz_msg_has(r, "rid"));
+    assert_int_equal(fz_msg_rid(r), 0);
+    fz_msg_destroy(&r);
+
+    r = s_raw_enc(fx, s_envelope("ping")); /* no rid at all */
+    assert_true(fz_msg_is(r, "pong"));
+    assert_true(fz_msg_has(r, "rid"));
+    fz_msg_destroy(&r);
+
+    e = s_envelope("get"); /* an error to a request with rid 0 */
+    fz_enc_uint(e, "rid", 0);
+    fz_enc_uint(e, "task", 424242);
+    r = s_raw_enc(fx, e);
+    assert_true(fz_msg_has(r, "rid"));
+    s_assert_error(&r, "not-found", "no-such-task");
+
+    e = s_envelope("get"); /* refused by the codec, rid readable */
+    fz_enc_uint(e, "rid", 7);
+    fz_enc_str(e, "task", "seven");
+    r = s_raw_enc(fx, e);
+    assert_int_equal(fz_msg_rid(r), 7);
+    s_assert_error(&r, "invalid", "bad-field");
+
+    e = s_envelope("ping"); /* a rid of the wrong type cannot be read */
+    fz_enc_str(e, "rid", "x");
+    r = s_raw_enc(fx, e);
+    assert_false(fz_msg_has(r, "rid"));
+    s_assert_error(&r, "invalid", "bad-field");
+
+    r = s_raw(fx, "\x91\x01", 2); /* not a map */
+    assert_false(fz_msg_has(r, "rid"));
+    s_assert_error(&r, "malformed", "malformed");
+
+    zmq_send(zsock_resolve(fx->client), "\x80", 1, ZMQ_SNDMORE); /* two frames */
+    r = s_raw(fx, "\x80", 1);
+    assert_false(fz_msg_has(r, "rid"));
+    s_assert_error(&r, "malformed", "malformed");
+    s_fx_destroy(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1152,6 +1227,7 @@ int main(void)
         cmocka_unit_test(test_submitted_prompt_is_cut_between_characters),
         cmocka_unit_test(test_reconnect_with_the_same_nonce_replaces_at_once),
         cmocka_unit_test(test_result_of_three_fields_takes_the_defaults),
+        cmocka_unit_test(test_replies_echo_the_rid_even_zero),
     };
     zsys_init();
     zsys_set_logstream(NULL);
