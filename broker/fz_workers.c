@@ -22,6 +22,10 @@ void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason)
         fz_life_lost(self, w->task, reason);
     fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_WORKER_LEFT, NULL);
     fz_enc_str(e, "worker", w->name);
+    fz_enc_bool(e, "any_model", w->any_model);
+    fz_enc_array(e, "models", w->nmodels);
+    for (size_t i = 0; i < w->nmodels; i++)
+        fz_enc_str(e, NULL, w->models[i]);
     fz_enc_str(e, "reason", reason);
     zhashx_delete(self->workers, w->key);
 }

@@ -1201,6 +1201,25 @@ static void test_replies_echo_the_rid_even_zero(void **state)
     s_fx_destroy(&fx);
 }
 
+/* worker.joined and worker.left both carry the worker's models (§6). */
+static void test_worker_left_carries_its_models(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    zsock_t *w = s_worker_models(fx, "w1", "m1", "m2");
+    fz_enc_t *bye = fz_enc_new("bye", 0);
+    assert_int_equal(fz_net_send(w, NULL, &bye), 0);
+    fz_event_t *e = s_event(fx, "worker.left", 0);
+    const msgpack_object *models = fz_obj_get(fz_event_map(e), "models");
+    assert_non_null(models);
+    assert_int_equal(models->type, MSGPACK_OBJECT_ARRAY);
+    assert_int_equal(models->via.array.size, 2);
+    assert_false(fz_obj_bool(fz_event_map(e), "any_model", true));
+    fz_event_destroy(&e);
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1228,6 +1247,7 @@ int main(void)
         cmocka_unit_test(test_reconnect_with_the_same_nonce_replaces_at_once),
         cmocka_unit_test(test_result_of_three_fields_takes_the_defaults),
         cmocka_unit_test(test_replies_echo_the_rid_even_zero),
+        cmocka_unit_test(test_worker_left_carries_its_models),
     };
     zsys_init();
     zsys_set_logstream(NULL);
