@@ -255,6 +255,8 @@ void fz_requests_submit_batch(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         const msgpack_object *m = &tasks->via.array.ptr[i];
         fz_reason_t reason = FZ_REASON_BAD_FIELD;
         fz_err_t err = fz_msg_check_object(m, "submit", why, sizeof why);
+        if (err == FZ_EMALFORMED)
+            reason = FZ_REASON_MALFORMED;
         if (!err)
             err = s_submit_check(self, m, i, &reason, why, sizeof why);
         if (err) {

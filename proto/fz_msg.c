@@ -241,7 +241,11 @@ static fz_err_t s_check_field(const msgpack_object *o, const fz_field_t *f, char
         }
         break;
     case FZ_T_STRMAP:
-        ok = o->type == MSGPACK_OBJECT_MAP && o->via.map.size <= f->max && !s_has_dup_keys(o);
+        ok = o->type == MSGPACK_OBJECT_MAP && o->via.map.size <= f->max;
+        if (ok && s_has_dup_keys(o)) { /* section 2: at any depth, a duplicate is malformed */
+            snprintf(why, wl, "field '%s' has a duplicate key", f->key);
+            return FZ_EMALFORMED;
+        }
         for (uint32_t i = 0; ok && i < o->via.map.size; i++)
             ok = s_is_str(&o->via.map.ptr[i].key, 64) && o->via.map.ptr[i].key.via.str.size > 0 &&
                  s_is_str(&o->via.map.ptr[i].val, 1024);
@@ -373,9 +377,13 @@ fz_err_t fz_msg_check_object(const msgpack_object *map, const char *type, char *
         snprintf(why, whylen, "expected a map of '%s' fields", type);
         return FZ_EINVALID;
     }
-    if (map->via.map.size > 64 || s_has_dup_keys(map)) {
-        snprintf(why, whylen, "a '%s' map has too many or duplicate keys", type);
+    if (map->via.map.size > 64) {
+        snprintf(why, whylen, "a '%s' map has more than 64 keys", type);
         return FZ_EINVALID;
+    }
+    if (s_has_dup_keys(map)) { /* section 2: at any depth, a duplicate is malformed */
+        snprintf(why, whylen, "a '%s' map has a duplicate key", type);
+        return FZ_EMALFORMED;
     }
     for (uint32_t i = 0; i < map->via.map.size; i++) {
         const msgpack_object_kv *kv = &map->via.map.ptr[i];
