@@ -1220,6 +1220,30 @@ static void test_worker_left_carries_its_models(void **state)
     s_fx_destroy(&fx);
 }
 
+/* A type the broker has no handler for is unknown-type before any field check: a reply type
+   (with or without its fields), a broker->worker message. */
+static void test_reply_types_sent_as_requests_are_unknown(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    static const char *types[] = {"submitted", "pong",       "task", "welcome",
+                                  "dispatch",  "result-ack", "error"};
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        fz_msg_t *r = s_call(fx, s_req(fx, types[i])); /* their required fields missing */
+        s_assert_error(&r, "unknown-type", "unknown-type");
+    }
+    fz_enc_t *req = s_req(fx, "submitted"); /* with its fields right */
+    fz_enc_uint(req, "task", 1);
+    fz_msg_t *r = s_call(fx, req);
+    s_assert_error(&r, "unknown-type", "unknown-type");
+    r = s_call(fx, s_req(fx, "no-such-type"));
+    s_assert_error(&r, "unknown-type", "unknown-type");
+    req = s_req(fx, "get"); /* a request type keeps its field checks */
+    r = s_call(fx, req);
+    s_assert_error(&r, "invalid", "bad-field");
+    s_fx_destroy(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1248,6 +1272,7 @@ int main(void)
         cmocka_unit_test(test_result_of_three_fields_takes_the_defaults),
         cmocka_unit_test(test_replies_echo_the_rid_even_zero),
         cmocka_unit_test(test_worker_left_carries_its_models),
+        cmocka_unit_test(test_reply_types_sent_as_requests_are_unknown),
     };
     zsys_init();
     zsys_set_logstream(NULL);
