@@ -780,7 +780,7 @@ static const char *SQL_ATTEMPTS =
     " n <= ?2 AND length(output) > 0 AS output_dropped, class, reset_at, tokens_cache_read,"
     " tokens_cache_write FROM attempts WHERE task = ?1 ORDER BY n";
 static const char *SQL_ATTEMPT_SIZES =
-    "SELECT n, length(output) + length(summary) + 200 FROM attempts WHERE task = ?1"
+    "SELECT n, length(output) + length(summary) + length(log) + 200 FROM attempts WHERE task = ?1"
     " ORDER BY n DESC";
 /* A `get` reply stays under this many bytes of attempts (FZ_MAX_FRAME is 4 MiB). */
 #define FZ_ATTEMPTS_BYTES (3u * 1024 * 1024)
