@@ -1054,6 +1054,8 @@ static void test_submitted_prompt_is_cut_between_characters(void **state)
     assert_int_equal(len, 199);
     assert_true(fz_utf8_valid(p, len));
     s_assert_strict(fz_event_map(e));
+    assert_null(fz_obj_get(fz_event_map(e), "v")); /* §6: events are not messages */
+    assert_null(fz_obj_get(fz_event_map(e), "type"));
     fz_event_destroy(&e);
     fz_enc_t *req = s_req(fx, "events");
     fz_enc_uint(req, "since", 0);
