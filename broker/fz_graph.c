@@ -11,11 +11,6 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct {
-    fz_broker_t *self;
-    walk_t *ended;
-} ended_t;
-
 void fz_walk_push(walk_t *w, uint64_t id, int state)
 {
     if (w->n == w->cap) {
@@ -39,29 +34,12 @@ bool fz_walk_pop(walk_t *w, uint64_t *id, int *state)
     return true;
 }
 
-typedef struct {
-    fz_broker_t *self;
-    int64_t floor;
-    walk_t *todo;
-} inherit_t;
-
-static void s_inherit_dep(void *arg, uint64_t id, int kind, int state)
-{
-    inherit_t *in = arg;
-    fz_task_t *d = fz_broker_task(in->self, id);
-    if (!d || d->inherited >= in->floor)
-        return;
-    d->inherited = in->floor;
-    fz_life_rerank(in->self, d);
-    if (d->state == FZ_STATE_WAITING)
-        fz_walk_push(in->todo, d->id, 0); /* terminates: floors only rise */
-}
-
 /* A waiting task lends its priority to what it waits for, transitively, so a low-priority
    dependency of an urgent task does not wait behind the queue. */
 void fz_graph_inherit(fz_broker_t *self, fz_task_t *t)
 {
     walk_t todo = {0};
+    fz_deps_t deps = {0};
     fz_walk_push(&todo, t->id, 0);
     uint64_t id;
     int unused;
@@ -69,23 +47,21 @@ void fz_graph_inherit(fz_broker_t *self, fz_task_t *t)
        priority is not lent further (aging still moves those tasks). */
     for (int visits = 0; visits < FZ_INHERIT_MAX && fz_walk_pop(&todo, &id, &unused); visits++) {
         fz_task_t *x = fz_broker_task(self, id);
-        if (!x)
+        if (!x || fz_store_deps_of(self->store, id, &deps))
             continue;
-        inherit_t in = {self, x->priority > x->inherited ? x->priority : x->inherited, &todo};
-        fz_store_deps_of(self->store, id, s_inherit_dep, &in);
+        int64_t floor = x->priority > x->inherited ? x->priority : x->inherited;
+        for (size_t i = 0; i < deps.n; i++) {
+            fz_task_t *d = fz_broker_task(self, deps.v[i].id);
+            if (!d || d->inherited >= floor)
+                continue;
+            d->inherited = floor;
+            fz_life_rerank(self, d);
+            if (d->state == FZ_STATE_WAITING)
+                fz_walk_push(&todo, d->id, 0); /* terminates: floors only rise */
+        }
     }
+    fz_deps_free(&deps);
     free(todo.v);
-}
-
-static void s_count_dep(void *arg, uint64_t id, int kind, int state)
-{
-    waitcount_t *w = arg;
-    if (state < 0 || !fz_state_final((fz_state_t)state))
-        w->pending++;
-    else if (kind == 0 && state != FZ_STATE_SUCCEEDED && !w->failed) {
-        w->failed = id;
-        w->failed_state = (fz_state_t)state;
-    }
 }
 
 /* Where a waiting task stands, from the stored states of its dependencies: counted afresh
@@ -93,7 +69,18 @@ static void s_count_dep(void *arg, uint64_t id, int kind, int state)
 waitcount_t fz_graph_count(fz_broker_t *self, uint64_t id)
 {
     waitcount_t w = {0};
-    fz_store_deps_of(self->store, id, s_count_dep, &w);
+    fz_deps_t deps = {0};
+    fz_store_deps_of(self->store, id, &deps);
+    for (size_t i = 0; i < deps.n; i++) {
+        const fz_dep_t *d = &deps.v[i];
+        if (d->state < 0 || !fz_state_final((fz_state_t)d->state))
+            w.pending++;
+        else if (d->kind == 0 && d->state != FZ_STATE_SUCCEEDED && !w.failed) {
+            w.failed = d->id;
+            w.failed_state = (fz_state_t)d->state;
+        }
+    }
+    fz_deps_free(&deps);
     return w;
 }
 
@@ -123,12 +110,23 @@ void fz_graph_recheck(fz_broker_t *self, fz_task_t *d, walk_t *ended)
     }
 }
 
-static void s_on_dep_ended(void *arg, uint64_t id, int kind, int state)
+/* The tasks in `ended` have ended: their waiting dependents move on, and those that end in
+   turn (dep-failed) are walked too, until none is left. A loop, not a recursion. */
+static void s_settle(fz_broker_t *self, walk_t *ended)
 {
-    ended_t *e = arg;
-    fz_task_t *d = fz_broker_task(e->self, id);
-    if (d && d->state == FZ_STATE_WAITING)
-        fz_graph_recheck(e->self, d, e->ended);
+    fz_deps_t deps = {0};
+    uint64_t id;
+    int state;
+    while (fz_walk_pop(ended, &id, &state)) {
+        if (fz_store_dependents(self->store, id, &deps))
+            continue;
+        for (size_t i = 0; i < deps.n; i++) {
+            fz_task_t *d = fz_broker_task(self, deps.v[i].id);
+            if (d && d->state == FZ_STATE_WAITING)
+                fz_graph_recheck(self, d, ended);
+        }
+    }
+    fz_deps_free(&deps);
 }
 
 /* A task reached a final state (already stored): it leaves memory and its dependents move
@@ -138,11 +136,7 @@ void fz_graph_final(fz_broker_t *self, fz_task_t *t)
     walk_t ended = {0};
     fz_walk_push(&ended, t->id, (int)t->state);
     fz_life_drop(self, t);
-    uint64_t id;
-    int state;
-    ended_t e = {self, &ended};
-    while (fz_walk_pop(&ended, &id, &state))
-        fz_store_dependents(self->store, id, s_on_dep_ended, &e);
+    s_settle(self, &ended);
     free(ended.v);
 }
 
@@ -175,43 +169,35 @@ fz_task_t *fz_graph_revive(fz_broker_t *self, uint64_t id, fz_state_t state)
     return t;
 }
 
-typedef struct {
-    fz_broker_t *self;
-    walk_t *todo;
-} revive_t;
-
-static void s_revive_dep(void *arg, uint64_t id, int kind, int state)
-{
-    revive_t *r = arg;
-    if (fz_broker_state_of(r->self, id) == FZ_STATE_DEP_FAILED && !fz_broker_task(r->self, id) &&
-        fz_graph_revive(r->self, id, FZ_STATE_WAITING))
-        fz_walk_push(r->todo, id, 0);
-}
-
 /* A retried task takes back the dependents that failed because of it, transitively: they
    wait again (the rest of a pipeline re-runs from the retried step). */
 void fz_graph_revive_dependents(fz_broker_t *self, uint64_t id)
 {
-    walk_t todo = {0}, revived = {0};
+    walk_t todo = {0}, revived = {0}, ended = {0};
+    fz_deps_t deps = {0};
     fz_walk_push(&todo, id, 0);
-    revive_t r = {self, &todo};
     uint64_t x;
     int unused;
     while (fz_walk_pop(&todo, &x, &unused)) {
         if (x != id)
             fz_walk_push(&revived, x, 0);
-        fz_store_dependents(self->store, x, s_revive_dep, &r);
+        if (fz_store_dependents(self->store, x, &deps))
+            continue;
+        for (size_t i = 0; i < deps.n; i++) {
+            uint64_t d = deps.v[i].id;
+            if (fz_broker_state_of(self, d) == FZ_STATE_DEP_FAILED && !fz_broker_task(self, d) &&
+                fz_graph_revive(self, d, FZ_STATE_WAITING))
+                fz_walk_push(&todo, d, 0);
+        }
     }
     /* Each waits for what it still needs (the retried task, at least). */
-    walk_t ended = {0};
-    ended_t e = {self, &ended};
     while (fz_walk_pop(&revived, &x, &unused)) {
         fz_task_t *d = fz_broker_task(self, x);
         if (d && d->state == FZ_STATE_WAITING)
             fz_graph_recheck(self, d, &ended);
-        while (fz_walk_pop(&ended, &x, &unused))
-            fz_store_dependents(self->store, x, s_on_dep_ended, &e);
+        s_settle(self, &ended);
     }
+    fz_deps_free(&deps);
     free(todo.v);
     free(revived.v);
     free(ended.v);
@@ -230,15 +216,11 @@ void fz_graph_load_waiting(fz_broker_t *self)
         if (t->state == FZ_STATE_WAITING)
             ids[n++] = t->id;
     walk_t ended = {0};
-    ended_t e = {self, &ended};
     for (size_t i = 0; i < n; i++) {
         fz_task_t *t = fz_broker_task(self, ids[i]);
         if (t && t->state == FZ_STATE_WAITING)
             fz_graph_recheck(self, t, &ended);
-        uint64_t id;
-        int state;
-        while (fz_walk_pop(&ended, &id, &state))
-            fz_store_dependents(self->store, id, s_on_dep_ended, &e);
+        s_settle(self, &ended);
     }
     free(ended.v);
     for (size_t i = 0; i < n; i++) {

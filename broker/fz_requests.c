@@ -296,19 +296,21 @@ static void s_reply_ok(fz_broker_t *self, zframe_t *from, uint64_t rid, uint64_t
     fz_outbox_reply(self, from, rid, r);
 }
 
-typedef struct {
-    fz_broker_t *self;
-    uint64_t count;
-} subtree_t;
-
-static void s_cancel_sub(void *arg, uint64_t id, int kind, int state)
+/* Cancels every live task of the subtree below id; how many. */
+static uint64_t s_cancel_subtree(fz_broker_t *self, uint64_t id)
 {
-    subtree_t *st = arg;
-    fz_task_t *t = fz_broker_task(st->self, id);
-    if (t) {
-        fz_life_cancel(st->self, t);
-        st->count++;
-    }
+    fz_deps_t sub = {0};
+    uint64_t count = 0;
+    if (fz_store_subtree(self->store, id, &sub) == 0)
+        for (size_t i = 0; i < sub.n; i++) {
+            fz_task_t *t = fz_broker_task(self, sub.v[i].id);
+            if (t) {
+                fz_life_cancel(self, t);
+                count++;
+            }
+        }
+    fz_deps_free(&sub);
+    return count;
 }
 
 void fz_requests_cancel(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
@@ -321,10 +323,9 @@ void fz_requests_cancel(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         return;
     }
     /* Cancelling a task cancels its subtree: the subtasks its agent created. */
-    subtree_t sub = {self, 0};
-    fz_store_subtree(self->store, id, s_cancel_sub, &sub);
+    uint64_t count = s_cancel_subtree(self, id);
     fz_task_t *t = fz_broker_task(self, id);
-    if (!t && !sub.count) {
+    if (!t && !count) {
         fz_outbox_error(self, from, rid, FZ_ECONFLICT, FZ_REASON_ENDED, "task %llu already %s",
                         (unsigned long long)id, fz_state_name((fz_state_t)state));
         return;
@@ -335,7 +336,7 @@ void fz_requests_cancel(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_enc_t *r = fz_enc_reply("ok", rid);
     fz_enc_uint(r, "task", id);
     fz_enc_str(r, "state", fz_state_name(t ? t->state : (fz_state_t)fz_broker_state_of(self, id)));
-    fz_enc_uint(r, "count", sub.count);
+    fz_enc_uint(r, "count", count);
     fz_outbox_reply(self, from, rid, r);
 }
 

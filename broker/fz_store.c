@@ -1090,58 +1090,56 @@ static const char *SQL_DEPS_OF =
 static const char *SQL_DEPENDENTS = "SELECT task, kind FROM deps WHERE dep = ?1";
 
 /* Collects rows first: callers write to the store, which must not happen mid-statement. */
-static int s_pairs(fz_store_t *self, const char *sql, uint64_t id, int ncols, fz_store_dep_fn *fn,
-                   void *arg)
+/* Fills out with the rows of a (id, kind[, state]) query about id. */
+static int s_pairs(fz_store_t *self, const char *sql, uint64_t id, int ncols, fz_deps_t *out)
 {
+    out->n = 0;
     sqlite3_stmt *st = s_stmt(self, sql);
     if (!st)
         return -1;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    size_t n = 0, cap = 16;
-    struct row {
-        uint64_t id;
-        int kind;
-        int state;
-    } *rows = malloc(cap * sizeof *rows);
-    while (rows && sqlite3_step(st) == SQLITE_ROW) {
-        if (n == cap) {
-            struct row *more = realloc(rows, (cap *= 2) * sizeof *rows);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (out->n == out->cap) {
+            size_t cap = out->cap ? out->cap * 2 : 16;
+            fz_dep_t *more = realloc(out->v, cap * sizeof *more);
             if (!more)
                 break;
-            rows = more;
+            out->v = more;
+            out->cap = cap;
         }
-        rows[n].id = (uint64_t)sqlite3_column_int64(st, 0);
-        rows[n].kind = sqlite3_column_int(st, 1);
-        rows[n].state =
-            ncols > 2 ? fz_state_from_name((const char *)sqlite3_column_text(st, 2)) : -1;
-        n++;
+        fz_dep_t *d = &out->v[out->n++];
+        d->id = (uint64_t)sqlite3_column_int64(st, 0);
+        d->kind = sqlite3_column_int(st, 1);
+        d->state = ncols > 2 ? fz_state_from_name((const char *)sqlite3_column_text(st, 2)) : -1;
     }
     sqlite3_reset(st);
-    if (!rows)
-        return -1;
-    for (size_t i = 0; i < n; i++)
-        fn(arg, rows[i].id, rows[i].kind, rows[i].state);
-    free(rows);
-    return 0;
+    return rc == SQLITE_DONE ? 0 : -1;
 }
 
-int fz_store_deps_of(fz_store_t *self, uint64_t task, fz_store_dep_fn *fn, void *arg)
+void fz_deps_free(fz_deps_t *deps)
 {
-    return s_pairs(self, SQL_DEPS_OF, task, 3, fn, arg);
+    free(deps->v);
+    *deps = (fz_deps_t){0};
 }
 
-int fz_store_dependents(fz_store_t *self, uint64_t dep, fz_store_dep_fn *fn, void *arg)
+int fz_store_deps_of(fz_store_t *self, uint64_t task, fz_deps_t *out)
 {
-    return s_pairs(self, SQL_DEPENDENTS, dep, 2, fn, arg);
+    return s_pairs(self, SQL_DEPS_OF, task, 3, out);
+}
+
+int fz_store_dependents(fz_store_t *self, uint64_t dep, fz_deps_t *out)
+{
+    return s_pairs(self, SQL_DEPENDENTS, dep, 2, out);
 }
 
 static const char *SQL_SUBTREE = "WITH RECURSIVE sub(id) AS (SELECT id FROM tasks WHERE parent = ?1"
                                  " UNION SELECT t.id FROM tasks t JOIN sub ON t.parent = sub.id)"
                                  " SELECT id, 0 FROM sub ORDER BY id";
 
-int fz_store_subtree(fz_store_t *self, uint64_t task, fz_store_dep_fn *fn, void *arg)
+int fz_store_subtree(fz_store_t *self, uint64_t task, fz_deps_t *out)
 {
-    return s_pairs(self, SQL_SUBTREE, task, 2, fn, arg);
+    return s_pairs(self, SQL_SUBTREE, task, 2, out);
 }
 
 static const char *SQL_DEPTH =

@@ -136,15 +136,25 @@ bool fz_store_task_exists(fz_store_t *self, uint64_t id, fz_state_t *state_p);
 
 /* Dependencies: kind 0 = after (needs success), 1 = after_any (needs an end). */
 int fz_store_dep_add(fz_store_t *self, uint64_t task, uint64_t dep, int kind);
-/* Calls fn(arg, id, kind, state) for each row; state is -1 where not asked for. Rows are read
-   before fn runs, so fn may write. */
-typedef void(fz_store_dep_fn)(void *arg, uint64_t id, int kind, int state);
-/* The dependencies of task, with their current states. */
-int fz_store_deps_of(fz_store_t *self, uint64_t task, fz_store_dep_fn *fn, void *arg);
-/* The tasks that depend on dep, with the kind of dependency. */
-int fz_store_dependents(fz_store_t *self, uint64_t dep, fz_store_dep_fn *fn, void *arg);
-/* Every descendant of task (children, their children, ...). */
-int fz_store_subtree(fz_store_t *self, uint64_t task, fz_store_dep_fn *fn, void *arg);
+/* Rows of the dependency graph: a task's id, the kind of the edge, its state (-1 where not
+   asked for). Owned by the caller: filled (from n = 0) by the calls below, which grow v as
+   needed, and freed with fz_deps_free; one fz_deps_t may be reused for many calls. */
+typedef struct {
+    uint64_t id;
+    int kind;
+    int state;
+} fz_dep_t;
+typedef struct {
+    fz_dep_t *v;
+    size_t n, cap;
+} fz_deps_t;
+void fz_deps_free(fz_deps_t *deps);
+/* The dependencies of task, with their current states. 0, or -1 on a store error. */
+int fz_store_deps_of(fz_store_t *self, uint64_t task, fz_deps_t *out);
+/* The tasks that depend on dep, with the kind of dependency (state -1). */
+int fz_store_dependents(fz_store_t *self, uint64_t dep, fz_deps_t *out);
+/* Every subtask below task, transitively, by id (kind 0, state -1). */
+int fz_store_subtree(fz_store_t *self, uint64_t task, fz_deps_t *out);
 /* Depth of task in its tree (1 = a root), its number of children, and its priority. */
 int fz_store_tree_info(fz_store_t *self, uint64_t task, uint32_t *depth, uint32_t *children,
                        int64_t *priority);

@@ -3,7 +3,7 @@
     Life of a real agent (self->state, fz_agent_state_t in fz_agent_int.h):
       RUNNING    the keeper (pid = process group id, see fz_keeper.h) runs the shell; the
                  prompt is fed, output and report file are followed, limits enforced.
-      STOPPING   timeout, cost cap or cancel: SIGTERM sent, SIGKILL after the grace
+      STOPPING   timeout, cost cap, stall or cancel: SIGTERM sent, SIGKILL after the grace
                  (KILLING). The shell's exit comes as a report from the keeper, which stays
                  alive (or, once dead, stays our unreaped zombie: we only peek with waitid
                  WNOWAIT), so its pid, and so the group id, cannot be reused and signalling
@@ -100,25 +100,10 @@ int fz_agent_init_subreaper(void)
     return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 ? 0 : -1;
 }
 
+/* The protocol's names (fz_vocab): an ended agent's outcome is an fz_outcome_t. */
 const char *fz_agent_outcome_name(fz_agent_outcome_t outcome)
 {
-    switch (outcome) {
-    case FZ_AGENT_RUNNING:
-        return "running";
-    case FZ_AGENT_EXITED:
-        return "exited";
-    case FZ_AGENT_SIGNALED:
-        return "signaled";
-    case FZ_AGENT_TIMEOUT:
-        return "timeout";
-    case FZ_AGENT_COST_CAP:
-        return "cost-cap";
-    case FZ_AGENT_CANCELLED:
-        return "cancelled";
-    case FZ_AGENT_SPAWN_FAILED:
-        return "spawn-failed";
-    }
-    return "unknown";
+    return outcome == FZ_AGENT_RUNNING ? "running" : fz_outcome_name((fz_outcome_t)outcome);
 }
 
 /* ---------------------------------------------------------------- files and descriptors */
@@ -254,11 +239,16 @@ static void s_report_publish(fz_agent_t *self)
     fz_agent_status_t *st = &self->status;
     st->cost_usd = v->cost_usd;
     st->tokens_in = v->tokens_in;
+    st->tokens_cache_read = v->tokens_cache_read;
+    st->tokens_cache_write = v->tokens_cache_write;
     st->tokens_out = v->tokens_out;
     memcpy(st->model, v->model, sizeof st->model);
     st->progress_pct = v->progress_pct;
     memcpy(st->progress_text, v->progress_text, sizeof st->progress_text);
     memcpy(st->summary, v->summary, sizeof st->summary);
+    st->cls = v->cls;
+    st->reset_at = v->reset_at;
+    st->retry_after = v->retry_after;
     st->report_lines = v->lines;
     st->report_ignored = v->ignored;
 }
@@ -322,6 +312,32 @@ static void s_read_report(fz_agent_t *self, bool final)
     s_report_publish(self);
 }
 
+/* ---------------------------------------------------------------- signs of life */
+
+/* What the agent has shown so far: it changes exactly when it shows life. */
+static uint64_t s_life_count(const fz_agent_t *self)
+{
+    return self->status.output_bytes + self->status.report_lines;
+}
+
+static void s_note_life(fz_agent_t *self, uint64_t before, int64_t now)
+{
+    if (s_life_count(self) != before && now > self->status.alive_ms)
+        self->status.alive_ms = now;
+}
+
+/* True once the agent showed no life for its stall limit. A report line written since the
+   last read would not be seen before the next one: the file is read now, before deciding. */
+static bool s_stalled(fz_agent_t *self, int64_t now)
+{
+    if (self->stall_kill_ms <= 0 || now - self->status.alive_ms < self->stall_kill_ms)
+        return false;
+    uint64_t before = s_life_count(self);
+    s_read_report(self, false);
+    s_note_life(self, before, now);
+    return now - self->status.alive_ms >= self->stall_kill_ms;
+}
+
 /* ---------------------------------------------------------------- processes */
 
 static void s_sweep_step(fz_agent_t *self, int64_t now)
@@ -382,6 +398,8 @@ static void s_check_limits(fz_agent_t *self, int64_t now)
             s_stop(self, now, FZ_AGENT_TIMEOUT, "timeout");
         else if (self->max_cost > 0 && self->status.cost_usd > self->max_cost)
             s_stop(self, now, FZ_AGENT_COST_CAP, "cost-cap");
+        else if (s_stalled(self, now))
+            s_stop(self, now, FZ_AGENT_STALLED, "stalled");
     }
     bool grace = self->state == FZ_AGENT_S_STOPPING || self->state == FZ_AGENT_S_LINGER;
     if (grace && now >= self->kill_at_ms) {
@@ -493,8 +511,10 @@ static void s_finish(fz_agent_t *self, int64_t now)
     /* Reaped: from here on the state is SWEEP or DONE, and the group is never signalled. */
     fz_close(&self->status_fd);
     s_close_stdin(self);
+    uint64_t before = s_life_count(self);
     s_read_output(self, S_DRAIN_MAX);
     s_read_report(self, true);
+    s_note_life(self, before, now);
     s_settle_outcome(self, have_status, wstatus);
     self->status.duration_ms = self->status.elapsed_ms = now - self->status.started_ms;
     s_uncount(self);
@@ -540,11 +560,13 @@ void fz_agent_pump(fz_agent_t *self, int64_t now_ms)
     int64_t elapsed = now_ms - self->status.started_ms;
     self->status.elapsed_ms = elapsed > 0 ? elapsed : 0;
     fz_agent_feed_stdin(self);
+    uint64_t before = s_life_count(self);
     s_read_output(self, S_PUMP_READ_MAX);
     if (now_ms >= self->report_due_ms) {
         s_read_report(self, false);
         self->report_due_ms = now_ms + FZ_AGENT_REPORT_EVERY_MS;
     }
+    s_note_life(self, before, now_ms);
     s_check_leader(self);
     s_check_limits(self, now_ms);
     if (s_group_settled(self, now_ms))
@@ -571,6 +593,8 @@ int fz_agent_timeout_ms(fz_agent_t *self, int64_t now_ms)
             due = s_earlier(due, self->kill_at_ms);
         if (self->state == FZ_AGENT_S_RUNNING && self->timeout_ms > 0)
             due = s_earlier(due, self->status.started_ms + self->timeout_ms);
+        if (self->state == FZ_AGENT_S_RUNNING && self->stall_kill_ms > 0)
+            due = s_earlier(due, self->status.alive_ms + self->stall_kill_ms);
         if (!s_leader_alive(self))
             due = s_earlier(due, self->group_check_ms);
         else if (self->status_fd < 0) /* the keeper hung up: it is about to be a zombie */
@@ -626,6 +650,13 @@ int fz_agent_pollfds(fz_agent_t *self, struct pollfd *fds, int max)
 const fz_agent_status_t *fz_agent_status(fz_agent_t *self)
 {
     return self ? &self->status : NULL;
+}
+
+int64_t fz_agent_idle_ms(fz_agent_t *self, int64_t now_ms)
+{
+    if (!self || self->state == FZ_AGENT_S_DONE || now_ms <= self->status.alive_ms)
+        return 0;
+    return now_ms - self->status.alive_ms;
 }
 
 const char *fz_agent_tail(fz_agent_t *self, size_t *len)

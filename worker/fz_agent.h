@@ -4,12 +4,12 @@
     creates, with the prompt on stdin (and in FZ_PROMPT when small). The group is led by a
     keeper, a small process the module forks for each agent (see "The keeper" below). It
     captures stdout and stderr merged in order of arrival into a log file and a bounded
-    in-memory tail, follows the agent's report file (cost, tokens, model, progress, summary),
-    enforces the wall-clock timeout, the cost cap and cancel (SIGTERM to the group, SIGKILL
-    after a grace period), and reaps everything it started. fz_agent_simulate() is a
-    process-less stand-in for dry-run workers with the same status API, so the worker's
-    accounting is identical in both modes. Libc and Linux only; no threads, no signal
-    handlers in the caller's process, nothing blocks except destroy.
+    in-memory tail, follows the agent's report file (cost, tokens, model, progress, summary,
+    failure class), enforces the wall-clock timeout, the cost cap, the stall limit and cancel
+    (SIGTERM to the group, SIGKILL after a grace period), and reaps everything it started.
+    fz_agent_simulate() is a process-less stand-in for dry-run workers with the same status
+    API, so the worker's accounting is identical in both modes. Libc and Linux only; no
+    threads, no signal handlers in the caller's process, nothing blocks except destroy.
 
     Ownership: an fz_agent_t owns its processes, pipes, log and report descriptors and buffers.
     The caller's strings in fz_agent_opts_t / fz_agent_sim_t are copied or used only during
@@ -76,14 +76,24 @@
     is stopped (SIGTTIN) until its timeout.
 
     The report file (FZ_REPORT, truncated at start): the agent appends lines "KEY VALUE":
-    cost_usd USD (cumulative total), tokens_in N, tokens_out N (cumulative), model NAME,
-    progress PCT [TEXT] (whole percent 0-100), summary TEXT. The last value of each key wins.
-    Unknown keys, malformed values (signs, nan, inf, hex, trailing junk) and lines over
-    FZ_AGENT_REPORT_LINE_MAX bytes are counted in report_ignored and skipped. The file is
+    cost_usd USD (cumulative total), tokens_in N (fresh, uncached input), tokens_cache_read N,
+    tokens_cache_write N, tokens_out N (all cumulative), model NAME, progress PCT [TEXT]
+    (whole percent 0-100), summary TEXT, and when it fails class NAME (a failure class of
+    fz_vocab: rate-limit, quota, auth, ...), reset_at EPOCH (unix seconds the limit resets
+    at, below 1e11) and retry_after SECONDS (below 1e7). The last value of each key wins.
+    Unknown keys, unknown class names, malformed values (signs, nan, inf, hex, trailing junk,
+    out of range) and lines over FZ_AGENT_REPORT_LINE_MAX bytes are counted in
+    report_ignored and skipped; fz_rfile.h has the exact grammar. The file is
     read every 250 ms and once more after the exit; a line counts only once its newline is
     there, except the last one after the exit. A truncated file is read again from the
     start, a file renamed over the path is followed; anything but a regular file is not read.
-    Output goes to the log and the tail as raw bytes: not necessarily valid UTF-8. */
+    Output goes to the log and the tail as raw bytes: not necessarily valid UTF-8.
+
+    Signs of life: output read from the agent, or a report line accepted (seen when the file
+    is read, so up to 250 ms late). status.alive_ms is the time of the last one (started_ms
+    until the first); with stall_kill_s set, an agent that shows none for that long is
+    stopped like a timeout (outcome FZ_AGENT_STALLED); just before calling it stalled the
+    report file is read once more. A simulated agent shows life as long as its values grow. */
 
 #ifndef FZ_AGENT_H
 #define FZ_AGENT_H
@@ -95,6 +105,7 @@
 #include <sys/types.h>
 
 #include "fz_rfile.h"
+#include "fz_vocab.h"
 
 typedef struct fz_agent_t fz_agent_t;
 
@@ -107,15 +118,19 @@ typedef struct fz_agent_t fz_agent_t;
 #define FZ_AGENT_REPORT_LINE_MAX FZ_RFILE_LINE_MAX /* longer report lines are ignored */
 #define FZ_AGENT_MAX_POLLFDS 3
 
+/* How the agent ended. Every value but RUNNING is the fz_outcome_t of the same name (the
+   protocol's, fz_vocab.h), so an ended agent's outcome goes on the wire as it is. */
 typedef enum {
-    FZ_AGENT_RUNNING,
-    FZ_AGENT_EXITED,       /* ended by itself; exit_code says how */
-    FZ_AGENT_SIGNALED,     /* killed by a signal fz did not send */
-    FZ_AGENT_TIMEOUT,      /* stopped by fz: wall-clock timeout */
-    FZ_AGENT_COST_CAP,     /* stopped by fz: reported cost above max_cost */
-    FZ_AGENT_CANCELLED,    /* stopped by fz: fz_agent_cancel() */
-    FZ_AGENT_SPAWN_FAILED, /* never reported by an agent (start returns NULL); for the
-                              worker's own records of an attempt that could not start */
+    FZ_AGENT_RUNNING = -1,
+    FZ_AGENT_EXITED = FZ_OUTCOME_EXITED,       /* ended by itself; exit_code says how */
+    FZ_AGENT_SIGNALED = FZ_OUTCOME_SIGNALED,   /* killed by a signal fz did not send */
+    FZ_AGENT_TIMEOUT = FZ_OUTCOME_TIMEOUT,     /* stopped by fz: wall-clock timeout */
+    FZ_AGENT_COST_CAP = FZ_OUTCOME_COST_CAP,   /* stopped by fz: reported cost above max_cost */
+    FZ_AGENT_CANCELLED = FZ_OUTCOME_CANCELLED, /* stopped by fz: fz_agent_cancel() */
+    FZ_AGENT_SPAWN_FAILED = FZ_OUTCOME_SPAWN_FAILED, /* never reported by an agent (start
+                              returns NULL); for the worker's own records of an attempt that
+                              could not start */
+    FZ_AGENT_STALLED = FZ_OUTCOME_STALLED, /* stopped by fz: no sign of life for stall_kill_s */
 } fz_agent_outcome_t;
 
 typedef struct {
@@ -134,12 +149,17 @@ typedef struct {
     double max_cost;         /* USD; stop when reported cost > max_cost; 0 = none. A cost
                                 first seen after the agent exited leaves it EXITED */
     double kill_grace_s;     /* 0 = FZ_AGENT_GRACE_DEFAULT; use e.g. 0.001 for "at once" */
+    double stall_s;          /* announce-only: the agent does not act on it (the broker
+                                announces a stall from the idle time the worker reports);
+                                checked like the other limits; 0 = none */
+    double stall_kill_s;     /* stop as FZ_AGENT_STALLED after this long without a sign of
+                                life (see "Signs of life"); 0 = none */
     bool no_pidfd;           /* look for the exit on a 100 ms timer instead of through a
                                 polled descriptor (tests); the name is historical */
 } fz_agent_opts_t;
 
 /* What a simulated agent does: cost and tokens grow linearly over duration_s, then it exits
-   with exit_code. Timeout and cost cap from the opts apply as for a real agent. */
+   with exit_code. Timeout, cost cap and stall kill from the opts apply as for a real agent. */
 typedef struct {
     double duration_s;
     double cost_usd;
@@ -148,6 +168,11 @@ typedef struct {
     const char *model;   /* may be NULL */
     const char *output;  /* put in the tail (and log) at start; may be NULL */
     const char *summary; /* reported when it exits by itself; may be NULL */
+    uint64_t tokens_cache_read, tokens_cache_write; /* grow as the other tokens */
+    double silent_after_s;        /* 0 = never; else from then on its values freeze: no
+                                     sign of life, so that a stall_kill_s applies */
+    fz_class_t cls;               /* reported when it exits by itself with exit_code != 0 */
+    double reset_at, retry_after; /* reported with cls; 0 = not reported */
 } fz_agent_sim_t;
 
 typedef struct {
@@ -159,13 +184,20 @@ typedef struct {
     int64_t started_ms;         /* CLOCK_MONOTONIC ms at start */
     int64_t elapsed_ms;         /* live; frozen at the end */
     int64_t duration_ms;        /* 0 until over */
+    int64_t alive_ms;           /* CLOCK_MONOTONIC ms of the last sign of life (output, an
+                                   accepted report line); started_ms until the first */
     /* From the report file (last value wins); simulated ones grow linearly. */
     double cost_usd;
-    uint64_t tokens_in, tokens_out;
+    uint64_t tokens_in; /* fresh (uncached) input */
+    uint64_t tokens_cache_read, tokens_cache_write;
+    uint64_t tokens_out;
     char model[FZ_RFILE_MODEL_MAX];
     int progress_pct; /* -1 until reported */
     char progress_text[FZ_RFILE_PROGRESS_MAX];
     char summary[FZ_AGENT_REPORT_LINE_MAX + 1];
+    fz_class_t cls;          /* the failure class the agent reported; FZ_CLASS_NONE if none */
+    double reset_at;         /* unix seconds the agent's limit resets at; 0 if not reported */
+    double retry_after;      /* seconds the provider asked to wait; 0 if not reported */
     uint64_t report_lines;   /* accepted report lines */
     uint64_t report_ignored; /* unknown keys, malformed and overlong lines */
     uint64_t output_bytes;   /* stdout + stderr bytes seen */
@@ -185,7 +217,8 @@ int64_t fz_agent_now_ms(void);
 fz_agent_t *fz_agent_start(const fz_agent_opts_t *opts, char *err, size_t errlen);
 
 /* A simulated agent: no process, driven only by the clock. opts may be NULL; only
-   tail_max, timeout_s, max_cost and log_path are used. NULL on error, reason in err. */
+   tail_max, timeout_s, max_cost, stall_kill_s and log_path are used. NULL on error, reason
+   in err. */
 fz_agent_t *fz_agent_simulate(const fz_agent_sim_t *sim, const fz_agent_opts_t *opts, char *err,
                               size_t errlen);
 
@@ -199,12 +232,12 @@ void fz_agent_destroy(fz_agent_t **self_p);
    ZMQ_POLLIN and POLLOUT to ZMQ_POLLOUT (the values differ). */
 int fz_agent_pollfds(fz_agent_t *self, struct pollfd *fds, int max);
 
-/* Milliseconds until the agent needs a pump (deadline, kill escalation, report re-read),
-   0 if due now, -1 if nothing is pending. */
+/* Milliseconds until the agent needs a pump (deadline, stall kill, kill escalation, report
+   re-read), 0 if due now, -1 if nothing is pending. */
 int fz_agent_timeout_ms(fz_agent_t *self, int64_t now_ms);
 
 /* Does all pending work without blocking: writes the prompt, reads output and the report
-   file, enforces timeout / cost cap / kill escalation, reaps. */
+   file, enforces timeout / cost cap / stall kill / kill escalation, reaps. */
 void fz_agent_pump(fz_agent_t *self, int64_t now_ms);
 
 /* True once the agent is over and everything it started is reaped. */
@@ -218,7 +251,12 @@ void fz_agent_cancel(fz_agent_t *self, const char *reason);
 /* Live status, final once fz_agent_done(). Owned by the agent. */
 const fz_agent_status_t *fz_agent_status(fz_agent_t *self);
 
-/* "running", "exited", "signaled", "timeout", "cost-cap", "cancelled", "spawn-failed". */
+/* Milliseconds since the agent last showed life (now_ms - status.alive_ms, at least 0); 0
+   once it is over or for NULL. */
+int64_t fz_agent_idle_ms(fz_agent_t *self, int64_t now_ms);
+
+/* "running", else the protocol's name of the outcome (fz_outcome_name): "exited",
+   "signaled", "timeout", "cost-cap", "cancelled", "spawn-failed", "stalled". */
 const char *fz_agent_outcome_name(fz_agent_outcome_t outcome);
 
 /* The last tail_max bytes of output, contiguous and NUL-terminated (the output itself may

@@ -44,6 +44,7 @@ struct fz_agent_t {
     bool simulated;
     bool counted; /* included in s_live_agents */
     int64_t timeout_ms;
+    int64_t stall_kill_ms; /* 0 = none */
     int64_t grace_ms;
     double max_cost;
     char *workdir; /* absolute */
@@ -82,6 +83,8 @@ struct fz_agent_t {
     int sim_exit_code;
     int64_t sim_last_ms;
     char *sim_summary;
+    fz_class_t sim_cls; /* what a failing simulation reports */
+    double sim_reset_at, sim_retry_after;
 };
 
 /* A new agent with the options' limits and an empty tail, not started: NULL on error, with

@@ -72,7 +72,9 @@ int fz_agent_check_opts(const fz_agent_opts_t *opts, bool simulated, char *err, 
             return fz_errf(err, errlen, "env entry \"%s\" is not KEY=VALUE", *e);
     if (fz_agent_check_number(opts->timeout_s, "timeout", err, errlen) < 0 ||
         fz_agent_check_number(opts->max_cost, "max cost", err, errlen) < 0 ||
-        fz_agent_check_number(opts->kill_grace_s, "kill grace", err, errlen) < 0)
+        fz_agent_check_number(opts->kill_grace_s, "kill grace", err, errlen) < 0 ||
+        fz_agent_check_number(opts->stall_s, "stall", err, errlen) < 0 ||
+        fz_agent_check_number(opts->stall_kill_s, "stall kill", err, errlen) < 0)
         return -1;
     return 0;
 }
@@ -90,6 +92,7 @@ fz_agent_t *fz_agent_new(const fz_agent_opts_t *opts, bool simulated, char *err,
     self->status_fd = self->death_fd = -1;
     self->in_fd = self->out_fd = self->log_fd = self->report_fd = -1;
     self->timeout_ms = fz_agent_ms(opts->timeout_s);
+    self->stall_kill_ms = fz_agent_ms(opts->stall_kill_s);
     self->grace_ms = opts->kill_grace_s > 0 ? fz_agent_ms(opts->kill_grace_s)
                                             : fz_agent_ms(FZ_AGENT_GRACE_DEFAULT);
     self->max_cost = opts->max_cost;
@@ -99,7 +102,7 @@ fz_agent_t *fz_agent_new(const fz_agent_opts_t *opts, bool simulated, char *err,
     self->status.exit_code = -1;
     self->status.progress_pct = -1;
     fz_rfile_init(&self->report);
-    self->status.started_ms = fz_agent_now_ms();
+    self->status.started_ms = self->status.alive_ms = fz_agent_now_ms();
     if (!self->tail) {
         fz_errf(err, errlen, "out of memory");
         fz_agent_destroy(&self);
@@ -265,7 +268,7 @@ static int s_launch(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, si
     self->out_fd = keeper.out_fd;
     self->status_fd = keeper.status_fd;
     self->death_fd = keeper.death_fd;
-    self->status.started_ms = keeper.started_ms;
+    self->status.started_ms = self->status.alive_ms = keeper.started_ms;
 
     self->poll_status = !opts->no_pidfd;
     fz_agent_count_live(self);

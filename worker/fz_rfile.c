@@ -25,8 +25,8 @@ static double s_strtod_c(const char *s, char **end)
     return c_locale ? strtod_l(s, end, c_locale) : strtod(s, end);
 }
 
-/* A plain non-negative decimal (exponent allowed): no sign, hex, nan or inf. */
-static bool s_parse_cost(const char *s, double *out)
+/* A plain non-negative decimal (exponent allowed) below limit: no sign, hex, nan or inf. */
+static bool s_parse_float(const char *s, double limit, double *out)
 {
     size_t len = strlen(s);
     if (len == 0 || len > 64 || strspn(s, "0123456789.eE+-") != len)
@@ -36,7 +36,7 @@ static bool s_parse_cost(const char *s, double *out)
     char *end;
     errno = 0;
     double v = s_strtod_c(s, &end);
-    if (errno != 0 || end != s + len || !isfinite(v) || v < 0)
+    if (errno != 0 || end != s + len || !isfinite(v) || v < 0 || !(v < limit))
         return false;
     *out = v;
     return true;
@@ -59,12 +59,22 @@ static bool s_parse_u64(const char *s, uint64_t *out)
 
 static bool s_on_cost(fz_rfile_t *self, char *value)
 {
-    return s_parse_cost(value, &self->values.cost_usd);
+    return s_parse_float(value, INFINITY, &self->values.cost_usd);
 }
 
 static bool s_on_tokens_in(fz_rfile_t *self, char *value)
 {
     return s_parse_u64(value, &self->values.tokens_in);
+}
+
+static bool s_on_tokens_cache_read(fz_rfile_t *self, char *value)
+{
+    return s_parse_u64(value, &self->values.tokens_cache_read);
+}
+
+static bool s_on_tokens_cache_write(fz_rfile_t *self, char *value)
+{
+    return s_parse_u64(value, &self->values.tokens_cache_write);
 }
 
 static bool s_on_tokens_out(fz_rfile_t *self, char *value)
@@ -108,12 +118,41 @@ static bool s_on_summary(fz_rfile_t *self, char *value)
     return true;
 }
 
+/* One of fz_vocab's class names, exactly; an unknown one (a newer adapter's) is ignored. */
+static bool s_on_class(fz_rfile_t *self, char *value)
+{
+    fz_class_t cls = fz_class_from_name(value);
+    if (cls == FZ_CLASS_NONE)
+        return false;
+    self->values.cls = cls;
+    return true;
+}
+
+static bool s_on_reset_at(fz_rfile_t *self, char *value)
+{
+    return s_parse_float(value, FZ_RFILE_RESET_AT_LIMIT, &self->values.reset_at);
+}
+
+static bool s_on_retry_after(fz_rfile_t *self, char *value)
+{
+    return s_parse_float(value, FZ_RFILE_RETRY_AFTER_LIMIT, &self->values.retry_after);
+}
+
 static const struct {
     const char *key;
     bool (*handle)(fz_rfile_t *self, char *value);
 } s_report_keys[] = {
-    {"cost_usd", s_on_cost}, {"tokens_in", s_on_tokens_in}, {"tokens_out", s_on_tokens_out},
-    {"model", s_on_model},   {"progress", s_on_progress},   {"summary", s_on_summary},
+    {"cost_usd", s_on_cost},
+    {"tokens_in", s_on_tokens_in},
+    {"tokens_cache_read", s_on_tokens_cache_read},
+    {"tokens_cache_write", s_on_tokens_cache_write},
+    {"tokens_out", s_on_tokens_out},
+    {"model", s_on_model},
+    {"progress", s_on_progress},
+    {"summary", s_on_summary},
+    {"class", s_on_class},
+    {"reset_at", s_on_reset_at},
+    {"retry_after", s_on_retry_after},
 };
 
 /* One complete line (line has room for a NUL at line[len]). Blank lines are not counted. */

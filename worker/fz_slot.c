@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include "fz_agent.h"
+#include "fz_classify.h"
 #include "fz_net.h"
+#include "fz_vocab.h"
 
 #define FZ_OUTPUT_EVERY_MS 250  /* output is streamed at most this often */
 #define FZ_BACKOFF_MAX_MS 32000 /* reconnect backoff doubles up to this */
@@ -46,7 +48,21 @@ struct fz_slot_t {
     bool draining;         /* SIGUSR1: finish the agent, take nothing more, then leave */
     bool said_bye;         /* stopping, and the broker was told: no more dispatches */
     int64_t kill_grace_ms; /* of the current agent: how long stopping may take */
+    bool interrupted;      /* the current agent was cancelled because the worker stops */
+    int64_t stall_ms;      /* the current attempt's stall limit (announce-only; 0 none) */
+    bool stall_logged;     /* the stall limit was passed and said in the log */
 };
+
+/* A result's contents: from the agent's status, or zeros for an attempt that ran none. */
+typedef struct {
+    uint64_t task;
+    uint32_t attempt;
+    fz_outcome_t outcome;
+    const fz_agent_status_t *st; /* NULL: no agent ran (rejected, spawn-failed) */
+    const char *model, *summary, *log;
+    const char *tail;
+    size_t tail_len;
+} result_t;
 
 /* ---------------------------------------------------------------- command templates */
 
@@ -158,6 +174,18 @@ static void s_hello(fz_slot_t *self)
     s_send(self, &e);
 }
 
+/* The broker announces a stall from the heartbeats' idle_ms; the worker's log says it too,
+   once per attempt. */
+static void s_note_stall(fz_slot_t *self, int64_t idle_ms)
+{
+    if (self->stall_ms <= 0 || self->stall_logged || idle_ms < self->stall_ms)
+        return;
+    self->stall_logged = true;
+    fz_warn("task %llu attempt %u: no output or report line for %lld s (stall limit %lld s)",
+            (unsigned long long)self->task, self->attempt, (long long)(idle_ms / 1000),
+            (long long)(self->stall_ms / 1000));
+}
+
 static void s_heartbeat(fz_slot_t *self)
 {
     fz_enc_t *e = fz_enc_new("heartbeat", 0);
@@ -168,12 +196,17 @@ static void s_heartbeat(fz_slot_t *self)
         fz_enc_uint(e, "task", self->task);
         fz_enc_uint(e, "attempt", self->attempt);
         fz_enc_uint(e, "elapsed_ms", (uint64_t)st->elapsed_ms);
+        int64_t idle_ms = fz_agent_idle_ms(self->agent, fz_clock_ms());
+        fz_enc_uint(e, "idle_ms", (uint64_t)idle_ms);
         fz_enc_float(e, "cost_usd", s_cost(st->cost_usd));
         fz_enc_uint(e, "tokens_in", st->tokens_in);
+        fz_enc_uint(e, "tokens_cache_read", st->tokens_cache_read);
+        fz_enc_uint(e, "tokens_cache_write", st->tokens_cache_write);
         fz_enc_uint(e, "tokens_out", st->tokens_out);
         if (st->progress_pct >= 0 && st->progress_pct <= 100)
             fz_enc_uint(e, "progress", (uint64_t)st->progress_pct);
         s_enc_text(e, "progress_text", st->progress_text, 1024);
+        s_note_stall(self, idle_ms);
     }
     s_send(self, &e);
 }
@@ -197,6 +230,58 @@ static int s_connect(fz_slot_t *self)
 
 /* ---------------------------------------------------------------- results */
 
+/* The failure class of a result (FZ_CLASS_NONE: none), as fz_classify decides it. */
+static fz_class_t s_result_class(const result_t *r)
+{
+    return fz_classify(r->outcome, r->st ? r->st->exit_code : -1,
+                       r->st ? r->st->cls : FZ_CLASS_NONE);
+}
+
+/* Every field of §5's result, so that a strict peer can read any of them; class only when
+   the attempt failed, reset_at and retry_after only when the agent reported them. */
+static fz_enc_t *s_result_enc(const result_t *r)
+{
+    static const fz_agent_status_t none = {.exit_code = -1};
+    const fz_agent_status_t *st = r->st ? r->st : &none;
+    fz_enc_t *e = fz_enc_new("result", 0);
+    fz_enc_uint(e, "task", r->task);
+    fz_enc_uint(e, "attempt", r->attempt);
+    fz_enc_str(e, "outcome", fz_outcome_name(r->outcome));
+    fz_enc_int(e, "exit_code", st->exit_code);
+    fz_enc_uint(e, "signal", (uint64_t)(st->signal > 0 ? st->signal : 0));
+    fz_enc_uint(e, "duration_ms", (uint64_t)(st->duration_ms > 0 ? st->duration_ms : 0));
+    fz_enc_float(e, "cost_usd", s_cost(st->cost_usd));
+    fz_enc_uint(e, "tokens_in", st->tokens_in);
+    fz_enc_uint(e, "tokens_cache_read", st->tokens_cache_read);
+    fz_enc_uint(e, "tokens_cache_write", st->tokens_cache_write);
+    fz_enc_uint(e, "tokens_out", st->tokens_out);
+    s_enc_text(e, "model", st->model[0] ? st->model : r->model ? r->model : "", FZ_MAX_NAME);
+    s_enc_text(e, "summary", r->summary ? r->summary : st->summary, 4096);
+    fz_enc_bin(e, "output", r->tail ? r->tail : "",
+               r->tail_len > FZ_MAX_TAIL ? FZ_MAX_TAIL : r->tail_len);
+    fz_enc_str(e, "log", r->log ? r->log : "");
+    fz_class_t cls = s_result_class(r);
+    if (cls != FZ_CLASS_NONE)
+        fz_enc_str(e, "class", fz_class_name(cls));
+    if (st->reset_at > 0 && st->reset_at < FZ_RFILE_RESET_AT_LIMIT)
+        fz_enc_float(e, "reset_at", st->reset_at);
+    if (st->retry_after > 0 && st->retry_after < FZ_RFILE_RETRY_AFTER_LIMIT)
+        fz_enc_float(e, "retry_after", st->retry_after);
+    return e;
+}
+
+/* The broker takes a worker whose agent is missing out of service (worker.unhealthy): say
+   why where the operator looks. */
+static void s_warn_agent_missing(fz_slot_t *self, const result_t *r, const char *why)
+{
+    if (s_result_class(r) != FZ_CLASS_AGENT_MISSING)
+        return;
+    fz_warn("task %llu attempt %u: the agent command %s%s%s is not installed or not runnable "
+            "(%s); the broker gives this worker no tasks until it says hello again",
+            (unsigned long long)r->task, r->attempt, self->cfg.dry_run ? "" : "'",
+            self->cfg.dry_run ? "(simulated)" : self->cfg.agent, self->cfg.dry_run ? "" : "'", why);
+}
+
 static void s_result_pending(fz_slot_t *self, uint64_t task, uint32_t attempt, fz_enc_t *enc)
 {
     /* Last line of defence: a result the broker would refuse is replaced by a plain one
@@ -209,15 +294,11 @@ static void s_result_pending(fz_slot_t *self, uint64_t task, uint32_t attempt, f
         fz_error("task %llu attempt %u: result would be refused (%s); sending a plain one",
                  (unsigned long long)task, attempt, data ? why : "no memory");
         fz_enc_destroy(&enc);
-        enc = fz_enc_new("result", 0);
-        fz_enc_uint(enc, "task", task);
-        fz_enc_uint(enc, "attempt", attempt);
-        fz_enc_str(enc, "outcome", "exited");
-        fz_enc_int(enc, "exit_code", -1);
         char summary[400];
         snprintf(summary, sizeof summary, "fz-worker: the agent's result could not be sent: %s",
                  data ? why : "no memory");
-        s_enc_text(enc, "summary", summary, 4096);
+        enc = s_result_enc(&(result_t){
+            .task = task, .attempt = attempt, .outcome = FZ_OUTCOME_EXITED, .summary = summary});
     }
     fz_msg_destroy(&check);
     if (self->npending == FZ_MAX_PENDING) {
@@ -246,17 +327,15 @@ static void s_on_ack(fz_slot_t *self, fz_msg_t *msg)
         }
 }
 
-/* A result for an attempt that never ran an agent (busy, spawn failure). */
-static void s_result_simple(fz_slot_t *self, uint64_t task, uint32_t attempt, const char *outcome,
-                            const char *summary)
+/* A result for an attempt that never ran an agent (busy, spawn failure): every field, zero
+   or empty. */
+static void s_result_simple(fz_slot_t *self, uint64_t task, uint32_t attempt, fz_outcome_t outcome,
+                            const char *model, const char *summary)
 {
-    fz_enc_t *e = fz_enc_new("result", 0);
-    fz_enc_uint(e, "task", task);
-    fz_enc_uint(e, "attempt", attempt);
-    fz_enc_str(e, "outcome", outcome);
-    fz_enc_int(e, "exit_code", -1);
-    fz_enc_str(e, "summary", summary);
-    s_result_pending(self, task, attempt, e);
+    result_t r = {
+        .task = task, .attempt = attempt, .outcome = outcome, .model = model, .summary = summary};
+    s_warn_agent_missing(self, &r, summary);
+    s_result_pending(self, task, attempt, s_result_enc(&r));
 }
 
 static void s_stream_output(fz_slot_t *self)
@@ -277,34 +356,35 @@ static void s_finish(fz_slot_t *self)
 {
     s_stream_output(self);
     const fz_agent_status_t *st = fz_agent_status(self->agent);
-    const char *outcome = fz_agent_outcome_name(st->outcome);
-    if (st->outcome == FZ_AGENT_CANCELLED && strcmp(st->reason, "interrupted") == 0)
-        outcome = "interrupted";
-    size_t tail_len;
-    const char *tail = fz_agent_tail(self->agent, &tail_len);
-    fz_enc_t *e = fz_enc_new("result", 0);
-    fz_enc_uint(e, "task", self->task);
-    fz_enc_uint(e, "attempt", self->attempt);
-    fz_enc_str(e, "outcome", outcome);
-    fz_enc_int(e, "exit_code", st->exit_code);
-    fz_enc_uint(e, "signal", (uint64_t)(st->signal > 0 ? st->signal : 0));
-    fz_enc_uint(e, "duration_ms", (uint64_t)st->duration_ms);
-    fz_enc_float(e, "cost_usd", s_cost(st->cost_usd));
-    fz_enc_uint(e, "tokens_in", st->tokens_in);
-    fz_enc_uint(e, "tokens_out", st->tokens_out);
-    s_enc_text(e, "model", st->model[0] ? st->model : self->model, FZ_MAX_NAME);
-    s_enc_text(e, "summary", st->summary, 4096);
-    fz_enc_bin(e, "output", tail, tail_len > FZ_MAX_TAIL ? FZ_MAX_TAIL : tail_len);
+    /* An ended agent's outcome is the protocol's (fz_agent.h); a cancel of our own because
+       the worker stops is "interrupted": the broker requeues the task. */
+    fz_outcome_t outcome = (fz_outcome_t)st->outcome;
+    if (st->outcome == FZ_AGENT_CANCELLED && self->interrupted)
+        outcome = FZ_OUTCOME_INTERRUPTED;
     char log[4096];
     snprintf(log, sizeof log, "%s/%llu/attempt-%u.log", self->cfg.workroot,
              (unsigned long long)self->task, self->attempt);
-    fz_enc_str(e, "log", self->cfg.dry_run ? "" : log);
-    fz_info("task %llu attempt %u: %s (exit %d, %.4f USD, %lld ms)", (unsigned long long)self->task,
-            self->attempt, outcome, st->exit_code, st->cost_usd, (long long)st->duration_ms);
-    s_result_pending(self, self->task, self->attempt, e);
+    result_t r = {.task = self->task,
+                  .attempt = self->attempt,
+                  .outcome = outcome,
+                  .st = st,
+                  .model = self->model,
+                  .log = self->cfg.dry_run ? "" : log};
+    r.tail = fz_agent_tail(self->agent, &r.tail_len);
+    fz_class_t cls = s_result_class(&r);
+    fz_info("task %llu attempt %u: %s%s%s (exit %d, %.4f USD, %lld ms)",
+            (unsigned long long)self->task, self->attempt, fz_outcome_name(outcome),
+            cls != FZ_CLASS_NONE ? ", class " : "", fz_class_name(cls), st->exit_code, st->cost_usd,
+            (long long)st->duration_ms);
+    char why[64] = "the agent reported it";
+    if (st->cls != FZ_CLASS_AGENT_MISSING)
+        snprintf(why, sizeof why, "exit %d", st->exit_code);
+    s_warn_agent_missing(self, &r, why);
+    s_result_pending(self, self->task, self->attempt, s_result_enc(&r));
     fz_agent_destroy(&self->agent);
     self->task = 0;
     self->attempt = 0;
+    self->interrupted = false;
 }
 
 /* ---------------------------------------------------------------- dispatch */
@@ -317,26 +397,40 @@ static const char *s_label(fz_msg_t *msg, const char *key, char *buf, size_t siz
     return fz_obj_str(labels, key, buf, size);
 }
 
-static double s_label_num(fz_msg_t *msg, const char *key, double dflt)
+static double s_label_num(fz_msg_t *msg, const char *key, double max, double dflt)
 {
     char buf[64];
     double v;
     const char *s = s_label(msg, key, buf, sizeof buf);
-    return s && fz_parse_double(s, 0, 1e9, &v) ? v : dflt;
+    return s && fz_parse_double(s, 0, max, &v) ? v : dflt;
 }
 
 static fz_agent_t *s_start_sim(fz_slot_t *self, fz_msg_t *msg, const fz_agent_opts_t *opts,
                                char *err, size_t errlen)
 {
     fz_agent_sim_t sim = {0};
-    sim.duration_s = s_label_num(msg, "dry.duration", self->cfg.dry_duration);
-    sim.cost_usd = s_label_num(msg, "dry.cost", self->cfg.dry_cost);
-    sim.exit_code = (int)s_label_num(msg, "dry.exit", self->cfg.dry_exit);
+    sim.duration_s = s_label_num(msg, "dry.duration", 1e9, self->cfg.dry_duration);
+    sim.cost_usd = s_label_num(msg, "dry.cost", 1e9, self->cfg.dry_cost);
+    sim.exit_code = (int)s_label_num(msg, "dry.exit", 1e9, self->cfg.dry_exit);
     /* dry.fail-attempts N: the first N attempts fail (to exercise retries without agents) */
-    if (self->attempt <= (uint32_t)s_label_num(msg, "dry.fail-attempts", 0))
+    if (self->attempt <= (uint32_t)s_label_num(msg, "dry.fail-attempts", 1e9, 0))
         sim.exit_code = 1;
-    sim.tokens_in = (uint64_t)s_label_num(msg, "dry.tokens-in", 1000);
-    sim.tokens_out = (uint64_t)s_label_num(msg, "dry.tokens-out", 200);
+    sim.tokens_in = (uint64_t)s_label_num(msg, "dry.tokens-in", 1e9, 1000);
+    sim.tokens_out = (uint64_t)s_label_num(msg, "dry.tokens-out", 1e9, 200);
+    sim.tokens_cache_read = (uint64_t)s_label_num(msg, "dry.tokens-cache-read", 1e9, 0);
+    sim.tokens_cache_write = (uint64_t)s_label_num(msg, "dry.tokens-cache-write", 1e9, 0);
+    /* dry.silent-after S: no sign of life after S seconds (a stall, for the stall limits) */
+    sim.silent_after_s = s_label_num(msg, "dry.silent-after", 1e9, 0);
+    /* dry.class NAME, dry.reset-at EPOCH, dry.retry-after S: what a failing run reports, as
+       an adapter would for a rate limit or a bad key */
+    char cls[64];
+    const char *name = s_label(msg, "dry.class", cls, sizeof cls);
+    sim.cls = fz_class_from_name(name);
+    if (name && sim.cls == FZ_CLASS_NONE)
+        fz_warn("task %llu: label dry.class '%s' is not a failure class; ignored",
+                (unsigned long long)self->task, name);
+    sim.reset_at = s_label_num(msg, "dry.reset-at", FZ_RFILE_RESET_AT_LIMIT - 1, 0);
+    sim.retry_after = s_label_num(msg, "dry.retry-after", FZ_RFILE_RETRY_AFTER_LIMIT - 1, 0);
     sim.model = self->model[0] ? self->model : "dry-run";
     sim.output = "dry-run: simulated agent output\n";
     sim.summary = sim.exit_code ? "dry-run: simulated failure" : "dry-run: simulated success";
@@ -403,7 +497,7 @@ static void s_on_dispatch(fz_slot_t *self, fz_msg_t *msg)
     if (self->agent || self->stopping || self->draining) {
         fz_warn("dispatch of task %llu while %s: rejected", (unsigned long long)task,
                 self->stopping || self->draining ? "stopping" : "busy");
-        s_result_simple(self, task, attempt, "rejected", "worker busy");
+        s_result_simple(self, task, attempt, FZ_OUTCOME_REJECTED, "", "worker busy");
         return;
     }
     self->task = task;
@@ -417,6 +511,11 @@ static void s_on_dispatch(fz_slot_t *self, fz_msg_t *msg)
     opts.timeout_s = (double)fz_msg_uint(msg, "timeout", 0);
     opts.max_cost = fz_msg_float(msg, "max_cost", 0);
     opts.kill_grace_s = (double)fz_msg_uint(msg, "kill_grace", 10);
+    opts.stall_s = (double)fz_msg_uint(msg, "stall", 0);
+    opts.stall_kill_s = (double)fz_msg_uint(msg, "stall_kill", 0);
+    self->stall_ms = (int64_t)(opts.stall_s * 1000);
+    self->stall_logged = false;
+    self->interrupted = false;
     self->kill_grace_ms = (int64_t)(opts.kill_grace_s * 1000);
     if (opts.kill_grace_s <= 0)
         opts.kill_grace_s = 0.001;
@@ -424,7 +523,7 @@ static void s_on_dispatch(fz_slot_t *self, fz_msg_t *msg)
                                     : s_start_real(self, msg, &opts, workdir, err, sizeof err);
     if (!self->agent) {
         fz_error("task %llu: agent did not start: %s", (unsigned long long)task, err);
-        s_result_simple(self, task, attempt, "spawn-failed", err);
+        s_result_simple(self, task, attempt, FZ_OUTCOME_SPAWN_FAILED, self->model, err);
         self->task = 0;
         return;
     }
@@ -627,8 +726,12 @@ static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
     if (signals == 1 && !self->stopping) {
         self->stopping = true;
         fz_info("stopping: %s", self->agent ? "interrupting the running agent" : "no agent");
-        if (self->agent)
+        if (self->agent) {
+            const fz_agent_status_t *st = fz_agent_status(self->agent);
+            /* a stop already under way (timeout, cancel...) keeps its outcome */
+            self->interrupted = st->outcome == FZ_AGENT_RUNNING && !st->stopping;
             fz_agent_cancel(self->agent, "interrupted");
+        }
         /* time for the agent to end within its grace, and for the result's ack */
         *leave_at = now + self->kill_grace_ms + 5000;
     }

@@ -2,8 +2,10 @@
     agent it runs at a time.
 
     It says hello (name, models, labels, and the task it runs after a reconnect), keeps
-    heartbeats flowing both ways, starts an agent (fz_agent) for each dispatch, streams its
-    progress and output, and sends the result until the broker acknowledges it. When the
+    heartbeats flowing both ways (a running attempt's say how long its agent has been idle),
+    starts an agent (fz_agent) for each dispatch with the dispatch's limits (timeout, cost
+    cap, stall kill), streams its progress and output, and sends the result, with its failure
+    class (fz_classify), until the broker acknowledges it. When the
     broker goes silent it reconnects with backoff and the agent keeps running.
 
     The slot owns its socket, its agent and its unacknowledged results. Strings in the config

@@ -112,6 +112,23 @@ static char *s_work_file(ctx_t *ctx, const char *name)
     return s_slurp(path, NULL);
 }
 
+/* WORK/name once it holds at least `lines` lines, waiting up to limit_ms. */
+static char *s_wait_file(ctx_t *ctx, const char *name, int lines, int limit_ms)
+{
+    int64_t until = fz_agent_now_ms() + limit_ms;
+    do {
+        char *text = s_work_file(ctx, name);
+        int got = 0;
+        for (const char *p = text; p && *p; p++)
+            got += *p == '\n';
+        if (text && got >= lines)
+            return text;
+        free(text);
+        poll(NULL, 0, 5);
+    } while (fz_agent_now_ms() < until);
+    return NULL;
+}
+
 static fz_agent_opts_t s_opts(ctx_t *ctx, const char *command)
 {
     fz_agent_opts_t opts = {
@@ -458,6 +475,8 @@ static void test_report_parsing(void **state)
     fz_agent_opts_t opts = s_opts(
         ctx, "printf '%s\\n' 'cost_usd 0.0123' 'tokens_in 1200' '  tokens_out\t340  ' "
              "'model claude-x' 'progress 40 running tests' 'summary all good' "
+             "'tokens_cache_read 900' 'tokens_cache_write 80' 'class quota' "
+             "'reset_at 1760000000' 'retry_after 12.5' 'class no-such-class' "
              "'bogus line' 'cost_usd nan' 'cost_usd -1' 'cost_usd inf' 'cost_usd 0x10' "
              "'tokens_in -5' 'tokens_in 12abc' 'progress 101' 'model two words' "
              "'unknown_key 5' '' 'cost_usd' >> \"$FZ_REPORT\"; "
@@ -473,8 +492,13 @@ static void test_report_parsing(void **state)
     assert_int_equal(st->progress_pct, 40);
     assert_string_equal(st->progress_text, "running tests");
     assert_string_equal(st->summary, "final words"); /* no newline: taken at exit */
-    assert_int_equal(st->report_lines, 8);
-    assert_int_equal(st->report_ignored, 12); /* 11 bad lines + the 5000-byte one */
+    assert_int_equal(st->tokens_cache_read, 900);
+    assert_int_equal(st->tokens_cache_write, 80);
+    assert_int_equal(st->cls, FZ_CLASS_QUOTA);
+    assert_true(st->reset_at == 1760000000);
+    assert_true(st->retry_after == 12.5);
+    assert_int_equal(st->report_lines, 13);
+    assert_int_equal(st->report_ignored, 13); /* 12 bad lines + the 5000-byte one */
 }
 
 /* A line is not consumed before its newline while the agent runs. */
@@ -655,6 +679,83 @@ static void test_cost_cap(void **state)
     assert_true(st->cost_usd == 0.5);
     assert_int_equal(st->signal, SIGTERM);
     assert_true(st->duration_ms >= 300 && st->duration_ms < 2000);
+}
+
+/* Printed once, then silent: stopped as stalled after stall_kill, like a timeout (SIGTERM,
+   the grace), with its output kept. The poll wakes for the stall deadline, not only for the
+   report file's timer. */
+static void test_stall_kill(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "echo started; sleep 30");
+    opts.stall_kill_s = 0.6;
+    opts.stall_s = 0.2; /* announce-only: no effect on the agent */
+    fz_agent_t *agent = s_start(ctx, &opts);
+    const fz_agent_status_t *st = fz_agent_status(agent);
+    while (!strstr(s_tail(agent), "started") && !fz_agent_done(agent))
+        s_pump_for(agent, 10);
+    int64_t alive = st->alive_ms;
+    assert_true(alive > st->started_ms || strstr(s_tail(agent), "started"));
+    s_pump_for(agent, 300);
+    int64_t now = fz_agent_now_ms();
+    if (!st->stopping) { /* unless a slow machine took longer than the limit */
+        assert_int_equal(st->alive_ms, alive);
+        assert_true(fz_agent_idle_ms(agent, now) >= 290);
+        assert_true(fz_agent_timeout_ms(agent, now) <= alive + 600 - now);
+    }
+    st = s_run(agent);
+    assert_int_equal(st->outcome, FZ_AGENT_STALLED);
+    assert_string_equal(fz_agent_outcome_name(st->outcome), "stalled");
+    assert_string_equal(st->reason, "stalled");
+    assert_int_equal(st->signal, SIGTERM);
+    assert_true(st->duration_ms >= 580 && st->duration_ms < 2500);
+    assert_true(st->alive_ms - st->started_ms < 500);
+    assert_string_equal(s_tail(agent), "started\n");
+    assert_int_equal(fz_agent_idle_ms(agent, fz_agent_now_ms()), 0); /* over */
+}
+
+/* Output keeps it alive past many stall limits. */
+static void test_stall_not_while_printing(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts =
+        s_opts(ctx, "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo tick; sleep 0.1; done");
+    opts.stall_kill_s = 0.5;
+    fz_agent_t *agent = s_start(ctx, &opts);
+    s_pump_for(agent, 700);
+    if (!fz_agent_done(agent))
+        assert_true(fz_agent_idle_ms(agent, fz_agent_now_ms()) < 500);
+    const fz_agent_status_t *st = s_run(agent);
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(st->exit_code, 0);
+    assert_true(st->duration_ms >= 1100);
+    assert_int_equal(st->output_bytes, 12 * 5);
+}
+
+/* Report lines are signs of life too, even one written since the last read of the file: it
+   is read again before the agent is called stalled. Pumped with chosen times, so that the
+   stall deadline comes before the next timed read. */
+static void test_stall_not_while_reporting(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "sleep 0.5; echo 'progress 5' >> \"$FZ_REPORT\"; sleep 30");
+    opts.stall_kill_s = 0.31;
+    fz_agent_t *agent = s_start(ctx, &opts);
+    const fz_agent_status_t *st = fz_agent_status(agent);
+    int64_t t0 = st->started_ms;
+    fz_agent_pump(agent, t0 + 300); /* reads the (empty) report: the next read is at +550 */
+    assert_false(st->stopping);
+    assert_int_equal(st->alive_ms, t0);
+    char *report = s_wait_file(ctx, ".fz-report", 1, 5000);
+    assert_non_null(report);
+    free(report);
+    fz_agent_pump(agent, t0 + 320); /* past the deadline (+310), before the next read */
+    assert_false(st->stopping);
+    assert_int_equal(st->report_lines, 1);
+    assert_int_equal(st->progress_pct, 5);
+    assert_int_equal(st->alive_ms, t0 + 320);
+    st = s_run(agent); /* then silent for good */
+    assert_int_equal(st->outcome, FZ_AGENT_STALLED);
 }
 
 static void test_cancel(void **state)
@@ -954,23 +1055,6 @@ static int s_group_pids(pid_t pgrp, pid_t *pids, int n, int max)
     if (dir)
         closedir(dir);
     return n;
-}
-
-/* WORK/name once it holds at least `lines` lines, waiting up to limit_ms. */
-static char *s_wait_file(ctx_t *ctx, const char *name, int lines, int limit_ms)
-{
-    int64_t until = fz_agent_now_ms() + limit_ms;
-    do {
-        char *text = s_work_file(ctx, name);
-        int got = 0;
-        for (const char *p = text; p && *p; p++)
-            got += *p == '\n';
-        if (text && got >= lines)
-            return text;
-        free(text);
-        poll(NULL, 0, 5);
-    } while (fz_agent_now_ms() < until);
-    return NULL;
 }
 
 /* A miniature fz-worker in a child process: it starts the agent through fz_agent, writes
@@ -1347,6 +1431,82 @@ static void test_sim_cancel(void **state)
     assert_true(st->cost_usd > 0 && st->cost_usd < 0.1);
 }
 
+/* A simulation that goes silent is stopped as stalled, at a time known in advance; one that
+   does not is alive at every moment. */
+static void test_sim_stall(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_sim_t sim = {.duration_s = 10, .cost_usd = 1.0, .silent_after_s = 1};
+    fz_agent_opts_t opts = {.stall_kill_s = 2};
+    fz_agent_t *agent = s_simulate(ctx, &sim, &opts);
+    const fz_agent_status_t *st = fz_agent_status(agent);
+    int64_t t0 = st->started_ms;
+    assert_int_equal(fz_agent_timeout_ms(agent, t0), 3000);
+    fz_agent_pump(agent, t0 + 500);
+    assert_int_equal(fz_agent_idle_ms(agent, t0 + 500), 0);
+    fz_agent_pump(agent, t0 + 2000);
+    assert_false(fz_agent_done(agent));
+    assert_int_equal(st->alive_ms, t0 + 1000);
+    assert_int_equal(fz_agent_idle_ms(agent, t0 + 2000), 1000);
+    assert_true(fabs(st->cost_usd - 0.1) < 1e-9); /* frozen */
+    fz_agent_pump(agent, t0 + 3000);
+    assert_true(fz_agent_done(agent));
+    assert_int_equal(st->outcome, FZ_AGENT_STALLED);
+    assert_string_equal(st->reason, "stalled");
+    assert_int_equal(st->duration_ms, 3000);
+    assert_int_equal(st->signal, SIGTERM);
+    fz_agent_destroy(&ctx->agent);
+
+    fz_agent_sim_t busy = {.duration_s = 3, .cost_usd = 1.0};
+    opts.stall_kill_s = 1;
+    agent = s_simulate(ctx, &busy, &opts);
+    st = fz_agent_status(agent);
+    t0 = st->started_ms;
+    assert_int_equal(fz_agent_timeout_ms(agent, t0), 3000);
+    fz_agent_pump(agent, t0 + 2500);
+    assert_int_equal(fz_agent_idle_ms(agent, t0 + 2500), 0);
+    fz_agent_pump(agent, t0 + 3000);
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+}
+
+/* A failing simulation reports its class, reset time and cache tokens; a succeeding one
+   reports no class. */
+static void test_sim_class(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_sim_t sim = {.duration_s = 1,
+                          .exit_code = 1,
+                          .tokens_in = 100,
+                          .tokens_cache_read = 1000,
+                          .tokens_cache_write = 50,
+                          .cls = FZ_CLASS_RATE_LIMIT,
+                          .reset_at = 1760000000,
+                          .retry_after = 30};
+    fz_agent_t *agent = s_simulate(ctx, &sim, NULL);
+    const fz_agent_status_t *st = fz_agent_status(agent);
+    int64_t t0 = st->started_ms;
+    fz_agent_pump(agent, t0 + 500);
+    assert_int_equal(st->tokens_cache_read, 500);
+    assert_int_equal(st->cls, FZ_CLASS_NONE); /* reported at the end */
+    fz_agent_pump(agent, t0 + 1000);
+    assert_true(fz_agent_done(agent));
+    assert_int_equal(st->exit_code, 1);
+    assert_int_equal(st->cls, FZ_CLASS_RATE_LIMIT);
+    assert_true(st->reset_at == 1760000000);
+    assert_true(st->retry_after == 30);
+    assert_int_equal(st->tokens_cache_read, 1000);
+    assert_int_equal(st->tokens_cache_write, 50);
+    fz_agent_destroy(&ctx->agent);
+
+    sim.exit_code = 0;
+    agent = s_simulate(ctx, &sim, NULL);
+    st = fz_agent_status(agent);
+    fz_agent_pump(agent, st->started_ms + 1000);
+    assert_true(fz_agent_done(agent));
+    assert_int_equal(st->cls, FZ_CLASS_NONE);
+    assert_true(st->reset_at == 0);
+}
+
 static void test_sim_errors(void **state)
 {
     (void)state;
@@ -1360,6 +1520,21 @@ static void test_sim_errors(void **state)
     assert_null(fz_agent_simulate(NULL, NULL, err, sizeof err));
     assert_string_equal(fz_agent_outcome_name(FZ_AGENT_SPAWN_FAILED), "spawn-failed");
     assert_string_equal(fz_agent_outcome_name(FZ_AGENT_RUNNING), "running");
+    assert_string_equal(fz_agent_outcome_name(FZ_AGENT_STALLED), "stalled");
+    /* every ended outcome is the protocol's of the same name */
+    static const fz_agent_outcome_t ended[] = {
+        FZ_AGENT_EXITED,    FZ_AGENT_SIGNALED,     FZ_AGENT_TIMEOUT, FZ_AGENT_COST_CAP,
+        FZ_AGENT_CANCELLED, FZ_AGENT_SPAWN_FAILED, FZ_AGENT_STALLED};
+    for (size_t i = 0; i < sizeof ended / sizeof *ended; i++)
+        assert_int_equal(fz_outcome_from_name(fz_agent_outcome_name(ended[i])), (int)ended[i]);
+    sim.duration_s = 1;
+    sim.cost_usd = 0;
+    sim.silent_after_s = -1;
+    assert_null(fz_agent_simulate(&sim, NULL, err, sizeof err));
+    sim.silent_after_s = 0;
+    fz_agent_opts_t opts = {.stall_kill_s = NAN};
+    assert_null(fz_agent_simulate(&sim, &opts, err, sizeof err));
+    assert_non_null(strstr(err, "stall kill"));
 }
 
 int main(void)
@@ -1393,6 +1568,9 @@ int main(void)
         T(test_grace_then_kill_straggler),
         T(test_grace_ends_when_group_exits),
         T(test_cost_cap),
+        T(test_stall_kill),
+        T(test_stall_not_while_printing),
+        T(test_stall_not_while_reporting),
         T(test_cancel),
         T(test_destroy_while_running),
         T(test_start_errors),
@@ -1415,6 +1593,8 @@ int main(void)
         T(test_sim_timeout),
         T(test_sim_cost_cap),
         T(test_sim_cancel),
+        T(test_sim_stall),
+        T(test_sim_class),
         T(test_sim_errors),
     };
 #undef T

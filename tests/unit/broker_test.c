@@ -1011,6 +1011,216 @@ static void test_stall_is_announced_once(void **state)
     s_fx_destroy(&fx);
 }
 
+/* ---------------------------------------------------------------- controls and views */
+
+static void s_limits(fz_broker_config_t *cfg)
+{
+    cfg->models = "m1,m2";
+    cfg->max_depth = 2;
+    cfg->max_children = 1;
+}
+
+static fz_msg_t *s_task_req(fx_t *fx, const char *type, uint64_t id)
+{
+    fz_enc_t *req = s_req(fx, type);
+    fz_enc_uint(req, "task", id);
+    return s_call(fx, req);
+}
+
+/* Pause holds dispatch (stored), stop cancels what runs; priority and escalate reorder. */
+static void test_pause_stop_priority_escalate(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    fz_msg_t *r = s_call(fx, s_req(fx, "pause"));
+    assert_true(fz_msg_is(r, "ok"));
+    fz_msg_destroy(&r);
+    fz_event_t *e = s_event(fx, "broker.paused", 0);
+    fz_event_destroy(&e);
+    uint64_t low = s_submit(fx, "low", 0, 0), high = s_submit(fx, "high", 0, 0);
+    zsock_t *w = s_worker(fx, "w1");
+    assert_false(s_gets(fx, w, "dispatch", 10));
+    fz_msg_t *g = s_get(fx, low);
+    char why[200];
+    assert_non_null(
+        strstr(fz_obj_str(fz_msg_obj(g, "task"), "waiting_for", why, sizeof why), "paused"));
+    fz_msg_destroy(&g);
+
+    fz_enc_t *req = s_req(fx, "priority");
+    fz_enc_uint(req, "task", high);
+    fz_enc_int(req, "priority", 7);
+    r = s_call(fx, req);
+    assert_int_equal(fz_msg_int(r, "priority", 0), 7);
+    fz_msg_destroy(&r);
+    assert_string_equal(s_row(fx, high, "priority"), "7");
+    r = s_task_req(fx, "escalate", low);
+    assert_true(fz_msg_int(r, "priority", 0) > 7); /* above every live task */
+    fz_msg_destroy(&r);
+    r = s_task_req(fx, "escalate", 4242);
+    s_assert_error(&r, "not-found", "no-such-task");
+
+    r = s_call(fx, s_req(fx, "resume"));
+    fz_msg_destroy(&r);
+    assert_int_equal(s_dispatched(fx, w, low), 1); /* escalated: it goes first */
+    r = s_call(fx, s_req(fx, "stop"));
+    assert_int_equal(fz_msg_uint(r, "count", 0), 1);
+    fz_msg_destroy(&r);
+    fz_msg_t *c = s_expect(fx, w, "cancel");
+    assert_string_equal(fz_msg_str(c, "reason", "", NULL), "stop");
+    fz_msg_destroy(&c);
+    s_result(fx, w, low, 1, "cancelled", 0, 0);
+    s_assert_event(fx, "task.cancelled", low, "cancelled");
+    /* Stop paused dispatch: high waits. */
+    assert_false(s_gets(fx, w, "dispatch", 10));
+    fz_msg_t *st = s_call(fx, s_req(fx, "status"));
+    assert_true(fz_msg_bool(st, "paused", false));
+    fz_msg_destroy(&st);
+
+    /* Cancel of a queued task ends it at once. */
+    r = s_task_req(fx, "cancel", high);
+    assert_string_equal(fz_msg_str(r, "state", "", NULL), "cancelled");
+    fz_msg_destroy(&r);
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+static void test_whitelist_and_tree_limits(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(s_limits);
+    fz_enc_t *req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", "x");
+    fz_enc_str(req, "model", "m9");
+    fz_msg_t *r = s_call(fx, req);
+    s_assert_error(&r, "refused", "model-not-allowed");
+    req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", "x");
+    fz_enc_str(req, "model", "m1");
+    fz_enc_array(req, "fallback", 1);
+    fz_enc_str(req, NULL, "m7");
+    r = s_call(fx, req);
+    s_assert_error(&r, "refused", "model-not-allowed");
+
+    uint64_t root = s_submit(fx, "root", 0, 0);
+    req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", "child");
+    fz_enc_uint(req, "parent", root);
+    r = s_call(fx, req);
+    uint64_t child = fz_msg_uint(r, "task", 0);
+    fz_msg_destroy(&r);
+    assert_true(child > root);
+    req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", "second child");
+    fz_enc_uint(req, "parent", root);
+    r = s_call(fx, req);
+    s_assert_error(&r, "refused", "too-many-children");
+    req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", "grandchild");
+    fz_enc_uint(req, "parent", child);
+    r = s_call(fx, req);
+    s_assert_error(&r, "refused", "too-deep");
+
+    /* Cancelling the root cancels its subtree. */
+    r = s_task_req(fx, "cancel", root);
+    assert_int_equal(fz_msg_uint(r, "count", 0), 1);
+    fz_msg_destroy(&r);
+    assert_string_equal(s_row(fx, child, "state"), "cancelled");
+    /* A worker announcing a model outside the whitelist is told so. */
+    zsock_t *w = fz_net_socket(ZMQ_DEALER);
+    assert_int_equal(zsock_connect(w, "%s", fx->ep), 0);
+    fz_enc_t *hello = fz_enc_new("hello", 1);
+    fz_enc_str(hello, "name", "w1");
+    fz_enc_array(hello, "models", 2);
+    fz_enc_str(hello, NULL, "m1");
+    fz_enc_str(hello, NULL, "m9");
+    assert_int_equal(fz_net_send(w, NULL, &hello), 0);
+    fz_msg_t *welcome = s_expect(fx, w, "welcome");
+    const msgpack_object *refused = fz_msg_obj(welcome, "refused_models");
+    assert_true(refused && refused->via.array.size == 1);
+    assert_int_equal(refused->via.array.ptr[0].via.str.size, 2); /* "m9" */
+    fz_msg_destroy(&welcome);
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+/* A batch lands whole with its internal edges; views read it back; purge keeps today. */
+static void test_batch_views_and_purge(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    fz_enc_t *req = s_req(fx, "submit-batch");
+    fz_enc_array(req, "tasks", 2);
+    fz_enc_t *t0 = fz_enc_new_map();
+    fz_enc_str(t0, "prompt", "build");
+    fz_enc_str(t0, "name", "build");
+    fz_enc_sub(req, NULL, &t0);
+    fz_enc_t *t1 = fz_enc_new_map();
+    fz_enc_str(t1, "prompt", "test");
+    fz_enc_array(t1, "after_index", 1);
+    fz_enc_uint(t1, NULL, 0);
+    fz_enc_sub(req, NULL, &t1);
+    fz_msg_t *r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "submitted-batch"));
+    const msgpack_object *ids = fz_msg_obj(r, "tasks");
+    assert_int_equal(ids->via.array.size, 2);
+    uint64_t a = ids->via.array.ptr[0].via.u64, b = ids->via.array.ptr[1].via.u64;
+    fz_msg_destroy(&r);
+    assert_string_equal(s_row(fx, b, "state"), "waiting");
+
+    zsock_t *w = s_worker(fx, "w1");
+    s_result(fx, w, a, s_dispatched(fx, w, a), "exited", 0, 0.5);
+    s_result(fx, w, b, s_dispatched(fx, w, b), "exited", 1, 0.25);
+    s_assert_event(fx, "task.failed", b, "failed");
+
+    req = s_req(fx, "list");
+    fz_enc_str(req, "state", "failed");
+    r = s_call(fx, req);
+    const msgpack_object *tasks = fz_msg_obj(r, "tasks");
+    assert_int_equal(tasks->via.array.size, 1);
+    assert_int_equal(fz_obj_uint(&tasks->via.array.ptr[0], "id", 0), b);
+    fz_msg_destroy(&r);
+    req = s_req(fx, "list");
+    fz_enc_str(req, "state", "sideways");
+    r = s_call(fx, req);
+    s_assert_error(&r, "invalid", "bad-field");
+
+    req = s_req(fx, "cost");
+    fz_enc_str(req, "by", "class");
+    r = s_call(fx, req);
+    assert_true(fz_msg_float(r, "total_cost", 0) == 0.75);
+    const msgpack_object *rows = fz_msg_obj(r, "rows");
+    assert_int_equal(rows->via.array.size, 2); /* "" (succeeded) and task-failed */
+    char key[40];
+    assert_string_equal(fz_obj_str(&rows->via.array.ptr[1], "key", key, sizeof key), "task-failed");
+    fz_msg_destroy(&r);
+    req = s_req(fx, "cost");
+    fz_enc_str(req, "by", "weather");
+    r = s_call(fx, req);
+    s_assert_error(&r, "invalid", "bad-field");
+
+    r = s_call(fx, s_req(fx, "ping"));
+    assert_true(fz_msg_is(r, "pong"));
+    fz_msg_destroy(&r);
+    req = s_req(fx, "events");
+    fz_enc_uint(req, "since", 0);
+    r = s_call(fx, req);
+    assert_true(fz_msg_obj(r, "events")->via.array.size >= 6);
+    fz_msg_destroy(&r);
+    fz_msg_t *ws = s_call(fx, s_req(fx, "workers"));
+    assert_int_equal(fz_msg_obj(ws, "workers")->via.array.size, 1);
+    fz_msg_destroy(&ws);
+
+    /* Purge never deletes today's tasks: the budget is counted from them. */
+    req = s_req(fx, "purge");
+    fz_enc_float(req, "before", fz_wall() + 86400);
+    r = s_call(fx, req);
+    assert_int_equal(fz_msg_uint(r, "count", 99), 0);
+    fz_msg_destroy(&r);
+    assert_string_equal(s_row(fx, a, "state"), "succeeded");
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
 /* ---------------------------------------------------------------- wire conformance */
 
 /* What a strict decoder (Python's msgpack with raw=False) requires: every str, at any depth,
@@ -1314,6 +1524,9 @@ int main(void)
         cmocka_unit_test(test_model_unavailable_takes_the_fallback),
         cmocka_unit_test(test_context_too_long_fails_at_once),
         cmocka_unit_test(test_stall_is_announced_once),
+        cmocka_unit_test(test_pause_stop_priority_escalate),
+        cmocka_unit_test(test_whitelist_and_tree_limits),
+        cmocka_unit_test(test_batch_views_and_purge),
         cmocka_unit_test(test_submitted_prompt_is_cut_between_characters),
         cmocka_unit_test(test_reconnect_with_the_same_nonce_replaces_at_once),
         cmocka_unit_test(test_result_of_three_fields_takes_the_defaults),

@@ -45,6 +45,11 @@ static void test_empty(void **state)
     assert_int_equal(v.tokens_in, 0);
     assert_int_equal(v.progress_pct, -1);
     assert_string_equal(v.model, "");
+    assert_int_equal(v.tokens_cache_read, 0);
+    assert_int_equal(v.tokens_cache_write, 0);
+    assert_int_equal(v.cls, FZ_CLASS_NONE);
+    assert_true(v.reset_at == 0);
+    assert_true(v.retry_after == 0);
     assert_int_equal(v.lines, 0);
     assert_int_equal(v.ignored, 0);
 }
@@ -57,7 +62,12 @@ static void test_every_key(void **state)
                                   "tokens_out 340\n"
                                   "model claude-sonnet\n"
                                   "progress 40 running the tests\n"
-                                  "summary fixed the 404 page\n");
+                                  "summary fixed the 404 page\n"
+                                  "tokens_cache_read 5000\n"
+                                  "tokens_cache_write 700\n"
+                                  "class rate-limit\n"
+                                  "reset_at 1760000000.5\n"
+                                  "retry_after 30\n");
     assert_true(v.cost_usd == 0.25);
     assert_int_equal(v.tokens_in, 1200);
     assert_int_equal(v.tokens_out, 340);
@@ -65,7 +75,12 @@ static void test_every_key(void **state)
     assert_int_equal(v.progress_pct, 40);
     assert_string_equal(v.progress_text, "running the tests");
     assert_string_equal(v.summary, "fixed the 404 page");
-    assert_int_equal(v.lines, 6);
+    assert_int_equal(v.tokens_cache_read, 5000);
+    assert_int_equal(v.tokens_cache_write, 700);
+    assert_int_equal(v.cls, FZ_CLASS_RATE_LIMIT);
+    assert_true(v.reset_at == 1760000000.5);
+    assert_true(v.retry_after == 30);
+    assert_int_equal(v.lines, 11);
     assert_int_equal(v.ignored, 0);
 }
 
@@ -197,6 +212,123 @@ static void test_unknown_and_malformed(void **state)
         assert_string_equal(v.model, "");
         assert_string_equal(v.summary, "");
     }
+}
+
+/* The keys of usage and failure: cache tokens as the other counts, class names exactly as
+   fz_vocab spells them, reset_at and retry_after as the cost within the protocol's ranges. */
+static void test_class_and_limits_malformed(void **state)
+{
+    (void)state;
+    static const char *bad[] = {
+        "tokens_cache_read\n",
+        "tokens_cache_read -1\n",
+        "tokens_cache_read 1.5\n",
+        "tokens_cache_write +3\n",
+        "tokens_cache_write 0x10\n",
+        "tokens_cache_write 1 2\n",
+        "class\n",
+        "class none\n",
+        "class RATE-LIMIT\n",
+        "class rate_limit\n",
+        "class rate-limit later\n",
+        "class slow-down\n",
+        "class \"auth\"\n",
+        "reset_at\n",
+        "reset_at -1\n",
+        "reset_at +5\n",
+        "reset_at nan\n",
+        "reset_at inf\n",
+        "reset_at 1e11\n",
+        "reset_at 100000000000\n",
+        "reset_at 1e999\n",
+        "reset_at 0x5\n",
+        "reset_at 17e8s\n",
+        "retry_after\n",
+        "retry_after -0\n",
+        "retry_after 1e7\n",
+        "retry_after 10000000\n",
+        "retry_after 5 s\n",
+        "retry_after infinity\n",
+        "retry_after 1,5\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fz_rfile_values_t v = s_parse(bad[i]);
+        if (v.lines != 0 || v.ignored != 1)
+            fail_msg("line %zu (\"%s\") should be ignored once", i, bad[i]);
+        assert_int_equal(v.tokens_cache_read, 0);
+        assert_int_equal(v.tokens_cache_write, 0);
+        assert_int_equal(v.cls, FZ_CLASS_NONE);
+        assert_true(v.reset_at == 0);
+        assert_true(v.retry_after == 0);
+    }
+    /* an unknown class leaves the last known one */
+    fz_rfile_values_t v = s_parse("class quota\nclass from-the-future\n");
+    assert_int_equal(v.cls, FZ_CLASS_QUOTA);
+    assert_int_equal(v.lines, 1);
+    assert_int_equal(v.ignored, 1);
+}
+
+static void test_class_names_and_ranges(void **state)
+{
+    (void)state;
+    /* every class fz_vocab names is accepted, and the last one wins */
+    for (int c = FZ_CLASS_NONE + 1; c < FZ_CLASS_COUNT; c++) {
+        char line[64];
+        snprintf(line, sizeof line, "class task-failed\nclass %s\n", fz_class_name((fz_class_t)c));
+        fz_rfile_values_t v = s_parse(line);
+        assert_int_equal(v.cls, c);
+        assert_int_equal(v.lines, 2);
+    }
+    fz_rfile_values_t v = s_parse("reset_at 0\nretry_after 0\n");
+    assert_int_equal(v.lines, 2);
+    assert_true(v.reset_at == 0 && v.retry_after == 0);
+    v = s_parse("reset_at 99999999999.99\nretry_after 9999999.5\n"); /* just below the limits */
+    assert_int_equal(v.lines, 2);
+    assert_true(v.reset_at == 99999999999.99);
+    assert_true(v.retry_after == 9999999.5);
+    v = s_parse("reset_at 1.76e9\nretry_after 1.5e+06\nretry_after 2E-3\n");
+    assert_int_equal(v.lines, 3);
+    assert_true(v.reset_at == 1.76e9);
+    assert_true(v.retry_after == 0.002);
+    v = s_parse("tokens_cache_read 18446744073709551615\ntokens_cache_write 0\n");
+    assert_true(v.tokens_cache_read == UINT64_MAX);
+    assert_int_equal(v.lines, 2);
+    v = s_parse("tokens_cache_read 18446744073709551616\n"); /* UINT64_MAX + 1 */
+    assert_int_equal(v.ignored, 1);
+    assert_int_equal(v.tokens_cache_read, 0);
+    /* a bad value leaves the last good one */
+    v = s_parse("reset_at 1700000000\nreset_at 1e12\nretry_after 4\nretry_after -4\n");
+    assert_true(v.reset_at == 1700000000);
+    assert_true(v.retry_after == 4);
+    assert_int_equal(v.lines, 2);
+    assert_int_equal(v.ignored, 2);
+    /* whitespace as for the other keys */
+    v = s_parse("  class\tauth \r\n");
+    assert_int_equal(v.cls, FZ_CLASS_AUTH);
+}
+
+/* The new keys fed one byte at a time give the values of one feed. */
+static void test_class_keys_byte_by_byte(void **state)
+{
+    (void)state;
+    const char *text = "tokens_cache_read 12\ntokens_cache_write 3\nclass quota\n"
+                       "reset_at 1760000000\nretry_after 2.5";
+    size_t len = strlen(text);
+    fz_rfile_t *rf = s_new();
+    for (size_t i = 0; i < len; i++) {
+        fz_rfile_feed(rf, text + i, 1);
+        if (i + 1 < len)
+            assert_true(rf->values.retry_after == 0); /* the last line waits for its end */
+    }
+    fz_rfile_finish(rf);
+    assert_int_equal(rf->values.tokens_cache_read, 12);
+    assert_int_equal(rf->values.tokens_cache_write, 3);
+    assert_int_equal(rf->values.cls, FZ_CLASS_QUOTA);
+    assert_true(rf->values.reset_at == 1760000000);
+    assert_true(rf->values.retry_after == 2.5);
+    assert_int_equal(rf->values.lines, 5);
+    assert_int_equal(rf->values.ignored, 0);
+    free(rf);
 }
 
 static void test_numbers_in_range(void **state)
@@ -339,6 +471,9 @@ int main(void)
         cmocka_unit_test(test_restart),
         cmocka_unit_test(test_blank_and_whitespace),
         cmocka_unit_test(test_unknown_and_malformed),
+        cmocka_unit_test(test_class_and_limits_malformed),
+        cmocka_unit_test(test_class_names_and_ranges),
+        cmocka_unit_test(test_class_keys_byte_by_byte),
         cmocka_unit_test(test_numbers_in_range),
         cmocka_unit_test(test_nul_bytes),
         cmocka_unit_test(test_overlong_lines),
