@@ -114,11 +114,13 @@ int fz_broker_state_of(fz_broker_t *self, uint64_t id)
     return fz_store_task_exists(self->store, id, &state) ? (int)state : -1;
 }
 
-static const struct {
+typedef struct {
     const char *type;
     handler_fn *client;
     worker_fn *worker;
-} s_handlers[] = {
+} handler_row_t;
+
+static const handler_row_t s_handlers[] = {
     {"submit", fz_requests_submit, NULL},
     {"get", fz_views_get, NULL},
     {"list", fz_views_list, NULL},
@@ -145,6 +147,15 @@ static const struct {
     {"bye", NULL, fz_workers_bye},
 };
 
+/* The handler row of a message type, or NULL: the broker does not accept that type. */
+static const handler_row_t *s_handler(const char *type)
+{
+    for (size_t i = 0; i < sizeof s_handlers / sizeof *s_handlers; i++)
+        if (strcmp(s_handlers[i].type, type) == 0)
+            return &s_handlers[i];
+    return NULL;
+}
+
 /* The reason of a frame the codec refused. */
 static fz_reason_t s_decode_reason(fz_err_t err)
 {
@@ -156,32 +167,37 @@ static fz_reason_t s_decode_reason(fz_err_t err)
 static void s_handle(fz_broker_t *self, zframe_t *from, const void *data, size_t len)
 {
     fz_msg_t *msg = NULL;
-    uint64_t rid = 0;
+    fz_msg_head_t head;
     char why[256];
-    fz_err_t err = fz_msg_decode(data, len, &msg, &rid, why, sizeof why);
+    fz_err_t err = fz_msg_decode_head(data, len, &msg, &head, why, sizeof why);
+    uint64_t rid = head.rid;
     fz_worker_t *w = fz_broker_worker(self, from);
     if (w)
         w->last_seen_ms = fz_clock_ms();
-    if (err) {
+    /* A type the broker has no handler for (a reply type, a broker->worker message) is
+       unknown-type whatever its fields: the codec checked them against that type's spec. */
+    const char *type = err ? head.type : fz_msg_type(msg);
+    bool unknown =
+        (err == FZ_OK || err == FZ_EINVALID || err == FZ_ETOOLARGE) && *type && !s_handler(type);
+    if (err && !unknown) {
         fz_warn("bad message from peer %s: %s", w ? w->name : "(client)", why);
-        fz_outbox_error(self, from, rid, err, s_decode_reason(err), "%s", why);
+        fz_outbox_refuse(self, from, &head, err, s_decode_reason(err), why);
         return;
     }
-    for (size_t i = 0; i < sizeof s_handlers / sizeof *s_handlers; i++) {
-        if (!fz_msg_is(msg, s_handlers[i].type))
-            continue;
-        if (s_handlers[i].client)
-            s_handlers[i].client(self, from, msg);
-        else if (w)
-            s_handlers[i].worker(self, from, msg, w);
-        else
-            fz_outbox_error(self, from, rid, FZ_ECONFLICT, FZ_REASON_UNKNOWN_PEER,
-                            "'%s' is a worker message: say hello first", fz_msg_type(msg));
+    if (unknown) {
+        fz_outbox_error(self, from, rid, FZ_EUNKNOWN, FZ_REASON_UNKNOWN_TYPE,
+                        "the broker does not accept '%s'", type);
         fz_msg_destroy(&msg);
         return;
     }
-    fz_outbox_error(self, from, rid, FZ_EUNKNOWN, FZ_REASON_UNKNOWN_TYPE,
-                    "the broker does not accept '%s'", fz_msg_type(msg));
+    const handler_row_t *h = s_handler(type);
+    if (h->client)
+        h->client(self, from, msg);
+    else if (w)
+        h->worker(self, from, msg, w);
+    else
+        fz_outbox_error(self, from, rid, FZ_ECONFLICT, FZ_REASON_UNKNOWN_PEER,
+                        "'%s' is a worker message: say hello first", type);
     fz_msg_destroy(&msg);
 }
 
@@ -215,8 +231,8 @@ static bool s_recv(fz_broker_t *self)
         zmq_msg_close(&part);
     }
     if (!handled)
-        fz_outbox_error(self, from, 0, FZ_EMALFORMED, FZ_REASON_MALFORMED,
-                        "a message must be exactly one frame");
+        fz_outbox_refuse(self, from, NULL, FZ_EMALFORMED, FZ_REASON_MALFORMED,
+                         "a message must be exactly one frame");
     zframe_destroy(&from);
     return true;
 }

@@ -54,6 +54,7 @@ typedef struct {
     bool reply;        /* a reply to a request: on a failed commit it becomes an error */
     uint64_t rid;      /* the request's id */
     uint64_t dispatch; /* task id when this is a dispatch */
+    bool norid;        /* an error to a frame whose rid could not be read: sent as it is */
 } out_t;
 struct fz_broker_t {
     fz_broker_config_t cfg;
@@ -119,6 +120,10 @@ void fz_outbox_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t cod
 /* The same for task `index` of a batch (the reply names it). */
 void fz_outbox_error_at(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code,
                         fz_reason_t reason, size_t index, const char *message);
+/* Queues the error reply to a frame the codec refused: it carries the frame's rid when that
+   could be read (head, or NULL: it could not), and none otherwise (PROTOCOL.md section 3). */
+void fz_outbox_refuse(fz_broker_t *self, zframe_t *to, const fz_msg_head_t *head, fz_err_t code,
+                      fz_reason_t reason, const char *message);
 /* Queues an event of `topic` with the common task fields (t may be NULL) and returns it, so
    the caller can add fields until the turn is sent; NULL (swallowing writes) on no memory. */
 fz_enc_t *fz_outbox_event(fz_broker_t *self, fz_topic_t topic, const fz_task_t *t);

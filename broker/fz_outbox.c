@@ -69,6 +69,18 @@ void fz_outbox_error_at(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t 
     s_error(self, to, rid, code, reason, (int64_t)index, message);
 }
 
+void fz_outbox_refuse(fz_broker_t *self, zframe_t *to, const fz_msg_head_t *head, fz_err_t code,
+                      fz_reason_t reason, const char *message)
+{
+    if (head && head->rid_read) {
+        s_error(self, to, head->rid, code, reason, -1, message);
+        return;
+    }
+    out_t *o = fz_outbox_add(self, to, fz_enc_error_norid(code, reason, message));
+    if (o)
+        o->reply = o->norid = true;
+}
+
 fz_enc_t *fz_outbox_event(fz_broker_t *self, fz_topic_t topic, const fz_task_t *t)
 {
     fz_enc_t *e = fz_enc_new_map();
@@ -136,8 +148,10 @@ void fz_outbox_abandon(fz_broker_t *self)
 {
     for (size_t i = 0; i < self->nout; i++) {
         out_t *o = &self->out[i];
+        if (o->to && o->norid) /* it changed nothing: the store's trouble is not its */
+            fz_net_send(self->router, o->to, &o->enc);
         fz_enc_destroy(&o->enc);
-        if (o->to && o->reply)
+        if (o->to && o->reply && !o->norid)
             fz_net_send_error(self->router, o->to, o->rid, FZ_EUNAVAILABLE, FZ_REASON_STORE_FAILED,
                               "the broker could not store this change; try again");
         zframe_destroy(&o->to);

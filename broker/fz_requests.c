@@ -204,7 +204,7 @@ static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const u
     ev->inherited = INT64_MIN;
     fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_SUBMITTED, ev);
     fz_enc_str(e, "name", nt.name);
-    fz_enc_strn(e, "prompt", nt.prompt, nt.prompt_len < 200 ? nt.prompt_len : 200);
+    fz_enc_strn(e, "prompt", nt.prompt, fz_utf8_cut(nt.prompt, nt.prompt_len, 200));
     if (d.failed) {
         e = fz_outbox_event(self, FZ_TOPIC_TASK_DEP_FAILED, ev);
         fz_enc_str(e, "summary", why);
@@ -237,7 +237,7 @@ void fz_requests_submit(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
                         "the broker could not store the task: %s", fz_store_error(self->store));
         return;
     }
-    fz_enc_t *r = fz_enc_new("submitted", rid);
+    fz_enc_t *r = fz_enc_reply("submitted", rid);
     fz_enc_uint(r, "task", id);
     fz_enc_str(r, "state", fz_state_name(state));
     fz_outbox_reply(self, from, rid, r);
@@ -255,6 +255,8 @@ void fz_requests_submit_batch(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         const msgpack_object *m = &tasks->via.array.ptr[i];
         fz_reason_t reason = FZ_REASON_BAD_FIELD;
         fz_err_t err = fz_msg_check_object(m, "submit", why, sizeof why);
+        if (err == FZ_EMALFORMED)
+            reason = FZ_REASON_MALFORMED;
         if (!err)
             err = s_submit_check(self, m, i, &reason, why, sizeof why);
         if (err) {
@@ -276,7 +278,7 @@ void fz_requests_submit_batch(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
             return;
         }
     }
-    fz_enc_t *r = fz_enc_new("submitted-batch", rid);
+    fz_enc_t *r = fz_enc_reply("submitted-batch", rid);
     fz_enc_array(r, "tasks", n);
     for (size_t i = 0; i < n; i++)
         fz_enc_uint(r, NULL, ids[i]);
@@ -286,7 +288,7 @@ void fz_requests_submit_batch(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 static void s_reply_ok(fz_broker_t *self, zframe_t *from, uint64_t rid, uint64_t task,
                        const char *state)
 {
-    fz_enc_t *r = fz_enc_new("ok", rid);
+    fz_enc_t *r = fz_enc_reply("ok", rid);
     if (task)
         fz_enc_uint(r, "task", task);
     if (state)
@@ -331,7 +333,7 @@ void fz_requests_cancel(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     if (t)
         fz_life_cancel(self, t);
     t = fz_broker_task(self, id);
-    fz_enc_t *r = fz_enc_new("ok", rid);
+    fz_enc_t *r = fz_enc_reply("ok", rid);
     fz_enc_uint(r, "task", id);
     fz_enc_str(r, "state", fz_state_name(t ? t->state : (fz_state_t)fz_broker_state_of(self, id)));
     fz_enc_uint(r, "count", count);
@@ -372,7 +374,7 @@ void fz_requests_stop(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
                 fz_life_send_cancel(self, t->worker, t->id, t->attempt, "stop");
             n++;
         }
-    fz_enc_t *r = fz_enc_new("ok", fz_msg_rid(msg));
+    fz_enc_t *r = fz_enc_reply("ok", fz_msg_rid(msg));
     fz_enc_uint(r, "count", n);
     fz_outbox_reply(self, from, fz_msg_rid(msg), r);
 }
@@ -438,7 +440,7 @@ static void s_set_priority(fz_broker_t *self, zframe_t *from, uint64_t rid, uint
             fz_graph_inherit(self, t);
         fz_outbox_event(self, FZ_TOPIC_TASK_PRIORITY, t);
     }
-    fz_enc_t *r = fz_enc_new("ok", rid);
+    fz_enc_t *r = fz_enc_reply("ok", rid);
     fz_enc_uint(r, "task", id);
     if (t)
         fz_enc_str(r, "state", fz_state_name(t->state));
@@ -487,7 +489,7 @@ void fz_requests_purge(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
                         "purge failed: %s", fz_store_error(self->store));
         return;
     }
-    fz_enc_t *r = fz_enc_new("ok", fz_msg_rid(msg));
+    fz_enc_t *r = fz_enc_reply("ok", fz_msg_rid(msg));
     fz_enc_uint(r, "count", (uint64_t)n);
     fz_outbox_reply(self, from, fz_msg_rid(msg), r);
     fz_info("purged %lld ended tasks", (long long)n);

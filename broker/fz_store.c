@@ -780,7 +780,7 @@ static const char *SQL_ATTEMPTS =
     " n <= ?2 AND length(output) > 0 AS output_dropped, class, reset_at, tokens_cache_read,"
     " tokens_cache_write FROM attempts WHERE task = ?1 ORDER BY n";
 static const char *SQL_ATTEMPT_SIZES =
-    "SELECT n, length(output) + length(summary) + 200 FROM attempts WHERE task = ?1"
+    "SELECT n, length(output) + length(summary) + length(log) + 200 FROM attempts WHERE task = ?1"
     " ORDER BY n DESC";
 /* A `get` reply stays under this many bytes of attempts (FZ_MAX_FRAME is 4 MiB). */
 #define FZ_ATTEMPTS_BYTES (3u * 1024 * 1024)
@@ -847,6 +847,13 @@ static const char *SQL_LIST_ALL =
     " LIMIT ?1 OFFSET ?3";
 static const char *SQL_LIST_STATE = "SELECT " TASK_COLS ", substr(prompt, 1, 80) AS prompt"
                                     " FROM tasks WHERE state = ?2 ORDER BY id LIMIT ?1 OFFSET ?3";
+/* tail: the newest first, so that a cut at FZ_LIST_BYTES drops the oldest; sent by id. */
+static const char *SQL_TAIL_ALL =
+    "SELECT " TASK_COLS ", substr(prompt, 1, 80) AS prompt FROM tasks ORDER BY id DESC"
+    " LIMIT ?1 OFFSET ?3";
+static const char *SQL_TAIL_STATE = "SELECT " TASK_COLS ", substr(prompt, 1, 80) AS prompt"
+                                    " FROM tasks WHERE state = ?2 ORDER BY id DESC LIMIT ?1"
+                                    " OFFSET ?3";
 static const char *SQL_COUNT_ALL = "SELECT COUNT(*) FROM tasks";
 static const char *SQL_COUNT_STATE = "SELECT COUNT(*) FROM tasks WHERE state = ?1";
 
@@ -870,13 +877,14 @@ fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limi
                               fz_enc_t *e, fz_store_decorate_fn *fn, void *arg)
 {
     uint64_t total = s_count(self, state);
-    sqlite3_stmt *st = s_stmt(self, state ? SQL_LIST_STATE : SQL_LIST_ALL);
+    sqlite3_stmt *st = s_stmt(self, tail ? (state ? SQL_TAIL_STATE : SQL_TAIL_ALL)
+                                         : (state ? SQL_LIST_STATE : SQL_LIST_ALL));
     if (!st)
         return FZ_EUNAVAILABLE;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)(limit < total ? limit : total));
     if (state)
         s_bind_text(st, 2, state);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)(tail && total > limit ? total - limit : 0));
+    sqlite3_bind_int64(st, 3, 0);
     /* Rows are built first: msgpack wants the array's length before its elements. */
     size_t n = 0, cap = 256, bytes = 0;
     fz_enc_t **rows = malloc(cap * sizeof *rows);
@@ -909,7 +917,7 @@ fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limi
         return FZ_EUNAVAILABLE;
     fz_enc_array(e, "tasks", n);
     for (size_t i = 0; i < n; i++)
-        fz_enc_sub(e, NULL, &rows[i]);
+        fz_enc_sub(e, NULL, &rows[tail ? n - 1 - i : i]);
     free(rows);
     fz_enc_uint(e, "total", total);
     if (truncated)

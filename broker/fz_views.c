@@ -79,7 +79,7 @@ static void s_decorate(void *arg, uint64_t id, fz_enc_t *e)
 void fz_views_get(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
     uint64_t id = fz_msg_uint(msg, "task", 0);
-    fz_enc_t *r = fz_enc_new("task", fz_msg_rid(msg));
+    fz_enc_t *r = fz_enc_reply("task", fz_msg_rid(msg));
     fz_err_t err = fz_store_encode_task(self->store, id, r, "task", s_decorate, self);
     if (!err)
         err = fz_store_encode_attempts(self->store, id, r, "attempts");
@@ -105,7 +105,7 @@ void fz_views_list(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
                         state);
         return;
     }
-    fz_enc_t *r = fz_enc_new("tasks", fz_msg_rid(msg));
+    fz_enc_t *r = fz_enc_reply("tasks", fz_msg_rid(msg));
     fz_err_t err = fz_store_encode_list(self->store, state, fz_msg_uint(msg, "limit", 1000),
                                         fz_msg_bool(msg, "tail", false), r, s_decorate, self);
     if (err) {
@@ -118,7 +118,7 @@ void fz_views_list(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 
 void fz_views_status(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
-    fz_enc_t *r = fz_enc_new("status", fz_msg_rid(msg));
+    fz_enc_t *r = fz_enc_reply("status", fz_msg_rid(msg));
     fz_store_encode_counts(self->store, r);
     size_t idle = 0;
     for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
@@ -136,7 +136,7 @@ void fz_views_status(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 
 void fz_views_workers(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
-    fz_enc_t *r = fz_enc_new("workers", fz_msg_rid(msg));
+    fz_enc_t *r = fz_enc_reply("workers", fz_msg_rid(msg));
     fz_enc_array(r, "workers", zhashx_size(self->workers));
     for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
         fz_enc_t *o = fz_enc_new_map();
@@ -171,7 +171,7 @@ void fz_views_budget(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     }
     char day[11];
     fz_budget_day_name(&self->budget, day);
-    fz_enc_t *r = fz_enc_new("budget", fz_msg_rid(msg));
+    fz_enc_t *r = fz_enc_reply("budget", fz_msg_rid(msg));
     fz_enc_float(r, "cap", self->budget.cap);
     fz_enc_float(r, "spent", self->budget.spent);
     fz_enc_float(r, "reserved", self->budget.reserved);
@@ -203,7 +203,7 @@ void fz_views_cost(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
                         "cost by label needs the label key");
         return;
     }
-    fz_enc_t *r = fz_enc_new("cost", rid);
+    fz_enc_t *r = fz_enc_reply("cost", rid);
     fz_err_t err = fz_store_encode_cost(self->store, by, label, since, r);
     if (err) {
         fz_enc_destroy(&r);
@@ -217,7 +217,7 @@ void fz_views_cost(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 /* Events a subscriber missed (it saw a gap in seq), from the recent history. */
 void fz_views_events(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
-    fz_enc_t *r = fz_enc_new("events", fz_msg_rid(msg));
+    fz_enc_t *r = fz_enc_reply("events", fz_msg_rid(msg));
     fz_history_encode(self->history, fz_msg_uint(msg, "since", 0), r, "events", 3u << 20);
     fz_enc_uint(r, "first", fz_history_first(self->history));
     fz_enc_uint(r, "last", fz_history_last(self->history));
@@ -226,7 +226,7 @@ void fz_views_events(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 
 void fz_views_ping(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
-    fz_enc_t *r = fz_enc_new("pong", fz_msg_rid(msg));
+    fz_enc_t *r = fz_enc_reply("pong", fz_msg_rid(msg));
     fz_enc_uint(r, "version", FZ_PROTOCOL_VERSION);
     fz_enc_str(r, "broker", FZ_VERSION);
     fz_outbox_reply(self, from, fz_msg_rid(msg), r);

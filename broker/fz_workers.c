@@ -22,6 +22,10 @@ void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason)
         fz_life_lost(self, w->task, reason);
     fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_WORKER_LEFT, NULL);
     fz_enc_str(e, "worker", w->name);
+    fz_enc_bool(e, "any_model", w->any_model);
+    fz_enc_array(e, "models", w->nmodels);
+    for (size_t i = 0; i < w->nmodels; i++)
+        fz_enc_str(e, NULL, w->models[i]);
     fz_enc_str(e, "reason", reason);
     zhashx_delete(self->workers, w->key);
 }
@@ -83,7 +87,7 @@ static void s_worker_models(fz_broker_t *self, fz_worker_t *w, fz_msg_t *msg, fz
    or we restarted in between). Refresh it in place. */
 static void s_rehello(fz_broker_t *self, fz_worker_t *w, zframe_t *from, fz_msg_t *msg)
 {
-    fz_enc_t *r = fz_enc_new("welcome", fz_msg_rid(msg));
+    fz_enc_t *r = fz_enc_reply("welcome", fz_msg_rid(msg));
     fz_enc_uint(r, "heartbeat_ms", self->cfg.heartbeat_ms);
     fz_enc_str(r, "name", w->name);
     s_worker_models(self, w, msg, r);
@@ -142,7 +146,7 @@ void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     w->since = fz_wall();
     zhashx_insert(self->workers, w->key, w);
 
-    fz_enc_t *r = fz_enc_new("welcome", fz_msg_rid(msg));
+    fz_enc_t *r = fz_enc_reply("welcome", fz_msg_rid(msg));
     fz_enc_uint(r, "heartbeat_ms", self->cfg.heartbeat_ms);
     fz_enc_str(r, "name", w->name);
     s_worker_models(self, w, msg, r);

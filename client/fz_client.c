@@ -126,7 +126,7 @@ static s_match_t s_receive(fz_client_t *self, fz_msg_t **reply_p, fz_err_t *err_
         return S_BAD;
     }
     /* An error without rid answers a request whose rid the broker could not read: ours. */
-    bool rid_less_error = fz_msg_rid(reply) == 0 && fz_msg_is(reply, "error");
+    bool rid_less_error = !fz_msg_has(reply, "rid") && fz_msg_is(reply, "error");
     if (fz_msg_rid(reply) != self->rid && !rid_less_error) {
         fz_msg_destroy(&reply);
         return S_STALE;

@@ -15,6 +15,8 @@ struct fz_msg_t {
     const fz_msgspec_t *spec;
     char type[64];
     uint64_t rid;
+    bool rid_read;  /* the root is a map whose rid is a uint or absent */
+    bool type_read; /* type[] holds the message's type string */
 };
 
 /* ---------------------------------------------------------------- structural walk */
@@ -239,7 +241,11 @@ static fz_err_t s_check_field(const msgpack_object *o, const fz_field_t *f, char
         }
         break;
     case FZ_T_STRMAP:
-        ok = o->type == MSGPACK_OBJECT_MAP && o->via.map.size <= f->max && !s_has_dup_keys(o);
+        ok = o->type == MSGPACK_OBJECT_MAP && o->via.map.size <= f->max;
+        if (ok && s_has_dup_keys(o)) { /* section 2: at any depth, a duplicate is malformed */
+            snprintf(why, wl, "field '%s' has a duplicate key", f->key);
+            return FZ_EMALFORMED;
+        }
         for (uint32_t i = 0; ok && i < o->via.map.size; i++)
             ok = s_is_str(&o->via.map.ptr[i].key, 64) && o->via.map.ptr[i].key.via.str.size > 0 &&
                  s_is_str(&o->via.map.ptr[i].val, 1024);
@@ -281,6 +287,11 @@ static fz_err_t s_check(fz_msg_t *self, char *why, size_t wl)
         snprintf(why, wl, "message is not a map");
         return FZ_EMALFORMED;
     }
+    const msgpack_object *rid = s_find(root, "rid");
+    if (!rid || rid->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        self->rid = rid ? rid->via.u64 : 0;
+        self->rid_read = true;
+    }
     if (root->via.map.size > 64) {
         snprintf(why, wl, "message has more than 64 fields");
         return FZ_EMALFORMED;
@@ -290,9 +301,6 @@ static fz_err_t s_check(fz_msg_t *self, char *why, size_t wl)
             snprintf(why, wl, "message has a key that is not a string");
             return FZ_EMALFORMED;
         }
-    const msgpack_object *rid = s_find(root, "rid");
-    if (rid && rid->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        self->rid = rid->via.u64;
     if (s_has_dup_keys(root)) {
         snprintf(why, wl, "message has a duplicate key");
         return FZ_EMALFORMED;
@@ -322,6 +330,7 @@ static fz_err_t s_check(fz_msg_t *self, char *why, size_t wl)
     }
     memcpy(self->type, type->via.str.ptr, type->via.str.size);
     self->type[type->via.str.size] = 0;
+    self->type_read = true;
     self->spec = fz_spec_find(type->via.str.ptr, type->via.str.size);
     if (!self->spec) {
         snprintf(why, wl, "unknown message type '%s'", self->type);
@@ -368,9 +377,13 @@ fz_err_t fz_msg_check_object(const msgpack_object *map, const char *type, char *
         snprintf(why, whylen, "expected a map of '%s' fields", type);
         return FZ_EINVALID;
     }
-    if (map->via.map.size > 64 || s_has_dup_keys(map)) {
-        snprintf(why, whylen, "a '%s' map has too many or duplicate keys", type);
+    if (map->via.map.size > 64) {
+        snprintf(why, whylen, "a '%s' map has more than 64 keys", type);
         return FZ_EINVALID;
+    }
+    if (s_has_dup_keys(map)) { /* section 2: at any depth, a duplicate is malformed */
+        snprintf(why, whylen, "a '%s' map has a duplicate key", type);
+        return FZ_EMALFORMED;
     }
     for (uint32_t i = 0; i < map->via.map.size; i++) {
         const msgpack_object_kv *kv = &map->via.map.ptr[i];
@@ -395,13 +408,22 @@ fz_err_t fz_msg_check_object(const msgpack_object *map, const char *type, char *
 fz_err_t fz_msg_decode(const void *buf, size_t len, fz_msg_t **msg_p, uint64_t *rid_p, char *why,
                        size_t whylen)
 {
+    fz_msg_head_t head;
+    fz_err_t err = fz_msg_decode_head(buf, len, msg_p, &head, why, whylen);
+    if (rid_p)
+        *rid_p = head.rid;
+    return err;
+}
+
+fz_err_t fz_msg_decode_head(const void *buf, size_t len, fz_msg_t **msg_p, fz_msg_head_t *head,
+                            char *why, size_t whylen)
+{
     char dummy[8];
     if (!why || !whylen)
         why = dummy, whylen = sizeof dummy;
     *why = 0;
     *msg_p = NULL;
-    if (rid_p)
-        *rid_p = 0;
+    memset(head, 0, sizeof *head);
     if (len == 0 || len > FZ_MAX_FRAME) {
         snprintf(why, whylen, "frame of %zu bytes (must be 1..%u)", len, FZ_MAX_FRAME);
         return FZ_EMALFORMED;
@@ -428,8 +450,10 @@ fz_err_t fz_msg_decode(const void *buf, size_t len, fz_msg_t **msg_p, uint64_t *
     }
     self->root = &self->unpacked.data;
     fz_err_t err = s_check(self, why, whylen);
-    if (rid_p)
-        *rid_p = self->rid;
+    head->rid_read = self->rid_read;
+    head->rid = self->rid;
+    if (self->type_read)
+        memcpy(head->type, self->type, sizeof head->type);
     if (err) {
         fz_msg_destroy(&self);
         return err;
@@ -709,9 +733,15 @@ fz_enc_t *fz_enc_new(const char *type, uint64_t rid)
     return self;
 }
 
-fz_enc_t *fz_enc_error(uint64_t rid, fz_err_t code, fz_reason_t reason, const char *message)
+fz_enc_t *fz_enc_reply(const char *type, uint64_t rid)
 {
-    fz_enc_t *e = fz_enc_new("error", rid);
+    fz_enc_t *self = fz_enc_new(type, 0);
+    fz_enc_uint(self, "rid", rid);
+    return self;
+}
+
+static fz_enc_t *s_error(fz_enc_t *e, fz_err_t code, fz_reason_t reason, const char *message)
+{
     if (!e)
         return NULL;
     fz_enc_str(e, "code", fz_strerror(code));
@@ -723,6 +753,16 @@ fz_enc_t *fz_enc_error(uint64_t rid, fz_err_t code, fz_reason_t reason, const ch
         fz_enc_uint(e, NULL, FZ_PROTOCOL_VERSION);
     }
     return e;
+}
+
+fz_enc_t *fz_enc_error(uint64_t rid, fz_err_t code, fz_reason_t reason, const char *message)
+{
+    return s_error(fz_enc_reply("error", rid), code, reason, message);
+}
+
+fz_enc_t *fz_enc_error_norid(fz_err_t code, fz_reason_t reason, const char *message)
+{
+    return s_error(fz_enc_new("error", 0), code, reason, message);
 }
 
 void fz_enc_destroy(fz_enc_t **self_p)

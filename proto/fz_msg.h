@@ -28,6 +28,18 @@ typedef struct fz_msg_t fz_msg_t;
    is wrong in one line. */
 fz_err_t fz_msg_decode(const void *buf, size_t len, fz_msg_t **msg_p, uint64_t *rid_p, char *why,
                        size_t whylen);
+
+/* What decoding could read of a frame's envelope, also when it refused the frame. */
+typedef struct {
+    bool rid_read; /* the frame is a map whose `rid` is a uint or absent (then rid is 0) */
+    uint64_t rid;
+    char type[64]; /* the `type` string when it could be read (and fits), else "" */
+} fz_msg_head_t;
+
+/* As fz_msg_decode, and fills *head (not NULL) whatever the outcome: a peer answers a frame
+   whose rid could not be read with an error that carries no rid (PROTOCOL.md section 3). */
+fz_err_t fz_msg_decode_head(const void *buf, size_t len, fz_msg_t **msg_p, fz_msg_head_t *head,
+                            char *why, size_t whylen);
 void fz_msg_destroy(fz_msg_t **self_p);
 /* The structural check decode starts with, for frames that are not protocol messages
    (events): NULL if buf holds exactly one msgpack value, nested at most FZ_MAX_DEPTH deep,
@@ -74,11 +86,17 @@ void fz_obj_print_json(const msgpack_object *obj, FILE *out);
 
 typedef struct fz_enc_t fz_enc_t;
 
-/* A new message of `type` (v and type set; rid written when not 0). NULL on no memory. */
+/* A new message of `type` (v and type set; rid written when not 0): for messages that are
+   not replies (worker messages, requests). NULL on no memory. */
 fz_enc_t *fz_enc_new(const char *type, uint64_t rid);
-/* An error reply (PROTOCOL.md section 3): its code, its machine-readable reason (left out
-   when FZ_REASON_NONE) and a message for people; a version error lists the versions spoken. */
+/* A reply to a request whose rid is `rid`: rid is always written, 0 included. */
+fz_enc_t *fz_enc_reply(const char *type, uint64_t rid);
+/* An error reply (PROTOCOL.md section 3), carrying rid (0 included): its code, its
+   machine-readable reason (left out when FZ_REASON_NONE) and a message for people; a version
+   error lists the versions spoken. */
 fz_enc_t *fz_enc_error(uint64_t rid, fz_err_t code, fz_reason_t reason, const char *message);
+/* The same error reply without rid: the answer to a frame whose rid could not be read. */
+fz_enc_t *fz_enc_error_norid(fz_err_t code, fz_reason_t reason, const char *message);
 /* A new bare map, to be embedded with fz_enc_sub. */
 fz_enc_t *fz_enc_new_map(void);
 void fz_enc_destroy(fz_enc_t **self_p);

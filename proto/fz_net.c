@@ -72,7 +72,7 @@ zsock_t *fz_net_socket(int type)
     zsock_t *sock = zsock_new(type);
     if (!sock)
         return NULL;
-    zsock_set_maxmsgsize(sock, FZ_MAX_FRAME + 1024);
+    zsock_set_maxmsgsize(sock, FZ_MAX_FRAME); /* PROTOCOL.md section 1: bigger drops the peer */
     zsock_set_rcvhwm(sock, 100000);
     zsock_set_sndhwm(sock, 100000);
     zsock_set_linger(sock, 0);

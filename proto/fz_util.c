@@ -250,14 +250,19 @@ int fz_bad_value(const char *prog, const struct option *opts, int c, const char 
     return fz_bad_flag(prog, flag, value, what);
 }
 
+size_t fz_utf8_cut(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    size_t n = max; /* s[n] is the first byte left out: it must not continue a character */
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}
+
 void fz_strcopy(char *dst, size_t size, const char *src)
 {
-    size_t n = strlen(src);
-    if (n >= size) {
-        n = size - 1;
-        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
-            n--;
-    }
+    size_t n = fz_utf8_cut(src, strlen(src), size - 1);
     memcpy(dst, src, n);
     dst[n] = '\0';
 }

@@ -84,6 +84,10 @@ size_t fz_utf8_clean(const char *in, size_t max, char *out, size_t size);
 /* mkdir -p; 0 on success, -1 with errno set. */
 int fz_mkdirs(const char *path, unsigned mode);
 
+/* How many of the len bytes at s to keep so that at most max remain, cut between UTF-8
+   characters: s[0..result) is valid UTF-8 when s[0..len) is. */
+size_t fz_utf8_cut(const char *s, size_t len, size_t max);
+
 /* Copies the C string src into dst (size > 0), cut short on a UTF-8 character boundary if it
    does not fit, so that text which was valid UTF-8 stays so. Bytes are not checked. */
 void fz_strcopy(char *dst, size_t size, const char *src);

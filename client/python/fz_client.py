@@ -91,7 +91,7 @@ class Client:
         if self._sock is None:
             sock = zmq.Context.instance().socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME + 1024)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
             sock.connect(self.broker)
             self._sock = sock
         return self._sock

@@ -46,7 +46,12 @@ def body(f):
         h.check(len(ids) == 2 and fz.wait(ids[1], timeout=30)["state"] == "succeeded",
                 "batch through the Python client")
         h.check(fz.get(ids[1])["task"]["after"] == [ids[0]], "batch dependency")
+        # task.submitted cuts the prompt at 200 bytes: between characters, so that a strict
+        # decoder (msgpack raw=False, as this client uses) can still read the events reply.
+        fz.submit("a" * 199 + "\u00e9" * 20, model="m2")
         evs = fz.events(0)
+        h.check(any(e["event"] == "task.submitted" and e["prompt"] == "a" * 199 for e in evs),
+                "task.submitted prompt not cut between characters")
         h.check(any(e["event"] == "task.succeeded" and e["task"] == ids[1] for e in evs),
                 "events() lacks the batch's end")
         try:

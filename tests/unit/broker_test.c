@@ -51,6 +51,9 @@ typedef struct {
 
 typedef void(tune_fn)(fz_broker_config_t *cfg);
 
+/* The next fixture's ROUTER listens on ipc:// (in its temp dir) instead of inproc://. */
+static bool s_ipc;
+
 static void s_start_broker(fx_t *fx)
 {
     char err[256] = "";
@@ -83,6 +86,8 @@ static fx_t *s_fx(tune_fn *tune)
     snprintf(fx->db, sizeof fx->db, "%s/fz.db", fx->dir);
     counter++;
     snprintf(fx->ep, sizeof fx->ep, "inproc://broker-test-%d-%u", (int)getpid(), counter);
+    if (s_ipc) /* inproc moves no bytes, so libzmq checks no sizes on it */
+        snprintf(fx->ep, sizeof fx->ep, "ipc://%s/router", fx->dir);
     snprintf(fx->ev, sizeof fx->ev, "inproc://broker-test-ev-%d-%u", (int)getpid(), counter);
     fz_broker_config_defaults(&fx->cfg);
     fx->cfg.bind = fx->ep;
@@ -655,6 +660,37 @@ static void test_dependency_failure_and_revival(void **state)
     s_fx_destroy(&fx);
 }
 
+/* The rest of PROTOCOL.md §4's retry table: a live task, no task, a cancelled task (no
+   worker: nothing runs). */
+static void test_retry_by_state(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    fz_enc_t *req;
+    fz_msg_t *r;
+    uint64_t d = s_submit(fx, "parked", 0, 0);
+    req = s_req(fx, "retry");
+    fz_enc_uint(req, "task", d);
+    r = s_call(fx, req);
+    s_assert_error(&r, "conflict", "not-ended");
+    req = s_req(fx, "retry");
+    fz_enc_uint(req, "task", 987654);
+    r = s_call(fx, req);
+    s_assert_error(&r, "not-found", "no-such-task");
+    req = s_req(fx, "cancel");
+    fz_enc_uint(req, "task", d);
+    r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "ok"));
+    fz_msg_destroy(&r);
+    req = s_req(fx, "retry");
+    fz_enc_uint(req, "task", d);
+    r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "ok"));
+    assert_string_equal(fz_msg_str(r, "state", "", NULL), "queued");
+    fz_msg_destroy(&r);
+    s_fx_destroy(&fx);
+}
+
 static void test_submit_refusals_carry_reasons(void **state)
 {
     (void)state;
@@ -1185,6 +1221,286 @@ static void test_batch_views_and_purge(void **state)
     s_fx_destroy(&fx);
 }
 
+/* ---------------------------------------------------------------- wire conformance */
+
+/* What a strict decoder (Python's msgpack with raw=False) requires: every str, at any depth,
+   is valid UTF-8. */
+static void s_assert_strict(const msgpack_object *o)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_STR:
+        if (!fz_utf8_valid(o->via.str.ptr, o->via.str.size))
+            fail_msg("a str of %u bytes is not valid UTF-8", o->via.str.size);
+        break;
+    case MSGPACK_OBJECT_ARRAY:
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            s_assert_strict(&o->via.array.ptr[i]);
+        break;
+    case MSGPACK_OBJECT_MAP:
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            s_assert_strict(&o->via.map.ptr[i].key);
+            s_assert_strict(&o->via.map.ptr[i].val);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* task.submitted carries the prompt's first 200 bytes, cut between characters. */
+static void test_submitted_prompt_is_cut_between_characters(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    char prompt[400];
+    memset(prompt, 'a', 199);
+    for (int i = 0; i < 20; i++)
+        memcpy(prompt + 199 + 2 * i, "\xc3\xa9", 2); /* bytes 200 and 201 are one character */
+    prompt[239] = 0;
+    uint64_t id = s_submit(fx, prompt, 0, 0);
+    fz_event_t *e = s_event(fx, "task.submitted", id);
+    size_t len;
+    const char *p = fz_obj_strn(fz_event_map(e), "prompt", &len);
+    assert_int_equal(len, 199);
+    assert_true(fz_utf8_valid(p, len));
+    s_assert_strict(fz_event_map(e));
+    assert_null(fz_obj_get(fz_event_map(e), "v")); /* §6: events are not messages */
+    assert_null(fz_obj_get(fz_event_map(e), "type"));
+    fz_event_destroy(&e);
+    fz_enc_t *req = s_req(fx, "events");
+    fz_enc_uint(req, "since", 0);
+    fz_msg_t *r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "events"));
+    s_assert_strict(fz_msg_root(r));
+    fz_msg_destroy(&r);
+    s_fx_destroy(&fx);
+}
+
+/* The nonce is per worker process (§5): the same nonce on a new connection is that worker
+   reconnecting, and replaces the old connection at once, taking its attempt along; another
+   nonce is another process, refused while the first lives and welcomed once it is dead. */
+static void test_reconnect_with_the_same_nonce_replaces_at_once(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t id = s_submit(fx, "x", 0, 0);
+    zsock_t *w1 = s_worker_hello(fx, "w1", "proc-1", 0, 0);
+    fz_msg_t *m = s_expect(fx, w1, "welcome");
+    fz_msg_destroy(&m);
+    uint32_t a = s_dispatched(fx, w1, id);
+    zsock_t *again = s_worker_hello(fx, "w1", "proc-1", id, a);
+    m = s_expect(fx, again, "welcome");
+    fz_msg_destroy(&m);
+    fz_event_t *e = s_event(fx, "worker.left", 0);
+    char reason[32];
+    assert_string_equal(fz_obj_str(fz_event_map(e), "reason", reason, sizeof reason),
+                        "reconnected");
+    fz_event_destroy(&e);
+    assert_false(s_gets(fx, again, "cancel", 5)); /* the attempt moved over */
+    assert_string_equal(s_row(fx, id, "state"), "running");
+    s_result(fx, again, id, a, "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", id, "succeeded");
+
+    zsock_t *other = s_worker_hello(fx, "w1", "proc-2", 0, 0);
+    m = s_next(fx, other);
+    s_assert_error(&m, "conflict", "name-taken");
+    zsock_destroy(&again); /* it falls silent: dead after 3 intervals */
+    zclock_sleep(3 * (int)fx->cfg.heartbeat_ms + 50);
+    s_turns(fx, 3);
+    fz_enc_t *hello = fz_enc_new("hello", 3);
+    fz_enc_str(hello, "name", "w1");
+    fz_enc_str(hello, "nonce", "proc-2");
+    assert_int_equal(fz_net_send(other, NULL, &hello), 0);
+    m = s_expect(fx, other, "welcome");
+    fz_msg_destroy(&m);
+    zsock_destroy(&other);
+    zsock_destroy(&w1);
+    s_fx_destroy(&fx);
+}
+
+/* A result needs only task, attempt and outcome (§5); the rest take their documented
+   defaults: 0, "", the dispatch's model, and a class the broker works out. */
+static void test_result_of_three_fields_takes_the_defaults(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t id = s_submit_model(fx, "m1", NULL, 0);
+    zsock_t *w = s_worker_models(fx, "w1", "m1", NULL);
+    uint32_t a = s_dispatched(fx, w, id);
+    fz_enc_t *r = fz_enc_new("result", 0);
+    fz_enc_uint(r, "task", id);
+    fz_enc_uint(r, "attempt", a);
+    fz_enc_str(r, "outcome", "exited");
+    assert_int_equal(fz_net_send(w, NULL, &r), 0);
+    fz_msg_t *ack = s_expect(fx, w, "result-ack");
+    fz_msg_destroy(&ack);
+    s_assert_event(fx, "task.succeeded", id, "succeeded");
+    assert_string_equal(s_attempt_row(fx, id, 1, "model"), "m1");
+    assert_string_equal(s_attempt_row(fx, id, 1, "exit_code"), "0");
+    assert_string_equal(s_attempt_row(fx, id, 1, "cost_usd"), "0.0");
+    assert_string_equal(s_attempt_row(fx, id, 1, "class"), "");
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+/* Sends one raw frame from the client and returns the reply. */
+static fz_msg_t *s_raw(fx_t *fx, const void *data, size_t len)
+{
+    assert_int_equal(zmq_send(zsock_resolve(fx->client), data, len, 0), (int)len);
+    return s_next(fx, fx->client);
+}
+
+/* Sends the map built in e as it is (no v/type/rid added) and returns the reply. */
+static fz_msg_t *s_raw_enc(fx_t *fx, fz_enc_t *e)
+{
+    size_t len;
+    const void *data = fz_enc_data(e, &len);
+    fz_msg_t *r = s_raw(fx, data, len);
+    fz_enc_destroy(&e);
+    return r;
+}
+
+static fz_enc_t *s_envelope(const char *type)
+{
+    fz_enc_t *e = fz_enc_new_map();
+    fz_enc_uint(e, "v", 1);
+    fz_enc_str(e, "type", type);
+    return e;
+}
+
+/* Every reply carries the request's rid, 0 included (a request without one counts as 0); an
+   error to a frame whose rid could not be read carries none. */
+static void test_replies_echo_the_rid_even_zero(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    fz_enc_t *e = s_envelope("ping");
+    fz_enc_uint(e, "rid", 0);
+    fz_msg_t *r = s_raw_enc(fx, e);
+    assert_true(fz_msg_is(r, "pong"));
+    assert_true(fz_msg_has(r, "rid"));
+    assert_int_equal(fz_msg_rid(r), 0);
+    fz_msg_destroy(&r);
+
+    r = s_raw_enc(fx, s_envelope("ping")); /* no rid at all */
+    assert_true(fz_msg_is(r, "pong"));
+    assert_true(fz_msg_has(r, "rid"));
+    fz_msg_destroy(&r);
+
+    e = s_envelope("get"); /* an error to a request with rid 0 */
+    fz_enc_uint(e, "rid", 0);
+    fz_enc_uint(e, "task", 424242);
+    r = s_raw_enc(fx, e);
+    assert_true(fz_msg_has(r, "rid"));
+    s_assert_error(&r, "not-found", "no-such-task");
+
+    e = s_envelope("get"); /* refused by the codec, rid readable */
+    fz_enc_uint(e, "rid", 7);
+    fz_enc_str(e, "task", "seven");
+    r = s_raw_enc(fx, e);
+    assert_int_equal(fz_msg_rid(r), 7);
+    s_assert_error(&r, "invalid", "bad-field");
+
+    e = s_envelope("ping"); /* a rid of the wrong type cannot be read */
+    fz_enc_str(e, "rid", "x");
+    r = s_raw_enc(fx, e);
+    assert_false(fz_msg_has(r, "rid"));
+    s_assert_error(&r, "invalid", "bad-field");
+
+    r = s_raw(fx, "\x91\x01", 2); /* not a map */
+    assert_false(fz_msg_has(r, "rid"));
+    s_assert_error(&r, "malformed", "malformed");
+
+    zmq_send(zsock_resolve(fx->client), "\x80", 1, ZMQ_SNDMORE); /* two frames */
+    r = s_raw(fx, "\x80", 1);
+    assert_false(fz_msg_has(r, "rid"));
+    s_assert_error(&r, "malformed", "malformed");
+    s_fx_destroy(&fx);
+}
+
+/* worker.joined and worker.left both carry the worker's models (§6). */
+static void test_worker_left_carries_its_models(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    zsock_t *w = s_worker_models(fx, "w1", "m1", "m2");
+    fz_enc_t *bye = fz_enc_new("bye", 0);
+    assert_int_equal(fz_net_send(w, NULL, &bye), 0);
+    fz_event_t *e = s_event(fx, "worker.left", 0);
+    const msgpack_object *models = fz_obj_get(fz_event_map(e), "models");
+    assert_non_null(models);
+    assert_int_equal(models->type, MSGPACK_OBJECT_ARRAY);
+    assert_int_equal(models->via.array.size, 2);
+    assert_false(fz_obj_bool(fz_event_map(e), "any_model", true));
+    fz_event_destroy(&e);
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+/* A type the broker has no handler for is unknown-type before any field check: a reply type
+   (with or without its fields), a broker->worker message. */
+static void test_reply_types_sent_as_requests_are_unknown(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    static const char *types[] = {"submitted", "pong",       "task", "welcome",
+                                  "dispatch",  "result-ack", "error"};
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        fz_msg_t *r = s_call(fx, s_req(fx, types[i])); /* their required fields missing */
+        s_assert_error(&r, "unknown-type", "unknown-type");
+    }
+    fz_enc_t *req = s_req(fx, "submitted"); /* with its fields right */
+    fz_enc_uint(req, "task", 1);
+    fz_msg_t *r = s_call(fx, req);
+    s_assert_error(&r, "unknown-type", "unknown-type");
+    r = s_call(fx, s_req(fx, "no-such-type"));
+    s_assert_error(&r, "unknown-type", "unknown-type");
+    req = s_req(fx, "get"); /* a request type keeps its field checks */
+    r = s_call(fx, req);
+    s_assert_error(&r, "invalid", "bad-field");
+    s_fx_destroy(&fx);
+}
+
+/* A ping padded with an unknown key to exactly `len` bytes. */
+static fz_enc_t *s_padded_ping(fx_t *fx, size_t len)
+{
+    fz_enc_t *e = s_req(fx, "ping");
+    size_t base;
+    fz_enc_data(e, &base);
+    size_t pad = len - base - 4 - 5; /* key "pad" (4 bytes), str32 header (5 bytes) */
+    char *s = malloc(pad + 1);
+    assert_non_null(s);
+    memset(s, 'x', pad);
+    s[pad] = 0;
+    fz_enc_str(e, "pad", s);
+    free(s);
+    size_t got;
+    fz_enc_data(e, &got);
+    assert_int_equal(got, len);
+    return e;
+}
+
+/* §1: a frame is at most 4 MiB. A bigger one makes libzmq drop the connection with no reply
+   (ZMQ_MAXMSGSIZE is exactly FZ_MAX_FRAME); one just under is answered. */
+static void test_frame_limit_is_exactly_4_mib(void **state)
+{
+    (void)state;
+    s_ipc = true;
+    fx_t *fx = s_fx(NULL);
+    s_ipc = false;
+    fz_enc_t *e = s_padded_ping(fx, FZ_MAX_FRAME - 100);
+    fz_msg_t *r = s_call(fx, e);
+    assert_true(fz_msg_is(r, "pong"));
+    fz_msg_destroy(&r);
+    e = s_padded_ping(fx, FZ_MAX_FRAME + 100);
+    assert_int_equal(fz_net_send(fx->client, NULL, &e), 0);
+    assert_false(s_readable(fx->client) || s_gets(fx, fx->client, "error", 60));
+    r = s_call(fx, s_req(fx, "ping")); /* the DEALER reconnected by itself */
+    assert_true(fz_msg_is(r, "pong"));
+    fz_msg_destroy(&r);
+    s_fx_destroy(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1199,6 +1515,7 @@ int main(void)
         cmocka_unit_test(test_rehello_keeps_the_running_attempt),
         cmocka_unit_test(test_restart_reattach_and_superseded),
         cmocka_unit_test(test_dependency_failure_and_revival),
+        cmocka_unit_test(test_retry_by_state),
         cmocka_unit_test(test_submit_refusals_carry_reasons),
         cmocka_unit_test(test_budget_hold_and_release),
         cmocka_unit_test(test_rate_limit_waits_for_the_reset),
@@ -1210,6 +1527,13 @@ int main(void)
         cmocka_unit_test(test_pause_stop_priority_escalate),
         cmocka_unit_test(test_whitelist_and_tree_limits),
         cmocka_unit_test(test_batch_views_and_purge),
+        cmocka_unit_test(test_submitted_prompt_is_cut_between_characters),
+        cmocka_unit_test(test_reconnect_with_the_same_nonce_replaces_at_once),
+        cmocka_unit_test(test_result_of_three_fields_takes_the_defaults),
+        cmocka_unit_test(test_replies_echo_the_rid_even_zero),
+        cmocka_unit_test(test_worker_left_carries_its_models),
+        cmocka_unit_test(test_reply_types_sent_as_requests_are_unknown),
+        cmocka_unit_test(test_frame_limit_is_exactly_4_mib),
     };
     zsys_init();
     zsys_set_logstream(NULL);

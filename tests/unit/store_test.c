@@ -1160,6 +1160,18 @@ static void test_encode_list_truncates_before_3mib(void **state)
     assert_int_equal(fz_msg_obj(msg, "tasks")->via.array.size, 10);
     assert_int_equal(fz_msg_uint(msg, "total", 0), N);
     fz_msg_destroy(&msg);
+
+    /* tail, cut at 3 MiB: the newest tasks are kept (the oldest left out), still by id. */
+    e = fz_enc_new("tasks", 1);
+    assert_int_equal(fz_store_encode_list(fx->store, NULL, 100000, true, e, NULL, NULL), FZ_OK);
+    msg = s_decode(&e);
+    assert_true(fz_msg_bool(msg, "truncated", false));
+    rows = fz_msg_obj(msg, "tasks");
+    n = rows->via.array.size;
+    assert_true(n > 1000 && n < N);
+    for (uint32_t i = 0; i < n; i++)
+        assert_int_equal(fz_obj_uint(&rows->via.array.ptr[i], "id", 0), N - n + 1 + i);
+    fz_msg_destroy(&msg);
     free(d);
 }
 
