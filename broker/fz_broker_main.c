@@ -212,19 +212,12 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
         case 'V':
             printf("fz-broker " FZ_VERSION "\n");
             exit(0);
-        case ':':
-            fprintf(stderr, "fz-broker: option '%s' needs a value (see --help)\n",
-                    argv[optind - 1]);
-            return 2;
         default:
-            fprintf(stderr, "fz-broker: unknown option '%s' (see --help)\n", argv[optind - 1]);
-            return 2;
+            return fz_bad_option("fz-broker", c, argv);
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "fz-broker: unexpected argument '%s' (see --help)\n", argv[optind]);
+    if (fz_no_more_args("fz-broker", argc, argv))
         return 2;
-    }
     return 0;
 }
 

@@ -15,18 +15,24 @@
 
 /* ---------------------------------------------------------------- workers */
 
-void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason)
+/* A worker.joined or worker.left event with the worker's name and models. */
+static fz_enc_t *s_worker_event(fz_broker_t *self, fz_topic_t topic, const fz_worker_t *w)
 {
-    fz_info("worker %s left (%s)", w->name, reason);
-    if (w->task)
-        fz_life_lost(self, w->task, reason);
-    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_WORKER_LEFT, NULL);
+    fz_enc_t *e = fz_outbox_event(self, topic, NULL);
     fz_enc_str(e, "worker", w->name);
     fz_enc_bool(e, "any_model", w->any_model);
     fz_enc_array(e, "models", w->nmodels);
     for (size_t i = 0; i < w->nmodels; i++)
         fz_enc_str(e, NULL, w->models[i]);
-    fz_enc_str(e, "reason", reason);
+    return e;
+}
+
+void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason)
+{
+    fz_info("worker %s left (%s)", w->name, reason);
+    if (w->task)
+        fz_life_lost(self, w->task, reason);
+    fz_enc_str(s_worker_event(self, FZ_TOPIC_WORKER_LEFT, w), "reason", reason);
     zhashx_delete(self->workers, w->key);
 }
 
@@ -154,12 +160,7 @@ void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     if (task)
         fz_workers_reattach(self, w, task, attempt);
 
-    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_WORKER_JOINED, NULL);
-    fz_enc_str(e, "worker", w->name);
-    fz_enc_bool(e, "any_model", w->any_model);
-    fz_enc_array(e, "models", w->nmodels);
-    for (size_t i = 0; i < w->nmodels; i++)
-        fz_enc_str(e, NULL, w->models[i]);
+    s_worker_event(self, FZ_TOPIC_WORKER_JOINED, w);
     fz_info("worker %s joined (%zu models%s)", w->name, w->nmodels, w->any_model ? ", any" : "");
 }
 

@@ -238,6 +238,23 @@ int fz_bad_flag(const char *prog, const char *flag, const char *value, const cha
     return 2;
 }
 
+int fz_bad_option(const char *prog, int c, char **argv)
+{
+    if (c == ':')
+        fprintf(stderr, "%s: option '%s' needs a value (see --help)\n", prog, argv[optind - 1]);
+    else
+        fprintf(stderr, "%s: unknown option '%s' (see --help)\n", prog, argv[optind - 1]);
+    return 2;
+}
+
+int fz_no_more_args(const char *prog, int argc, char **argv)
+{
+    if (optind >= argc)
+        return 0;
+    fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", prog, argv[optind]);
+    return 2;
+}
+
 int fz_bad_value(const char *prog, const struct option *opts, int c, const char *value,
                  const char *what)
 {

@@ -67,6 +67,11 @@ bool fz_parse_double(const char *s, double min, double max, double *out);
    2 (bad usage). fz_bad_value names the flag from the getopt_long table by its value c
    (argv[optind - 1] is the value itself when given apart). */
 int fz_bad_flag(const char *prog, const char *flag, const char *value, const char *what);
+/* getopt_long (with a leading ':' in its optstring) returned ':' (an option lacks its value)
+   or '?' (an unknown option): says which, on stderr; returns 2. */
+int fz_bad_option(const char *prog, int c, char **argv);
+/* 2, after saying so, if a positional argument is left at optind (servers take none); 0. */
+int fz_no_more_args(const char *prog, int argc, char **argv);
 int fz_bad_value(const char *prog, const struct option *opts, int c, const char *value,
                  const char *what);
 

@@ -173,19 +173,12 @@ static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, bool *verbose)
         case 'V':
             printf("fz-worker " FZ_VERSION "\n");
             exit(0);
-        case ':':
-            fprintf(stderr, "fz-worker: option '%s' needs a value (see --help)\n",
-                    argv[optind - 1]);
-            return 2;
         default:
-            fprintf(stderr, "fz-worker: unknown option '%s' (see --help)\n", argv[optind - 1]);
-            return 2;
+            return fz_bad_option("fz-worker", c, argv);
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "fz-worker: unexpected argument '%s' (see --help)\n", argv[optind]);
+    if (fz_no_more_args("fz-worker", argc, argv))
         return 2;
-    }
     if (!s_check_list("--models", cfg->models, 16, false) ||
         !s_check_list("--labels", cfg->labels, 32, true))
         return 2;
