@@ -116,74 +116,90 @@ static bool s_task_id(const char *arg, uint64_t *id)
     return false;
 }
 
-/* Sends a request that takes only a task id and answers `ok`; prints "task ID: done". */
-static int s_task_request(ctl_t *ctl, const char *type, const char *done)
+/* How a command prints its reply for people (--json prints the reply itself). */
+typedef void(print_fn)(fz_msg_t *reply, const void *arg);
+
+/* Sends *req_p, waits for its reply of type `expect`, prints it (JSON, or print(reply, arg))
+   and frees it: the shape of every command. */
+static int s_ask(ctl_t *ctl, fz_enc_t **req_p, const char *expect, print_fn *print, const void *arg)
 {
-    uint64_t id;
-    if (!s_task_id(ctl->pos[1], &id))
-        return FZ_EXIT_USAGE;
-    fz_enc_t *req = fz_client_request(ctl->client, type);
-    if (req)
-        fz_enc_uint(req, "task", id);
     fz_msg_t *reply = NULL;
-    int code = s_call(ctl, &req, "ok", &reply);
+    int code = s_call(ctl, req_p, expect, &reply);
     if (code)
         return code;
     if (ctl->json)
         fz_cli_print_body_json(fz_msg_root(reply), stdout);
-    else {
-        const char *state = fz_msg_str(reply, "state", "", NULL);
-        uint64_t count = fz_msg_uint(reply, "count", 0);
-        printf("task %llu: %s", (unsigned long long)id, done);
-        if (*state)
-            printf(" (now %s)", state);
-        if (count)
-            printf("; %llu subtask%s too", (unsigned long long)count, count == 1 ? "" : "s");
-        printf("\n");
-    }
+    else
+        print(reply, arg);
     fz_msg_destroy(&reply);
     return FZ_EXIT_OK;
 }
 
-/* Sends a request with no fields; prints `done` or the JSON reply. */
+typedef struct {
+    uint64_t id;
+    const char *done;
+} task_done_t;
+
+static void s_print_task_done(fz_msg_t *reply, const void *arg)
+{
+    const task_done_t *d = arg;
+    const char *state = fz_msg_str(reply, "state", "", NULL);
+    uint64_t count = fz_msg_uint(reply, "count", 0);
+    printf("task %llu: %s", (unsigned long long)d->id, d->done);
+    if (*state)
+        printf(" (now %s)", state);
+    if (count)
+        printf("; %llu subtask%s too", (unsigned long long)count, count == 1 ? "" : "s");
+    printf("\n");
+}
+
+/* A request of `type` about the task id in the first argument, answered `ok`. */
+static int s_task_request(ctl_t *ctl, const char *type, const char *done)
+{
+    task_done_t d = {0, done};
+    if (!s_task_id(ctl->pos[1], &d.id))
+        return FZ_EXIT_USAGE;
+    fz_enc_t *req = fz_client_request(ctl->client, type);
+    fz_enc_uint(req, "task", d.id);
+    return s_ask(ctl, &req, "ok", s_print_task_done, &d);
+}
+
+static void s_print_line(fz_msg_t *reply, const void *line)
+{
+    printf("%s\n", (const char *)line);
+}
+
+/* A request with no fields, answered `ok`: prints `done`. */
 static int s_simple_request(ctl_t *ctl, const char *type, const char *done)
 {
     fz_enc_t *req = fz_client_request(ctl->client, type);
-    fz_msg_t *reply = NULL;
-    int code = s_call(ctl, &req, "ok", &reply);
-    if (code)
-        return code;
-    if (ctl->json)
-        fz_cli_print_body_json(fz_msg_root(reply), stdout);
-    else
-        printf("%s\n", done);
-    fz_msg_destroy(&reply);
-    return FZ_EXIT_OK;
+    return s_ask(ctl, &req, "ok", s_print_line, done);
 }
 
-/* Sends a request with no fields and prints the reply of type `type` with print (the
-   reply's `field`, or the whole reply when field is NULL), or as JSON. */
-static int s_fetch(ctl_t *ctl, const char *type, const char *field,
-                   void (*print)(const msgpack_object *, FILE *))
+/* A report of the reply (or of one field of it, when field is not NULL). */
+typedef struct {
+    void (*report)(const msgpack_object *, FILE *);
+    const char *field;
+} report_t;
+
+static void s_print_report(fz_msg_t *reply, const void *arg)
 {
-    fz_enc_t *req = fz_client_request(ctl->client, type);
-    fz_msg_t *reply = NULL;
-    int code = s_call(ctl, &req, type, &reply);
-    if (code)
-        return code;
-    if (ctl->json)
-        fz_cli_print_body_json(fz_msg_root(reply), stdout);
-    else
-        print(field ? fz_msg_obj(reply, field) : fz_msg_root(reply), stdout);
-    fz_msg_destroy(&reply);
-    return FZ_EXIT_OK;
+    const report_t *r = arg;
+    r->report(r->field ? fz_msg_obj(reply, r->field) : fz_msg_root(reply), stdout);
 }
 
 /* ---------------------------------------------------------------- commands */
 
 static int s_cmd_status(ctl_t *ctl)
 {
-    return s_fetch(ctl, "status", NULL, fz_report_status);
+    fz_enc_t *req = fz_client_request(ctl->client, "status");
+    return s_ask(ctl, &req, "status", s_print_report, &(report_t){fz_report_status, NULL});
+}
+
+static void s_print_tasks(fz_msg_t *reply, const void *tree)
+{
+    fz_report_tasks(fz_msg_obj(reply, "tasks"), fz_msg_uint(reply, "total", 0), *(const bool *)tree,
+                    stdout);
 }
 
 static int s_cmd_list(ctl_t *ctl)
@@ -195,23 +211,17 @@ static int s_cmd_list(ctl_t *ctl)
     if (ctl->limit && !fz_cli_parse_uint("--limit", ctl->limit, 1, 100000, &limit))
         return FZ_EXIT_USAGE;
     fz_enc_t *req = fz_client_request(ctl->client, "list");
-    if (req && ctl->state)
+    if (ctl->state)
         fz_enc_str(req, "state", ctl->state);
-    if (req && limit)
+    if (limit)
         fz_enc_uint(req, "limit", limit);
-    if (req) /* the newest tasks are the ones a person looks for */
-        fz_enc_bool(req, "tail", true);
-    fz_msg_t *reply = NULL;
-    int code = s_call(ctl, &req, "tasks", &reply);
-    if (code)
-        return code;
-    if (ctl->json)
-        fz_cli_print_body_json(fz_msg_root(reply), stdout);
-    else
-        fz_report_tasks(fz_msg_obj(reply, "tasks"), fz_msg_uint(reply, "total", 0), ctl->tree,
-                        stdout);
-    fz_msg_destroy(&reply);
-    return FZ_EXIT_OK;
+    fz_enc_bool(req, "tail", true); /* the newest tasks are the ones a person looks for */
+    return s_ask(ctl, &req, "tasks", s_print_tasks, &ctl->tree);
+}
+
+static void s_print_show(fz_msg_t *reply, const void *lines)
+{
+    fz_report_task(fz_msg_root(reply), *(const uint64_t *)lines, stdout);
 }
 
 static int s_cmd_show(ctl_t *ctl)
@@ -222,18 +232,8 @@ static int s_cmd_show(ctl_t *ctl)
     if (ctl->lines && !fz_cli_parse_uint("--lines", ctl->lines, 0, 1000000, &lines))
         return FZ_EXIT_USAGE;
     fz_enc_t *req = fz_client_request(ctl->client, "get");
-    if (req)
-        fz_enc_uint(req, "task", id);
-    fz_msg_t *reply = NULL;
-    int code = s_call(ctl, &req, "task", &reply);
-    if (code)
-        return code;
-    if (ctl->json)
-        fz_cli_print_body_json(fz_msg_root(reply), stdout);
-    else
-        fz_report_task(fz_msg_root(reply), lines, stdout);
-    fz_msg_destroy(&reply);
-    return FZ_EXIT_OK;
+    fz_enc_uint(req, "task", id);
+    return s_ask(ctl, &req, "task", s_print_show, &lines);
 }
 
 static int s_cmd_cancel(ctl_t *ctl)
@@ -248,7 +248,8 @@ static int s_cmd_retry(ctl_t *ctl)
 
 static int s_cmd_workers(ctl_t *ctl)
 {
-    return s_fetch(ctl, "workers", "workers", fz_report_workers);
+    fz_enc_t *req = fz_client_request(ctl->client, "workers");
+    return s_ask(ctl, &req, "workers", s_print_report, &(report_t){fz_report_workers, "workers"});
 }
 
 static int s_cmd_pause(ctl_t *ctl)
@@ -263,22 +264,23 @@ static int s_cmd_resume(ctl_t *ctl)
     return s_simple_request(ctl, "resume", "dispatch resumed");
 }
 
+static void s_print_stop(fz_msg_t *reply, const void *arg)
+{
+    uint64_t n = fz_msg_uint(reply, "count", 0);
+    printf("dispatch paused; %llu running task%s being cancelled (fz-ctl resume to restart)\n",
+           (unsigned long long)n, n == 1 ? "" : "s");
+}
+
 static int s_cmd_stop(ctl_t *ctl)
 {
     fz_enc_t *req = fz_client_request(ctl->client, "stop");
-    fz_msg_t *reply = NULL;
-    int code = s_call(ctl, &req, "ok", &reply);
-    if (code)
-        return code;
-    uint64_t n = fz_msg_uint(reply, "count", 0);
-    if (ctl->json)
-        fz_cli_print_body_json(fz_msg_root(reply), stdout);
-    else
-        printf("dispatch paused; %llu running task%s being cancelled (fz-ctl resume to "
-               "restart)\n",
-               (unsigned long long)n, n == 1 ? "" : "s");
-    fz_msg_destroy(&reply);
-    return FZ_EXIT_OK;
+    return s_ask(ctl, &req, "ok", s_print_stop, NULL);
+}
+
+static void s_print_priority(fz_msg_t *reply, const void *id)
+{
+    printf("task %llu: priority %lld\n", (unsigned long long)*(const uint64_t *)id,
+           (long long)fz_msg_int(reply, "priority", 0));
 }
 
 static int s_cmd_priority(ctl_t *ctl)
@@ -289,25 +291,19 @@ static int s_cmd_priority(ctl_t *ctl)
         !fz_cli_parse_int("priority", ctl->pos[2], -1000000, 1000000, &prio))
         return FZ_EXIT_USAGE;
     fz_enc_t *req = fz_client_request(ctl->client, "priority");
-    if (req) {
-        fz_enc_uint(req, "task", id);
-        fz_enc_int(req, "priority", prio);
-    }
-    fz_msg_t *reply = NULL;
-    int code = s_call(ctl, &req, "ok", &reply);
-    if (code)
-        return code;
-    if (ctl->json)
-        fz_cli_print_body_json(fz_msg_root(reply), stdout);
-    else
-        printf("task %llu: priority %lld\n", (unsigned long long)id, (long long)prio);
-    fz_msg_destroy(&reply);
-    return FZ_EXIT_OK;
+    fz_enc_uint(req, "task", id);
+    fz_enc_int(req, "priority", prio);
+    return s_ask(ctl, &req, "ok", s_print_priority, &id);
 }
 
 static int s_cmd_escalate(ctl_t *ctl)
 {
     return s_task_request(ctl, "escalate", "escalated");
+}
+
+static void s_print_purge(fz_msg_t *reply, const void *arg)
+{
+    printf("%llu ended tasks purged\n", (unsigned long long)fz_msg_uint(reply, "count", 0));
 }
 
 static int s_cmd_purge(ctl_t *ctl)
@@ -318,18 +314,8 @@ static int s_cmd_purge(ctl_t *ctl)
     if (!end || *end)
         return fz_cli_usage_error("purge needs --before YYYY-MM-DD (UTC)");
     fz_enc_t *req = fz_client_request(ctl->client, "purge");
-    if (req)
-        fz_enc_float(req, "before", (double)timegm(&tm));
-    fz_msg_t *reply = NULL;
-    int code = s_call(ctl, &req, "ok", &reply);
-    if (code)
-        return code;
-    if (ctl->json)
-        fz_cli_print_body_json(fz_msg_root(reply), stdout);
-    else
-        printf("%llu ended tasks purged\n", (unsigned long long)fz_msg_uint(reply, "count", 0));
-    fz_msg_destroy(&reply);
-    return FZ_EXIT_OK;
+    fz_enc_float(req, "before", (double)timegm(&tm));
+    return s_ask(ctl, &req, "ok", s_print_purge, NULL);
 }
 
 static int s_cmd_budget(ctl_t *ctl)
@@ -338,18 +324,14 @@ static int s_cmd_budget(ctl_t *ctl)
     if (ctl->set && !fz_cli_parse_double("--set", ctl->set, 0, 1e6, &cap))
         return FZ_EXIT_USAGE;
     fz_enc_t *req = fz_client_request(ctl->client, "budget");
-    if (req && ctl->set)
+    if (ctl->set)
         fz_enc_float(req, "set", cap);
-    fz_msg_t *reply = NULL;
-    int code = s_call(ctl, &req, "budget", &reply);
-    if (code)
-        return code;
-    if (ctl->json)
-        fz_cli_print_body_json(fz_msg_root(reply), stdout);
-    else
-        fz_report_budget(fz_msg_root(reply), stdout);
-    fz_msg_destroy(&reply);
-    return FZ_EXIT_OK;
+    return s_ask(ctl, &req, "budget", s_print_report, &(report_t){fz_report_budget, NULL});
+}
+
+static void s_print_cost(fz_msg_t *reply, const void *by)
+{
+    fz_report_cost(fz_msg_root(reply), by, stdout);
 }
 
 static int s_cmd_cost(ctl_t *ctl)
@@ -367,42 +349,33 @@ static int s_cmd_cost(ctl_t *ctl)
         return fz_cli_usage_error("--label: '%s' is not a label key (1..64 bytes, no '=')",
                                   ctl->label);
     fz_enc_t *req = fz_client_request(ctl->client, "cost");
-    if (req) {
-        fz_enc_str(req, "by", by);
-        if (ctl->since)
-            fz_enc_str(req, "since", ctl->since);
-        if (ctl->label)
-            fz_enc_str(req, "label", ctl->label);
-    }
-    fz_msg_t *reply = NULL;
-    int code = s_call(ctl, &req, "cost", &reply);
-    if (code)
-        return code;
-    if (ctl->json)
-        fz_cli_print_body_json(fz_msg_root(reply), stdout);
-    else
-        fz_report_cost(fz_msg_root(reply), by, stdout);
-    fz_msg_destroy(&reply);
-    return FZ_EXIT_OK;
+    fz_enc_str(req, "by", by);
+    if (ctl->since)
+        fz_enc_str(req, "since", ctl->since);
+    if (ctl->label)
+        fz_enc_str(req, "label", ctl->label);
+    return s_ask(ctl, &req, "cost", s_print_cost, by);
+}
+
+typedef struct {
+    const ctl_t *ctl;
+    int64_t start;
+} ping_t;
+
+static void s_print_pong(fz_msg_t *reply, const void *arg)
+{
+    const ping_t *p = arg;
+    printf("pong from fz-broker %s at %s (protocol %llu) in %lld ms\n",
+           fz_msg_str(reply, "broker", "?", NULL), fz_client_endpoint(p->ctl->client),
+           (unsigned long long)fz_msg_uint(reply, "version", 0),
+           (long long)(fz_clock_ms() - p->start));
 }
 
 static int s_cmd_ping(ctl_t *ctl)
 {
     fz_enc_t *req = fz_client_request(ctl->client, "ping");
-    fz_msg_t *reply = NULL;
-    int64_t start = fz_clock_ms();
-    int code = s_call(ctl, &req, "pong", &reply);
-    if (code)
-        return code;
-    if (ctl->json)
-        fz_cli_print_body_json(fz_msg_root(reply), stdout);
-    else
-        printf("pong from fz-broker %s at %s (protocol %llu) in %lld ms\n",
-               fz_msg_str(reply, "broker", "?", NULL), fz_client_endpoint(ctl->client),
-               (unsigned long long)fz_msg_uint(reply, "version", 0),
-               (long long)(fz_clock_ms() - start));
-    fz_msg_destroy(&reply);
-    return FZ_EXIT_OK;
+    ping_t p = {ctl, fz_clock_ms()};
+    return s_ask(ctl, &req, "pong", s_print_pong, &p);
 }
 
 static const command_t s_commands[] = {
