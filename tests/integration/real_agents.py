@@ -168,7 +168,7 @@ def with_server(f, srv):
                                                         if k in kv)), flush=True)
 
     states = f.wait_states(list(edits.values()) + list(quotas.values()),
-                           {"succeeded", "failed", "cancelled"}, 120)
+                           {"succeeded", "failed", "cancelled"}, 180)
     for cli, tid in edits.items():
         t = f.task(tid)
         a = t["attempts"][-1]
@@ -228,7 +228,7 @@ def with_server(f, srv):
     def unhealthy():
         ws = {w["name"]: w for w in f.ok("workers")["workers"]}
         return all(MODELS[cli] in ws[cli].get("unhealthy", []) for cli in MODELS)
-    h.wait_for(unhealthy, 90, "the three workers marked unhealthy after their 401")
+    h.wait_for(unhealthy, 150, "the three workers marked unhealthy after their 401")
     for cli, tid in denied.items():
         t = f.task(tid)
         atts = t["attempts"]
