@@ -142,6 +142,9 @@ def with_server(f, srv):
     # Through fz: an edit, and a quota that resets soon (retries 0: the wait must use none).
     edits = {cli: f.submit("edit the file fz-scenario:edit", model=m) for cli, m in MODELS.items()}
     quotas = {cli: f.submit("fz-scenario:quota-soon", model=m, retries=0) for cli, m in MODELS.items()}
+    # Permanent errors fail at once although the task allows retries (no fallback here).
+    permanent = {(cli, s): f.submit("fz-scenario:" + s, model=m, retries=2)
+                 for cli, m in MODELS.items() for s in ("toolong", "nomodel")}
     problems = []
 
     # Meanwhile, the adapters alone (3 at a time: 2 cores).
@@ -167,8 +170,18 @@ def with_server(f, srv):
             cli, s, kv.get("class"), rc, secs, " ".join("%s=%s" % (k, kv[k]) for k in ("reset_at", "retry_after")
                                                         if k in kv)), flush=True)
 
-    states = f.wait_states(list(edits.values()) + list(quotas.values()),
+    states = f.wait_states(list(edits.values()) + list(quotas.values()) + list(permanent.values()),
                            {"succeeded", "failed", "cancelled"}, 180)
+    want_class = {"toolong": "context-too-long", "nomodel": "model-unavailable"}
+    for (cli, s), tid in sorted(permanent.items()):
+        atts = f.task(tid)["attempts"]
+        if states[tid] != "failed" or len(atts) != 1 or atts[0].get("class") != want_class[s]:
+            problems.append("%s %s through fz: %s after %s (want failed after 1 attempt, %s)" % (
+                cli, s, states[tid], [(x["outcome"], x["exit_code"], x.get("class")) for x in atts],
+                want_class[s]))
+        else:
+            print("  %-6s %-9s -> failed after 1 attempt (of 3 allowed), class %s" % (cli, s, want_class[s]),
+                  flush=True)
     for cli, tid in edits.items():
         t = f.task(tid)
         a = t["attempts"][-1]
