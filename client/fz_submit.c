@@ -21,11 +21,9 @@
 #include "fz_net.h"
 #include "fz_pipeline.h"
 #include "fz_report.h"
+#include "fz_wait.h"
 
-#define S_TIMEOUT_MS 5000  /* per request */
-#define S_POLL_MS 1000     /* how often each waited-for task is asked about */
-#define S_POLL_BATCH 50    /* at most this many `get`s per poll turn */
-#define S_GIVE_UP_MS 60000 /* a broker silent this long while we wait is gone */
+#define S_TIMEOUT_MS 5000 /* per request */
 #define S_MAX_LABELS 32
 #define S_MAX_FALLBACK 8
 #define S_MAX_DEPS 256
@@ -56,12 +54,6 @@ typedef struct {
     prompt_t *items;
     size_t n, cap;
 } prompts_t;
-
-typedef struct {
-    uint64_t id;
-    int64_t next_poll; /* monotonic ms */
-    bool done;
-} waited_t;
 
 /* ---------------------------------------------------------------- help and options */
 
@@ -535,168 +527,9 @@ static int s_submit(fz_client_t *client, const opts_t *o, const prompt_t *pr, ui
     return FZ_EXIT_OK;
 }
 
-/* ---------------------------------------------------------------- waiting */
-
-static waited_t *s_find_waited(waited_t *w, size_t n, uint64_t id)
-{
-    for (size_t i = 0; i < n; i++)
-        if (w[i].id == id && !w[i].done)
-            return &w[i];
-    return NULL;
-}
-
-/* Events shown as progress lines; the end of a task is told by the poll that follows. */
-static bool s_is_progress(const char *what)
-{
-    static const char *shown[] = {"dispatched", "started",  "progress",       "requeued",
-                                  "held",       "retrying", "attempt-failed", NULL};
-    for (const char **s = shown; *s; s++)
-        if (strcmp(what, *s) == 0)
-            return true;
-    return false;
-}
-
-/* Shows an event about one of our tasks on stderr; an end event makes its poll come now. */
-static void s_on_event(const fz_event_t *ev, waited_t *w, size_t n, const opts_t *o)
-{
-    waited_t *t = s_find_waited(w, n, fz_event_task(ev));
-    if (!t)
-        return;
-    const char *what = fz_event_topic(ev) + strlen("task.");
-    char state[32];
-    fz_obj_str(fz_event_map(ev), "state", state, sizeof state);
-    if (fz_report_state_final(what) || fz_report_state_final(state))
-        t->next_poll = 0;
-    else if (!o->quiet && s_is_progress(what)) {
-        char details[1600];
-        fz_cli_error("task %llu %s: %s", (unsigned long long)t->id, what,
-                     fz_report_event_details(ev, 120, true, details, sizeof details));
-    }
-}
-
-/* Reads events until `wait_ms` passes or an end event asks for a poll. */
-static void s_pump_events(zsock_t *sub, int64_t wait_ms, waited_t *w, size_t n, const opts_t *o)
-{
-    int64_t deadline = fz_clock_ms() + wait_ms;
-    while (!fz_net_interrupted()) {
-        int64_t left = deadline - fz_clock_ms();
-        zmq_pollitem_t item = {zsock_resolve(sub), 0, ZMQ_POLLIN, 0};
-        if (left <= 0 || zmq_poll(&item, 1, (long)left) <= 0 || !(item.revents & ZMQ_POLLIN))
-            return;
-        char why[256];
-        fz_event_t *ev = fz_event_recv(sub, why, sizeof why);
-        if (ev)
-            s_on_event(ev, w, n, o);
-        else if (*why)
-            fz_debug("ignored a bad event: %s", why);
-        bool poll_now = false;
-        for (size_t i = 0; i < n; i++)
-            poll_now |= !w[i].done && w[i].next_poll == 0;
-        fz_event_destroy(&ev);
-        if (poll_now)
-            return;
-    }
-}
-
-/* Asks for one task. Returns -1 if it has not ended, else its exit code (after printing the
-   result). *reached says whether the broker answered at all. */
-static int s_poll(fz_client_t *client, waited_t *t, const opts_t *o, bool *reached)
-{
-    char err[512];
-    fz_enc_t *req = fz_client_request(client, "get");
-    fz_msg_t *reply = NULL;
-    if (req)
-        fz_enc_uint(req, "task", t->id);
-    fz_err_t rc = req ? fz_client_ask(client, &req, "task", &reply, err, sizeof err) : FZ_EINTERNAL;
-    *reached = rc != FZ_EUNAVAILABLE;
-    if (rc == FZ_EUNAVAILABLE)
-        return -1;
-    if (rc != FZ_OK) {
-        fz_cli_error("task %llu: %s", (unsigned long long)t->id, err);
-        return fz_cli_exit_code(rc);
-    }
-    const msgpack_object *task = fz_msg_obj(reply, "task");
-    const msgpack_object *attempts = fz_msg_obj(reply, "attempts");
-    int code = fz_report_exit_code(task, attempts);
-    if (code >= 0 && o->json)
-        fz_cli_print_body_json(task, stdout);
-    else if (code >= 0)
-        fz_report_task_line(task, attempts, stdout);
-    fflush(stdout);
-    fz_msg_destroy(&reply);
-    return code;
-}
-
-/* Follows every task in w to its end; returns the worst exit code. */
-static int s_wait(fz_client_t *client, zsock_t *sub, waited_t *w, size_t n, const opts_t *o)
-{
-    size_t left = n;
-    int worst = FZ_EXIT_OK;
-    int64_t last_reply = fz_clock_ms();
-    bool warned = false;
-    while (left > 0) {
-        int64_t now = fz_clock_ms(), next = now + S_POLL_MS;
-        for (size_t i = 0; i < n; i++)
-            if (!w[i].done && w[i].next_poll < next)
-                next = w[i].next_poll;
-        s_pump_events(sub, next - now, w, n, o);
-        for (size_t i = 0, asked = 0; i < n && asked < S_POLL_BATCH; i++) {
-            if (fz_net_interrupted())
-                break;
-            if (w[i].done || w[i].next_poll > fz_clock_ms())
-                continue;
-            bool reached;
-            int code = s_poll(client, &w[i], o, &reached);
-            asked++;
-            /* Space polls out so that many tasks cost about S_POLL_BATCH gets a second. */
-            w[i].next_poll = fz_clock_ms() + S_POLL_MS * (int64_t)(1 + left / S_POLL_BATCH);
-            if (!reached) {
-                if (fz_clock_ms() - last_reply > S_GIVE_UP_MS) {
-                    fz_cli_error("no reply from broker at %s for %d s; giving up (the tasks "
-                                 "may still run)",
-                                 fz_client_endpoint(client), S_GIVE_UP_MS / 1000);
-                    return FZ_EXIT_UNAVAILABLE;
-                }
-                if (!warned && !fz_net_interrupted())
-                    fz_cli_error("broker at %s is not answering; still waiting",
-                                 fz_client_endpoint(client));
-                warned = true;
-                break;
-            }
-            last_reply = fz_clock_ms();
-            warned = false;
-            if (code >= 0) {
-                w[i].done = true;
-                left--;
-                worst = code > worst ? code : worst;
-            }
-        }
-        if (fz_net_interrupted()) {
-            if (n == 1)
-                fz_cli_error("interrupted; task %llu goes on (fz-ctl cancel %llu stops it)",
-                             (unsigned long long)w[0].id, (unsigned long long)w[0].id);
-            else
-                fz_cli_error("interrupted; the tasks go on (fz-ctl cancel ID stops one)");
-            return FZ_EXIT_INTERRUPTED;
-        }
-    }
-    return worst;
-}
-
 /* ---------------------------------------------------------------- pipelines */
 
 static int s_run(const opts_t *o, prompts_t *prompts);
-
-/* Opens the event stream for --wait (before submitting, so no early event is missed). */
-static zsock_t *s_subscribe(const char *events)
-{
-    zsock_t *sub = fz_net_socket(ZMQ_SUB);
-    if (sub)
-        zsock_set_subscribe(sub, "task.");
-    if (sub && zsock_connect(sub, "%s", events) != 0)
-        zsock_destroy(&sub);
-    return sub;
-}
 
 /* Submits a whole pipeline in one submit-batch; with --wait follows every task. */
 static int s_run_pipeline(const opts_t *o, fz_pipeline_t *pl)
@@ -706,8 +539,8 @@ static int s_run_pipeline(const opts_t *o, fz_pipeline_t *pl)
     fz_client_t *client = fz_client_new(broker, S_TIMEOUT_MS);
     if (!client)
         return fz_cli_usage_error("cannot use broker endpoint '%s'", broker);
-    zsock_t *sub = o->wait ? s_subscribe(events) : NULL;
-    if (o->wait && !sub) {
+    fz_wait_t *wait = o->wait ? fz_wait_new(events, o->json, o->quiet) : NULL;
+    if (o->wait && !wait) {
         fz_client_destroy(&client);
         return fz_cli_usage_error("cannot use event endpoint '%s'", events);
     }
@@ -720,7 +553,7 @@ static int s_run_pipeline(const opts_t *o, fz_pipeline_t *pl)
     size_t len = 0;
     if (req && fz_enc_data(req, &len) && len > FZ_MAX_FRAME) {
         fz_enc_destroy(&req);
-        zsock_destroy(&sub);
+        fz_wait_destroy(&wait);
         fz_client_destroy(&client);
         return fz_cli_usage_error("%s: the pipeline is %zu bytes, over the %u-byte limit of one "
                                   "request: split it",
@@ -741,8 +574,7 @@ static int s_run_pipeline(const opts_t *o, fz_pipeline_t *pl)
     }
     const msgpack_object *ids = reply ? fz_msg_obj(reply, "tasks") : NULL;
     size_t n = ids ? ids->via.array.size : 0;
-    waited_t *waited = calloc(n ? n : 1, sizeof *waited);
-    for (size_t i = 0; i < n && waited; i++) {
+    for (size_t i = 0; i < n; i++) {
         uint64_t id = ids->via.array.ptr[i].via.u64;
         const char *name = i < fz_pipeline_size(pl) ? fz_pipeline_name(pl, i) : "";
         if (o->json && !o->wait) {
@@ -757,14 +589,14 @@ static int s_run_pipeline(const opts_t *o, fz_pipeline_t *pl)
                    *name ? fz_cli_oneline(name, strlen(name), 200, shown, sizeof shown) : "-",
                    (unsigned long long)id);
         }
-        waited[i] = (waited_t){id, 0, false};
+        if (wait && fz_wait_add(wait, id) < 0)
+            code = FZ_EXIT_UNAVAILABLE;
     }
     fflush(stdout);
-    if (o->wait && n && waited)
-        code = s_wait(client, sub, waited, n, o);
-    free(waited);
+    if (wait && code == FZ_EXIT_OK && fz_wait_count(wait))
+        code = fz_wait_run(wait, client);
+    fz_wait_destroy(&wait);
     fz_msg_destroy(&reply);
-    zsock_destroy(&sub);
     fz_client_destroy(&client);
     return code;
 }
@@ -809,31 +641,26 @@ static int s_run(const opts_t *o, prompts_t *prompts)
         return fz_cli_usage_error("cannot use broker endpoint '%s'", broker);
     /* Subscribe before submitting, so the first events of a quick task are not missed (the
        poll would still catch its end). */
-    zsock_t *sub = o->wait ? s_subscribe(events) : NULL;
-    if (o->wait && !sub) {
+    fz_wait_t *wait = o->wait ? fz_wait_new(events, o->json, o->quiet) : NULL;
+    if (o->wait && !wait) {
         fz_client_destroy(&client);
         return fz_cli_usage_error("cannot use event endpoint '%s'", events);
     }
-    waited_t *waited = calloc(prompts->n, sizeof *waited);
-    size_t nwaited = 0;
     int code = FZ_EXIT_OK;
-    if (!waited) {
-        fz_cli_error("out of memory");
-        code = FZ_EXIT_UNAVAILABLE;
-    }
-    for (size_t i = 0; waited && i < prompts->n && code == FZ_EXIT_OK; i++) {
+    for (size_t i = 0; i < prompts->n && code == FZ_EXIT_OK; i++) {
         uint64_t id = 0;
         code = s_submit(client, o, &prompts->items[i], &id);
-        if (code == FZ_EXIT_OK)
-            waited[nwaited++] = (waited_t){id, 0, false};
+        if (code == FZ_EXIT_OK && wait && fz_wait_add(wait, id) < 0) {
+            fz_cli_error("out of memory");
+            code = FZ_EXIT_UNAVAILABLE;
+        }
     }
     /* Tasks submitted before a refusal still run: wait for them too, then report the worst. */
-    if (o->wait && nwaited > 0 && code != FZ_EXIT_INTERRUPTED) {
-        int waited_code = s_wait(client, sub, waited, nwaited, o);
+    if (wait && fz_wait_count(wait) > 0 && code != FZ_EXIT_INTERRUPTED) {
+        int waited_code = fz_wait_run(wait, client);
         code = waited_code > code ? waited_code : code;
     }
-    free(waited);
-    zsock_destroy(&sub);
+    fz_wait_destroy(&wait);
     fz_client_destroy(&client);
     return code;
 }
