@@ -232,6 +232,11 @@ int main(int argc, char **argv)
     if (rc)
         return rc;
     fz_log_init("fz-broker", verbose ? FZ_LOG_DEBUG : FZ_LOG_INFO);
+    long nofile = fz_raise_nofile();
+    if (nofile >= 0 && nofile < 4096)
+        fz_warn("only %ld open files allowed (ulimit -n): each peer takes one; raise the hard "
+                "limit (LimitNOFILE= in a systemd unit)",
+                nofile);
     char dbpath[4096];
     if (!cfg.db) {
         const char *state = getenv("FZ_STATE");

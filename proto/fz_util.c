@@ -3,11 +3,13 @@
 #include "fz_util.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,12 +71,47 @@ void fz_log_init(const char *progname, fz_log_level_t level)
         s_level = FZ_LOG_WARN;
 }
 
+long fz_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return -1;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            return -1;
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? LONG_MAX : (long)rl.rlim_cur;
+}
+
+size_t fz_log_escape(const char *in, char *out, size_t size)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)in;
+    size_t k = 0;
+    for (; *s && k + 5 < size; s++) {
+        /* C0 controls, DEL, and the C1 controls (UTF-8 C2 80..9F): they move cursors, erase
+           lines and forge log entries on a terminal or in a file. */
+        bool c1 = s[0] == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f;
+        if (*s < 0x20 || *s == 0x7f || c1) {
+            unsigned v = c1 ? *++s : *s;
+            out[k++] = '\\';
+            out[k++] = 'x';
+            out[k++] = hex[v >> 4];
+            out[k++] = hex[v & 15];
+        } else
+            out[k++] = (char)*s;
+    }
+    out[k] = 0;
+    return k;
+}
+
 void fz_log(fz_log_level_t level, const char *fmt, ...)
 {
     static const char *names[] = {"error", "warn", "info", "debug"};
     if (level > s_level)
         return;
-    char line[2048];
+    char line[2048], text[1600];
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
@@ -82,9 +119,12 @@ void fz_log(fz_log_level_t level, const char *fmt, ...)
                      tm.tm_sec, s_progname, (int)getpid(), names[level]);
     va_list ap;
     va_start(ap, fmt);
-    if (n > 0 && (size_t)n < sizeof line)
-        vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    /* What peers send (names, types, reasons) reaches the log through the arguments: every
+       line is escaped here, once, rather than at each call. */
+    if (n > 0 && (size_t)n < sizeof line)
+        fz_log_escape(text, line + n, sizeof line - (size_t)n);
     /* One write per line, so lines of concurrent processes sharing stderr do not interleave. */
     size_t len = strnlen(line, sizeof line - 2);
     line[len++] = '\n';

@@ -52,7 +52,15 @@ typedef enum { FZ_LOG_ERROR, FZ_LOG_WARN, FZ_LOG_INFO, FZ_LOG_DEBUG } fz_log_lev
 
 /* Sets the name printed in front of every log line and the most verbose level printed. */
 void fz_log_init(const char *progname, fz_log_level_t level);
+/* Raises the soft limit of open files to the hard one (every peer costs the broker a
+   descriptor; ZeroMQ aborts the process when it runs out). The new limit, or -1. */
+long fz_raise_nofile(void);
+
+/* Logs one line on stderr, control characters escaped (fz_log_escape). */
 void fz_log(fz_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Copies in to out[size] with C0 controls, DEL and C1 controls written as \xNN; returns the
+   length written (cut to fit, always terminated). */
+size_t fz_log_escape(const char *in, char *out, size_t size);
 #define fz_error(...) fz_log(FZ_LOG_ERROR, __VA_ARGS__)
 #define fz_warn(...) fz_log(FZ_LOG_WARN, __VA_ARGS__)
 #define fz_info(...) fz_log(FZ_LOG_INFO, __VA_ARGS__)

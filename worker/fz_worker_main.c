@@ -258,6 +258,11 @@ int main(int argc, char **argv)
     if (agent)
         cfg.agent = agent;
     fz_log_init("fz-worker", verbose ? FZ_LOG_DEBUG : FZ_LOG_INFO);
+    long nofile = fz_raise_nofile();
+    if (nofile >= 0 && nofile < 4096)
+        fz_warn("only %ld open files allowed (ulimit -n): each peer takes one; raise the hard "
+                "limit (LimitNOFILE= in a systemd unit)",
+                nofile);
     fz_net_init();
     if (!cfg.dry_run && fz_agent_init_subreaper() < 0)
         fz_warn("cannot become a child subreaper: agents that call setsid may outlive a kill");

@@ -74,13 +74,29 @@ static void test_close(void **state)
     assert_int_equal(fd, -1);
 }
 
+/* What a peer sends reaches the log escaped: no raw control character, C1 included. */
+static void test_log_escape(void **state)
+{
+    (void)state;
+    char out[64];
+    size_t n = fz_log_escape("w1\r\n12:00:00 fz-broker[1] info: forged", out, sizeof out);
+    assert_int_equal(n, strlen(out));
+    assert_string_equal(out, "w1\\x0d\\x0a12:00:00 fz-broker[1] info: forged");
+    fz_log_escape("\x1b[31mred\x7f \xc2\x9b"
+                  "2J caf\xc3\xa9",
+                  out, sizeof out);
+    assert_string_equal(out, "\\x1b[31mred\\x7f \\x9b2J caf\xc3\xa9"); /* é stays */
+    char tiny[8];
+    fz_log_escape("\x01\x02\x03", tiny, sizeof tiny); /* cut to fit, never half an escape */
+    assert_string_equal(tiny, "\\x01");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_strcopy_fits),
-        cmocka_unit_test(test_strcopy_cuts_on_a_character),
-        cmocka_unit_test(test_errf),
-        cmocka_unit_test(test_close),
+        cmocka_unit_test(test_strcopy_fits), cmocka_unit_test(test_strcopy_cuts_on_a_character),
+        cmocka_unit_test(test_errf),         cmocka_unit_test(test_close),
+        cmocka_unit_test(test_log_escape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
