@@ -44,7 +44,6 @@ static void s_decorate(void *arg, uint64_t id, fz_enc_t *e)
                  "(no retry is used)",
                  t->model, t->not_before > now ? t->not_before - now : 0);
         fz_enc_str(e, "hold_detail", detail);
-        fz_enc_float(e, "not_before", t->not_before);
     } else if (t->state == FZ_STATE_HELD) {
         /* Why it is held, in amounts; and whether it can ever fit. */
         double need = fz_sched_reservation(t, self->cfg.default_task_cost);

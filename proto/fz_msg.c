@@ -253,7 +253,8 @@ static fz_err_t s_check_field(const msgpack_object *o, const fz_field_t *f, char
     case FZ_T_STRARR:
         ok = o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size <= f->max;
         for (uint32_t i = 0; ok && i < o->via.array.size; i++)
-            ok = s_is_str(&o->via.array.ptr[i], FZ_MAX_NAME) && o->via.array.ptr[i].via.str.size;
+            ok = s_is_str(&o->via.array.ptr[i], FZ_MAX_NAME) &&
+                 (o->via.array.ptr[i].via.str.size || (f->flags & FZ_F_EMPTY));
         break;
     case FZ_T_UINTARR:
         ok = o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size <= f->max;
@@ -403,6 +404,112 @@ fz_err_t fz_msg_check_object(const msgpack_object *map, const char *type, char *
             return FZ_EINVALID;
         }
     return FZ_OK;
+}
+
+/* ---------------------------------------------------------------- strict checks */
+
+static bool s_is_envelope(const msgpack_object *k)
+{
+    return s_keyeq(k, "v") || s_keyeq(k, "type") || s_keyeq(k, "rid");
+}
+
+static fz_err_t s_strict(const msgpack_object *map, const fz_msgspec_t *spec, bool envelope,
+                         char *why, size_t wl);
+
+/* The maps inside field f (of spec) against the spec of what it holds, if it has one. */
+static fz_err_t s_strict_inside(const msgpack_object *o, const fz_msgspec_t *spec,
+                                const fz_field_t *f, char *why, size_t wl)
+{
+    const fz_msgspec_t *holds = fz_spec_holds(spec, f->key);
+    if (!holds || (f->type != FZ_T_OBJECT && f->type != FZ_T_OBJARR))
+        return FZ_OK;
+    uint32_t n = f->type == FZ_T_OBJECT ? 1 : o->via.array.size;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *m = f->type == FZ_T_OBJECT ? o : &o->via.array.ptr[i];
+        const fz_msgspec_t *sub = holds;
+        if (strcmp(holds->type, "event") == 0) { /* each event by its topic */
+            const msgpack_object *ev = s_find(m, "event");
+            sub = ev && ev->type == MSGPACK_OBJECT_STR
+                      ? fz_spec_event_named(ev->via.str.ptr, ev->via.str.size)
+                      : NULL;
+            if (!sub) {
+                snprintf(why, wl, "%s.%s[%u]: an event of no known topic", spec->type, f->key, i);
+                return FZ_EINVALID;
+            }
+        }
+        char inner[256] = "";
+        fz_err_t err = s_strict(m, sub, false, inner, sizeof inner);
+        if (err && f->type == FZ_T_OBJECT)
+            snprintf(why, wl, "%s.%s: %s", spec->type, f->key, inner);
+        else if (err)
+            snprintf(why, wl, "%s.%s[%u]: %s", spec->type, f->key, i, inner);
+        if (err)
+            return err;
+    }
+    return FZ_OK;
+}
+
+static fz_err_t s_strict(const msgpack_object *map, const fz_msgspec_t *spec, bool envelope,
+                         char *why, size_t wl)
+{
+    if (!map || map->type != MSGPACK_OBJECT_MAP) {
+        snprintf(why, wl, "'%s' is not a map", spec->type);
+        return FZ_EINVALID;
+    }
+    if (s_has_dup_keys(map)) {
+        snprintf(why, wl, "'%s' has a duplicate key", spec->type);
+        return FZ_EMALFORMED;
+    }
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object_kv *kv = &map->via.map.ptr[i];
+        if (kv->key.type != MSGPACK_OBJECT_STR) {
+            snprintf(why, wl, "'%s' has a key that is not a string", spec->type);
+            return FZ_EINVALID;
+        }
+        if (envelope && s_is_envelope(&kv->key))
+            continue;
+        const fz_field_t *f = fz_spec_field(spec, kv->key.via.str.ptr, kv->key.via.str.size);
+        if (!f) {
+            snprintf(why, wl, "'%s' has a field '%.*s' its spec does not list", spec->type,
+                     (int)kv->key.via.str.size, kv->key.via.str.ptr);
+            return FZ_EINVALID;
+        }
+        char inner[256] = "";
+        fz_err_t err = s_check_field(&kv->val, f, inner, sizeof inner);
+        if (err) {
+            snprintf(why, wl, "'%s': %s", spec->type, inner);
+            return err;
+        }
+        err = s_strict_inside(&kv->val, spec, f, why, wl);
+        if (err)
+            return err;
+    }
+    for (const fz_field_t *f = spec->fields; f->key; f++)
+        if ((f->flags & FZ_F_REQUIRED) && !s_find(map, f->key)) {
+            snprintf(why, wl, "'%s' needs field '%s' (%s)", spec->type, f->key,
+                     fz_type_name(f->type));
+            return FZ_EINVALID;
+        }
+    return FZ_OK;
+}
+
+fz_err_t fz_obj_check_strict(const msgpack_object *map, const fz_msgspec_t *spec, char *why,
+                             size_t whylen)
+{
+    if (whylen)
+        *why = 0;
+    if (!spec) {
+        snprintf(why, whylen, "no spec");
+        return FZ_EINVALID;
+    }
+    return s_strict(map, spec, false, why, whylen);
+}
+
+fz_err_t fz_msg_check_strict(const fz_msg_t *msg, char *why, size_t whylen)
+{
+    if (whylen)
+        *why = 0;
+    return s_strict(msg->root, msg->spec, true, why, whylen);
 }
 
 fz_err_t fz_msg_decode(const void *buf, size_t len, fz_msg_t **msg_p, uint64_t *rid_p, char *why,

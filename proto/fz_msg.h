@@ -49,6 +49,17 @@ const char *fz_msg_check_frame(const void *buf, size_t len);
    `type`, as decode checks a whole message. FZ_OK or the error, with why. */
 fz_err_t fz_msg_check_object(const msgpack_object *map, const char *type, char *why, size_t whylen);
 
+/* Strict conformance checks, for tests (decoding is lenient: it ignores unknown keys, and
+   leaves the objects of replies to their readers). FZ_OK, or the error with why when the map
+   has a key its spec does not list, a value of the wrong type or out of its limits, or lacks
+   a required key; the maps inside its OBJECT and OBJARR fields are checked the same way
+   against the spec of what they hold (fz_spec_holds): a task's attempts, a list's tasks, the
+   events of an `events` reply (each by its topic). */
+fz_err_t fz_obj_check_strict(const msgpack_object *map, const fz_msgspec_t *spec, char *why,
+                             size_t whylen);
+/* A decoded message, strictly: its envelope (v, type, rid) and the fields of its type. */
+fz_err_t fz_msg_check_strict(const fz_msg_t *msg, char *why, size_t whylen);
+
 /* The message type ("submit", ...); never NULL. */
 const char *fz_msg_type(const fz_msg_t *self);
 /* True if the type is `type`. */

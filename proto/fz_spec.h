@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "fz_vocab.h"
+
 typedef enum {
     FZ_T_UINT,  /* positive integer */
     FZ_T_INT,   /* any integer */
@@ -24,6 +26,7 @@ typedef enum {
 } fz_type_t;
 
 #define FZ_F_REQUIRED 1u
+#define FZ_F_EMPTY 2u /* array<str>: "" is an element too (a worker's `unhealthy`) */
 
 typedef struct {
     const char *key;
@@ -53,6 +56,25 @@ const fz_msgspec_t *fz_spec_at(size_t i);
 const fz_msgspec_t *fz_spec_find(const char *type, size_t len);
 /* The spec of one field of a message, or NULL. */
 const fz_field_t *fz_spec_field(const fz_msgspec_t *spec, const char *key, size_t len);
+/* The objects of PROTOCOL.md section 7 that replies embed, and the event maps of section 6,
+   as field lists like a message's. Decoding does not check them (clients read them with
+   fz_obj_*, trusting nothing); conformance tests do, strictly (fz_obj_check_strict). */
+size_t fz_spec_object_count(void);
+const fz_msgspec_t *fz_spec_object_at(size_t i);
+/* The spec of an object: "task" (in a `get` reply), "task-listed" (in a `list` reply),
+   "attempt", "worker", "cost-row", "counts" (status); NULL if unknown. */
+const fz_msgspec_t *fz_spec_object(const char *name);
+/* The map of the events of `topic` (its type is the topic's name); NULL for FZ_TOPIC_NONE
+   and out of range. */
+const fz_msgspec_t *fz_spec_event(fz_topic_t topic);
+/* The event spec of the topic `name` (len bytes), or NULL. */
+const fz_msgspec_t *fz_spec_event_named(const char *name, size_t len);
+/* What the OBJECT or OBJARR field `key` of `spec` holds: the spec of its maps (an object, or
+   a message's for the tasks of a submit-batch), or NULL when it is free-form. The `events`
+   reply's maps are events, each of the topic its `event` field names: for them this gives
+   the spec named "event" (the fields every event carries). */
+const fz_msgspec_t *fz_spec_holds(const fz_msgspec_t *spec, const char *key);
+
 /* Name of a field type, for error messages ("uint", "map<str,str>", ...). */
 const char *fz_type_name(fz_type_t type);
 

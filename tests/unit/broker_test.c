@@ -131,6 +131,28 @@ static bool s_readable(zsock_t *sock)
     return zmq_poll(&item, 1, 0) == 1;
 }
 
+/* Every message and event the broker sends, in every test here, is checked strictly against
+   its spec (proto/fz_spec.c, PROTOCOL.md): a key the spec does not list, a wrong type, a
+   missing required key is drift between the broker, the table and the document. */
+static void s_conforms(const fz_msg_t *m)
+{
+    char why[512];
+    if (fz_msg_check_strict(m, why, sizeof why) != FZ_OK)
+        fail_msg("the broker sent a '%s' beyond its spec: %s", fz_msg_type(m), why);
+}
+
+static void s_event_conforms(const fz_event_t *e)
+{
+    const char *topic = fz_event_topic(e);
+    const fz_msgspec_t *spec = fz_spec_event_named(topic, strlen(topic));
+    if (!spec)
+        fail_msg("the broker sent an event of topic '%s', which has no spec", topic);
+    char why[512], event[64];
+    assert_string_equal(fz_obj_str(fz_event_map(e), "event", event, sizeof event), topic);
+    if (fz_obj_check_strict(fz_event_map(e), spec, why, sizeof why) != FZ_OK)
+        fail_msg("the broker sent a %s event beyond its spec: %s", topic, why);
+}
+
 /* The next message on sock that is not a heartbeat, turning the loop until it comes. */
 static fz_msg_t *s_next(fx_t *fx, zsock_t *sock)
 {
@@ -138,6 +160,7 @@ static fz_msg_t *s_next(fx_t *fx, zsock_t *sock)
         while (s_readable(sock)) {
             fz_msg_t *m = fz_net_recv_msg(sock);
             assert_non_null(m);
+            s_conforms(m);
             if (!fz_msg_is(m, "heartbeat"))
                 return m;
             fz_msg_destroy(&m);
@@ -167,6 +190,8 @@ static bool s_gets(fx_t *fx, zsock_t *sock, const char *type, int n)
     for (int i = 0; i < n; i++) {
         while (s_readable(sock)) {
             fz_msg_t *m = fz_net_recv_msg(sock);
+            if (m)
+                s_conforms(m);
             bool hit = m && fz_msg_is(m, type);
             fz_msg_destroy(&m);
             if (hit)
@@ -226,6 +251,7 @@ static fz_event_t *s_event(fx_t *fx, const char *topic, uint64_t task)
             fz_event_t *e = fz_event_recv(fx->sub, why, sizeof why);
             if (!e)
                 fail_msg("bad event: %s", why);
+            s_event_conforms(e);
             if (strcmp(fz_event_topic(e), topic) == 0 && (!task || fz_event_task(e) == task))
                 return e;
             fz_event_destroy(&e);
@@ -1501,6 +1527,278 @@ static void test_frame_limit_is_exactly_4_mib(void **state)
     s_fx_destroy(&fx);
 }
 
+/* ---------------------------------------------------------------- the spec, strictly */
+
+/* No heartbeats from the fake workers, and a budget small enough to hold a task. */
+static void s_life_config(fz_broker_config_t *cfg)
+{
+    cfg->heartbeat_ms = 1000;
+    cfg->daily_budget = 1.0;
+}
+
+/* Every map of the array follows the named object's spec, strictly. */
+static void s_objects_conform(const msgpack_object *arr, const char *object, uint32_t min)
+{
+    assert_non_null(arr);
+    assert_true(arr->type == MSGPACK_OBJECT_ARRAY && arr->via.array.size >= min);
+    const fz_msgspec_t *spec = fz_spec_object(object);
+    assert_non_null(spec);
+    char why[512];
+    for (uint32_t i = 0; i < arr->via.array.size; i++)
+        if (fz_obj_check_strict(&arr->via.array.ptr[i], spec, why, sizeof why) != FZ_OK)
+            fail_msg("%s %u of a reply is beyond its spec: %s", object, i, why);
+}
+
+/* get: the task, its attempts (at least `attempts`), strictly. */
+static void s_get_conforms(fx_t *fx, uint64_t id, uint32_t attempts)
+{
+    fz_msg_t *g = s_get(fx, id);
+    char why[512];
+    if (fz_obj_check_strict(fz_msg_obj(g, "task"), fz_spec_object("task"), why, sizeof why))
+        fail_msg("task %llu of a get reply is beyond its spec: %s", (unsigned long long)id, why);
+    s_objects_conform(fz_msg_obj(g, "attempts"), "attempt", attempts);
+    fz_msg_destroy(&g);
+}
+
+static void s_list_conforms(fx_t *fx, const char *state, bool tail)
+{
+    fz_enc_t *req = s_req(fx, "list");
+    if (state)
+        fz_enc_str(req, "state", state);
+    fz_enc_bool(req, "tail", tail);
+    fz_msg_t *r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "tasks"));
+    s_objects_conform(fz_msg_obj(r, "tasks"), "task-listed", 1);
+    fz_msg_destroy(&r);
+}
+
+static void s_workers_conform(fx_t *fx, uint32_t n)
+{
+    fz_msg_t *r = s_call(fx, s_req(fx, "workers"));
+    assert_true(fz_msg_is(r, "workers"));
+    s_objects_conform(fz_msg_obj(r, "workers"), "worker", n);
+    fz_msg_destroy(&r);
+}
+
+static void s_send(zsock_t *w, fz_enc_t *m)
+{
+    assert_int_equal(fz_net_send(w, NULL, &m), 0);
+}
+
+/* A result with an outcome and a class that is not exit 75 (so it may be retried). */
+static void s_send_failure(zsock_t *w, uint64_t task, uint32_t attempt, const char *outcome,
+                           const char *cls)
+{
+    fz_enc_t *r = fz_enc_new("result", 0);
+    fz_enc_uint(r, "task", task);
+    fz_enc_uint(r, "attempt", attempt);
+    fz_enc_str(r, "outcome", outcome);
+    fz_enc_int(r, "exit_code", 1);
+    fz_enc_float(r, "cost_usd", 0.01);
+    fz_enc_str(r, "summary", "no luck");
+    fz_enc_bin(r, "output", "tail\n", 5);
+    fz_enc_str(r, "log", "/tmp/x.log");
+    if (cls)
+        fz_enc_str(r, "class", cls);
+    s_send(w, r);
+}
+
+static void s_acked(fx_t *fx, zsock_t *w)
+{
+    fz_msg_t *ack = s_expect(fx, w, "result-ack");
+    fz_msg_destroy(&ack);
+}
+
+/* Drives a broker through a representative life (dependencies, progress, output, results of
+   every kind, a quota wait, a lost and an unhealthy worker, a held task, cancels, controls)
+   and checks every reply, every object in it and every event strictly against the spec
+   (s_next and s_event check each message and event; this checks the objects by name too). */
+static void test_a_life_conforms_to_the_spec(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(s_life_config);
+    zsock_t *w1 = s_worker(fx, "w1");
+
+    /* A: a full submit, progress, output, a timeout retried on its fallback, then success. */
+    fz_enc_t *req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", "write the tests");
+    fz_enc_str(req, "name", "tests");
+    fz_enc_int(req, "priority", 5);
+    fz_enc_map(req, "labels", 1);
+    fz_enc_str(req, NULL, "team");
+    fz_enc_str(req, NULL, "web");
+    fz_enc_uint(req, "retries", 1);
+    fz_enc_array(req, "fallback", 1);
+    fz_enc_str(req, NULL, "m2");
+    fz_enc_float(req, "max_cost", 0.05);
+    fz_enc_float(req, "deadline", fz_wall() + 3600);
+    fz_msg_t *r = s_call(fx, req);
+    uint64_t a = fz_msg_uint(r, "task", 0);
+    fz_msg_destroy(&r);
+    uint64_t b = s_submit_after(fx, "test", a);
+    uint64_t c = s_submit_after(fx, "deploy", b);
+    s_get_conforms(fx, b, 0); /* waiting: deps_pending */
+
+    uint32_t n = s_dispatched(fx, w1, a);
+    fz_enc_t *m = fz_enc_new("started", 0);
+    fz_enc_uint(m, "task", a);
+    fz_enc_uint(m, "attempt", n);
+    fz_enc_uint(m, "pid", 4242);
+    s_send(w1, m);
+    m = fz_enc_new("output", 0);
+    fz_enc_uint(m, "task", a);
+    fz_enc_uint(m, "attempt", n);
+    fz_enc_bin(m, "data", "hello\n", 6);
+    s_send(w1, m);
+    m = fz_enc_new("heartbeat", 0);
+    fz_enc_uint(m, "task", a);
+    fz_enc_uint(m, "attempt", n);
+    fz_enc_uint(m, "elapsed_ms", 10);
+    fz_enc_uint(m, "idle_ms", 0);
+    fz_enc_float(m, "cost_usd", 0.001);
+    fz_enc_uint(m, "tokens_in", 5);
+    fz_enc_uint(m, "progress", 50);
+    fz_enc_str(m, "progress_text", "half");
+    s_send(w1, m);
+    fz_event_destroy(&(fz_event_t *){s_event(fx, "task.progress", a)});
+    s_get_conforms(fx, a, 1); /* running: an attempt without an end */
+    s_workers_conform(fx, 1);
+    s_send_failure(w1, a, n, "timeout", NULL);
+    s_acked(fx, w1);
+    n = s_dispatched(fx, w1, a);
+    assert_int_equal(n, 2);
+    s_result(fx, w1, a, n, "exited", 0, 0.02);
+
+    /* B fails with a class that is not retried; C, after it, is dep-failed. */
+    n = s_dispatched(fx, w1, b);
+    s_send_class(w1, b, n, "permission-denied", 0);
+    s_acked(fx, w1);
+    s_assert_event(fx, "task.dep-failed", c, "dep-failed");
+    s_get_conforms(fx, c, 0);
+
+    /* D waits for a quota to reset (held, not_before), then runs again. */
+    uint64_t d = s_submit(fx, "quota", 0, 0.05);
+    n = s_dispatched(fx, w1, d);
+    s_send_class(w1, d, n, "quota", fz_wall() + 0.3);
+    s_acked(fx, w1);
+    s_get_conforms(fx, d, 1);
+    s_list_conforms(fx, "held", false);
+    n = s_dispatched(fx, w1, d);
+    s_result(fx, w1, d, n, "exited", 0, 0.01);
+
+    /* G runs on w1; E is lost with w2 (bye), then w3's agent is missing, then w1 runs it. */
+    uint64_t g = s_submit(fx, "long", 0, 0.05);
+    uint32_t ng = s_dispatched(fx, w1, g);
+    zsock_t *w2 = s_worker(fx, "w2");
+    uint64_t e = s_submit(fx, "lost", 0, 0.05);
+    s_dispatched(fx, w2, e);
+    s_send(w2, fz_enc_new("bye", 0));
+    s_assert_event(fx, "worker.left", 0, "");
+    zsock_t *w3 = s_worker(fx, "w3");
+    n = s_dispatched(fx, w3, e);
+    s_send_failure(w3, e, n, "spawn-failed", NULL);
+    s_acked(fx, w3);
+    fz_event_destroy(&(fz_event_t *){s_event(fx, "worker.unhealthy", 0)});
+    s_workers_conform(fx, 2); /* w3 unhealthy for every model: [""] */
+    req = s_req(fx, "cancel");
+    fz_enc_uint(req, "task", g);
+    r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "ok"));
+    fz_msg_destroy(&r);
+    fz_msg_t *cancel = s_expect(fx, w1, "cancel");
+    fz_msg_destroy(&cancel);
+    s_send_result(w1, g, ng, "cancelled", 0, 0);
+    n = s_dispatched(fx, w1, e);
+    s_result(fx, w1, e, n, "exited", 0, 0.01);
+    s_get_conforms(fx, e, 3);
+
+    /* F does not fit the budget: held; its priority moves; the controls; then cancelled. */
+    uint64_t f = s_submit(fx, "expensive", 0, 2.0);
+    s_assert_event(fx, "task.held", f, "held");
+    s_get_conforms(fx, f, 0);
+    req = s_req(fx, "priority");
+    fz_enc_uint(req, "task", f);
+    fz_enc_int(req, "priority", 7);
+    r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "ok"));
+    fz_msg_destroy(&r);
+    const char *controls[] = {"pause", "resume"};
+    for (size_t i = 0; i < 2; i++) {
+        r = s_call(fx, s_req(fx, controls[i]));
+        assert_true(fz_msg_is(r, "ok"));
+        fz_msg_destroy(&r);
+    }
+    req = s_req(fx, "budget");
+    fz_enc_float(req, "set", 1.5);
+    r = s_call(fx, req);
+    fz_msg_destroy(&r);
+    req = s_req(fx, "cancel");
+    fz_enc_uint(req, "task", f);
+    r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "ok"));
+    fz_msg_destroy(&r);
+
+    /* The views, strictly: every task, lists, workers, status, cost by every key. */
+    uint64_t ids[] = {a, b, c, d, e, f, g};
+    uint32_t attempts[] = {2, 1, 0, 2, 3, 0, 1};
+    for (size_t i = 0; i < sizeof ids / sizeof *ids; i++)
+        s_get_conforms(fx, ids[i], attempts[i]);
+    s_list_conforms(fx, NULL, false);
+    s_list_conforms(fx, NULL, true);
+    s_workers_conform(fx, 2);
+    r = s_call(fx, s_req(fx, "status"));
+    assert_true(fz_msg_is(r, "status"));
+    fz_msg_destroy(&r);
+    const char *by[] = {"day", "model", "task", "worker", "label", "class"};
+    for (size_t i = 0; i < sizeof by / sizeof *by; i++) {
+        req = s_req(fx, "cost");
+        fz_enc_str(req, "by", by[i]);
+        fz_enc_str(req, "label", "team");
+        r = s_call(fx, req);
+        assert_true(fz_msg_is(r, "cost"));
+        s_objects_conform(fz_msg_obj(r, "rows"), "cost-row", 1);
+        fz_msg_destroy(&r);
+    }
+
+    /* Every event of the run, as the SUB socket got it and as `events` returns it. */
+    bool seen_sub[FZ_TOPIC_COUNT] = {false}, seen_history[FZ_TOPIC_COUNT] = {false};
+    s_turns(fx, 5);
+    char why[512];
+    while (s_readable(fx->sub)) {
+        fz_event_t *ev = fz_event_recv(fx->sub, why, sizeof why);
+        if (!ev)
+            fail_msg("bad event: %s", why);
+        s_event_conforms(ev);
+        seen_sub[fz_topic_from_name(fz_event_topic(ev))] = true;
+        fz_event_destroy(&ev);
+    }
+    req = s_req(fx, "events");
+    fz_enc_uint(req, "since", 0);
+    r = s_call(fx, req); /* strictly, each event by its topic (s_next) */
+    const msgpack_object *events = fz_msg_obj(r, "events");
+    for (uint32_t i = 0; i < events->via.array.size; i++) {
+        char topic[64];
+        int k = fz_topic_from_name(fz_obj_str(&events->via.array.ptr[i], "event", topic, 64));
+        assert_true(k > 0);
+        seen_history[k] = true;
+    }
+    fz_msg_destroy(&r);
+    /* Not seen here: task.stalled (test_stall_is_announced_once), broker.started and
+       broker.stopping (fz_broker_run only). */
+    for (int k = 1; k < FZ_TOPIC_COUNT; k++) {
+        if (k == FZ_TOPIC_TASK_STALLED || k == FZ_TOPIC_BROKER_STARTED ||
+            k == FZ_TOPIC_BROKER_STOPPING)
+            continue;
+        if (!seen_history[k])
+            fail_msg("the life never sent %s", fz_topic_name((fz_topic_t)k));
+        (void)seen_sub;
+    }
+    zsock_destroy(&w1);
+    zsock_destroy(&w2);
+    zsock_destroy(&w3);
+    s_fx_destroy(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1534,6 +1832,7 @@ int main(void)
         cmocka_unit_test(test_worker_left_carries_its_models),
         cmocka_unit_test(test_reply_types_sent_as_requests_are_unknown),
         cmocka_unit_test(test_frame_limit_is_exactly_4_mib),
+        cmocka_unit_test(test_a_life_conforms_to_the_spec),
     };
     zsys_init();
     zsys_set_logstream(NULL);

@@ -1758,6 +1758,91 @@ static void test_after_limit(void **state)
     }
 }
 
+/* A worker object of a `workers` reply, with one field changed: `what` "ok", "extra" (a key
+   the spec does not list), "type" (a wrong type), "missing" (no `since`), "empty-model". */
+static void s_enc_worker(fz_enc_t *e, const char *what)
+{
+    fz_enc_str(e, "name", "w1");
+    fz_enc_array(e, "models", 1);
+    fz_enc_str(e, NULL, strcmp(what, "empty-model") == 0 ? "" : "m1");
+    fz_enc_bool(e, "any_model", false);
+    fz_enc_str(e, "state", "idle");
+    fz_enc_uint(e, "task", 0);
+    if (strcmp(what, "missing") != 0)
+        fz_enc_float(e, "since", 1.5);
+    if (strcmp(what, "type") == 0)
+        fz_enc_str(e, "last_seen", "now");
+    else
+        fz_enc_float(e, "last_seen", 2.5);
+    fz_enc_array(e, "unhealthy", 1);
+    fz_enc_str(e, NULL, ""); /* every model: "" is an element here, not in `models` */
+    if (strcmp(what, "extra") == 0)
+        fz_enc_uint(e, "x-future", 1);
+}
+
+/* fz_obj_check_strict / fz_msg_check_strict: what lenient decoding lets through, strictness
+   refuses; inside a reply, each object against the spec of what its field holds. */
+static void test_check_strict(void **state)
+{
+    (void)state;
+    const char *cases[] = {"ok", "extra", "type", "missing", "empty-model"};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        fz_enc_t *enc = fz_enc_reply("workers", 3);
+        fz_enc_array(enc, "workers", 1);
+        fz_enc_t *w = fz_enc_new_map();
+        s_enc_worker(w, cases[i]);
+        fz_enc_sub(enc, NULL, &w);
+        fz_msg_t *msg = DECODE_ENC(enc, FZ_OK); /* decoding does not look inside */
+        char why[512];
+        fz_err_t want = i == 0 ? FZ_OK : FZ_EINVALID;
+        const msgpack_object *arr = fz_msg_obj(msg, "workers");
+        assert_int_equal(
+            fz_obj_check_strict(&arr->via.array.ptr[0], fz_spec_object("worker"), why, sizeof why),
+            want);
+        if (fz_msg_check_strict(msg, why, sizeof why) != want)
+            fail_msg("%s: %s", cases[i], why);
+        if (i == 1)
+            assert_non_null(strstr(why, "x-future"));
+        fz_msg_destroy(&msg);
+    }
+    /* The envelope is allowed in a message, not in an object; an unknown top-level key not. */
+    fz_enc_t *enc = fz_enc_reply("pong", 9);
+    fz_enc_uint(enc, "version", 1);
+    fz_msg_t *msg = DECODE_ENC(enc, FZ_OK);
+    char why[512];
+    assert_int_equal(fz_msg_check_strict(msg, why, sizeof why), FZ_OK);
+    assert_int_equal(
+        fz_obj_check_strict(fz_msg_root(msg), fz_spec_find("pong", 4), why, sizeof why),
+        FZ_EINVALID);
+    assert_int_equal(fz_obj_check_strict(fz_msg_root(msg), NULL, why, sizeof why), FZ_EINVALID);
+    fz_msg_destroy(&msg);
+    enc = fz_enc_reply("pong", 9);
+    fz_enc_str(enc, "broker", "x");
+    fz_enc_str(enc, "build", "y");
+    msg = DECODE_ENC(enc, FZ_OK);
+    assert_int_equal(fz_msg_check_strict(msg, why, sizeof why), FZ_EINVALID);
+    fz_msg_destroy(&msg);
+    /* events in an `events` reply, each by its topic */
+    enc = fz_enc_reply("events", 1);
+    fz_enc_array(enc, "events", 2);
+    fz_enc_t *ev = fz_enc_new_map();
+    fz_enc_uint(ev, "seq", 1);
+    fz_enc_float(ev, "ts", 1.0);
+    fz_enc_str(ev, "event", "broker.budget");
+    fz_enc_float(ev, "cap", 3.0);
+    fz_enc_sub(enc, NULL, &ev);
+    ev = fz_enc_new_map();
+    fz_enc_uint(ev, "seq", 2);
+    fz_enc_float(ev, "ts", 1.0);
+    fz_enc_str(ev, "event", "broker.paused");
+    fz_enc_float(ev, "cap", 3.0); /* not a field of broker.paused */
+    fz_enc_sub(enc, NULL, &ev);
+    msg = DECODE_ENC(enc, FZ_OK);
+    assert_int_equal(fz_msg_check_strict(msg, why, sizeof why), FZ_EINVALID);
+    assert_non_null(strstr(why, "events[1]"));
+    fz_msg_destroy(&msg);
+}
+
 /* fz_msg_check_object: a nested map (a submit-batch element) against a type's fields. */
 static void test_check_object(void **state)
 {
@@ -2331,6 +2416,7 @@ int main(void)
         cmocka_unit_test(test_labels),
         cmocka_unit_test(test_after_limit),
         cmocka_unit_test(test_check_object),
+        cmocka_unit_test(test_check_strict),
         cmocka_unit_test(test_json_invalid_utf8_bin),
         cmocka_unit_test(test_json_every_kind),
         cmocka_unit_test(test_utf8_valid),
