@@ -5,7 +5,7 @@
                         statement cache, meta settings, retention (purge)
       fz_store_write.c  writes of tasks, attempts and dependencies
       fz_store_read.c   what the broker's memory reads back (live tasks, models, graph, spent)
-      fz_store_rows.c   what replies show (task, attempts, lists, counts, cost, children)
+      fz_store_rows.c   the rows replies are built from (fz_store_rows.h)
     The SQL plumbing below (fz_sql_*) is theirs: a cached statement, the turn's transaction
     opened by the first write, a write run to completion. */
 
@@ -16,6 +16,7 @@
 #include <stdbool.h>
 
 #include "fz_store.h"
+#include "fz_util.h"
 
 struct fz_store_t {
     sqlite3 *db;

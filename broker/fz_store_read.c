@@ -199,6 +199,13 @@ int fz_store_subtree(fz_store_t *self, uint64_t task, fz_deps_t *out)
     return s_pairs(self, SQL_SUBTREE, task, 2, out);
 }
 
+static const char *SQL_CHILDREN = "SELECT id, 0 FROM tasks WHERE parent = ?1 ORDER BY id";
+
+int fz_store_children(fz_store_t *self, uint64_t task, fz_deps_t *out)
+{
+    return s_pairs(self, SQL_CHILDREN, task, 2, out);
+}
+
 static const char *SQL_DEPTH =
     "WITH RECURSIVE up(id, depth) AS (SELECT ?1, 1 UNION ALL"
     " SELECT t.parent, up.depth + 1 FROM tasks t JOIN up ON t.id = up.id"
