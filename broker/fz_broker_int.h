@@ -10,7 +10,8 @@
       fz_rules.c     the pure rules (priorities, backoff, what an attempt's end leads to,
                      which moves are allowed): numbers in, numbers out (fz_rules.h)
       fz_requests.c  client requests that change things (submit, cancel, retry, ...)
-      fz_views.c     client requests that only read (get, list, status, workers, cost, ...)
+      fz_views.c     client requests that only read (get, list, status, workers, cost, ...),
+                     and the replies built from the store's rows (fz_views.h)
       fz_workers.c   the worker registry and the worker messages (hello ... bye)
     Ownership: the task table owns every live fz_task_t, the worker table every fz_worker_t;
     the scheduler's queues, the timed list and workers only point at them. */
@@ -30,7 +31,9 @@
 #include "fz_rules.h"
 #include "fz_sched.h"
 #include "fz_store.h"
+#include "fz_store_rows.h"
 #include "fz_util.h"
+#include "fz_views.h"
 
 /* Tasks with no current attempt result for this long after a restart are requeued: two
    dead-peer periods, so that workers have time to reconnect and say what they run. */

@@ -237,7 +237,13 @@ static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
     fz_enc_t *d = fz_enc_new("dispatch", 0);
     fz_enc_uint(d, "task", t->id);
     fz_enc_uint(d, "attempt", t->attempt);
-    fz_store_encode_dispatch(self->store, t->id, d);
+    size_t plen = 0;
+    char *prompt = fz_store_prompt(self->store, t->id, &plen);
+    if (prompt) {
+        fz_enc_strn(d, "prompt", prompt, plen);
+        fz_views_labels(self->store, t->id, d, "labels");
+        free(prompt);
+    }
     fz_enc_str(d, "model", model);
     fz_enc_uint(d, "timeout", t->timeout_s);
     /* The cap the agent is held to is what was reserved: a task without --max-cost is held to

@@ -5,8 +5,9 @@
     it themselves) and closed by fz_store_commit, which the broker calls before it sends any
     reply or event of that turn: an acknowledgement always follows its fsync.
 
-    Readers (get, list, status, cost) run on the same connection, so they see the turn's own
-    writes. Reply-building readers write straight into an fz_enc_t.
+    Readers run on the same connection, so they see the turn's own writes. The store returns
+    rows and knows nothing of the protocol: what replies show comes as plain rows
+    (fz_store_rows.h), which views build replies from.
 
     A failed write (disk full, I/O error) poisons the turn: its commit rolls everything back
     and fails, and the broker answers that turn's requests with `unavailable`. For tests, the
@@ -19,7 +20,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "fz_msg.h"
 #include "fz_task.h"
 
 typedef struct fz_store_t fz_store_t;
@@ -109,26 +109,6 @@ int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_
 typedef void(fz_store_live_fn)(void *arg, const fz_task_t *task, const char *worker);
 int fz_store_load_live(fz_store_t *self, fz_store_live_fn *fn, void *arg);
 
-/* Writes the dispatch payload (prompt, labels) of a task into e. */
-int fz_store_encode_dispatch(fz_store_t *self, uint64_t id, fz_enc_t *e);
-/* Adds fields that only memory knows to a task object being written (may be NULL). */
-typedef void(fz_store_decorate_fn)(void *arg, uint64_t id, fz_enc_t *task);
-/* Writes the task object under key; FZ_ENOTFOUND if there is no such task. */
-fz_err_t fz_store_encode_task(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key,
-                              fz_store_decorate_fn *fn, void *arg);
-/* Writes the array of attempt objects under key. */
-fz_err_t fz_store_encode_attempts(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key);
-/* Writes `tasks` (array of task summaries, by id: the first `limit`, or the last with tail)
-   and `total`; state may be NULL (all). */
-fz_err_t fz_store_encode_list(fz_store_t *self, const char *state, uint64_t limit, bool tail,
-                              fz_enc_t *e, fz_store_decorate_fn *fn, void *arg);
-/* Writes `counts`: a map of every state to its number of tasks. */
-fz_err_t fz_store_encode_counts(fz_store_t *self, fz_enc_t *e);
-/* Writes `rows` and `total_cost` of finished attempts grouped by day, model, task or label
-   (label_key names the label), ended at or after since (unix seconds). */
-fz_err_t fz_store_encode_cost(fz_store_t *self, const char *by, const char *label_key, double since,
-                              fz_enc_t *e);
-
 /* Sum of the costs of attempts that ended in [from, to). */
 double fz_store_spent(fz_store_t *self, double from, double to);
 /* True if a task with this id exists; *state_p gets its state. */
@@ -155,13 +135,13 @@ int fz_store_deps_of(fz_store_t *self, uint64_t task, fz_deps_t *out);
 int fz_store_dependents(fz_store_t *self, uint64_t dep, fz_deps_t *out);
 /* Every subtask below task, transitively, by id (kind 0, state -1). */
 int fz_store_subtree(fz_store_t *self, uint64_t task, fz_deps_t *out);
+/* The children of task (one level down), by id (kind 0, state -1). */
+int fz_store_children(fz_store_t *self, uint64_t task, fz_deps_t *out);
 /* Depth of task in its tree (1 = a root), its number of children, and its priority. */
 int fz_store_tree_info(fz_store_t *self, uint64_t task, uint32_t *depth, uint32_t *children,
                        int64_t *priority);
 /* Ends a task as dep-failed, saying why in its summary. */
 int fz_store_task_depfail(fz_store_t *self, uint64_t id, const char *why);
-/* Writes the ids of a task's children under key. */
-void fz_store_encode_children(fz_store_t *self, uint64_t id, fz_enc_t *e, const char *key);
 
 /* Deletes the tasks that ended before `before` (unix time) with their attempts, labels and
    dependency rows, except those a live task still needs (as a dependency or parent).

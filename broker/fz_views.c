@@ -1,5 +1,5 @@
 /*  fz_views: the read-only client requests (get, list, status, workers, budget, cost, events,
-    ping); see fz_broker_int.h. */
+    ping; see fz_broker_int.h) and the replies built from the store's rows (fz_views.h). */
 
 #include "fz_broker_int.h"
 
@@ -20,6 +20,263 @@ void fz_views_priority_why(const fz_broker_t *self, const fz_task_t *t, double n
     fz_rules_priority_why(t->priority, t->inherited, fz_life_deadline_boost(self, t, now), age, out,
                           size);
 }
+
+/* ---------------------------------------------------------------- replies from rows */
+
+/* A stored msgpack array as it was submitted; none: an empty array. */
+static void s_raw_array(fz_enc_t *e, const char *key, const void *data, size_t len)
+{
+    if (data)
+        fz_enc_raw(e, key, data, len);
+    else
+        fz_enc_array(e, key, 0);
+}
+
+/* The task object of a row, fields in the order of the store's columns, prompt last. */
+static fz_enc_t *s_task_map(const fz_store_task_row_t *t)
+{
+    fz_enc_t *e = fz_enc_new_map();
+    fz_enc_uint(e, "id", t->id);
+    fz_enc_str(e, "state", t->state);
+    fz_enc_int(e, "priority", t->priority);
+    fz_enc_str(e, "model", t->model);
+    fz_enc_str(e, "name", t->name);
+    fz_enc_uint(e, "timeout", t->timeout);
+    fz_enc_float(e, "max_cost", t->max_cost);
+    fz_enc_uint(e, "retries", t->retries);
+    s_raw_array(e, "fallback", t->fallback, t->fallback_len);
+    s_raw_array(e, "after", t->after, t->after_len);
+    s_raw_array(e, "after_any", t->after_any, t->after_any_len);
+    fz_enc_uint(e, "parent", t->parent);
+    fz_enc_uint(e, "attempts", t->attempts);
+    fz_enc_float(e, "created", t->created);
+    fz_enc_float(e, "updated", t->updated);
+    fz_enc_str(e, "worker", t->worker);
+    fz_enc_str(e, "outcome", t->outcome);
+    fz_enc_int(e, "exit_code", t->exit_code);
+    fz_enc_float(e, "cost_usd", t->cost_usd);
+    fz_enc_uint(e, "tokens_in", t->tokens_in);
+    fz_enc_uint(e, "tokens_out", t->tokens_out);
+    fz_enc_str(e, "summary", t->summary);
+    fz_enc_str(e, "hold_reason", t->hold_reason);
+    fz_enc_float(e, "deadline", t->deadline);
+    fz_enc_str(e, "class", t->class_name);
+    fz_enc_uint(e, "tokens_cache_read", t->tokens_cache_read);
+    fz_enc_uint(e, "tokens_cache_write", t->tokens_cache_write);
+    fz_enc_uint(e, "stall", t->stall);
+    fz_enc_uint(e, "stall_kill", t->stall_kill);
+    fz_enc_float(e, "not_before", t->not_before);
+    fz_enc_strn(e, "prompt", t->prompt, t->prompt_len);
+    return e;
+}
+
+static fz_enc_t *s_attempt_map(const fz_store_attempt_row_t *a)
+{
+    fz_enc_t *e = fz_enc_new_map();
+    fz_enc_uint(e, "n", a->n);
+    fz_enc_str(e, "worker", a->worker);
+    fz_enc_str(e, "model", a->model);
+    fz_enc_float(e, "started", a->started);
+    fz_enc_float(e, "ended", a->ended);
+    fz_enc_str(e, "outcome", a->outcome);
+    fz_enc_int(e, "exit_code", a->exit_code);
+    fz_enc_uint(e, "signal", a->signal);
+    fz_enc_uint(e, "duration_ms", a->duration_ms);
+    fz_enc_float(e, "cost_usd", a->cost_usd);
+    fz_enc_uint(e, "tokens_in", a->tokens_in);
+    fz_enc_uint(e, "tokens_out", a->tokens_out);
+    fz_enc_str(e, "summary", a->summary);
+    fz_enc_bin(e, "output", a->output, a->output_len);
+    fz_enc_str(e, "log", a->log);
+    fz_enc_float(e, "reserved", a->reserved);
+    fz_enc_bool(e, "output_dropped", a->output_dropped);
+    fz_enc_str(e, "class", a->class_name);
+    fz_enc_float(e, "reset_at", a->reset_at);
+    fz_enc_uint(e, "tokens_cache_read", a->tokens_cache_read);
+    fz_enc_uint(e, "tokens_cache_write", a->tokens_cache_write);
+    return e;
+}
+
+void fz_views_labels(fz_store_t *store, uint64_t id, fz_enc_t *e, const char *key)
+{
+    fz_enc_t *m = fz_enc_new_map();
+    if (!m)
+        return;
+    fz_store_rows_t *rows = fz_store_labels(store, id);
+    fz_store_label_row_t l;
+    while (rows && fz_store_rows_label(rows, &l))
+        fz_enc_str(m, l.key, l.value);
+    fz_store_rows_destroy(&rows);
+    fz_enc_sub(e, key, &m);
+}
+
+fz_err_t fz_views_task(fz_store_t *store, uint64_t id, fz_enc_t *e, const char *key,
+                       fz_views_decorate_fn *fn, void *arg)
+{
+    fz_store_rows_t *rows = fz_store_task(store, id);
+    if (!rows)
+        return FZ_EUNAVAILABLE;
+    fz_store_task_row_t row;
+    fz_enc_t *t = fz_store_rows_task(rows, &row) ? s_task_map(&row) : NULL;
+    fz_store_rows_destroy(&rows);
+    if (!t)
+        return FZ_ENOTFOUND;
+    fz_views_labels(store, id, t, "labels");
+    if (fn)
+        fn(arg, id, t);
+    fz_enc_sub(e, key, &t);
+    return FZ_OK;
+}
+
+/* Rows built first: msgpack wants an array's length before its elements. */
+typedef struct {
+    fz_enc_t **v;
+    size_t n, cap;
+} maps_t;
+
+static bool s_maps_add(maps_t *m, fz_enc_t **map_p)
+{
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        fz_enc_t **more = realloc(m->v, cap * sizeof *more);
+        if (!more) {
+            fz_enc_destroy(map_p);
+            return false;
+        }
+        m->v = more;
+        m->cap = cap;
+    }
+    m->v[m->n++] = *map_p;
+    *map_p = NULL;
+    return true;
+}
+
+/* Writes the maps as an array under key, the last first if reversed; frees them. */
+static void s_maps_put(maps_t *m, fz_enc_t *e, const char *key, bool reversed)
+{
+    fz_enc_array(e, key, m->n);
+    for (size_t i = 0; i < m->n; i++)
+        fz_enc_sub(e, NULL, &m->v[reversed ? m->n - 1 - i : i]);
+    free(m->v);
+    *m = (maps_t){0};
+}
+
+fz_err_t fz_views_attempts(fz_store_t *store, uint64_t id, fz_enc_t *e, const char *key)
+{
+    fz_store_rows_t *rows = fz_store_attempts(store, id, FZ_VIEWS_REPLY_BYTES);
+    if (!rows)
+        return FZ_EUNAVAILABLE;
+    maps_t maps = {0};
+    fz_store_attempt_row_t row;
+    while (fz_store_rows_attempt(rows, &row)) {
+        fz_enc_t *a = s_attempt_map(&row);
+        if (!s_maps_add(&maps, &a))
+            break;
+    }
+    fz_store_rows_destroy(&rows);
+    s_maps_put(&maps, e, key, false);
+    return FZ_OK;
+}
+
+void fz_views_children(fz_store_t *store, uint64_t id, fz_enc_t *e, const char *key)
+{
+    fz_deps_t kids = {0};
+    fz_store_children(store, id, &kids);
+    fz_enc_array(e, key, kids.n);
+    for (size_t i = 0; i < kids.n; i++)
+        fz_enc_uint(e, NULL, kids.v[i].id);
+    fz_deps_free(&kids);
+}
+
+fz_err_t fz_views_list_tasks(fz_store_t *store, const char *state, uint64_t limit, bool tail,
+                             fz_enc_t *e, fz_views_decorate_fn *fn, void *arg)
+{
+    uint64_t total = 0;
+    fz_store_rows_t *rows = fz_store_list(store, state, limit, tail, &total);
+    if (!rows)
+        return FZ_EUNAVAILABLE;
+    /* With tail the rows come newest first: a cut drops the oldest; they are sent by id. */
+    maps_t maps = {0};
+    size_t bytes = 0;
+    bool truncated = false;
+    fz_store_task_row_t row;
+    while (fz_store_rows_task(rows, &row)) {
+        fz_enc_t *t = s_task_map(&row);
+        if (fn)
+            fn(arg, row.id, t);
+        size_t len = 0;
+        fz_enc_data(t, &len);
+        if (bytes + len > FZ_VIEWS_REPLY_BYTES) {
+            fz_enc_destroy(&t);
+            truncated = true;
+            break;
+        }
+        bytes += len;
+        if (!s_maps_add(&maps, &t))
+            break;
+    }
+    fz_store_rows_destroy(&rows);
+    s_maps_put(&maps, e, "tasks", tail);
+    fz_enc_uint(e, "total", total);
+    if (truncated)
+        fz_enc_bool(e, "truncated", true);
+    return FZ_OK;
+}
+
+fz_err_t fz_views_counts(fz_store_t *store, fz_enc_t *e)
+{
+    uint64_t counts[FZ_STATE_COUNT];
+    if (fz_store_counts(store, counts))
+        return FZ_EUNAVAILABLE;
+    fz_enc_map(e, "counts", FZ_STATE_COUNT);
+    for (int s = 0; s < FZ_STATE_COUNT; s++) {
+        fz_enc_str(e, NULL, fz_state_name((fz_state_t)s));
+        fz_enc_uint(e, NULL, counts[s]);
+    }
+    return FZ_OK;
+}
+
+/* The names of `cost --by`, by fz_store_cost_by_t. */
+static const char *const s_cost_by[FZ_STORE_COST_COUNT] = {
+    [FZ_STORE_COST_DAY] = "day",     [FZ_STORE_COST_MODEL] = "model",
+    [FZ_STORE_COST_TASK] = "task",   [FZ_STORE_COST_WORKER] = "worker",
+    [FZ_STORE_COST_LABEL] = "label", [FZ_STORE_COST_CLASS] = "class",
+};
+
+fz_err_t fz_views_cost_rows(fz_store_t *store, const char *by, const char *label_key, double since,
+                            fz_enc_t *e)
+{
+    int k = 0;
+    while (k < FZ_STORE_COST_COUNT && strcmp(by, s_cost_by[k]) != 0)
+        k++;
+    if (k == FZ_STORE_COST_COUNT)
+        return FZ_EINVALID;
+    fz_store_rows_t *rows = fz_store_cost(store, (fz_store_cost_by_t)k, label_key, since);
+    if (!rows)
+        return FZ_EUNAVAILABLE;
+    /* Rows are few (days, models, labels) or bounded by tasks. */
+    maps_t maps = {0};
+    double total = 0;
+    fz_store_cost_row_t row;
+    while (fz_store_rows_cost(rows, &row)) {
+        fz_enc_t *r = fz_enc_new_map();
+        fz_enc_str(r, "key", row.key);
+        fz_enc_uint(r, "attempts", row.attempts);
+        fz_enc_float(r, "cost_usd", row.cost_usd);
+        fz_enc_uint(r, "tokens_in", row.tokens_in);
+        fz_enc_uint(r, "tokens_out", row.tokens_out);
+        fz_enc_uint(r, "duration_ms", row.duration_ms);
+        total += row.cost_usd;
+        if (!s_maps_add(&maps, &r))
+            break;
+    }
+    fz_store_rows_destroy(&rows);
+    s_maps_put(&maps, e, "rows", false);
+    fz_enc_float(e, "total_cost", total);
+    return FZ_OK;
+}
+
+/* ---------------------------------------------------------------- requests */
 
 /* Adds the live fields (effective priority and why) to a task object of a reply. */
 static void s_decorate(void *arg, uint64_t id, fz_enc_t *e)
@@ -79,11 +336,11 @@ void fz_views_get(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
     uint64_t id = fz_msg_uint(msg, "task", 0);
     fz_enc_t *r = fz_enc_reply("task", fz_msg_rid(msg));
-    fz_err_t err = fz_store_encode_task(self->store, id, r, "task", s_decorate, self);
+    fz_err_t err = fz_views_task(self->store, id, r, "task", s_decorate, self);
     if (!err)
-        err = fz_store_encode_attempts(self->store, id, r, "attempts");
+        err = fz_views_attempts(self->store, id, r, "attempts");
     if (!err)
-        fz_store_encode_children(self->store, id, r, "children");
+        fz_views_children(self->store, id, r, "children");
     if (err) {
         fz_enc_destroy(&r);
         fz_outbox_error(self, from, fz_msg_rid(msg), err,
@@ -105,8 +362,8 @@ void fz_views_list(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         return;
     }
     fz_enc_t *r = fz_enc_reply("tasks", fz_msg_rid(msg));
-    fz_err_t err = fz_store_encode_list(self->store, state, fz_msg_uint(msg, "limit", 1000),
-                                        fz_msg_bool(msg, "tail", false), r, s_decorate, self);
+    fz_err_t err = fz_views_list_tasks(self->store, state, fz_msg_uint(msg, "limit", 1000),
+                                       fz_msg_bool(msg, "tail", false), r, s_decorate, self);
     if (err) {
         fz_enc_destroy(&r);
         fz_outbox_error(self, from, fz_msg_rid(msg), err, FZ_REASON_NONE, "cannot list tasks");
@@ -118,7 +375,7 @@ void fz_views_list(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 void fz_views_status(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
     fz_enc_t *r = fz_enc_reply("status", fz_msg_rid(msg));
-    fz_store_encode_counts(self->store, r);
+    fz_views_counts(self->store, r);
     size_t idle = 0;
     for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
         idle += w->task == NULL;
@@ -203,7 +460,7 @@ void fz_views_cost(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         return;
     }
     fz_enc_t *r = fz_enc_reply("cost", rid);
-    fz_err_t err = fz_store_encode_cost(self->store, by, label, since, r);
+    fz_err_t err = fz_views_cost_rows(self->store, by, label, since, r);
     if (err) {
         fz_enc_destroy(&r);
         fz_outbox_error(self, from, rid, err, FZ_REASON_BAD_FIELD,

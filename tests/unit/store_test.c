@@ -4,8 +4,10 @@
     tells the turn's own view (same connection) from what a crash would leave. Covered: the
     schema, task ids, turns (rollback, commit, fz_store_fail_turn, the FZ_STORE_MAX_PAGES
     full-disk seam), load_live, attempts recorded once, the fallback chain, dependencies and
-    trees, the reply encoders (decoded back with fz_msg_decode and read with fz_obj_*), the
-    list size cap, the cost report against fz_store_spent, and meta.
+    trees, the rows replies are built from (fz_store_rows.h: task, attempts and their output
+    budget, labels, lists by id and newest first, counts, prompt), the cost rows against
+    fz_store_spent, and meta. How views encode these rows (field types, the 3 MiB cut of
+    lists) is views_test's.
 
     Tests named test_regression_* pin bugs these tests found and that are fixed (each explains
     its bug above it). */
@@ -25,8 +27,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "fz_msg.h"
 #include "fz_store.h"
+#include "fz_store_rows.h"
+#include "fz_util.h"
 
 /* ---------------------------------------------------------------- fixture */
 
@@ -215,31 +218,44 @@ static int s_finish(fx_t *fx, uint64_t id, uint32_t n, double cost, const char *
     return fz_store_attempt_finish(fx->store, id, n, &r, state);
 }
 
-/* Decodes what e holds as a protocol message (destroys e). */
-static fz_msg_t *s_decode(fz_enc_t **e)
+/* Reads task id's row into *t: the reader is returned, to destroy once t is checked. */
+static fz_store_rows_t *s_task(fx_t *fx, uint64_t id, fz_store_task_row_t *t)
 {
-    size_t len = 0;
-    const void *data = fz_enc_data(*e, &len);
-    assert_non_null(data);
-    fz_msg_t *msg = NULL;
-    char why[256] = "";
-    fz_err_t err = fz_msg_decode(data, len, &msg, NULL, why, sizeof why);
-    fz_enc_destroy(e);
-    if (err != FZ_OK) {
-        print_error("decode: %s: %s\n", fz_strerror(err), why);
-        fail();
-    }
-    return msg;
+    fz_store_rows_t *rows = fz_store_task(fx->store, id);
+    assert_non_null(rows);
+    assert_true(fz_store_rows_task(rows, t));
+    return rows;
 }
 
-static void s_str_is(const msgpack_object *map, const char *key, const char *want)
+/* Checks a task's labels: n pairs (key, value), in key order. */
+static void s_labels_are(fx_t *fx, uint64_t id, size_t n, const char *kv[])
 {
-    char buf[512];
-    fz_obj_str(map, key, buf, sizeof buf);
-    if (strcmp(buf, want) != 0 || !fz_obj_get(map, key)) {
-        print_error("field '%s' is '%s', expected '%s'\n", key, buf, want);
-        fail();
+    fz_store_rows_t *rows = fz_store_labels(fx->store, id);
+    assert_non_null(rows);
+    fz_store_label_row_t l;
+    for (size_t i = 0; i < n; i++) {
+        assert_true(fz_store_rows_label(rows, &l));
+        assert_string_equal(l.key, kv[2 * i]);
+        assert_string_equal(l.value, kv[2 * i + 1]);
     }
+    assert_false(fz_store_rows_label(rows, &l));
+    fz_store_rows_destroy(&rows);
+}
+
+/* The ids of a list (at most max), in the order the reader gives them; how many. */
+static size_t s_list_ids(fx_t *fx, const char *state, uint64_t limit, bool tail, uint64_t *total,
+                         uint64_t *ids, size_t max)
+{
+    fz_store_rows_t *rows = fz_store_list(fx->store, state, limit, tail, total);
+    assert_non_null(rows);
+    fz_store_task_row_t t;
+    size_t n = 0;
+    while (fz_store_rows_task(rows, &t)) {
+        assert_true(n < max);
+        ids[n++] = t.id;
+    }
+    fz_store_rows_destroy(&rows);
+    return n;
 }
 
 /* ---------------------------------------------------------------- open, schema, turns */
@@ -835,53 +851,35 @@ static void test_tree(void **state)
     assert_int_equal(depth, 2);
     assert_int_equal(prio, 9);
 
-    /* encode_children: ids in order; labels: a child inherits what it does not set. */
-    fz_enc_t *e = fz_enc_new("task", 1);
-    assert_int_equal(fz_store_encode_task(fx->store, kid, e, "task", NULL, NULL), FZ_OK);
-    fz_store_encode_children(fx->store, root, e, "children");
-    fz_msg_t *msg = s_decode(&e);
-    const msgpack_object *task = fz_msg_obj(msg, "task");
-    const msgpack_object *labels = fz_obj_get(task, "labels");
-    assert_non_null(labels);
-    assert_int_equal(labels->via.map.size, 2);
-    s_str_is(labels, "team", "web");
-    s_str_is(labels, "x", "2");
-    assert_int_equal(fz_obj_uint(task, "parent", 0), root);
-    const msgpack_object *ch = fz_msg_obj(msg, "children");
-    assert_non_null(ch);
-    assert_int_equal(ch->type, MSGPACK_OBJECT_ARRAY);
-    assert_int_equal(ch->via.array.size, 2);
-    assert_int_equal(ch->via.array.ptr[0].via.u64, kid);
-    assert_int_equal(ch->via.array.ptr[1].via.u64, kid2);
-    fz_msg_destroy(&msg);
+    /* children: ids in order; labels: a child inherits what it does not set. */
+    s_labels_are(fx, kid, 2, (const char *[]){"team", "web", "x", "2"});
+    fz_store_task_row_t t;
+    fz_store_rows_t *rows = s_task(fx, kid, &t);
+    assert_int_equal(t.parent, root);
+    fz_store_rows_destroy(&rows);
+    fz_deps_t ch = {0};
+    assert_int_equal(fz_store_children(fx->store, root, &ch), 0);
+    assert_int_equal(ch.n, 2);
+    assert_int_equal(ch.v[0].id, kid);
+    assert_int_equal(ch.v[1].id, kid2);
+    assert_int_equal(ch.v[0].state, -1);
+    fz_deps_free(&ch);
     /* The grandchild inherited through its parent. */
-    e = fz_enc_new("task", 1);
-    assert_int_equal(fz_store_encode_task(fx->store, ggkid, e, "task", NULL, NULL), FZ_OK);
-    msg = s_decode(&e);
-    labels = fz_obj_get(fz_msg_obj(msg, "task"), "labels");
-    assert_int_equal(labels->via.map.size, 2);
-    s_str_is(labels, "team", "web");
-    s_str_is(labels, "x", "2");
-    fz_msg_destroy(&msg);
+    s_labels_are(fx, ggkid, 2, (const char *[]){"team", "web", "x", "2"});
 }
 
-/* ---------------------------------------------------------------- encoders */
+/* ---------------------------------------------------------------- rows */
 
-typedef struct {
-    uint64_t ids[40000];
-    size_t n;
-} decorated_t;
-
-static void s_decorate(void *arg, uint64_t id, fz_enc_t *task)
+/* The msgpack bytes of a stored array, decoded: its object in *up (destroy it). */
+static const msgpack_object *s_unpack(const void *data, size_t len, msgpack_unpacked *up)
 {
-    decorated_t *d = arg;
-    if (d->n < 40000)
-        d->ids[d->n] = id;
-    d->n++;
-    fz_enc_float(task, "effective", 42.5);
+    msgpack_unpacked_init(up);
+    assert_non_null(data);
+    assert_int_equal(msgpack_unpack_next(up, data, len, NULL), MSGPACK_UNPACK_SUCCESS);
+    return &up->data;
 }
 
-static void test_encode_task_and_attempts(void **state)
+static void test_task_and_attempt_rows(void **state)
 {
     fx_t *fx = *state;
     msgpack_object_kv kv[] = {{.key = MP_STR("team"), .val = MP_STR("web")},
@@ -926,105 +924,102 @@ static void test_encode_task_and_attempts(void **state)
     assert_int_equal(fz_store_attempt_start(fx->store, id, 2, "w2", "sonnet", 2.5), 0);
     assert_int_equal(fz_store_commit(fx->store), 0);
 
-    fz_enc_t *e = fz_enc_new("task", 1);
-    decorated_t *d = calloc(1, sizeof *d);
-    assert_non_null(d);
-    assert_int_equal(fz_store_encode_task(fx->store, id, e, "task", s_decorate, d), FZ_OK);
-    assert_int_equal(d->n, 1);
-    assert_int_equal(d->ids[0], id);
-    assert_int_equal(fz_store_encode_attempts(fx->store, id, e, "attempts"), FZ_OK);
-    fz_msg_t *msg = s_decode(&e);
-    const msgpack_object *t = fz_msg_obj(msg, "task");
-    assert_non_null(t);
-    char why[256];
-    /* Every submit field it carries has the type and range a submit would. */
-    assert_int_equal(fz_msg_check_object(t, "submit", why, sizeof why), FZ_OK);
-    assert_int_equal(fz_obj_uint(t, "id", 0), id);
-    s_str_is(t, "state", "running");
-    assert_int_equal(fz_obj_int(t, "priority", 0), -12);
-    s_str_is(t, "model", "opus");
-    s_str_is(t, "name", "named");
-    assert_int_equal(fz_obj_uint(t, "timeout", 0), 600);
-    assert_true(fz_obj_float(t, "max_cost", 0) == 2.5);
-    assert_int_equal(fz_obj_uint(t, "retries", 0), 2);
-    const msgpack_object *o = fz_obj_get(t, "fallback");
-    assert_true(o && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 1);
+    fz_store_task_row_t t;
+    fz_store_rows_t *rows = s_task(fx, id, &t);
+    assert_int_equal(t.id, id);
+    assert_string_equal(t.state, "running");
+    assert_int_equal(t.priority, -12);
+    assert_string_equal(t.model, "opus");
+    assert_string_equal(t.name, "named");
+    assert_int_equal(t.timeout, 600);
+    assert_true(t.max_cost == 2.5);
+    assert_int_equal(t.retries, 2);
+    /* The arrays come out as the msgpack the submit carried. */
+    msgpack_unpacked up;
+    const msgpack_object *o = s_unpack(t.fallback, t.fallback_len, &up);
+    assert_true(o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 1);
     assert_int_equal(o->via.array.ptr[0].via.str.size, 6);
     assert_memory_equal(o->via.array.ptr[0].via.str.ptr, "sonnet", 6);
-    o = fz_obj_get(t, "after");
-    assert_true(o && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 1);
+    msgpack_unpacked_destroy(&up);
+    o = s_unpack(t.after, t.after_len, &up);
+    assert_true(o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 1);
     assert_int_equal(o->via.array.ptr[0].via.u64, dep);
-    o = fz_obj_get(t, "after_any"); /* not given: an empty array */
-    assert_true(o && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 0);
-    assert_int_equal(fz_obj_uint(t, "parent", 99), 0);
-    assert_int_equal(fz_obj_uint(t, "attempts", 0), 2);
-    s_str_is(t, "worker", "w2");
-    s_str_is(t, "outcome", "exited");
-    assert_int_equal(fz_obj_int(t, "exit_code", 0), -3);
-    assert_true(fz_obj_float(t, "cost_usd", 0) == 0.75);
-    assert_int_equal(fz_obj_uint(t, "tokens_in", 0), 1000);
-    assert_int_equal(fz_obj_uint(t, "tokens_out", 0), 50);
-    s_str_is(t, "summary", "it broke");
-    s_str_is(t, "hold_reason", "");
-    assert_true(fz_obj_float(t, "deadline", 0) == 1.8e9);
-    assert_true(fz_obj_float(t, "created", 0) > 1.6e9);
-    assert_true(fz_obj_float(t, "updated", 0) >= fz_obj_float(t, "created", 0));
-    s_str_is(t, "prompt", prompt); /* whole, not cut */
-    assert_true(fz_obj_float(t, "effective", 0) == 42.5);
-    const msgpack_object *lab = fz_obj_get(t, "labels");
-    assert_true(lab && lab->type == MSGPACK_OBJECT_MAP && lab->via.map.size == 2);
-    s_str_is(lab, "team", "web");
-    s_str_is(lab, "dry.cost", "0.1");
+    msgpack_unpacked_destroy(&up);
+    assert_null(t.after_any); /* not given: none (the reply shows an empty array) */
+    assert_int_equal(t.after_any_len, 0);
+    assert_int_equal(t.parent, 0);
+    assert_int_equal(t.attempts, 2);
+    assert_string_equal(t.worker, "w2");
+    assert_string_equal(t.outcome, "exited");
+    assert_int_equal(t.exit_code, -3);
+    assert_true(t.cost_usd == 0.75);
+    assert_int_equal(t.tokens_in, 1000);
+    assert_int_equal(t.tokens_out, 50);
+    assert_string_equal(t.summary, "it broke");
+    assert_string_equal(t.hold_reason, "");
+    assert_true(t.deadline == 1.8e9);
+    assert_true(t.created > 1.6e9);
+    assert_true(t.updated >= t.created);
+    assert_int_equal(t.prompt_len, strlen(prompt)); /* whole, not cut */
+    assert_memory_equal(t.prompt, prompt, t.prompt_len);
+    assert_false(fz_store_rows_task(rows, &t)); /* one row */
+    fz_store_rows_destroy(&rows);
+    s_labels_are(fx, id, 2, (const char *[]){"dry.cost", "0.1", "team", "web"}); /* by key */
 
-    const msgpack_object *as = fz_msg_obj(msg, "attempts");
-    assert_true(as && as->type == MSGPACK_OBJECT_ARRAY && as->via.array.size == 2);
-    const msgpack_object *a1 = &as->via.array.ptr[0], *a2 = &as->via.array.ptr[1];
-    assert_int_equal(fz_obj_uint(a1, "n", 0), 1);
-    s_str_is(a1, "worker", "w1");
-    s_str_is(a1, "model", "opus");
-    s_str_is(a1, "outcome", "exited");
-    assert_int_equal(fz_obj_int(a1, "exit_code", 0), -3);
-    assert_int_equal(fz_obj_uint(a1, "duration_ms", 0), 1234);
-    assert_true(fz_obj_float(a1, "cost_usd", 0) == 0.75);
-    assert_int_equal(fz_obj_uint(a1, "tokens_in", 0), 1000);
-    s_str_is(a1, "summary", "it broke");
-    s_str_is(a1, "log", "/var/log/a.log");
-    assert_true(fz_obj_float(a1, "reserved", 0) == 2.5);
-    assert_true(fz_obj_float(a1, "ended", 0) >= fz_obj_float(a1, "started", 1e12));
-    o = fz_obj_get(a1, "output");
-    assert_true(o && o->type == MSGPACK_OBJECT_BIN && o->via.bin.size == 7);
-    assert_memory_equal(o->via.bin.ptr, "out\0put", 7);
-    assert_int_equal(fz_obj_uint(a2, "n", 0), 2);
-    s_str_is(a2, "outcome", "running");
-    assert_true(fz_obj_float(a2, "ended", 1) == 0);
-    o = fz_obj_get(a2, "output"); /* none yet: an empty bin */
-    assert_true(o && o->type == MSGPACK_OBJECT_BIN && o->via.bin.size == 0);
-    fz_msg_destroy(&msg);
+    rows = fz_store_attempts(fx->store, id, 3u << 20);
+    assert_non_null(rows);
+    fz_store_attempt_row_t a;
+    assert_true(fz_store_rows_attempt(rows, &a));
+    assert_int_equal(a.n, 1);
+    assert_string_equal(a.worker, "w1");
+    assert_string_equal(a.model, "opus");
+    assert_string_equal(a.outcome, "exited");
+    assert_int_equal(a.exit_code, -3);
+    assert_int_equal(a.duration_ms, 1234);
+    assert_true(a.cost_usd == 0.75);
+    assert_int_equal(a.tokens_in, 1000);
+    assert_string_equal(a.summary, "it broke");
+    assert_string_equal(a.log, "/var/log/a.log");
+    assert_true(a.reserved == 2.5);
+    assert_true(a.ended >= a.started);
+    assert_int_equal(a.output_len, 7);
+    assert_memory_equal(a.output, "out\0put", 7);
+    assert_false(a.output_dropped);
+    assert_true(fz_store_rows_attempt(rows, &a));
+    assert_int_equal(a.n, 2);
+    assert_string_equal(a.outcome, "running");
+    assert_true(a.ended == 0);
+    assert_non_null(a.output); /* none yet: empty */
+    assert_int_equal(a.output_len, 0);
+    assert_false(fz_store_rows_attempt(rows, &a));
+    fz_store_rows_destroy(&rows);
 
-    /* No such task. */
-    e = fz_enc_new("task", 1);
-    assert_int_equal(fz_store_encode_task(fx->store, 999, e, "task", s_decorate, d), FZ_ENOTFOUND);
-    assert_int_equal(d->n, 1);
-    fz_enc_destroy(&e);
-    free(d);
+    /* An output budget the attempts exceed: the oldest loses its output. */
+    rows = fz_store_attempts(fx->store, id, 100);
+    assert_true(fz_store_rows_attempt(rows, &a));
+    assert_int_equal(a.n, 1);
+    assert_int_equal(a.output_len, 0);
+    assert_true(a.output_dropped);
+    fz_store_rows_destroy(&rows);
 
-    /* The dispatch payload: prompt and labels. */
-    e = fz_enc_new("dispatch", 1);
-    fz_enc_uint(e, "task", id);
-    fz_enc_uint(e, "attempt", 3);
-    assert_int_equal(fz_store_encode_dispatch(fx->store, id, e), 0);
-    msg = s_decode(&e);
-    assert_string_equal(fz_msg_str(msg, "prompt", "", NULL), prompt);
-    lab = fz_msg_obj(msg, "labels");
-    assert_true(lab && lab->via.map.size == 2);
-    s_str_is(lab, "team", "web");
-    fz_msg_destroy(&msg);
-    e = fz_enc_new("dispatch", 1);
-    assert_int_equal(fz_store_encode_dispatch(fx->store, 999, e), -1);
-    fz_enc_destroy(&e);
+    /* No such task: no row. */
+    rows = fz_store_task(fx->store, 999);
+    assert_non_null(rows);
+    assert_false(fz_store_rows_task(rows, &t));
+    fz_store_rows_destroy(&rows);
+    fz_store_rows_destroy(&rows); /* NULL is ok */
+
+    /* The dispatch payload: the whole prompt (labels as above). */
+    size_t plen = 0;
+    char *p = fz_store_prompt(fx->store, id, &plen);
+    assert_non_null(p);
+    assert_int_equal(plen, strlen(prompt));
+    assert_string_equal(p, prompt);
+    free(p);
+    assert_null(fz_store_prompt(fx->store, 999, &plen));
 }
 
-static void test_encode_list_and_counts(void **state)
+static void test_list_rows_and_counts(void **state)
 {
     fx_t *fx = *state;
     char prompt[200];
@@ -1037,76 +1032,51 @@ static void test_encode_list_and_counts(void **state)
     assert_int_equal(fz_store_task_state(fx->store, 4, FZ_STATE_FAILED, ""), 0);
     assert_int_equal(fz_store_commit(fx->store), 0);
 
-    decorated_t *d = calloc(1, sizeof *d);
-    assert_non_null(d);
-    fz_enc_t *e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_store_encode_list(fx->store, NULL, 100, false, e, s_decorate, d), FZ_OK);
-    fz_msg_t *msg = s_decode(&e);
-    assert_int_equal(fz_msg_uint(msg, "total", 0), 5);
-    assert_false(fz_msg_has(msg, "truncated"));
-    const msgpack_object *rows = fz_msg_obj(msg, "tasks");
-    assert_int_equal(rows->via.array.size, 5);
-    assert_int_equal(d->n, 5);
-    char why[256];
+    uint64_t total = 0;
+    fz_store_rows_t *rows = fz_store_list(fx->store, NULL, 100, false, &total);
+    assert_non_null(rows);
+    assert_int_equal(total, 5);
+    fz_store_task_row_t t;
     for (uint32_t i = 0; i < 5; i++) {
-        const msgpack_object *t = &rows->via.array.ptr[i];
-        assert_int_equal(fz_msg_check_object(t, "submit", why, sizeof why), FZ_OK);
-        assert_int_equal(fz_obj_uint(t, "id", 0), i + 1);
-        assert_int_equal(d->ids[i], i + 1);
-        size_t len = 0;
-        const char *p = fz_obj_strn(t, "prompt", &len);
-        assert_int_equal(len, 80); /* lists carry the first 80 characters */
-        for (size_t k = 0; k < len; k++)
-            assert_int_equal(p[k], 'a' + (int)i);
-        assert_true(fz_obj_float(t, "effective", 0) == 42.5);
+        assert_true(fz_store_rows_task(rows, &t));
+        assert_int_equal(t.id, i + 1);
+        assert_int_equal(t.prompt_len, 80); /* lists carry the first 80 characters */
+        for (size_t k = 0; k < t.prompt_len; k++)
+            assert_int_equal(t.prompt[k], 'a' + (int)i);
+        if (i == 1) {
+            assert_string_equal(t.state, "held");
+            assert_string_equal(t.hold_reason, "budget");
+        }
     }
-    s_str_is(&rows->via.array.ptr[1], "state", "held");
-    s_str_is(&rows->via.array.ptr[1], "hold_reason", "budget");
-    fz_msg_destroy(&msg);
+    assert_false(fz_store_rows_task(rows, &t));
+    fz_store_rows_destroy(&rows);
 
     /* By state, with a limit under the total: the lowest ids, total of that state. */
-    e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_store_encode_list(fx->store, "queued", 2, false, e, NULL, NULL), FZ_OK);
-    msg = s_decode(&e);
-    assert_int_equal(fz_msg_uint(msg, "total", 0), 3);
-    rows = fz_msg_obj(msg, "tasks");
-    assert_int_equal(rows->via.array.size, 2);
-    assert_int_equal(fz_obj_uint(&rows->via.array.ptr[0], "id", 0), 1);
-    assert_int_equal(fz_obj_uint(&rows->via.array.ptr[1], "id", 0), 3);
-    fz_msg_destroy(&msg);
-
-    /* tail: the newest of that state, still by id. */
-    e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_store_encode_list(fx->store, "queued", 2, true, e, NULL, NULL), FZ_OK);
-    msg = s_decode(&e);
-    rows = fz_msg_obj(msg, "tasks");
-    assert_int_equal(rows->via.array.size, 2);
-    assert_true(fz_obj_uint(&rows->via.array.ptr[0], "id", 0) == 3);
-    assert_true(fz_obj_uint(&rows->via.array.ptr[1], "id", 0) > 3);
-    fz_msg_destroy(&msg);
-    e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_store_encode_list(fx->store, "running", 100, false, e, NULL, NULL), FZ_OK);
-    msg = s_decode(&e);
-    assert_int_equal(fz_msg_uint(msg, "total", 99), 0);
-    assert_int_equal(fz_msg_obj(msg, "tasks")->via.array.size, 0);
-    fz_msg_destroy(&msg);
+    uint64_t ids[8];
+    assert_int_equal(s_list_ids(fx, "queued", 2, false, &total, ids, 8), 2);
+    assert_int_equal(total, 3);
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(ids[1], 3);
+    /* tail: the newest of that state, newest first. */
+    assert_int_equal(s_list_ids(fx, "queued", 2, true, &total, ids, 8), 2);
+    assert_int_equal(ids[0], 5);
+    assert_int_equal(ids[1], 3);
+    assert_int_equal(s_list_ids(fx, "running", 100, false, &total, ids, 8), 0);
+    assert_int_equal(total, 0);
 
     /* Counts: every state, zeros included. */
-    e = fz_enc_new("status", 1);
-    assert_int_equal(fz_store_encode_counts(fx->store, e), FZ_OK);
-    msg = s_decode(&e);
-    const msgpack_object *counts = fz_msg_obj(msg, "counts");
-    assert_int_equal(counts->via.map.size, FZ_STATE_COUNT);
-    assert_int_equal(fz_obj_uint(counts, "queued", 99), 3);
-    assert_int_equal(fz_obj_uint(counts, "held", 99), 1);
-    assert_int_equal(fz_obj_uint(counts, "failed", 99), 1);
-    assert_int_equal(fz_obj_uint(counts, "dep-failed", 99), 0);
-    assert_int_equal(fz_obj_uint(counts, "running", 99), 0);
-    fz_msg_destroy(&msg);
-    free(d);
+    uint64_t counts[FZ_STATE_COUNT];
+    assert_int_equal(fz_store_counts(fx->store, counts), 0);
+    assert_int_equal(counts[FZ_STATE_QUEUED], 3);
+    assert_int_equal(counts[FZ_STATE_HELD], 1);
+    assert_int_equal(counts[FZ_STATE_FAILED], 1);
+    assert_int_equal(counts[FZ_STATE_DEP_FAILED], 0);
+    assert_int_equal(counts[FZ_STATE_RUNNING], 0);
 }
 
-static void test_encode_list_truncates_before_3mib(void **state)
+/* A list of many tasks: the reader gives every row the limit allows, by id or newest first
+   with tail (the reply's 3 MiB cut is the view's: views_test). */
+static void test_list_rows_many(void **state)
 {
     fx_t *fx = *state;
     enum { N = 20000 };
@@ -1119,60 +1089,27 @@ static void test_encode_list_truncates_before_3mib(void **state)
         assert_int_equal(fz_store_task_add(fx->store, &nt), (uint64_t)i + 1);
     }
     assert_int_equal(fz_store_commit(fx->store), 0);
-
-    decorated_t *d = calloc(1, sizeof *d);
-    assert_non_null(d);
-    fz_enc_t *e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_store_encode_list(fx->store, NULL, 100000, false, e, s_decorate, d), FZ_OK);
-    size_t len = 0;
-    assert_non_null(fz_enc_data(e, &len));
-    const size_t cap = 3u * 1024 * 1024;
-    assert_true(len <= cap + 64);  /* rows stop at 3 MiB (plus the small envelope) */
-    assert_true(len > cap - 1024); /* and not long before: a row is a few hundred bytes */
-    assert_true(len < FZ_MAX_FRAME);
-    fz_msg_t *msg = s_decode(&e);
-    assert_true(fz_msg_bool(msg, "truncated", false));
-    assert_int_equal(fz_msg_uint(msg, "total", 0), N);
-    const msgpack_object *rows = fz_msg_obj(msg, "tasks");
-    uint32_t n = rows->via.array.size;
-    assert_true(n > 1000 && n < N);
-    /* The decorator saw every row kept (and may have seen the one that did not fit). */
-    assert_true(d->n == n || d->n == n + 1);
-    for (uint32_t i = 0; i < n; i++)
-        assert_int_equal(d->ids[i], i + 1);
-    for (uint32_t i = 0; i < n; i++) {
-        const msgpack_object *t = &rows->via.array.ptr[i];
-        assert_int_equal(fz_obj_uint(t, "id", 0), i + 1);
-        size_t plen = 0;
-        const char *p = fz_obj_strn(t, "prompt", &plen);
-        char want[16];
-        snprintf(want, sizeof want, "%06u", i + 1);
-        assert_int_equal(plen, 80);
-        assert_memory_equal(p, want, 6);
+    for (int tail = 0; tail < 2; tail++) {
+        uint64_t total = 0;
+        fz_store_rows_t *rows = fz_store_list(fx->store, NULL, 100000, tail, &total);
+        assert_int_equal(total, N);
+        fz_store_task_row_t t;
+        uint32_t n = 0;
+        while (fz_store_rows_task(rows, &t)) {
+            uint64_t want = tail ? N - n : n + 1;
+            assert_int_equal(t.id, want);
+            char w[16];
+            snprintf(w, sizeof w, "%06u", (unsigned)want);
+            assert_int_equal(t.prompt_len, 80);
+            assert_memory_equal(t.prompt, w, 6);
+            n++;
+        }
+        assert_int_equal(n, N);
+        fz_store_rows_destroy(&rows);
     }
-    fz_msg_destroy(&msg);
-
-    /* A limit under the cap: not truncated. */
-    e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_store_encode_list(fx->store, NULL, 10, false, e, NULL, NULL), FZ_OK);
-    msg = s_decode(&e);
-    assert_false(fz_msg_bool(msg, "truncated", false));
-    assert_int_equal(fz_msg_obj(msg, "tasks")->via.array.size, 10);
-    assert_int_equal(fz_msg_uint(msg, "total", 0), N);
-    fz_msg_destroy(&msg);
-
-    /* tail, cut at 3 MiB: the newest tasks are kept (the oldest left out), still by id. */
-    e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_store_encode_list(fx->store, NULL, 100000, true, e, NULL, NULL), FZ_OK);
-    msg = s_decode(&e);
-    assert_true(fz_msg_bool(msg, "truncated", false));
-    rows = fz_msg_obj(msg, "tasks");
-    n = rows->via.array.size;
-    assert_true(n > 1000 && n < N);
-    for (uint32_t i = 0; i < n; i++)
-        assert_int_equal(fz_obj_uint(&rows->via.array.ptr[i], "id", 0), N - n + 1 + i);
-    fz_msg_destroy(&msg);
-    free(d);
+    uint64_t total = 0, ids[16];
+    assert_int_equal(s_list_ids(fx, NULL, 10, false, &total, ids, 16), 10);
+    assert_int_equal(total, N);
 }
 
 /* ---------------------------------------------------------------- cost */
@@ -1183,30 +1120,26 @@ typedef struct {
     double cost;
 } cost_row_t;
 
-/* Runs a cost report and returns its rows (at most 16) and total. */
-static size_t s_cost(fx_t *fx, const char *by, const char *label, double since, cost_row_t *out,
-                     double *total)
+/* Runs a cost report and returns its rows (at most 16) and their total. */
+static size_t s_cost(fx_t *fx, fz_store_cost_by_t by, const char *label, double since,
+                     cost_row_t *out, double *total)
 {
-    fz_enc_t *e = fz_enc_new("cost", 1);
-    assert_int_equal(fz_store_encode_cost(fx->store, by, label, since, e), FZ_OK);
-    fz_msg_t *msg = s_decode(&e);
-    const msgpack_object *rows = fz_msg_obj(msg, "rows");
+    fz_store_rows_t *rows = fz_store_cost(fx->store, by, label, since);
     assert_non_null(rows);
-    size_t n = rows->via.array.size;
-    assert_true(n <= 16);
-    double sum = 0;
-    for (size_t i = 0; i < n; i++) {
-        const msgpack_object *r = &rows->via.array.ptr[i];
-        fz_obj_str(r, "key", out[i].key, sizeof out[i].key);
-        out[i].attempts = fz_obj_uint(r, "attempts", 0);
-        out[i].tokens_in = fz_obj_uint(r, "tokens_in", 0);
-        out[i].duration_ms = fz_obj_uint(r, "duration_ms", 0);
-        out[i].cost = fz_obj_float(r, "cost_usd", -1);
-        sum += out[i].cost;
+    size_t n = 0;
+    fz_store_cost_row_t r;
+    *total = 0;
+    while (fz_store_rows_cost(rows, &r)) {
+        assert_true(n < 16);
+        snprintf(out[n].key, sizeof out[n].key, "%s", r.key);
+        out[n].attempts = r.attempts;
+        out[n].tokens_in = r.tokens_in;
+        out[n].duration_ms = r.duration_ms;
+        out[n].cost = r.cost_usd;
+        *total += r.cost_usd;
+        n++;
     }
-    *total = fz_msg_float(msg, "total_cost", -1);
-    assert_true(sum == *total);
-    fz_msg_destroy(&msg);
+    fz_store_rows_destroy(&rows);
     return n;
 }
 
@@ -1242,7 +1175,7 @@ static void test_cost_report_matches_spent(void **state)
 
     cost_row_t rows[16];
     double total;
-    size_t n = s_cost(fx, "model", NULL, 0, rows, &total);
+    size_t n = s_cost(fx, FZ_STORE_COST_MODEL, NULL, 0, rows, &total);
     assert_true(total == spent);
     assert_int_equal(n, 3);
     assert_string_equal(rows[0].key, "m1");
@@ -1256,7 +1189,7 @@ static void test_cost_report_matches_spent(void **state)
     assert_string_equal(rows[2].key, "m2-reported");
     assert_true(rows[2].cost == 0.125);
 
-    n = s_cost(fx, "task", NULL, 0, rows, &total);
+    n = s_cost(fx, FZ_STORE_COST_TASK, NULL, 0, rows, &total);
     assert_true(total == spent);
     assert_int_equal(n, 3);
     char key[24];
@@ -1267,7 +1200,7 @@ static void test_cost_report_matches_spent(void **state)
     snprintf(key, sizeof key, "%llu", (unsigned long long)c);
     assert_string_equal(rows[2].key, key);
 
-    n = s_cost(fx, "label", "team", 0, rows, &total);
+    n = s_cost(fx, FZ_STORE_COST_LABEL, "team", 0, rows, &total);
     assert_true(total == spent);
     assert_int_equal(n, 3);
     assert_string_equal(rows[0].key, ""); /* tasks without the label */
@@ -1278,7 +1211,7 @@ static void test_cost_report_matches_spent(void **state)
     assert_true(rows[2].cost == 0.75);
     assert_int_equal(rows[2].attempts, 2);
 
-    n = s_cost(fx, "day", NULL, 0, rows, &total);
+    n = s_cost(fx, FZ_STORE_COST_DAY, NULL, 0, rows, &total);
     assert_true(total == spent);
     assert_true(n >= 1 && n <= 2); /* 2 only if the test ran across midnight UTC */
     assert_int_equal(strlen(rows[0].key), 10);
@@ -1288,13 +1221,11 @@ static void test_cost_report_matches_spent(void **state)
     assert_int_equal(attempts, 4);
 
     /* since: only what ended at or after it. */
-    n = s_cost(fx, "model", NULL, t1 + 1, rows, &total);
+    n = s_cost(fx, FZ_STORE_COST_MODEL, NULL, t1 + 1, rows, &total);
     assert_int_equal(n, 0);
     assert_true(total == 0);
 
-    fz_enc_t *e = fz_enc_new("cost", 1);
-    assert_int_equal(fz_store_encode_cost(fx->store, "week", NULL, 0, e), FZ_EINVALID);
-    fz_enc_destroy(&e);
+    assert_null(fz_store_cost(fx->store, FZ_STORE_COST_COUNT, NULL, 0)); /* no such grouping */
 }
 
 /* Retention: ended tasks go with their attempts, labels and dependency rows; what a live
@@ -1345,9 +1276,9 @@ int main(void)
         TEST(test_state_priority_depfail),
         TEST(test_deps),
         TEST(test_tree),
-        TEST(test_encode_task_and_attempts),
-        TEST(test_encode_list_and_counts),
-        TEST(test_encode_list_truncates_before_3mib),
+        TEST(test_task_and_attempt_rows),
+        TEST(test_list_rows_and_counts),
+        TEST(test_list_rows_many),
         TEST(test_cost_report_matches_spent),
         TEST(test_purge),
     };
