@@ -466,7 +466,7 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
         snprintf(err, errlen, "cannot create sockets: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
-    zsock_set_sndhwm(self->pub, 100000);
+    zsock_set_sndhwm(self->pub, FZ_PUB_HWM);
     if (fz_net_ipc_in_use(cfg->bind) || fz_net_ipc_in_use(cfg->events)) {
         snprintf(err, errlen, "cannot bind %s / %s: endpoint in use (another fz-broker?)",
                  cfg->bind, cfg->events);

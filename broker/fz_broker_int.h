@@ -43,6 +43,11 @@
 /* Lost attempts (worker died) beyond the task's retries before it is failed anyway: a task
    that keeps killing its workers must not loop forever. */
 #define FZ_LOST_EXTRA 3
+/* task.output bytes per second (and burst) one attempt may put on the event stream. */
+#define FZ_OUTPUT_RATE (128 * 1024)
+/* The PUB queue of one subscriber, in events: a stuck subscriber holds at most this many
+   (each at most 16 KiB of output) before the broker drops its events. */
+#define FZ_PUB_HWM 5000
 /* Tasks one priority inheritance may raise (a walk up a dependency graph). */
 #define FZ_INHERIT_MAX 4096
 /* Recent events kept for subscribers that missed some: at most this many, this many bytes. */

@@ -229,6 +229,8 @@ static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
     const char *model = fz_worker_model_for(w, t->model);
     t->stalled = false;
     t->stalled_since = 0;
+    t->output = (fz_bucket_t){0};
+    t->output_dropped = 0;
     fz_enc_t *e =
         fz_life_move(self, t, FZ_STATE_RUNNING, &(fz_move_t){.worker = w, .model = model});
     fz_enc_str(e, "worker", w->name);

@@ -111,6 +111,21 @@ fz_policy_t fz_rules_policy(const fz_failure_t *f)
     return p;
 }
 
+bool fz_rules_bucket_take(fz_bucket_t *b, int64_t now_ms, double rate, double burst, size_t n)
+{
+    if (b->last_ms == 0)
+        b->tokens = burst;
+    else if (now_ms > b->last_ms)
+        b->tokens += rate * (double)(now_ms - b->last_ms) / 1000.0;
+    if (b->tokens > burst)
+        b->tokens = burst;
+    b->last_ms = now_ms;
+    if ((double)n > b->tokens)
+        return false;
+    b->tokens -= (double)n;
+    return true;
+}
+
 /* [from][to]: the moves the life cycle makes. Ended tasks come back only through retry
    (queued or waiting again); a succeeded one never. */
 #define Q (1u << FZ_STATE_QUEUED)

@@ -81,6 +81,14 @@ typedef struct {
    over exit 75, which stays the rule for the rest. */
 fz_policy_t fz_rules_policy(const fz_failure_t *f);
 
+/* A token bucket: may n bytes pass at now_ms? It refills at rate bytes/s up to burst, starts
+   full (*last_ms == 0) and takes n when they pass. */
+typedef struct {
+    double tokens;
+    int64_t last_ms;
+} fz_bucket_t;
+bool fz_rules_bucket_take(fz_bucket_t *b, int64_t now_ms, double rate, double burst, size_t n);
+
 /* True if a live or ended task may move from `from` to `to` (the life cycle's table). */
 bool fz_rules_move_allowed(fz_state_t from, fz_state_t to);
 

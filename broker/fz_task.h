@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fz_rules.h"
 #include "fz_vocab.h"
 
 struct fz_worker_t;
@@ -33,6 +34,8 @@ typedef struct fz_task_t {
     uint32_t stall_s, stall_kill_s; /* no sign of life this long: stalled, stopped (0 = off) */
     bool stalled;                   /* task.stalled was announced for the current attempt */
     double stalled_since;           /* wall time of its last sign of life while stalled, or 0 */
+    fz_bucket_t output;             /* task.output events of this attempt, rate-limited */
+    uint64_t output_dropped;        /* output bytes of this attempt over the limit */
     uint32_t quota_waits;           /* rate-limit waits so far: the wait without a reset grows */
     bool cancel_requested;          /* a cancel was sent to the worker; the result decides */
     uint32_t deps_pending;          /* WAITING: dependencies not yet ended */

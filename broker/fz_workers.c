@@ -243,9 +243,21 @@ void fz_workers_output(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
         return;
     size_t len;
     const void *data = fz_msg_bin(msg, "data", &len);
+    /* fz-worker streams at most 64 KiB/s; a peer that floods is cut back to twice that, so
+       subscribers (and the PUB queue of one that does not read) stay bounded. */
+    if (!fz_rules_bucket_take(&t->output, fz_clock_ms(), FZ_OUTPUT_RATE, FZ_OUTPUT_RATE, len)) {
+        if (t->output_dropped == 0)
+            fz_warn("task %llu attempt %u: %s streams output faster than %d KiB/s; the excess "
+                    "is dropped from the event stream (the worker's log keeps it all)",
+                    (unsigned long long)t->id, t->attempt, w->name, FZ_OUTPUT_RATE / 1024);
+        t->output_dropped += len;
+        return;
+    }
     fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_OUTPUT, t);
     fz_enc_str(e, "worker", w->name);
     fz_enc_bin(e, "data", data ? data : "", len);
+    if (t->output_dropped)
+        fz_enc_uint(e, "dropped", t->output_dropped);
 }
 
 static void s_ack_result(fz_broker_t *self, zframe_t *from, uint64_t task, uint64_t attempt)

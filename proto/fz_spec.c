@@ -396,6 +396,7 @@ static const fz_field_t e_progress[] = {EV_TASK,
 static const fz_field_t e_output[] = {EV_TASK,
                                       {"worker", FZ_T_STR, REQ, 1, FZ_MAX_NAME},
                                       {"data", FZ_T_BIN, REQ, 0, FZ_MAX_CHUNK},
+                                      {"dropped", FZ_T_UINT, 0, 0, U64},
                                       END};
 static const fz_field_t e_ended[] = {EV_TASK, EV_RESULT, END};
 static const fz_field_t e_dep_failed[] = {EV_TASK, {"summary", FZ_T_STR, REQ, 0, 4096}, END};

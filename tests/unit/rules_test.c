@@ -159,12 +159,28 @@ static void test_policy_by_class(void **state)
     assert_false(fz_rules_policy(&f).free);
 }
 
+static void test_bucket(void **state)
+{
+    (void)state;
+    fz_bucket_t b = {0};
+    /* Starts full: a burst of up to `burst` passes, then only what refills. */
+    assert_true(fz_rules_bucket_take(&b, 1000, 100, 300, 200));
+    assert_true(fz_rules_bucket_take(&b, 1000, 100, 300, 100));
+    assert_false(fz_rules_bucket_take(&b, 1000, 100, 300, 1));
+    assert_false(fz_rules_bucket_take(&b, 1500, 100, 300, 60)); /* 50 refilled */
+    assert_true(fz_rules_bucket_take(&b, 1500, 100, 300, 50));
+    assert_true(fz_rules_bucket_take(&b, 99000, 100, 300, 300)); /* capped at the burst */
+    assert_false(fz_rules_bucket_take(&b, 99000, 100, 300, 1));
+    assert_false(fz_rules_bucket_take(&b, 98000, 100, 300, 1)); /* a clock going back adds none */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deadline_boost), cmocka_unit_test(test_aging_and_effective),
         cmocka_unit_test(test_backoff),        cmocka_unit_test(test_after_attempt),
         cmocka_unit_test(test_move_table),     cmocka_unit_test(test_policy_by_class),
+        cmocka_unit_test(test_bucket),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
