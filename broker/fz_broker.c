@@ -139,6 +139,7 @@ static const handler_row_t s_handlers[] = {
     {"escalate", fz_requests_escalate, NULL},
     {"events", fz_views_events, NULL},
     {"purge", fz_requests_purge, NULL},
+    {"backup", fz_requests_backup, NULL},
     {"hello", fz_workers_hello, NULL},
     {"heartbeat", NULL, fz_workers_heartbeat},
     {"started", NULL, fz_workers_started},

@@ -210,6 +210,7 @@ void fz_requests_retry(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
 void fz_requests_priority(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
 void fz_requests_escalate(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
 void fz_requests_purge(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+void fz_requests_backup(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
 
 /* workers */
 void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason);

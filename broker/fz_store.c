@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define FZ_STORE_SCHEMA 2 /* PRAGMA user_version of the tables below */
@@ -199,8 +200,50 @@ void fz_sql_bind_text(sqlite3_stmt *st, int i, const char *s)
     sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_TRANSIENT);
 }
 
+/* A file where a database should be that cannot be one: empty, or shorter than one page
+   (a truncated copy). A missing file is fine: a new store is made. */
+static bool s_truncated(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size >= 512)
+        return false;
+    snprintf(err, errlen,
+             "database %s is %s (%lld bytes): not an fz database. Restore it from a backup "
+             "(fz-ctl backup), or move it away to start with an empty store",
+             path, st.st_size == 0 ? "an empty file" : "truncated", (long long)st.st_size);
+    return true;
+}
+
+/* SQLite's quick_check on an existing store: damage is refused at start, never served
+   quietly (a damaged index loses tasks without a word). */
+static bool s_damaged(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    char first[200] = "";
+    if (sqlite3_prepare_v2(db, "PRAGMA quick_check(3)", -1, &st, NULL) != SQLITE_OK) {
+        snprintf(first, sizeof first, "%s", sqlite3_errmsg(db));
+    } else {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            snprintf(first, sizeof first, "%s", (const char *)sqlite3_column_text(st, 0));
+        else
+            snprintf(first, sizeof first, "%s", sqlite3_errmsg(db));
+    }
+    sqlite3_finalize(st);
+    if (strcmp(first, "ok") == 0)
+        return false;
+    snprintf(err, errlen,
+             "database %s is damaged (SQLite quick_check: %s). fz will not serve it: restore it "
+             "from a backup (fz-ctl backup), or rescue what SQLite can read with "
+             "`sqlite3 %s .recover | sqlite3 NEW.db` and start the broker on NEW.db",
+             path, first, path);
+    return true;
+}
+
 fz_store_t *fz_store_open(const char *path, bool sync_full, char *err, size_t errlen)
 {
+    if (s_truncated(path, err, errlen))
+        return NULL;
     fz_store_t *self = calloc(1, sizeof *self);
     if (!self) {
         snprintf(err, errlen, "out of memory");
@@ -240,6 +283,10 @@ fz_store_t *fz_store_open(const char *path, bool sync_full, char *err, size_t er
     if (version > FZ_STORE_SCHEMA) {
         snprintf(err, errlen, "database %s has schema version %d; this fz knows up to %d", path,
                  version, FZ_STORE_SCHEMA);
+        fz_store_destroy(&self);
+        return NULL;
+    }
+    if (version >= 1 && s_damaged(self->db, path, err, errlen)) {
         fz_store_destroy(&self);
         return NULL;
     }
@@ -371,4 +418,53 @@ int64_t fz_store_purge(fz_store_t *self, double before)
             return -1;
     }
     return sqlite3_changes(self->db);
+}
+
+/* Copies the committed database at `from` into `to` (a new file). */
+static int s_copy_db(const char *from, const char *to, char *err, size_t errlen)
+{
+    sqlite3 *src = NULL, *dst = NULL;
+    int rc = sqlite3_open_v2(from, &src, SQLITE_OPEN_READONLY, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_open_v2(to, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    sqlite3_backup *b = rc == SQLITE_OK ? sqlite3_backup_init(dst, "main", src, "main") : NULL;
+    if (b) {
+        rc = sqlite3_backup_step(b, -1);
+        rc = sqlite3_backup_finish(b) == SQLITE_OK && rc == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    } else if (rc == SQLITE_OK)
+        rc = SQLITE_ERROR;
+    if (rc != SQLITE_OK)
+        snprintf(err, errlen, "cannot write a backup to %s: %s", to,
+                 dst   ? sqlite3_errmsg(dst)
+                 : src ? sqlite3_errmsg(src)
+                       : "out of memory");
+    sqlite3_close(dst);
+    sqlite3_close(src);
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
+int64_t fz_store_backup(fz_store_t *self, const char *path, char *err, size_t errlen)
+{
+    const char *db = sqlite3_db_filename(self->db, "main");
+    char real_db[4096], tmp[4200];
+    struct stat st;
+    if (db && realpath(db, real_db) && stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+        char real_to[4096];
+        if (realpath(path, real_to) && strcmp(real_db, real_to) == 0) {
+            snprintf(err, errlen, "%s is the database itself: choose another file", path);
+            return -2;
+        }
+    }
+    snprintf(tmp, sizeof tmp, "%s.tmp-%d", path, (int)getpid());
+    unlink(tmp);
+    if (!db || s_copy_db(db, tmp, err, errlen) < 0 || stat(tmp, &st) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+        snprintf(err, errlen, "cannot put the backup at %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return (int64_t)st.st_size;
 }

@@ -147,6 +147,11 @@ int fz_store_task_depfail(fz_store_t *self, uint64_t id, const char *why);
    dependency rows, except those a live task still needs (as a dependency or parent).
    Returns how many tasks went, -1 on error. */
 int64_t fz_store_purge(fz_store_t *self, double before);
+/* Writes a consistent copy of what is committed to `path` (SQLite's backup API, from a
+   read-only connection of its own, so the turn's open transaction is not in it), through a
+   temporary file renamed into place. Its size in bytes; -2 if path is the database itself,
+   -1 if the copy failed (err says why). */
+int64_t fz_store_backup(fz_store_t *self, const char *path, char *err, size_t errlen);
 
 /* Small persistent settings (paused, budget). get returns dflt when unset. */
 double fz_store_meta_get(fz_store_t *self, const char *key, double dflt);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fz_cli.h"
 #include "fz_client.h"
@@ -71,6 +72,9 @@ static int s_help(void)
         "  purge --before YYYY-MM-DD  delete tasks that ended before that day (UTC), with their\n"
         "                             attempts; never today's (the budget counts them) nor\n"
         "                             any a live task still waits for\n"
+        "  backup FILE                an online, consistent copy of the broker's database,\n"
+        "                             written at FILE on the broker's host (a relative FILE is\n"
+        "                             made absolute here first)\n"
         "  ping                       check that the broker answers\n"
         "\n"
         "Options:\n"
@@ -371,6 +375,27 @@ static void s_print_pong(fz_msg_t *reply, const void *arg)
            (long long)(fz_clock_ms() - p->start));
 }
 
+static void s_print_backup(fz_msg_t *reply, const void *path)
+{
+    printf("backup written to %s (%llu bytes)\n", (const char *)path,
+           (unsigned long long)fz_msg_uint(reply, "bytes", 0));
+}
+
+static int s_cmd_backup(ctl_t *ctl)
+{
+    char path[4096], cwd[4096];
+    const char *file = ctl->pos[1];
+    /* The broker writes the file: a relative name would be relative to its folder. */
+    int n = file[0] == '/'            ? snprintf(path, sizeof path, "%s", file)
+            : getcwd(cwd, sizeof cwd) ? snprintf(path, sizeof path, "%s/%s", cwd, file)
+                                      : -1;
+    if (n <= 0 || (size_t)n >= sizeof path)
+        return fz_cli_usage_error("backup: cannot make '%s' an absolute path", file);
+    fz_enc_t *req = fz_client_request(ctl->client, "backup");
+    fz_enc_str(req, "path", path);
+    return s_ask(ctl, &req, "ok", s_print_backup, path);
+}
+
 static int s_cmd_ping(ctl_t *ctl)
 {
     fz_enc_t *req = fz_client_request(ctl->client, "ping");
@@ -378,15 +403,23 @@ static int s_cmd_ping(ctl_t *ctl)
     return s_ask(ctl, &req, "pong", s_print_pong, &p);
 }
 
-static const command_t s_commands[] = {
-    {"status", s_cmd_status, 0, ""},     {"list", s_cmd_list, 0, "slt"},
-    {"show", s_cmd_show, 1, "n"},        {"cancel", s_cmd_cancel, 1, ""},
-    {"workers", s_cmd_workers, 0, ""},   {"pause", s_cmd_pause, 0, ""},
-    {"resume", s_cmd_resume, 0, ""},     {"stop", s_cmd_stop, 0, ""},
-    {"retry", s_cmd_retry, 1, ""},       {"priority", s_cmd_priority, 2, ""},
-    {"escalate", s_cmd_escalate, 1, ""}, {"purge", s_cmd_purge, 0, "P"},
-    {"budget", s_cmd_budget, 0, "S"},    {"cost", s_cmd_cost, 0, "BDL"},
-    {"ping", s_cmd_ping, 0, ""},         {NULL, NULL, 0, NULL}};
+static const command_t s_commands[] = {{"status", s_cmd_status, 0, ""},
+                                       {"list", s_cmd_list, 0, "slt"},
+                                       {"show", s_cmd_show, 1, "n"},
+                                       {"cancel", s_cmd_cancel, 1, ""},
+                                       {"workers", s_cmd_workers, 0, ""},
+                                       {"pause", s_cmd_pause, 0, ""},
+                                       {"resume", s_cmd_resume, 0, ""},
+                                       {"stop", s_cmd_stop, 0, ""},
+                                       {"retry", s_cmd_retry, 1, ""},
+                                       {"priority", s_cmd_priority, 2, ""},
+                                       {"escalate", s_cmd_escalate, 1, ""},
+                                       {"purge", s_cmd_purge, 0, "P"},
+                                       {"backup", s_cmd_backup, 1, ""},
+                                       {"budget", s_cmd_budget, 0, "S"},
+                                       {"cost", s_cmd_cost, 0, "BDL"},
+                                       {"ping", s_cmd_ping, 0, ""},
+                                       {NULL, NULL, 0, NULL}};
 
 /* ---------------------------------------------------------------- arguments */
 

@@ -65,10 +65,13 @@ static const fz_field_t f_status[] = {
 
 static const fz_field_t f_workers[] = {{"workers", FZ_T_OBJARR, 0, 0, 1000000}, END};
 
-static const fz_field_t f_ok[] = {
-    {"task", FZ_T_UINT, 0, 0, U64},         {"state", FZ_T_STR, 0, 0, 16},
-    {"count", FZ_T_UINT, 0, 0, U64},        {"message", FZ_T_STR, 0, 0, 4096},
-    {"priority", FZ_T_INT, 0, -PRIO, PRIO}, END};
+static const fz_field_t f_ok[] = {{"task", FZ_T_UINT, 0, 0, U64},
+                                  {"state", FZ_T_STR, 0, 0, 16},
+                                  {"count", FZ_T_UINT, 0, 0, U64},
+                                  {"message", FZ_T_STR, 0, 0, 4096},
+                                  {"priority", FZ_T_INT, 0, -PRIO, PRIO},
+                                  {"bytes", FZ_T_UINT, 0, 0, U64},
+                                  END};
 
 static const fz_field_t f_priority[] = {
     {"task", FZ_T_UINT, REQ, 1, U64}, {"priority", FZ_T_INT, REQ, -PRIO, PRIO}, END};
@@ -91,6 +94,7 @@ static const fz_field_t f_cost[] = {{"by", FZ_T_STR, 0, 0, 16},
                                     END};
 
 static const fz_field_t f_purge[] = {{"before", FZ_T_FLOAT, REQ, 0, 1e11}, END};
+static const fz_field_t f_backup[] = {{"path", FZ_T_STR, REQ, 1, 4096}, END};
 
 /* "events" is the request (since) and the reply (events, first, last). */
 static const fz_field_t f_events[] = {{"since", FZ_T_UINT, 0, 0, U64},
@@ -186,41 +190,25 @@ static const fz_field_t f_cancel_w[] = {{"task", FZ_T_UINT, REQ, 1, U64},
 
 /* "cancel" is both a client request (task) and a broker->worker order (task, attempt,
    reason): one spec with optional extras serves both. */
-static const fz_msgspec_t s_specs[] = {{"submit", f_submit},
-                                       {"submitted", f_submitted},
-                                       {"submit-batch", f_batch},
-                                       {"submitted-batch", f_batch_reply},
-                                       {"escalate", f_task_id},
-                                       {"events", f_events},
-                                       {"purge", f_purge},
-                                       {"get", f_task_id},
-                                       {"task", f_task_reply},
-                                       {"list", f_list},
-                                       {"tasks", f_tasks},
-                                       {"status", f_status},
-                                       {"workers", f_workers},
-                                       {"cancel", f_cancel_w},
-                                       {"ok", f_ok},
-                                       {"ping", f_none},
-                                       {"pong", f_pong},
-                                       {"error", f_error},
-                                       {"hello", f_hello},
-                                       {"welcome", f_welcome},
-                                       {"heartbeat", f_heartbeat},
-                                       {"dispatch", f_dispatch},
-                                       {"started", f_started},
-                                       {"output", f_output},
-                                       {"result", f_result},
-                                       {"result-ack", f_ack},
-                                       {"bye", f_none},
-                                       {"pause", f_none},
-                                       {"resume", f_none},
-                                       {"stop", f_none},
-                                       {"retry", f_task_id},
-                                       {"priority", f_priority},
-                                       {"budget", f_budget},
-                                       {"cost", f_cost},
-                                       {NULL, NULL}};
+static const fz_msgspec_t s_specs[] = {
+    {"submit", f_submit},      {"submitted", f_submitted},
+    {"submit-batch", f_batch}, {"submitted-batch", f_batch_reply},
+    {"escalate", f_task_id},   {"events", f_events},
+    {"purge", f_purge},        {"backup", f_backup},
+    {"get", f_task_id},        {"task", f_task_reply},
+    {"list", f_list},          {"tasks", f_tasks},
+    {"status", f_status},      {"workers", f_workers},
+    {"cancel", f_cancel_w},    {"ok", f_ok},
+    {"ping", f_none},          {"pong", f_pong},
+    {"error", f_error},        {"hello", f_hello},
+    {"welcome", f_welcome},    {"heartbeat", f_heartbeat},
+    {"dispatch", f_dispatch},  {"started", f_started},
+    {"output", f_output},      {"result", f_result},
+    {"result-ack", f_ack},     {"bye", f_none},
+    {"pause", f_none},         {"resume", f_none},
+    {"stop", f_none},          {"retry", f_task_id},
+    {"priority", f_priority},  {"budget", f_budget},
+    {"cost", f_cost},          {NULL, NULL}};
 
 /* ---------------------------------------------------------------- objects (section 7) */
 

@@ -64,7 +64,8 @@ static const char *const s_types[] = {"submit",
                                       "submitted-batch",
                                       "escalate",
                                       "events",
-                                      "purge"};
+                                      "purge",
+                                      "backup"};
 #define NTYPES (sizeof s_types / sizeof *s_types)
 
 #define U64_LIMIT 1.8e19 /* a field max at or above this means "any uint64" */

@@ -1162,11 +1162,98 @@ static void test_purge(void **state)
     assert_true(fz_store_task_exists(fx->store, live, NULL));
 }
 
+/* ---------------------------------------------------------------- damage */
+
+/* Opens the store at fx->path expecting a refusal that mentions `words`. */
+static void s_open_refused(fx_t *fx, const char *words)
+{
+    char err[512] = "";
+    fz_store_t *s = fz_store_open(fx->path, false, err, sizeof err);
+    if (s)
+        fz_store_destroy(&s);
+    assert_null(s);
+    if (!strstr(err, words))
+        fail_msg("refusal without '%s': %s", words, err);
+    assert_non_null(strstr(err, "backup"));
+}
+
+/* An empty or truncated file where the database was is refused, not taken as a new store. */
+static void test_empty_or_truncated_file_is_refused(void **state)
+{
+    fx_t *fx = *state;
+    s_add(fx, "keep me");
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    fz_store_destroy(&fx->store);
+    assert_int_equal(truncate(fx->path, 0), 0);
+    s_open_refused(fx, "empty file");
+    assert_int_equal(truncate(fx->path, 300), 0);
+    s_open_refused(fx, "truncated");
+    unlink(fx->path);
+    fx->store = s_open(fx->path); /* gone altogether: a new store, as on a first start */
+    assert_non_null(fx->store);
+}
+
+/* A store with flipped bytes in its pages is refused at open with quick_check's words. */
+static void test_damaged_store_is_refused(void **state)
+{
+    fx_t *fx = *state;
+    for (int i = 0; i < 300; i++)
+        s_add(fx, "a task with a prompt long enough to fill a few pages of the table and index");
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    fz_store_destroy(&fx->store); /* the last connection: the WAL is checkpointed */
+    FILE *f = fopen(fx->path, "r+b");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    assert_true(size > 8 * 4096);
+    /* Every page but the first (the schema): its header and cells become garbage. */
+    for (long page = 4096; page + 4096 <= size; page += 4096) {
+        fseek(f, page + 8, SEEK_SET);
+        for (int k = 0; k < 64; k++)
+            fputc(0xa5, f);
+    }
+    fclose(f);
+    s_open_refused(fx, "damaged");
+}
+
+/* A backup is what was committed, not the turn's open transaction, and opens as a store. */
+static void test_backup(void **state)
+{
+    fx_t *fx = *state;
+    s_add(fx, "committed");
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    s_add(fx, "not yet committed");
+    char copy[200], err[512] = "";
+    snprintf(copy, sizeof copy, "%s/copy.db", fx->dir);
+    int64_t bytes = fz_store_backup(fx->store, copy, err, sizeof err);
+    assert_true(bytes >= 4096);
+    assert_int_equal(fz_store_backup(fx->store, fx->path, err, sizeof err), -2);
+    assert_non_null(strstr(err, "the database itself"));
+    char nowhere[200];
+    snprintf(nowhere, sizeof nowhere, "%s/no/such/dir/x.db", fx->dir);
+    assert_int_equal(fz_store_backup(fx->store, nowhere, err, sizeof err), -1);
+    fz_store_rollback(fx->store);
+    fz_store_t *c = fz_store_open(copy, false, err, sizeof err);
+    assert_non_null(c);
+    assert_true(fz_store_task_exists(c, 1, NULL));
+    assert_false(fz_store_task_exists(c, 2, NULL));
+    fz_store_destroy(&c);
+    static const char *const suffixes[] = {"", "-wal", "-shm", ".lock"};
+    for (size_t i = 0; i < 4; i++) {
+        char p[220];
+        snprintf(p, sizeof p, "%s%s", copy, suffixes[i]);
+        unlink(p);
+    }
+}
+
 int main(void)
 {
     fz_log_init("store_test", FZ_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         TEST(test_open_creates_schema),
+        TEST(test_empty_or_truncated_file_is_refused),
+        TEST(test_damaged_store_is_refused),
+        TEST(test_backup),
         TEST(test_task_add_increasing_ids),
         TEST(test_rollback_then_commit),
         TEST(test_fail_turn),
