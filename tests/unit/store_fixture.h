@@ -109,5 +109,51 @@ static int s_finish(fx_t *fx, uint64_t id, uint32_t n, double cost, const char *
     r.summary = "done";
     return fz_store_attempt_finish(fx->store, id, n, &r, state);
 }
+/* A task with every field set (labels, fallback, an after dependency, a long prompt of 'p's
+   in prompt[size]), its first attempt ended (retrying) and its second running, committed. */
+static uint64_t s_add_rich_task(fx_t *fx, char *prompt, size_t size, uint64_t *dep_p)
+{
+    msgpack_object_kv kv[] = {{.key = MP_STR("team"), .val = MP_STR("web")},
+                              {.key = MP_STR("dry.cost"), .val = MP_STR("0.1")}};
+    msgpack_object labels = MP_MAP(kv, 2);
+    msgpack_object fb_items[] = {MP_STR("sonnet")};
+    msgpack_object fb = MP_ARRAY(fb_items, 1);
+    *dep_p = s_add(fx, "dependency");
+    msgpack_object after_items[] = {MP_UINT(*dep_p)};
+    msgpack_object after = MP_ARRAY(after_items, 1);
+    memset(prompt, 'p', size - 1);
+    prompt[size - 1] = 0;
+    fz_store_newtask_t nt = {.prompt = prompt,
+                             .prompt_len = strlen(prompt),
+                             .priority = -12,
+                             .model = "opus",
+                             .name = "named",
+                             .timeout = 600,
+                             .max_cost = 2.5,
+                             .retries = 2,
+                             .labels = &labels,
+                             .fallback = &fb,
+                             .after = &after,
+                             .deadline = 1.8e9,
+                             .state = FZ_STATE_QUEUED};
+    uint64_t id = fz_store_task_add(fx->store, &nt);
+    assert_true(id > 0);
+    assert_int_equal(fz_store_attempt_start(fx->store, id, 1, "w1", "opus", 2.5), 0);
+    fz_result_t r = {.outcome = "exited",
+                     .exit_code = -3,
+                     .signal = 0,
+                     .duration_ms = 1234,
+                     .cost_usd = 0.75,
+                     .tokens_in = 1000,
+                     .tokens_out = 50,
+                     .summary = "it broke",
+                     .output = "out\0put",
+                     .output_len = 7,
+                     .log = "/var/log/a.log"};
+    assert_int_equal(fz_store_attempt_finish(fx->store, id, 1, &r, FZ_STATE_RETRYING), 1);
+    assert_int_equal(fz_store_attempt_start(fx->store, id, 2, "w2", "sonnet", 2.5), 0);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    return id;
+}
 
 #endif
