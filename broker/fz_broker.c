@@ -97,10 +97,7 @@ static void s_task_free(void **item)
 
 static void s_worker_free(void **item)
 {
-    fz_worker_t *w = *item;
-    if (w)
-        zframe_destroy(&w->routing_id);
-    free(w);
+    free(*item);
     *item = NULL;
 }
 
@@ -259,7 +256,9 @@ static void s_tick(fz_broker_t *self, int64_t now, bool drained)
         self->next_heartbeat_ms = now + self->cfg.heartbeat_ms;
         for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
             fz_enc_t *hb = fz_enc_new("heartbeat", 0);
-            fz_net_send(self->router, w->routing_id, &hb);
+            zframe_t *to = fz_workers_frame(w);
+            fz_net_send(self->router, to, &hb);
+            zframe_destroy(&to);
         }
     }
 

@@ -120,6 +120,8 @@ void fz_broker_reload(fz_broker_t *self);
 
 /* outbox */
 out_t *fz_outbox_add(fz_broker_t *self, zframe_t *to, fz_enc_t *enc);
+/* The same, to a worker's connection. */
+out_t *fz_outbox_add_to(fz_broker_t *self, const fz_worker_t *w, fz_enc_t *enc);
 void fz_outbox_reply(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_enc_t *enc);
 /* Queues an error reply: its code, its reason for programs and a message for people. */
 void fz_outbox_error(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_err_t code,
@@ -214,6 +216,8 @@ void fz_requests_backup(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
 
 /* workers */
 void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason);
+/* A new frame holding the worker's routing id (the caller destroys it). */
+zframe_t *fz_workers_frame(const fz_worker_t *w);
 void fz_workers_reattach(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint32_t attempt);
 void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
 void fz_workers_heartbeat(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w);

@@ -212,7 +212,7 @@ void fz_life_send_cancel(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint3
     fz_enc_uint(e, "task", task);
     fz_enc_uint(e, "attempt", attempt);
     fz_enc_str(e, "reason", reason);
-    fz_outbox_add(self, w->routing_id, e);
+    fz_outbox_add_to(self, w, e);
 }
 
 /* Starts attempt n+1 of t on w: reservation, records, dispatch message. */
@@ -254,7 +254,7 @@ static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
     fz_enc_uint(d, "kill_grace", self->cfg.kill_grace);
     fz_enc_uint(d, "stall", t->stall_s ? t->stall_s : self->cfg.stall_s);
     fz_enc_uint(d, "stall_kill", t->stall_kill_s ? t->stall_kill_s : self->cfg.stall_kill_s);
-    out_t *o = fz_outbox_add(self, w->routing_id, d);
+    out_t *o = fz_outbox_add_to(self, w, d);
     if (o)
         o->dispatch = t->id;
 }

@@ -32,6 +32,16 @@ out_t *fz_outbox_add(fz_broker_t *self, zframe_t *to, fz_enc_t *enc)
     return o;
 }
 
+out_t *fz_outbox_add_to(fz_broker_t *self, const fz_worker_t *w, fz_enc_t *enc)
+{
+    zframe_t *to = fz_workers_frame(w);
+    out_t *o = to ? fz_outbox_add(self, to, enc) : NULL;
+    if (!to)
+        fz_enc_destroy(&enc);
+    zframe_destroy(&to);
+    return o;
+}
+
 void fz_outbox_reply(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_enc_t *enc)
 {
     out_t *o = fz_outbox_add(self, to, enc);

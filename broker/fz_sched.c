@@ -2,6 +2,7 @@
 
 #include "fz_sched.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -13,7 +13,6 @@
 #ifndef FZ_SCHED_H
 #define FZ_SCHED_H
 
-#include <czmq.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -23,9 +22,11 @@
 
 #define FZ_MAX_WORKER_MODELS 16
 
-/* A connected worker. Owned by the broker's worker table. */
+/* A connected worker. Owned by the broker's worker table. Its connection is only data here
+   (the routing id's bytes): sockets and frames are the broker's business. */
 typedef struct fz_worker_t {
-    zframe_t *routing_id;
+    uint8_t rid[255]; /* the ROUTER's routing id of its connection (ZeroMQ allows 1..255 B) */
+    size_t rid_len;
     char key[64]; /* routing id in hex: the table key */
     char name[65];
     char nonce[65];

@@ -27,6 +27,11 @@ static fz_enc_t *s_worker_event(fz_broker_t *self, fz_topic_t topic, const fz_wo
     return e;
 }
 
+zframe_t *fz_workers_frame(const fz_worker_t *w)
+{
+    return zframe_new(w->rid, w->rid_len);
+}
+
 void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason)
 {
     fz_info("worker %s left (%s)", w->name, reason);
@@ -144,7 +149,8 @@ void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_worker_t *w = calloc(1, sizeof *w);
     if (!w)
         return;
-    w->routing_id = zframe_dup(from);
+    w->rid_len = zframe_size(from) < sizeof w->rid ? zframe_size(from) : sizeof w->rid;
+    memcpy(w->rid, zframe_data(from), w->rid_len);
     fz_broker_hexkey(from, w->key, sizeof w->key);
     snprintf(w->name, sizeof w->name, "%s", name);
     snprintf(w->nonce, sizeof w->nonce, "%s", fz_msg_str(msg, "nonce", "", NULL));
