@@ -162,13 +162,12 @@ def parse_clock(text, now=None):
             return None
         return int(time.mktime((int(year), mo, int(day), hh, mm, 0, 0, 0, -1)))
     t = time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, hh, mm, 0, 0, 0, -1))
-    if t <= now < t + 120:
-        # The clock shows whole minutes: a reset "at 7:56 PM" said at 7:56:30 is within
-        # that minute (or just past), not tomorrow.
-        return int(t) + 60
-    if t <= now:
-        t += 86400
-    return int(t)
+    if t + 120 <= now:
+        t += 86400  # long past: tomorrow at that time
+    # The clock shows whole minutes (codex rounds its resets_at down to them): the reset is
+    # somewhere in that minute, so its end is the first moment sure to be past it. A time
+    # "at 7:56 PM" said at 7:56:30 is this minute, not tomorrow.
+    return int(t) + 60
 
 
 def next_pacific_midnight(now=None):

@@ -134,8 +134,8 @@ def body(f):
     now = time.mktime((2026, 12, 1, 19, 56, 30, 0, 0, -1))
     for text, want in (("try again at 7:56 PM.", now - 30 + 60),        # this minute, not tomorrow
                        ("try again at 7:55 PM.", now - 90 + 60),        # just past: still today
-                       ("try again at 7:50 PM.", now - 390 + 86400),    # long past: tomorrow
-                       ("try again at 8:10 PM", now + 810),
+                       ("try again at 7:50 PM.", now - 390 + 86400 + 60),  # long past: tomorrow
+                       ("try again at 8:10 PM", now + 810 + 60),           # the end of that minute
                        ("usage limit reached|1767225600", 1767225600),
                        ("it resets at 2026-12-01T20:00:08Z", 1796155208),
                        ("no time in here", None)):
