@@ -63,7 +63,7 @@ void fz_broker_hexkey(zframe_t *frame, char *key, size_t size)
 
 fz_worker_t *fz_broker_worker(fz_broker_t *self, zframe_t *from)
 {
-    char key[64];
+    char key[FZ_RID_KEY];
     fz_broker_hexkey(from, key, sizeof key);
     return zhashx_lookup(self->workers, key);
 }
@@ -383,7 +383,7 @@ void fz_broker_reload(fz_broker_t *self)
        (the store holds those attempts as running, committed in earlier turns). */
     size_t nbusy = 0;
     struct busy {
-        char key[64];
+        char key[FZ_RID_KEY];
         uint64_t task;
         uint32_t attempt;
     } *busy = calloc(zhashx_size(self->workers) + 1, sizeof *busy);

@@ -131,7 +131,7 @@ static void s_emit_now(fz_broker_t *self, fz_topic_t topic, fz_enc_t **e_p)
    the worker is gone: its task goes back to the queue, recorded in the next turn. */
 void fz_outbox_flush(fz_broker_t *self)
 {
-    char gone[64][64];
+    char gone[64][FZ_RID_KEY];
     size_t ngone = 0;
     for (size_t i = 0; i < self->nout; i++) {
         out_t *o = &self->out[i];

@@ -21,13 +21,15 @@
 #include "fz_task.h"
 
 #define FZ_MAX_WORKER_MODELS 16
+/* A routing id (1..255 bytes) in hex, NUL included. */
+#define FZ_RID_KEY (2 * 255 + 1)
 
 /* A connected worker. Owned by the broker's worker table. Its connection is only data here
    (the routing id's bytes): sockets and frames are the broker's business. */
 typedef struct fz_worker_t {
     uint8_t rid[255]; /* the ROUTER's routing id of its connection (ZeroMQ allows 1..255 B) */
     size_t rid_len;
-    char key[64]; /* routing id in hex: the table key */
+    char key[FZ_RID_KEY]; /* routing id in hex: the table key (whole: no two ids share one) */
     char name[65];
     char nonce[65];
     char models[FZ_MAX_WORKER_MODELS][65];

@@ -1799,6 +1799,35 @@ static void test_a_life_conforms_to_the_spec(void **state)
     s_fx_destroy(&fx);
 }
 
+/* Two connections whose (custom, long) routing ids share their first 40 bytes are two
+   workers, not one: the table key is the whole id. */
+static void test_long_routing_ids_do_not_collide(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    zsock_t *w[2];
+    for (int i = 0; i < 2; i++) {
+        char id[64], name[16];
+        snprintf(id, sizeof id, "%s%d", "routing-id-prefix-shared-by-both-workers", i);
+        snprintf(name, sizeof name, "long%d", i);
+        w[i] = fz_net_socket(ZMQ_DEALER);
+        zsock_set_identity(w[i], id);
+        assert_int_equal(zsock_connect(w[i], "%s", fx->ep), 0);
+        fz_enc_t *hello = fz_enc_new("hello", 1);
+        fz_enc_str(hello, "name", name);
+        fz_enc_str(hello, "nonce", name);
+        assert_int_equal(fz_net_send(w[i], NULL, &hello), 0);
+        fz_msg_t *m = s_expect(fx, w[i], "welcome");
+        fz_msg_destroy(&m);
+    }
+    fz_msg_t *ws = s_call(fx, s_req(fx, "workers"));
+    assert_int_equal(fz_msg_obj(ws, "workers")->via.array.size, 2);
+    fz_msg_destroy(&ws);
+    for (int i = 0; i < 2; i++)
+        zsock_destroy(&w[i]);
+    s_fx_destroy(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1825,6 +1854,7 @@ int main(void)
         cmocka_unit_test(test_pause_stop_priority_escalate),
         cmocka_unit_test(test_whitelist_and_tree_limits),
         cmocka_unit_test(test_batch_views_and_purge),
+        cmocka_unit_test(test_long_routing_ids_do_not_collide),
         cmocka_unit_test(test_submitted_prompt_is_cut_between_characters),
         cmocka_unit_test(test_reconnect_with_the_same_nonce_replaces_at_once),
         cmocka_unit_test(test_result_of_three_fields_takes_the_defaults),
