@@ -467,6 +467,7 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
         goto fail;
     }
     zsock_set_sndhwm(self->pub, FZ_PUB_HWM);
+    zsock_set_sndhwm(self->router, FZ_ROUTER_HWM);
     if (fz_net_ipc_in_use(cfg->bind) || fz_net_ipc_in_use(cfg->events)) {
         snprintf(err, errlen, "cannot bind %s / %s: endpoint in use (another fz-broker?)",
                  cfg->bind, cfg->events);
@@ -516,10 +517,15 @@ void fz_broker_destroy(fz_broker_t **self_p)
 /* One turn: read what arrived, run timers, dispatch, commit, then send. */
 static void s_turn(fz_broker_t *self)
 {
-    int i = 0;
-    while (i < FZ_TURN_MAX && s_recv(self))
-        i++;
-    s_tick(self, fz_clock_ms(), i < FZ_TURN_MAX);
+    /* Up to FZ_TURN_MAX messages, and no more once the replies queued reach FZ_TURN_BYTES;
+       drained: nothing was left unread (only then is a silent peer judged dead). */
+    bool drained = false;
+    for (int i = 0; i < FZ_TURN_MAX && self->out_bytes < FZ_TURN_BYTES; i++)
+        if (!s_recv(self)) {
+            drained = true;
+            break;
+        }
+    s_tick(self, fz_clock_ms(), drained);
     fz_life_release_held(self);
     fz_life_dispatch(self);
     if (fz_store_commit(self->store) < 0)

@@ -45,6 +45,12 @@
 #define FZ_LOST_EXTRA 3
 /* task.output bytes per second (and burst) one attempt may put on the event stream. */
 #define FZ_OUTPUT_RATE (128 * 1024)
+/* What a turn may queue to send before it stops reading requests (the rest wait for the next
+   turn): one peer's large replies cannot hold everyone else's. */
+#define FZ_TURN_BYTES (32u << 20)
+/* Messages queued to one peer of the ROUTER before its replies are dropped: a peer that does
+   not read costs the broker at most this many replies (of at most 3 MiB). */
+#define FZ_ROUTER_HWM 128
 /* The PUB queue of one subscriber, in events: a stuck subscriber holds at most this many
    (each at most 16 KiB of output) before the broker drops its events. */
 #define FZ_PUB_HWM 5000
@@ -78,6 +84,7 @@ struct fz_broker_t {
     bool paused;
     out_t *out;
     size_t nout, capout;
+    size_t out_bytes; /* what the outbox holds, about: a turn stops reading past a bound */
     uint64_t seq;
     fz_history_t *history; /* recent events, for subscribers that missed some */
     int64_t next_heartbeat_ms;

@@ -25,6 +25,7 @@ out_t *fz_outbox_add(fz_broker_t *self, zframe_t *to, fz_enc_t *enc)
         self->out = o;
         self->capout = cap;
     }
+    self->out_bytes += fz_enc_size(enc);
     out_t *o = &self->out[self->nout++];
     memset(o, 0, sizeof *o);
     o->to = to ? zframe_dup(to) : NULL;
@@ -132,21 +133,29 @@ static void s_emit_now(fz_broker_t *self, fz_topic_t topic, fz_enc_t **e_p)
 void fz_outbox_flush(fz_broker_t *self)
 {
     char gone[64][FZ_RID_KEY];
-    size_t ngone = 0;
+    size_t ngone = 0, dropped = 0;
     for (size_t i = 0; i < self->nout; i++) {
         out_t *o = &self->out[i];
         if (!o->to) {
             s_emit_now(self, o->topic, &o->enc);
             continue;
         }
-        if (fz_net_send(self->router, o->to, &o->enc) < 0 && o->dispatch && ngone < 64) {
-            fz_warn("dispatch of task %llu failed (%s): worker is gone",
-                    (unsigned long long)o->dispatch, strerror(errno));
-            fz_broker_hexkey(o->to, gone[ngone++], sizeof gone[0]);
+        if (fz_net_send(self->router, o->to, &o->enc) < 0) {
+            if (o->dispatch && ngone < 64) {
+                fz_warn("dispatch of task %llu failed (%s): worker is gone",
+                        (unsigned long long)o->dispatch, strerror(errno));
+                fz_broker_hexkey(o->to, gone[ngone++], sizeof gone[0]);
+            } else if (!o->dispatch)
+                dropped++;
         }
         zframe_destroy(&o->to);
     }
+    if (dropped)
+        fz_warn("%zu message(s) dropped this turn: their peers do not read what they asked for "
+                "(or are gone)",
+                dropped);
     self->nout = 0;
+    self->out_bytes = 0;
     for (size_t i = 0; i < ngone; i++) {
         fz_worker_t *w = zhashx_lookup(self->workers, gone[i]);
         if (w)
@@ -167,5 +176,6 @@ void fz_outbox_abandon(fz_broker_t *self)
         zframe_destroy(&o->to);
     }
     self->nout = 0;
+    self->out_bytes = 0;
     fz_broker_reload(self);
 }

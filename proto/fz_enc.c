@@ -212,3 +212,8 @@ const void *fz_enc_data(fz_enc_t *self, size_t *len_p)
     *len_p = self->out.size;
     return self->out.data;
 }
+
+size_t fz_enc_size(const fz_enc_t *self)
+{
+    return self ? self->body.size : 0;
+}

@@ -56,5 +56,7 @@ void fz_enc_sub(fz_enc_t *self, const char *key, fz_enc_t **sub_p);
 
 /* The encoded message; valid until the next write or destroy. NULL if memory ran out. */
 const void *fz_enc_data(fz_enc_t *self, size_t *len_p);
+/* About how many bytes the message holds so far (its fields, without the map header). */
+size_t fz_enc_size(const fz_enc_t *self);
 
 #endif
