@@ -18,18 +18,8 @@ FLOOD = 20000
 CHUNK = b"x" * (16 * 1024 - 64)
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def body(f):
-    # Under AddressSanitizer freed memory waits in a quarantine (256 MiB by default) before it
-    # is reused, which would be counted as growth: keep it small (ignored by plain builds).
-    f.env["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=4").lstrip(":")
+    h.small_asan_quarantine(f)
     f.start_broker()
     ctx = zmq.Context()
     stuck = ctx.socket(zmq.SUB)
@@ -52,7 +42,7 @@ def body(f):
             if m.get("type") == "dispatch":
                 attempt = m["attempt"]
     h.check(attempt is not None, "no dispatch reached the fake worker")
-    before = rss_kib(f.broker.pid)
+    before = h.rss_kib(f.broker.pid)
     t0 = time.monotonic()
     for i in range(FLOOD):
         w.send(msgpack.packb({"v": 1, "type": "output", "task": tid, "attempt": attempt,
@@ -67,7 +57,7 @@ def body(f):
     w.send(msgpack.packb({"v": 1, "type": "ping", "rid": 99}))
     h.wait_for(lambda: w.poll(100) and msgpack.unpackb(w.recv(), raw=False).get("rid") == 99, 120,
                "the broker to digest the flood")
-    peak = rss_kib(f.broker.pid)
+    peak = h.rss_kib(f.broker.pid)
     got = dropped = 0
     while seen.poll(100):
         topic, data = seen.recv_multipart()

@@ -17,22 +17,14 @@ import zmq  # noqa: E402
 REQUESTS = 2000
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def body(f):
-    f.env["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=4").lstrip(":")
+    h.small_asan_quarantine(f)
     f.start_broker("--sync", "normal")
     prompt = "p" * 200
     batch = [{"prompt": "%s %d" % (prompt, i)} for i in range(1000)]
     r = f.req("submit-batch", tasks=batch)
     h.check(r.get("type") == "submitted-batch", "batch: %r" % r.get("type"))
-    before = rss_kib(f.broker.pid)
+    before = h.rss_kib(f.broker.pid)
     ctx = zmq.Context()
     greedy = ctx.socket(zmq.DEALER)
     greedy.setsockopt(zmq.RCVHWM, 1)
@@ -48,7 +40,7 @@ def body(f):
         t = time.monotonic()
         f.ok("ping")
         worst = max(worst, time.monotonic() - t)
-        peak = max(peak, rss_kib(f.broker.pid))
+        peak = max(peak, h.rss_kib(f.broker.pid))
         if _idle(f):
             break
         time.sleep(0.2)

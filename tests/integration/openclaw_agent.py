@@ -100,11 +100,7 @@ def direct_recorded(f):
 
 def body(f):
     ensure_openclaw()
-    srv = fakemodel.FakeModel(os.path.join(f.dir, "model-server.jsonl")).start()
-    try:
-        with_server(f, srv)
-    finally:
-        srv.stop()
+    fakemodel.serve(os.path.join(f.dir, "model-server.jsonl"), with_server, f)
 
 
 def with_server(f, srv):

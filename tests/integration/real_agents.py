@@ -121,11 +121,7 @@ DIRECT = {
 
 def body(f):
     ensure_clis()
-    srv = fakemodel.FakeModel(os.path.join(f.dir, "model-server.jsonl")).start()
-    try:
-        with_server(f, srv)
-    finally:
-        srv.stop()
+    fakemodel.serve(os.path.join(f.dir, "model-server.jsonl"), with_server, f)
 
 
 def with_server(f, srv):

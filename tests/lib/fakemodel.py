@@ -539,5 +539,16 @@ def main(argv):
     srv.stop()
 
 
+def serve(log_path, fn, *args):
+    """Runs fn(*args, server) with a FakeModel started for it (logging to log_path), and stops
+    the server whatever happens."""
+    srv = FakeModel(log_path).start()
+    try:
+        return fn(*args, srv)
+    finally:
+        srv.stop()
+
+
 if __name__ == "__main__":
     main(sys.argv[1:])
+

@@ -30,6 +30,25 @@ def check(cond, msg):
         raise TestFailure(msg)
 
 
+def rss_kib(pid):
+    """Resident memory of a process, KiB (0 if it is gone)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def small_asan_quarantine(f):
+    """Under AddressSanitizer freed memory waits in a quarantine (256 MiB by default) before it
+    is reused, which a memory bound would count as growth: keep it small for the processes f
+    starts from now on (plain builds ignore the variable)."""
+    f.env["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=4").lstrip(":")
+
+
 def wait_for(pred, timeout, what, interval=0.05):
     """Polls pred() until it returns a true value; fails after timeout seconds."""
     deadline = time.monotonic() + timeout
