@@ -2,6 +2,8 @@
 
 #include "fz_rules.h"
 
+#include "fz_classify.h"
+
 #include <math.h>
 #include <stdio.h>
 
@@ -79,6 +81,9 @@ static double s_quota_wait(const fz_failure_t *f)
 fz_policy_t fz_rules_policy(const fz_failure_t *f)
 {
     fz_policy_t p = {.next = fz_rules_after_attempt(&f->end)};
+    /* The agent exited 0 but what it left failed after it: a failure like any other. */
+    if (p.next == FZ_STATE_SUCCEEDED && fz_class_after_agent(f->cls))
+        p.next = f->end.made <= f->end.retries ? FZ_STATE_RETRYING : FZ_STATE_FAILED;
     /* Success, cancel and not-the-task's-fault ends have no class to act on. */
     if (p.next == FZ_STATE_SUCCEEDED || p.next == FZ_STATE_CANCELLED || p.next == FZ_STATE_QUEUED)
         return p;
@@ -103,7 +108,13 @@ fz_policy_t fz_rules_policy(const fz_failure_t *f)
         break;
     case FZ_CLASS_CONTEXT_TOO_LONG:
     case FZ_CLASS_PERMISSION_DENIED:
+    case FZ_CLASS_WORKSPACE:      /* the same repository and bases fail the same way */
+    case FZ_CLASS_MERGE_CONFLICT: /* the bases do not change by trying again */
         p.next = FZ_STATE_FAILED;
+        break;
+    case FZ_CLASS_CHECK_FAILED:
+        /* The next attempt is given the check's output: no reason to wait. */
+        p.at_once = true;
         break;
     default:
         break;

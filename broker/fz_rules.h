@@ -76,8 +76,10 @@ typedef struct {
 /* The policy: rate-limit and quota wait (held) until the reset, the provider's retry-after,
    or a backoff from 1 to 30 minutes, using no retry; auth and agent-missing send the task
    back to the queue for another worker and mark this one unhealthy; model-unavailable moves
-   to the next fallback model at once (failed when none is left); context-too-long and
-   permission-denied fail at once; the rest follow fz_rules_after_attempt. Classes decide
+   to the next fallback model at once (failed when none is left); context-too-long,
+   permission-denied, workspace and merge-conflict fail at once; check-failed retries at once
+   (the next attempt is given the check's output), and fails an attempt whose agent exited 0,
+   as workspace and merge-conflict do; the rest follow fz_rules_after_attempt. Classes decide
    over exit 75, which stays the rule for the rest. */
 fz_policy_t fz_rules_policy(const fz_failure_t *f);
 

@@ -2,12 +2,18 @@
 
 #include "fz_classify.h"
 
+bool fz_class_after_agent(fz_class_t cls)
+{
+    return cls == FZ_CLASS_CHECK_FAILED || cls == FZ_CLASS_WORKSPACE ||
+           cls == FZ_CLASS_MERGE_CONFLICT;
+}
+
 fz_class_t fz_classify(int outcome, int64_t exit_code, fz_class_t reported)
 {
     switch (outcome) {
     case FZ_OUTCOME_EXITED:
         if (exit_code == 0)
-            return FZ_CLASS_NONE;
+            return fz_class_after_agent(reported) ? reported : FZ_CLASS_NONE;
         break;
     case FZ_OUTCOME_CANCELLED:
     case FZ_OUTCOME_REJECTED:

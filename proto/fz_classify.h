@@ -8,14 +8,19 @@
 #ifndef FZ_CLASSIFY_H
 #define FZ_CLASSIFY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "fz_vocab.h"
 
-/* FZ_CLASS_NONE for a success (exited 0) and for ends that are nobody's failure (cancelled,
-   rejected, interrupted, lost); else the reported class if any, else one from the outcome:
-   timeout, cost-cap, stalled, crashed (signaled), agent-missing (spawn-failed, exit 126 or
-   127), task-failed (any other non-zero exit or an unknown outcome). */
+/* True for the classes the worker finds after the agent exited (check-failed, workspace,
+   merge-conflict): they fail an attempt whose agent exited 0. */
+bool fz_class_after_agent(fz_class_t cls);
+
+/* FZ_CLASS_NONE for a success (exited 0, and no class found after the agent) and for ends that are
+   nobody's failure (cancelled, rejected, interrupted, lost); else the reported class if any, else
+   one from the outcome: timeout, cost-cap, stalled, crashed (signaled), agent-missing
+   (spawn-failed, exit 126 or 127), task-failed (any other non-zero exit or an unknown outcome). */
 fz_class_t fz_classify(int outcome, int64_t exit_code, fz_class_t reported);
 
 #endif

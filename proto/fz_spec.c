@@ -14,6 +14,27 @@
 
 static const fz_field_t f_none[] = {END};
 
+/* A task's workspace (issue 11): the repository its attempts work on, where they start, the
+   check that gates success, and how many attempts race. */
+/* clang-format off */
+#define WS_SUBMIT_FIELDS                                                                           \
+    {"repo", FZ_T_STR, 0, 0, FZ_MAX_REPO},                                                         \
+    {"base", FZ_T_STR, 0, 0, FZ_MAX_REF},                                                          \
+    {"check", FZ_T_STR, 0, 0, FZ_MAX_CHECK},                                                       \
+    {"keep_worktree", FZ_T_BOOL, 0, 0, 0},                                                         \
+    {"best_of", FZ_T_UINT, 0, 0, FZ_MAX_BEST_OF}
+/* What an attempt's result says of its workspace (and an attempt object, and a task event). */
+#define WS_RESULT_FIELDS(req)                                                                      \
+    {"branch", FZ_T_STR, req, 0, FZ_MAX_REF},                                                      \
+    {"base_commit", FZ_T_STR, req, 0, 64},                                                         \
+    {"head_commit", FZ_T_STR, req, 0, 64},                                                         \
+    {"files", FZ_T_UINT, req, 0, U64},                                                             \
+    {"insertions", FZ_T_UINT, req, 0, U64},                                                        \
+    {"deletions", FZ_T_UINT, req, 0, U64},                                                         \
+    {"check_status", FZ_T_STR, req, 0, 16},                                                        \
+    {"check_exit", FZ_T_INT, req, -1000, 1000}
+/* clang-format on */
+
 static const fz_field_t f_submit[] = {{"prompt", FZ_T_STR, REQ, 1, FZ_MAX_PROMPT},
                                       {"priority", FZ_T_INT, 0, -PRIO, PRIO},
                                       {"model", FZ_T_STR, 0, 0, FZ_MAX_NAME},
@@ -31,6 +52,7 @@ static const fz_field_t f_submit[] = {{"prompt", FZ_T_STR, REQ, 1, FZ_MAX_PROMPT
                                       {"after_any_index", FZ_T_UINTARR, 0, 0, 256},
                                       {"stall", FZ_T_UINT, 0, 0, 31536000},
                                       {"stall_kill", FZ_T_UINT, 0, 0, 31536000},
+                                      WS_SUBMIT_FIELDS,
                                       END};
 
 static const fz_field_t f_batch[] = {{"tasks", FZ_T_OBJARR, REQ, 1, 1000}, END};
@@ -148,6 +170,10 @@ static const fz_field_t f_dispatch[] = {{"task", FZ_T_UINT, REQ, 1, U64},
                                         {"labels", FZ_T_STRMAP, 0, 0, 32},
                                         {"stall", FZ_T_UINT, 0, 0, 31536000},
                                         {"stall_kill", FZ_T_UINT, 0, 0, 31536000},
+                                        {"repo", FZ_T_STR, 0, 0, FZ_MAX_REPO},
+                                        {"bases", FZ_T_STRARR, 0, 0, 257},
+                                        {"check", FZ_T_STR, 0, 0, FZ_MAX_CHECK},
+                                        {"keep_worktree", FZ_T_BOOL, 0, 0, 0},
                                         END};
 
 static const fz_field_t f_started[] = {{"task", FZ_T_UINT, REQ, 1, U64},
@@ -178,10 +204,14 @@ static const fz_field_t f_result[] = {{"task", FZ_T_UINT, REQ, 1, U64},
                                       {"retry_after", FZ_T_FLOAT, 0, 0, 1e7},
                                       {"tokens_cache_read", FZ_T_UINT, 0, 0, U64},
                                       {"tokens_cache_write", FZ_T_UINT, 0, 0, U64},
+                                      WS_RESULT_FIELDS(0),
+                                      {"check_output", FZ_T_BIN, 0, 0, FZ_MAX_CHECK_TAIL},
                                       END};
 
-static const fz_field_t f_ack[] = {
-    {"task", FZ_T_UINT, REQ, 1, U64}, {"attempt", FZ_T_UINT, REQ, 1, 100000}, END};
+static const fz_field_t f_ack[] = {{"task", FZ_T_UINT, REQ, 1, U64},
+                                   {"attempt", FZ_T_UINT, REQ, 1, 100000},
+                                   {"promote", FZ_T_BOOL, 0, 0, 0},
+                                   END};
 
 static const fz_field_t f_cancel_w[] = {{"task", FZ_T_UINT, REQ, 1, U64},
                                         {"attempt", FZ_T_UINT, 0, 0, 100000},
@@ -248,7 +278,14 @@ static const fz_msgspec_t s_specs[] = {
     {"tokens_cache_write", FZ_T_UINT, REQ, 0, U64},                                                \
     {"stall", FZ_T_UINT, REQ, 0, T_SEC},                                                           \
     {"stall_kill", FZ_T_UINT, REQ, 0, T_SEC},                                                      \
-    {"not_before", FZ_T_FLOAT, REQ, 0, T_TIME}
+    {"not_before", FZ_T_FLOAT, REQ, 0, T_TIME},                                                    \
+    {"repo", FZ_T_STR, REQ, 0, FZ_MAX_REPO},                                                       \
+    {"base", FZ_T_STR, REQ, 0, FZ_MAX_REF},                                                        \
+    {"check", FZ_T_STR, REQ, 0, FZ_MAX_CHECK},                                                     \
+    {"keep_worktree", FZ_T_BOOL, REQ, 0, 0},                                                       \
+    {"best_of", FZ_T_UINT, REQ, 0, FZ_MAX_BEST_OF},                                                \
+    {"branch", FZ_T_STR, REQ, 0, FZ_MAX_REF},                                                      \
+    {"head_commit", FZ_T_STR, REQ, 0, 64}
 /* What the broker adds to a live task's object (get and list alike). */
 #define TASK_LIVE_FIELDS                                                                           \
     {"effective_priority", FZ_T_FLOAT, 0, -1e12, 1e12},                                            \
@@ -290,6 +327,8 @@ static const fz_field_t o_attempt[] = {{"n", FZ_T_UINT, REQ, 1, 100000},
                                        {"reset_at", FZ_T_FLOAT, REQ, 0, T_TIME},
                                        {"tokens_cache_read", FZ_T_UINT, REQ, 0, U64},
                                        {"tokens_cache_write", FZ_T_UINT, REQ, 0, U64},
+                                       WS_RESULT_FIELDS(REQ),
+                                       {"check_output", FZ_T_BIN, REQ, 0, FZ_MAX_CHECK_TAIL},
                                        END};
 
 static const fz_field_t o_worker[] = {{"name", FZ_T_STR, REQ, 1, FZ_MAX_NAME},
@@ -347,7 +386,8 @@ static const fz_msgspec_t s_objects[] = {
     {"cost_usd", FZ_T_FLOAT, 0, 0, T_USD},                                                         \
     {"duration_ms", FZ_T_UINT, 0, 0, U64},                                                         \
     {"summary", FZ_T_STR, 0, 0, 4096},                                                             \
-    {"class", FZ_T_STR, 0, 1, 32}
+    {"class", FZ_T_STR, 0, 1, 32},                                                                 \
+    WS_RESULT_FIELDS(0)
 #define EV_WORKER                                                                                  \
     EV_BASE,                                                                                       \
     {"worker", FZ_T_STR, REQ, 1, FZ_MAX_NAME},                                                     \

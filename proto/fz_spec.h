@@ -46,6 +46,11 @@ typedef struct {
 #define FZ_MAX_TAIL (64u * 1024)
 #define FZ_MAX_CHUNK (16u * 1024)
 #define FZ_MAX_NAME 64
+#define FZ_MAX_REPO 4096       /* a repository's path or URL */
+#define FZ_MAX_REF 256         /* a git ref or commit */
+#define FZ_MAX_CHECK 16384     /* a check command */
+#define FZ_MAX_CHECK_TAIL 4096 /* the check output a result carries */
+#define FZ_MAX_BEST_OF 16      /* attempts one task may race */
 #define FZ_MAX_DEPTH 8
 
 /* How many message types there are, and the i-th (for tools and tests that visit them all);

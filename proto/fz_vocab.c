@@ -74,7 +74,8 @@ static const char *const s_classes[] = {"",
                                         "crashed",
                                         "agent-missing",
                                         "check-failed",
-                                        "merge-conflict"};
+                                        "merge-conflict",
+                                        "workspace"};
 _Static_assert(sizeof s_classes / sizeof *s_classes == FZ_CLASS_COUNT, "one name per value");
 
 /* Index of name in a table of n names; -1 if absent. */

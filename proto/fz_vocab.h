@@ -74,6 +74,7 @@ typedef enum {
     FZ_CLASS_AGENT_MISSING,     /* the agent command is not installed or not runnable */
     FZ_CLASS_CHECK_FAILED,      /* the task's check command failed on the result */
     FZ_CLASS_MERGE_CONFLICT,    /* the dependencies' branches do not merge */
+    FZ_CLASS_WORKSPACE,         /* the repository, a base, the disk or git failed */
     FZ_CLASS_COUNT
 } fz_class_t;
 
