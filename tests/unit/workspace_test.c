@@ -324,7 +324,7 @@ static void test_url_repo(void **state)
     assert_int_equal(fz_workspace_finish(ws, NULL, c->err, sizeof c->err), FZ_WS_OK);
     fz_workspace_destroy(&ws);
 
-    assert_int_equal(fz_workspace_promote(c->cache, url, 11, r.head, c->err, sizeof c->err),
+    assert_int_equal(fz_workspace_promote(c->cache, url, 11, r.head, NULL, c->err, sizeof c->err),
                      FZ_WS_OK);
     assert_int_equal(sh(c, "git -C bare.git rev-parse fz/11"), 0);
     assert_string_equal(c->out, r.head);
@@ -418,12 +418,12 @@ static void test_destroy_keep_promote(void **state)
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
 
-    assert_int_equal(fz_workspace_promote(c->cache, repo, 14, r.head, c->err, sizeof c->err),
+    assert_int_equal(fz_workspace_promote(c->cache, repo, 14, r.head, NULL, c->err, sizeof c->err),
                      FZ_WS_OK);
     assert_int_equal(sh(c, "git -C %s rev-parse fz/14", repo), 0);
     assert_string_equal(c->out, r.head);
     assert_int_equal(sh(c, "git -C %s checkout -q fz/14", path), 0);
-    assert_int_equal(fz_workspace_promote(c->cache, repo, 14, r.base, c->err, sizeof c->err),
+    assert_int_equal(fz_workspace_promote(c->cache, repo, 14, r.base, NULL, c->err, sizeof c->err),
                      FZ_WS_WORKSPACE);
     assert_non_null(strstr(c->err, "cannot set fz/14 to"));
     assert_int_equal(sh(c, "git -C %s worktree remove --force %s", repo, path), 0);
