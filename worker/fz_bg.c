@@ -27,7 +27,8 @@ struct fz_bg_t {
     pthread_cond_t cv;
     job_t *head, *tail; /* in order: finished ones first, then the running one, then queued */
     uint64_t next_id;
-    bool held, quit;
+    int held; /* holds left */
+    bool quit;
     int fd[2]; /* [0] polled by the loop, [1] written by the thread after each job */
 };
 
@@ -147,7 +148,7 @@ void fz_bg_stop(fz_bg_t *self, uint64_t id)
 void fz_bg_hold(fz_bg_t *self, bool hold)
 {
     pthread_mutex_lock(&self->mu);
-    self->held = hold;
+    self->held += hold ? 1 : self->held > 0 ? -1 : 0;
     pthread_cond_signal(&self->cv);
     pthread_mutex_unlock(&self->mu);
 }

@@ -8,7 +8,8 @@
     on the loop's thread, from fz_bg_collect(), which the loop calls when fz_bg_fd() is
     readable. So everything but the job function itself stays single-threaded.
 
-    Hold: while held, no job starts (a running one goes on). The worker holds it while an
+    Hold: while held (holds are counted: one per holder), no job starts (a running one goes
+    on). The worker holds it while an
     agent process lives, because fz_agent's end-of-agent sweep kills and reaps every child
     of the process, which would take a job's git with it; and it starts an agent only when
     nothing is queued or running (fz_bg_idle), so the two never overlap.
@@ -48,7 +49,7 @@ uint64_t fz_bg_add(fz_bg_t *self, fz_bg_fn *fn, fz_bg_done_fn *done, void *arg);
    at once. Unknown or finished ids are ignored. */
 void fz_bg_stop(fz_bg_t *self, uint64_t id);
 
-/* While held no job starts; releasing lets the next one start. */
+/* hold true adds a hold, false takes one away; while any is left no job starts. */
 void fz_bg_hold(fz_bg_t *self, bool hold);
 
 /* True when no job is queued, running or waiting for collect. */

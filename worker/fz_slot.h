@@ -25,9 +25,10 @@ typedef struct {
     const char *models; /* comma-separated; NULL or "" = any */
     const char *labels; /* comma-separated k=v; may be NULL */
     const char *name;
-    const char *workroot; /* per-task folders go under it */
-    bool dry_run;         /* simulate agents, no process */
-    double dry_duration;  /* defaults of simulated agents (labels dry.* override) */
+    const char *workroot;  /* per-task folders go under it */
+    const char *cache_dir; /* repositories' caches and worktrees (fz_workspace) */
+    bool dry_run;          /* simulate agents, no process */
+    double dry_duration;   /* defaults of simulated agents (labels dry.* override) */
     double dry_cost;
     int dry_exit;
     uint32_t heartbeat_ms; /* until the broker's welcome says otherwise */

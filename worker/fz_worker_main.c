@@ -35,6 +35,9 @@ static void s_usage(FILE *out)
             "  --name NAME          worker name, unique per broker (default HOST-PID)\n"
             "  --labels k=v,...     labels announced to the broker\n"
             "  --workdir DIR        root of per-task folders (default $FZ_STATE/work/NAME)\n"
+            "  --cache-dir DIR      repositories' caches (URL mirrors) and the attempts'\n"
+            "                       worktrees, for tasks with a repo (default WORKDIR/.fz-cache);\n"
+            "                       worktrees this worker left behind are removed at start\n"
             "  --heartbeat MS       heartbeat until the broker sets one (default 1000)\n"
             "  --dry-run            simulate agents without starting processes; task labels\n"
             "                       dry.duration, dry.cost, dry.exit, dry.fail-attempts,\n"
@@ -101,20 +104,29 @@ enum {
     OPT_DRY,
     OPT_DRYDUR,
     OPT_DRYCOST,
-    OPT_DRYEXIT
+    OPT_DRYEXIT,
+    OPT_CACHE
 };
 
 static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, bool *verbose)
 {
-    static const struct option opts[] = {
-        {"broker", 1, 0, OPT_BROKER},    {"events", 1, 0, OPT_EVENTS},
-        {"agent", 1, 0, OPT_AGENT},      {"models", 1, 0, OPT_MODELS},
-        {"name", 1, 0, OPT_NAME},        {"labels", 1, 0, OPT_LABELS},
-        {"workdir", 1, 0, OPT_WORKDIR},  {"heartbeat", 1, 0, OPT_HB},
-        {"dry-run", 0, 0, OPT_DRY},      {"dry-duration", 1, 0, OPT_DRYDUR},
-        {"dry-cost", 1, 0, OPT_DRYCOST}, {"dry-exit", 1, 0, OPT_DRYEXIT},
-        {"verbose", 0, 0, 'v'},          {"help", 0, 0, 'h'},
-        {"version", 0, 0, 'V'},          {0, 0, 0, 0}};
+    static const struct option opts[] = {{"broker", 1, 0, OPT_BROKER},
+                                         {"events", 1, 0, OPT_EVENTS},
+                                         {"agent", 1, 0, OPT_AGENT},
+                                         {"models", 1, 0, OPT_MODELS},
+                                         {"name", 1, 0, OPT_NAME},
+                                         {"labels", 1, 0, OPT_LABELS},
+                                         {"workdir", 1, 0, OPT_WORKDIR},
+                                         {"heartbeat", 1, 0, OPT_HB},
+                                         {"dry-run", 0, 0, OPT_DRY},
+                                         {"dry-duration", 1, 0, OPT_DRYDUR},
+                                         {"dry-cost", 1, 0, OPT_DRYCOST},
+                                         {"dry-exit", 1, 0, OPT_DRYEXIT},
+                                         {"cache-dir", 1, 0, OPT_CACHE},
+                                         {"verbose", 0, 0, 'v'},
+                                         {"help", 0, 0, 'h'},
+                                         {"version", 0, 0, 'V'},
+                                         {0, 0, 0, 0}};
     int c;
     uint64_t u;
     int64_t i;
@@ -138,6 +150,9 @@ static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, bool *verbose)
             break;
         case OPT_WORKDIR:
             cfg->workroot = optarg;
+            break;
+        case OPT_CACHE:
+            cfg->cache_dir = optarg;
             break;
         case OPT_DRY:
             cfg->dry_run = true;

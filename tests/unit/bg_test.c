@@ -119,11 +119,15 @@ static void t_hold(void **state)
     job_t j = {&log, 1, 0, 0, 0};
     fz_bg_t *bg = fz_bg_new();
     fz_bg_hold(bg, true);
+    fz_bg_hold(bg, true); /* two holders */
     fz_bg_add(bg, s_fn, s_done, &j);
     usleep(100 * 1000);
     assert_int_equal(atomic_load(&log.nran), 0); /* held: not started */
     assert_int_equal(fz_bg_collect(bg), 0);
     assert_false(fz_bg_idle(bg));
+    fz_bg_hold(bg, false);
+    usleep(50 * 1000);
+    assert_int_equal(atomic_load(&log.nran), 0); /* one hold left */
     fz_bg_hold(bg, false);
     s_collect(bg, &log, 1);
     fz_bg_destroy(&bg);
