@@ -14,6 +14,7 @@
 #include "fz_classify.h"
 #include "fz_net.h"
 #include "fz_vocab.h"
+#include "fz_wsclean.h"
 
 #define FZ_OUTPUT_EVERY_MS 250  /* output is streamed at most this often */
 #define FZ_BACKOFF_MAX_MS 32000 /* reconnect backoff doubles up to this */
@@ -405,7 +406,7 @@ static const char *s_summary(fz_slot_t *self, const result_t *r)
     fz_class_t cls = s_result_class(r);
     if (r->ws && r->ws->cls != FZ_CLASS_NONE && cls == r->ws->cls)
         return r->ws->summary;
-    return r->st ? NULL : self->start_err;
+    return r->st || !self->start_err[0] ? NULL : self->start_err;
 }
 
 /* Keeps what a promote in the ack will need: the repository and the sealed head. */
@@ -876,6 +877,8 @@ fz_slot_t *fz_slot_new(const fz_slot_config_t *cfg, char *err, size_t errlen)
         free(self);
         return NULL;
     }
+    /* Worktrees a killed worker left in this cache go before anything new is made. */
+    fz_wsclean_run(self->cfg.cache_dir);
     if (!(self->bg = fz_bg_new())) {
         snprintf(err, errlen, "cannot start the git thread: %s", strerror(errno));
         free(self);

@@ -49,6 +49,7 @@ struct fz_workspace_t {
     git_t git;  /* opening, pushing: stoppable */
     git_t calm; /* sealing and cleaning up: runs to its end (within its time limit) */
     bool keep, dirty, sealed, finished;
+    int live_fd; /* holds the flock of PATH.live while the worktree is ours (fz_wsclean) */
     fz_ws_result_t res;
 };
 
@@ -357,6 +358,35 @@ static void s_discard(fz_workspace_t *ws)
     s_git_do(&ws->calm, ws->repo.dir, S_ARGS("update-ref", "-d", ref));
 }
 
+/* PATH.live, flocked for as long as this process owns the worktree: a worker starting on the
+   same cache removes only worktrees whose marker nobody holds (fz_wsclean). */
+static fz_ws_err_t s_live_take(fz_workspace_t *ws, char *err, size_t errlen)
+{
+    char live[PATH_MAX + 8];
+    snprintf(live, sizeof live, "%s" FZ_WS_LIVE_SUFFIX, ws->path);
+    ws->live_fd = open(live, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (ws->live_fd < 0)
+        return fz_errf(err, errlen, "cannot create %s: %s", live, strerror(errno)), FZ_WS_WORKSPACE;
+    if (flock(ws->live_fd, LOCK_EX | LOCK_NB) < 0) {
+        fz_close(&ws->live_fd);
+        return fz_errf(err, errlen, "%s is in use by another worker", ws->path), FZ_WS_WORKSPACE;
+    }
+    return FZ_WS_OK;
+}
+
+/* The worktree is no longer ours: its marker goes, or becomes PATH.kept (left alone). */
+static void s_live_end(fz_workspace_t *ws, bool kept)
+{
+    if (ws->live_fd < 0)
+        return;
+    char live[PATH_MAX + 8], mark[PATH_MAX + 8];
+    snprintf(live, sizeof live, "%s" FZ_WS_LIVE_SUFFIX, ws->path);
+    snprintf(mark, sizeof mark, "%s" FZ_WS_KEPT_SUFFIX, ws->path);
+    if (!kept || rename(live, mark) < 0)
+        unlink(live);
+    fz_close(&ws->live_fd);
+}
+
 static fz_ws_err_t s_fresh(const fz_workspace_t *ws, char *err, size_t errlen)
 {
     char ref[FZ_WS_BRANCH_MAX + 16];
@@ -473,6 +503,8 @@ static fz_ws_err_t s_open_locked(fz_workspace_t *ws, const fz_ws_opts_t *o, char
     if (cls == FZ_WS_OK)
         cls = s_room(ws->path, o->min_free ? o->min_free : FZ_WS_MIN_FREE_DEFAULT, err, errlen);
     if (cls == FZ_WS_OK)
+        cls = s_live_take(ws, err, errlen);
+    if (cls == FZ_WS_OK)
         cls = s_fresh(ws, err, errlen);
     if (cls == FZ_WS_OK)
         cls = s_build(ws, refs, n, oid, err, errlen);
@@ -510,6 +542,7 @@ fz_workspace_t *fz_workspace_open(const fz_ws_opts_t *opts, fz_ws_err_t *cls, ch
     fz_workspace_t *ws = calloc(1, sizeof *ws);
     if (!ws)
         return *cls = FZ_WS_WORKSPACE, fz_errf(err, errlen, "out of memory"), NULL;
+    ws->live_fd = -1;
     *cls = s_setup(ws, opts, err, errlen);
     int fd = -1;
     if (*cls == FZ_WS_OK && (fd = s_lock(&ws->repo, ws->git.stop)) < 0) {
@@ -520,6 +553,7 @@ fz_workspace_t *fz_workspace_open(const fz_ws_opts_t *opts, fz_ws_err_t *cls, ch
         *cls = s_open_locked(ws, opts, err, errlen);
     s_unlock(&fd);
     if (*cls != FZ_WS_OK) {
+        s_live_end(ws, false);
         free(ws);
         return NULL;
     }
@@ -715,6 +749,7 @@ fz_ws_err_t fz_workspace_finish(fz_workspace_t *self, fz_ws_result_t *out, char 
         }
         if (!self->keep)
             s_remove(self);
+        s_live_end(self, self->keep);
         self->finished = true;
     }
     if (out)
@@ -732,6 +767,7 @@ void fz_workspace_destroy(fz_workspace_t **self_p)
         s_discard(self);
         s_unlock(&fd);
     }
+    s_live_end(self, self->keep);
     free(self);
     *self_p = NULL;
 }

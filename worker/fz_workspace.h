@@ -63,6 +63,11 @@
 #define FZ_WS_CHECK_TAIL 4096                /* bytes of the check's output kept */
 #define FZ_WS_MIN_FREE_DEFAULT (16ULL << 20) /* refuse to start below this much free disk */
 #define FZ_WS_GIT_TIMEOUT_DEFAULT 900        /* seconds for one git command */
+/* Beside a worktree folder PATH: PATH.live is flocked by the process that owns it (while
+   open to finish); PATH.kept marks one finished with keep, for the user to remove. A
+   worker's start-up clean-up (fz_wsclean) removes folders with neither in use. */
+#define FZ_WS_LIVE_SUFFIX ".live"
+#define FZ_WS_KEPT_SUFFIX ".kept"
 
 typedef struct fz_workspace_t fz_workspace_t;
 
