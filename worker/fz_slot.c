@@ -12,7 +12,9 @@
 #include "fz_attempt_ws.h"
 #include "fz_bg.h"
 #include "fz_classify.h"
+#include "fz_launch.h"
 #include "fz_net.h"
+#include "fz_result.h"
 #include "fz_vocab.h"
 #include "fz_wsclean.h"
 
@@ -68,78 +70,7 @@ struct fz_slot_t {
     bool stall_logged;     /* the stall limit was passed and said in the log */
 };
 
-/* A result's contents: from the agent's status, or zeros for an attempt that ran none. */
-typedef struct {
-    uint64_t task;
-    uint32_t attempt;
-    fz_outcome_t outcome;
-    const fz_agent_status_t *st; /* NULL: no agent ran (rejected, spawn-failed) */
-    const fz_aws_result_t *ws;   /* the workspace and check; NULL: none */
-    const char *model, *summary, *log;
-    const char *tail;
-    size_t tail_len;
-} result_t;
-
-/* ---------------------------------------------------------------- command templates */
-
-/* Appends s single-quoted for /bin/sh. */
-static void s_quote(zchunk_t *out, const char *s)
-{
-    zchunk_extend(out, "'", 1);
-    for (; *s; s++) {
-        if (*s == '\'')
-            zchunk_extend(out, "'\\''", 4);
-        else
-            zchunk_extend(out, s, 1);
-    }
-    zchunk_extend(out, "'", 1);
-}
-
-char *fz_slot_expand(const char *tmpl, const char *model, uint64_t task, uint32_t attempt,
-                     const char *workdir)
-{
-    zchunk_t *out = zchunk_new(NULL, strlen(tmpl) + 64);
-    if (!out)
-        return NULL;
-    char num[32];
-    for (const char *p = tmpl; *p;) {
-        const char *value = NULL;
-        size_t skip = 0;
-        if (strncmp(p, "{model}", 7) == 0)
-            value = model, skip = 7;
-        else if (strncmp(p, "{workdir}", 9) == 0)
-            value = workdir, skip = 9;
-        else if (strncmp(p, "{task}", 6) == 0)
-            snprintf(num, sizeof num, "%llu", (unsigned long long)task), value = num, skip = 6;
-        else if (strncmp(p, "{attempt}", 9) == 0)
-            snprintf(num, sizeof num, "%u", attempt), value = num, skip = 9;
-        if (value) {
-            s_quote(out, value);
-            p += skip;
-        } else
-            zchunk_extend(out, p++, 1);
-    }
-    zchunk_extend(out, "", 1);
-    char *s = strdup((const char *)zchunk_data(out));
-    zchunk_destroy(&out);
-    return s;
-}
-
 /* ---------------------------------------------------------------- sending */
-
-/* Agent-reported text goes out as valid UTF-8 within the field's limit, and a cost within
-   the codec's range: a result the broker refused would be resent for ever. */
-static void s_enc_text(fz_enc_t *e, const char *key, const char *text, size_t max)
-{
-    char buf[4097];
-    size_t n = fz_utf8_clean(text, max < sizeof buf - 1 ? max : sizeof buf - 1, buf, sizeof buf);
-    fz_enc_strn(e, key, buf, n);
-}
-
-static double s_cost(double cost)
-{
-    return cost > 0 && cost < 1e12 ? cost : cost >= 1e12 ? 1e12 : 0;
-}
 
 static void s_send(fz_slot_t *self, fz_enc_t **enc_p)
 {
@@ -221,14 +152,14 @@ static void s_heartbeat(fz_slot_t *self)
         fz_enc_uint(e, "elapsed_ms", (uint64_t)(fz_clock_ms() - self->dispatched_ms));
         int64_t idle_ms = fz_agent_idle_ms(self->agent, fz_clock_ms());
         fz_enc_uint(e, "idle_ms", (uint64_t)idle_ms);
-        fz_enc_float(e, "cost_usd", s_cost(st->cost_usd));
+        fz_enc_float(e, "cost_usd", fz_result_cost(st->cost_usd));
         fz_enc_uint(e, "tokens_in", st->tokens_in);
         fz_enc_uint(e, "tokens_cache_read", st->tokens_cache_read);
         fz_enc_uint(e, "tokens_cache_write", st->tokens_cache_write);
         fz_enc_uint(e, "tokens_out", st->tokens_out);
         if (st->progress_pct >= 0 && st->progress_pct <= 100)
             fz_enc_uint(e, "progress", (uint64_t)st->progress_pct);
-        s_enc_text(e, "progress_text", st->progress_text, 1024);
+        fz_result_text(e, "progress_text", st->progress_text, 1024);
         s_note_stall(self, idle_ms);
     }
     s_send(self, &e);
@@ -253,55 +184,11 @@ static int s_connect(fz_slot_t *self)
 
 /* ---------------------------------------------------------------- results */
 
-/* The failure class of a result (FZ_CLASS_NONE: none), as fz_classify decides it. */
-static fz_class_t s_result_class(const result_t *r)
-{
-    int exit_code = r->st ? r->st->exit_code : -1;
-    fz_class_t cls = fz_aws_class(r->ws, r->st != NULL, r->outcome, exit_code,
-                                  r->st ? r->st->cls : FZ_CLASS_NONE);
-    return fz_classify(r->outcome, exit_code, cls);
-}
-
-/* Every field of §5's result, so that a strict peer can read any of them; class only when
-   the attempt failed, reset_at and retry_after only when the agent reported them. */
-static fz_enc_t *s_result_enc(const result_t *r)
-{
-    static const fz_agent_status_t none = {.exit_code = -1};
-    const fz_agent_status_t *st = r->st ? r->st : &none;
-    fz_enc_t *e = fz_enc_new("result", 0);
-    fz_enc_uint(e, "task", r->task);
-    fz_enc_uint(e, "attempt", r->attempt);
-    fz_enc_str(e, "outcome", fz_outcome_name(r->outcome));
-    fz_enc_int(e, "exit_code", st->exit_code);
-    fz_enc_uint(e, "signal", (uint64_t)(st->signal > 0 ? st->signal : 0));
-    fz_enc_uint(e, "duration_ms", (uint64_t)(st->duration_ms > 0 ? st->duration_ms : 0));
-    fz_enc_float(e, "cost_usd", s_cost(st->cost_usd));
-    fz_enc_uint(e, "tokens_in", st->tokens_in);
-    fz_enc_uint(e, "tokens_cache_read", st->tokens_cache_read);
-    fz_enc_uint(e, "tokens_cache_write", st->tokens_cache_write);
-    fz_enc_uint(e, "tokens_out", st->tokens_out);
-    s_enc_text(e, "model", st->model[0] ? st->model : r->model ? r->model : "", FZ_MAX_NAME);
-    s_enc_text(e, "summary", r->summary ? r->summary : st->summary, 4096);
-    fz_enc_bin(e, "output", r->tail ? r->tail : "",
-               r->tail_len > FZ_MAX_TAIL ? FZ_MAX_TAIL : r->tail_len);
-    fz_enc_str(e, "log", r->log ? r->log : "");
-    fz_class_t cls = s_result_class(r);
-    if (cls != FZ_CLASS_NONE)
-        fz_enc_str(e, "class", fz_class_name(cls));
-    if (st->reset_at > 0 && st->reset_at < FZ_RFILE_RESET_AT_LIMIT)
-        fz_enc_float(e, "reset_at", st->reset_at);
-    if (st->retry_after > 0 && st->retry_after < FZ_RFILE_RETRY_AFTER_LIMIT)
-        fz_enc_float(e, "retry_after", st->retry_after);
-    if (r->ws)
-        fz_aws_encode(r->ws, e);
-    return e;
-}
-
 /* The broker takes a worker whose agent is missing out of service (worker.unhealthy): say
    why where the operator looks. */
-static void s_warn_agent_missing(fz_slot_t *self, const result_t *r, const char *why)
+static void s_warn_agent_missing(fz_slot_t *self, const fz_result_t *r, const char *why)
 {
-    if (s_result_class(r) != FZ_CLASS_AGENT_MISSING)
+    if (fz_result_class(r) != FZ_CLASS_AGENT_MISSING)
         return;
     fz_warn("task %llu attempt %u: the agent command %s%s%s is not installed or not runnable "
             "(%s); the broker gives this worker no tasks until it says hello again",
@@ -324,7 +211,7 @@ static void s_result_pending(fz_slot_t *self, uint64_t task, uint32_t attempt, f
         char summary[400];
         snprintf(summary, sizeof summary, "fz-worker: the agent's result could not be sent: %s",
                  data ? why : "no memory");
-        enc = s_result_enc(&(result_t){
+        enc = fz_result_enc(&(fz_result_t){
             .task = task, .attempt = attempt, .outcome = FZ_OUTCOME_EXITED, .summary = summary});
     }
     fz_msg_destroy(&check);
@@ -367,10 +254,10 @@ static void s_on_ack(fz_slot_t *self, fz_msg_t *msg)
 static void s_result_simple(fz_slot_t *self, uint64_t task, uint32_t attempt, fz_outcome_t outcome,
                             const char *model, const char *summary)
 {
-    result_t r = {
+    fz_result_t r = {
         .task = task, .attempt = attempt, .outcome = outcome, .model = model, .summary = summary};
     s_warn_agent_missing(self, &r, summary);
-    s_result_pending(self, task, attempt, s_result_enc(&r));
+    s_result_pending(self, task, attempt, fz_result_enc(&r));
 }
 
 static void s_stream_output(fz_slot_t *self)
@@ -401,9 +288,9 @@ static fz_outcome_t s_outcome(fz_slot_t *self, const fz_agent_status_t *st)
 }
 
 /* The summary: the workspace's or the check's reason when its class is the result's. */
-static const char *s_summary(fz_slot_t *self, const result_t *r)
+static const char *s_summary(fz_slot_t *self, const fz_result_t *r)
 {
-    fz_class_t cls = s_result_class(r);
+    fz_class_t cls = fz_result_class(r);
     if (r->ws && r->ws->cls != FZ_CLASS_NONE && cls == r->ws->cls)
         return r->ws->summary;
     return r->st || !self->start_err[0] ? NULL : self->start_err;
@@ -427,17 +314,17 @@ static void s_finish(fz_slot_t *self)
     char log[4096];
     snprintf(log, sizeof log, "%s/%llu/attempt-%u.log", self->cfg.workroot,
              (unsigned long long)self->task, self->attempt);
-    result_t r = {.task = self->task,
-                  .attempt = self->attempt,
-                  .outcome = s_outcome(self, st),
-                  .st = st,
-                  .ws = fz_aws_result(self->aws),
-                  .model = self->model,
-                  .log = self->cfg.dry_run || !st ? "" : log};
+    fz_result_t r = {.task = self->task,
+                     .attempt = self->attempt,
+                     .outcome = s_outcome(self, st),
+                     .st = st,
+                     .ws = fz_aws_result(self->aws),
+                     .model = self->model,
+                     .log = self->cfg.dry_run || !st ? "" : log};
     r.summary = s_summary(self, &r);
     if (self->agent)
         r.tail = fz_agent_tail(self->agent, &r.tail_len);
-    fz_class_t cls = s_result_class(&r);
+    fz_class_t cls = fz_result_class(&r);
     fz_info("task %llu attempt %u: %s%s%s (exit %d, %.4f USD, %lld ms)%s%s",
             (unsigned long long)self->task, self->attempt, fz_outcome_name(r.outcome),
             cls != FZ_CLASS_NONE ? ", class " : "", fz_class_name(cls), st ? st->exit_code : -1,
@@ -449,7 +336,7 @@ static void s_finish(fz_slot_t *self)
     else if (st->cls != FZ_CLASS_AGENT_MISSING)
         snprintf(why, sizeof why, "exit %d", st->exit_code);
     s_warn_agent_missing(self, &r, why);
-    s_result_pending(self, self->task, self->attempt, s_result_enc(&r));
+    s_result_pending(self, self->task, self->attempt, fz_result_enc(&r));
     s_keep_for_promote(self, r.ws);
     fz_agent_destroy(&self->agent);
     fz_aws_destroy(&self->aws);
@@ -474,114 +361,19 @@ static void s_agent_over(fz_slot_t *self)
 
 /* ---------------------------------------------------------------- dispatch */
 
-static const char *s_label(fz_msg_t *msg, const char *key, char *buf, size_t size)
+/* What fz_launch needs of the current attempt. */
+static fz_launch_t s_launch(fz_slot_t *self)
 {
-    const msgpack_object *labels = fz_msg_obj(msg, "labels");
-    if (!fz_obj_get(labels, key))
-        return NULL;
-    return fz_obj_str(labels, key, buf, size);
-}
-
-static double s_label_num(fz_msg_t *msg, const char *key, double max, double dflt)
-{
-    char buf[64];
-    double v;
-    const char *s = s_label(msg, key, buf, sizeof buf);
-    return s && fz_parse_double(s, 0, max, &v) ? v : dflt;
-}
-
-static fz_agent_t *s_start_sim(fz_slot_t *self, fz_msg_t *msg, const fz_agent_opts_t *opts,
-                               char *err, size_t errlen)
-{
-    fz_agent_sim_t sim = {0};
-    sim.duration_s = s_label_num(msg, "dry.duration", 1e9, self->cfg.dry_duration);
-    sim.cost_usd = s_label_num(msg, "dry.cost", 1e9, self->cfg.dry_cost);
-    sim.exit_code = (int)s_label_num(msg, "dry.exit", 1e9, self->cfg.dry_exit);
-    /* dry.fail-attempts N: the first N attempts fail (to exercise retries without agents) */
-    if (self->attempt <= (uint32_t)s_label_num(msg, "dry.fail-attempts", 1e9, 0))
-        sim.exit_code = 1;
-    sim.tokens_in = (uint64_t)s_label_num(msg, "dry.tokens-in", 1e9, 1000);
-    sim.tokens_out = (uint64_t)s_label_num(msg, "dry.tokens-out", 1e9, 200);
-    sim.tokens_cache_read = (uint64_t)s_label_num(msg, "dry.tokens-cache-read", 1e9, 0);
-    sim.tokens_cache_write = (uint64_t)s_label_num(msg, "dry.tokens-cache-write", 1e9, 0);
-    /* dry.silent-after S: no sign of life after S seconds (a stall, for the stall limits) */
-    sim.silent_after_s = s_label_num(msg, "dry.silent-after", 1e9, 0);
-    /* dry.class NAME, dry.reset-at EPOCH, dry.retry-after S: what a failing run reports, as
-       an adapter would for a rate limit or a bad key */
-    char cls[64];
-    const char *name = s_label(msg, "dry.class", cls, sizeof cls);
-    sim.cls = fz_class_from_name(name);
-    if (name && sim.cls == FZ_CLASS_NONE)
-        fz_warn("task %llu: label dry.class '%s' is not a failure class; ignored",
-                (unsigned long long)self->task, name);
-    sim.reset_at = s_label_num(msg, "dry.reset-at", FZ_RFILE_RESET_AT_LIMIT - 1, 0);
-    sim.retry_after = s_label_num(msg, "dry.retry-after", FZ_RFILE_RETRY_AFTER_LIMIT - 1, 0);
-    sim.model = self->model[0] ? self->model : "dry-run";
-    sim.output = "dry-run: simulated agent output\n";
-    sim.summary = sim.exit_code ? "dry-run: simulated failure" : "dry-run: simulated success";
-    return fz_agent_simulate(&sim, opts, err, errlen);
-}
-
-#define S_BASE_ENV 6
-
-/* What every agent and check is told of its attempt. */
-static void s_base_env(fz_slot_t *self, char (*env)[512], const char **envp)
-{
-    snprintf(env[0], 512, "FZ_TASK_ID=%llu", (unsigned long long)self->task);
-    snprintf(env[1], 512, "FZ_ATTEMPT=%u", self->attempt);
-    snprintf(env[2], 512, "FZ_MODEL=%s", self->model);
-    snprintf(env[3], 512, "FZ_BROKER=%s", self->cfg.broker);
-    snprintf(env[4], 512, "FZ_EVENTS=%s", self->cfg.events);
-    snprintf(env[5], 512, "FZ_WORKER=%s", self->cfg.name);
-    for (int i = 0; i < S_BASE_ENV; i++)
-        envp[i] = env[i];
-}
-
-/* The agent runs in cwd (the worktree, or its folder workdir); fz's files stay in workdir. */
-static fz_agent_t *s_start_real(fz_slot_t *self, fz_msg_t *msg, fz_agent_opts_t *opts,
-                                const char *workdir, const char *cwd, char *err, size_t errlen)
-{
-    char *cmd = fz_slot_expand(self->cfg.agent, self->model, self->task, self->attempt, cwd);
-    char env[S_BASE_ENV][512];
-    /* Labels reach the agent as FZ_LABEL_<KEY> (upper case, other characters as _), so a
-       script can read its task's labels without asking the broker. */
-    const char *envp[S_BASE_ENV + 32 + 3 + 1];
-    s_base_env(self, env, envp);
-    char labels[32][1200];
-    size_t ne = S_BASE_ENV;
-    const msgpack_object *lm = fz_msg_obj(msg, "labels");
-    for (uint32_t i = 0; lm && lm->type == MSGPACK_OBJECT_MAP && i < lm->via.map.size && i < 32;
-         i++) {
-        const msgpack_object *k = &lm->via.map.ptr[i].key, *v = &lm->via.map.ptr[i].val;
-        int n = snprintf(labels[i], sizeof labels[i], "FZ_LABEL_");
-        for (uint32_t j = 0; j < k->via.str.size && n < 80; j++) {
-            char c = k->via.str.ptr[j];
-            labels[i][n++] = (char)((c >= 'a' && c <= 'z')                               ? c - 32
-                                    : ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) ? c
-                                                                                         : '_');
-        }
-        snprintf(labels[i] + n, sizeof labels[i] - (size_t)n, "=%.*s", (int)v->via.str.size,
-                 v->via.str.ptr);
-        envp[ne++] = labels[i];
-    }
-    /* FZ_WORKTREE, FZ_BRANCH, FZ_BASE with a repository (the workspace's own variables) */
-    for (const char *const *w = self->aws ? fz_aws_env(self->aws) : NULL; w && *w; w++)
-        envp[ne++] = *w;
-    envp[ne] = NULL;
-    char log[4096], report[4096];
-    snprintf(log, sizeof log, "%s/attempt-%u.log", workdir, self->attempt);
-    snprintf(report, sizeof report, "%s/.fz-report-%u", workdir, self->attempt);
-    size_t plen;
-    opts->command = cmd;
-    opts->prompt = fz_msg_str(msg, "prompt", "", &plen);
-    opts->prompt_len = plen;
-    opts->workdir = cwd;
-    opts->log_path = log;
-    opts->report_path = report;
-    opts->env = envp;
-    fz_agent_t *agent = cmd ? fz_agent_start(opts, err, errlen) : NULL;
-    free(cmd);
-    return agent;
+    return (fz_launch_t){.agent = self->cfg.agent,
+                         .broker = self->cfg.broker,
+                         .events = self->cfg.events,
+                         .worker = self->cfg.name,
+                         .model = self->model,
+                         .task = self->task,
+                         .attempt = self->attempt,
+                         .dry_duration = self->cfg.dry_duration,
+                         .dry_cost = self->cfg.dry_cost,
+                         .dry_exit = self->cfg.dry_exit};
 }
 
 /* The dispatch's workspace and check (with neither, it only orders the agent after fz_bg's
@@ -600,9 +392,10 @@ static fz_aws_t *s_new_aws(fz_slot_t *self, fz_msg_t *msg, const char *workdir, 
         bases[nb] = refs[nb];
         nb++;
     }
-    char env[S_BASE_ENV][512];
-    const char *envp[S_BASE_ENV + 1] = {NULL};
-    s_base_env(self, env, envp);
+    char env[FZ_LAUNCH_BASE_ENV][512];
+    const char *envp[FZ_LAUNCH_BASE_ENV + 1] = {NULL};
+    fz_launch_t l = s_launch(self);
+    fz_launch_base_env(&l, env, envp);
     fz_aws_opts_t o = {.bg = self->bg,
                        .cache_dir = self->cfg.cache_dir,
                        .workdir = workdir,
@@ -628,12 +421,14 @@ static void s_start_agent(fz_slot_t *self)
              (unsigned long long)self->task);
     const char *cwd = fz_aws_cwd(self->aws);
     fz_agent_opts_t opts = self->limits;
+    fz_launch_t l = s_launch(self);
+    char *err = self->start_err;
+    size_t errlen = sizeof self->start_err;
     fz_bg_hold(self->bg, true); /* no git while the agent's processes live (fz_bg.h) */
-    self->agent =
-        self->cfg.dry_run
-            ? s_start_sim(self, self->dispatch, &opts, self->start_err, sizeof self->start_err)
-            : s_start_real(self, self->dispatch, &opts, workdir, cwd ? cwd : workdir,
-                           self->start_err, sizeof self->start_err);
+    self->agent = self->cfg.dry_run
+                      ? fz_launch_sim(&l, self->dispatch, &opts, err, errlen)
+                      : fz_launch_real(&l, self->dispatch, &opts, workdir, cwd ? cwd : workdir,
+                                       fz_aws_env(self->aws), err, errlen);
     if (!self->agent) {
         fz_bg_hold(self->bg, false);
         fz_error("task %llu: agent did not start: %s", (unsigned long long)self->task,

@@ -47,9 +47,4 @@ void fz_slot_destroy(fz_slot_t **self_p);
    second signal leaves at once. Returns 0. */
 int fz_slot_run(fz_slot_t *self);
 
-/* Expands {model} {task} {attempt} {workdir} in a command template, single-quoting each
-   value for /bin/sh. Returns a malloc'd string (caller frees) or NULL. */
-char *fz_slot_expand(const char *tmpl, const char *model, uint64_t task, uint32_t attempt,
-                     const char *workdir);
-
 #endif
