@@ -215,6 +215,78 @@ void fz_life_send_cancel(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint3
     fz_outbox_add_to(self, w, e);
 }
 
+/* The prompt of the next attempt: the task's, and when the previous attempt's check failed,
+   what it said (PROTOCOL.md section 8), cut so that the whole stays within FZ_MAX_PROMPT.
+   NULL on no memory. */
+static char *s_prompt_with_check(const char *prompt, size_t plen, const fz_store_ws_t *ws,
+                                 uint32_t prev, size_t *len)
+{
+    enum { HEAD = 600 };
+    size_t room = plen + HEAD + ws->prev_output_len < FZ_MAX_PROMPT ? ws->prev_output_len
+                  : plen + HEAD < FZ_MAX_PROMPT                     ? FZ_MAX_PROMPT - plen - HEAD
+                                                                    : 0;
+    /* The output is bytes: as text, NULs and invalid UTF-8 become '?'. */
+    char *raw = malloc(room + 1), *clean = malloc(room + 1);
+    size_t cmdlen = fz_utf8_cut(ws->check, strlen(ws->check), 200);
+    char *out = malloc(plen + HEAD + room + 1);
+    if (!raw || !clean || !out) {
+        free(raw), free(clean), free(out);
+        return NULL;
+    }
+    const char *tail = ws->prev_output + ws->prev_output_len - room;
+    for (size_t i = 0; i < room; i++)
+        raw[i] = tail[i] ? tail[i] : '?';
+    raw[room] = 0;
+    size_t clen = fz_utf8_clean(raw, room, clean, room + 1);
+    memcpy(out, prompt, plen);
+    int n =
+        snprintf(out + plen, HEAD + room + 1,
+                 "\n\n## The check failed on attempt %u\n\nCommand: %.*s%s\nExit status: %lld%s\n"
+                 "\nLast lines of its output:\n%s%s",
+                 prev, (int)cmdlen, ws->check, cmdlen < strlen(ws->check) ? " ..." : "",
+                 (long long)ws->prev_exit, ws->prev_exit < 0 ? " (stopped at the timeout)" : "",
+                 clen ? clean : "(none)", clen && clean[clen - 1] != '\n' ? "\n" : "");
+    free(raw), free(clean);
+    *len = plen + (n > 0 ? (size_t)n : 0);
+    if (*len > FZ_MAX_PROMPT)
+        *len = plen + fz_utf8_cut(out + plen, *len - plen, FZ_MAX_PROMPT - plen);
+    return out;
+}
+
+/* The dispatch's workspace fields and its prompt (with the last check's failure). */
+static void s_dispatch_ws(fz_broker_t *self, const fz_task_t *t, fz_enc_t *d)
+{
+    size_t plen = 0;
+    char *prompt = fz_store_prompt(self->store, t->id, &plen);
+    fz_store_ws_t ws;
+    if (!prompt || fz_store_task_ws(self->store, t->id, t->attempt - 1, &ws)) {
+        free(prompt);
+        return; /* a store read failed: the dispatch lacks its prompt; the worker refuses it */
+    }
+    char *full = NULL;
+    size_t flen = 0;
+    if (ws.prev_failed && *ws.check)
+        full = s_prompt_with_check(prompt, plen, &ws, t->attempt - 1, &flen);
+    if (full)
+        fz_enc_strn(d, "prompt", full, flen);
+    else
+        fz_enc_strn(d, "prompt", prompt, plen);
+    free(full);
+    free(prompt);
+    if (*ws.repo) {
+        fz_enc_str(d, "repo", ws.repo);
+        /* Its own base, else where its dependencies on the same repository ended. */
+        size_t nb = *ws.base ? 1 : ws.ndep_heads;
+        fz_enc_array(d, "bases", nb);
+        for (size_t i = 0; i < nb; i++)
+            fz_enc_str(d, NULL, *ws.base ? ws.base : ws.dep_heads[i]);
+        fz_enc_bool(d, "keep_worktree", ws.keep_worktree);
+    }
+    if (*ws.check)
+        fz_enc_str(d, "check", ws.check);
+    fz_store_ws_free(&ws);
+}
+
 /* Starts attempt n+1 of t on w: reservation, records, dispatch message. */
 static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
 {
@@ -239,13 +311,8 @@ static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
     fz_enc_t *d = fz_enc_new("dispatch", 0);
     fz_enc_uint(d, "task", t->id);
     fz_enc_uint(d, "attempt", t->attempt);
-    size_t plen = 0;
-    char *prompt = fz_store_prompt(self->store, t->id, &plen);
-    if (prompt) {
-        fz_enc_strn(d, "prompt", prompt, plen);
-        fz_views_labels(self->store, t->id, d, "labels");
-        free(prompt);
-    }
+    s_dispatch_ws(self, t, d);
+    fz_views_labels(self->store, t->id, d, "labels");
     fz_enc_str(d, "model", model);
     fz_enc_uint(d, "timeout", t->timeout_s);
     /* The cap the agent is held to is what was reserved: a task without --max-cost is held to

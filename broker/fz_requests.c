@@ -50,6 +50,12 @@ static fz_err_t s_submit_check(fz_broker_t *self, const msgpack_object *m, size_
             return FZ_EREFUSED;
         }
     }
+    char repo[8], base[8];
+    if (*fz_obj_str(m, "base", base, sizeof base) && !*fz_obj_str(m, "repo", repo, sizeof repo)) {
+        snprintf(why, wl, "a base needs a repository (--repo)");
+        *reason = FZ_REASON_BAD_FIELD;
+        return FZ_EINVALID;
+    }
     const char *keys[] = {"after", "after_any"};
     for (int k = 0; k < 2; k++) {
         const msgpack_object *a = fz_obj_get(m, keys[k]);
@@ -143,6 +149,13 @@ static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const u
     nt.stall_kill = (uint32_t)fz_obj_uint(m, "stall_kill", 0);
     nt.labels = fz_obj_get(m, "labels");
     nt.fallback = fz_obj_get(m, "fallback");
+    /* Static: 20 KiB off the stack, and the broker handles one submit at a time. */
+    static char repo[FZ_MAX_REPO + 1], base[FZ_MAX_REF + 1], check[FZ_MAX_CHECK + 1];
+    nt.repo = fz_obj_str(m, "repo", repo, sizeof repo);
+    nt.base = fz_obj_str(m, "base", base, sizeof base);
+    nt.check = fz_obj_str(m, "check", check, sizeof check);
+    nt.keep_worktree = fz_obj_bool(m, "keep_worktree", false);
+    nt.best_of = (uint32_t)fz_obj_uint(m, "best_of", 0);
     if (nt.parent) {
         uint32_t depth, children;
         int64_t prio;

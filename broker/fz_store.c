@@ -13,9 +13,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define FZ_STORE_SCHEMA 2 /* PRAGMA user_version of the tables below */
+#define FZ_STORE_SCHEMA 3 /* PRAGMA user_version of the tables below */
 #define FZ_STR2(x) #x
 #define FZ_STR(x) FZ_STR2(x)
+
+/* The workspace columns (schema 3), here and in s_added below. */
+#define TEXT0 " TEXT NOT NULL DEFAULT ''"
+#define INT0 " INTEGER NOT NULL DEFAULT 0"
+#define WS_TASK_COLS                                                                               \
+    " repo" TEXT0 ", base" TEXT0 ", check_cmd" TEXT0 ", keep_worktree" INT0 ", best_of" INT0       \
+    ", branch" TEXT0 ", head_commit" TEXT0
+#define WS_ATTEMPT_COLS                                                                            \
+    " branch" TEXT0 ", base_commit" TEXT0 ", head_commit" TEXT0 ", files" INT0 ", insertions" INT0 \
+    ", deletions" INT0 ", check_status" TEXT0 ", check_exit" INT0 ", check_output BLOB"
 
 static const char *s_schema =
     "CREATE TABLE IF NOT EXISTS tasks ("
@@ -47,7 +57,7 @@ static const char *s_schema =
     " tokens_cache_read INTEGER NOT NULL DEFAULT 0,"
     " tokens_cache_write INTEGER NOT NULL DEFAULT 0,"
     " stall INTEGER NOT NULL DEFAULT 0, stall_kill INTEGER NOT NULL DEFAULT 0,"
-    " not_before REAL NOT NULL DEFAULT 0);"
+    " not_before REAL NOT NULL DEFAULT 0," WS_TASK_COLS ");"
     "CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);"
     "CREATE TABLE IF NOT EXISTS task_labels ("
     " task INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
@@ -64,7 +74,7 @@ static const char *s_schema =
     " reserved REAL NOT NULL DEFAULT 0,"
     " class TEXT NOT NULL DEFAULT '', reset_at REAL NOT NULL DEFAULT 0,"
     " tokens_cache_read INTEGER NOT NULL DEFAULT 0,"
-    " tokens_cache_write INTEGER NOT NULL DEFAULT 0,"
+    " tokens_cache_write INTEGER NOT NULL DEFAULT 0," WS_ATTEMPT_COLS ","
     " PRIMARY KEY (task, n)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS attempts_ended ON attempts(ended);"
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
@@ -89,6 +99,22 @@ static const struct {
     {"attempts", "reset_at", "REAL NOT NULL DEFAULT 0"},
     {"attempts", "tokens_cache_read", "INTEGER NOT NULL DEFAULT 0"},
     {"attempts", "tokens_cache_write", "INTEGER NOT NULL DEFAULT 0"},
+    {"tasks", "repo", TEXT0},
+    {"tasks", "base", TEXT0},
+    {"tasks", "check_cmd", TEXT0},
+    {"tasks", "keep_worktree", INT0},
+    {"tasks", "best_of", INT0},
+    {"tasks", "branch", TEXT0},
+    {"tasks", "head_commit", TEXT0},
+    {"attempts", "branch", TEXT0},
+    {"attempts", "base_commit", TEXT0},
+    {"attempts", "head_commit", TEXT0},
+    {"attempts", "files", INT0},
+    {"attempts", "insertions", INT0},
+    {"attempts", "deletions", INT0},
+    {"attempts", "check_status", TEXT0},
+    {"attempts", "check_exit", INT0},
+    {"attempts", "check_output", "BLOB"},
 };
 
 static bool s_has_column(sqlite3 *db, const char *table, const char *column)
@@ -105,7 +131,7 @@ static bool s_has_column(sqlite3 *db, const char *table, const char *column)
     return found;
 }
 
-/* Brings a schema-1 database up to this one. */
+/* Brings an older database (schema 1 or 2) up to this one. */
 static int s_migrate(sqlite3 *db)
 {
     for (size_t i = 0; i < sizeof s_added / sizeof *s_added; i++) {

@@ -56,7 +56,36 @@ typedef struct {
     uint32_t stall, stall_kill; /* seconds, 0 = the broker's default */
     const char *summary;        /* why, when stored already final (dep-failed at submit) */
     fz_state_t state;
+    const char *repo, *base, *check; /* the workspace (PROTOCOL.md section 8); NULL = "" */
+    bool keep_worktree;
+    uint32_t best_of;
 } fz_store_newtask_t;
+
+/* What a dispatch needs of a task's workspace, copied out (fz_store_ws_free frees it). */
+typedef struct {
+    char *repo, *base, *check; /* never NULL once read */
+    bool keep_worktree;
+    uint32_t best_of;
+    /* The head commits of the task's succeeded --after dependencies on the same repository,
+       by dependency id (where a task with no base starts). */
+    char **dep_heads;
+    size_t ndep_heads;
+    /* The check of attempt `prev` (0: none asked), when it failed: what the next prompt is
+       given. check_output is NULL when there was none. */
+    bool prev_failed;
+    int64_t prev_exit;
+    char *prev_output;
+    size_t prev_output_len;
+} fz_store_ws_t;
+
+/* Reads task id's workspace and, with prev > 0, attempt prev's check. 0, or -1 on a store
+   error or no memory (then *ws is freed). */
+int fz_store_task_ws(fz_store_t *self, uint64_t id, uint32_t prev, fz_store_ws_t *ws);
+void fz_store_ws_free(fz_store_ws_t *ws);
+
+/* The head commit of a task's successful attempt ("" if none) into head; -1 if no task. */
+#define FZ_STORE_OID_MAX 65
+int fz_store_task_head(fz_store_t *self, uint64_t id, char head[FZ_STORE_OID_MAX]);
 
 /* Inserts a task; returns its id, 0 on failure. */
 uint64_t fz_store_task_add(fz_store_t *self, const fz_store_newtask_t *t);
@@ -96,6 +125,13 @@ typedef struct {
     const char *class_name; /* failure class, "" on success */
     double reset_at;        /* rate-limit, quota: when it resets (unix time), 0 unknown */
     uint64_t tokens_cache_read, tokens_cache_write;
+    /* The workspace's result; NULL strings = "" (no repository, no check). */
+    const char *branch, *base_commit, *head_commit;
+    uint64_t files, insertions, deletions;
+    const char *check_status; /* "", "passed", "failed" */
+    int64_t check_exit;
+    const void *check_output;
+    size_t check_output_len;
 } fz_result_t;
 
 /* Records the end of attempt n and the task's new state. Returns 1 if recorded, 0 if that

@@ -234,3 +234,138 @@ int fz_store_tree_info(fz_store_t *self, uint64_t task, uint32_t *depth, uint32_
     sqlite3_reset(st);
     return 0;
 }
+
+/* ---------------------------------------------------------------- workspaces */
+
+static const char *SQL_TASK_WS =
+    "SELECT repo, base, check_cmd, keep_worktree, best_of FROM tasks WHERE id = ?1";
+/* Where a task with no base starts: its succeeded --after dependencies' results on the same
+   repository. */
+static const char *SQL_DEP_HEADS =
+    "SELECT t.head_commit FROM deps d JOIN tasks t ON t.id = d.dep WHERE d.task = ?1"
+    " AND d.kind = 0 AND t.state = 'succeeded' AND t.head_commit != '' AND t.repo = ?2"
+    " ORDER BY d.dep";
+static const char *SQL_PREV_CHECK =
+    "SELECT check_exit, check_output FROM attempts WHERE task = ?1 AND n = ?2"
+    " AND check_status = 'failed'";
+
+static char *s_dup_col(sqlite3_stmt *st, int i)
+{
+    const char *s = (const char *)sqlite3_column_text(st, i);
+    return strdup(s ? s : "");
+}
+
+static int s_ws_task(fz_store_t *self, uint64_t id, fz_store_ws_t *ws)
+{
+    sqlite3_stmt *st = fz_sql_stmt(self, SQL_TASK_WS);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    int rc = -1;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        ws->repo = s_dup_col(st, 0);
+        ws->base = s_dup_col(st, 1);
+        ws->check = s_dup_col(st, 2);
+        ws->keep_worktree = sqlite3_column_int(st, 3) != 0;
+        ws->best_of = (uint32_t)sqlite3_column_int64(st, 4);
+        rc = ws->repo && ws->base && ws->check ? 0 : -1;
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+static int s_ws_dep_heads(fz_store_t *self, uint64_t id, fz_store_ws_t *ws)
+{
+    sqlite3_stmt *st = fz_sql_stmt(self, SQL_DEP_HEADS);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    fz_sql_bind_text(st, 2, ws->repo);
+    int rc = 0;
+    size_t cap = 0;
+    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        if (ws->ndep_heads == cap) {
+            size_t ncap = cap ? 2 * cap : 4;
+            char **v = realloc(ws->dep_heads, ncap * sizeof *v);
+            if (!v) {
+                rc = -1;
+                break;
+            }
+            ws->dep_heads = v;
+            cap = ncap;
+        }
+        if (!(ws->dep_heads[ws->ndep_heads] = s_dup_col(st, 0)))
+            rc = -1;
+        else
+            ws->ndep_heads++;
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+static int s_ws_prev_check(fz_store_t *self, uint64_t id, uint32_t prev, fz_store_ws_t *ws)
+{
+    sqlite3_stmt *st = fz_sql_stmt(self, SQL_PREV_CHECK);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    sqlite3_bind_int64(st, 2, prev);
+    int rc = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        ws->prev_failed = true;
+        ws->prev_exit = sqlite3_column_int64(st, 0);
+        const void *b = sqlite3_column_blob(st, 1);
+        size_t len = b ? (size_t)sqlite3_column_bytes(st, 1) : 0;
+        if (len) {
+            if (!(ws->prev_output = malloc(len)))
+                rc = -1;
+            else {
+                memcpy(ws->prev_output, b, len);
+                ws->prev_output_len = len;
+            }
+        }
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+int fz_store_task_ws(fz_store_t *self, uint64_t id, uint32_t prev, fz_store_ws_t *ws)
+{
+    memset(ws, 0, sizeof *ws);
+    if (s_ws_task(self, id, ws) || (*ws->repo && s_ws_dep_heads(self, id, ws)) ||
+        (prev && s_ws_prev_check(self, id, prev, ws))) {
+        fz_store_ws_free(ws);
+        return -1;
+    }
+    return 0;
+}
+
+void fz_store_ws_free(fz_store_ws_t *ws)
+{
+    free(ws->repo);
+    free(ws->base);
+    free(ws->check);
+    for (size_t i = 0; i < ws->ndep_heads; i++)
+        free(ws->dep_heads[i]);
+    free(ws->dep_heads);
+    free(ws->prev_output);
+    memset(ws, 0, sizeof *ws);
+}
+
+static const char *SQL_TASK_HEAD = "SELECT head_commit FROM tasks WHERE id = ?1";
+
+int fz_store_task_head(fz_store_t *self, uint64_t id, char head[FZ_STORE_OID_MAX])
+{
+    sqlite3_stmt *st = fz_sql_stmt(self, SQL_TASK_HEAD);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    int rc = -1;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *h = (const char *)sqlite3_column_text(st, 0);
+        snprintf(head, FZ_STORE_OID_MAX, "%s", h ? h : "");
+        rc = 0;
+    }
+    sqlite3_reset(st);
+    return rc;
+}

@@ -73,7 +73,8 @@ static const void *s_blob(sqlite3_stmt *st, int i, size_t *len)
     "id, state, priority, model, name, timeout, max_cost, retries, fallback, after, after_any,"    \
     " parent, attempts, created, updated, worker, outcome, exit_code, cost_usd, tokens_in,"        \
     " tokens_out, summary, hold_reason, deadline, class, tokens_cache_read, tokens_cache_write,"   \
-    " stall, stall_kill, not_before"
+    " stall, stall_kill, not_before, repo, base, check_cmd, keep_worktree, best_of, branch,"       \
+    " head_commit"
 
 static const char *SQL_TASK_GET = "SELECT " TASK_COLS ", prompt FROM tasks WHERE id = ?1";
 /* Lists carry the prompt's first 80 characters, so unnamed tasks can be told apart. */
@@ -160,13 +161,20 @@ bool fz_store_rows_task(fz_store_rows_t *rows, fz_store_task_row_t *row)
         .stall = s_uint(st, 27),
         .stall_kill = s_uint(st, 28),
         .not_before = sqlite3_column_double(st, 29),
+        .repo = s_text(st, 30),
+        .base = s_text(st, 31),
+        .check = s_text(st, 32),
+        .keep_worktree = sqlite3_column_int(st, 33) != 0,
+        .best_of = s_uint(st, 34),
+        .branch = s_text(st, 35),
+        .head_commit = s_text(st, 36),
     };
     row->fallback = s_blob(st, 8, &row->fallback_len);
     row->after = s_blob(st, 9, &row->after_len);
     row->after_any = s_blob(st, 10, &row->after_any_len);
     /* The text first: sqlite3_column_bytes then counts the text's bytes. */
-    row->prompt = s_text(st, 30);
-    row->prompt_len = (size_t)sqlite3_column_bytes(st, 30);
+    row->prompt = s_text(st, 37);
+    row->prompt_len = (size_t)sqlite3_column_bytes(st, 37);
     return true;
 }
 
@@ -178,10 +186,13 @@ static const char *SQL_ATTEMPTS =
     " cost_usd, tokens_in, tokens_out, summary,"
     " CASE WHEN n > ?2 THEN output ELSE X'' END AS output, log, reserved,"
     " n <= ?2 AND length(output) > 0 AS output_dropped, class, reset_at, tokens_cache_read,"
-    " tokens_cache_write FROM attempts WHERE task = ?1 ORDER BY n";
-static const char *SQL_ATTEMPT_SIZES =
-    "SELECT n, length(output) + length(summary) + length(log) + 200 FROM attempts WHERE task = ?1"
-    " ORDER BY n DESC";
+    " tokens_cache_write, branch, base_commit, head_commit, files, insertions, deletions,"
+    " check_status, check_exit, CASE WHEN n > ?2 THEN check_output ELSE X'' END"
+    " FROM attempts WHERE task = ?1 ORDER BY n";
+static const char *SQL_ATTEMPT_SIZES = "SELECT n, length(output) + length(summary) + length(log) + "
+                                       "ifnull(length(check_output), 0) + 400"
+                                       " FROM attempts WHERE task = ?1"
+                                       " ORDER BY n DESC";
 
 /* The newest attempts keep their output tails while they fit; older ones are cut. */
 static int64_t s_output_cutoff(fz_store_t *self, uint64_t id, uint64_t output_bytes)
@@ -239,7 +250,18 @@ bool fz_store_rows_attempt(fz_store_rows_t *rows, fz_store_attempt_row_t *row)
         .reset_at = sqlite3_column_double(st, 18),
         .tokens_cache_read = s_uint(st, 19),
         .tokens_cache_write = s_uint(st, 20),
+        .branch = s_text(st, 21),
+        .base_commit = s_text(st, 22),
+        .head_commit = s_text(st, 23),
+        .files = s_uint(st, 24),
+        .insertions = s_uint(st, 25),
+        .deletions = s_uint(st, 26),
+        .check_status = s_text(st, 27),
+        .check_exit = sqlite3_column_int64(st, 28),
     };
+    row->check_output = s_blob(st, 29, &row->check_output_len);
+    if (!row->check_output)
+        row->check_output = "";
     row->output = s_blob(st, 13, &row->output_len);
     if (!row->output)
         row->output = "";

@@ -46,7 +46,11 @@ typedef struct {
     const char *class_name;
     uint64_t tokens_cache_read, tokens_cache_write, stall, stall_kill;
     double not_before;
-    const char *prompt; /* whole (fz_store_task) or its first 80 characters (lists) */
+    const char *repo, *base, *check; /* the workspace */
+    bool keep_worktree;
+    uint64_t best_of;
+    const char *branch, *head_commit; /* the task's result branch, once it succeeded */
+    const char *prompt;               /* whole (fz_store_task) or its first 80 characters (lists) */
     size_t prompt_len;
 } fz_store_task_row_t;
 
@@ -69,6 +73,12 @@ typedef struct {
     const char *class_name;
     double reset_at;
     uint64_t tokens_cache_read, tokens_cache_write;
+    const char *branch, *base_commit, *head_commit;
+    uint64_t files, insertions, deletions;
+    const char *check_status;
+    int64_t check_exit;
+    const void *check_output; /* never NULL */
+    size_t check_output_len;
 } fz_store_attempt_row_t;
 
 /* One label of a task. */
@@ -105,8 +115,8 @@ fz_store_rows_t *fz_store_task(fz_store_t *self, uint64_t id);
 fz_store_rows_t *fz_store_list(fz_store_t *self, const char *state, uint64_t limit, bool tail,
                                uint64_t *total);
 /* The attempts of a task by n. The newest keep their outputs while the attempts' outputs,
-   summaries and logs (and 200 bytes each) add up to at most output_bytes; older ones come
-   with no output and output_dropped set. */
+   check outputs, summaries and logs (and 400 bytes each) add up to at most output_bytes;
+   older ones come with no output nor check output, and output_dropped set. */
 fz_store_rows_t *fz_store_attempts(fz_store_t *self, uint64_t id, uint64_t output_bytes);
 /* The labels of a task, by key. */
 fz_store_rows_t *fz_store_labels(fz_store_t *self, uint64_t id);

@@ -26,8 +26,10 @@ static void s_bind_obj(sqlite3_stmt *st, int i, const msgpack_object *o)
 
 static const char *SQL_TASK_ADD =
     "INSERT INTO tasks (state, priority, model, name, prompt, timeout, max_cost, retries,"
-    " parent, fallback, after, after_any, created, updated, deadline, summary, stall, stall_kill)"
-    " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?13,?14,?15,?16,?17)";
+    " parent, fallback, after, after_any, created, updated, deadline, summary, stall, stall_kill,"
+    " repo, base, check_cmd, keep_worktree, best_of)"
+    " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?13,?14,?15,?16,?17,?18,?19,?20,?21,"
+    "?22)";
 
 static const char *SQL_LABEL_ADD = "INSERT OR REPLACE INTO task_labels VALUES (?1, ?2, ?3)";
 
@@ -85,6 +87,11 @@ uint64_t fz_store_task_add(fz_store_t *self, const fz_store_newtask_t *t)
     fz_sql_bind_text(st, 15, t->summary);
     sqlite3_bind_int64(st, 16, t->stall);
     sqlite3_bind_int64(st, 17, t->stall_kill);
+    fz_sql_bind_text(st, 18, t->repo);
+    fz_sql_bind_text(st, 19, t->base);
+    fz_sql_bind_text(st, 20, t->check);
+    sqlite3_bind_int(st, 21, t->keep_worktree);
+    sqlite3_bind_int64(st, 22, t->best_of);
     if (fz_sql_done(self, st))
         return 0;
     uint64_t id = (uint64_t)sqlite3_last_insert_rowid(self->db);
@@ -183,12 +190,33 @@ static const char *SQL_ATTEMPT_FINISH =
     " duration_ms = ?7, cost_usd = ?8, tokens_in = ?9, tokens_out = ?10,"
     " model = CASE WHEN ?11 = '' THEN model ELSE ?11 END, summary = ?12, output = ?13,"
     " log = ?14, class = ?15, reset_at = ?16, tokens_cache_read = ?17,"
-    " tokens_cache_write = ?18 WHERE task = ?1 AND n = ?2 AND ended = 0";
+    " tokens_cache_write = ?18, branch = ?19, base_commit = ?20, head_commit = ?21, files = ?22,"
+    " insertions = ?23, deletions = ?24, check_status = ?25, check_exit = ?26,"
+    " check_output = ?27 WHERE task = ?1 AND n = ?2 AND ended = 0";
 static const char *SQL_TASK_FINISH =
     "UPDATE tasks SET state = ?2, outcome = ?3, exit_code = ?4, cost_usd = cost_usd + ?5,"
     " tokens_in = tokens_in + ?6, tokens_out = tokens_out + ?7, summary = ?8, updated = ?9,"
     " hold_reason = '', class = ?10, tokens_cache_read = tokens_cache_read + ?11,"
-    " tokens_cache_write = tokens_cache_write + ?12 WHERE id = ?1";
+    " tokens_cache_write = tokens_cache_write + ?12,"
+    " branch = CASE WHEN ?13 != '' THEN ?13 ELSE branch END,"
+    " head_commit = CASE WHEN ?13 != '' THEN ?14 ELSE head_commit END WHERE id = ?1";
+
+/* The workspace columns of SQL_ATTEMPT_FINISH, ?19 .. ?27. */
+static void s_bind_ws(sqlite3_stmt *st, const fz_result_t *r)
+{
+    fz_sql_bind_text(st, 19, r->branch);
+    fz_sql_bind_text(st, 20, r->base_commit);
+    fz_sql_bind_text(st, 21, r->head_commit);
+    sqlite3_bind_int64(st, 22, (sqlite3_int64)r->files);
+    sqlite3_bind_int64(st, 23, (sqlite3_int64)r->insertions);
+    sqlite3_bind_int64(st, 24, (sqlite3_int64)r->deletions);
+    fz_sql_bind_text(st, 25, r->check_status);
+    sqlite3_bind_int64(st, 26, r->check_exit);
+    if (r->check_output_len)
+        sqlite3_bind_blob(st, 27, r->check_output, (int)r->check_output_len, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, 27);
+}
 
 int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_result_t *r,
                             fz_state_t state)
@@ -215,6 +243,7 @@ int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_
     sqlite3_bind_double(st, 16, r->reset_at);
     sqlite3_bind_int64(st, 17, (sqlite3_int64)r->tokens_cache_read);
     sqlite3_bind_int64(st, 18, (sqlite3_int64)r->tokens_cache_write);
+    s_bind_ws(st, r);
     if (fz_sql_done(self, st))
         return -1;
     if (sqlite3_changes(self->db) == 0)
@@ -233,6 +262,13 @@ int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_
     fz_sql_bind_text(st, 10, r->class_name);
     sqlite3_bind_int64(st, 11, (sqlite3_int64)r->tokens_cache_read);
     sqlite3_bind_int64(st, 12, (sqlite3_int64)r->tokens_cache_write);
+    /* The task's branch names the attempt that made it succeed (the worker points it there
+       when the result-ack says promote). */
+    char branch[32] = "";
+    if (state == FZ_STATE_SUCCEEDED && r->head_commit && *r->head_commit)
+        snprintf(branch, sizeof branch, "fz/%llu", (unsigned long long)id);
+    fz_sql_bind_text(st, 13, branch);
+    fz_sql_bind_text(st, 14, r->head_commit);
     return fz_sql_done(self, st) ? -1 : 1;
 }
 

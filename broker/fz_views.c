@@ -66,6 +66,13 @@ static fz_enc_t *s_task_map(const fz_store_task_row_t *t)
     fz_enc_uint(e, "stall", t->stall);
     fz_enc_uint(e, "stall_kill", t->stall_kill);
     fz_enc_float(e, "not_before", t->not_before);
+    fz_enc_str(e, "repo", t->repo);
+    fz_enc_str(e, "base", t->base);
+    fz_enc_str(e, "check", t->check);
+    fz_enc_bool(e, "keep_worktree", t->keep_worktree);
+    fz_enc_uint(e, "best_of", t->best_of);
+    fz_enc_str(e, "branch", t->branch);
+    fz_enc_str(e, "head_commit", t->head_commit);
     fz_enc_strn(e, "prompt", t->prompt, t->prompt_len);
     return e;
 }
@@ -94,6 +101,15 @@ static fz_enc_t *s_attempt_map(const fz_store_attempt_row_t *a)
     fz_enc_float(e, "reset_at", a->reset_at);
     fz_enc_uint(e, "tokens_cache_read", a->tokens_cache_read);
     fz_enc_uint(e, "tokens_cache_write", a->tokens_cache_write);
+    fz_enc_str(e, "branch", a->branch);
+    fz_enc_str(e, "base_commit", a->base_commit);
+    fz_enc_str(e, "head_commit", a->head_commit);
+    fz_enc_uint(e, "files", a->files);
+    fz_enc_uint(e, "insertions", a->insertions);
+    fz_enc_uint(e, "deletions", a->deletions);
+    fz_enc_str(e, "check_status", a->check_status);
+    fz_enc_int(e, "check_exit", a->check_exit);
+    fz_enc_bin(e, "check_output", a->check_output, a->check_output_len);
     return e;
 }
 

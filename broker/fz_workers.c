@@ -266,11 +266,14 @@ void fz_workers_output(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
         fz_enc_uint(e, "dropped", t->output_dropped);
 }
 
-static void s_ack_result(fz_broker_t *self, zframe_t *from, uint64_t task, uint64_t attempt)
+static void s_ack_result(fz_broker_t *self, zframe_t *from, uint64_t task, uint64_t attempt,
+                         bool promote)
 {
     fz_enc_t *a = fz_enc_new("result-ack", 0);
     fz_enc_uint(a, "task", task);
     fz_enc_uint(a, "attempt", attempt);
+    if (promote)
+        fz_enc_bool(a, "promote", true); /* PROTOCOL.md section 8: the task's branch */
     fz_outbox_add(self, from, a);
 }
 
@@ -292,10 +295,43 @@ static void s_read_result(fz_msg_t *msg, fz_result_t *r, fz_class_t *cls, double
     r->log = fz_msg_str(msg, "log", "", NULL);
     r->reset_at = fz_msg_float(msg, "reset_at", 0);
     *retry_after = fz_msg_float(msg, "retry_after", 0);
+    r->branch = fz_msg_str(msg, "branch", "", NULL);
+    r->base_commit = fz_msg_str(msg, "base_commit", "", NULL);
+    r->head_commit = fz_msg_str(msg, "head_commit", "", NULL);
+    r->files = fz_msg_uint(msg, "files", 0);
+    r->insertions = fz_msg_uint(msg, "insertions", 0);
+    r->deletions = fz_msg_uint(msg, "deletions", 0);
+    r->check_status = fz_msg_str(msg, "check_status", "", NULL);
+    r->check_exit = fz_msg_int(msg, "check_exit", 0);
+    r->check_output = fz_msg_bin(msg, "check_output", &r->check_output_len);
     /* A peer that sends no class is classified here as the worker would have. */
     *cls = fz_classify(fz_outcome_from_name(r->outcome), r->exit_code,
                        fz_class_from_name(fz_msg_str(msg, "class", "", NULL)));
     r->class_name = fz_class_name(*cls);
+}
+
+/* A result sent again: did its attempt make the task succeed? (Its ack was lost: the worker
+   must still point the task's branch at it.) */
+static bool s_won(fz_broker_t *self, uint64_t id, fz_msg_t *msg)
+{
+    const char *head = fz_msg_str(msg, "head_commit", "", NULL);
+    char won[FZ_STORE_OID_MAX];
+    return *head && fz_store_task_head(self->store, id, won) == 0 && strcmp(won, head) == 0;
+}
+
+/* What a task event says of the attempt's workspace, when it had one. */
+static void s_event_ws(fz_enc_t *e, const fz_result_t *r)
+{
+    if (!*r->branch && !*r->check_status)
+        return;
+    fz_enc_str(e, "branch", r->branch);
+    fz_enc_str(e, "base_commit", r->base_commit);
+    fz_enc_str(e, "head_commit", r->head_commit);
+    fz_enc_uint(e, "files", r->files);
+    fz_enc_uint(e, "insertions", r->insertions);
+    fz_enc_uint(e, "deletions", r->deletions);
+    fz_enc_str(e, "check_status", r->check_status);
+    fz_enc_int(e, "check_exit", r->check_exit);
 }
 
 /* True if the next model of the task's fallback chain differs from this attempt's. */
@@ -380,7 +416,7 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
                 (unsigned long long)id, n);
         if (w->task && w->task->id == id && w->task->attempt == n)
             w->task = NULL;
-        s_ack_result(self, from, id, n);
+        s_ack_result(self, from, id, n, s_won(self, id, msg));
         return;
     }
     fz_result_t r = {0};
@@ -417,7 +453,7 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
     fz_life_unrun(self, t);
     if (w->task == t)
         w->task = NULL;
-    s_ack_result(self, from, id, n);
+    s_ack_result(self, from, id, n, p.next == FZ_STATE_SUCCEEDED && *r.head_commit);
 
     fz_enc_str(e, "worker", w->name);
     fz_enc_str(e, "outcome", r.outcome);
@@ -429,6 +465,7 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
         fz_enc_str(e, "class", r.class_name);
     if (p.next == FZ_STATE_HELD)
         fz_enc_float(e, "until", fz_wall() + p.wait_s);
+    s_event_ws(e, &r);
     s_apply(self, w, t, &p, cls, model, fz_outcome_from_name(r.outcome) == FZ_OUTCOME_REJECTED);
     fz_life_budget_moved(self);
 }

@@ -28,19 +28,24 @@ struct fz_pipeline_t {
 /* Fields a line may carry, with the JSON type each needs. */
 static const struct {
     const char *key;
-    json_type type; /* JSON_INTEGER also accepts nothing else; JSON_REAL accepts integers */
+    json_type type; /* JSON_INTEGER also accepts nothing else; JSON_REAL accepts integers;
+                       JSON_TRUE stands for a boolean */
 } s_fields[] = {
-    {"prompt", JSON_STRING},   {"name", JSON_STRING},      {"after", JSON_ARRAY},
-    {"after_any", JSON_ARRAY}, {"priority", JSON_INTEGER}, {"model", JSON_STRING},
-    {"timeout", JSON_INTEGER}, {"max_cost", JSON_REAL},    {"labels", JSON_OBJECT},
-    {"retries", JSON_INTEGER}, {"fallback", JSON_ARRAY},   {"parent", JSON_INTEGER},
-    {"deadline", JSON_REAL},   {"stall", JSON_INTEGER},    {"stall_kill", JSON_INTEGER},
+    {"prompt", JSON_STRING},      {"name", JSON_STRING},      {"after", JSON_ARRAY},
+    {"after_any", JSON_ARRAY},    {"priority", JSON_INTEGER}, {"model", JSON_STRING},
+    {"timeout", JSON_INTEGER},    {"max_cost", JSON_REAL},    {"labels", JSON_OBJECT},
+    {"retries", JSON_INTEGER},    {"fallback", JSON_ARRAY},   {"parent", JSON_INTEGER},
+    {"deadline", JSON_REAL},      {"stall", JSON_INTEGER},    {"stall_kill", JSON_INTEGER},
+    {"repo", JSON_STRING},        {"base", JSON_STRING},      {"check", JSON_STRING},
+    {"keep_worktree", JSON_TRUE}, {"best_of", JSON_INTEGER},
 };
 
 static bool s_type_ok(json_t *v, json_type want)
 {
     if (want == JSON_REAL)
         return json_is_number(v);
+    if (want == JSON_TRUE)
+        return json_is_boolean(v);
     return json_typeof(v) == want;
 }
 
@@ -276,6 +281,10 @@ static void s_encode_value(fz_enc_t *e, const char *key, json_t *v)
         break;
     case JSON_REAL:
         fz_enc_float(e, key, json_real_value(v));
+        break;
+    case JSON_TRUE:
+    case JSON_FALSE:
+        fz_enc_bool(e, key, json_is_true(v));
         break;
     case JSON_ARRAY:
         fz_enc_array(e, key, json_array_size(v));

@@ -181,7 +181,104 @@ void fz_report_task_line(const msgpack_object *task, const msgpack_object *attem
         fz_cli_print_block(summary, len, "  ", 0, out);
 }
 
-static void s_print_attempt(const msgpack_object *a, size_t out_lines, FILE *out)
+/* s in single quotes for a POSIX shell, cut to fit. */
+static char *s_shquote(const char *s, char *buf, size_t size)
+{
+    size_t o = 0;
+    buf[o++] = '\'';
+    for (; *s && o + 6 < size; s++) {
+        if (*s == '\'') {
+            memcpy(buf + o, "'\\''", 4);
+            o += 4;
+        } else
+            buf[o++] = *s;
+    }
+    buf[o++] = '\'';
+    buf[o] = 0;
+    return buf;
+}
+
+/* The one command that shows what an attempt (or the task) changed: run where the user is
+   for a local repository; for a URL, in any clone of it, after fetching the branch. */
+static void s_print_diff(const msgpack_object *task, const char *base, const char *head,
+                         const char *branch, FILE *out)
+{
+    char repo[FZ_MAX_REPO + 1], q[2 * FZ_MAX_REPO + 8];
+    s_text(task, "repo", FZ_MAX_REPO, repo, sizeof repo);
+    if (strstr(repo, "://"))
+        fprintf(out, "  diff      git fetch %s %s && git diff %.12s FETCH_HEAD\n",
+                s_shquote(repo, q, sizeof q), branch, base);
+    else
+        fprintf(out, "  diff      git -C %s diff %.12s %.12s\n", s_shquote(repo, q, sizeof q), base,
+                head);
+}
+
+/* An attempt's workspace: its branch, diff stat and check. */
+static void s_print_attempt_ws(const msgpack_object *task, const msgpack_object *a,
+                               size_t out_lines, FILE *out)
+{
+    char branch[FZ_MAX_REF + 1], base[80], head[80], st[32];
+    if (s_has_text(a, "branch")) {
+        s_text(a, "branch", FZ_MAX_REF, branch, sizeof branch);
+        s_text(a, "base_commit", 64, base, sizeof base);
+        s_text(a, "head_commit", 64, head, sizeof head);
+        fprintf(out, "  branch    %s   base %.12s   head %.12s   %llu file%s, +%llu -%llu\n",
+                branch, base, head, (unsigned long long)fz_obj_uint(a, "files", 0),
+                fz_obj_uint(a, "files", 0) == 1 ? "" : "s",
+                (unsigned long long)fz_obj_uint(a, "insertions", 0),
+                (unsigned long long)fz_obj_uint(a, "deletions", 0));
+        if (strcmp(base, head) != 0)
+            s_print_diff(task, base, head, branch, out);
+    }
+    if (!s_has_text(a, "check_status"))
+        return;
+    int64_t code = fz_obj_int(a, "check_exit", 0);
+    fprintf(out, "  check     %s (%s %lld)\n", s_text(a, "check_status", 16, st, sizeof st),
+            code < 0 ? "stopped at the timeout," : "exit", (long long)code);
+    size_t len;
+    const char *s = fz_obj_strn(a, "check_output", &len);
+    if (len) {
+        fprintf(out, "  check output (tail):\n");
+        fz_cli_print_block(s, len, "    | ", out_lines, out);
+    }
+}
+
+/* The task's workspace: repository, base, check, and its result branch. */
+static void s_print_task_ws(const msgpack_object *task, const msgpack_object *attempts, FILE *out)
+{
+    char repo[FZ_MAX_REPO + 1], b[FZ_MAX_CHECK + 1], head[80];
+    if (!s_has_text(task, "repo") && !s_has_text(task, "check"))
+        return;
+    if (s_has_text(task, "repo")) {
+        fprintf(out, "  repo      %s", s_text(task, "repo", FZ_MAX_REPO, repo, sizeof repo));
+        fprintf(out, "   base %s",
+                s_has_text(task, "base") ? s_text(task, "base", FZ_MAX_REF, b, sizeof b)
+                                         : "(the --after tasks' results, else HEAD)");
+        if (fz_obj_uint(task, "best_of", 0) > 1)
+            fprintf(out, "   best of %llu", (unsigned long long)fz_obj_uint(task, "best_of", 0));
+        fprintf(out, "\n");
+    }
+    if (s_has_text(task, "check"))
+        fprintf(out, "  check     %s\n", s_text(task, "check", 1000, b, sizeof b));
+    if (!s_has_text(task, "branch"))
+        return;
+    s_text(task, "head_commit", 64, head, sizeof head);
+    fprintf(out, "  branch    %s at %.12s\n", s_text(task, "branch", FZ_MAX_REF, b, sizeof b),
+            head);
+    /* The diff from where the winning attempt started. */
+    for (uint32_t i = 0;
+         attempts && attempts->type == MSGPACK_OBJECT_ARRAY && i < attempts->via.array.size; i++) {
+        const msgpack_object *a = &attempts->via.array.ptr[i];
+        char h[80], base[80];
+        if (strcmp(s_text(a, "head_commit", 64, h, sizeof h), head) == 0) {
+            s_print_diff(task, s_text(a, "base_commit", 64, base, sizeof base), b, b, out);
+            break;
+        }
+    }
+}
+
+static void s_print_attempt(const msgpack_object *task, const msgpack_object *a, size_t out_lines,
+                            FILE *out)
 {
     char worker[80], model[80], outcome[64], t1[32], t2[32], dur[32];
     fprintf(
@@ -226,6 +323,7 @@ static void s_print_attempt(const msgpack_object *a, size_t out_lines, FILE *out
         fprintf(out, "  output (tail):\n");
         fz_cli_print_block(s, len, "    | ", out_lines, out);
     }
+    s_print_attempt_ws(task, a, out_lines, out);
 }
 
 void fz_report_task(const msgpack_object *reply, size_t out_lines, FILE *out)
@@ -290,9 +388,10 @@ void fz_report_task(const msgpack_object *reply, size_t out_lines, FILE *out)
             fz_obj_float(task, "cost_usd", 0),
             (unsigned long long)fz_obj_uint(task, "tokens_in", 0),
             (unsigned long long)fz_obj_uint(task, "tokens_out", 0));
+    s_print_task_ws(task, attempts, out);
     for (uint32_t i = 0;
          attempts && attempts->type == MSGPACK_OBJECT_ARRAY && i < attempts->via.array.size; i++)
-        s_print_attempt(&attempts->via.array.ptr[i], out_lines, out);
+        s_print_attempt(task, &attempts->via.array.ptr[i], out_lines, out);
     size_t len;
     const char *s = fz_obj_strn(task, "summary", &len);
     if (len) {
@@ -580,10 +679,25 @@ static void s_ev_ended(const details_t *d)
         s_text(d->m, "class", 32, cls + 2, sizeof cls - 3);
         strcat(cls, "]");
     }
-    snprintf(d->buf, d->size, "attempt %llu%s %s%s, %s, $%.4f%s", s_attempt(d),
+    char ws[400] = "";
+    if (s_has_text(d->m, "branch")) {
+        char br[FZ_MAX_REF + 1];
+        snprintf(ws, sizeof ws, ", %s (+%llu -%llu in %llu file%s)",
+                 s_text(d->m, "branch", FZ_MAX_REF, br, sizeof br),
+                 (unsigned long long)fz_obj_uint(d->m, "insertions", 0),
+                 (unsigned long long)fz_obj_uint(d->m, "deletions", 0),
+                 (unsigned long long)fz_obj_uint(d->m, "files", 0),
+                 fz_obj_uint(d->m, "files", 0) == 1 ? "" : "s");
+    }
+    if (s_has_text(d->m, "check_status")) {
+        char st[32];
+        snprintf(ws + strlen(ws), sizeof ws - strlen(ws), ", check %s",
+                 s_text(d->m, "check_status", 16, st, sizeof st));
+    }
+    snprintf(d->buf, d->size, "attempt %llu%s %s%s, %s, $%.4f%s%s", s_attempt(d),
              s_worker_part(d, "on", w, sizeof w), fz_report_outcome(d->m, outcome, sizeof outcome),
              cls, fz_cli_duration(fz_obj_uint(d->m, "duration_ms", 0), dur, sizeof dur),
-             fz_obj_float(d->m, "cost_usd", 0), text);
+             fz_obj_float(d->m, "cost_usd", 0), ws, text);
 }
 
 static void s_ev_retrying(const details_t *d)

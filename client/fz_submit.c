@@ -10,9 +10,11 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fz_cli.h"
@@ -30,6 +32,9 @@
 
 typedef struct {
     const char *broker, *events, *file, *model, *name;
+    const char *repo, *base, *check; /* the workspace, NULL = none */
+    bool keep_worktree;
+    uint64_t best_of;
     int64_t priority;
     uint64_t timeout, retries, parent, stall, stall_kill;
     double max_cost, deadline;
@@ -71,8 +76,8 @@ static int s_help(void)
         "A FILE whose first character is '{' is a pipeline: one JSON object per line with\n"
         "\"prompt\", an optional \"name\", \"after\"/\"after_any\" (names of other lines or\n"
         "ids of existing tasks) and any of priority, model, timeout, max_cost, labels,\n"
-        "retries, fallback, parent, deadline, stall, stall_kill. Lines may come in any order; a "
-        "cycle or an\n"
+        "retries, fallback, parent, deadline, stall, stall_kill, repo, base, check,\n"
+        "keep_worktree, best_of. Lines may come in any order; a cycle or an\n"
         "unknown name is refused before anything is sent, and the broker stores the whole\n"
         "graph or nothing. Options on the command line apply to every line that does not\n"
         "set them. Prints \"NAME ID\" per task, in the order they were stored.\n"
@@ -96,6 +101,14 @@ static int s_help(void)
         "                        a report line or progress (default: broker's --stall)\n"
         "      --stall-kill SECS stop and retry it as stalled after SECS without a sign of\n"
         "                        life (default: broker's --stall-kill)\n"
+        "      --repo REPO       work in a git worktree of REPO (a path on the worker host\n"
+        "                        or a URL), one per attempt; the result is a branch\n"
+        "      --base REF        start from REF (default: the results of the --after tasks\n"
+        "                        on the same repository, else the repository's HEAD)\n"
+        "      --check CMD       run CMD (sh -c) in the worktree after the agent exits 0;\n"
+        "                        success needs both, and a retry is given its output\n"
+        "      --keep-worktree   leave each attempt's worktree folder for inspection\n"
+        "      --best-of N       race N attempts at once (2..16); the first to pass wins\n"
         "  -n, --name NAME       a human name (at most 128 bytes)\n"
         "  -w, --wait            follow the task(s) to the end; the exit code tells the\n"
         "                        outcome (with -f: the worst one); progress goes to stderr\n"
@@ -123,7 +136,12 @@ enum {
     OPT_EVENTS,
     OPT_DEADLINE,
     OPT_STALL,
-    OPT_STALL_KILL
+    OPT_STALL_KILL,
+    OPT_REPO,
+    OPT_BASE,
+    OPT_CHECK,
+    OPT_KEEP_WORKTREE,
+    OPT_BEST_OF
 };
 
 static const struct option s_long[] = {{"file", required_argument, NULL, 'f'},
@@ -140,6 +158,11 @@ static const struct option s_long[] = {{"file", required_argument, NULL, 'f'},
                                        {"deadline", required_argument, NULL, OPT_DEADLINE},
                                        {"stall", required_argument, NULL, OPT_STALL},
                                        {"stall-kill", required_argument, NULL, OPT_STALL_KILL},
+                                       {"repo", required_argument, NULL, OPT_REPO},
+                                       {"base", required_argument, NULL, OPT_BASE},
+                                       {"check", required_argument, NULL, OPT_CHECK},
+                                       {"keep-worktree", no_argument, NULL, OPT_KEEP_WORKTREE},
+                                       {"best-of", required_argument, NULL, OPT_BEST_OF},
                                        {"name", required_argument, NULL, 'n'},
                                        {"wait", no_argument, NULL, 'w'},
                                        {"json", no_argument, NULL, 'j'},
@@ -215,6 +238,18 @@ bad:
     return false;
 }
 
+/* --repo: a folder here is sent as its absolute path (the worker's working directory is not
+   ours); anything else (a URL, a path on another host) as it is. */
+static bool s_repo_option(opts_t *o, const char *arg)
+{
+    static char abs[PATH_MAX];
+    struct stat st;
+    o->repo = arg;
+    if (!strstr(arg, "://") && stat(arg, &st) == 0 && S_ISDIR(st.st_mode) && realpath(arg, abs))
+        o->repo = abs;
+    return s_text_option("--repo", o->repo, FZ_MAX_REPO);
+}
+
 /* Reads one option into o; false (after printing why) if its value is bad. */
 static bool s_option(opts_t *o, int c, const char *arg)
 {
@@ -255,6 +290,19 @@ static bool s_option(opts_t *o, int c, const char *arg)
     case OPT_STALL_KILL:
         o->has_stall_kill = true;
         return fz_cli_parse_uint("--stall-kill", arg, 0, 31536000, &o->stall_kill);
+    case OPT_REPO:
+        return s_repo_option(o, arg);
+    case OPT_BASE:
+        o->base = arg;
+        return s_text_option("--base", arg, FZ_MAX_REF);
+    case OPT_CHECK:
+        o->check = arg;
+        return s_text_option("--check", arg, FZ_MAX_CHECK);
+    case OPT_KEEP_WORKTREE:
+        o->keep_worktree = true;
+        return true;
+    case OPT_BEST_OF:
+        return fz_cli_parse_uint("--best-of", arg, 1, FZ_MAX_BEST_OF, &o->best_of);
     case 'n':
         o->name = arg;
         return s_text_option("--name", arg, 128);
@@ -468,6 +516,16 @@ static void s_encode_options(const opts_t *o, fz_enc_t *req, const char *const *
         fz_enc_uint(req, "stall", o->stall);
     if (o->has_stall_kill && !s_skip("stall_kill", own, nown))
         fz_enc_uint(req, "stall_kill", o->stall_kill);
+    if (o->repo && !s_skip("repo", own, nown))
+        fz_enc_str(req, "repo", o->repo);
+    if (o->base && !s_skip("base", own, nown))
+        fz_enc_str(req, "base", o->base);
+    if (o->check && !s_skip("check", own, nown))
+        fz_enc_str(req, "check", o->check);
+    if (o->keep_worktree && !s_skip("keep_worktree", own, nown))
+        fz_enc_bool(req, "keep_worktree", true);
+    if (o->best_of > 1 && !s_skip("best_of", own, nown))
+        fz_enc_uint(req, "best_of", o->best_of);
 }
 
 static void s_pipeline_defaults(void *arg, fz_enc_t *task, const char *const *own, size_t nown)

@@ -1828,6 +1828,161 @@ static void test_long_routing_ids_do_not_collide(void **state)
     s_fx_destroy(&fx);
 }
 
+/* ---------------------------------------------------------------- workspaces (issue 11) */
+
+static uint64_t s_submit_ws(fx_t *fx, const char *prompt, const char *repo, const char *check,
+                            uint64_t after, uint32_t retries)
+{
+    fz_enc_t *req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", prompt);
+    fz_enc_str(req, "repo", repo);
+    if (check)
+        fz_enc_str(req, "check", check);
+    fz_enc_uint(req, "retries", retries);
+    if (after) {
+        fz_enc_array(req, "after", 1);
+        fz_enc_uint(req, NULL, after);
+    }
+    fz_msg_t *r = s_call(fx, req);
+    assert_true(fz_msg_is(r, "submitted"));
+    uint64_t id = fz_msg_uint(r, "task", 0);
+    fz_msg_destroy(&r);
+    return id;
+}
+
+/* A workspace result: the agent exited 0; the check passed, failed or did not run (NULL). */
+static void s_send_ws_result(zsock_t *w, uint64_t task, uint32_t attempt, const char *cls,
+                             const char *check, const char *head)
+{
+    fz_enc_t *r = fz_enc_new("result", 0);
+    fz_enc_uint(r, "task", task);
+    fz_enc_uint(r, "attempt", attempt);
+    fz_enc_str(r, "outcome", cls && !strcmp(cls, "workspace") ? "spawn-failed" : "exited");
+    fz_enc_int(r, "exit_code", 0);
+    if (cls)
+        fz_enc_str(r, "class", cls);
+    if (head) {
+        char branch[64];
+        snprintf(branch, sizeof branch, "fz/%llu-%u", (unsigned long long)task, attempt);
+        fz_enc_str(r, "branch", branch);
+        fz_enc_str(r, "base_commit", "b0b0");
+        fz_enc_str(r, "head_commit", head);
+        fz_enc_uint(r, "files", 2);
+        fz_enc_uint(r, "insertions", 5);
+        fz_enc_uint(r, "deletions", 1);
+    }
+    if (check) {
+        bool passed = !strcmp(check, "passed");
+        fz_enc_str(r, "check_status", check);
+        fz_enc_int(r, "check_exit", passed ? 0 : 2);
+        if (!passed)
+            fz_enc_bin(r, "check_output", "FAIL: test_parse\n", 17);
+    }
+    assert_int_equal(fz_net_send(w, NULL, &r), 0);
+}
+
+/* The ack of a result, and whether it asks the worker to promote the attempt's branch. */
+static bool s_acked_promote(fx_t *fx, zsock_t *w, uint64_t task)
+{
+    fz_msg_t *ack = s_expect(fx, w, "result-ack");
+    assert_int_equal(fz_msg_uint(ack, "task", 0), task);
+    bool promote = fz_msg_bool(ack, "promote", false);
+    fz_msg_destroy(&ack);
+    return promote;
+}
+
+/* The next dispatch for task: its prompt and bases (joined by ','). */
+static uint32_t s_dispatched_ws(fx_t *fx, zsock_t *w, uint64_t task, char *prompt, size_t psize,
+                                char *bases, size_t bsize)
+{
+    fz_msg_t *d = s_expect(fx, w, "dispatch");
+    assert_int_equal(fz_msg_uint(d, "task", 0), task);
+    uint32_t attempt = (uint32_t)fz_msg_uint(d, "attempt", 0);
+    snprintf(prompt, psize, "%s", fz_msg_str(d, "prompt", "", NULL));
+    bases[0] = 0;
+    const msgpack_object *b = fz_msg_obj(d, "bases");
+    for (uint32_t i = 0; b && b->type == MSGPACK_OBJECT_ARRAY && i < b->via.array.size; i++)
+        snprintf(bases + strlen(bases), bsize - strlen(bases), "%s%.*s", i ? "," : "",
+                 (int)b->via.array.ptr[i].via.str.size, b->via.array.ptr[i].via.str.ptr);
+    if (!b)
+        snprintf(bases, bsize, "(none)");
+    fz_msg_destroy(&d);
+    return attempt;
+}
+
+/* A check that fails is a failure although the agent exited 0; the retry is given its output;
+   the success promotes the branch, and dependents on the same repository start from it. */
+static void test_workspace_check_feedback_and_lineage(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t a = s_submit_ws(fx, "fix the parser", "/src/app", "make test", 0, 1);
+    uint64_t b = s_submit_ws(fx, "document it", "/src/app", NULL, a, 3);
+    uint64_t c = s_submit_ws(fx, "elsewhere", "/src/other", NULL, a, 0);
+    zsock_t *w = s_worker(fx, "w1");
+    char prompt[2048], bases[256];
+
+    uint32_t n = s_dispatched_ws(fx, w, a, prompt, sizeof prompt, bases, sizeof bases);
+    assert_string_equal(prompt, "fix the parser");
+    assert_string_equal(bases, "");
+    s_send_ws_result(w, a, n, "check-failed", "failed", "h1");
+    assert_false(s_acked_promote(fx, w, a));
+    fz_event_t *e = s_event(fx, "task.attempt-failed", a);
+    char buf[64];
+    assert_string_equal(fz_obj_str(fz_event_map(e), "check_status", buf, sizeof buf), "failed");
+    assert_string_equal(fz_obj_str(fz_event_map(e), "class", buf, sizeof buf), "check-failed");
+    fz_event_destroy(&e);
+    assert_string_equal(s_attempt_row(fx, a, 1, "check_output"), "FAIL: test_parse\n");
+
+    /* At once (no backoff), with the failure under its heading. */
+    n = s_dispatched_ws(fx, w, a, prompt, sizeof prompt, bases, sizeof bases);
+    assert_int_equal(n, 2);
+    assert_non_null(strstr(prompt, "fix the parser\n\n## The check failed on attempt 1\n"));
+    assert_non_null(strstr(prompt, "Command: make test\nExit status: 2\n"));
+    assert_non_null(strstr(prompt, "FAIL: test_parse"));
+    s_send_ws_result(w, a, n, NULL, "passed", "h2");
+    assert_true(s_acked_promote(fx, w, a));
+    s_assert_event(fx, "task.succeeded", a, "succeeded");
+    char branch[32];
+    snprintf(branch, sizeof branch, "fz/%llu", (unsigned long long)a);
+    assert_string_equal(s_row(fx, a, "branch"), branch);
+    assert_string_equal(s_row(fx, a, "head_commit"), "h2");
+    /* b starts from a's result; c (another repository) from its own HEAD. */
+    uint32_t an = n;
+    n = s_dispatched_ws(fx, w, b, prompt, sizeof prompt, bases, sizeof bases);
+    assert_string_equal(bases, "h2");
+    assert_string_equal(prompt, "document it");
+    /* a's ack was lost: its result again is acknowledged again, promote included. */
+    s_send_ws_result(w, a, an, NULL, "passed", "h2");
+    assert_true(s_acked_promote(fx, w, a));
+    /* A workspace failure fails at once, retries or not. */
+    s_send_ws_result(w, b, n, "workspace", NULL, NULL);
+    assert_false(s_acked_promote(fx, w, b));
+    s_assert_event(fx, "task.failed", b, "failed");
+    assert_string_equal(s_row(fx, b, "class"), "workspace");
+    n = s_dispatched_ws(fx, w, c, prompt, sizeof prompt, bases, sizeof bases);
+    assert_string_equal(bases, "");
+    s_send_ws_result(w, c, n, NULL, NULL, "h9");
+    assert_true(s_acked_promote(fx, w, c));
+
+    /* get shows the workspace, strictly to the spec (s_call checks every reply). */
+    fz_msg_t *r = s_get(fx, a);
+    const msgpack_object *t = fz_obj_get(fz_msg_root(r), "task");
+    assert_string_equal(fz_obj_str(t, "repo", buf, sizeof buf), "/src/app");
+    assert_string_equal(fz_obj_str(t, "check", buf, sizeof buf), "make test");
+    assert_string_equal(fz_obj_str(t, "branch", buf, sizeof buf), branch);
+    fz_msg_destroy(&r);
+
+    /* A base needs a repository. */
+    fz_enc_t *req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", "x");
+    fz_enc_str(req, "base", "main");
+    r = s_call(fx, req);
+    s_assert_error(&r, "invalid", "bad-field");
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1863,6 +2018,7 @@ int main(void)
         cmocka_unit_test(test_reply_types_sent_as_requests_are_unknown),
         cmocka_unit_test(test_frame_limit_is_exactly_4_mib),
         cmocka_unit_test(test_a_life_conforms_to_the_spec),
+        cmocka_unit_test(test_workspace_check_feedback_and_lineage),
     };
     zsys_init();
     zsys_set_logstream(NULL);

@@ -152,6 +152,14 @@ static void test_policy_by_class(void **state)
     assert_int_equal(s_policy(FZ_CLASS_TASK_FAILED, 1, 1, 1, false).next, FZ_STATE_RETRYING);
     assert_int_equal(s_policy(FZ_CLASS_TIMEOUT, 1, 2, 1, false).next, FZ_STATE_FAILED);
     assert_int_equal(s_policy(FZ_CLASS_TASK_FAILED, 75, 1, 5, false).next, FZ_STATE_FAILED);
+    /* What fails after the agent exited 0 is a failure: a check retries at once while
+       retries remain; a workspace or a merge conflict fails at once. */
+    p = s_policy(FZ_CLASS_CHECK_FAILED, 0, 1, 1, false);
+    assert_true(p.next == FZ_STATE_RETRYING && p.at_once && !p.free);
+    assert_int_equal(s_policy(FZ_CLASS_CHECK_FAILED, 0, 2, 1, false).next, FZ_STATE_FAILED);
+    assert_int_equal(s_policy(FZ_CLASS_WORKSPACE, 0, 1, 5, false).next, FZ_STATE_FAILED);
+    assert_int_equal(s_policy(FZ_CLASS_WORKSPACE, 1, 1, 5, false).next, FZ_STATE_FAILED);
+    assert_int_equal(s_policy(FZ_CLASS_MERGE_CONFLICT, 0, 1, 5, false).next, FZ_STATE_FAILED);
     /* No class acts on a success, a cancel or a rejected dispatch. */
     assert_int_equal(s_policy(FZ_CLASS_AUTH, 0, 1, 0, false).next, FZ_STATE_SUCCEEDED);
     f = (fz_failure_t){.end = {FZ_OUTCOME_REJECTED, 0, false, 1, 0}, .cls = FZ_CLASS_QUOTA};

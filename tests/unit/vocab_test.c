@@ -294,6 +294,12 @@ static void test_classify(void **state)
 {
     (void)state;
     assert_int_equal(fz_classify(FZ_OUTCOME_EXITED, 0, FZ_CLASS_AUTH), FZ_CLASS_NONE);
+    /* ... but what the worker found after the agent beats its exit 0. */
+    assert_int_equal(fz_classify(FZ_OUTCOME_EXITED, 0, FZ_CLASS_CHECK_FAILED),
+                     FZ_CLASS_CHECK_FAILED);
+    assert_int_equal(fz_classify(FZ_OUTCOME_EXITED, 0, FZ_CLASS_WORKSPACE), FZ_CLASS_WORKSPACE);
+    assert_int_equal(fz_classify(FZ_OUTCOME_SPAWN_FAILED, 0, FZ_CLASS_WORKSPACE),
+                     FZ_CLASS_WORKSPACE);
     assert_int_equal(fz_classify(FZ_OUTCOME_EXITED, 75, FZ_CLASS_AUTH), FZ_CLASS_AUTH);
     assert_int_equal(fz_classify(FZ_OUTCOME_EXITED, 1, FZ_CLASS_NONE), FZ_CLASS_TASK_FAILED);
     assert_int_equal(fz_classify(FZ_OUTCOME_EXITED, 127, FZ_CLASS_NONE), FZ_CLASS_AGENT_MISSING);
