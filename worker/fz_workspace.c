@@ -553,6 +553,9 @@ fz_workspace_t *fz_workspace_open(const fz_ws_opts_t *opts, fz_ws_err_t *cls, ch
         *cls = s_open_locked(ws, opts, err, errlen);
     s_unlock(&fd);
     if (*cls != FZ_WS_OK) {
+        /* stopped: whatever failed, the reason is the stop (git killed, the lock not had) */
+        if (ws->git.stop && atomic_load(ws->git.stop))
+            fz_errf(err, errlen, "stopped");
         s_live_end(ws, false);
         free(ws);
         return NULL;
