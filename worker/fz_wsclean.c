@@ -134,7 +134,7 @@ static void s_remove_one(const char *cache, const char *path)
 /* Markers whose worktree is gone. */
 static void s_drop_marker(const char *dir, const char *name)
 {
-    char path[PATH_MAX], folder[PATH_MAX];
+    char path[PATH_MAX + 256], folder[PATH_MAX + 256];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(folder, sizeof folder, "%.*s", (int)(strlen(path) - 5), path);
     if (!s_exists(folder))
