@@ -289,10 +289,14 @@ static void s_open_done(void *arg, bool ran)
         return;
     }
     self->res.opened = true;
-    if (fz_workspace_dirty(self->ws))
-        fz_warn("task %llu attempt %u: %s has uncommitted changes; the attempt starts from its "
-                "last commit without them",
-                (unsigned long long)self->task, self->attempt, self->repo);
+    if (fz_workspace_dirty(self->ws)) { /* not a failure: the checkout is the user's */
+        snprintf(self->res.note, sizeof self->res.note,
+                 "%.300s has uncommitted changes: the attempt started from its last commit, "
+                 "without them",
+                 self->repo);
+        fz_warn("task %llu attempt %u: %s", (unsigned long long)self->task, self->attempt,
+                self->res.note);
+    }
     s_set_env(self);
     self->step = S_WAIT_BG;
 }

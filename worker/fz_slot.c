@@ -287,13 +287,19 @@ static fz_outcome_t s_outcome(fz_slot_t *self, const fz_agent_status_t *st)
     return o == FZ_OUTCOME_CANCELLED && self->interrupted ? FZ_OUTCOME_INTERRUPTED : o;
 }
 
-/* The summary: the workspace's or the check's reason when its class is the result's. */
-static const char *s_summary(fz_slot_t *self, const fz_result_t *r)
+/* The summary: the workspace's or the check's reason when its class is the result's; else
+   the agent's (NULL) or why it did not start; the workspace's note after it. */
+static const char *s_summary(fz_slot_t *self, const fz_result_t *r, char *buf, size_t size)
 {
     fz_class_t cls = fz_result_class(r);
+    const char *s = r->st || !self->start_err[0] ? NULL : self->start_err;
     if (r->ws && r->ws->cls != FZ_CLASS_NONE && cls == r->ws->cls)
-        return r->ws->summary;
-    return r->st || !self->start_err[0] ? NULL : self->start_err;
+        s = r->ws->summary;
+    if (!r->ws || !r->ws->note[0])
+        return s;
+    const char *first = s ? s : r->st ? r->st->summary : "";
+    snprintf(buf, size, "%.3000s%s(note: %s)", first, first[0] ? " " : "", r->ws->note);
+    return buf;
 }
 
 /* Keeps what a promote in the ack will need: the repository and the sealed head. */
@@ -321,7 +327,8 @@ static void s_finish(fz_slot_t *self)
                      .ws = fz_aws_result(self->aws),
                      .model = self->model,
                      .log = self->cfg.dry_run || !st ? "" : log};
-    r.summary = s_summary(self, &r);
+    char summary[4096];
+    r.summary = s_summary(self, &r, summary, sizeof summary);
     if (self->agent)
         r.tail = fz_agent_tail(self->agent, &r.tail_len);
     fz_class_t cls = fz_result_class(&r);

@@ -59,6 +59,18 @@ def result_and_branch(f, fb, repo):
     h.check(g.git(repo, "status", "--porcelain") == "", "the user's checkout was touched")
 
 
+def dirty(f, fb, repo):
+    # Uncommitted changes in the user's checkout: not part of the base, left alone, and said.
+    with open(os.path.join(repo, "README"), "a") as rd:
+        rd.write("not committed\n")
+    dispatch(fb, "w", 14, repo=repo, prompt="cat README > seen.txt")
+    r = fb.result("w", 14)
+    h.check("class" not in r and "uncommitted changes" in r["summary"], "14: %s" % r)
+    h.check("not committed" not in g.git(repo, "show", "fz/14-1:seen.txt"), "14: saw the change")
+    h.check(g.git(repo, "status", "--porcelain") == "M README", "14: the checkout was touched")
+    g.git(repo, "checkout", "README")
+
+
 def check_fails(f, fb, repo):
     dispatch(fb, "w", 2, repo=repo, prompt="echo two > two.txt",
              check='echo "line one"; echo "it failed here" >&2; exit 3')
@@ -187,6 +199,7 @@ def body(f):
         start(f, fb, "w")
         g.git(repo, "worktree", "remove", mine)
         result_and_branch(f, fb, repo)
+        dirty(f, fb, repo)
         check_fails(f, fb, repo)
         check_timeout(f, fb, repo)
         bad_input(f, fb, repo)
