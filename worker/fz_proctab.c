@@ -95,6 +95,54 @@ static pid_t s_entry_pid(const char *name)
     return (pid_t)pid;
 }
 
+/* Visits each pid listed in TID/children (space-separated decimals) under the task folder
+   dir. 0, or -1 if the list cannot be read. */
+static int s_each_child_of_thread(int dir, const char *tid,
+                                  bool (*visit)(const fz_proc_t *proc, void *arg), void *arg)
+{
+    char path[64];
+    size_t len = strlen(tid);
+    if (len > 32)
+        return 0;
+    memcpy(path, tid, len);
+    memcpy(path + len, "/children", sizeof "/children");
+    int fd = openat(dir, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -1; /* ENOENT: the thread ended meanwhile */
+    char list[4096];
+    size_t have = 0;
+    ssize_t got;
+    bool more = true;
+    /* Read in chunks; a number cut at a chunk's end is kept for the next one. */
+    while (more && (got = read(fd, list + have, sizeof list - 1 - have)) > 0) {
+        have += (size_t)got;
+        size_t start = 0;
+        for (size_t i = 0; i <= have && more; i++) {
+            if (i < have && list[i] >= '0' && list[i] <= '9')
+                continue;
+            if (i == have)
+                break; /* maybe cut: kept */
+            long pid;
+            fz_proc_t proc;
+            if (i > start && s_long(list + start, list + i, &pid) && pid > 0 && pid <= INT_MAX &&
+                fz_proctab_read((pid_t)pid, &proc))
+                more = visit(&proc, arg);
+            start = i + 1;
+        }
+        memmove(list, list + start, have - start);
+        have -= start;
+    }
+    if (more && have) { /* the last number, at the end of the file */
+        long pid;
+        fz_proc_t proc;
+        if (s_long(list, list + have, &pid) && pid > 0 && pid <= INT_MAX &&
+            fz_proctab_read((pid_t)pid, &proc))
+            visit(&proc, arg);
+    }
+    close(fd);
+    return 0;
+}
+
 int fz_proctab_each(bool (*visit)(const fz_proc_t *proc, void *arg), void *arg)
 {
     int dir = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -159,9 +207,38 @@ static bool s_sweep_visit(const fz_proc_t *proc, void *arg)
     return true;
 }
 
+/* The calling process's children from /proc/self/task/TID/children (one list per thread:
+   an orphan reparented to us, a subreaper, may sit under any of them), each visited as by
+   fz_proctab_each. O(threads + children) where a scan of /proc is O(every process on the
+   host). -1 if the lists cannot be read (a kernel without CONFIG_PROC_CHILDREN). */
+static int s_each_own_child(bool (*visit)(const fz_proc_t *proc, void *arg), void *arg)
+{
+    int dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return -1;
+    union {
+        struct dirent64 entry;
+        char bytes[4096];
+    } buf;
+    int rc = 0;
+    ssize_t n;
+    while (rc == 0 && (n = getdents64(dir, buf.bytes, sizeof buf.bytes)) > 0)
+        for (ssize_t off = 0; rc == 0 && off < n;) {
+            struct dirent64 *entry = (struct dirent64 *)(void *)(buf.bytes + off);
+            off += entry->d_reclen;
+            if (s_entry_pid(entry->d_name) > 0)
+                rc = s_each_child_of_thread(dir, entry->d_name, visit, arg);
+        }
+    close(dir);
+    return rc;
+}
+
 int fz_proctab_sweep_children(pid_t parent)
 {
     s_sweep_t sweep = {parent, 0};
-    fz_proctab_each(s_sweep_visit, &sweep);
+    if (parent != getpid() || s_each_own_child(s_sweep_visit, &sweep) < 0) {
+        sweep.seen = 0;
+        fz_proctab_each(s_sweep_visit, &sweep);
+    }
     return sweep.seen;
 }
