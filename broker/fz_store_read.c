@@ -9,35 +9,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *SQL_TASK_MODEL = "SELECT model, fallback FROM tasks WHERE id = ?1";
-
 int fz_store_task_model(fz_store_t *self, uint64_t id, uint32_t n, char *model)
 {
-    sqlite3_stmt *st = fz_sql_stmt(self, SQL_TASK_MODEL);
-    if (!st)
+    char chain[9][65];
+    size_t len = fz_store_task_chain(self, id, chain, 9);
+    if (len == 0)
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    int rc = -1;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        snprintf(model, 65, "%s", (const char *)sqlite3_column_text(st, 0));
-        const void *blob = sqlite3_column_blob(st, 1);
-        size_t len = (size_t)sqlite3_column_bytes(st, 1);
-        msgpack_unpacked up;
-        msgpack_unpacked_init(&up);
-        if (n > 1 && blob && msgpack_unpack_next(&up, blob, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
-            up.data.type == MSGPACK_OBJECT_ARRAY && up.data.via.array.size > 0) {
-            uint32_t k = n - 2 < up.data.via.array.size ? n - 2 : up.data.via.array.size - 1;
-            const msgpack_object *m = &up.data.via.array.ptr[k];
-            if (m->type == MSGPACK_OBJECT_STR && m->via.str.size <= 64) {
-                memcpy(model, m->via.str.ptr, m->via.str.size);
-                model[m->via.str.size] = 0;
-            }
-        }
-        msgpack_unpacked_destroy(&up);
-        rc = 0;
-    }
-    sqlite3_reset(st);
-    return rc;
+    /* Attempt 1 runs the task's model, attempt k+1 fallback k; the last one repeats. */
+    size_t k = n > 1 ? n - 1 : 0;
+    snprintf(model, 65, "%s", chain[k < len ? k : len - 1]);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- reads */
