@@ -91,7 +91,7 @@ bool fz_broker_model_allowed(fz_broker_t *self, const char *model)
 
 static void s_task_free(void **item)
 {
-    free(*item);
+    fz_task_free(*item);
     *item = NULL;
 }
 
@@ -368,7 +368,9 @@ static int s_load(fz_broker_t *self)
                 cap, self->cfg.daily_budget);
     fz_budget_init(&self->budget, cap, fz_store_spent(self->store, day, day + 86400), now);
     self->paused = fz_store_meta_get(self->store, "paused", 0) != 0;
-    if (fz_store_load_live(self->store, s_load_one, self))
+    /* Best-of rounds are not reloaded: their attempts but the primary are lost. */
+    if (fz_store_close_racers(self->store, "the broker restarted during a best-of round") < 0 ||
+        fz_store_load_live(self->store, s_load_one, self))
         return -1;
     fz_graph_load_waiting(self);
     /* Reservations of held tasks are re-checked against the reloaded ledger. */
@@ -391,11 +393,12 @@ void fz_broker_reload(fz_broker_t *self)
         if (w->task && busy) {
             snprintf(busy[nbusy].key, sizeof busy[nbusy].key, "%s", w->key);
             busy[nbusy].task = w->task->id;
-            busy[nbusy++].attempt = w->task->attempt;
+            busy[nbusy++].attempt = w->attempt;
         }
         w->task = NULL;
     }
     zlistx_purge(self->timed);
+    zlistx_purge(self->racing);
     fz_sched_destroy(&self->sched);
     zhashx_purge(self->tasks);
     self->sched = fz_sched_new(self->cfg.max_running);
@@ -443,6 +446,7 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
     self->tasks = zhashx_new();
     self->workers = zhashx_new();
     self->timed = zlistx_new();
+    self->racing = zlistx_new();
     self->sched = fz_sched_new(cfg->max_running);
     self->history = fz_history_new(FZ_HISTORY_EVENTS, FZ_HISTORY_BYTES);
     zhashx_set_destructor(self->tasks, s_task_free);
@@ -501,6 +505,7 @@ void fz_broker_destroy(fz_broker_t **self_p)
         fz_store_commit(self->store);
     fz_store_destroy(&self->store);
     zlistx_destroy(&self->timed);
+    zlistx_destroy(&self->racing);
     fz_history_destroy(&self->history);
     fz_sched_destroy(&self->sched);
     zhashx_destroy(&self->workers);

@@ -13,6 +13,7 @@
       fz_views.c     client requests that only read (get, list, status, workers, cost, ...),
                      and the replies built from the store's rows (fz_views.h)
       fz_workers.c   the worker registry and the worker messages (hello ... bye)
+      fz_race.c      best-of-N rounds: a task's attempts that run at once
     Ownership: the task table owns every live fz_task_t, the worker table every fz_worker_t;
     the scheduler's queues, the timed list and workers only point at them. */
 
@@ -79,6 +80,7 @@ struct fz_broker_t {
     zhashx_t *tasks;   /* "id" -> fz_task_t, owner of every live task */
     zhashx_t *workers; /* hex routing id -> fz_worker_t, owner of every worker */
     zlistx_t *timed;   /* retrying and orphaned tasks (points into tasks) */
+    zlistx_t *racing;  /* best-of tasks whose round waits for workers (points into tasks) */
     char **allowed;    /* model whitelist, NULL = any */
     size_t nallowed;
     bool paused;
@@ -184,6 +186,47 @@ void fz_life_send_cancel(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint3
 void fz_life_dispatch(fz_broker_t *self);
 void fz_life_cancel(fz_broker_t *self, fz_task_t *t);
 
+/* The dispatch of attempt n of t to w, on model, held to reserved; a failed check of attempt
+   prev (0: none) goes with the prompt. */
+void fz_life_send_dispatch(fz_broker_t *self, const fz_task_t *t, fz_worker_t *w, uint32_t n,
+                           uint32_t prev, const char *model, double reserved);
+/* What one attempt of t reserves and is held to: its --max-cost, or the broker's default. */
+double fz_life_attempt_cap(const fz_broker_t *self, const fz_task_t *t);
+
+/* race (best-of-N rounds, fz_race.c) */
+/* A round starts: its primary attempt has started; its racers wait for idle workers. */
+void fz_race_begin(fz_broker_t *self, fz_task_t *t);
+/* True if some round waits for workers. */
+bool fz_race_waiting(const fz_broker_t *self);
+/* Gives the idle worker w a racer of a round that waits, if it serves one; true if so. */
+bool fz_race_join(fz_broker_t *self, fz_worker_t *w);
+/* Sends cancel to the round's racers and starts no more (the task is being cancelled). */
+void fz_race_cancel(fz_broker_t *self, fz_task_t *t, const char *reason);
+/* The round is over (its primary ended): the racers still running are cancelled, their
+   workers busy with them until their results come (w->left_task); reservations released. */
+void fz_race_end(fz_broker_t *self, fz_task_t *t, uint32_t winner);
+/* The attempt number the next attempt of t follows (after every attempt a round started). */
+uint32_t fz_race_last_attempt(const fz_task_t *t);
+/* Rounds t has started (what --retries counts for a best-of task). */
+uint32_t fz_race_rounds(const fz_task_t *t);
+/* True if attempt n of t is one of its running racers. */
+bool fz_race_runs(const fz_task_t *t, uint32_t n);
+/* The racer n succeeded: it becomes the primary, whose result the task takes. */
+void fz_race_won(fz_broker_t *self, fz_task_t *t, uint32_t n);
+/* Attempt n of t ended without success while another of its round runs: records it and
+   drops it from the round (a racer takes the primary's place). False if n is the last one
+   standing: then the task's own policy applies. */
+bool fz_race_drop(fz_broker_t *self, fz_task_t *t, uint32_t n, const fz_result_t *r);
+/* w, running an attempt of t, is gone: as fz_race_drop with outcome lost. */
+bool fz_race_lost(fz_broker_t *self, fz_task_t *t, fz_worker_t *w, const char *why);
+/* The result of an attempt w ran for a task whose round another attempt won: recorded; true
+   if it was that. */
+bool fz_race_late(fz_broker_t *self, fz_worker_t *w, uint64_t id, uint32_t n, const fz_result_t *r);
+/* w is gone while it ran such an attempt: recorded as lost. */
+void fz_race_left_lost(fz_broker_t *self, fz_worker_t *w, const char *why);
+/* An event about t whose attempt field is n (a racer's) rather than the primary's. */
+fz_enc_t *fz_race_event(fz_broker_t *self, fz_topic_t topic, fz_task_t *t, uint32_t n);
+
 /* graph */
 void fz_walk_push(walk_t *w, uint64_t id, int state);
 bool fz_walk_pop(walk_t *w, uint64_t *id, int *state);
@@ -232,5 +275,8 @@ void fz_workers_started(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_wor
 void fz_workers_output(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w);
 void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w);
 void fz_workers_bye(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w);
+/* What a task event says of an attempt that ended: worker (w may be NULL), outcome, exit
+   code, cost, duration, summary, class, and its workspace's branch, diff stat and check. */
+void fz_workers_event_result(fz_enc_t *e, const fz_worker_t *w, const fz_result_t *r);
 
 #endif

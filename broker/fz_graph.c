@@ -154,7 +154,7 @@ fz_task_t *fz_graph_revive(fz_broker_t *self, uint64_t id, fz_state_t state)
 {
     fz_task_t *t = calloc(1, sizeof *t);
     if (!t || fz_store_load_task(self->store, id, t)) {
-        free(t);
+        fz_task_free(t);
         return NULL;
     }
     t->attempt_base = t->attempt;

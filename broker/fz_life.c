@@ -159,6 +159,7 @@ void fz_life_unrun(fz_broker_t *self, fz_task_t *t)
     t->orphan_deadline_ms = 0;
     fz_life_timed_remove(self, t); /* fz_life_retry_later puts it back when it waits for a retry */
     fz_sched_ended(self->sched, t);
+    fz_race_end(self, t, t->attempt); /* a best-of round's other attempts are cancelled */
 }
 
 /* Schedules attempt n+1 after a backoff, on the next model of the fallback chain. */
@@ -253,20 +254,20 @@ static char *s_prompt_with_check(const char *prompt, size_t plen, const fz_store
     return out;
 }
 
-/* The dispatch's workspace fields and its prompt (with the last check's failure). */
-static void s_dispatch_ws(fz_broker_t *self, const fz_task_t *t, fz_enc_t *d)
+/* The dispatch's workspace fields and its prompt (with the check's failure of attempt prev). */
+static void s_dispatch_ws(fz_broker_t *self, const fz_task_t *t, uint32_t prev, fz_enc_t *d)
 {
     size_t plen = 0;
     char *prompt = fz_store_prompt(self->store, t->id, &plen);
     fz_store_ws_t ws;
-    if (!prompt || fz_store_task_ws(self->store, t->id, t->attempt - 1, &ws)) {
+    if (!prompt || fz_store_task_ws(self->store, t->id, prev, &ws)) {
         free(prompt);
         return; /* a store read failed: the dispatch lacks its prompt; the worker refuses it */
     }
     char *full = NULL;
     size_t flen = 0;
     if (ws.prev_failed && *ws.check)
-        full = s_prompt_with_check(prompt, plen, &ws, t->attempt - 1, &flen);
+        full = s_prompt_with_check(prompt, plen, &ws, prev, &flen);
     if (full)
         fz_enc_strn(d, "prompt", full, flen);
     else
@@ -287,14 +288,41 @@ static void s_dispatch_ws(fz_broker_t *self, const fz_task_t *t, fz_enc_t *d)
     fz_store_ws_free(&ws);
 }
 
+void fz_life_send_dispatch(fz_broker_t *self, const fz_task_t *t, fz_worker_t *w, uint32_t n,
+                           uint32_t prev, const char *model, double reserved)
+{
+    fz_enc_t *d = fz_enc_new("dispatch", 0);
+    fz_enc_uint(d, "task", t->id);
+    fz_enc_uint(d, "attempt", n);
+    s_dispatch_ws(self, t, prev, d);
+    fz_views_labels(self->store, t->id, d, "labels");
+    fz_enc_str(d, "model", model);
+    fz_enc_uint(d, "timeout", t->timeout_s);
+    /* The cap the agent is held to is what was reserved: a task without --max-cost is held to
+       the default reservation, so the budget's arithmetic holds for it too. */
+    fz_enc_float(d, "max_cost", reserved);
+    fz_enc_uint(d, "kill_grace", self->cfg.kill_grace);
+    fz_enc_uint(d, "stall", t->stall_s ? t->stall_s : self->cfg.stall_s);
+    fz_enc_uint(d, "stall_kill", t->stall_kill_s ? t->stall_kill_s : self->cfg.stall_kill_s);
+    out_t *o = fz_outbox_add_to(self, w, d);
+    if (o)
+        o->dispatch = t->id;
+}
+
+double fz_life_attempt_cap(const fz_broker_t *self, const fz_task_t *t)
+{
+    return t->max_cost > 0 ? t->max_cost : self->cfg.default_task_cost;
+}
+
 /* Starts attempt n+1 of t on w: reservation, records, dispatch message. */
 static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
 {
-    t->attempt++;
-    t->reserved = fz_sched_reservation(t, self->cfg.default_task_cost);
+    t->attempt = fz_race_last_attempt(t) + 1;
+    t->reserved = fz_life_attempt_cap(self, t);
     fz_budget_reserve(&self->budget, t->reserved);
     t->worker = w;
     w->task = t;
+    w->attempt = t->attempt;
     fz_sched_started(self->sched, t);
     /* A task for any model runs on the worker's first allowed model: the whitelist holds
        for it too, and the attempt records the model it used. */
@@ -307,23 +335,9 @@ static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
         fz_life_move(self, t, FZ_STATE_RUNNING, &(fz_move_t){.worker = w, .model = model});
     fz_enc_str(e, "worker", w->name);
     fz_enc_float(e, "reserved", t->reserved);
-
-    fz_enc_t *d = fz_enc_new("dispatch", 0);
-    fz_enc_uint(d, "task", t->id);
-    fz_enc_uint(d, "attempt", t->attempt);
-    s_dispatch_ws(self, t, d);
-    fz_views_labels(self->store, t->id, d, "labels");
-    fz_enc_str(d, "model", model);
-    fz_enc_uint(d, "timeout", t->timeout_s);
-    /* The cap the agent is held to is what was reserved: a task without --max-cost is held to
-       the default reservation, so the budget's arithmetic holds for it too. */
-    fz_enc_float(d, "max_cost", t->reserved);
-    fz_enc_uint(d, "kill_grace", self->cfg.kill_grace);
-    fz_enc_uint(d, "stall", t->stall_s ? t->stall_s : self->cfg.stall_s);
-    fz_enc_uint(d, "stall_kill", t->stall_kill_s ? t->stall_kill_s : self->cfg.stall_kill_s);
-    out_t *o = fz_outbox_add_to(self, w, d);
-    if (o)
-        o->dispatch = t->id;
+    fz_life_send_dispatch(self, t, w, t->attempt, t->attempt - 1, model, t->reserved);
+    if (t->best_of > 1)
+        fz_race_begin(self, t); /* the round's other attempts start on other idle workers */
 }
 
 static int s_cmp_workers(const void *a, const void *b)
@@ -341,7 +355,7 @@ static int s_cmp_workers(const void *a, const void *b)
 
 void fz_life_dispatch(fz_broker_t *self)
 {
-    if (self->paused || fz_sched_ready(self->sched) == 0)
+    if (self->paused || (fz_sched_ready(self->sched) == 0 && !fz_race_waiting(self)))
         return;
     size_t n = zhashx_size(self->workers), k = 0;
     fz_worker_t **idle = malloc((n ? n : 1) * sizeof *idle);
@@ -349,10 +363,13 @@ void fz_life_dispatch(fz_broker_t *self)
         return;
     int64_t now = fz_clock_ms();
     for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
-        if (!w->task && !w->draining && now >= w->rest_until_ms)
+        if (!w->task && !w->left_task && !w->draining && now >= w->rest_until_ms)
             idle[k++] = w;
     qsort(idle, k, sizeof *idle, s_cmp_workers);
     for (size_t i = 0; i < k; i++) {
+        /* A best-of round that waits for workers goes first: it was picked already. */
+        if (fz_race_join(self, idle[i]))
+            continue;
         fz_task_t *t = fz_sched_pick(self->sched, idle[i], &self->budget,
                                      self->cfg.default_task_cost, s_on_held, self);
         if (t)
@@ -382,4 +399,5 @@ void fz_life_cancel(fz_broker_t *self, fz_task_t *t)
     fz_store_task_flags(self->store, t->id, t->attempt_base, true);
     if (t->worker)
         fz_life_send_cancel(self, t->worker, t->id, t->attempt, "cancelled");
+    fz_race_cancel(self, t, "cancelled");
 }

@@ -213,6 +213,7 @@ static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const u
     ev->deadline = nt.deadline;
     ev->stall_s = nt.stall;
     ev->stall_kill_s = nt.stall_kill;
+    ev->best_of = nt.best_of;
     ev->deps_pending = d.pending;
     ev->inherited = INT64_MIN;
     fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_SUBMITTED, ev);

@@ -163,7 +163,8 @@ void fz_sched_reorder(fz_sched_t *self, fz_task_t *task)
 
 double fz_sched_reservation(const fz_task_t *task, double default_cost)
 {
-    return task->max_cost > 0 ? task->max_cost : default_cost;
+    double one = task->max_cost > 0 ? task->max_cost : default_cost;
+    return task->best_of > 1 ? one * task->best_of : one; /* a round reserves all at once */
 }
 
 static bool s_at_cap(const model_t *m, int64_t now_ms)

@@ -34,8 +34,14 @@ typedef struct fz_worker_t {
     char nonce[65];
     char models[FZ_MAX_WORKER_MODELS][65];
     size_t nmodels;
-    bool any_model;  /* announced no models: serves every task */
-    fz_task_t *task; /* running task or NULL (the task table owns it) */
+    bool any_model;   /* announced no models: serves every task */
+    fz_task_t *task;  /* running task or NULL (the task table owns it) */
+    uint32_t attempt; /* the attempt of task it runs (a best-of task runs several at once) */
+    /* An attempt it still runs of a task that ended meanwhile (a best-of round was won by
+       another attempt, which cancelled this one): busy until its result comes, which is then
+       recorded for that attempt. 0 = none. */
+    uint64_t left_task;
+    uint32_t left_attempt;
     int64_t last_seen_ms;
     int64_t idle_since_ms; /* when it last became idle: the longest idle goes first */
     int64_t rest_until_ms; /* no dispatch before (it refused one) */
@@ -108,7 +114,8 @@ fz_sched_where_t fz_sched_where(const fz_sched_t *self, const fz_task_t *task);
 size_t fz_sched_ready(const fz_sched_t *self);
 size_t fz_sched_held(const fz_sched_t *self);
 
-/* The reservation a task makes when dispatched. */
+/* The reservation a task makes when dispatched: one attempt's cap, or a best-of-N round's
+   N caps, reserved up front. */
 double fz_sched_reservation(const fz_task_t *task, double default_cost);
 
 #endif

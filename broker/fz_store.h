@@ -138,6 +138,14 @@ typedef struct {
    attempt had already ended (a duplicate result), -1 on error. */
 int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_result_t *r,
                             fz_state_t state);
+/* Ends attempt n's row only (a best-of round's attempt that lost; the task goes on): 0, or
+   -1 on a store error. An attempt ended already is left as it is. */
+int fz_store_attempt_end(fz_store_t *self, uint64_t id, uint32_t n, const fz_result_t *r);
+/* Ends, as lost with summary why, every attempt still open that is not its task's running
+   attempt (a best-of round's other attempts, after a restart). How many, or -1. */
+int fz_store_close_racers(fz_store_t *self, const char *why);
+/* The task's model and its fallback models, in order, into models (at most max); how many. */
+size_t fz_store_task_chain(fz_store_t *self, uint64_t id, char (*models)[65], size_t max);
 
 /* Calls fn for each unfinished task (state not final), oldest first, with the worker of its
    current attempt ("" if none) and that attempt's reservation. The task's model is its own

@@ -9,35 +9,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *SQL_TASK_MODEL = "SELECT model, fallback FROM tasks WHERE id = ?1";
-
 int fz_store_task_model(fz_store_t *self, uint64_t id, uint32_t n, char *model)
 {
-    sqlite3_stmt *st = fz_sql_stmt(self, SQL_TASK_MODEL);
-    if (!st)
+    char chain[9][65];
+    size_t len = fz_store_task_chain(self, id, chain, 9);
+    if (len == 0)
         return -1;
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    int rc = -1;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        snprintf(model, 65, "%s", (const char *)sqlite3_column_text(st, 0));
-        const void *blob = sqlite3_column_blob(st, 1);
-        size_t len = (size_t)sqlite3_column_bytes(st, 1);
-        msgpack_unpacked up;
-        msgpack_unpacked_init(&up);
-        if (n > 1 && blob && msgpack_unpack_next(&up, blob, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
-            up.data.type == MSGPACK_OBJECT_ARRAY && up.data.via.array.size > 0) {
-            uint32_t k = n - 2 < up.data.via.array.size ? n - 2 : up.data.via.array.size - 1;
-            const msgpack_object *m = &up.data.via.array.ptr[k];
-            if (m->type == MSGPACK_OBJECT_STR && m->via.str.size <= 64) {
-                memcpy(model, m->via.str.ptr, m->via.str.size);
-                model[m->via.str.size] = 0;
-            }
-        }
-        msgpack_unpacked_destroy(&up);
-        rc = 0;
-    }
-    sqlite3_reset(st);
-    return rc;
+    /* Attempt 1 runs the task's model, attempt k+1 fallback k; the last one repeats. */
+    size_t k = n > 1 ? n - 1 : 0;
+    snprintf(model, 65, "%s", chain[k < len ? k : len - 1]);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- reads */
@@ -46,7 +27,7 @@ int fz_store_task_model(fz_store_t *self, uint64_t id, uint32_t n, char *model)
     "SELECT t.id, t.state, t.priority, t.attempts, t.retries, t.timeout, t.max_cost,"              \
     " t.hold_reason, t.model, COALESCE(a.worker, ''),"                                             \
     " COALESCE(a.reserved, 0), t.model, t.parent, t.deadline, t.updated, t.attempt_base,"          \
-    " t.cancel_requested, t.stall, t.stall_kill, t.not_before"                                     \
+    " t.cancel_requested, t.stall, t.stall_kill, t.not_before, t.best_of"                          \
     " FROM tasks t LEFT JOIN attempts a ON a.task = t.id AND a.n = t.attempts"
 static const char *SQL_LIVE =
     LIVE_COLS " WHERE t.state IN ('queued','waiting','held','running','retrying') ORDER BY t.id";
@@ -74,6 +55,7 @@ static void s_row_task(sqlite3_stmt *st, fz_task_t *t)
     t->stall_s = (uint32_t)sqlite3_column_int64(st, 17);
     t->stall_kill_s = (uint32_t)sqlite3_column_int64(st, 18);
     t->not_before = sqlite3_column_double(st, 19);
+    t->best_of = (uint32_t)sqlite3_column_int64(st, 20);
     t->inherited = INT64_MIN;
 }
 
@@ -368,4 +350,32 @@ int fz_store_task_head(fz_store_t *self, uint64_t id, char head[FZ_STORE_OID_MAX
     }
     sqlite3_reset(st);
     return rc;
+}
+
+static const char *SQL_TASK_CHAIN = "SELECT model, fallback FROM tasks WHERE id = ?1";
+
+size_t fz_store_task_chain(fz_store_t *self, uint64_t id, char (*models)[65], size_t max)
+{
+    sqlite3_stmt *st = fz_sql_stmt(self, SQL_TASK_CHAIN);
+    if (!st || max == 0)
+        return 0;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    size_t n = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        snprintf(models[n++], 65, "%s", (const char *)sqlite3_column_text(st, 0));
+        const void *blob = sqlite3_column_blob(st, 1);
+        size_t len = (size_t)sqlite3_column_bytes(st, 1);
+        msgpack_unpacked up;
+        msgpack_unpacked_init(&up);
+        if (blob && msgpack_unpack_next(&up, blob, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+            up.data.type == MSGPACK_OBJECT_ARRAY)
+            for (uint32_t i = 0; i < up.data.via.array.size && n < max; i++) {
+                const msgpack_object *m = &up.data.via.array.ptr[i];
+                if (m->type == MSGPACK_OBJECT_STR && m->via.str.size <= 64)
+                    snprintf(models[n++], 65, "%.*s", (int)m->via.str.size, m->via.str.ptr);
+            }
+        msgpack_unpacked_destroy(&up);
+    }
+    sqlite3_reset(st);
+    return n;
 }

@@ -218,8 +218,8 @@ static void s_bind_ws(sqlite3_stmt *st, const fz_result_t *r)
         sqlite3_bind_null(st, 27);
 }
 
-int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_result_t *r,
-                            fz_state_t state)
+/* The attempt's row: 1 written, 0 ended already, -1 failed. */
+static int s_attempt_end(fz_store_t *self, uint64_t id, uint32_t n, const fz_result_t *r)
 {
     sqlite3_stmt *st = fz_sql_begin(self) ? NULL : fz_sql_stmt(self, SQL_ATTEMPT_FINISH);
     if (!st)
@@ -248,6 +248,14 @@ int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_
         return -1;
     if (sqlite3_changes(self->db) == 0)
         return 0;
+    return 1;
+}
+
+/* The task's row after its attempt ended: 1 written, -1 failed. */
+static int s_task_finish(fz_store_t *self, uint64_t id, const fz_result_t *r, fz_state_t state)
+{
+    sqlite3_stmt *st;
+    double now = fz_wall();
     if (!(st = fz_sql_stmt(self, SQL_TASK_FINISH)))
         return -1;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
@@ -270,6 +278,18 @@ int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_
     fz_sql_bind_text(st, 13, branch);
     fz_sql_bind_text(st, 14, r->head_commit);
     return fz_sql_done(self, st) ? -1 : 1;
+}
+
+int fz_store_attempt_end(fz_store_t *self, uint64_t id, uint32_t n, const fz_result_t *r)
+{
+    return s_attempt_end(self, id, n, r) < 0 ? -1 : 0;
+}
+
+int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_result_t *r,
+                            fz_state_t state)
+{
+    int rc = s_attempt_end(self, id, n, r);
+    return rc <= 0 ? rc : s_task_finish(self, id, r, state);
 }
 
 /* ---------------------------------------------------------------- dependencies, trees */
@@ -300,4 +320,24 @@ int fz_store_task_depfail(fz_store_t *self, uint64_t id, const char *why)
     fz_sql_bind_text(st, 2, why);
     sqlite3_bind_double(st, 3, fz_wall());
     return fz_sql_done(self, st);
+}
+
+static const char *SQL_CLOSE_RACERS =
+    "UPDATE attempts SET outcome = 'lost', ended = ?1, summary = ?2 WHERE ended = 0 AND"
+    " EXISTS (SELECT 1 FROM tasks t WHERE t.id = attempts.task AND"
+    " (t.state != 'running' OR t.attempts != attempts.n))";
+
+int fz_store_close_racers(fz_store_t *self, const char *why)
+{
+    sqlite3_stmt *st = fz_sql_begin(self) ? NULL : fz_sql_stmt(self, SQL_CLOSE_RACERS);
+    if (!st)
+        return -1;
+    sqlite3_bind_double(st, 1, fz_wall());
+    fz_sql_bind_text(st, 2, why);
+    if (fz_sql_done(self, st))
+        return -1;
+    int n = sqlite3_changes(self->db);
+    if (n > 0)
+        fz_warn("%d attempt(s) of best-of rounds recorded as lost: %s", n, why);
+    return n;
 }

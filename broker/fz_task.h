@@ -15,6 +15,7 @@
 #include "fz_vocab.h"
 
 struct fz_worker_t;
+struct fz_race_t;
 
 typedef struct fz_task_t {
     uint64_t id;
@@ -49,6 +50,11 @@ typedef struct fz_task_t {
     size_t heap_index;              /* position in its queue, kept by fz_queue */
     void *queue;                    /* the fz_queue_t holding it, or NULL; kept by fz_queue */
     struct fz_worker_t *worker;     /* the worker running it, or NULL */
+    uint32_t best_of;               /* attempts one round races (0, 1: one; fz_race) */
+    struct fz_race_t *race;         /* a best-of task's round: its other attempts, or NULL */
 } fz_task_t;
+
+/* Frees a task and what it owns (its race). */
+void fz_task_free(fz_task_t *task);
 
 #endif

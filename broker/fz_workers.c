@@ -35,8 +35,9 @@ zframe_t *fz_workers_frame(const fz_worker_t *w)
 void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason)
 {
     fz_info("worker %s left (%s)", w->name, reason);
-    if (w->task)
+    if (w->task && !fz_race_lost(self, w->task, w, reason))
         fz_life_lost(self, w->task, reason);
+    fz_race_left_lost(self, w, reason);
     fz_enc_str(s_worker_event(self, FZ_TOPIC_WORKER_LEFT, w), "reason", reason);
     zhashx_delete(self->workers, w->key);
 }
@@ -47,12 +48,14 @@ void fz_workers_reattach(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint3
 {
     /* A worker runs one agent: if it claims another task than the one we gave it, ours never
        started there (or was replaced) and is lost. */
-    if (w->task && (w->task->id != task || w->task->attempt != attempt))
+    if (w->task && (w->task->id != task || w->attempt != attempt) &&
+        !fz_race_lost(self, w->task, w, "the worker runs another task"))
         fz_life_lost(self, w->task, "the worker runs another task");
     fz_task_t *t = fz_broker_task(self, task);
     if (t && t->state == FZ_STATE_RUNNING && t->attempt == attempt && !t->worker) {
         t->worker = w;
         w->task = t;
+        w->attempt = attempt;
         t->orphan_deadline_ms = 0;
         fz_life_timed_remove(self, t);
         fz_info("worker %s re-attached task %llu attempt %u", w->name, (unsigned long long)task,
@@ -108,7 +111,7 @@ static void s_rehello(fz_broker_t *self, fz_worker_t *w, zframe_t *from, fz_msg_
     w->unhealthy_all = false;
     uint64_t task = fz_msg_uint(msg, "task", 0);
     uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
-    if (task && !(w->task && w->task->id == task && w->task->attempt == attempt))
+    if (task && !(w->task && w->task->id == task && w->attempt == attempt))
         fz_workers_reattach(self, w, task, attempt);
 }
 
@@ -140,7 +143,10 @@ void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         return;
     }
     if (old) {
-        if (old->task && old->task->id == task && old->task->attempt == attempt) {
+        /* (A best-of racer is not handed over: it is lost, and the new connection told to
+           stop it.) */
+        if (old->task && old->task->id == task && old->attempt == attempt &&
+            old->task->worker == old) {
             old->task->worker = NULL; /* handed over below */
             old->task = NULL;
         }
@@ -170,11 +176,12 @@ void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_info("worker %s joined (%zu models%s)", w->name, w->nmodels, w->any_model ? ", any" : "");
 }
 
-/* The task a worker message is about, if it is the worker's current attempt. */
+/* The task a worker message is about, if it is the worker's current attempt (a best-of
+   task's primary or one of its racers). */
 static fz_task_t *s_current(fz_worker_t *w, fz_msg_t *msg)
 {
     fz_task_t *t = w->task;
-    if (t && t->id == fz_msg_uint(msg, "task", 0) && t->attempt == fz_msg_uint(msg, "attempt", 0))
+    if (t && t->id == fz_msg_uint(msg, "task", 0) && w->attempt == fz_msg_uint(msg, "attempt", 0))
         return t;
     return NULL;
 }
@@ -195,7 +202,7 @@ static void s_check_stall(fz_broker_t *self, fz_worker_t *w, fz_task_t *t, uint6
     t->stalled = true;
     fz_warn("task %llu attempt %u on %s: no sign of life for %llu s", (unsigned long long)t->id,
             t->attempt, w->name, (unsigned long long)(idle_ms / 1000));
-    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_STALLED, t);
+    fz_enc_t *e = fz_race_event(self, FZ_TOPIC_TASK_STALLED, t, w->attempt);
     fz_enc_str(e, "worker", w->name);
     fz_enc_uint(e, "idle_ms", idle_ms);
 }
@@ -218,7 +225,7 @@ void fz_workers_heartbeat(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_w
     if (!t || !fz_msg_has(msg, "elapsed_ms"))
         return;
     s_check_stall(self, w, t, fz_msg_uint(msg, "idle_ms", 0));
-    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_PROGRESS, t);
+    fz_enc_t *e = fz_race_event(self, FZ_TOPIC_TASK_PROGRESS, t, w->attempt);
     fz_enc_str(e, "worker", w->name);
     fz_enc_uint(e, "elapsed_ms", fz_msg_uint(msg, "elapsed_ms", 0));
     fz_enc_float(e, "cost_usd", fz_msg_float(msg, "cost_usd", 0));
@@ -237,7 +244,7 @@ void fz_workers_started(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_wor
     fz_task_t *t = s_current(w, msg);
     if (!t)
         return;
-    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_STARTED, t);
+    fz_enc_t *e = fz_race_event(self, FZ_TOPIC_TASK_STARTED, t, w->attempt);
     fz_enc_str(e, "worker", w->name);
     fz_enc_uint(e, "pid", fz_msg_uint(msg, "pid", 0));
 }
@@ -259,7 +266,7 @@ void fz_workers_output(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
         t->output_dropped += len;
         return;
     }
-    fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_OUTPUT, t);
+    fz_enc_t *e = fz_race_event(self, FZ_TOPIC_TASK_OUTPUT, t, w->attempt);
     fz_enc_str(e, "worker", w->name);
     fz_enc_bin(e, "data", data ? data : "", len);
     if (t->output_dropped)
@@ -319,10 +326,19 @@ static bool s_won(fz_broker_t *self, uint64_t id, fz_msg_t *msg)
     return *head && fz_store_task_head(self->store, id, won) == 0 && strcmp(won, head) == 0;
 }
 
-/* What a task event says of the attempt's workspace, when it had one. */
-static void s_event_ws(fz_enc_t *e, const fz_result_t *r)
+void fz_workers_event_result(fz_enc_t *e, const fz_worker_t *w, const fz_result_t *r)
 {
-    if (!*r->branch && !*r->check_status)
+    if (w)
+        fz_enc_str(e, "worker", w->name);
+    fz_enc_str(e, "outcome", r->outcome);
+    fz_enc_int(e, "exit_code", r->exit_code);
+    fz_enc_float(e, "cost_usd", r->cost_usd);
+    fz_enc_uint(e, "duration_ms", r->duration_ms);
+    fz_enc_str(e, "summary", r->summary ? r->summary : "");
+    if (r->class_name && *r->class_name)
+        fz_enc_str(e, "class", r->class_name);
+    /* What it says of the attempt's workspace, when it had one. */
+    if ((!r->branch || !*r->branch) && (!r->check_status || !*r->check_status))
         return;
     fz_enc_str(e, "branch", r->branch);
     fz_enc_str(e, "base_commit", r->base_commit);
@@ -409,24 +425,28 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
     uint64_t id = fz_msg_uint(msg, "task", 0);
     uint32_t n = (uint32_t)fz_msg_uint(msg, "attempt", 0);
     fz_task_t *t = fz_broker_task(self, id);
-    if (!t || t->state != FZ_STATE_RUNNING || t->attempt != n) {
-        /* Recorded already, or superseded (the attempt was declared lost): exactly one
-           record per attempt, so only acknowledge. */
-        fz_info("result of task %llu attempt %u is a duplicate or stale; acknowledged",
-                (unsigned long long)id, n);
-        if (w->task && w->task->id == id && w->task->attempt == n)
-            w->task = NULL;
-        s_ack_result(self, from, id, n, s_won(self, id, msg));
-        return;
-    }
     fz_result_t r = {0};
     fz_class_t cls;
     double retry_after;
     s_read_result(msg, &r, &cls, &retry_after);
+    if (!t || t->state != FZ_STATE_RUNNING || (t->attempt != n && !fz_race_runs(t, n))) {
+        /* Recorded already, or superseded (the attempt was declared lost): exactly one
+           record per attempt, so only acknowledge; but a best-of round's loser, cancelled
+           when another attempt won, is recorded now. */
+        if (!fz_race_late(self, w, id, n, &r))
+            fz_info("result of task %llu attempt %u is a duplicate or stale; acknowledged",
+                    (unsigned long long)id, n);
+        if (w->task && w->task->id == id && w->attempt == n)
+            w->task = NULL;
+        s_ack_result(self, from, id, n, s_won(self, id, msg));
+        return;
+    }
+    /* A best-of task's --retries count rounds. */
+    uint32_t made = t->best_of > 1 ? fz_race_rounds(t) : t->attempt - t->attempt_base;
     fz_failure_t f = {.end = {.outcome = (fz_outcome_t)fz_outcome_from_name(r.outcome),
                               .exit_code = r.exit_code,
                               .cancel_requested = t->cancel_requested,
-                              .made = t->attempt - t->attempt_base,
+                              .made = made,
                               .retries = t->retries},
                       .cls = cls,
                       .reset_at = r.reset_at,
@@ -436,6 +456,14 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
                       .fallback_left =
                           cls == FZ_CLASS_MODEL_UNAVAILABLE && s_fallback_left(self, t)};
     fz_policy_t p = fz_rules_policy(&f);
+    /* A run of a best-of round: one that fails while another runs drops out; the winner
+       becomes the attempt the task takes. */
+    if (p.next != FZ_STATE_SUCCEEDED && fz_race_drop(self, t, n, &r)) {
+        s_ack_result(self, from, id, n, false);
+        return;
+    }
+    if (n != t->attempt)
+        fz_race_won(self, t, n);
     const char *model = fz_worker_model_for(w, t->model);
     const char *reason = p.next == FZ_STATE_HELD ? "quota"
                          : cls != FZ_CLASS_NONE  ? r.class_name
@@ -455,17 +483,9 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
         w->task = NULL;
     s_ack_result(self, from, id, n, p.next == FZ_STATE_SUCCEEDED && *r.head_commit);
 
-    fz_enc_str(e, "worker", w->name);
-    fz_enc_str(e, "outcome", r.outcome);
-    fz_enc_int(e, "exit_code", r.exit_code);
-    fz_enc_float(e, "cost_usd", r.cost_usd);
-    fz_enc_uint(e, "duration_ms", r.duration_ms);
-    fz_enc_str(e, "summary", r.summary);
-    if (cls != FZ_CLASS_NONE)
-        fz_enc_str(e, "class", r.class_name);
+    fz_workers_event_result(e, w, &r);
     if (p.next == FZ_STATE_HELD)
         fz_enc_float(e, "until", fz_wall() + p.wait_s);
-    s_event_ws(e, &r);
     s_apply(self, w, t, &p, cls, model, fz_outcome_from_name(r.outcome) == FZ_OUTCOME_REJECTED);
     fz_life_budget_moved(self);
 }

@@ -95,29 +95,119 @@ static pid_t s_entry_pid(const char *name)
     return (pid_t)pid;
 }
 
-int fz_proctab_each(bool (*visit)(const fz_proc_t *proc, void *arg), void *arg)
+typedef bool(visit_fn)(const fz_proc_t *proc, void *arg);
+
+/* Calls entry(dir, name, pid, ctx) for each entry of the folder dir whose name is a pid, until
+   it returns false. */
+static void
+s_each_pid_entry(int dir, bool (*entry)(int dir, const char *name, pid_t pid, void *ctx), void *ctx)
 {
-    int dir = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0)
-        return -1;
     union {
         struct dirent64 entry;
         char bytes[16384];
     } buf;
     ssize_t n;
     bool more = true;
-    while (more && (n = getdents64(dir, buf.bytes, sizeof buf.bytes)) > 0) {
+    while (more && (n = getdents64(dir, buf.bytes, sizeof buf.bytes)) > 0)
         for (ssize_t off = 0; more && off < n;) {
-            struct dirent64 *entry = (struct dirent64 *)(void *)(buf.bytes + off);
-            off += entry->d_reclen;
-            pid_t pid = s_entry_pid(entry->d_name);
-            fz_proc_t proc;
-            if (pid > 0 && fz_proctab_read(pid, &proc))
-                more = visit(&proc, arg);
+            struct dirent64 *e = (struct dirent64 *)(void *)(buf.bytes + off);
+            off += e->d_reclen;
+            pid_t pid = s_entry_pid(e->d_name);
+            if (pid > 0)
+                more = entry(dir, e->d_name, pid, ctx);
         }
-    }
+}
+
+typedef struct {
+    visit_fn *visit;
+    void *arg;
+    bool more; /* the visitor wants more */
+    int rc;    /* -1: a children list could not be read */
+} walk_t;
+
+/* The process whose pid is the text [p, end): read and visited. */
+static void s_visit_text(walk_t *w, const char *p, const char *end)
+{
+    long pid;
+    fz_proc_t proc;
+    if (p < end && s_long(p, end, &pid) && pid > 0 && pid <= INT_MAX &&
+        fz_proctab_read((pid_t)pid, &proc))
+        w->more = w->visit(&proc, w->arg);
+}
+
+static bool s_proc_entry(int dir, const char *name, pid_t pid, void *ctx)
+{
+    (void)dir, (void)name;
+    walk_t *w = ctx;
+    fz_proc_t proc;
+    if (fz_proctab_read(pid, &proc))
+        w->more = w->visit(&proc, w->arg);
+    return w->more;
+}
+
+int fz_proctab_each(visit_fn *visit, void *arg)
+{
+    int dir = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return -1;
+    walk_t w = {visit, arg, true, 0};
+    s_each_pid_entry(dir, s_proc_entry, &w);
     close(dir);
     return 0;
+}
+
+/* Visits each pid listed in the thread's TID/children (space-separated decimals; dir is the
+   task folder). Sets w->rc -1 if the list cannot be read. */
+static bool s_thread_entry(int dir, const char *tid, pid_t pid, void *ctx)
+{
+    (void)pid;
+    walk_t *w = ctx;
+    char path[64];
+    size_t len = strlen(tid);
+    if (len > 32)
+        return true;
+    memcpy(path, tid, len);
+    memcpy(path + len, "/children", sizeof "/children");
+    int fd = openat(dir, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT) /* ENOENT: the thread ended meanwhile */
+            w->rc = -1;
+        return w->rc == 0;
+    }
+    char list[4096];
+    size_t have = 0;
+    ssize_t got;
+    /* Read in chunks; a number cut at a chunk's end is kept for the next one. */
+    while (w->more && (got = read(fd, list + have, sizeof list - 1 - have)) > 0) {
+        have += (size_t)got;
+        size_t start = 0;
+        for (size_t i = 0; i < have && w->more; i++)
+            if (list[i] < '0' || list[i] > '9') {
+                s_visit_text(w, list + start, list + i);
+                start = i + 1;
+            }
+        memmove(list, list + start, have - start);
+        have -= start;
+    }
+    if (w->more) /* the last number, when the file does not end with a space */
+        s_visit_text(w, list, list + have);
+    close(fd);
+    return w->more;
+}
+
+/* The calling process's children from /proc/self/task/TID/children (one list per thread:
+   an orphan reparented to us, a subreaper, may sit under any of them), each visited as by
+   fz_proctab_each. O(threads + children) where a scan of /proc is O(every process on the
+   host). -1 if the lists cannot be read (a kernel without CONFIG_PROC_CHILDREN). */
+static int s_each_own_child(visit_fn *visit, void *arg)
+{
+    int dir = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return -1;
+    walk_t w = {visit, arg, true, 0};
+    s_each_pid_entry(dir, s_thread_entry, &w);
+    close(dir);
+    return w.rc;
 }
 
 typedef struct {
@@ -162,6 +252,9 @@ static bool s_sweep_visit(const fz_proc_t *proc, void *arg)
 int fz_proctab_sweep_children(pid_t parent)
 {
     s_sweep_t sweep = {parent, 0};
-    fz_proctab_each(s_sweep_visit, &sweep);
+    if (parent != getpid() || s_each_own_child(s_sweep_visit, &sweep) < 0) {
+        sweep.seen = 0;
+        fz_proctab_each(s_sweep_visit, &sweep);
+    }
     return sweep.seen;
 }

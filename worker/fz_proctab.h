@@ -39,7 +39,9 @@ bool fz_proctab_group_alive(pid_t pgrp);
 
 /* SIGKILL to every live child of parent, and a reap (WNOHANG) of every zombie child.
    Returns how many children it saw. Call it only for the calling process's own children:
-   an unreaped child keeps its pid, so signalling it is safe from pid reuse. */
+   an unreaped child keeps its pid, so signalling it is safe from pid reuse. For the calling
+   process it reads only its own children lists (/proc/self/task/TID/children), not every
+   process of the host; a full scan where the kernel has no such lists. */
 int fz_proctab_sweep_children(pid_t parent);
 
 #endif

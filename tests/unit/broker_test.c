@@ -1983,6 +1983,91 @@ static void test_workspace_check_feedback_and_lineage(void **state)
     s_fx_destroy(&fx);
 }
 
+/* The budget's reserved amount now. */
+static double s_reserved(fx_t *fx)
+{
+    fz_msg_t *r = s_call(fx, s_req(fx, "budget"));
+    double v = fz_msg_float(r, "reserved", -1);
+    fz_msg_destroy(&r);
+    return v;
+}
+
+/* Best of 3: three attempts at once, reserved up front; the primary fails its check and a
+   racer takes its place; the first to pass wins, the last is cancelled and recorded when its
+   result comes, its worker busy until then. */
+static void test_best_of_three(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    fz_enc_t *req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", "race");
+    fz_enc_str(req, "repo", "/src/app");
+    fz_enc_str(req, "check", "make test");
+    fz_enc_uint(req, "best_of", 3);
+    fz_enc_float(req, "max_cost", 0.5);
+    fz_enc_uint(req, "retries", 0);
+    fz_msg_t *r = s_call(fx, req);
+    uint64_t id = fz_msg_uint(r, "task", 0);
+    fz_msg_destroy(&r);
+    zsock_t *w[3] = {s_worker(fx, "w1"), s_worker(fx, "w2"), s_worker(fx, "w3")};
+    uint32_t n[3];
+    char prompt[256], bases[64];
+    for (int i = 0; i < 3; i++)
+        n[i] = s_dispatched_ws(fx, w[i], id, prompt, sizeof prompt, bases, sizeof bases);
+    assert_true(n[0] != n[1] && n[1] != n[2] && n[0] != n[2]);
+    assert_true(n[0] + n[1] + n[2] == 6); /* attempts 1, 2, 3 */
+    assert_true(s_reserved(fx) > 1.49 && s_reserved(fx) < 1.51);
+    int primary = n[0] == 1 ? 0 : n[1] == 1 ? 1 : 2;
+    int win = (primary + 1) % 3, lose = (primary + 2) % 3;
+
+    /* The primary fails its check: recorded, the task still runs. */
+    s_send_ws_result(w[primary], id, 1, "check-failed", "failed", "h1");
+    assert_false(s_acked_promote(fx, w[primary], id));
+    fz_event_t *e = s_event(fx, "task.attempt-failed", id);
+    assert_int_equal(fz_obj_uint(fz_event_map(e), "attempt", 0), 1);
+    assert_string_equal(fz_obj_str(fz_event_map(e), "state", prompt, sizeof prompt), "running");
+    fz_event_destroy(&e);
+    assert_string_equal(s_row(fx, id, "state"), "running");
+    assert_string_equal(s_attempt_row(fx, id, 1, "outcome"), "exited");
+    assert_string_equal(s_attempt_row(fx, id, 1, "class"), "check-failed");
+
+    /* A racer passes: the task takes it, and the last one is told to stop. */
+    s_send_ws_result(w[win], id, n[win], NULL, "passed", "h2");
+    assert_true(s_acked_promote(fx, w[win], id));
+    s_assert_event(fx, "task.succeeded", id, "succeeded");
+    assert_string_equal(s_row(fx, id, "head_commit"), "h2");
+    fz_msg_t *c = s_expect(fx, w[lose], "cancel");
+    assert_int_equal(fz_msg_uint(c, "attempt", 0), n[lose]);
+    assert_non_null(strstr(fz_msg_str(c, "reason", "", NULL), "won"));
+    fz_msg_destroy(&c);
+    assert_true(s_reserved(fx) < 0.01);
+
+    /* Busy until its result comes; then recorded (branch kept) and free again. */
+    uint64_t next = s_submit(fx, "after the race", 0, 0);
+    assert_false(s_gets(fx, w[lose], "dispatch", 20));
+    fz_enc_t *res = fz_enc_new("result", 0);
+    fz_enc_uint(res, "task", id);
+    fz_enc_uint(res, "attempt", n[lose]);
+    fz_enc_str(res, "outcome", "cancelled");
+    fz_enc_float(res, "cost_usd", 0.2);
+    fz_enc_str(res, "branch", "fz/x-3");
+    fz_enc_str(res, "head_commit", "h3");
+    assert_int_equal(fz_net_send(w[lose], NULL, &res), 0);
+    assert_false(s_acked_promote(fx, w[lose], id));
+    assert_string_equal(s_attempt_row(fx, id, (int)n[lose], "outcome"), "cancelled");
+    assert_string_equal(s_attempt_row(fx, id, (int)n[lose], "head_commit"), "h3");
+    assert_string_equal(s_row(fx, id, "state"), "succeeded");
+    /* The next task goes to some idle worker; all three are idle now. */
+    bool got = false;
+    for (int i = 0; i < 3 && !got; i++)
+        got = s_gets(fx, w[i], "dispatch", 20);
+    assert_true(got);
+    (void)next;
+    for (int i = 0; i < 3; i++)
+        zsock_destroy(&w[i]);
+    s_fx_destroy(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2019,6 +2104,7 @@ int main(void)
         cmocka_unit_test(test_frame_limit_is_exactly_4_mib),
         cmocka_unit_test(test_a_life_conforms_to_the_spec),
         cmocka_unit_test(test_workspace_check_feedback_and_lineage),
+        cmocka_unit_test(test_best_of_three),
     };
     zsys_init();
     zsys_set_logstream(NULL);

@@ -10,9 +10,11 @@
 
 #include "../../worker/fz_proctab.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -200,6 +202,60 @@ static void test_group_and_sweep(void **state)
     kill(-leader, SIGKILL); /* the orphaned member (reparented away from us) */
 }
 
+static bool s_count_children(const fz_proc_t *proc, void *arg)
+{
+    int *n = arg;
+    *n += proc->ppid == getpid();
+    return true;
+}
+
+/* In a subreaper (as the worker is), orphans of our children become ours: the sweep, which
+   reads only our own children lists, sees them as a scan of all of /proc would, children a
+   second thread started included. Runs in a child process that exits with the verdict. */
+static void *s_fork_in_thread(void *arg)
+{
+    (void)arg;
+    if (fork() == 0) {
+        pause();
+        _exit(0);
+    }
+    return NULL;
+}
+
+static void test_sweep_sees_reparented_orphans(void **state)
+{
+    (void)state;
+    pid_t judge = fork();
+    assert_true(judge >= 0);
+    if (judge == 0) {
+        prctl(PR_SET_CHILD_SUBREAPER, 1);
+        pid_t mid = fork();
+        if (mid == 0) {
+            for (int i = 0; i < 3; i++)
+                if (fork() == 0) {
+                    pause();
+                    _exit(0);
+                }
+            _exit(0); /* its three children are orphans: reparented to judge */
+        }
+        waitpid(mid, NULL, 0);
+        pthread_t th;
+        pthread_create(&th, NULL, s_fork_in_thread, NULL);
+        pthread_join(th, NULL);
+        int scanned = 0;
+        fz_proctab_each(s_count_children, &scanned);
+        int seen = fz_proctab_sweep_children(getpid());
+        for (int i = 0; i < 2000 && fz_proctab_sweep_children(getpid()) > 0; i++)
+            usleep(1000);
+        int left = fz_proctab_sweep_children(getpid());
+        _exit(scanned == 4 && seen == 4 && left == 0 ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(judge, &status, 0), judge);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -211,6 +267,7 @@ int main(void)
         cmocka_unit_test(test_read_self_and_child),
         cmocka_unit_test(test_each),
         cmocka_unit_test(test_group_and_sweep),
+        cmocka_unit_test(test_sweep_sees_reparented_orphans),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
