@@ -1,11 +1,12 @@
-"""Workspaces end to end (issue 11, PROTOCOL.md section 8): a real broker, two real workers
+"""Workspaces end to end (issue 11, PROTOCOL.md section 8): a real broker, three real workers
 and temporary git repositories. Two tasks on one repository edit the same file at the same
 time, each in its own worktree, and end on their own branches with their own diffs; a
 three-step pipeline (--after chain) ends with one branch holding all three steps' commits;
 two dependencies whose results conflict fail the task after them with class merge-conflict
 (not retried); a check that fails once passes on the retry, whose prompt carries the first
-failure's output; a missing repository and a bad base fail with class workspace, not
-retried. Afterwards every test repository lists only its main worktree and has nothing to
+failure's output; best-of-3 where only one attempt can pass its check picks it and cancels
+the other two, which keep their branches; a missing repository and a bad base fail with
+class workspace, not retried. Afterwards every test repository lists only its main worktree and has nothing to
 prune."""
 import os
 import stat
@@ -97,6 +98,34 @@ def check_retry(f, repo):
             and "Exit status: 4" in prompt, "the second prompt: %r" % prompt)
 
 
+def best_of(f, repo):
+    # Three attempts race, one worker each; only attempt 2 can pass its check, and it ends
+    # first (after 2 s, when all three agents run): it wins, and the other two, still working,
+    # are cancelled and keep their branches. (One cancelled before its agent started would
+    # keep nothing: its worktree was never worked in.)
+    t = f.submit('echo "$FZ_ATTEMPT" > who.txt; [ "$FZ_ATTEMPT" = 2 ] && sleep 2 || sleep 20',
+                 repo=repo,
+                 best_of=3, check='test "$(cat who.txt)" = 2')
+    f.wait_states([t], END, 40)
+    # the losers are recorded when their workers report them, after the win
+    h.wait_for(lambda: all(a["outcome"] != "running" for a in get(f, t)[1]), 15,
+               "the best-of losers' results")
+    task, att = get(f, t)
+    h.check(task["state"] == "succeeded", "best-of: %s / %s" % (task, att))
+    by_n = {a["n"]: a for a in att}
+    h.check(sorted(by_n) == [1, 2, 3] and len({a["worker"] for a in att}) == 3,
+            "best-of: attempts %s" % [(a["n"], a["worker"], a["outcome"]) for a in att])
+    h.check(by_n[2]["check_status"] == "passed" and task["head_commit"] == by_n[2]["head_commit"],
+            "best-of: the winner %s" % by_n[2])
+    for n in (1, 3):
+        a = by_n[n]
+        h.check(a["outcome"] == "cancelled" and a["branch"] == "fz/%d-%d" % (t, n), "best-of loser %s" % a)
+        h.check(a["duration_ms"] < 15000, "best-of loser ran on: %s" % a)
+        g.git(repo, "rev-parse", "--verify", "fz/%d-%d" % (t, n))
+    h.wait_for(lambda: g.git(repo, "rev-parse", "fz/%d" % t, check=False) == by_n[2]["head_commit"],
+               10, "fz/%d to point at the winner" % t)
+
+
 def bad_input(f, repo):
     missing = f.submit("true", repo=os.path.join(f.dir, "no-such-repo"), retries=2)
     badbase = f.submit("true", repo=repo, base="no-such-branch", retries=2)
@@ -117,14 +146,15 @@ def body(f):
     os.chmod(agent, stat.S_IRWXU)
     repos = [g.make(os.path.join(f.dir, n), {"README": "hello\n"}) for n in ("r1", "r2", "r3", "r4")]
     f.start_broker()
-    for name in ("w1", "w2"):
+    for name in ("w1", "w2", "w3"):
         f.start_worker(name, agent=agent)
-    h.wait_for(lambda: len(f.ok("workers")["workers"]) == 2, 10, "two workers")
+    h.wait_for(lambda: len(f.ok("workers")["workers"]) == 3, 10, "three workers")
     t0 = time.monotonic()
     concurrent(f, repos[0])
     pipeline(f, repos[1])
     conflict(f, repos[2])
     check_retry(f, repos[3])
+    best_of(f, repos[3])
     bad_input(f, repos[3])
     print("workspaces: %.1f s" % (time.monotonic() - t0))
     for p, label in list(f.procs.values()):  # the workers finish and remove what they hold
