@@ -503,10 +503,9 @@ int fz_aws_pollfds(fz_aws_t *self, struct pollfd *fds, int max)
 
 int fz_aws_timeout_ms(fz_aws_t *self, int64_t now_ms)
 {
-    if (self->checker)
-        return fz_agent_timeout_ms(self->checker, now_ms);
-    /* waiting for the runner to be idle: its descriptor does not say so, look again soon */
-    return self->step == S_WAIT_BG || self->step == S_CHECK_WAIT ? 20 : -1;
+    /* Waiting for the runner to be idle needs no timer: the job it waits for writes to
+       fz_bg_fd when it ends, and the caller pumps after collecting it. */
+    return self->checker ? fz_agent_timeout_ms(self->checker, now_ms) : -1;
 }
 
 void fz_aws_pump(fz_aws_t *self, int64_t now_ms)

@@ -116,7 +116,8 @@ bool fz_aws_cancelled(fz_aws_t *self);
 int fz_aws_pollfds(fz_aws_t *self, struct pollfd *fds, int max);
 int fz_aws_timeout_ms(fz_aws_t *self, int64_t now_ms);
 
-/* Moves on: after the runner's jobs were collected and after every poll return. */
+/* Moves on: call it after every poll return, after collecting the runner's jobs (a job's
+   end is what a waiting attempt waits for). */
 void fz_aws_pump(fz_aws_t *self, int64_t now_ms);
 
 /* The result so far (final in DONE). Owned by self. */

@@ -23,6 +23,8 @@ static void s_usage(FILE *out)
             "The agent runs as /bin/sh -c COMMAND in its own process group, in the folder\n"
             "WORKDIR/TASK_ID, with the prompt on stdin and in $FZ_PROMPT, and with FZ_TASK_ID,\n"
             "FZ_ATTEMPT, FZ_MODEL, FZ_BROKER, FZ_EVENTS, FZ_WORKER, FZ_WORKDIR and FZ_REPORT set.\n"
+            "For a task with a repo it runs in the attempt's own git worktree instead (its\n"
+            "path is FZ_WORKDIR and {workdir}), with FZ_WORKTREE, FZ_BRANCH and FZ_BASE set.\n"
             "In the template, {model} {task} {attempt} {workdir} expand (shell-quoted).\n"
             "The agent reports cost and progress by appending lines to $FZ_REPORT (see README).\n"
             "\n"
