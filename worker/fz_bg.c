@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -80,7 +81,14 @@ fz_bg_t *fz_bg_new(void)
     }
     pthread_mutex_init(&self->mu, NULL);
     pthread_cond_init(&self->cv, NULL);
-    if (pthread_create(&self->thread, NULL, s_thread, self) != 0) {
+    /* The thread blocks every signal (it inherits the mask): SIGTERM, SIGINT, SIGUSR1 go to
+       the loop's thread, whose poll they interrupt. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&self->thread, NULL, s_thread, self);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
         fz_close(&self->fd[0]);
         fz_close(&self->fd[1]);
         pthread_cond_destroy(&self->cv);

@@ -14,6 +14,8 @@
     of the process, which would take a job's git with it; and it starts an agent only when
     nothing is queued or running (fz_bg_idle), so the two never overlap.
 
+    Signals: the thread blocks them all, so the process's signals reach the loop's thread.
+
     Ownership: the runner owns its thread, its pipe and its job records; a job's arg belongs
     to the caller, who gets it back in done (exactly once per job: after it ran, or with
     ran = false for a job dropped by fz_bg_destroy before it started). */

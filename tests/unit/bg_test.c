@@ -16,6 +16,7 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 typedef struct {
@@ -112,6 +113,34 @@ static void t_stop(void **state)
     fz_bg_destroy(&bg);
 }
 
+/* The runner's thread blocks every signal: a process's SIGTERM must reach the loop. */
+static void s_mask_fn(void *arg, const atomic_bool *stop)
+{
+    (void)stop;
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    *(int *)arg = sigismember(&cur, SIGTERM) && sigismember(&cur, SIGINT);
+}
+
+static void t_signals_blocked(void **state)
+{
+    (void)state;
+    int blocked = -1;
+    fz_bg_t *bg = fz_bg_new();
+    fz_bg_add(bg, s_mask_fn, NULL, &blocked);
+    int64_t until = fz_clock_ms() + 5000;
+    while (!fz_bg_idle(bg) && fz_clock_ms() < until) {
+        struct pollfd p = {.fd = fz_bg_fd(bg), .events = POLLIN};
+        poll(&p, 1, 100);
+        fz_bg_collect(bg);
+    }
+    assert_int_equal(blocked, 1);
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    assert_false(sigismember(&cur, SIGTERM)); /* the caller's own mask is as it was */
+    fz_bg_destroy(&bg);
+}
+
 static void t_hold(void **state)
 {
     (void)state;
@@ -155,10 +184,8 @@ static void t_destroy(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(t_order_and_done),
-        cmocka_unit_test(t_stop),
-        cmocka_unit_test(t_hold),
-        cmocka_unit_test(t_destroy),
+        cmocka_unit_test(t_order_and_done),  cmocka_unit_test(t_stop),    cmocka_unit_test(t_hold),
+        cmocka_unit_test(t_signals_blocked), cmocka_unit_test(t_destroy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
