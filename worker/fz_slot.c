@@ -746,7 +746,8 @@ static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
             fz_aws_cancel(self->aws);
         /* time for the agent to end within its grace, the workspace to be sealed and
            removed, and for the result's ack */
-        *leave_at = now + self->kill_grace_ms + 5000 + (self->aws ? S_WS_STOP_MS : 0);
+        *leave_at = now + self->kill_grace_ms + 5000 +
+                    (self->aws && fz_aws_result(self->aws)->has_repo ? S_WS_STOP_MS : 0);
     }
     if (!self->stopping)
         return false;
