@@ -36,7 +36,7 @@ def no_started(fb, name, task):
 def result_and_branch(f, fb, repo):
     base = g.git(repo, "rev-parse", "HEAD")
     fb.promote.add((1, 1))
-    dispatch(fb, "w", 1, repo=repo, check="test -f one.txt && echo checked",
+    dispatch(fb, "w", 1, repo=repo, check="test -f one.txt && echo checked && touch artifact",
              prompt='test "$PWD" = "$FZ_WORKTREE" || exit 9; echo one > one.txt; '
                     'env | grep -E "^FZ_(WORKTREE|BRANCH|BASE)=" | sort > env.txt; '
                     'ls -a "$FZ_WORKDIR" > ls.txt')
@@ -44,10 +44,13 @@ def result_and_branch(f, fb, repo):
     h.check(r["outcome"] == "exited" and r["exit_code"] == 0 and "class" not in r, "1: %s" % r)
     h.check(r["branch"] == "fz/1-1" and r["base_commit"] == base, "1: branch/base %s" % r)
     h.check(r["head_commit"] == g.git(repo, "rev-parse", "fz/1-1"), "1: head %s" % r)
-    h.check((r["files"], r["insertions"], r["deletions"]) == (3, 5, 0) or r["files"] == 3,
-            "1: diff stat %s" % r)
+    # one.txt (1 line), env.txt (3), ls.txt (the folder's entries)
+    h.check(r["files"] == 3 and r["insertions"] >= 6 and r["deletions"] == 0, "1: diff stat %s" % r)
     h.check(r["check_status"] == "passed" and r["check_exit"] == 0, "1: check %s" % r)
     h.check(b"checked" in r["check_output"], "1: check output %r" % r["check_output"])
+    h.check(g.git(repo, "cat-file", "-e", "fz/1-1:artifact", check=False) == "" and
+            "artifact" not in g.git(repo, "ls-tree", "--name-only", "fz/1-1"),
+            "1: what the check left was committed")
     env = g.git(repo, "show", "fz/1-1:env.txt")
     h.check("FZ_BRANCH=fz/1-1" in env and "FZ_BASE=" + base in env and "FZ_WORKTREE=/" in env,
             "1: the agent's environment: %s" % env)
