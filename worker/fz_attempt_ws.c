@@ -35,7 +35,8 @@ struct fz_aws_t {
     char *cache_dir, *workdir, *repo, *check;
     char **bases;
     size_t nbases;
-    char **env; /* opts env + ours, for the check */
+    char **env; /* opts env (nenv copies), then ours (pointers into ws_env), for the check */
+    size_t nenv;
     bool keep;
     uint64_t task;
     uint32_t attempt;
@@ -137,7 +138,8 @@ static int s_copy_opts(fz_aws_t *self, const fz_aws_opts_t *o)
     self->check = s_dup(o->check);
     self->nbases = o->nbases;
     self->bases = s_strv(o->bases, o->nbases, 0);
-    self->env = s_strv(o->env, s_count(o->env), 3); /* room for ours */
+    self->nenv = s_count(o->env);
+    self->env = s_strv(o->env, self->nenv, 3); /* room for ours */
     if (!self->workdir || !self->bases || !self->env || (o->repo && *o->repo && !self->repo) ||
         (o->check && *o->check && !self->check) || (self->repo && !self->cache_dir))
         return -1;
@@ -266,9 +268,8 @@ static void s_set_env(fz_aws_t *self)
     snprintf(self->ws_env[1], sizeof self->ws_env[1], "FZ_BRANCH=%s",
              fz_workspace_branch(self->ws));
     snprintf(self->ws_env[2], sizeof self->ws_env[2], "FZ_BASE=%s", fz_workspace_base(self->ws));
-    size_t n = s_count((const char *const *)self->env);
-    for (int i = 0; i < 3; i++)
-        self->ws_envp[i] = self->env[n + (size_t)i] = self->ws_env[i];
+    for (size_t i = 0; i < 3; i++)
+        self->ws_envp[i] = self->env[self->nenv + i] = self->ws_env[i];
     fz_strcopy(self->res.ws.branch, sizeof self->res.ws.branch, fz_workspace_branch(self->ws));
     fz_strcopy(self->res.ws.base, sizeof self->res.ws.base, fz_workspace_base(self->ws));
 }
@@ -418,10 +419,8 @@ void fz_aws_destroy(fz_aws_t **self_p)
     fz_workspace_destroy(&self->ws);
     free(self->cache_dir), free(self->workdir), free(self->repo), free(self->check);
     s_strv_free(self->bases);
-    /* our three entries point into ws_env: cut them off before freeing the copies */
-    size_t n = s_count((const char *const *)self->env);
-    for (size_t i = 0; self->env && self->res.opened && i < 3 && n > i; i++)
-        self->env[n - 1 - i] = NULL;
+    if (self->env) /* our entries point into ws_env: cut them off before freeing the copies */
+        self->env[self->nenv] = NULL;
     s_strv_free(self->env);
     free(self);
     *self_p = NULL;
