@@ -35,6 +35,7 @@ void fz_broker_config_defaults(fz_broker_config_t *cfg)
     cfg->deadline_horizon = 3600;
     cfg->stall_s = 600;
     cfg->stall_kill_s = 0;
+    cfg->key_ttl_s = 86400;
 }
 
 void fz_broker_idkey(uint64_t id, char key[24])
@@ -292,6 +293,7 @@ static void s_tick(fz_broker_t *self, int64_t now, bool drained)
 
     if (fz_budget_rollover(&self->budget, fz_wall()))
         fz_life_budget_moved(self);
+    fz_requests_prune_keys(self, now);
 }
 
 static int s_poll_timeout(fz_broker_t *self, int64_t now)

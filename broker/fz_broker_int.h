@@ -54,6 +54,8 @@
 /* The PUB queue of one subscriber, in events: a stuck subscriber holds at most this many
    (each at most 16 KiB of output) before the broker drops its events. */
 #define FZ_PUB_HWM 5000
+/* How often expired idempotency keys are deleted (a lookup ignores them anyway). */
+#define FZ_KEY_PRUNE_MS (3600 * 1000)
 /* Tasks one priority inheritance may raise (a walk up a dependency graph). */
 #define FZ_INHERIT_MAX 4096
 /* Recent events kept for subscribers that missed some: at most this many, this many bytes. */
@@ -90,6 +92,7 @@ struct fz_broker_t {
     int64_t next_heartbeat_ms;
     int64_t next_rerank_ms;
     bool budget_moved; /* spend, reservations or cap changed: release held tasks this turn */
+    int64_t next_key_prune_ms; /* when expired idempotency keys are next deleted */
     uint64_t rng;
 };
 
@@ -220,6 +223,9 @@ void fz_requests_priority(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
 void fz_requests_escalate(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
 void fz_requests_purge(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
 void fz_requests_backup(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+/* Deletes expired idempotency keys, at most once per FZ_KEY_PRUNE_MS (and at the first
+   call): one indexed DELETE. */
+void fz_requests_prune_keys(fz_broker_t *self, int64_t now_ms);
 
 /* workers */
 void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason);

@@ -44,6 +44,8 @@ static void s_usage(FILE *out)
         "                         seconds is announced as stalled (default 600; 0 off)\n"
         "  --stall-kill S         ... and stopped as stalled, and retried, after S seconds\n"
         "                         (default 0: never; a task's --stall-kill wins)\n"
+        "  --key-ttl S            a submit's idempotency key is remembered S seconds\n"
+        "                         (default 86400: a retry within a day finds its tasks)\n"
         "  -v, --verbose          log every message\n"
         "  -h, --help             this help\n"
         "  -V, --version          print the version\n"
@@ -86,7 +88,8 @@ enum {
     OPT_AGING,
     OPT_HORIZON,
     OPT_STALL,
-    OPT_STALL_KILL
+    OPT_STALL_KILL,
+    OPT_KEY_TTL
 };
 
 static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose)
@@ -112,6 +115,7 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
                                          {"deadline-horizon", 1, 0, OPT_HORIZON},
                                          {"stall", 1, 0, OPT_STALL},
                                          {"stall-kill", 1, 0, OPT_STALL_KILL},
+                                         {"key-ttl", 1, 0, OPT_KEY_TTL},
                                          {"verbose", 0, 0, 'v'},
                                          {"help", 0, 0, 'h'},
                                          {"version", 0, 0, 'V'},
@@ -152,8 +156,9 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
         case OPT_BMAX:
         case OPT_STALL:
         case OPT_STALL_KILL:
+        case OPT_KEY_TTL:
             if (!fz_parse_uint(optarg, c == OPT_HB ? 3600000 : 100000000, &u) ||
-                (u == 0 && (c == OPT_MAXRUN || c == OPT_HB)))
+                (u == 0 && (c == OPT_MAXRUN || c == OPT_HB || c == OPT_KEY_TTL)))
                 return fz_bad_value("fz-broker", opts, c, optarg,
                                     "expected a positive whole number");
             if (c == OPT_MAXRUN)
@@ -174,6 +179,8 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
                 cfg->stall_s = (uint32_t)u;
             if (c == OPT_STALL_KILL)
                 cfg->stall_kill_s = (uint32_t)u;
+            if (c == OPT_KEY_TTL)
+                cfg->key_ttl_s = (uint32_t)u;
             break;
         case OPT_DEPTH:
         case OPT_CHILDREN:

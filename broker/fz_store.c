@@ -72,7 +72,11 @@ static const char *s_schema =
     " task INTEGER NOT NULL, dep INTEGER NOT NULL, kind INTEGER NOT NULL,"
     " PRIMARY KEY (task, dep)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS deps_dep ON deps(dep);"
-    "CREATE INDEX IF NOT EXISTS tasks_parent ON tasks(parent);";
+    "CREATE INDEX IF NOT EXISTS tasks_parent ON tasks(parent);"
+    /* Idempotency keys of submits (fz_store_keys.c); forgotten after the broker's TTL. */
+    "CREATE TABLE IF NOT EXISTS submit_keys (key TEXT PRIMARY KEY, created REAL NOT NULL,"
+    " tasks TEXT NOT NULL, state INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS submit_keys_created ON submit_keys(created);";
 
 /* Columns added after schema 1, for databases made before them (CREATE TABLE IF NOT EXISTS
    leaves an existing table as it is). */

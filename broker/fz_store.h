@@ -1,8 +1,8 @@
 /*  fz_store: the broker's durable state in one SQLite database (WAL).
 
-    Tables: tasks, task_labels, attempts, meta. The broker is the only writer. Writes of one
-    loop turn go into one transaction, opened by the first write (fz_store_* writers call
-    it themselves) and closed by fz_store_commit, which the broker calls before it sends any
+    Tables: tasks, task_labels, attempts, meta, deps, submit_keys. The broker is the only writer.
+   Writes of one loop turn go into one transaction, opened by the first write (fz_store_* writers
+   call it themselves) and closed by fz_store_commit, which the broker calls before it sends any
     reply or event of that turn: an acknowledgement always follows its fsync.
 
     Readers run on the same connection, so they see the turn's own writes. The store returns
@@ -152,6 +152,24 @@ int64_t fz_store_purge(fz_store_t *self, double before);
    temporary file renamed into place. Its size in bytes; -2 if path is the database itself,
    -1 if the copy failed (err says why). */
 int64_t fz_store_backup(fz_store_t *self, const char *path, char *err, size_t errlen);
+
+/* Idempotency keys of submits: what a key created (the ids of one submit or a whole batch,
+   in order, and the state a single submit was stored in; -1 for a batch). Written in the
+   turn's transaction with the tasks, so a key is stored exactly when its tasks are. */
+#define FZ_STORE_KEY_IDS 1000
+typedef struct {
+    uint64_t ids[FZ_STORE_KEY_IDS];
+    size_t n;
+    int state;
+} fz_store_key_t;
+/* Finds key among the keys created at or after `since` (unix time): 1 found (out filled),
+   0 not found, -1 on a store error. */
+int fz_store_key_find(fz_store_t *self, const char *key, double since, fz_store_key_t *out);
+/* Stores (or replaces an expired) key with what it created; 0, or -1 (the turn fails). */
+int fz_store_key_add(fz_store_t *self, const char *key, double created, const uint64_t *ids,
+                     size_t n, int state);
+/* Forgets the keys created before `before`: how many, -1 on error. */
+int64_t fz_store_key_prune(fz_store_t *self, double before);
 
 /* Small persistent settings (paused, budget). get returns dflt when unset. */
 double fz_store_meta_get(fz_store_t *self, const char *key, double dflt);

@@ -6,6 +6,7 @@
       fz_store_write.c  writes of tasks, attempts and dependencies
       fz_store_read.c   what the broker's memory reads back (live tasks, models, graph, spent)
       fz_store_rows.c   the rows replies are built from (fz_store_rows.h)
+      fz_store_keys.c   idempotency keys of submits
     The SQL plumbing below (fz_sql_*) is theirs: a cached statement, the turn's transaction
     opened by the first write, a write run to completion. */
 

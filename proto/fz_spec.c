@@ -31,10 +31,13 @@ static const fz_field_t f_submit[] = {{"prompt", FZ_T_STR, REQ, 1, FZ_MAX_PROMPT
                                       {"after_any_index", FZ_T_UINTARR, 0, 0, 256},
                                       {"stall", FZ_T_UINT, 0, 0, 31536000},
                                       {"stall_kill", FZ_T_UINT, 0, 0, 31536000},
+                                      {"idempotency_key", FZ_T_STR, 0, 1, 128},
                                       END};
 
-static const fz_field_t f_batch[] = {{"tasks", FZ_T_OBJARR, REQ, 1, 1000}, END};
-static const fz_field_t f_batch_reply[] = {{"tasks", FZ_T_UINTARR, REQ, 0, 1000}, END};
+static const fz_field_t f_batch[] = {
+    {"tasks", FZ_T_OBJARR, REQ, 1, 1000}, {"idempotency_key", FZ_T_STR, 0, 1, 128}, END};
+static const fz_field_t f_batch_reply[] = {
+    {"tasks", FZ_T_UINTARR, REQ, 0, 1000}, {"duplicate", FZ_T_BOOL, 0, 0, 0}, END};
 
 static const fz_field_t f_task_id[] = {{"task", FZ_T_UINT, REQ, 1, U64}, END};
 
@@ -43,8 +46,10 @@ static const fz_field_t f_list[] = {{"state", FZ_T_STR, 0, 0, 16},
                                     {"tail", FZ_T_BOOL, 0, 0, 0},
                                     END};
 
-static const fz_field_t f_submitted[] = {
-    {"task", FZ_T_UINT, REQ, 1, U64}, {"state", FZ_T_STR, 0, 0, 16}, END};
+static const fz_field_t f_submitted[] = {{"task", FZ_T_UINT, REQ, 1, U64},
+                                         {"state", FZ_T_STR, 0, 0, 16},
+                                         {"duplicate", FZ_T_BOOL, 0, 0, 0},
+                                         END};
 
 static const fz_field_t f_task_reply[] = {{"task", FZ_T_OBJECT, REQ, 0, 256},
                                           {"attempts", FZ_T_OBJARR, 0, 0, 100000},

@@ -169,8 +169,9 @@ static void test_open_creates_schema(void **state)
     fx_t *fx = *state;
     assert_int_equal(access(fx->path, F_OK), 0);
     assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND"
-                                  " name IN ('tasks','task_labels','attempts','meta','deps')"),
-                     5);
+                                  " name IN ('tasks','task_labels','attempts','meta','deps',"
+                                  "'submit_keys')"),
+                     6);
     assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND"
                                   " name IN ('tasks_state','attempts_ended','deps_dep',"
                                   "'tasks_parent')"),
@@ -186,7 +187,7 @@ static void test_open_creates_schema(void **state)
     assert_int_equal(fz_store_commit(fx->store), 0);
     s_reopen(fx);
     assert_true(fz_store_task_exists(fx->store, 1, NULL));
-    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"), 5);
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"), 6);
 
     /* A path that cannot be opened: NULL and a reason. */
     char err[256] = "";
@@ -1208,6 +1209,46 @@ static void test_backup(void **state)
     }
 }
 
+/* Idempotency keys: stored with the turn (a rolled-back turn forgets its key), found by
+   age, replaced once expired, pruned; a batch's ids come back in order. */
+static void test_submit_keys(void **state)
+{
+    fx_t *fx = *state;
+    fz_store_key_t k;
+    uint64_t one = s_add(fx, "single");
+    assert_int_equal(fz_store_key_add(fx->store, "a", 1000, &one, 1, FZ_STATE_QUEUED), 0);
+    uint64_t batch[3] = {7, 9, 8};
+    assert_int_equal(fz_store_key_add(fx->store, "b", 2000, batch, 3, -1), 0);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    assert_int_equal(fz_store_key_find(fx->store, "a", 500, &k), 1);
+    assert_int_equal(k.n, 1);
+    assert_int_equal(k.ids[0], one);
+    assert_int_equal(k.state, FZ_STATE_QUEUED);
+    assert_int_equal(fz_store_key_find(fx->store, "b", 500, &k), 1);
+    assert_int_equal(k.n, 3);
+    assert_int_equal(k.ids[0], 7);
+    assert_int_equal(k.ids[1], 9);
+    assert_int_equal(k.ids[2], 8);
+    assert_int_equal(k.state, -1);
+    /* Too old for the lookup: not found; and unknown keys are not found. */
+    assert_int_equal(fz_store_key_find(fx->store, "a", 1500, &k), 0);
+    assert_int_equal(fz_store_key_find(fx->store, "nope", 0, &k), 0);
+    /* A rolled-back turn takes its key with it. */
+    assert_int_equal(fz_store_key_add(fx->store, "c", 3000, &one, 1, FZ_STATE_QUEUED), 0);
+    fz_store_rollback(fx->store);
+    assert_int_equal(fz_store_key_find(fx->store, "c", 0, &k), 0);
+    /* An expired key may be used again: the new row replaces it. */
+    uint64_t two = 42;
+    assert_int_equal(fz_store_key_add(fx->store, "a", 4000, &two, 1, FZ_STATE_WAITING), 0);
+    assert_int_equal(fz_store_key_find(fx->store, "a", 3500, &k), 1);
+    assert_int_equal(k.ids[0], 42);
+    /* Pruning removes what is older than the bound, and only that. */
+    assert_int_equal(fz_store_key_prune(fx->store, 2500), 1);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    assert_int_equal(fz_store_key_find(fx->store, "b", 0, &k), 0);
+    assert_int_equal(fz_store_key_find(fx->store, "a", 0, &k), 1);
+}
+
 int main(void)
 {
     fz_log_init("store_test", FZ_LOG_ERROR);
@@ -1234,6 +1275,7 @@ int main(void)
         TEST(test_list_rows_many),
         TEST(test_cost_report_matches_spent),
         TEST(test_purge),
+        TEST(test_submit_keys),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
