@@ -66,7 +66,9 @@ static const fz_field_t f_status[] = {
     {"workers", FZ_T_UINT, 0, 0, U64},       {"idle_workers", FZ_T_UINT, 0, 0, U64},
     {"max_running", FZ_T_UINT, 0, 0, U64},   {"paused", FZ_T_BOOL, 0, 0, 0},
     {"spent_today", FZ_T_FLOAT, 0, 0, 1e12}, {"budget", FZ_T_FLOAT, 0, 0, 1e12},
-    {"reserved", FZ_T_FLOAT, 0, 0, 1e12},    END};
+    {"reserved", FZ_T_FLOAT, 0, 0, 1e12},    {"depth", FZ_T_BOOL, 0, 0, 0},
+    {"by_model", FZ_T_OBJARR, 0, 0, 256},    {"by_label", FZ_T_OBJARR, 0, 0, 256},
+    {"depth_truncated", FZ_T_BOOL, 0, 0, 0}, END};
 
 static const fz_field_t f_workers[] = {{"workers", FZ_T_OBJARR, 0, 0, 1000000}, END};
 
@@ -323,10 +325,19 @@ static const fz_field_t o_counts[] = {
     {"failed", FZ_T_UINT, REQ, 0, U64},     {"cancelled", FZ_T_UINT, REQ, 0, U64},
     {"dep-failed", FZ_T_UINT, REQ, 0, U64}, END};
 
-static const fz_msgspec_t s_objects[] = {
-    {"task", o_task},     {"task-listed", o_task_listed}, {"attempt", o_attempt},
-    {"worker", o_worker}, {"cost-row", o_cost_row},       {"counts", o_counts},
-    {NULL, NULL}};
+/* status.by_model, status.by_label: unfinished tasks per model or label, by state. */
+static const fz_field_t o_depth_row[] = {{"key", FZ_T_STR, REQ, 0, 1100},
+                                         {"queued", FZ_T_UINT, REQ, 0, U64},
+                                         {"held", FZ_T_UINT, REQ, 0, U64},
+                                         {"retrying", FZ_T_UINT, REQ, 0, U64},
+                                         {"waiting", FZ_T_UINT, REQ, 0, U64},
+                                         {"running", FZ_T_UINT, REQ, 0, U64},
+                                         END};
+
+static const fz_msgspec_t s_objects[] = {{"task", o_task},           {"task-listed", o_task_listed},
+                                         {"attempt", o_attempt},     {"worker", o_worker},
+                                         {"cost-row", o_cost_row},   {"counts", o_counts},
+                                         {"depth-row", o_depth_row}, {NULL, NULL}};
 
 /* ---------------------------------------------------------------- events (section 6) */
 
@@ -451,6 +462,8 @@ static const struct {
                {"workers", "workers", "worker"},
                {"cost", "rows", "cost-row"},
                {"status", "counts", "counts"},
+               {"status", "by_model", "depth-row"},
+               {"status", "by_label", "depth-row"},
                {"submit-batch", "tasks", "submit"},
                {"events", "events", "event"}};
 

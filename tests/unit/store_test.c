@@ -1249,6 +1249,60 @@ static void test_submit_keys(void **state)
     assert_int_equal(fz_store_key_find(fx->store, "a", 0, &k), 1);
 }
 
+typedef struct {
+    fz_store_depth_t rows[8];
+    size_t n;
+} depth_rows_t;
+
+static void s_depth_collect(void *arg, const fz_store_depth_t *row)
+{
+    depth_rows_t *d = arg;
+    if (d->n < 8)
+        d->rows[d->n++] = *row;
+}
+
+/* Queue depth: per model and per label, by state, ended tasks left out; capped rows say so. */
+static void test_depth(void **state)
+{
+    fx_t *fx = *state;
+    fz_store_newtask_t t = {0};
+    t.prompt = "p";
+    t.prompt_len = 1;
+    t.model = "sonnet";
+    t.state = FZ_STATE_QUEUED;
+    msgpack_object_kv kv = {{.type = MSGPACK_OBJECT_STR, .via.str = {4, "team"}},
+                            {.type = MSGPACK_OBJECT_STR, .via.str = {3, "web"}}};
+    msgpack_object labels = {.type = MSGPACK_OBJECT_MAP, .via.map = {1, &kv}};
+    t.labels = &labels;
+    assert_true(fz_store_task_add(fx->store, &t) > 0);
+    t.state = FZ_STATE_HELD;
+    assert_true(fz_store_task_add(fx->store, &t) > 0);
+    t.state = FZ_STATE_SUCCEEDED; /* ended: not counted */
+    assert_true(fz_store_task_add(fx->store, &t) > 0);
+    t.model = "";
+    t.labels = NULL;
+    t.state = FZ_STATE_QUEUED;
+    assert_true(fz_store_task_add(fx->store, &t) > 0);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+
+    depth_rows_t d = {0};
+    assert_int_equal(fz_store_depth(fx->store, false, 10, s_depth_collect, &d), 0);
+    assert_int_equal(d.n, 2);
+    assert_string_equal(d.rows[0].key, "");
+    assert_int_equal(d.rows[0].counts[0], 1);
+    assert_string_equal(d.rows[1].key, "sonnet");
+    assert_int_equal(d.rows[1].counts[0], 1); /* queued */
+    assert_int_equal(d.rows[1].counts[1], 1); /* held */
+    memset(&d, 0, sizeof d);
+    assert_int_equal(fz_store_depth(fx->store, true, 10, s_depth_collect, &d), 0);
+    assert_int_equal(d.n, 1);
+    assert_string_equal(d.rows[0].key, "team=web");
+    assert_int_equal(d.rows[0].counts[0] + d.rows[0].counts[1], 2);
+    memset(&d, 0, sizeof d);
+    assert_int_equal(fz_store_depth(fx->store, false, 1, s_depth_collect, &d), 1);
+    assert_int_equal(d.n, 1);
+}
+
 int main(void)
 {
     fz_log_init("store_test", FZ_LOG_ERROR);
@@ -1276,6 +1330,7 @@ int main(void)
         TEST(test_cost_report_matches_spent),
         TEST(test_purge),
         TEST(test_submit_keys),
+        TEST(test_depth),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
