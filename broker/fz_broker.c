@@ -447,6 +447,7 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
     self->timed = zlistx_new();
     self->sched = fz_sched_new(cfg->max_running);
     self->history = fz_history_new(FZ_HISTORY_EVENTS, FZ_HISTORY_BYTES);
+    self->guard = fz_guard_new();
     zhashx_set_destructor(self->tasks, s_task_free);
     zhashx_set_destructor(self->workers, s_worker_free);
     s_parse_whitelist(self);
@@ -506,6 +507,7 @@ void fz_broker_destroy(fz_broker_t **self_p)
     fz_history_destroy(&self->history);
     fz_sched_destroy(&self->sched);
     zhashx_destroy(&self->workers);
+    zhashx_destroy(&self->guard);
     zhashx_destroy(&self->tasks);
     for (size_t i = 0; i < self->nallowed; i++)
         free(self->allowed[i]);

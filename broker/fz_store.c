@@ -65,6 +65,7 @@ static const char *s_schema =
     " class TEXT NOT NULL DEFAULT '', reset_at REAL NOT NULL DEFAULT 0,"
     " tokens_cache_read INTEGER NOT NULL DEFAULT 0,"
     " tokens_cache_write INTEGER NOT NULL DEFAULT 0,"
+    " charged REAL," /* NULL: charged as reported; else a suspect cost held to this */
     " PRIMARY KEY (task, n)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS attempts_ended ON attempts(ended);"
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
@@ -93,6 +94,7 @@ static const struct {
     {"attempts", "reset_at", "REAL NOT NULL DEFAULT 0"},
     {"attempts", "tokens_cache_read", "INTEGER NOT NULL DEFAULT 0"},
     {"attempts", "tokens_cache_write", "INTEGER NOT NULL DEFAULT 0"},
+    {"attempts", "charged", "REAL"},
 };
 
 static bool s_has_column(sqlite3 *db, const char *table, const char *column)

@@ -98,6 +98,10 @@ typedef struct {
     uint64_t tokens_cache_read, tokens_cache_write;
 } fz_result_t;
 
+/* Attempt n's reported cost was not believed (fz_rules_charge): the budget books `charged`
+   for it (attempts.charged; cost_usd keeps what was reported). 0 or -1. */
+int fz_store_attempt_charged(fz_store_t *self, uint64_t id, uint32_t n, double charged);
+
 /* Records the end of attempt n and the task's new state. Returns 1 if recorded, 0 if that
    attempt had already ended (a duplicate result), -1 on error. */
 int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_result_t *r,

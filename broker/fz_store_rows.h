@@ -69,6 +69,8 @@ typedef struct {
     const char *class_name;
     double reset_at;
     uint64_t tokens_cache_read, tokens_cache_write;
+    bool suspect;   /* its reported cost was not believed: */
+    double charged; /* ... the budget booked this instead */
 } fz_store_attempt_row_t;
 
 /* One label of a task. */

@@ -94,6 +94,10 @@ static fz_enc_t *s_attempt_map(const fz_store_attempt_row_t *a)
     fz_enc_float(e, "reset_at", a->reset_at);
     fz_enc_uint(e, "tokens_cache_read", a->tokens_cache_read);
     fz_enc_uint(e, "tokens_cache_write", a->tokens_cache_write);
+    if (a->suspect) {
+        fz_enc_bool(e, "suspect", true);
+        fz_enc_float(e, "charged", a->charged);
+    }
     return e;
 }
 

@@ -297,6 +297,8 @@ static const fz_field_t o_attempt[] = {{"n", FZ_T_UINT, REQ, 1, 100000},
                                        {"reset_at", FZ_T_FLOAT, REQ, 0, T_TIME},
                                        {"tokens_cache_read", FZ_T_UINT, REQ, 0, U64},
                                        {"tokens_cache_write", FZ_T_UINT, REQ, 0, U64},
+                                       {"suspect", FZ_T_BOOL, 0, 0, 0},
+                                       {"charged", FZ_T_FLOAT, 0, 0, T_USD},
                                        END};
 
 static const fz_field_t o_worker[] = {{"name", FZ_T_STR, REQ, 1, FZ_MAX_NAME},
@@ -363,7 +365,9 @@ static const fz_msgspec_t s_objects[] = {{"task", o_task},           {"task-list
     {"cost_usd", FZ_T_FLOAT, 0, 0, T_USD},                                                         \
     {"duration_ms", FZ_T_UINT, 0, 0, U64},                                                         \
     {"summary", FZ_T_STR, 0, 0, 4096},                                                             \
-    {"class", FZ_T_STR, 0, 1, 32}
+    {"class", FZ_T_STR, 0, 1, 32},                                                                 \
+    {"suspect", FZ_T_BOOL, 0, 0, 0},                                                               \
+    {"charged", FZ_T_FLOAT, 0, 0, T_USD}
 #define EV_WORKER                                                                                  \
     EV_BASE,                                                                                       \
     {"worker", FZ_T_STR, REQ, 1, FZ_MAX_NAME},                                                     \
@@ -417,6 +421,7 @@ static const fz_field_t e_unhealthy[] = {EV_BASE,
                                          {"worker", FZ_T_STR, REQ, 1, FZ_MAX_NAME},
                                          {"class", FZ_T_STR, REQ, 1, 32},
                                          {"model", FZ_T_STR, REQ, 0, FZ_MAX_NAME},
+                                         {"until", FZ_T_FLOAT, 0, 0, T_TIME},
                                          END};
 static const fz_field_t e_version[] = {EV_BASE, {"version", FZ_T_STR, REQ, 1, 64}, END};
 static const fz_field_t e_budget[] = {EV_BASE, {"cap", FZ_T_FLOAT, REQ, 0, T_USD}, END};
