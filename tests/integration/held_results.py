@@ -83,6 +83,8 @@ def suspect_cost(f, ev):
     a = t["attempts"][0]
     h.check(a["cost_usd"] == 1e6 and a.get("suspect") is True and a.get("charged") == 2.0,
             "the attempt: cost %r suspect %r charged %r" % (a["cost_usd"], a.get("suspect"), a.get("charged")))
+    shown = f.run_tool("fz-ctl", "show", str(tid)).stdout
+    h.check("SUSPECT" in shown and "$2.0000" in shown, "fz-ctl show says nothing: %s" % shown)
     budget = f.ok("budget")
     h.check(budget["spent"] == 2.0, "the day's spend after the lie: %r" % budget["spent"])
     h.wait_for(lambda: [e for topic, e in ev.pump() if topic == "task.succeeded"
