@@ -453,7 +453,7 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
     s_parse_whitelist(self);
     for (int i = 0; self->sched && i < cfg->nmodel_caps; i++)
         fz_sched_set_cap(self->sched, cfg->model_caps[i].name, cfg->model_caps[i].cap);
-    self->store = fz_store_open(cfg->db, cfg->sync_full, err, errlen);
+    self->store = fz_store_open_checked(cfg->db, cfg->sync_full, cfg->integrity_check, err, errlen);
     if (!self->store)
         goto fail;
     int rc = s_load(self);

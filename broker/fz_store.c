@@ -220,13 +220,15 @@ static bool s_truncated(const char *path, char *err, size_t errlen)
     return true;
 }
 
-/* SQLite's quick_check on an existing store: damage is refused at start, never served
+/* SQLite's quick_check (or with full, integrity_check: it also compares every index with
+   its table, O(N log N)) on an existing store: damage is refused at start, never served
    quietly (a damaged index loses tasks without a word). */
-static bool s_damaged(sqlite3 *db, const char *path, char *err, size_t errlen)
+static bool s_damaged(sqlite3 *db, const char *path, bool full, char *err, size_t errlen)
 {
     sqlite3_stmt *st = NULL;
     char first[200] = "";
-    if (sqlite3_prepare_v2(db, "PRAGMA quick_check(3)", -1, &st, NULL) != SQLITE_OK) {
+    const char *check = full ? "PRAGMA integrity_check(3)" : "PRAGMA quick_check(3)";
+    if (sqlite3_prepare_v2(db, check, -1, &st, NULL) != SQLITE_OK) {
         snprintf(first, sizeof first, "%s", sqlite3_errmsg(db));
     } else {
         int rc = sqlite3_step(st);
@@ -239,14 +241,20 @@ static bool s_damaged(sqlite3 *db, const char *path, char *err, size_t errlen)
     if (strcmp(first, "ok") == 0)
         return false;
     snprintf(err, errlen,
-             "database %s is damaged (SQLite quick_check: %s). fz will not serve it: restore it "
+             "database %s is damaged (SQLite %s: %s). fz will not serve it: restore it "
              "from a backup (fz-ctl backup), or rescue what SQLite can read with "
-             "`sqlite3 %s .recover | sqlite3 NEW.db` and start the broker on NEW.db",
-             path, first, path);
+             "`fz-broker --db %s --recover` (it keeps the damaged file)",
+             path, full ? "integrity_check" : "quick_check", first, path);
     return true;
 }
 
 fz_store_t *fz_store_open(const char *path, bool sync_full, char *err, size_t errlen)
+{
+    return fz_store_open_checked(path, sync_full, false, err, errlen);
+}
+
+fz_store_t *fz_store_open_checked(const char *path, bool sync_full, bool full_check, char *err,
+                                  size_t errlen)
 {
     if (s_truncated(path, err, errlen))
         return NULL;
@@ -292,7 +300,7 @@ fz_store_t *fz_store_open(const char *path, bool sync_full, char *err, size_t er
         fz_store_destroy(&self);
         return NULL;
     }
-    if (version >= 1 && s_damaged(self->db, path, err, errlen)) {
+    if (version >= 1 && s_damaged(self->db, path, full_check, err, errlen)) {
         fz_store_destroy(&self);
         return NULL;
     }

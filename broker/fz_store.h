@@ -27,6 +27,17 @@ typedef struct fz_store_t fz_store_t;
 /* Opens (creating if needed) the database at path. sync_full chooses synchronous=FULL (safe
    on power loss) over NORMAL (safe on process crash). NULL on failure, err says why. */
 fz_store_t *fz_store_open(const char *path, bool sync_full, char *err, size_t errlen);
+/* The same, checking an existing database with SQLite's full integrity_check (full_check:
+   every index against its table, slower) instead of quick_check. */
+fz_store_t *fz_store_open_checked(const char *path, bool sync_full, bool full_check, char *err,
+                                  size_t errlen);
+/* Rebuilds what SQLite can still read of the (damaged) database at path into a new file in
+   fz's schema, table by table from the tables' own b-trees (indexes are rebuilt, never
+   read), checks it with integrity_check, then moves the damaged file (and its -wal, -shm)
+   aside to PATH.damaged-TIMESTAMP and puts the rebuilt one in its place. Refused while a
+   broker holds the database. 0, or -1 (err says why; the damaged file is left where it
+   was). report gets one line of what was done. */
+int fz_store_recover(const char *path, char *report, size_t reportlen, char *err, size_t errlen);
 void fz_store_destroy(fz_store_t **self_p);
 
 /* Commits the turn's transaction if one is open; 0 on success, -1 (rolled back) when the
