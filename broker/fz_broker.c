@@ -35,6 +35,7 @@ void fz_broker_config_defaults(fz_broker_config_t *cfg)
     cfg->deadline_horizon = 3600;
     cfg->stall_s = 600;
     cfg->stall_kill_s = 0;
+    cfg->key_ttl_s = 86400;
 }
 
 void fz_broker_idkey(uint64_t id, char key[24])
@@ -292,6 +293,7 @@ static void s_tick(fz_broker_t *self, int64_t now, bool drained)
 
     if (fz_budget_rollover(&self->budget, fz_wall()))
         fz_life_budget_moved(self);
+    fz_requests_prune_keys(self, now);
 }
 
 static int s_poll_timeout(fz_broker_t *self, int64_t now)
@@ -449,12 +451,13 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
     self->racing = zlistx_new();
     self->sched = fz_sched_new(cfg->max_running);
     self->history = fz_history_new(FZ_HISTORY_EVENTS, FZ_HISTORY_BYTES);
+    self->guard = fz_guard_new();
     zhashx_set_destructor(self->tasks, s_task_free);
     zhashx_set_destructor(self->workers, s_worker_free);
     s_parse_whitelist(self);
     for (int i = 0; self->sched && i < cfg->nmodel_caps; i++)
         fz_sched_set_cap(self->sched, cfg->model_caps[i].name, cfg->model_caps[i].cap);
-    self->store = fz_store_open(cfg->db, cfg->sync_full, err, errlen);
+    self->store = fz_store_open_checked(cfg->db, cfg->sync_full, cfg->integrity_check, err, errlen);
     if (!self->store)
         goto fail;
     int rc = s_load(self);
@@ -509,6 +512,7 @@ void fz_broker_destroy(fz_broker_t **self_p)
     fz_history_destroy(&self->history);
     fz_sched_destroy(&self->sched);
     zhashx_destroy(&self->workers);
+    zhashx_destroy(&self->guard);
     zhashx_destroy(&self->tasks);
     for (size_t i = 0; i < self->nallowed; i++)
         free(self->allowed[i]);

@@ -42,6 +42,8 @@ typedef struct {
     double deadline_horizon; /* seconds before a deadline its boost starts */
     uint32_t stall_s;        /* default: no sign of life this long announces task.stalled */
     uint32_t stall_kill_s;   /* default: ... and this long stops the attempt (0 = never) */
+    uint32_t key_ttl_s;      /* a submit's idempotency key is remembered this long */
+    bool integrity_check;    /* check the store with integrity_check, not quick_check */
 } fz_broker_config_t;
 
 /* Fills a config with the documented defaults. */

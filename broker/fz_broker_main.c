@@ -7,6 +7,7 @@
 
 #include "fz_broker.h"
 #include "fz_net.h"
+#include "fz_store.h"
 
 static void s_usage(FILE *out)
 {
@@ -44,6 +45,15 @@ static void s_usage(FILE *out)
         "                         seconds is announced as stalled (default 600; 0 off)\n"
         "  --stall-kill S         ... and stopped as stalled, and retried, after S seconds\n"
         "                         (default 0: never; a task's --stall-kill wins)\n"
+        "  --integrity-check      check the store at start with SQLite's full integrity_check\n"
+        "                         (every index against its table; slower on a big store)\n"
+        "                         instead of quick_check; damage refuses the start (exit 1)\n"
+        "  --recover              do not start: rebuild what SQLite can read of a damaged\n"
+        "                         --db into a new file (with the sqlite3 tool's .recover),\n"
+        "                         check it, keep the damaged one as DB.damaged-TIME and put\n"
+        "                         the rebuilt one in its place (exit 0; 1 if it failed)\n"
+        "  --key-ttl S            a submit's idempotency key is remembered S seconds\n"
+        "                         (default 86400: a retry within a day finds its tasks)\n"
         "  -v, --verbose          log every message\n"
         "  -h, --help             this help\n"
         "  -V, --version          print the version\n"
@@ -86,10 +96,13 @@ enum {
     OPT_AGING,
     OPT_HORIZON,
     OPT_STALL,
-    OPT_STALL_KILL
+    OPT_STALL_KILL,
+    OPT_KEY_TTL,
+    OPT_INTEGRITY,
+    OPT_RECOVER
 };
 
-static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose)
+static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose, bool *recover)
 {
     static const struct option opts[] = {{"bind", 1, 0, OPT_BIND},
                                          {"events", 1, 0, OPT_EVENTS},
@@ -112,6 +125,9 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
                                          {"deadline-horizon", 1, 0, OPT_HORIZON},
                                          {"stall", 1, 0, OPT_STALL},
                                          {"stall-kill", 1, 0, OPT_STALL_KILL},
+                                         {"key-ttl", 1, 0, OPT_KEY_TTL},
+                                         {"integrity-check", 0, 0, OPT_INTEGRITY},
+                                         {"recover", 0, 0, OPT_RECOVER},
                                          {"verbose", 0, 0, 'v'},
                                          {"help", 0, 0, 'h'},
                                          {"version", 0, 0, 'V'},
@@ -152,8 +168,9 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
         case OPT_BMAX:
         case OPT_STALL:
         case OPT_STALL_KILL:
+        case OPT_KEY_TTL:
             if (!fz_parse_uint(optarg, c == OPT_HB ? 3600000 : 100000000, &u) ||
-                (u == 0 && (c == OPT_MAXRUN || c == OPT_HB)))
+                (u == 0 && (c == OPT_MAXRUN || c == OPT_HB || c == OPT_KEY_TTL)))
                 return fz_bad_value("fz-broker", opts, c, optarg,
                                     "expected a positive whole number");
             if (c == OPT_MAXRUN)
@@ -174,6 +191,8 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
                 cfg->stall_s = (uint32_t)u;
             if (c == OPT_STALL_KILL)
                 cfg->stall_kill_s = (uint32_t)u;
+            if (c == OPT_KEY_TTL)
+                cfg->key_ttl_s = (uint32_t)u;
             break;
         case OPT_DEPTH:
         case OPT_CHILDREN:
@@ -203,6 +222,12 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
             else
                 cfg->default_task_cost = d;
             break;
+        case OPT_INTEGRITY:
+            cfg->integrity_check = true;
+            break;
+        case OPT_RECOVER:
+            *recover = true;
+            break;
         case 'v':
             *verbose = true;
             break;
@@ -227,8 +252,8 @@ int main(int argc, char **argv)
     fz_broker_config_defaults(&cfg);
     cfg.bind = fz_endpoint(NULL, "FZ_BROKER", FZ_DEFAULT_BROKER);
     cfg.events = fz_endpoint(NULL, "FZ_EVENTS", FZ_DEFAULT_EVENTS);
-    bool verbose = false;
-    int rc = s_parse(argc, argv, &cfg, &verbose);
+    bool verbose = false, recover = false;
+    int rc = s_parse(argc, argv, &cfg, &verbose, &recover);
     if (rc)
         return rc;
     fz_log_init("fz-broker", verbose ? FZ_LOG_DEBUG : FZ_LOG_INFO);
@@ -248,8 +273,17 @@ int main(int argc, char **argv)
         snprintf(dbpath, sizeof dbpath, "%s/fz.db", state);
         cfg.db = dbpath;
     }
-    fz_net_init();
     char err[512];
+    if (recover) {
+        char report[1024] = "";
+        if (fz_store_recover(cfg.db, report, sizeof report, err, sizeof err) < 0) {
+            fprintf(stderr, "fz-broker: recovery of %s failed: %s\n", cfg.db, err);
+            return 1;
+        }
+        printf("fz-broker: %s\n", report);
+        return 0;
+    }
+    fz_net_init();
     fz_broker_t *broker = fz_broker_new(&cfg, err, sizeof err);
     if (!broker) {
         fprintf(stderr, "fz-broker: %s\n", err);

@@ -187,7 +187,8 @@ static const char *SQL_ATTEMPTS =
     " CASE WHEN n > ?2 THEN output ELSE X'' END AS output, log, reserved,"
     " n <= ?2 AND length(output) > 0 AS output_dropped, class, reset_at, tokens_cache_read,"
     " tokens_cache_write, branch, base_commit, head_commit, files, insertions, deletions,"
-    " check_status, check_exit, CASE WHEN n > ?2 THEN check_output ELSE X'' END"
+    " check_status, check_exit, CASE WHEN n > ?2 THEN check_output ELSE X'' END,"
+    " charged"
     " FROM attempts WHERE task = ?1 ORDER BY n";
 static const char *SQL_ATTEMPT_SIZES = "SELECT n, length(output) + length(summary) + length(log) + "
                                        "ifnull(length(check_output), 0) + 400"
@@ -249,6 +250,8 @@ bool fz_store_rows_attempt(fz_store_rows_t *rows, fz_store_attempt_row_t *row)
         .class_name = s_text(st, 17),
         .reset_at = sqlite3_column_double(st, 18),
         .tokens_cache_read = s_uint(st, 19),
+        .suspect = sqlite3_column_type(st, 30) != SQLITE_NULL,
+        .charged = sqlite3_column_double(st, 30),
         .tokens_cache_write = s_uint(st, 20),
         .branch = s_text(st, 21),
         .base_commit = s_text(st, 22),
@@ -330,7 +333,8 @@ int fz_store_counts(fz_store_t *self, uint64_t counts[FZ_STATE_COUNT])
 }
 
 #define COST_AGG                                                                                   \
-    " COUNT(*), SUM(a.cost_usd), SUM(a.tokens_in), SUM(a.tokens_out), SUM(a.duration_ms)"          \
+    " COUNT(*), SUM(COALESCE(a.charged, a.cost_usd)), SUM(a.tokens_in), SUM(a.tokens_out),"        \
+    " SUM(a.duration_ms)"                                                                          \
     " FROM attempts a"
 /* By fz_store_cost_by_t. */
 static const char *const s_cost_sql[FZ_STORE_COST_COUNT] = {

@@ -79,6 +79,8 @@ typedef struct {
     int64_t check_exit;
     const void *check_output; /* never NULL */
     size_t check_output_len;
+    bool suspect;   /* its reported cost was not believed: */
+    double charged; /* ... the budget booked this instead */
 } fz_store_attempt_row_t;
 
 /* One label of a task. */

@@ -299,6 +299,9 @@ static void s_print_attempt(const msgpack_object *task, const msgpack_object *a,
         fprintf(out, " (cache: %llu read, %llu written)", (unsigned long long)cr,
                 (unsigned long long)cw);
     fprintf(out, "\n");
+    if (fz_obj_bool(a, "suspect", false))
+        fprintf(out, "  SUSPECT   the reported cost cannot be real: the budget was charged $%.4f\n",
+                fz_obj_float(a, "charged", 0));
     if (s_has_text(a, "class")) {
         char cls[40], reset[32];
         fprintf(out, "  failure   %s", s_text(a, "class", 32, cls, sizeof cls));

@@ -51,6 +51,7 @@ struct fz_slot_t {
     bool interrupted;      /* the current agent was cancelled because the worker stops */
     int64_t stall_ms;      /* the current attempt's stall limit (announce-only; 0 none) */
     bool stall_logged;     /* the stall limit was passed and said in the log */
+    int64_t busy_ms;       /* last time an agent ran or a result waited (--idle-exit) */
 };
 
 /* A result's contents: from the agent's status, or zeros for an attempt that ran none. */
@@ -480,6 +481,7 @@ static fz_agent_t *s_start_real(fz_slot_t *self, fz_msg_t *msg, fz_agent_opts_t 
     opts->log_path = log;
     opts->report_path = report;
     opts->env = envp;
+    opts->pass_env = self->cfg.pass_env;
     fz_agent_t *agent = cmd ? fz_agent_start(opts, err, errlen) : NULL;
     free(cmd);
     return agent;
@@ -706,6 +708,23 @@ void fz_slot_destroy(fz_slot_t **self_p)
     *self_p = NULL;
 }
 
+/* --once: the first task taken (an agent, or a result owed) drains the worker; --idle-exit:
+   so does a time without either. Draining does the rest (finish, report, ack, bye). */
+static void s_once_or_idle(fz_slot_t *self, int64_t now)
+{
+    bool busy = self->agent || self->npending;
+    if (busy || !self->busy_ms)
+        self->busy_ms = now;
+    bool once = self->cfg.once && busy;
+    bool idle = self->cfg.idle_exit_s && now - self->busy_ms >= self->cfg.idle_exit_s * 1000LL;
+    if (self->draining || (!once && !idle))
+        return;
+    self->draining = true;
+    fz_info("%s", once ? "--once: this task is the last; leaving when its result is acknowledged"
+                       : "--idle-exit: no task for that long; leaving");
+    s_heartbeat(self);
+}
+
 /* First signal: stop the agent, report it and wait for the ack; second: leave now. */
 static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
 {
@@ -719,10 +738,14 @@ static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
                 self->agent ? "finishing the running agent, then leaving" : "no agent; leaving");
         s_heartbeat(self);
     }
+    s_once_or_idle(self, now);
     if (self->draining && !self->stopping && !self->agent) {
         self->stopping = true;
-        *leave_at = now + 5000; /* for the last result's acknowledgement */
+        /* for the last result's acknowledgement; --once waits for it as long as it takes */
+        *leave_at = self->cfg.once ? INT64_MAX : now + 5000;
     }
+    if (signals == 1 && self->stopping && *leave_at == INT64_MAX)
+        *leave_at = now + 5000; /* --once waiting for its ack: a signal bounds the wait */
     if (signals == 1 && !self->stopping) {
         self->stopping = true;
         fz_info("stopping: %s", self->agent ? "interrupting the running agent" : "no agent");

@@ -165,13 +165,17 @@ class Client:
 
     def submit(self, prompt, priority=None, model=None, timeout=None, max_cost=None,
                labels=None, retries=None, fallback=None, after=None, after_any=None,
-               parent=None, name=None, deadline=None):
-        """Submits a task; returns its id. The task is stored durably when this returns."""
+               parent=None, name=None, deadline=None, idempotency_key=None, tries=6):
+        """Submits a task; returns its id. The task is stored durably when this returns.
+        With idempotency_key (at most 128 bytes) the broker stores it once: a reply lost to
+        a timeout is asked for again, up to `tries` sends, and a resend is answered with
+        the task the first one stored."""
         if isinstance(prompt, bytes):
             prompt = prompt.decode("utf-8")
         if len(prompt.encode("utf-8")) > MAX_PROMPT:
             raise FzError("too-large", "the prompt is over the limit of %d bytes" % MAX_PROMPT)
-        reply = self._expect("submit", "submitted", prompt=prompt, priority=priority,
+        reply = self._keyed("submit", "submitted", idempotency_key, tries, prompt=prompt,
+                            priority=priority,
                              model=model, timeout=timeout,
                              max_cost=None if max_cost is None else float(max_cost),
                              labels=labels, retries=retries,
@@ -182,15 +186,29 @@ class Client:
                              deadline=None if deadline is None else float(deadline))
         return reply["task"]
 
-    def submit_batch(self, tasks):
+    def _keyed(self, type_, expect, key, tries, **fields):
+        """A request with an idempotency key, sent again while its reply is lost (or the
+        broker could not store it): the key makes every resend safe. Without a key: once."""
+        for i in range(1, (tries if key else 1) + 1):
+            try:
+                return self._expect(type_, expect, idempotency_key=key, **fields)
+            except FzError as e:
+                if i >= tries or e.code not in ("unreachable", "unavailable"):
+                    raise
+                if e.code == "unavailable":
+                    time.sleep(1.0)
+
+    def submit_batch(self, tasks, idempotency_key=None, tries=6):
         """Submits a graph of tasks at once (PROTOCOL.md, submit-batch): each a dict of submit
         fields, naming earlier ones of the list by position in "after_index" /
-        "after_any_index". All are stored, or none (FzError). Returns their ids, in order."""
+        "after_any_index". All are stored, or none (FzError). Returns their ids, in order.
+        idempotency_key and tries as for submit: a resend returns the same ids."""
         for i, t in enumerate(tasks):
             for key in ("after_index", "after_any_index"):
                 if any(not isinstance(j, int) or not 0 <= j < i for j in t.get(key, [])):
                     raise FzError("invalid", "task %d: %s must name earlier tasks" % (i, key))
-        return self._expect("submit-batch", "submitted-batch", tasks=list(tasks))["tasks"]
+        return self._keyed("submit-batch", "submitted-batch", idempotency_key, tries,
+                           tasks=list(tasks))["tasks"]
 
     def events(self, since=0):
         """The recent events numbered after `since` that the broker still holds, oldest first
@@ -304,6 +322,7 @@ def _parser():
     s.add_argument("--after-any", type=_ids)
     s.add_argument("--parent", type=int)
     s.add_argument("--name")
+    s.add_argument("--idempotency-key", help="stored once per key; a lost reply is resent")
     for name in ("get", "cancel"):
         sub.add_parser(name, help="%s a task" % name).add_argument("id", type=int)
     for name in ("list", "status", "workers", "ping"):
@@ -316,7 +335,8 @@ def _submit(fz, a):
     task_id = fz.submit(prompt, priority=a.priority, model=a.model, timeout=a.timeout,
                         max_cost=a.max_cost, labels=dict(a.label) if a.label else None,
                         retries=a.retries, fallback=a.fallback, after=a.after,
-                        after_any=a.after_any, parent=a.parent, name=a.name)
+                        after_any=a.after_any, parent=a.parent, name=a.name,
+                        idempotency_key=a.idempotency_key)
     if not a.wait:
         if a.json:
             _print_json({"task": task_id, "state": "queued"})
