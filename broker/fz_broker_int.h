@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "fz_auth.h"
 #include "fz_broker.h"
 #include "fz_budget.h"
 #include "fz_history.h"
@@ -91,6 +92,9 @@ struct fz_broker_t {
     int64_t next_rerank_ms;
     bool budget_moved; /* spend, reservations or cap changed: release held tasks this turn */
     uint64_t rng;
+    fz_auth_t *auth;              /* the ZAP handler; NULL: CURVE off, every peer is admin */
+    fz_role_t peer_role;          /* the role of the message being handled */
+    char peer_user[FZ_AUTH_USER]; /* its ZAP user id ("client:alice"); "" with CURVE off */
 };
 
 /* A stack of (id, state) pairs: graph walks use it instead of recursion, so a dependency

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "fz_broker.h"
+#include "fz_curve.h"
+#include "fz_keydir.h"
 #include "fz_net.h"
 
 static void s_usage(FILE *out)
@@ -44,12 +46,16 @@ static void s_usage(FILE *out)
         "                         seconds is announced as stalled (default 600; 0 off)\n"
         "  --stall-kill S         ... and stopped as stalled, and retried, after S seconds\n"
         "                         (default 0: never; a task's --stall-kill wins)\n"
+        "  --curve-secret FILE    the broker's secret key (fz-ctl keygen): CURVE on both\n"
+        "                         sockets, every peer needs a known key (with --keys)\n"
+        "  --keys DIR             known public keys: DIR/clients, DIR/workers, DIR/admins\n"
+        "                         (the folder gives the role; read again at each connection)\n"
         "  -v, --verbose          log every message\n"
         "  -h, --help             this help\n"
         "  -V, --version          print the version\n"
         "\n"
         "Exit status: 0 stopped by SIGTERM/SIGINT, 1 runtime error (endpoint in use,\n"
-        "database unusable), 2 bad usage.\n");
+        "database unusable), 2 bad usage (a key file or key folder that cannot be used too).\n");
 }
 
 static int s_model_cap(fz_broker_config_t *cfg, const char *arg)
@@ -62,6 +68,26 @@ static int s_model_cap(fz_broker_config_t *cfg, const char *arg)
         return fz_bad_flag("fz-broker", "--model-cap", arg, "too many model caps");
     snprintf(cfg->model_caps[cfg->nmodel_caps].name, 65, "%.*s", (int)(eq - arg), arg);
     cfg->model_caps[cfg->nmodel_caps++].cap = (uint32_t)n;
+    return 0;
+}
+
+/* --curve-secret and --keys go together, and both must be usable: a bad key is bad usage. */
+static int s_check_curve(const fz_broker_config_t *cfg)
+{
+    if (!cfg->curve_secret && !cfg->keys_dir)
+        return 0;
+    if (!cfg->curve_secret || !cfg->keys_dir)
+        return fz_bad_flag("fz-broker", cfg->keys_dir ? "--keys" : "--curve-secret",
+                           cfg->keys_dir ? cfg->keys_dir : cfg->curve_secret,
+                           cfg->keys_dir ? "needs --curve-secret FILE too"
+                                         : "needs --keys DIR too");
+    char pub[FZ_CURVE_KEY], sec[FZ_CURVE_KEY], err[4400];
+    if (fz_curve_load_secret(cfg->curve_secret, pub, sec, err, sizeof err))
+        return fz_bad_flag("fz-broker", "--curve-secret", cfg->curve_secret, err);
+    fz_keydir_t *kd = fz_keydir_load(cfg->keys_dir, false, err, sizeof err);
+    if (!kd)
+        return fz_bad_flag("fz-broker", "--keys", cfg->keys_dir, err);
+    fz_keydir_destroy(&kd);
     return 0;
 }
 
@@ -86,7 +112,9 @@ enum {
     OPT_AGING,
     OPT_HORIZON,
     OPT_STALL,
-    OPT_STALL_KILL
+    OPT_STALL_KILL,
+    OPT_CURVE_SECRET,
+    OPT_KEYS
 };
 
 static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose)
@@ -112,6 +140,8 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
                                          {"deadline-horizon", 1, 0, OPT_HORIZON},
                                          {"stall", 1, 0, OPT_STALL},
                                          {"stall-kill", 1, 0, OPT_STALL_KILL},
+                                         {"curve-secret", 1, 0, OPT_CURVE_SECRET},
+                                         {"keys", 1, 0, OPT_KEYS},
                                          {"verbose", 0, 0, 'v'},
                                          {"help", 0, 0, 'h'},
                                          {"version", 0, 0, 'V'},
@@ -133,6 +163,12 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
             break;
         case OPT_MODELS:
             cfg->models = optarg;
+            break;
+        case OPT_CURVE_SECRET:
+            cfg->curve_secret = optarg;
+            break;
+        case OPT_KEYS:
+            cfg->keys_dir = optarg;
             break;
         case OPT_MODELCAP:
             if (s_model_cap(cfg, optarg))
@@ -218,7 +254,7 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
     }
     if (fz_no_more_args("fz-broker", argc, argv))
         return 2;
-    return 0;
+    return s_check_curve(cfg);
 }
 
 int main(int argc, char **argv)

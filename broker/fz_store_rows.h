@@ -46,6 +46,8 @@ typedef struct {
     const char *class_name;
     uint64_t tokens_cache_read, tokens_cache_write, stall, stall_kill;
     double not_before;
+    /* The ZAP user id of the key that submitted it ("client:alice"); "" without CURVE. */
+    const char *submitted_by;
     const char *prompt; /* whole (fz_store_task) or its first 80 characters (lists) */
     size_t prompt_len;
 } fz_store_task_row_t;

@@ -66,6 +66,7 @@ static fz_enc_t *s_task_map(const fz_store_task_row_t *t)
     fz_enc_uint(e, "stall", t->stall);
     fz_enc_uint(e, "stall_kill", t->stall_kill);
     fz_enc_float(e, "not_before", t->not_before);
+    fz_enc_str(e, "submitted_by", t->submitted_by);
     fz_enc_strn(e, "prompt", t->prompt, t->prompt_len);
     return e;
 }

@@ -248,7 +248,8 @@ static const fz_msgspec_t s_specs[] = {
     {"tokens_cache_write", FZ_T_UINT, REQ, 0, U64},                                                \
     {"stall", FZ_T_UINT, REQ, 0, T_SEC},                                                           \
     {"stall_kill", FZ_T_UINT, REQ, 0, T_SEC},                                                      \
-    {"not_before", FZ_T_FLOAT, REQ, 0, T_TIME}
+    {"not_before", FZ_T_FLOAT, REQ, 0, T_TIME},                                                    \
+    {"submitted_by", FZ_T_STR, REQ, 0, 80}
 /* What the broker adds to a live task's object (get and list alike). */
 #define TASK_LIVE_FIELDS                                                                           \
     {"effective_priority", FZ_T_FLOAT, 0, -1e12, 1e12},                                            \
