@@ -9,6 +9,7 @@
 #include "fz_curve.h"
 #include "fz_keydir.h"
 #include "fz_net.h"
+#include "fz_peers.h"
 
 static void s_usage(FILE *out)
 {
@@ -50,6 +51,9 @@ static void s_usage(FILE *out)
         "                         sockets, every peer needs a known key (with --keys)\n"
         "  --keys DIR             known public keys: DIR/clients, DIR/workers, DIR/admins\n"
         "                         (the folder gives the role; read again at each connection)\n"
+        "  --max-peers N          connections at most (clients, workers, subscribers); more\n"
+        "                         are closed as they come (default: the open-files limit,\n"
+        "                         raised to its hard limit at start, less 64)\n"
         "  -v, --verbose          log every message\n"
         "  -h, --help             this help\n"
         "  -V, --version          print the version\n"
@@ -114,10 +118,11 @@ enum {
     OPT_STALL,
     OPT_STALL_KILL,
     OPT_CURVE_SECRET,
-    OPT_KEYS
+    OPT_KEYS,
+    OPT_MAX_PEERS
 };
 
-static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose)
+static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose, long *max_peers)
 {
     static const struct option opts[] = {{"bind", 1, 0, OPT_BIND},
                                          {"events", 1, 0, OPT_EVENTS},
@@ -142,6 +147,7 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
                                          {"stall-kill", 1, 0, OPT_STALL_KILL},
                                          {"curve-secret", 1, 0, OPT_CURVE_SECRET},
                                          {"keys", 1, 0, OPT_KEYS},
+                                         {"max-peers", 1, 0, OPT_MAX_PEERS},
                                          {"verbose", 0, 0, 'v'},
                                          {"help", 0, 0, 'h'},
                                          {"version", 0, 0, 'V'},
@@ -169,6 +175,12 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
             break;
         case OPT_KEYS:
             cfg->keys_dir = optarg;
+            break;
+        case OPT_MAX_PEERS:
+            if (!fz_parse_uint(optarg, 100000000, &u) || u == 0)
+                return fz_bad_value("fz-broker", opts, c, optarg,
+                                    "expected a positive whole number");
+            *max_peers = (long)u;
             break;
         case OPT_MODELCAP:
             if (s_model_cap(cfg, optarg))
@@ -257,6 +269,19 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
     return s_check_curve(cfg);
 }
 
+/* Bounds the connections (fz_peers) below what the open-files limit allows. */
+static void s_bound_peers(long asked, long nofile)
+{
+    long bound = fz_peers_init(asked, nofile < 0 ? 1024 : nofile);
+    if (bound < 0)
+        fz_warn("cannot bound connections: out of memory");
+    else if (asked > bound)
+        fz_warn("--max-peers %ld is more than %ld open files allow: at most %ld connections", asked,
+                nofile, bound);
+    else
+        fz_info("at most %ld connections", bound);
+}
+
 int main(int argc, char **argv)
 {
     fz_broker_config_t cfg;
@@ -264,7 +289,8 @@ int main(int argc, char **argv)
     cfg.bind = fz_endpoint(NULL, "FZ_BROKER", FZ_DEFAULT_BROKER);
     cfg.events = fz_endpoint(NULL, "FZ_EVENTS", FZ_DEFAULT_EVENTS);
     bool verbose = false;
-    int rc = s_parse(argc, argv, &cfg, &verbose);
+    long max_peers = 0;
+    int rc = s_parse(argc, argv, &cfg, &verbose, &max_peers);
     if (rc)
         return rc;
     fz_log_init("fz-broker", verbose ? FZ_LOG_DEBUG : FZ_LOG_INFO);
@@ -273,6 +299,7 @@ int main(int argc, char **argv)
         fz_warn("only %ld open files allowed (ulimit -n): each peer takes one; raise the hard "
                 "limit (LimitNOFILE= in a systemd unit)",
                 nofile);
+    s_bound_peers(max_peers, nofile);
     char dbpath[4096];
     if (!cfg.db) {
         const char *state = getenv("FZ_STATE");
