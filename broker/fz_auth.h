@@ -3,8 +3,9 @@
     Owns:
     - the ZAP handler (RFC 27) of the broker's CURVE sockets: a REP socket on
       inproc://zeromq.zap.01 that the broker's own loop polls (no thread). For each handshake
-      it loads the key folder again (fz_keydir), so a key removed from DIR is refused on its
-      next connection without a restart; it accepts a known key with the user id
+      it looks at the key folder again (fz_keydir: a fingerprint of its files, a new load when
+      it changed), so a key removed from DIR is refused on its next connection without a
+      restart; it accepts a known key with the user id
       "ROLE:NAME" ("client:alice"), which libzmq then attaches to every message of that
       connection (zmq_msg_gets "User-Id"). Unknown keys, keys refused by the folder and every
       mechanism but CURVE are refused. The event stream (ZAP domain "fz-events") admits

@@ -161,6 +161,53 @@ fz_keydir_t *fz_keydir_load(const char *dir, bool warn, char *err, size_t errlen
     return self;
 }
 
+/* FNV-1a over bytes. */
+static uint64_t s_fnv(uint64_t h, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 1099511628211u;
+    return h;
+}
+
+static uint64_t s_fnv_stat(uint64_t h, const struct stat *st, double *newest)
+{
+    int64_t v[4] = {(int64_t)st->st_ino, (int64_t)st->st_size, (int64_t)st->st_mtim.tv_sec,
+                    (int64_t)st->st_mtim.tv_nsec};
+    double t = (double)st->st_mtim.tv_sec + st->st_mtim.tv_nsec / 1e9;
+    double c = (double)st->st_ctim.tv_sec + st->st_ctim.tv_nsec / 1e9;
+    if (t > *newest)
+        *newest = t;
+    if (c > *newest)
+        *newest = c;
+    return s_fnv(h, v, sizeof v);
+}
+
+uint64_t fz_keydir_fingerprint(const char *dir, double *newest)
+{
+    uint64_t h = 14695981039346656037u;
+    *newest = 0;
+    for (int r = FZ_ROLE_CLIENT; r < FZ_ROLE_COUNT; r++) {
+        char folder[4200], path[4500];
+        struct stat st;
+        snprintf(folder, sizeof folder, "%s/%s", dir, fz_role_folder((fz_role_t)r));
+        h = s_fnv(h, &r, sizeof r);
+        if (stat(folder, &st) != 0)
+            continue;
+        h = s_fnv_stat(h, &st, newest);
+        DIR *d = opendir(folder);
+        for (struct dirent *e; d && (e = readdir(d));) {
+            snprintf(path, sizeof path, "%s/%s", folder, e->d_name);
+            h = s_fnv(h, e->d_name, strlen(e->d_name) + 1);
+            if (stat(path, &st) == 0)
+                h = s_fnv_stat(h, &st, newest);
+        }
+        if (d)
+            closedir(d);
+    }
+    return h;
+}
+
 void fz_keydir_destroy(fz_keydir_t **self_p)
 {
     if (!self_p || !*self_p)

@@ -8,8 +8,9 @@
     bytes, files that are not valid keys. A key found in two role folders is refused in both
     (a mistake should not grant the larger role).
 
-    A loaded folder is a snapshot: the broker loads it again for every handshake (fz_auth),
-    so a key removed from DIR is refused on its next connection. Lookups are linear: fine for
+    A loaded folder is a snapshot: for every handshake the broker compares the folder's
+    fingerprint with the snapshot's and loads it again when it changed (fz_auth), so a key
+    removed from DIR is refused on its next connection. Lookups are linear: fine for
     the hundreds of keys a factory has. No I/O but fz_keydir_load. */
 
 #ifndef FZ_KEYDIR_H
@@ -17,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "fz_curve.h"
 
@@ -43,6 +45,13 @@ typedef struct fz_keydir_t fz_keydir_t;
    file skipped and why. */
 fz_keydir_t *fz_keydir_load(const char *dir, bool warn, char *err, size_t errlen);
 void fz_keydir_destroy(fz_keydir_t **self_p);
+
+/* A fingerprint of what DIR holds, cheap next to a load (a stat per file, no parsing): the
+   role folders and every file's name, inode, size and modification time. Equal fingerprints
+   mean nothing changed, unless a change came within the timestamps' granularity of the
+   last load: *newest gets the latest modification time seen (unix seconds), so the caller
+   can refuse to trust a fingerprint taken too soon after it. */
+uint64_t fz_keydir_fingerprint(const char *dir, double *newest);
 
 /* How many keys it holds (refused ones included). */
 size_t fz_keydir_size(const fz_keydir_t *self);

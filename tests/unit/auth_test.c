@@ -227,6 +227,28 @@ static void test_keydir_roles(void **state)
     s_rmrf(dir);
 }
 
+static void test_fingerprint(void **state)
+{
+    (void)state;
+    char *dir = s_tmpdir(), sub[300], path[400], pub[FZ_CURVE_KEY];
+    double newest;
+    snprintf(sub, sizeof sub, "%s/clients", dir);
+    s_keygen(sub, "a", pub);
+    uint64_t f1 = fz_keydir_fingerprint(dir, &newest);
+    assert_true(newest > 0);
+    assert_true(fz_keydir_fingerprint(dir, &newest) == f1); /* nothing changed */
+    s_keygen(sub, "b", pub);
+    uint64_t f2 = fz_keydir_fingerprint(dir, &newest);
+    assert_true(f2 != f1); /* a key added */
+    snprintf(path, sizeof path, "%s/a.pub", sub);
+    s_write(path, "curve\n    public-key = \"changed\"\n");
+    uint64_t f3 = fz_keydir_fingerprint(dir, &newest);
+    assert_true(f3 != f2); /* a key rewritten in place */
+    assert_int_equal(unlink(path), 0);
+    assert_true(fz_keydir_fingerprint(dir, &newest) != f3); /* a key removed */
+    s_rmrf(dir);
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -301,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_keygen_and_load), cmocka_unit_test(test_bad_key_files),
         cmocka_unit_test(test_client_args),     cmocka_unit_test(test_keydir_roles),
         cmocka_unit_test(test_names),           cmocka_unit_test(test_permissions),
+        cmocka_unit_test(test_fingerprint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
