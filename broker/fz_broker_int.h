@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "fz_auth.h"
 #include "fz_broker.h"
 #include "fz_budget.h"
 #include "fz_history.h"
@@ -99,6 +100,9 @@ struct fz_broker_t {
     int64_t next_key_prune_ms; /* when expired idempotency keys are next deleted */
     zhashx_t *guard;           /* worker name -> its record of lost attempts (fz_guard.c) */
     uint64_t rng;
+    fz_auth_t *auth;              /* the ZAP handler; NULL: CURVE off, every peer is admin */
+    fz_role_t peer_role;          /* the role of the message being handled */
+    char peer_user[FZ_AUTH_USER]; /* its ZAP user id ("client:alice"); "" with CURVE off */
 };
 
 /* A stack of (id, state) pairs: graph walks use it instead of recursion, so a dependency

@@ -6,7 +6,10 @@
 #include <string.h>
 
 #include "fz_broker.h"
+#include "fz_curve.h"
+#include "fz_keydir.h"
 #include "fz_net.h"
+#include "fz_peers.h"
 #include "fz_store.h"
 
 static void s_usage(FILE *out)
@@ -54,12 +57,19 @@ static void s_usage(FILE *out)
         "                         the rebuilt one in its place (exit 0; 1 if it failed)\n"
         "  --key-ttl S            a submit's idempotency key is remembered S seconds\n"
         "                         (default 86400: a retry within a day finds its tasks)\n"
+        "  --curve-secret FILE    the broker's secret key (fz-ctl keygen): CURVE on both\n"
+        "                         sockets, every peer needs a known key (with --keys)\n"
+        "  --keys DIR             known public keys: DIR/clients, DIR/workers, DIR/admins\n"
+        "                         (the folder gives the role; read again at each connection)\n"
+        "  --max-peers N          connections at most (clients, workers, subscribers); more\n"
+        "                         are closed as they come (default: the open-files limit,\n"
+        "                         raised to its hard limit at start, less 64)\n"
         "  -v, --verbose          log every message\n"
         "  -h, --help             this help\n"
         "  -V, --version          print the version\n"
         "\n"
         "Exit status: 0 stopped by SIGTERM/SIGINT, 1 runtime error (endpoint in use,\n"
-        "database unusable), 2 bad usage.\n");
+        "database unusable), 2 bad usage (a key file or key folder that cannot be used too).\n");
 }
 
 static int s_model_cap(fz_broker_config_t *cfg, const char *arg)
@@ -72,6 +82,26 @@ static int s_model_cap(fz_broker_config_t *cfg, const char *arg)
         return fz_bad_flag("fz-broker", "--model-cap", arg, "too many model caps");
     snprintf(cfg->model_caps[cfg->nmodel_caps].name, 65, "%.*s", (int)(eq - arg), arg);
     cfg->model_caps[cfg->nmodel_caps++].cap = (uint32_t)n;
+    return 0;
+}
+
+/* --curve-secret and --keys go together, and both must be usable: a bad key is bad usage. */
+static int s_check_curve(const fz_broker_config_t *cfg)
+{
+    if (!cfg->curve_secret && !cfg->keys_dir)
+        return 0;
+    if (!cfg->curve_secret || !cfg->keys_dir)
+        return fz_bad_flag("fz-broker", cfg->keys_dir ? "--keys" : "--curve-secret",
+                           cfg->keys_dir ? cfg->keys_dir : cfg->curve_secret,
+                           cfg->keys_dir ? "needs --curve-secret FILE too"
+                                         : "needs --keys DIR too");
+    char pub[FZ_CURVE_KEY], sec[FZ_CURVE_KEY], err[4400];
+    if (fz_curve_load_secret(cfg->curve_secret, pub, sec, err, sizeof err))
+        return fz_bad_flag("fz-broker", "--curve-secret", cfg->curve_secret, err);
+    fz_keydir_t *kd = fz_keydir_load(cfg->keys_dir, false, err, sizeof err);
+    if (!kd)
+        return fz_bad_flag("fz-broker", "--keys", cfg->keys_dir, err);
+    fz_keydir_destroy(&kd);
     return 0;
 }
 
@@ -99,10 +129,14 @@ enum {
     OPT_STALL_KILL,
     OPT_KEY_TTL,
     OPT_INTEGRITY,
-    OPT_RECOVER
+    OPT_RECOVER,
+    OPT_CURVE_SECRET,
+    OPT_KEYS,
+    OPT_MAX_PEERS
 };
 
-static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose, bool *recover)
+static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose, bool *recover,
+                   long *max_peers)
 {
     static const struct option opts[] = {{"bind", 1, 0, OPT_BIND},
                                          {"events", 1, 0, OPT_EVENTS},
@@ -128,6 +162,9 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
                                          {"key-ttl", 1, 0, OPT_KEY_TTL},
                                          {"integrity-check", 0, 0, OPT_INTEGRITY},
                                          {"recover", 0, 0, OPT_RECOVER},
+                                         {"curve-secret", 1, 0, OPT_CURVE_SECRET},
+                                         {"keys", 1, 0, OPT_KEYS},
+                                         {"max-peers", 1, 0, OPT_MAX_PEERS},
                                          {"verbose", 0, 0, 'v'},
                                          {"help", 0, 0, 'h'},
                                          {"version", 0, 0, 'V'},
@@ -149,6 +186,18 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
             break;
         case OPT_MODELS:
             cfg->models = optarg;
+            break;
+        case OPT_CURVE_SECRET:
+            cfg->curve_secret = optarg;
+            break;
+        case OPT_KEYS:
+            cfg->keys_dir = optarg;
+            break;
+        case OPT_MAX_PEERS:
+            if (!fz_parse_uint(optarg, 100000000, &u) || u == 0)
+                return fz_bad_value("fz-broker", opts, c, optarg,
+                                    "expected a positive whole number");
+            *max_peers = (long)u;
             break;
         case OPT_MODELCAP:
             if (s_model_cap(cfg, optarg))
@@ -243,7 +292,20 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
     }
     if (fz_no_more_args("fz-broker", argc, argv))
         return 2;
-    return 0;
+    return s_check_curve(cfg);
+}
+
+/* Bounds the connections (fz_peers) below what the open-files limit allows. */
+static void s_bound_peers(long asked, long nofile)
+{
+    long bound = fz_peers_init(asked, nofile < 0 ? 1024 : nofile);
+    if (bound < 0)
+        fz_warn("cannot bound connections: out of memory");
+    else if (asked > bound)
+        fz_warn("--max-peers %ld is more than %ld open files allow: at most %ld connections", asked,
+                nofile, bound);
+    else
+        fz_info("at most %ld connections", bound);
 }
 
 int main(int argc, char **argv)
@@ -253,7 +315,8 @@ int main(int argc, char **argv)
     cfg.bind = fz_endpoint(NULL, "FZ_BROKER", FZ_DEFAULT_BROKER);
     cfg.events = fz_endpoint(NULL, "FZ_EVENTS", FZ_DEFAULT_EVENTS);
     bool verbose = false, recover = false;
-    int rc = s_parse(argc, argv, &cfg, &verbose, &recover);
+    long max_peers = 0;
+    int rc = s_parse(argc, argv, &cfg, &verbose, &recover, &max_peers);
     if (rc)
         return rc;
     fz_log_init("fz-broker", verbose ? FZ_LOG_DEBUG : FZ_LOG_INFO);
@@ -262,6 +325,7 @@ int main(int argc, char **argv)
         fz_warn("only %ld open files allowed (ulimit -n): each peer takes one; raise the hard "
                 "limit (LimitNOFILE= in a systemd unit)",
                 nofile);
+    s_bound_peers(max_peers, nofile);
     char dbpath[4096];
     if (!cfg.db) {
         const char *state = getenv("FZ_STATE");

@@ -189,6 +189,8 @@ static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const u
     nt.after_any = &oany;
 
     uint64_t id = fz_store_task_add(self->store, &nt);
+    if (id && *self->peer_user && fz_store_task_set_owner(self->store, id, self->peer_user))
+        id = 0;
     for (size_t i = 0; id && i < nafter; i++)
         if (fz_store_dep_add(self->store, id, after[i], 0))
             id = 0;

@@ -57,7 +57,8 @@ static const char *s_schema =
     " tokens_cache_read INTEGER NOT NULL DEFAULT 0,"
     " tokens_cache_write INTEGER NOT NULL DEFAULT 0,"
     " stall INTEGER NOT NULL DEFAULT 0, stall_kill INTEGER NOT NULL DEFAULT 0,"
-    " not_before REAL NOT NULL DEFAULT 0," WS_TASK_COLS ");"
+    " not_before REAL NOT NULL DEFAULT 0," WS_TASK_COLS ","
+    " submitted_by TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);"
     "CREATE TABLE IF NOT EXISTS task_labels ("
     " task INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
@@ -100,6 +101,7 @@ static const struct {
     {"tasks", "stall", "INTEGER NOT NULL DEFAULT 0"},
     {"tasks", "stall_kill", "INTEGER NOT NULL DEFAULT 0"},
     {"tasks", "not_before", "REAL NOT NULL DEFAULT 0"},
+    {"tasks", "submitted_by", "TEXT NOT NULL DEFAULT ''"},
     {"attempts", "class", "TEXT NOT NULL DEFAULT ''"},
     {"attempts", "reset_at", "REAL NOT NULL DEFAULT 0"},
     {"attempts", "tokens_cache_read", "INTEGER NOT NULL DEFAULT 0"},

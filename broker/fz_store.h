@@ -111,6 +111,10 @@ int fz_store_task_model(fz_store_t *self, uint64_t id, uint32_t n, char *model);
 int fz_store_task_flags(fz_store_t *self, uint64_t id, uint32_t attempt_base, bool cancel);
 /* Keeps when a task's wait for a quota reset ends (unix time, 0 = none). */
 int fz_store_task_not_before(fz_store_t *self, uint64_t id, double not_before);
+/* Records which key submitted a task: its ZAP user id ("client:alice"; "" with CURVE off). */
+int fz_store_task_set_owner(fz_store_t *self, uint64_t id, const char *user);
+/* Who submitted task id, into user[size]; -1 if there is no such task. */
+int fz_store_task_owner(fz_store_t *self, uint64_t id, char *user, size_t size);
 /* Changes a task's base priority. */
 int fz_store_task_priority(fz_store_t *self, uint64_t id, int64_t priority);
 /* Loads one task's scheduling fields (as fz_store_load_live does); -1 if not found. The

@@ -74,7 +74,7 @@ static const void *s_blob(sqlite3_stmt *st, int i, size_t *len)
     " parent, attempts, created, updated, worker, outcome, exit_code, cost_usd, tokens_in,"        \
     " tokens_out, summary, hold_reason, deadline, class, tokens_cache_read, tokens_cache_write,"   \
     " stall, stall_kill, not_before, repo, base, check_cmd, keep_worktree, best_of, branch,"       \
-    " head_commit"
+    " head_commit, submitted_by"
 
 static const char *SQL_TASK_GET = "SELECT " TASK_COLS ", prompt FROM tasks WHERE id = ?1";
 /* Lists carry the prompt's first 80 characters, so unnamed tasks can be told apart. */
@@ -168,13 +168,14 @@ bool fz_store_rows_task(fz_store_rows_t *rows, fz_store_task_row_t *row)
         .best_of = s_uint(st, 34),
         .branch = s_text(st, 35),
         .head_commit = s_text(st, 36),
+        .submitted_by = s_text(st, 37),
     };
     row->fallback = s_blob(st, 8, &row->fallback_len);
     row->after = s_blob(st, 9, &row->after_len);
     row->after_any = s_blob(st, 10, &row->after_any_len);
     /* The text first: sqlite3_column_bytes then counts the text's bytes. */
-    row->prompt = s_text(st, 37);
-    row->prompt_len = (size_t)sqlite3_column_bytes(st, 37);
+    row->prompt = s_text(st, 38);
+    row->prompt_len = (size_t)sqlite3_column_bytes(st, 38);
     return true;
 }
 

@@ -50,7 +50,9 @@ typedef struct {
     bool keep_worktree;
     uint64_t best_of;
     const char *branch, *head_commit; /* the task's result branch, once it succeeded */
-    const char *prompt;               /* whole (fz_store_task) or its first 80 characters (lists) */
+    /* The ZAP user id of the key that submitted it ("client:alice"); "" without CURVE. */
+    const char *submitted_by;
+    const char *prompt; /* whole (fz_store_task) or its first 80 characters (lists) */
     size_t prompt_len;
 } fz_store_task_row_t;
 

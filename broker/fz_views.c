@@ -73,6 +73,7 @@ static fz_enc_t *s_task_map(const fz_store_task_row_t *t)
     fz_enc_uint(e, "best_of", t->best_of);
     fz_enc_str(e, "branch", t->branch);
     fz_enc_str(e, "head_commit", t->head_commit);
+    fz_enc_str(e, "submitted_by", t->submitted_by);
     fz_enc_strn(e, "prompt", t->prompt, t->prompt_len);
     return e;
 }

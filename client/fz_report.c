@@ -385,6 +385,11 @@ void fz_report_task(const msgpack_object *reply, size_t out_lines, FILE *out)
         fprintf(out, "   subtasks %s", s_list(reply, "children", b, sizeof b));
     fprintf(out, "\n  created   %s", fz_cli_time(fz_obj_float(task, "created", 0), c, sizeof c));
     fprintf(out, "   updated %s\n", fz_cli_time(fz_obj_float(task, "updated", 0), c, sizeof c));
+    /* The key that submitted it ("role:name"); none when the broker runs without CURVE. */
+    if (s_has_text(task, "submitted_by"))
+        fprintf(out, "  submitter %s\n", s_text(task, "submitted_by", 80, a, sizeof a));
+    else
+        fprintf(out, "  submitter - (no key: CURVE off)\n");
     fprintf(out, "  worker    %s   attempts %llu\n", s_text(task, "worker", 64, a, sizeof a),
             (unsigned long long)fz_obj_uint(task, "attempts", 0));
     fprintf(out, "  cost      $%.4f   tokens %llu in / %llu out\n",

@@ -815,6 +815,8 @@ static int s_run(const opts_t *o, prompts_t *prompts)
 int main(int argc, char **argv)
 {
     fz_cli_init("fz-submit");
+    if (fz_cli_curve(&argc, argv) != 0)
+        return FZ_EXIT_USAGE;
     opts_t o;
     memset(&o, 0, sizeof o);
     int c;

@@ -292,7 +292,8 @@ static const fz_msgspec_t s_specs[] = {
     {"keep_worktree", FZ_T_BOOL, REQ, 0, 0},                                                       \
     {"best_of", FZ_T_UINT, REQ, 0, FZ_MAX_BEST_OF},                                                \
     {"branch", FZ_T_STR, REQ, 0, FZ_MAX_REF},                                                      \
-    {"head_commit", FZ_T_STR, REQ, 0, 64}
+    {"head_commit", FZ_T_STR, REQ, 0, 64},                                                        \
+    {"submitted_by", FZ_T_STR, REQ, 0, 80}
 /* What the broker adds to a live task's object (get and list alike). */
 #define TASK_LIVE_FIELDS                                                                           \
     {"effective_priority", FZ_T_FLOAT, 0, -1e12, 1e12},                                            \

@@ -611,9 +611,22 @@ static void s_recv(fz_slot_t *self)
 
 /* ---------------------------------------------------------------- timers */
 
+/* How long the broker may stay silent before the connection is given up: three heartbeats,
+   but before its first welcome at least FZ_WELCOME_GRACE_MS. A new connection needs several
+   round trips (TCP, the ZMTP and CURVE handshakes, ZAP, hello) and a lost SYN alone costs a
+   second: over a slow, lossy link, giving up sooner replaces a connection the broker has
+   just accepted, and the dispatch it sent there is lost. */
+#define FZ_WELCOME_GRACE_MS 10000
+
+static int64_t s_silence_limit(const fz_slot_t *self)
+{
+    int64_t limit = 3 * (int64_t)self->hb_ms;
+    return !self->welcomed && limit < FZ_WELCOME_GRACE_MS ? FZ_WELCOME_GRACE_MS : limit;
+}
+
 static void s_timers(fz_slot_t *self, int64_t now)
 {
-    if (now - self->broker_seen_ms > 3 * (int64_t)self->hb_ms) {
+    if (now - self->broker_seen_ms > s_silence_limit(self)) {
         fz_warn("broker silent for %lld ms: reconnecting (next try in %u ms)",
                 (long long)(now - self->broker_seen_ms), self->backoff_ms);
         s_connect(self);

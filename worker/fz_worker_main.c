@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "fz_agent.h"
+#include "fz_curve.h"
 #include "fz_net.h"
 #include "fz_slot.h"
 
@@ -28,6 +29,9 @@ static void s_usage(FILE *out)
             "\n"
             "Options:\n"
             "  --broker EP          broker endpoint (default $FZ_BROKER or " FZ_DEFAULT_BROKER ")\n"
+            "  --curve-secret FILE  this worker's secret key (default $FZ_CURVE_SECRET)\n"
+            "  --broker-key FILE    the broker's public key (default $FZ_BROKER_KEY): both\n"
+            "                       or neither (CURVE off: loopback and ipc)\n"
             "  --events EP          event endpoint given to agents (default $FZ_EVENTS or\n"
             "                       " FZ_DEFAULT_EVENTS ")\n"
             "  --agent CMD          the agent command template (required unless --dry-run)\n"
@@ -303,6 +307,11 @@ int main(int argc, char **argv)
     cfg.dry_duration = 1.0;
     cfg.dry_cost = 0.01;
     bool verbose = false;
+    char keyerr[4400];
+    if (fz_curve_client_args(&argc, argv, keyerr, sizeof keyerr) != 0) {
+        fprintf(stderr, "fz-worker: %s\n", keyerr);
+        return 2;
+    }
     static s_pass_t pass; /* outlives the slot, which borrows it */
     int rc = s_parse(argc, argv, &cfg, &pass, &verbose);
     if (rc)

@@ -15,6 +15,9 @@ Every request gets exactly one reply carrying the request's rid (PROTOCOL.md sec
 `error` reply raises FzError(code, message), where code is the protocol's error code
 ("not-found", "refused", ...). No reply within the timeout raises FzError("unreachable", ...).
 
+With CURVE on (PROTOCOL.md section 9): Client(curve_secret="alice.key", broker_key="broker.pub"),
+or FZ_CURVE_SECRET and FZ_BROKER_KEY, or --curve-secret and --broker-key.
+
 As a program:  fz_client.py [--broker EP] submit PROMPT [--wait] [options]
                fz_client.py [--broker EP] get|cancel ID
                fz_client.py [--broker EP] list|status|workers|ping
@@ -67,12 +70,35 @@ class FzError(Exception):
         self.index = index
 
 
+def load_curve(curve_secret=None, broker_key=None):
+    """The CURVE keys of a client (PROTOCOL.md section 9): (public, secret, broker public) as
+    Z85 bytes, from the files given or FZ_CURVE_SECRET / FZ_BROKER_KEY, or None when neither
+    is set. The files are zcert files (what `fz-ctl keygen` writes); pyzmq reads them."""
+    curve_secret = curve_secret or os.environ.get("FZ_CURVE_SECRET") or None
+    broker_key = broker_key or os.environ.get("FZ_BROKER_KEY") or None
+    if not curve_secret and not broker_key:
+        return None
+    if not curve_secret or not broker_key:
+        raise FzError("invalid", "CURVE needs both a secret key (--curve-secret, "
+                      "FZ_CURVE_SECRET) and the broker's public key (--broker-key, FZ_BROKER_KEY)")
+    import zmq.auth
+    try:
+        public, secret = zmq.auth.load_certificate(curve_secret)
+        server, _ = zmq.auth.load_certificate(broker_key)
+    except (OSError, ValueError) as e:
+        raise FzError("invalid", "cannot read a key file: %s" % e)
+    if not secret:
+        raise FzError("invalid", "%s holds no secret key" % curve_secret)
+    return public, secret, server
+
+
 class Client:
     """A request/reply connection to the broker's ROUTER over one DEALER socket."""
 
-    def __init__(self, broker=None, timeout=5.0):
+    def __init__(self, broker=None, timeout=5.0, curve_secret=None, broker_key=None):
         self.broker = broker or os.environ.get("FZ_BROKER") or DEFAULT_BROKER
         self.timeout = timeout
+        self._curve = load_curve(curve_secret, broker_key)
         self._rids = itertools.count(1)
         self._sock = None
 
@@ -92,6 +118,8 @@ class Client:
             sock = zmq.Context.instance().socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
+            if self._curve:
+                sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = self._curve
             sock.connect(self.broker)
             self._sock = sock
         return self._sock
@@ -307,6 +335,9 @@ def _parser():
     p.add_argument("--broker", help="broker endpoint (default $FZ_BROKER or %s)"
                    % DEFAULT_BROKER)
     p.add_argument("--json", action="store_true", help="print replies as JSON")
+    p.add_argument("--curve-secret", help="this client's secret key file (default "
+                   "$FZ_CURVE_SECRET): CURVE, with --broker-key")
+    p.add_argument("--broker-key", help="the broker's public key file (default $FZ_BROKER_KEY)")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("submit", help="submit a task and print its id")
     s.add_argument("prompt", help="the prompt ('-' reads standard input)")
@@ -362,7 +393,7 @@ def _submit(fz, a):
 def main(argv=None):
     a = _parser().parse_args(argv)
     try:
-        with Client(a.broker) as fz:
+        with Client(a.broker, curve_secret=a.curve_secret, broker_key=a.broker_key) as fz:
             if a.command == "submit":
                 return _submit(fz, a)
             if a.command == "get":

@@ -39,7 +39,7 @@ def body(f):
         out.write(PROBE)
     leaked = open(os.path.join(f.dir, "leaked.txt"), "w")
     os.set_inheritable(leaked.fileno(), True)
-    env = dict(f.env, SECRET_TOKEN="hunter2", FZ_CURVE_SECRET="/keys/w.secret",
+    env = dict(f.env, SECRET_TOKEN="hunter2", FZ_PRIVATE_NOTE="/keys/w.secret",
                ANTHROPIC_API_KEY="sk-not-passed", MY_KEY="passed-1", MYPFX_A="passed-2")
 
     def hostile_start():
@@ -62,7 +62,7 @@ def body(f):
             return fh.read()
 
     names = {line.split("=", 1)[0] for line in read("env.txt").splitlines() if "=" in line}
-    for secret in ("SECRET_TOKEN", "FZ_CURVE_SECRET", "ANTHROPIC_API_KEY"):
+    for secret in ("SECRET_TOKEN", "FZ_PRIVATE_NOTE", "ANTHROPIC_API_KEY"):
         h.check(secret not in names, "the agent got %s" % secret)
     for wanted in ("MY_KEY", "MYPFX_A", "FZ_TASK_ID", "FZ_ATTEMPT", "FZ_REPORT", "FZ_WORKDIR",
                    "FZ_BROKER", "FZ_WORKER", "FZ_LABEL_TEAM", "PATH"):
