@@ -35,6 +35,7 @@ void fz_broker_config_defaults(fz_broker_config_t *cfg)
     cfg->deadline_horizon = 3600;
     cfg->stall_s = 600;
     cfg->stall_kill_s = 0;
+    cfg->key_ttl_s = 86400;
 }
 
 void fz_broker_idkey(uint64_t id, char key[24])
@@ -162,6 +163,33 @@ static fz_reason_t s_decode_reason(fz_err_t err)
                                 : FZ_REASON_BAD_FIELD;
 }
 
+/* True if the sender may send this request (fz_auth_rule); otherwise queues the refusal. A
+   request on one task, for a role that may touch its own tasks only, is allowed when the task
+   was submitted by the same key; a task that does not exist is left to the handler. */
+static bool s_permitted(fz_broker_t *self, zframe_t *from, const char *type, fz_msg_t *msg,
+                        uint64_t rid)
+{
+    const char *asked = strcmp(type, "budget") == 0 && fz_msg_has(msg, "set") ? "budget.set" : type;
+    fz_auth_rule_t rule = fz_auth_rule(self->peer_role, asked);
+    if (rule == FZ_AUTH_ALLOW)
+        return true;
+    char owner[FZ_AUTH_USER];
+    uint64_t id = fz_msg_uint(msg, "task", 0);
+    if (rule == FZ_AUTH_OWN && (fz_store_task_owner(self->store, id, owner, sizeof owner) != 0 ||
+                                strcmp(owner, self->peer_user) == 0))
+        return true;
+    const char *role = self->peer_role ? fz_role_name(self->peer_role) : "unknown";
+    fz_warn("refused '%s' from %s (%s key)", asked, *self->peer_user ? self->peer_user : "?", role);
+    if (rule == FZ_AUTH_OWN)
+        fz_outbox_error(self, from, rid, FZ_EREFUSED, FZ_REASON_FORBIDDEN,
+                        "task %llu was submitted by another key: only an admin key may '%s' it",
+                        (unsigned long long)id, type);
+    else
+        fz_outbox_error(self, from, rid, FZ_EREFUSED, FZ_REASON_FORBIDDEN,
+                        "a %s key may not send '%s'", role, asked);
+    return false;
+}
+
 static void s_handle(fz_broker_t *self, zframe_t *from, const void *data, size_t len)
 {
     fz_msg_t *msg = NULL;
@@ -188,6 +216,10 @@ static void s_handle(fz_broker_t *self, zframe_t *from, const void *data, size_t
         fz_msg_destroy(&msg);
         return;
     }
+    if (!s_permitted(self, from, type, msg, rid)) {
+        fz_msg_destroy(&msg);
+        return;
+    }
     const handler_row_t *h = s_handler(type);
     if (h->client)
         h->client(self, from, msg);
@@ -197,6 +229,22 @@ static void s_handle(fz_broker_t *self, zframe_t *from, const void *data, size_t
         fz_outbox_error(self, from, rid, FZ_ECONFLICT, FZ_REASON_UNKNOWN_PEER,
                         "'%s' is a worker message: say hello first", type);
     fz_msg_destroy(&msg);
+}
+
+/* Who sent the message whose payload frame is part: the ZAP user id libzmq attached to the
+   connection at its handshake (fz_auth), read per message. (From the payload: libzmq 4.3.4
+   leaves the routing id frame without metadata when a poll prefetched the message.) With CURVE off
+   every peer is trusted as admin and submits as "" (PROTOCOL.md section 9). */
+static void s_identify(fz_broker_t *self, zmq_msg_t *part)
+{
+    if (!self->auth) {
+        self->peer_role = FZ_ROLE_ADMIN;
+        self->peer_user[0] = 0;
+        return;
+    }
+    const char *user = zmq_msg_gets(part, "User-Id");
+    fz_strcopy(self->peer_user, sizeof self->peer_user, user ? user : "");
+    self->peer_role = fz_role_of_user(self->peer_user);
 }
 
 /* Reads one ROUTER message, [routing id][payload], without blocking; false when none is
@@ -223,6 +271,7 @@ static bool s_recv(fz_broker_t *self)
         }
         more = zmq_msg_more(&part);
         if (frames == 1 && !more) {
+            s_identify(self, &part);
             s_handle(self, from, zmq_msg_data(&part), zmq_msg_size(&part));
             handled = true;
         }
@@ -292,6 +341,7 @@ static void s_tick(fz_broker_t *self, int64_t now, bool drained)
 
     if (fz_budget_rollover(&self->budget, fz_wall()))
         fz_life_budget_moved(self);
+    fz_requests_prune_keys(self, now);
 }
 
 static int s_poll_timeout(fz_broker_t *self, int64_t now)
@@ -434,6 +484,23 @@ static int s_parse_whitelist(fz_broker_t *self)
     return 0;
 }
 
+/* CURVE on both sockets, with the ZAP handler bound first: libzmq admits every client key
+   to a CURVE server when no handler is bound. */
+static int s_secure(fz_broker_t *self, char *err, size_t errlen)
+{
+    char pub[FZ_CURVE_KEY], sec[FZ_CURVE_KEY], why[4400];
+    if (fz_curve_load_secret(self->cfg.curve_secret, pub, sec, why, sizeof why))
+        return fz_errf(err, errlen, "--curve-secret: %s", why);
+    if (!self->cfg.keys_dir)
+        return fz_errf(err, errlen, "--curve-secret needs --keys DIR");
+    self->auth = fz_auth_new(self->cfg.keys_dir, err, errlen);
+    if (!self->auth)
+        return -1;
+    fz_curve_server(self->router, pub, sec, FZ_AUTH_DOMAIN);
+    fz_curve_server(self->pub, pub, sec, FZ_AUTH_DOMAIN_EVENTS);
+    return 0;
+}
+
 fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errlen)
 {
     fz_broker_t *self = calloc(1, sizeof *self);
@@ -449,12 +516,13 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
     self->racing = zlistx_new();
     self->sched = fz_sched_new(cfg->max_running);
     self->history = fz_history_new(FZ_HISTORY_EVENTS, FZ_HISTORY_BYTES);
+    self->guard = fz_guard_new();
     zhashx_set_destructor(self->tasks, s_task_free);
     zhashx_set_destructor(self->workers, s_worker_free);
     s_parse_whitelist(self);
     for (int i = 0; self->sched && i < cfg->nmodel_caps; i++)
         fz_sched_set_cap(self->sched, cfg->model_caps[i].name, cfg->model_caps[i].cap);
-    self->store = fz_store_open(cfg->db, cfg->sync_full, err, errlen);
+    self->store = fz_store_open_checked(cfg->db, cfg->sync_full, cfg->integrity_check, err, errlen);
     if (!self->store)
         goto fail;
     int rc = s_load(self);
@@ -472,6 +540,8 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
     }
     zsock_set_sndhwm(self->pub, FZ_PUB_HWM);
     zsock_set_sndhwm(self->router, FZ_ROUTER_HWM);
+    if (cfg->curve_secret && s_secure(self, err, errlen))
+        goto fail;
     if (fz_net_ipc_in_use(cfg->bind) || fz_net_ipc_in_use(cfg->events)) {
         snprintf(err, errlen, "cannot bind %s / %s: endpoint in use (another fz-broker?)",
                  cfg->bind, cfg->events);
@@ -509,12 +579,14 @@ void fz_broker_destroy(fz_broker_t **self_p)
     fz_history_destroy(&self->history);
     fz_sched_destroy(&self->sched);
     zhashx_destroy(&self->workers);
+    zhashx_destroy(&self->guard);
     zhashx_destroy(&self->tasks);
     for (size_t i = 0; i < self->nallowed; i++)
         free(self->allowed[i]);
     free(self->allowed);
     zsock_destroy(&self->router);
     zsock_destroy(&self->pub);
+    fz_auth_destroy(&self->auth);
     free(self);
     *self_p = NULL;
 }
@@ -525,6 +597,8 @@ static void s_turn(fz_broker_t *self)
     /* Up to FZ_TURN_MAX messages, and no more once the replies queued reach FZ_TURN_BYTES;
        drained: nothing was left unread (only then is a silent peer judged dead). */
     bool drained = false;
+    if (self->auth)
+        fz_auth_serve(self->auth);
     for (int i = 0; i < FZ_TURN_MAX && self->out_bytes < FZ_TURN_BYTES; i++)
         if (!s_recv(self)) {
             drained = true;
@@ -539,11 +613,18 @@ static void s_turn(fz_broker_t *self)
         fz_outbox_flush(self);
 }
 
+/* Waits for a request or a handshake to decide (the ZAP handler's socket), up to ms. */
+static int s_poll(fz_broker_t *self, int ms)
+{
+    zmq_pollitem_t items[2] = {{zsock_resolve(self->router), 0, ZMQ_POLLIN, 0},
+                               {self->auth ? fz_auth_socket(self->auth) : NULL, 0, ZMQ_POLLIN, 0}};
+    return zmq_poll(items, self->auth ? 2 : 1, ms);
+}
+
 int fz_broker_step(fz_broker_t *self, int timeout_ms)
 {
-    zmq_pollitem_t item = {zsock_resolve(self->router), 0, ZMQ_POLLIN, 0};
     int wait = s_poll_timeout(self, fz_clock_ms());
-    if (zmq_poll(&item, 1, timeout_ms < wait ? timeout_ms : wait) < 0 && errno != EINTR)
+    if (s_poll(self, timeout_ms < wait ? timeout_ms : wait) < 0 && errno != EINTR)
         return -1;
     s_turn(self);
     return 0;
@@ -556,10 +637,9 @@ int fz_broker_run(fz_broker_t *self)
             self->paused ? ", paused" : "");
     fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_BROKER_STARTED, NULL);
     fz_enc_str(e, "version", FZ_VERSION);
-    zmq_pollitem_t item = {zsock_resolve(self->router), 0, ZMQ_POLLIN, 0};
     while (!fz_net_interrupted()) {
         s_turn(self);
-        int rc = zmq_poll(&item, 1, s_poll_timeout(self, fz_clock_ms()));
+        int rc = s_poll(self, s_poll_timeout(self, fz_clock_ms()));
         if (rc < 0 && errno != EINTR) {
             fz_error("poll failed: %s", zmq_strerror(errno));
             return 1;

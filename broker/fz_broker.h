@@ -42,6 +42,13 @@ typedef struct {
     double deadline_horizon; /* seconds before a deadline its boost starts */
     uint32_t stall_s;        /* default: no sign of life this long announces task.stalled */
     uint32_t stall_kill_s;   /* default: ... and this long stops the attempt (0 = never) */
+    uint32_t key_ttl_s;      /* a submit's idempotency key is remembered this long */
+    bool integrity_check;    /* check the store with integrity_check, not quick_check */
+
+    /* CURVE (fz_auth): the broker's secret key file and the folder of peers' public keys
+       (clients/, workers/, admins/); both NULL: no keys, every peer trusted. */
+    const char *curve_secret;
+    const char *keys_dir;
 } fz_broker_config_t;
 
 /* Fills a config with the documented defaults. */

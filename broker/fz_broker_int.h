@@ -14,6 +14,8 @@
                      and the replies built from the store's rows (fz_views.h)
       fz_workers.c   the worker registry and the worker messages (hello ... bye)
       fz_race.c      best-of-N rounds: a task's attempts that run at once
+      fz_guard.c     results held to their attempt (suspect costs), workers that keep
+                     losing their attempts (quarantine by name)
     Ownership: the task table owns every live fz_task_t, the worker table every fz_worker_t;
     the scheduler's queues, the timed list and workers only point at them. */
 
@@ -24,6 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "fz_auth.h"
 #include "fz_broker.h"
 #include "fz_budget.h"
 #include "fz_history.h"
@@ -55,6 +58,8 @@
 /* The PUB queue of one subscriber, in events: a stuck subscriber holds at most this many
    (each at most 16 KiB of output) before the broker drops its events. */
 #define FZ_PUB_HWM 5000
+/* How often expired idempotency keys are deleted (a lookup ignores them anyway). */
+#define FZ_KEY_PRUNE_MS (3600 * 1000)
 /* Tasks one priority inheritance may raise (a walk up a dependency graph). */
 #define FZ_INHERIT_MAX 4096
 /* Recent events kept for subscribers that missed some: at most this many, this many bytes. */
@@ -92,7 +97,12 @@ struct fz_broker_t {
     int64_t next_heartbeat_ms;
     int64_t next_rerank_ms;
     bool budget_moved; /* spend, reservations or cap changed: release held tasks this turn */
+    int64_t next_key_prune_ms; /* when expired idempotency keys are next deleted */
+    zhashx_t *guard;           /* worker name -> its record of lost attempts (fz_guard.c) */
     uint64_t rng;
+    fz_auth_t *auth;              /* the ZAP handler; NULL: CURVE off, every peer is admin */
+    fz_role_t peer_role;          /* the role of the message being handled */
+    char peer_user[FZ_AUTH_USER]; /* its ZAP user id ("client:alice"); "" with CURVE off */
 };
 
 /* A stack of (id, state) pairs: graph walks use it instead of recursion, so a dependency
@@ -263,6 +273,22 @@ void fz_requests_priority(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
 void fz_requests_escalate(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
 void fz_requests_purge(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
 void fz_requests_backup(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
+/* Deletes expired idempotency keys, at most once per FZ_KEY_PRUNE_MS (and at the first
+   call): one indexed DELETE. */
+void fz_requests_prune_keys(fz_broker_t *self, int64_t now_ms);
+
+/* guard */
+/* The table of worker records (owner of them), NULL on no memory (then nothing is kept). */
+zhashx_t *fz_guard_new(void);
+/* A worker said hello: a name under quarantine gets no dispatch until it ends. */
+void fz_guard_hello(fz_broker_t *self, fz_worker_t *w);
+/* Worker w lost its attempt of t (it left with it): recorded against its name; the attempt
+   may be let off (uses no retry) and the name quarantined (worker.unhealthy). */
+void fz_guard_lost(fz_broker_t *self, fz_worker_t *w, fz_task_t *t);
+/* What the result r of attempt n of task id, held to cap, charges the budget: its cost, or a
+   suspect one held to the cap (stored, logged, and said on the event e, which may be NULL). */
+double fz_guard_charge(fz_broker_t *self, uint64_t id, uint32_t n, double cap, const fz_result_t *r,
+                       fz_enc_t *e);
 
 /* workers */
 void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason);

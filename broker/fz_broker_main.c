@@ -6,7 +6,11 @@
 #include <string.h>
 
 #include "fz_broker.h"
+#include "fz_curve.h"
+#include "fz_keydir.h"
 #include "fz_net.h"
+#include "fz_peers.h"
+#include "fz_store.h"
 
 static void s_usage(FILE *out)
 {
@@ -44,12 +48,28 @@ static void s_usage(FILE *out)
         "                         seconds is announced as stalled (default 600; 0 off)\n"
         "  --stall-kill S         ... and stopped as stalled, and retried, after S seconds\n"
         "                         (default 0: never; a task's --stall-kill wins)\n"
+        "  --integrity-check      check the store at start with SQLite's full integrity_check\n"
+        "                         (every index against its table; slower on a big store)\n"
+        "                         instead of quick_check; damage refuses the start (exit 1)\n"
+        "  --recover              do not start: rebuild what SQLite can read of a damaged\n"
+        "                         --db into a new file (with the sqlite3 tool's .recover),\n"
+        "                         check it, keep the damaged one as DB.damaged-TIME and put\n"
+        "                         the rebuilt one in its place (exit 0; 1 if it failed)\n"
+        "  --key-ttl S            a submit's idempotency key is remembered S seconds\n"
+        "                         (default 86400: a retry within a day finds its tasks)\n"
+        "  --curve-secret FILE    the broker's secret key (fz-ctl keygen): CURVE on both\n"
+        "                         sockets, every peer needs a known key (with --keys)\n"
+        "  --keys DIR             known public keys: DIR/clients, DIR/workers, DIR/admins\n"
+        "                         (the folder gives the role; read again at each connection)\n"
+        "  --max-peers N          connections at most (clients, workers, subscribers); more\n"
+        "                         are closed as they come (default: the open-files limit,\n"
+        "                         raised to its hard limit at start, less 64)\n"
         "  -v, --verbose          log every message\n"
         "  -h, --help             this help\n"
         "  -V, --version          print the version\n"
         "\n"
         "Exit status: 0 stopped by SIGTERM/SIGINT, 1 runtime error (endpoint in use,\n"
-        "database unusable), 2 bad usage.\n");
+        "database unusable), 2 bad usage (a key file or key folder that cannot be used too).\n");
 }
 
 static int s_model_cap(fz_broker_config_t *cfg, const char *arg)
@@ -62,6 +82,26 @@ static int s_model_cap(fz_broker_config_t *cfg, const char *arg)
         return fz_bad_flag("fz-broker", "--model-cap", arg, "too many model caps");
     snprintf(cfg->model_caps[cfg->nmodel_caps].name, 65, "%.*s", (int)(eq - arg), arg);
     cfg->model_caps[cfg->nmodel_caps++].cap = (uint32_t)n;
+    return 0;
+}
+
+/* --curve-secret and --keys go together, and both must be usable: a bad key is bad usage. */
+static int s_check_curve(const fz_broker_config_t *cfg)
+{
+    if (!cfg->curve_secret && !cfg->keys_dir)
+        return 0;
+    if (!cfg->curve_secret || !cfg->keys_dir)
+        return fz_bad_flag("fz-broker", cfg->keys_dir ? "--keys" : "--curve-secret",
+                           cfg->keys_dir ? cfg->keys_dir : cfg->curve_secret,
+                           cfg->keys_dir ? "needs --curve-secret FILE too"
+                                         : "needs --keys DIR too");
+    char pub[FZ_CURVE_KEY], sec[FZ_CURVE_KEY], err[4400];
+    if (fz_curve_load_secret(cfg->curve_secret, pub, sec, err, sizeof err))
+        return fz_bad_flag("fz-broker", "--curve-secret", cfg->curve_secret, err);
+    fz_keydir_t *kd = fz_keydir_load(cfg->keys_dir, false, err, sizeof err);
+    if (!kd)
+        return fz_bad_flag("fz-broker", "--keys", cfg->keys_dir, err);
+    fz_keydir_destroy(&kd);
     return 0;
 }
 
@@ -86,10 +126,17 @@ enum {
     OPT_AGING,
     OPT_HORIZON,
     OPT_STALL,
-    OPT_STALL_KILL
+    OPT_STALL_KILL,
+    OPT_KEY_TTL,
+    OPT_INTEGRITY,
+    OPT_RECOVER,
+    OPT_CURVE_SECRET,
+    OPT_KEYS,
+    OPT_MAX_PEERS
 };
 
-static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose)
+static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose, bool *recover,
+                   long *max_peers)
 {
     static const struct option opts[] = {{"bind", 1, 0, OPT_BIND},
                                          {"events", 1, 0, OPT_EVENTS},
@@ -112,6 +159,12 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
                                          {"deadline-horizon", 1, 0, OPT_HORIZON},
                                          {"stall", 1, 0, OPT_STALL},
                                          {"stall-kill", 1, 0, OPT_STALL_KILL},
+                                         {"key-ttl", 1, 0, OPT_KEY_TTL},
+                                         {"integrity-check", 0, 0, OPT_INTEGRITY},
+                                         {"recover", 0, 0, OPT_RECOVER},
+                                         {"curve-secret", 1, 0, OPT_CURVE_SECRET},
+                                         {"keys", 1, 0, OPT_KEYS},
+                                         {"max-peers", 1, 0, OPT_MAX_PEERS},
                                          {"verbose", 0, 0, 'v'},
                                          {"help", 0, 0, 'h'},
                                          {"version", 0, 0, 'V'},
@@ -134,6 +187,18 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
         case OPT_MODELS:
             cfg->models = optarg;
             break;
+        case OPT_CURVE_SECRET:
+            cfg->curve_secret = optarg;
+            break;
+        case OPT_KEYS:
+            cfg->keys_dir = optarg;
+            break;
+        case OPT_MAX_PEERS:
+            if (!fz_parse_uint(optarg, 100000000, &u) || u == 0)
+                return fz_bad_value("fz-broker", opts, c, optarg,
+                                    "expected a positive whole number");
+            *max_peers = (long)u;
+            break;
         case OPT_MODELCAP:
             if (s_model_cap(cfg, optarg))
                 return 2;
@@ -152,8 +217,9 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
         case OPT_BMAX:
         case OPT_STALL:
         case OPT_STALL_KILL:
+        case OPT_KEY_TTL:
             if (!fz_parse_uint(optarg, c == OPT_HB ? 3600000 : 100000000, &u) ||
-                (u == 0 && (c == OPT_MAXRUN || c == OPT_HB)))
+                (u == 0 && (c == OPT_MAXRUN || c == OPT_HB || c == OPT_KEY_TTL)))
                 return fz_bad_value("fz-broker", opts, c, optarg,
                                     "expected a positive whole number");
             if (c == OPT_MAXRUN)
@@ -174,6 +240,8 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
                 cfg->stall_s = (uint32_t)u;
             if (c == OPT_STALL_KILL)
                 cfg->stall_kill_s = (uint32_t)u;
+            if (c == OPT_KEY_TTL)
+                cfg->key_ttl_s = (uint32_t)u;
             break;
         case OPT_DEPTH:
         case OPT_CHILDREN:
@@ -203,6 +271,12 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
             else
                 cfg->default_task_cost = d;
             break;
+        case OPT_INTEGRITY:
+            cfg->integrity_check = true;
+            break;
+        case OPT_RECOVER:
+            *recover = true;
+            break;
         case 'v':
             *verbose = true;
             break;
@@ -218,7 +292,20 @@ static int s_parse(int argc, char **argv, fz_broker_config_t *cfg, bool *verbose
     }
     if (fz_no_more_args("fz-broker", argc, argv))
         return 2;
-    return 0;
+    return s_check_curve(cfg);
+}
+
+/* Bounds the connections (fz_peers) below what the open-files limit allows. */
+static void s_bound_peers(long asked, long nofile)
+{
+    long bound = fz_peers_init(asked, nofile < 0 ? 1024 : nofile);
+    if (bound < 0)
+        fz_warn("cannot bound connections: out of memory");
+    else if (asked > bound)
+        fz_warn("--max-peers %ld is more than %ld open files allow: at most %ld connections", asked,
+                nofile, bound);
+    else
+        fz_info("at most %ld connections", bound);
 }
 
 int main(int argc, char **argv)
@@ -227,8 +314,9 @@ int main(int argc, char **argv)
     fz_broker_config_defaults(&cfg);
     cfg.bind = fz_endpoint(NULL, "FZ_BROKER", FZ_DEFAULT_BROKER);
     cfg.events = fz_endpoint(NULL, "FZ_EVENTS", FZ_DEFAULT_EVENTS);
-    bool verbose = false;
-    int rc = s_parse(argc, argv, &cfg, &verbose);
+    bool verbose = false, recover = false;
+    long max_peers = 0;
+    int rc = s_parse(argc, argv, &cfg, &verbose, &recover, &max_peers);
     if (rc)
         return rc;
     fz_log_init("fz-broker", verbose ? FZ_LOG_DEBUG : FZ_LOG_INFO);
@@ -237,6 +325,7 @@ int main(int argc, char **argv)
         fz_warn("only %ld open files allowed (ulimit -n): each peer takes one; raise the hard "
                 "limit (LimitNOFILE= in a systemd unit)",
                 nofile);
+    s_bound_peers(max_peers, nofile);
     char dbpath[4096];
     if (!cfg.db) {
         const char *state = getenv("FZ_STATE");
@@ -248,8 +337,17 @@ int main(int argc, char **argv)
         snprintf(dbpath, sizeof dbpath, "%s/fz.db", state);
         cfg.db = dbpath;
     }
-    fz_net_init();
     char err[512];
+    if (recover) {
+        char report[1024] = "";
+        if (fz_store_recover(cfg.db, report, sizeof report, err, sizeof err) < 0) {
+            fprintf(stderr, "fz-broker: recovery of %s failed: %s\n", cfg.db, err);
+            return 1;
+        }
+        printf("fz-broker: %s\n", report);
+        return 0;
+    }
+    fz_net_init();
     fz_broker_t *broker = fz_broker_new(&cfg, err, sizeof err);
     if (!broker) {
         fprintf(stderr, "fz-broker: %s\n", err);

@@ -184,6 +184,7 @@ void fz_race_end(fz_broker_t *self, fz_task_t *t, uint32_t winner)
         r->worker->task = NULL;
         r->worker->left_task = t->id;
         r->worker->left_attempt = r->n;
+        r->worker->left_cap = r->reserved;
         fz_sched_ended(self->sched, t);
         fz_budget_release(&self->budget, r->reserved);
     }
@@ -245,14 +246,15 @@ static void s_record(fz_broker_t *self, fz_task_t *t, uint32_t n, fz_worker_t *w
                      const fz_result_t *r, double reserved)
 {
     fz_store_attempt_end(self->store, t->id, n, r);
-    fz_budget_settle(&self->budget, reserved, r->cost_usd);
+    fz_enc_t *e = fz_race_event(self, FZ_TOPIC_TASK_ATTEMPT_FAILED, t, n);
+    fz_workers_event_result(e, w, r);
+    fz_budget_settle(&self->budget, reserved, fz_guard_charge(self, t->id, n, reserved, r, e));
     fz_life_budget_moved(self);
     fz_sched_ended(self->sched, t);
     if (w) {
         w->task = NULL;
         w->idle_since_ms = fz_clock_ms();
     }
-    fz_workers_event_result(fz_race_event(self, FZ_TOPIC_TASK_ATTEMPT_FAILED, t, n), w, r);
 }
 
 bool fz_race_drop(fz_broker_t *self, fz_task_t *t, uint32_t n, const fz_result_t *r)
@@ -290,12 +292,14 @@ bool fz_race_late(fz_broker_t *self, fz_worker_t *w, uint64_t id, uint32_t n, co
 {
     if (!w->left_task || w->left_task != id || w->left_attempt != n)
         return false;
-    /* Reserved no more (released when the round was won): what it spent is charged. */
+    /* Reserved no more (released when the round was won): what it spent is charged, held to
+       what it had reserved. */
     fz_store_attempt_end(self->store, id, n, r);
-    fz_budget_settle(&self->budget, 0, r->cost_usd);
+    fz_budget_settle(&self->budget, 0, fz_guard_charge(self, id, n, w->left_cap, r, NULL));
     fz_life_budget_moved(self);
     w->left_task = 0;
     w->left_attempt = 0;
+    w->left_cap = 0;
     w->idle_since_ms = fz_clock_ms();
     fz_info("task %llu attempt %u (a best-of round's loser) ended: %s", (unsigned long long)id, n,
             r->outcome);

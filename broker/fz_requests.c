@@ -189,6 +189,8 @@ static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const u
     nt.after_any = &oany;
 
     uint64_t id = fz_store_task_add(self->store, &nt);
+    if (id && *self->peer_user && fz_store_task_set_owner(self->store, id, self->peer_user))
+        id = 0;
     for (size_t i = 0; id && i < nafter; i++)
         if (fz_store_dep_add(self->store, id, after[i], 0))
             id = 0;
@@ -234,10 +236,73 @@ static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const u
     return id;
 }
 
+/* ---------------------------------------------------------------- idempotency keys */
+
+/* A request's idempotency key into key[129] ("" when it has none; the spec caps it at 128
+   bytes). */
+static const char *s_key(const msgpack_object *m, char key[129])
+{
+    return fz_obj_str(m, "idempotency_key", key, 129);
+}
+
+/* A submit (batch false) or submit-batch retried with a key the store holds: answers with
+   what that key created, flagged `duplicate`, and returns true. False when the key is new
+   (or expired): the request goes on as a first one. Checks are not run again: the reply
+   is the one the first request earned. */
+static bool s_replay(fz_broker_t *self, zframe_t *from, uint64_t rid, const char *key, bool batch)
+{
+    if (!*key)
+        return false;
+    fz_store_key_t *k = malloc(sizeof *k);
+    int found = k ? fz_store_key_find(self->store, key, fz_wall() - self->cfg.key_ttl_s, k) : -1;
+    if (found == 0) {
+        free(k);
+        return false;
+    }
+    if (found < 0)
+        fz_outbox_error(self, from, rid, FZ_EUNAVAILABLE, FZ_REASON_STORE_FAILED,
+                        "the broker could not read its idempotency keys: %s",
+                        fz_store_error(self->store));
+    else if (batch != (k->state < 0))
+        fz_outbox_error(self, from, rid, FZ_EINVALID, FZ_REASON_BAD_FIELD,
+                        "this idempotency key was used by a %s: use a new key",
+                        batch ? "submit" : "submit-batch");
+    else {
+        fz_enc_t *r = fz_enc_reply(batch ? "submitted-batch" : "submitted", rid);
+        if (batch) {
+            fz_enc_array(r, "tasks", k->n);
+            for (size_t i = 0; i < k->n; i++)
+                fz_enc_uint(r, NULL, k->ids[i]);
+        } else {
+            int now = fz_broker_state_of(self, k->ids[0]); /* -1: purged since */
+            fz_enc_uint(r, "task", k->ids[0]);
+            fz_enc_str(r, "state", fz_state_name((fz_state_t)(now >= 0 ? now : k->state)));
+        }
+        fz_enc_bool(r, "duplicate", true);
+        fz_outbox_reply(self, from, rid, r);
+        fz_debug("a retried %s (idempotency key known): answered with what it stored",
+                 batch ? "submit-batch" : "submit");
+    }
+    free(k);
+    return true;
+}
+
+void fz_requests_prune_keys(fz_broker_t *self, int64_t now_ms)
+{
+    if (now_ms < self->next_key_prune_ms)
+        return;
+    self->next_key_prune_ms = now_ms + FZ_KEY_PRUNE_MS;
+    int64_t n = fz_store_key_prune(self->store, fz_wall() - self->cfg.key_ttl_s);
+    if (n > 0)
+        fz_debug("forgot %lld expired idempotency keys", (long long)n);
+}
+
 void fz_requests_submit(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
-    char why[512];
+    char why[512], key[129];
     uint64_t rid = fz_msg_rid(msg);
+    if (s_replay(self, from, rid, s_key(fz_msg_root(msg), key), false))
+        return;
     fz_reason_t reason = FZ_REASON_NONE;
     fz_err_t err = s_submit_check(self, fz_msg_root(msg), 0, &reason, why, sizeof why);
     if (err) {
@@ -251,6 +316,8 @@ void fz_requests_submit(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
                         "the broker could not store the task: %s", fz_store_error(self->store));
         return;
     }
+    if (*key)
+        fz_store_key_add(self->store, key, fz_wall(), &id, 1, (int)state);
     fz_enc_t *r = fz_enc_reply("submitted", rid);
     fz_enc_uint(r, "task", id);
     fz_enc_str(r, "state", fz_state_name(state));
@@ -261,8 +328,10 @@ void fz_requests_submit(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
    stored in the turn's one transaction, so the batch lands whole or not at all. */
 void fz_requests_submit_batch(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
-    char why[512];
+    char why[512], key[129];
     uint64_t rid = fz_msg_rid(msg);
+    if (s_replay(self, from, rid, s_key(fz_msg_root(msg), key), true))
+        return;
     const msgpack_object *tasks = fz_msg_obj(msg, "tasks");
     size_t n = tasks->via.array.size;
     for (size_t i = 0; i < n; i++) {
@@ -292,6 +361,8 @@ void fz_requests_submit_batch(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
             return;
         }
     }
+    if (*key)
+        fz_store_key_add(self->store, key, fz_wall(), ids, n, -1);
     fz_enc_t *r = fz_enc_reply("submitted-batch", rid);
     fz_enc_array(r, "tasks", n);
     for (size_t i = 0; i < n; i++)

@@ -166,3 +166,26 @@ bool fz_rules_move_allowed(fz_state_t from, fz_state_t to)
         return false;
     return (s_moves[from] >> to) & 1u;
 }
+
+fz_charge_t fz_rules_charge(const fz_charge_in_t *in)
+{
+    double cap = in->cap > 0 ? in->cap : 0;
+    bool suspect =
+        in->reported > FZ_SUSPECT_COST || (cap > 0 && in->reported > FZ_SUSPECT_FACTOR * cap);
+    for (int i = 0; i < 4; i++)
+        suspect = suspect || (double)in->tokens[i] > FZ_SUSPECT_TOKENS;
+    double bound = cap > 0 ? FZ_SUSPECT_CHARGE * cap : FZ_SUSPECT_COST;
+    return (fz_charge_t){suspect, suspect && in->reported > bound ? bound : in->reported};
+}
+
+fz_loss_t fz_rules_loss(uint32_t recent, uint32_t quarantines, uint32_t exempted)
+{
+    fz_loss_t v = {recent >= 2 && exempted < FZ_LOSS_EXEMPT_MAX, 0};
+    if (recent >= FZ_LOSS_QUARANTINE) {
+        int64_t ms = FZ_QUARANTINE_MS;
+        for (uint32_t i = 0; i < quarantines && ms < FZ_QUARANTINE_MAX_MS; i++)
+            ms *= 2;
+        v.quarantine_ms = ms < FZ_QUARANTINE_MAX_MS ? ms : FZ_QUARANTINE_MAX_MS;
+    }
+    return v;
+}

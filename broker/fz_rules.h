@@ -91,6 +91,46 @@ typedef struct {
 } fz_bucket_t;
 bool fz_rules_bucket_take(fz_bucket_t *b, int64_t now_ms, double rate, double burst, size_t n);
 
+/* Results held to their attempt. A reported cost far beyond what the attempt could spend
+   is not believed: more than FZ_SUSPECT_FACTOR times its cap (its max_cost or its budget
+   reservation, whichever is larger), above FZ_SUSPECT_COST whatever the cap, or with a
+   token count above FZ_SUSPECT_TOKENS. It is recorded as reported but charges the day's
+   budget at most FZ_SUSPECT_CHARGE times the cap (FZ_SUSPECT_COST without a cap). A cost
+   that is believed charges what it says. */
+#define FZ_SUSPECT_FACTOR 10.0
+#define FZ_SUSPECT_COST 10000.0
+#define FZ_SUSPECT_TOKENS 1e10
+#define FZ_SUSPECT_CHARGE 2.0
+typedef struct {
+    double reported;    /* cost_usd of the result */
+    double cap;         /* the attempt's max_cost or reservation, the larger; 0 none */
+    uint64_t tokens[4]; /* in, out, cache read, cache write */
+} fz_charge_in_t;
+typedef struct {
+    bool suspect;
+    double charged; /* what the budget books */
+} fz_charge_t;
+fz_charge_t fz_rules_charge(const fz_charge_in_t *in);
+
+/* Workers that keep losing their attempts (hello, take the dispatch, vanish). recent = the
+   worker's lost attempts within FZ_LOSS_WINDOW_MS, this one included; quarantines = how
+   often it was quarantined before; exempted = lost attempts of this task already let off.
+   A worker with FZ_LOSS_QUARANTINE recent losses gets no dispatch for quarantine_ms
+   (FZ_QUARANTINE_MS, doubling per earlier quarantine, at most FZ_QUARANTINE_MAX_MS). From
+   its second recent loss on, the task's attempt is let off (uses no retry), at most
+   FZ_LOSS_EXEMPT_MAX times per task: such a worker cannot fail other people's tasks, and a
+   task that really kills every worker it touches still ends. */
+#define FZ_LOSS_WINDOW_MS (10 * 60 * 1000)
+#define FZ_LOSS_QUARANTINE 3
+#define FZ_QUARANTINE_MS (5 * 60 * 1000)
+#define FZ_QUARANTINE_MAX_MS (60 * 60 * 1000)
+#define FZ_LOSS_EXEMPT_MAX 4
+typedef struct {
+    bool exempt;           /* the lost attempt uses no retry */
+    int64_t quarantine_ms; /* 0: not quarantined */
+} fz_loss_t;
+fz_loss_t fz_rules_loss(uint32_t recent, uint32_t quarantines, uint32_t exempted);
+
 /* True if a live or ended task may move from `from` to `to` (the life cycle's table). */
 bool fz_rules_move_allowed(fz_state_t from, fz_state_t to);
 

@@ -42,6 +42,7 @@ typedef struct fz_worker_t {
        recorded for that attempt. 0 = none. */
     uint64_t left_task;
     uint32_t left_attempt;
+    double left_cap; /* what it had reserved: a suspect cost is held to it */
     int64_t last_seen_ms;
     int64_t idle_since_ms; /* when it last became idle: the longest idle goes first */
     int64_t rest_until_ms; /* no dispatch before (it refused one) */

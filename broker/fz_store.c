@@ -57,7 +57,8 @@ static const char *s_schema =
     " tokens_cache_read INTEGER NOT NULL DEFAULT 0,"
     " tokens_cache_write INTEGER NOT NULL DEFAULT 0,"
     " stall INTEGER NOT NULL DEFAULT 0, stall_kill INTEGER NOT NULL DEFAULT 0,"
-    " not_before REAL NOT NULL DEFAULT 0," WS_TASK_COLS ");"
+    " not_before REAL NOT NULL DEFAULT 0," WS_TASK_COLS ","
+    " submitted_by TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);"
     "CREATE TABLE IF NOT EXISTS task_labels ("
     " task INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
@@ -75,6 +76,7 @@ static const char *s_schema =
     " class TEXT NOT NULL DEFAULT '', reset_at REAL NOT NULL DEFAULT 0,"
     " tokens_cache_read INTEGER NOT NULL DEFAULT 0,"
     " tokens_cache_write INTEGER NOT NULL DEFAULT 0," WS_ATTEMPT_COLS ","
+    " charged REAL," /* NULL: charged as reported; else a suspect cost held to this */
     " PRIMARY KEY (task, n)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS attempts_ended ON attempts(ended);"
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;"
@@ -82,7 +84,11 @@ static const char *s_schema =
     " task INTEGER NOT NULL, dep INTEGER NOT NULL, kind INTEGER NOT NULL,"
     " PRIMARY KEY (task, dep)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS deps_dep ON deps(dep);"
-    "CREATE INDEX IF NOT EXISTS tasks_parent ON tasks(parent);";
+    "CREATE INDEX IF NOT EXISTS tasks_parent ON tasks(parent);"
+    /* Idempotency keys of submits (fz_store_keys.c); forgotten after the broker's TTL. */
+    "CREATE TABLE IF NOT EXISTS submit_keys (key TEXT PRIMARY KEY, created REAL NOT NULL,"
+    " tasks TEXT NOT NULL, state INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS submit_keys_created ON submit_keys(created);";
 
 /* Columns added after schema 1, for databases made before them (CREATE TABLE IF NOT EXISTS
    leaves an existing table as it is). */
@@ -95,6 +101,7 @@ static const struct {
     {"tasks", "stall", "INTEGER NOT NULL DEFAULT 0"},
     {"tasks", "stall_kill", "INTEGER NOT NULL DEFAULT 0"},
     {"tasks", "not_before", "REAL NOT NULL DEFAULT 0"},
+    {"tasks", "submitted_by", "TEXT NOT NULL DEFAULT ''"},
     {"attempts", "class", "TEXT NOT NULL DEFAULT ''"},
     {"attempts", "reset_at", "REAL NOT NULL DEFAULT 0"},
     {"attempts", "tokens_cache_read", "INTEGER NOT NULL DEFAULT 0"},
@@ -115,6 +122,7 @@ static const struct {
     {"attempts", "check_status", TEXT0},
     {"attempts", "check_exit", INT0},
     {"attempts", "check_output", "BLOB"},
+    {"attempts", "charged", "REAL"},
 };
 
 static bool s_has_column(sqlite3 *db, const char *table, const char *column)
@@ -240,13 +248,15 @@ static bool s_truncated(const char *path, char *err, size_t errlen)
     return true;
 }
 
-/* SQLite's quick_check on an existing store: damage is refused at start, never served
+/* SQLite's quick_check (or with full, integrity_check: it also compares every index with
+   its table, O(N log N)) on an existing store: damage is refused at start, never served
    quietly (a damaged index loses tasks without a word). */
-static bool s_damaged(sqlite3 *db, const char *path, char *err, size_t errlen)
+static bool s_damaged(sqlite3 *db, const char *path, bool full, char *err, size_t errlen)
 {
     sqlite3_stmt *st = NULL;
     char first[200] = "";
-    if (sqlite3_prepare_v2(db, "PRAGMA quick_check(3)", -1, &st, NULL) != SQLITE_OK) {
+    const char *check = full ? "PRAGMA integrity_check(3)" : "PRAGMA quick_check(3)";
+    if (sqlite3_prepare_v2(db, check, -1, &st, NULL) != SQLITE_OK) {
         snprintf(first, sizeof first, "%s", sqlite3_errmsg(db));
     } else {
         int rc = sqlite3_step(st);
@@ -259,14 +269,20 @@ static bool s_damaged(sqlite3 *db, const char *path, char *err, size_t errlen)
     if (strcmp(first, "ok") == 0)
         return false;
     snprintf(err, errlen,
-             "database %s is damaged (SQLite quick_check: %s). fz will not serve it: restore it "
+             "database %s is damaged (SQLite %s: %s). fz will not serve it: restore it "
              "from a backup (fz-ctl backup), or rescue what SQLite can read with "
-             "`sqlite3 %s .recover | sqlite3 NEW.db` and start the broker on NEW.db",
-             path, first, path);
+             "`fz-broker --db %s --recover` (it keeps the damaged file)",
+             path, full ? "integrity_check" : "quick_check", first, path);
     return true;
 }
 
 fz_store_t *fz_store_open(const char *path, bool sync_full, char *err, size_t errlen)
+{
+    return fz_store_open_checked(path, sync_full, false, err, errlen);
+}
+
+fz_store_t *fz_store_open_checked(const char *path, bool sync_full, bool full_check, char *err,
+                                  size_t errlen)
 {
     if (s_truncated(path, err, errlen))
         return NULL;
@@ -312,7 +328,7 @@ fz_store_t *fz_store_open(const char *path, bool sync_full, char *err, size_t er
         fz_store_destroy(&self);
         return NULL;
     }
-    if (version >= 1 && s_damaged(self->db, path, err, errlen)) {
+    if (version >= 1 && s_damaged(self->db, path, full_check, err, errlen)) {
         fz_store_destroy(&self);
         return NULL;
     }

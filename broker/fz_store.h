@@ -1,8 +1,8 @@
 /*  fz_store: the broker's durable state in one SQLite database (WAL).
 
-    Tables: tasks, task_labels, attempts, meta. The broker is the only writer. Writes of one
-    loop turn go into one transaction, opened by the first write (fz_store_* writers call
-    it themselves) and closed by fz_store_commit, which the broker calls before it sends any
+    Tables: tasks, task_labels, attempts, meta, deps, submit_keys. The broker is the only writer.
+   Writes of one loop turn go into one transaction, opened by the first write (fz_store_* writers
+   call it themselves) and closed by fz_store_commit, which the broker calls before it sends any
     reply or event of that turn: an acknowledgement always follows its fsync.
 
     Readers run on the same connection, so they see the turn's own writes. The store returns
@@ -27,6 +27,17 @@ typedef struct fz_store_t fz_store_t;
 /* Opens (creating if needed) the database at path. sync_full chooses synchronous=FULL (safe
    on power loss) over NORMAL (safe on process crash). NULL on failure, err says why. */
 fz_store_t *fz_store_open(const char *path, bool sync_full, char *err, size_t errlen);
+/* The same, checking an existing database with SQLite's full integrity_check (full_check:
+   every index against its table, slower) instead of quick_check. */
+fz_store_t *fz_store_open_checked(const char *path, bool sync_full, bool full_check, char *err,
+                                  size_t errlen);
+/* Rebuilds what SQLite can still read of the (damaged) database at path into a new file in
+   fz's schema, table by table from the tables' own b-trees (indexes are rebuilt, never
+   read), checks it with integrity_check, then moves the damaged file (and its -wal, -shm)
+   aside to PATH.damaged-TIMESTAMP and puts the rebuilt one in its place. Refused while a
+   broker holds the database. 0, or -1 (err says why; the damaged file is left where it
+   was). report gets one line of what was done. */
+int fz_store_recover(const char *path, char *report, size_t reportlen, char *err, size_t errlen);
 void fz_store_destroy(fz_store_t **self_p);
 
 /* Commits the turn's transaction if one is open; 0 on success, -1 (rolled back) when the
@@ -100,6 +111,10 @@ int fz_store_task_model(fz_store_t *self, uint64_t id, uint32_t n, char *model);
 int fz_store_task_flags(fz_store_t *self, uint64_t id, uint32_t attempt_base, bool cancel);
 /* Keeps when a task's wait for a quota reset ends (unix time, 0 = none). */
 int fz_store_task_not_before(fz_store_t *self, uint64_t id, double not_before);
+/* Records which key submitted a task: its ZAP user id ("client:alice"; "" with CURVE off). */
+int fz_store_task_set_owner(fz_store_t *self, uint64_t id, const char *user);
+/* Who submitted task id, into user[size]; -1 if there is no such task. */
+int fz_store_task_owner(fz_store_t *self, uint64_t id, char *user, size_t size);
 /* Changes a task's base priority. */
 int fz_store_task_priority(fz_store_t *self, uint64_t id, int64_t priority);
 /* Loads one task's scheduling fields (as fz_store_load_live does); -1 if not found. The
@@ -133,6 +148,10 @@ typedef struct {
     const void *check_output;
     size_t check_output_len;
 } fz_result_t;
+
+/* Attempt n's reported cost was not believed (fz_rules_charge): the budget books `charged`
+   for it (attempts.charged; cost_usd keeps what was reported). 0 or -1. */
+int fz_store_attempt_charged(fz_store_t *self, uint64_t id, uint32_t n, double charged);
 
 /* Records the end of attempt n and the task's new state. Returns 1 if recorded, 0 if that
    attempt had already ended (a duplicate result), -1 on error. */
@@ -196,6 +215,37 @@ int64_t fz_store_purge(fz_store_t *self, double before);
    temporary file renamed into place. Its size in bytes; -2 if path is the database itself,
    -1 if the copy failed (err says why). */
 int64_t fz_store_backup(fz_store_t *self, const char *path, char *err, size_t errlen);
+
+/* Idempotency keys of submits: what a key created (the ids of one submit or a whole batch,
+   in order, and the state a single submit was stored in; -1 for a batch). Written in the
+   turn's transaction with the tasks, so a key is stored exactly when its tasks are. */
+#define FZ_STORE_KEY_IDS 1000
+typedef struct {
+    uint64_t ids[FZ_STORE_KEY_IDS];
+    size_t n;
+    int state;
+} fz_store_key_t;
+/* Finds key among the keys created at or after `since` (unix time): 1 found (out filled),
+   0 not found, -1 on a store error. */
+int fz_store_key_find(fz_store_t *self, const char *key, double since, fz_store_key_t *out);
+/* Stores (or replaces an expired) key with what it created; 0, or -1 (the turn fails). */
+int fz_store_key_add(fz_store_t *self, const char *key, double created, const uint64_t *ids,
+                     size_t n, int state);
+/* Forgets the keys created before `before`: how many, -1 on error. */
+int64_t fz_store_key_prune(fz_store_t *self, double before);
+
+/* Queue depth for autoscalers: per model (the task's own, "" = any) or per label ("k=v"),
+   how many unfinished tasks are in each of these states. */
+#define FZ_STORE_DEPTH_N 5 /* queued, held, retrying, waiting, running */
+typedef struct {
+    char key[1100]; /* a model, or KEY=VALUE of a label (64 + 1 + 1024 bytes at most) */
+    uint64_t counts[FZ_STORE_DEPTH_N];
+} fz_store_depth_t;
+typedef void(fz_store_depth_fn)(void *arg, const fz_store_depth_t *row);
+/* Calls fn for each model (by_label false) or label with unfinished tasks, in key order, at
+   most max_rows times. 0, 1 when rows were left out past max_rows, -1 on a store error. */
+int fz_store_depth(fz_store_t *self, bool by_label, size_t max_rows, fz_store_depth_fn *fn,
+                   void *arg);
 
 /* Small persistent settings (paused, budget). get returns dflt when unset. */
 double fz_store_meta_get(fz_store_t *self, const char *key, double dflt);

@@ -6,6 +6,9 @@
       fz_store_write.c  writes of tasks, attempts and dependencies
       fz_store_read.c   what the broker's memory reads back (live tasks, models, graph, spent)
       fz_store_rows.c   the rows replies are built from (fz_store_rows.h)
+      fz_store_keys.c   idempotency keys of submits
+      fz_store_depth.c  queue depth by model and label (status for autoscalers)
+      fz_store_recover.c  rebuilding a damaged database (fz-broker --recover)
     The SQL plumbing below (fz_sql_*) is theirs: a cached statement, the turn's transaction
     opened by the first write, a write run to completion. */
 

@@ -90,8 +90,8 @@ int fz_store_load_live(fz_store_t *self, fz_store_live_fn *fn, void *arg)
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
-static const char *SQL_SPENT =
-    "SELECT COALESCE(SUM(cost_usd), 0) FROM attempts WHERE ended >= ?1 AND ended < ?2";
+static const char *SQL_SPENT = "SELECT COALESCE(SUM(COALESCE(charged, cost_usd)), 0) FROM attempts"
+                               " WHERE ended >= ?1 AND ended < ?2";
 
 double fz_store_spent(fz_store_t *self, double from, double to)
 {

@@ -74,7 +74,7 @@ static const void *s_blob(sqlite3_stmt *st, int i, size_t *len)
     " parent, attempts, created, updated, worker, outcome, exit_code, cost_usd, tokens_in,"        \
     " tokens_out, summary, hold_reason, deadline, class, tokens_cache_read, tokens_cache_write,"   \
     " stall, stall_kill, not_before, repo, base, check_cmd, keep_worktree, best_of, branch,"       \
-    " head_commit"
+    " head_commit, submitted_by"
 
 static const char *SQL_TASK_GET = "SELECT " TASK_COLS ", prompt FROM tasks WHERE id = ?1";
 /* Lists carry the prompt's first 80 characters, so unnamed tasks can be told apart. */
@@ -168,13 +168,14 @@ bool fz_store_rows_task(fz_store_rows_t *rows, fz_store_task_row_t *row)
         .best_of = s_uint(st, 34),
         .branch = s_text(st, 35),
         .head_commit = s_text(st, 36),
+        .submitted_by = s_text(st, 37),
     };
     row->fallback = s_blob(st, 8, &row->fallback_len);
     row->after = s_blob(st, 9, &row->after_len);
     row->after_any = s_blob(st, 10, &row->after_any_len);
     /* The text first: sqlite3_column_bytes then counts the text's bytes. */
-    row->prompt = s_text(st, 37);
-    row->prompt_len = (size_t)sqlite3_column_bytes(st, 37);
+    row->prompt = s_text(st, 38);
+    row->prompt_len = (size_t)sqlite3_column_bytes(st, 38);
     return true;
 }
 
@@ -187,7 +188,8 @@ static const char *SQL_ATTEMPTS =
     " CASE WHEN n > ?2 THEN output ELSE X'' END AS output, log, reserved,"
     " n <= ?2 AND length(output) > 0 AS output_dropped, class, reset_at, tokens_cache_read,"
     " tokens_cache_write, branch, base_commit, head_commit, files, insertions, deletions,"
-    " check_status, check_exit, CASE WHEN n > ?2 THEN check_output ELSE X'' END"
+    " check_status, check_exit, CASE WHEN n > ?2 THEN check_output ELSE X'' END,"
+    " charged"
     " FROM attempts WHERE task = ?1 ORDER BY n";
 static const char *SQL_ATTEMPT_SIZES = "SELECT n, length(output) + length(summary) + length(log) + "
                                        "ifnull(length(check_output), 0) + 400"
@@ -249,6 +251,8 @@ bool fz_store_rows_attempt(fz_store_rows_t *rows, fz_store_attempt_row_t *row)
         .class_name = s_text(st, 17),
         .reset_at = sqlite3_column_double(st, 18),
         .tokens_cache_read = s_uint(st, 19),
+        .suspect = sqlite3_column_type(st, 30) != SQLITE_NULL,
+        .charged = sqlite3_column_double(st, 30),
         .tokens_cache_write = s_uint(st, 20),
         .branch = s_text(st, 21),
         .base_commit = s_text(st, 22),
@@ -330,7 +334,8 @@ int fz_store_counts(fz_store_t *self, uint64_t counts[FZ_STATE_COUNT])
 }
 
 #define COST_AGG                                                                                   \
-    " COUNT(*), SUM(a.cost_usd), SUM(a.tokens_in), SUM(a.tokens_out), SUM(a.duration_ms)"          \
+    " COUNT(*), SUM(COALESCE(a.charged, a.cost_usd)), SUM(a.tokens_in), SUM(a.tokens_out),"        \
+    " SUM(a.duration_ms)"                                                                          \
     " FROM attempts a"
 /* By fz_store_cost_by_t. */
 static const char *const s_cost_sql[FZ_STORE_COST_COUNT] = {

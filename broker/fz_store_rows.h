@@ -50,7 +50,9 @@ typedef struct {
     bool keep_worktree;
     uint64_t best_of;
     const char *branch, *head_commit; /* the task's result branch, once it succeeded */
-    const char *prompt;               /* whole (fz_store_task) or its first 80 characters (lists) */
+    /* The ZAP user id of the key that submitted it ("client:alice"); "" without CURVE. */
+    const char *submitted_by;
+    const char *prompt; /* whole (fz_store_task) or its first 80 characters (lists) */
     size_t prompt_len;
 } fz_store_task_row_t;
 
@@ -79,6 +81,8 @@ typedef struct {
     int64_t check_exit;
     const void *check_output; /* never NULL */
     size_t check_output_len;
+    bool suspect;   /* its reported cost was not believed: */
+    double charged; /* ... the budget booked this instead */
 } fz_store_attempt_row_t;
 
 /* One label of a task. */

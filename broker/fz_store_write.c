@@ -341,3 +341,17 @@ int fz_store_close_racers(fz_store_t *self, const char *why)
         fz_warn("%d attempt(s) of best-of rounds recorded as lost: %s", n, why);
     return n;
 }
+
+static const char *SQL_ATTEMPT_CHARGED =
+    "UPDATE attempts SET charged = ?3 WHERE task = ?1 AND n = ?2";
+
+int fz_store_attempt_charged(fz_store_t *self, uint64_t id, uint32_t n, double charged)
+{
+    sqlite3_stmt *st = fz_sql_begin(self) ? NULL : fz_sql_stmt(self, SQL_ATTEMPT_CHARGED);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    sqlite3_bind_int64(st, 2, n);
+    sqlite3_bind_double(st, 3, charged);
+    return fz_sql_done(self, st);
+}

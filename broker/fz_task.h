@@ -38,6 +38,7 @@ typedef struct fz_task_t {
     fz_bucket_t output;             /* task.output events of this attempt, rate-limited */
     uint64_t output_dropped;        /* output bytes of this attempt over the limit */
     uint32_t quota_waits;           /* rate-limit waits so far: the wait without a reset grows */
+    uint32_t lost_exempt;           /* lost attempts let off (fz_guard_lost) in this broker run */
     bool cancel_requested;          /* a cancel was sent to the worker; the result decides */
     uint32_t deps_pending;          /* WAITING: dependencies not yet ended */
     uint64_t parent;                /* 0 = a root task */

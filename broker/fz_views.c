@@ -73,6 +73,7 @@ static fz_enc_t *s_task_map(const fz_store_task_row_t *t)
     fz_enc_uint(e, "best_of", t->best_of);
     fz_enc_str(e, "branch", t->branch);
     fz_enc_str(e, "head_commit", t->head_commit);
+    fz_enc_str(e, "submitted_by", t->submitted_by);
     fz_enc_strn(e, "prompt", t->prompt, t->prompt_len);
     return e;
 }
@@ -110,6 +111,10 @@ static fz_enc_t *s_attempt_map(const fz_store_attempt_row_t *a)
     fz_enc_str(e, "check_status", a->check_status);
     fz_enc_int(e, "check_exit", a->check_exit);
     fz_enc_bin(e, "check_output", a->check_output, a->check_output_len);
+    if (a->suspect) {
+        fz_enc_bool(e, "suspect", true);
+        fz_enc_float(e, "charged", a->charged);
+    }
     return e;
 }
 
@@ -388,6 +393,43 @@ void fz_views_list(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_outbox_reply(self, from, fz_msg_rid(msg), r);
 }
 
+/* Rows of the queue depth, at most this many per kind: a status stays small. */
+#define S_DEPTH_ROWS 256
+
+static void s_depth_row(void *arg, const fz_store_depth_t *row)
+{
+    static const char *const names[FZ_STORE_DEPTH_N] = {"queued", "held", "retrying", "waiting",
+                                                        "running"};
+    fz_enc_t *o = fz_enc_new_map();
+    fz_enc_str(o, "key", row->key);
+    for (int i = 0; i < FZ_STORE_DEPTH_N; i++)
+        fz_enc_uint(o, names[i], row->counts[i]);
+    fz_enc_sub(arg, NULL, &o);
+}
+
+static void s_depth_count(void *arg, const fz_store_depth_t *row)
+{
+    (void)row;
+    (*(size_t *)arg)++;
+}
+
+/* status { depth: true }: by_model and by_label, for autoscalers. The rows are counted
+   first (the same query twice): a msgpack array's size comes before its items. */
+static void s_depth(fz_broker_t *self, fz_enc_t *r)
+{
+    bool truncated = false;
+    for (int by_label = 0; by_label < 2; by_label++) {
+        size_t n = 0;
+        int rc = fz_store_depth(self->store, by_label, S_DEPTH_ROWS, s_depth_count, &n);
+        fz_enc_array(r, by_label ? "by_label" : "by_model", rc < 0 ? 0 : n);
+        if (rc >= 0)
+            rc = fz_store_depth(self->store, by_label, S_DEPTH_ROWS, s_depth_row, r);
+        truncated = truncated || rc == 1;
+    }
+    if (truncated)
+        fz_enc_bool(r, "depth_truncated", true);
+}
+
 void fz_views_status(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
     fz_enc_t *r = fz_enc_reply("status", fz_msg_rid(msg));
@@ -403,6 +445,8 @@ void fz_views_status(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_enc_float(r, "spent_today", self->budget.spent);
     fz_enc_float(r, "budget", self->budget.cap);
     fz_enc_float(r, "reserved", self->budget.reserved);
+    if (fz_msg_bool(msg, "depth", false))
+        s_depth(self, r);
     fz_outbox_reply(self, from, fz_msg_rid(msg), r);
 }
 

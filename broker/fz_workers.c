@@ -35,8 +35,10 @@ zframe_t *fz_workers_frame(const fz_worker_t *w)
 void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason)
 {
     fz_info("worker %s left (%s)", w->name, reason);
-    if (w->task && !fz_race_lost(self, w->task, w, reason))
+    if (w->task && !fz_race_lost(self, w->task, w, reason)) {
+        fz_guard_lost(self, w, w->task); /* before: it may let this attempt off */
         fz_life_lost(self, w->task, reason);
+    }
     fz_race_left_lost(self, w, reason);
     fz_enc_str(s_worker_event(self, FZ_TOPIC_WORKER_LEFT, w), "reason", reason);
     zhashx_delete(self->workers, w->key);
@@ -163,6 +165,7 @@ void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     w->last_seen_ms = w->idle_since_ms = fz_clock_ms();
     w->since = fz_wall();
     zhashx_insert(self->workers, w->key, w);
+    fz_guard_hello(self, w);
 
     fz_enc_t *r = fz_enc_reply("welcome", fz_msg_rid(msg));
     fz_enc_uint(r, "heartbeat_ms", self->cfg.heartbeat_ms);
@@ -476,7 +479,9 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
                          p.next == FZ_STATE_QUEUED || p.next == FZ_STATE_HELD ? reason : NULL});
     if (t->state != p.next)
         return; /* not stored, so not acknowledged: the worker sends it again */
-    fz_budget_settle(&self->budget, t->reserved, r.cost_usd);
+    double cap = t->max_cost > t->reserved ? t->max_cost : t->reserved;
+    fz_budget_settle(&self->budget, t->reserved,
+                     fz_guard_charge(self, t->id, t->attempt, cap, &r, e));
     t->reserved = 0;
     fz_life_unrun(self, t);
     if (w->task == t)

@@ -2,6 +2,8 @@
 
 #include "fz_cli.h"
 
+#include "fz_curve.h"
+
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +44,10 @@ const char fz_cli_help_env[] =
     "Environment:\n"
     "  FZ_BROKER   broker request endpoint (default " FZ_DEFAULT_BROKER ")\n"
     "  FZ_EVENTS   broker event endpoint (default " FZ_DEFAULT_EVENTS ")\n"
-    "  FZ_LOG      'debug' for more diagnostics, 'quiet' for fewer\n";
+    "  FZ_LOG      'debug' for more diagnostics, 'quiet' for fewer\n"
+    "  FZ_CURVE_SECRET  this peer's secret key file (or --curve-secret FILE) and\n"
+    "  FZ_BROKER_KEY    the broker's public key file (or --broker-key FILE): CURVE on;\n"
+    "                   neither: no keys (loopback and ipc)\n";
 
 static char s_progname[32] = "fz";
 
@@ -51,6 +56,15 @@ void fz_cli_init(const char *progname)
     snprintf(s_progname, sizeof s_progname, "%s", progname);
     fz_log_init(progname, FZ_LOG_WARN);
     fz_net_init();
+}
+
+int fz_cli_curve(int *argc, char **argv)
+{
+    char err[4400];
+    if (fz_curve_client_args(argc, argv, err, sizeof err) == 0)
+        return 0;
+    fz_cli_usage_error("%s", err);
+    return -1;
 }
 
 const char *fz_cli_progname(void)

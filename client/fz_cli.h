@@ -42,6 +42,9 @@ void fz_cli_print_exit_codes(const char *codes, FILE *out);
    (fz_net_init). Call first in main. */
 void fz_cli_init(const char *progname);
 const char *fz_cli_progname(void);
+/* Takes the CURVE flags out of argv and loads the keys (fz_curve_client_args); on a bad flag
+   or key prints why and returns -1 (exit FZ_EXIT_USAGE). Call after fz_cli_init. */
+int fz_cli_curve(int *argc, char **argv);
 
 /* Exit code for an error of a call (an error reply's code, or the client's own). */
 int fz_cli_exit_code(fz_err_t err);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fz_net.h"
 
@@ -16,15 +17,42 @@ struct fz_client_t {
     uint64_t rid;       /* of the latest request */
     fz_reason_t reason; /* of the latest error reply */
     int64_t index;      /* its batch index, or -1 */
+    bool no_reply;      /* the latest call timed out ... */
+    bool landed;        /* ... on a socket that had reached a broker: it may have landed */
+    zsock_t *monitor;   /* PAIR: the DEALER's connection events */
+    bool reached;       /* the current DEALER has connected to a broker */
 };
 
-/* A connected DEALER, or NULL if the endpoint is not valid. */
-static zsock_t *s_connect(const char *endpoint)
+/* A connected DEALER, or NULL if the endpoint is not valid. Its connection events go to
+   self->monitor: a request on a socket that never reached a broker cannot have landed. */
+static zsock_t *s_connect(fz_client_t *self)
 {
+    static unsigned serial;
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://fz-client-monitor-%d-%u", (int)getpid(), ++serial);
     zsock_t *sock = fz_net_socket(ZMQ_DEALER);
-    if (sock && zsock_connect(sock, "%s", endpoint) != 0)
+    zsock_destroy(&self->monitor);
+    self->reached = false;
+    if (sock && zmq_socket_monitor(zsock_resolve(sock), ep,
+                                   ZMQ_EVENT_CONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0)
+        self->monitor = zsock_new_pair(ep);
+    if (sock && zsock_connect(sock, "%s", self->endpoint) != 0)
         zsock_destroy(&sock);
     return sock;
+}
+
+/* Reads the connection events queued so far: has the socket reached a broker? (No monitor:
+   assume it has, so that a lost reply is never taken for a request that did not land.) */
+static bool s_reached(fz_client_t *self)
+{
+    if (!self->monitor)
+        return true;
+    zmq_msg_t part;
+    zmq_msg_init(&part);
+    while (zmq_msg_recv(&part, zsock_resolve(self->monitor), ZMQ_DONTWAIT) >= 0)
+        self->reached = true; /* every event is a connection or a handshake */
+    zmq_msg_close(&part);
+    return self->reached;
 }
 
 fz_client_t *fz_client_new(const char *endpoint, int timeout_ms)
@@ -35,7 +63,7 @@ fz_client_t *fz_client_new(const char *endpoint, int timeout_ms)
     self->endpoint = strdup(endpoint);
     self->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
     self->index = -1;
-    self->sock = self->endpoint ? s_connect(endpoint) : NULL;
+    self->sock = self->endpoint ? s_connect(self) : NULL;
     if (!self->sock) {
         fz_client_destroy(&self);
         return NULL;
@@ -49,6 +77,7 @@ void fz_client_destroy(fz_client_t **self_p)
         return;
     fz_client_t *self = *self_p;
     zsock_destroy(&self->sock);
+    zsock_destroy(&self->monitor);
     free(self->endpoint);
     free(self);
     *self_p = NULL;
@@ -146,13 +175,41 @@ static fz_err_t s_no_reply(fz_client_t *self, char *errbuf, size_t errlen)
         snprintf(errbuf, errlen, "interrupted");
         return FZ_EUNAVAILABLE;
     }
+    self->no_reply = true;
+    self->landed = s_reached(self);
     snprintf(errbuf, errlen, "no reply from broker at %s within %g s — is fz-broker running?",
              self->endpoint, self->timeout_ms / 1000.0);
     /* A fresh socket drops the request still queued for an absent broker, so it cannot be
        delivered later, behind the caller's back. */
     zsock_destroy(&self->sock);
-    self->sock = s_connect(self->endpoint);
+    self->sock = s_connect(self);
     return FZ_EUNAVAILABLE;
+}
+
+bool fz_client_no_reply(const fz_client_t *self)
+{
+    return self->no_reply;
+}
+
+bool fz_client_may_have_landed(const fz_client_t *self)
+{
+    return self->no_reply && self->landed;
+}
+
+void fz_client_new_key(char key[33])
+{
+    unsigned char raw[16];
+    FILE *f = fopen("/dev/urandom", "rb");
+    size_t got = f ? fread(raw, 1, sizeof raw, f) : 0;
+    if (f)
+        fclose(f);
+    if (got != sizeof raw) {
+        uint64_t a = (uint64_t)fz_clock_ms() * 6364136223846793005u, b = (uint64_t)getpid();
+        memcpy(raw, &a, 8);
+        memcpy(raw + 8, &b, 8);
+    }
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(key + 2 * i, 3, "%02x", raw[i]);
 }
 
 fz_reason_t fz_client_reason(const fz_client_t *self)
@@ -171,6 +228,8 @@ fz_err_t fz_client_call(fz_client_t *self, fz_enc_t **req_p, fz_msg_t **reply_p,
     *reply_p = NULL;
     self->reason = FZ_REASON_NONE;
     self->index = -1;
+    self->no_reply = false;
+    self->landed = false;
     if (!self->sock) {
         fz_enc_destroy(req_p);
         snprintf(errbuf, errlen, "cannot connect to %s", self->endpoint);

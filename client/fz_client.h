@@ -12,6 +12,7 @@
 #ifndef FZ_CLIENT_H
 #define FZ_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +42,18 @@ fz_enc_t *fz_client_request(fz_client_t *self, const char *type);
    - a reply that cannot be decoded gives its decode error (FZ_EMALFORMED, FZ_EVERSION...). */
 fz_err_t fz_client_call(fz_client_t *self, fz_enc_t **req_p, fz_msg_t **reply_p, char *errbuf,
                         size_t errlen);
+
+/* Writes a fresh idempotency key into key[33]: 32 hex digits from /dev/urandom (the clock
+   and pid when it cannot be read), unique enough that two submits never share one. */
+void fz_client_new_key(char key[33]);
+
+/* True when the last call failed for want of a reply (a timeout, not an error reply): the
+   request may or may not have landed, so only a request with an idempotency key can be
+   sent again safely. */
+bool fz_client_no_reply(const fz_client_t *self);
+/* ... and its socket had reached a broker (a connection was made): only then may the
+   request have landed. A broker that was never there cannot have stored it. */
+bool fz_client_may_have_landed(const fz_client_t *self);
 
 /* The machine-readable reason of the last call's error reply (FZ_REASON_NONE if it had none
    or the call did not fail with one), and the batch index it named (-1 if none). */

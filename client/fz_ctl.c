@@ -14,6 +14,7 @@
 
 #include "fz_cli.h"
 #include "fz_client.h"
+#include "fz_curve.h"
 #include "fz_net.h"
 #include "fz_report.h"
 
@@ -76,9 +77,13 @@ static int s_help(void)
         "                             written at FILE on the broker's host (a relative FILE is\n"
         "                             made absolute here first)\n"
         "  ping                       check that the broker answers\n"
+        "  keygen NAME                write a new CURVE key pair, NAME.key (secret, mode 600)\n"
+        "                             and NAME.pub (public), in the zcert format; needs no\n"
+        "                             broker\n"
         "\n"
         "Options:\n"
         "  --broker EP    broker endpoint (default $FZ_BROKER or " FZ_DEFAULT_BROKER ")\n"
+        "  --curve-secret FILE, --broker-key FILE   CURVE keys (see the environment below)\n"
         "  --json         print the broker's reply as one JSON object\n"
         "  -h, --help     this help\n"
         "  -V, --version  print the version\n"
@@ -197,6 +202,7 @@ static void s_print_report(fz_msg_t *reply, const void *arg)
 static int s_cmd_status(ctl_t *ctl)
 {
     fz_enc_t *req = fz_client_request(ctl->client, "status");
+    fz_enc_bool(req, "depth", true); /* by_model, by_label: for autoscalers (--json) */
     return s_ask(ctl, &req, "status", s_print_report, &(report_t){fz_report_status, NULL});
 }
 
@@ -403,6 +409,22 @@ static int s_cmd_ping(ctl_t *ctl)
     return s_ask(ctl, &req, "pong", s_print_pong, &p);
 }
 
+/* keygen NAME: no broker involved, so main runs it before making a client. */
+static int s_keygen(int npos, const char *const *pos)
+{
+    if (npos != 2)
+        return fz_cli_usage_error("'keygen' takes 1 argument (NAME: writes NAME.key, NAME.pub)");
+    char err[4400];
+    if (fz_curve_keygen(pos[1], err, sizeof err) != 0) {
+        fz_cli_error("%s", err);
+        return FZ_EXIT_USAGE;
+    }
+    printf("%s.key (secret: keep it on this host) and %s.pub (public: copy it to the broker's "
+           "key folder, or to peers as --broker-key)\n",
+           pos[1], pos[1]);
+    return FZ_EXIT_OK;
+}
+
 static const command_t s_commands[] = {{"status", s_cmd_status, 0, ""},
                                        {"list", s_cmd_list, 0, "slt"},
                                        {"show", s_cmd_show, 1, "n"},
@@ -537,6 +559,8 @@ static int s_check(const ctl_t *ctl, const command_t *cmd)
 int main(int argc, char **argv)
 {
     fz_cli_init("fz-ctl");
+    if (fz_cli_curve(&argc, argv) != 0)
+        return FZ_EXIT_USAGE;
     ctl_t ctl = {0};
     int code = s_parse(&ctl, argc, argv);
     if (code >= 0)
@@ -545,6 +569,8 @@ int main(int argc, char **argv)
         return fz_cli_usage_error("missing COMMAND");
     if (strcmp(ctl.pos[0], "help") == 0)
         return s_help();
+    if (strcmp(ctl.pos[0], "keygen") == 0)
+        return s_keygen(ctl.npos, ctl.pos);
     const command_t *cmd = s_commands;
     while (cmd->name && strcmp(cmd->name, ctl.pos[0]) != 0)
         cmd++;

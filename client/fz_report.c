@@ -299,6 +299,9 @@ static void s_print_attempt(const msgpack_object *task, const msgpack_object *a,
         fprintf(out, " (cache: %llu read, %llu written)", (unsigned long long)cr,
                 (unsigned long long)cw);
     fprintf(out, "\n");
+    if (fz_obj_bool(a, "suspect", false))
+        fprintf(out, "  SUSPECT   the reported cost cannot be real: the budget was charged $%.4f\n",
+                fz_obj_float(a, "charged", 0));
     if (s_has_text(a, "class")) {
         char cls[40], reset[32];
         fprintf(out, "  failure   %s", s_text(a, "class", 32, cls, sizeof cls));
@@ -382,6 +385,11 @@ void fz_report_task(const msgpack_object *reply, size_t out_lines, FILE *out)
         fprintf(out, "   subtasks %s", s_list(reply, "children", b, sizeof b));
     fprintf(out, "\n  created   %s", fz_cli_time(fz_obj_float(task, "created", 0), c, sizeof c));
     fprintf(out, "   updated %s\n", fz_cli_time(fz_obj_float(task, "updated", 0), c, sizeof c));
+    /* The key that submitted it ("role:name"); none when the broker runs without CURVE. */
+    if (s_has_text(task, "submitted_by"))
+        fprintf(out, "  submitter %s\n", s_text(task, "submitted_by", 80, a, sizeof a));
+    else
+        fprintf(out, "  submitter - (no key: CURVE off)\n");
     fprintf(out, "  worker    %s   attempts %llu\n", s_text(task, "worker", 64, a, sizeof a),
             (unsigned long long)fz_obj_uint(task, "attempts", 0));
     fprintf(out, "  cost      $%.4f   tokens %llu in / %llu out\n",

@@ -29,6 +29,10 @@
 #define S_MAX_LABELS 32
 #define S_MAX_FALLBACK 8
 #define S_MAX_DEPS 256
+/* Sends of one request whose reply is lost (each waits S_TIMEOUT_MS): about half a minute,
+   time for a broker to restart. Safe because every submit carries an idempotency key. */
+#define S_TRIES 6
+#define S_MAX_KEY 100 /* --idempotency-key; "/LINE" is added per line of a -f file */
 
 typedef struct {
     const char *broker, *events, *file, *model, *name;
@@ -47,6 +51,7 @@ typedef struct {
     uint64_t after[S_MAX_DEPS], after_any[S_MAX_DEPS];
     size_t nafter, nafter_any;
     bool wait, json, quiet;
+    char key[S_MAX_KEY + 1]; /* --idempotency-key, or a random one of this run */
 } opts_t;
 
 typedef struct {
@@ -110,6 +115,12 @@ static int s_help(void)
         "      --keep-worktree   leave each attempt's worktree folder for inspection\n"
         "      --best-of N       race N attempts at once (2..16); the first to pass wins\n"
         "  -n, --name NAME       a human name (at most 128 bytes)\n"
+        "      --idempotency-key K  the broker stores a submit with key K once: sending it\n"
+        "                        again (within the broker's --key-ttl, a day) answers with\n"
+        "                        the same task ids. With -f, line N of a file gets K/N and a\n"
+        "                        pipeline K. Without it fz-submit makes a random key of its\n"
+        "                        own, and resends a request whose reply is lost (up to 6\n"
+        "                        times, 5 s each) so that a broker restart stores it once\n"
         "  -w, --wait            follow the task(s) to the end; the exit code tells the\n"
         "                        outcome (with -f: the worst one); progress goes to stderr\n"
         "  -j, --json            print {\"task\":ID,\"state\":S}, or with --wait the final task\n"
@@ -141,7 +152,8 @@ enum {
     OPT_BASE,
     OPT_CHECK,
     OPT_KEEP_WORKTREE,
-    OPT_BEST_OF
+    OPT_BEST_OF,
+    OPT_KEY
 };
 
 static const struct option s_long[] = {{"file", required_argument, NULL, 'f'},
@@ -164,6 +176,7 @@ static const struct option s_long[] = {{"file", required_argument, NULL, 'f'},
                                        {"keep-worktree", no_argument, NULL, OPT_KEEP_WORKTREE},
                                        {"best-of", required_argument, NULL, OPT_BEST_OF},
                                        {"name", required_argument, NULL, 'n'},
+                                       {"idempotency-key", required_argument, NULL, OPT_KEY},
                                        {"wait", no_argument, NULL, 'w'},
                                        {"json", no_argument, NULL, 'j'},
                                        {"quiet", no_argument, NULL, 'q'},
@@ -306,6 +319,13 @@ static bool s_option(opts_t *o, int c, const char *arg)
     case 'n':
         o->name = arg;
         return s_text_option("--name", arg, 128);
+    case OPT_KEY:
+        if (!*arg) {
+            fz_cli_usage_error("--idempotency-key: must not be empty");
+            return false;
+        }
+        snprintf(o->key, sizeof o->key, "%s", arg);
+        return s_text_option("--idempotency-key", arg, S_MAX_KEY);
     case 'w':
         o->wait = true;
         return true;
@@ -533,11 +553,23 @@ static void s_pipeline_defaults(void *arg, fz_enc_t *task, const char *const *ow
     s_encode_options(arg, task, own, nown);
 }
 
+/* The idempotency key of one prompt: the run's key, and for a line of a -f file "/LINE". */
+static void s_prompt_key(const opts_t *o, const prompt_t *pr, char *key, size_t size)
+{
+    if (o->file)
+        snprintf(key, size, "%s/%zu", o->key, pr->line);
+    else
+        snprintf(key, size, "%s", o->key);
+}
+
 static fz_enc_t *s_submit_request(fz_client_t *client, const opts_t *o, const prompt_t *pr)
 {
     fz_enc_t *req = fz_client_request(client, "submit");
     if (!req)
         return NULL;
+    char key[S_MAX_KEY + 32];
+    s_prompt_key(o, pr, key, sizeof key);
+    fz_enc_str(req, "idempotency_key", key);
     fz_enc_strn(req, "prompt", pr->text, pr->len);
     s_encode_options(o, req, NULL, 0);
     if (o->nafter) {
@@ -555,17 +587,56 @@ static fz_enc_t *s_submit_request(fz_client_t *client, const opts_t *o, const pr
     return req;
 }
 
+/* Builds a request afresh (a new rid, the same idempotency key) for each send. */
+typedef fz_enc_t *(s_build_fn)(fz_client_t *client, const void *arg);
+
+/* Sends what build makes and waits for the reply. When the reply is lost (no reply in
+   time from a broker the socket had reached: the request may have landed) or the broker
+   could not store it, sends it again, up
+   to S_TRIES sends: its idempotency key makes the broker store it once and answer the
+   resend with what the first send stored. */
+static fz_err_t s_ask_retrying(fz_client_t *client, s_build_fn *build, const void *arg,
+                               const char *expect, fz_msg_t **reply_p, char *err, size_t errlen)
+{
+    fz_err_t rc = FZ_EINTERNAL;
+    for (int i = 1; i <= S_TRIES; i++) {
+        fz_enc_t *req = build(client, arg);
+        if (!req) {
+            snprintf(err, errlen, "out of memory");
+            return FZ_EINTERNAL;
+        }
+        rc = fz_client_ask(client, &req, expect, reply_p, err, errlen);
+        /* A broker that was never reached is unreachable (exit 5 at once), not restarting. */
+        bool lost = fz_client_may_have_landed(client);
+        if (rc != FZ_EUNAVAILABLE || fz_net_interrupted() || i == S_TRIES ||
+            (!lost && fz_client_reason(client) != FZ_REASON_STORE_FAILED))
+            return rc;
+        fprintf(stderr, "%s: %s; sending it again (%d of %d, same idempotency key)\n",
+                fz_cli_progname(), err, i + 1, S_TRIES);
+        if (!lost)
+            zclock_sleep(1000); /* the broker said it could not store: give it a moment */
+    }
+    return rc;
+}
+
+typedef struct {
+    const opts_t *o;
+    const prompt_t *pr;
+} s_one_t;
+
+static fz_enc_t *s_build_one(fz_client_t *client, const void *arg)
+{
+    const s_one_t *one = arg;
+    return s_submit_request(client, one->o, one->pr);
+}
+
 /* Submits one prompt and prints its id; returns an exit code, *id_p set on success. */
 static int s_submit(fz_client_t *client, const opts_t *o, const prompt_t *pr, uint64_t *id_p)
 {
     char err[512];
-    fz_enc_t *req = s_submit_request(client, o, pr);
     fz_msg_t *reply = NULL;
-    if (!req) {
-        fz_cli_error("out of memory");
-        return FZ_EXIT_UNAVAILABLE;
-    }
-    fz_err_t rc = fz_client_ask(client, &req, "submitted", &reply, err, sizeof err);
+    s_one_t one = {o, pr};
+    fz_err_t rc = s_ask_retrying(client, s_build_one, &one, "submitted", &reply, err, sizeof err);
     if (rc != FZ_OK) {
         if (fz_net_interrupted())
             return FZ_EXIT_INTERRUPTED;
@@ -589,6 +660,23 @@ static int s_submit(fz_client_t *client, const opts_t *o, const prompt_t *pr, ui
 
 static int s_run(const opts_t *o, prompts_t *prompts);
 
+typedef struct {
+    const opts_t *o;
+    fz_pipeline_t *pl;
+} s_batch_t;
+
+/* The whole pipeline as one submit-batch, with the run's idempotency key. */
+static fz_enc_t *s_build_batch(fz_client_t *client, const void *arg)
+{
+    const s_batch_t *b = arg;
+    fz_enc_t *req = fz_client_request(client, "submit-batch");
+    if (req) {
+        fz_enc_str(req, "idempotency_key", b->o->key);
+        fz_pipeline_encode(b->pl, req, s_pipeline_defaults, (void *)b->o);
+    }
+    return req;
+}
+
 /* Submits a whole pipeline in one submit-batch; with --wait follows every task. */
 static int s_run_pipeline(const opts_t *o, fz_pipeline_t *pl)
 {
@@ -604,28 +692,29 @@ static int s_run_pipeline(const opts_t *o, fz_pipeline_t *pl)
     }
     char err[512];
     fz_msg_t *reply = NULL;
-    fz_enc_t *req = fz_client_request(client, "submit-batch");
-    if (req)
-        fz_pipeline_encode(pl, req, s_pipeline_defaults, (void *)o);
+    s_batch_t batch = {o, pl};
+    fz_enc_t *req = s_build_batch(client, &batch);
     /* A frame over the limit would make the broker drop the connection without a word. */
     size_t len = 0;
-    if (req && fz_enc_data(req, &len) && len > FZ_MAX_FRAME) {
-        fz_enc_destroy(&req);
+    bool fits = req && fz_enc_data(req, &len) && len <= FZ_MAX_FRAME;
+    fz_enc_destroy(&req);
+    if (!fits && len > FZ_MAX_FRAME) {
         fz_wait_destroy(&wait);
         fz_client_destroy(&client);
         return fz_cli_usage_error("%s: the pipeline is %zu bytes, over the %u-byte limit of one "
                                   "request: split it",
                                   o->file, len, FZ_MAX_FRAME);
     }
-    fz_err_t rc = req ? fz_client_ask(client, &req, "submitted-batch", &reply, err, sizeof err)
-                      : FZ_EINTERNAL;
+    fz_err_t rc = fits ? s_ask_retrying(client, s_build_batch, &batch, "submitted-batch", &reply,
+                                        err, sizeof err)
+                       : FZ_EINTERNAL;
     int code = FZ_EXIT_OK;
     int64_t idx = rc != FZ_OK ? fz_client_error_index(client) : -1;
     if (idx >= 0 && (size_t)idx < fz_pipeline_size(pl)) {
         /* The broker counts in submission order; people count lines. */
         fz_cli_error("%s: line %zu: %s", o->file, fz_pipeline_line(pl, (size_t)idx), err);
     } else if (rc != FZ_OK) {
-        fz_cli_error("%s", req || rc != FZ_EINTERNAL ? err : "out of memory");
+        fz_cli_error("%s", fits || rc != FZ_EINTERNAL ? err : "out of memory");
     }
     if (rc != FZ_OK) {
         code = fz_net_interrupted() ? FZ_EXIT_INTERRUPTED : fz_cli_exit_code(rc);
@@ -726,6 +815,8 @@ static int s_run(const opts_t *o, prompts_t *prompts)
 int main(int argc, char **argv)
 {
     fz_cli_init("fz-submit");
+    if (fz_cli_curve(&argc, argv) != 0)
+        return FZ_EXIT_USAGE;
     opts_t o;
     memset(&o, 0, sizeof o);
     int c;
@@ -750,6 +841,8 @@ int main(int argc, char **argv)
         return fz_cli_usage_error("give either -f FILE or a PROMPT, not both");
     if (!o.file && rest == 0 && isatty(STDIN_FILENO))
         return fz_cli_usage_error("missing PROMPT (or '-' to read it from standard input)");
+    if (!*o.key)
+        fz_client_new_key(o.key);
     prompts_t prompts = {0};
     bool ok;
     if (o.file) {

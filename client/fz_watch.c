@@ -305,6 +305,8 @@ static const struct option s_long[] = {
 int main(int argc, char **argv)
 {
     fz_cli_init("fz-watch");
+    if (fz_cli_curve(&argc, argv) != 0)
+        return FZ_EXIT_USAGE;
     watch_t w = {0};
     int c;
     opterr = 0;

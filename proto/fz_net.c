@@ -2,6 +2,8 @@
 
 #include "fz_net.h"
 
+#include "fz_curve.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
@@ -78,6 +80,9 @@ zsock_t *fz_net_socket(int type)
     zsock_set_linger(sock, 0);
     if (type == ZMQ_ROUTER)
         zsock_set_router_mandatory(sock, 1);
+    /* A client's sockets carry the process's CURVE keys, when it has any (fz_curve.h). */
+    if (type == ZMQ_DEALER || type == ZMQ_SUB)
+        fz_curve_client_apply(sock);
     return sock;
 }
 

@@ -4,7 +4,8 @@
       fz_net_interrupted() reads; the caller's poll loop ends on it; SIGUSR1 asks to drain)
       and ignores SIGPIPE;
     - fz_net_socket: a CZMQ socket with the limits every peer-facing socket needs
-      (ZMQ_MAXMSGSIZE, HWMs, no linger), set before bind/connect;
+      (ZMQ_MAXMSGSIZE, HWMs, no linger), set before bind/connect; a DEALER or SUB also gets
+      the process's CURVE client keys when fz_curve_client_setup loaded some;
     - fz_net_send: one encoded message, never blocking, optionally behind a routing id;
     - fz_net_recv_msg: one message from a DEALER, decoded; NULL on garbage (logged).
 

@@ -53,10 +53,13 @@ static const fz_field_t f_submit[] = {{"prompt", FZ_T_STR, REQ, 1, FZ_MAX_PROMPT
                                       {"stall", FZ_T_UINT, 0, 0, 31536000},
                                       {"stall_kill", FZ_T_UINT, 0, 0, 31536000},
                                       WS_SUBMIT_FIELDS,
+                                      {"idempotency_key", FZ_T_STR, 0, 1, 128},
                                       END};
 
-static const fz_field_t f_batch[] = {{"tasks", FZ_T_OBJARR, REQ, 1, 1000}, END};
-static const fz_field_t f_batch_reply[] = {{"tasks", FZ_T_UINTARR, REQ, 0, 1000}, END};
+static const fz_field_t f_batch[] = {
+    {"tasks", FZ_T_OBJARR, REQ, 1, 1000}, {"idempotency_key", FZ_T_STR, 0, 1, 128}, END};
+static const fz_field_t f_batch_reply[] = {
+    {"tasks", FZ_T_UINTARR, REQ, 0, 1000}, {"duplicate", FZ_T_BOOL, 0, 0, 0}, END};
 
 static const fz_field_t f_task_id[] = {{"task", FZ_T_UINT, REQ, 1, U64}, END};
 
@@ -65,8 +68,10 @@ static const fz_field_t f_list[] = {{"state", FZ_T_STR, 0, 0, 16},
                                     {"tail", FZ_T_BOOL, 0, 0, 0},
                                     END};
 
-static const fz_field_t f_submitted[] = {
-    {"task", FZ_T_UINT, REQ, 1, U64}, {"state", FZ_T_STR, 0, 0, 16}, END};
+static const fz_field_t f_submitted[] = {{"task", FZ_T_UINT, REQ, 1, U64},
+                                         {"state", FZ_T_STR, 0, 0, 16},
+                                         {"duplicate", FZ_T_BOOL, 0, 0, 0},
+                                         END};
 
 static const fz_field_t f_task_reply[] = {{"task", FZ_T_OBJECT, REQ, 0, 256},
                                           {"attempts", FZ_T_OBJARR, 0, 0, 100000},
@@ -83,7 +88,9 @@ static const fz_field_t f_status[] = {
     {"workers", FZ_T_UINT, 0, 0, U64},       {"idle_workers", FZ_T_UINT, 0, 0, U64},
     {"max_running", FZ_T_UINT, 0, 0, U64},   {"paused", FZ_T_BOOL, 0, 0, 0},
     {"spent_today", FZ_T_FLOAT, 0, 0, 1e12}, {"budget", FZ_T_FLOAT, 0, 0, 1e12},
-    {"reserved", FZ_T_FLOAT, 0, 0, 1e12},    END};
+    {"reserved", FZ_T_FLOAT, 0, 0, 1e12},    {"depth", FZ_T_BOOL, 0, 0, 0},
+    {"by_model", FZ_T_OBJARR, 0, 0, 256},    {"by_label", FZ_T_OBJARR, 0, 0, 256},
+    {"depth_truncated", FZ_T_BOOL, 0, 0, 0}, END};
 
 static const fz_field_t f_workers[] = {{"workers", FZ_T_OBJARR, 0, 0, 1000000}, END};
 
@@ -285,7 +292,8 @@ static const fz_msgspec_t s_specs[] = {
     {"keep_worktree", FZ_T_BOOL, REQ, 0, 0},                                                       \
     {"best_of", FZ_T_UINT, REQ, 0, FZ_MAX_BEST_OF},                                                \
     {"branch", FZ_T_STR, REQ, 0, FZ_MAX_REF},                                                      \
-    {"head_commit", FZ_T_STR, REQ, 0, 64}
+    {"head_commit", FZ_T_STR, REQ, 0, 64},                                                        \
+    {"submitted_by", FZ_T_STR, REQ, 0, 80}
 /* What the broker adds to a live task's object (get and list alike). */
 #define TASK_LIVE_FIELDS                                                                           \
     {"effective_priority", FZ_T_FLOAT, 0, -1e12, 1e12},                                            \
@@ -329,6 +337,8 @@ static const fz_field_t o_attempt[] = {{"n", FZ_T_UINT, REQ, 1, 100000},
                                        {"tokens_cache_write", FZ_T_UINT, REQ, 0, U64},
                                        WS_RESULT_FIELDS(REQ),
                                        {"check_output", FZ_T_BIN, REQ, 0, FZ_MAX_CHECK_TAIL},
+                                       {"suspect", FZ_T_BOOL, 0, 0, 0},
+                                       {"charged", FZ_T_FLOAT, 0, 0, T_USD},
                                        END};
 
 static const fz_field_t o_worker[] = {{"name", FZ_T_STR, REQ, 1, FZ_MAX_NAME},
@@ -357,10 +367,19 @@ static const fz_field_t o_counts[] = {
     {"failed", FZ_T_UINT, REQ, 0, U64},     {"cancelled", FZ_T_UINT, REQ, 0, U64},
     {"dep-failed", FZ_T_UINT, REQ, 0, U64}, END};
 
-static const fz_msgspec_t s_objects[] = {
-    {"task", o_task},     {"task-listed", o_task_listed}, {"attempt", o_attempt},
-    {"worker", o_worker}, {"cost-row", o_cost_row},       {"counts", o_counts},
-    {NULL, NULL}};
+/* status.by_model, status.by_label: unfinished tasks per model or label, by state. */
+static const fz_field_t o_depth_row[] = {{"key", FZ_T_STR, REQ, 0, 1100},
+                                         {"queued", FZ_T_UINT, REQ, 0, U64},
+                                         {"held", FZ_T_UINT, REQ, 0, U64},
+                                         {"retrying", FZ_T_UINT, REQ, 0, U64},
+                                         {"waiting", FZ_T_UINT, REQ, 0, U64},
+                                         {"running", FZ_T_UINT, REQ, 0, U64},
+                                         END};
+
+static const fz_msgspec_t s_objects[] = {{"task", o_task},           {"task-listed", o_task_listed},
+                                         {"attempt", o_attempt},     {"worker", o_worker},
+                                         {"cost-row", o_cost_row},   {"counts", o_counts},
+                                         {"depth-row", o_depth_row}, {NULL, NULL}};
 
 /* ---------------------------------------------------------------- events (section 6) */
 
@@ -387,7 +406,9 @@ static const fz_msgspec_t s_objects[] = {
     {"duration_ms", FZ_T_UINT, 0, 0, U64},                                                         \
     {"summary", FZ_T_STR, 0, 0, 4096},                                                             \
     {"class", FZ_T_STR, 0, 1, 32},                                                                 \
-    WS_RESULT_FIELDS(0)
+    WS_RESULT_FIELDS(0),                                                           \
+    {"suspect", FZ_T_BOOL, 0, 0, 0},                                                               \
+    {"charged", FZ_T_FLOAT, 0, 0, T_USD}
 #define EV_WORKER                                                                                  \
     EV_BASE,                                                                                       \
     {"worker", FZ_T_STR, REQ, 1, FZ_MAX_NAME},                                                     \
@@ -441,6 +462,7 @@ static const fz_field_t e_unhealthy[] = {EV_BASE,
                                          {"worker", FZ_T_STR, REQ, 1, FZ_MAX_NAME},
                                          {"class", FZ_T_STR, REQ, 1, 32},
                                          {"model", FZ_T_STR, REQ, 0, FZ_MAX_NAME},
+                                         {"until", FZ_T_FLOAT, 0, 0, T_TIME},
                                          END};
 static const fz_field_t e_version[] = {EV_BASE, {"version", FZ_T_STR, REQ, 1, 64}, END};
 static const fz_field_t e_budget[] = {EV_BASE, {"cap", FZ_T_FLOAT, REQ, 0, T_USD}, END};
@@ -486,6 +508,8 @@ static const struct {
                {"workers", "workers", "worker"},
                {"cost", "rows", "cost-row"},
                {"status", "counts", "counts"},
+               {"status", "by_model", "depth-row"},
+               {"status", "by_label", "depth-row"},
                {"submit-batch", "tasks", "submit"},
                {"events", "events", "event"}};
 

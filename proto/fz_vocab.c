@@ -57,7 +57,8 @@ static const char *const s_reasons[] = {"",
                                         "dependency-failed",
                                         "name-taken",
                                         "unknown-peer",
-                                        "store-failed"};
+                                        "store-failed",
+                                        "forbidden"};
 _Static_assert(sizeof s_reasons / sizeof *s_reasons == FZ_REASON_COUNT, "one name per value");
 
 static const char *const s_classes[] = {"",

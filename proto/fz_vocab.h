@@ -145,6 +145,7 @@ typedef enum {
     FZ_REASON_NAME_TAKEN,         /* hello: another live worker process has the name */
     FZ_REASON_UNKNOWN_PEER,       /* a worker message from a connection that said no hello */
     FZ_REASON_STORE_FAILED,       /* the broker could not store the change: try again */
+    FZ_REASON_FORBIDDEN,          /* the sender's key (its role) may not send this (CURVE on) */
     FZ_REASON_COUNT
 } fz_reason_t;
 

@@ -133,6 +133,13 @@ typedef enum {
     FZ_AGENT_STALLED = FZ_OUTCOME_STALLED, /* stopped by fz: no sign of life for stall_kill_s */
 } fz_agent_outcome_t;
 
+/* Whether the worker's variable "KEY=VALUE" reaches an agent: the basics (PATH, HOME,
+   USER, LOGNAME, SHELL, LANG, LANGUAGE, LC_*, TERM, TZ, TMPDIR), the fz variables the
+   adapters read (FZ_AGENTS_PREFIX, FZ_CLAUDE, FZ_CODEX, FZ_GEMINI, FZ_OPENCLAW, FZ_AGENT_*,
+   FZ_PRICES, FZ_PRICE_DEFAULT, FZ_DRY_*, FZ_LOG), and what pass (NULL-terminated names, a
+   trailing '*' for a prefix; may be NULL) allows. Pure. */
+bool fz_agent_env_passes(const char *entry, const char *const *pass);
+
 typedef struct {
     const char *command;     /* required: run as SHELL -c COMMAND */
     const char *shell;       /* default "/bin/sh" */
@@ -141,9 +148,9 @@ typedef struct {
     const char *workdir;     /* required: created like mkdir -p; the agent's cwd */
     const char *log_path;    /* output appended here; NULL = no log file */
     const char *report_path; /* truncated at start; NULL = WORKDIR/.fz-report */
-    const char *const *env;  /* NULL-terminated "KEY=VALUE" added to the worker's own
-                                environment; FZ_REPORT, FZ_WORKDIR, FZ_PROMPT and
-                                FZ_PROMPT_BYTES are set by the module and win */
+    const char *const *env;  /* NULL-terminated "KEY=VALUE" added to what the agent gets of
+                                the worker's environment (fz_agent_env_passes); FZ_REPORT,
+                                FZ_WORKDIR, FZ_PROMPT and FZ_PROMPT_BYTES win */
     size_t tail_max;         /* bytes of output kept; 0 = FZ_AGENT_TAIL_DEFAULT */
     double timeout_s;        /* wall clock; 0 = none */
     double max_cost;         /* USD; stop when reported cost > max_cost; 0 = none. A cost
@@ -156,6 +163,9 @@ typedef struct {
                                 life (see "Signs of life"); 0 = none */
     bool no_pidfd;           /* look for the exit on a 100 ms timer instead of through a
                                 polled descriptor (tests); the name is historical */
+    /* NULL-terminated names (or PREFIX*) of the worker's own variables the agent gets
+       besides the basics (fz_agent_env_passes); may be NULL */
+    const char *const *pass_env;
 } fz_agent_opts_t;
 
 /* What a simulated agent does: cost and tokens grow linearly over duration_s, then it exits

@@ -174,9 +174,56 @@ static bool s_key_listed(const char *entry, const char *const *list)
 static const char *const s_own_keys[] = {"FZ_PROMPT", "FZ_PROMPT_BYTES", "FZ_REPORT", "FZ_WORKDIR",
                                          NULL};
 
-/* The worker's environment, minus keys set by the caller or by us, plus those. The
-   strings are borrowed: free only the array. */
-static char **s_env_build(const char *const *extra, char *const *own)
+/* What an agent gets of the worker's own environment without being asked (README,
+   "Agents"): the basics every program expects, and the fz variables the adapters of
+   scripts/agents read. Everything else (API keys, tokens, the worker's CURVE secret) stays
+   with the worker unless --pass-env names it. A trailing '*' matches a prefix. */
+static const char *const s_basic_env[] = {"PATH",
+                                          "HOME",
+                                          "USER",
+                                          "LOGNAME",
+                                          "SHELL",
+                                          "LANG",
+                                          "LANGUAGE",
+                                          "LC_*",
+                                          "TERM",
+                                          "TZ",
+                                          "TMPDIR",
+                                          "FZ_AGENTS_PREFIX",
+                                          "FZ_CLAUDE",
+                                          "FZ_CODEX",
+                                          "FZ_GEMINI",
+                                          "FZ_OPENCLAW",
+                                          "FZ_AGENT_*",
+                                          "FZ_PRICES",
+                                          "FZ_PRICE_DEFAULT",
+                                          "FZ_DRY_*",
+                                          "FZ_LOG",
+                                          NULL};
+
+/* Does "KEY=VALUE" match the name or PREFIX* pattern? */
+static bool s_env_match(const char *entry, const char *pattern)
+{
+    size_t plen = strlen(pattern);
+    if (plen && pattern[plen - 1] == '*')
+        return strncmp(entry, pattern, plen - 1) == 0;
+    return s_same_key(entry, pattern);
+}
+
+bool fz_agent_env_passes(const char *entry, const char *const *pass)
+{
+    for (const char *const *p = s_basic_env; *p; p++)
+        if (s_env_match(entry, *p))
+            return true;
+    for (; pass && *pass; pass++)
+        if (s_env_match(entry, *pass))
+            return true;
+    return false;
+}
+
+/* The worker's environment as far as it passes (fz_agent_env_passes), minus keys set by
+   the caller or by us, plus those. The strings are borrowed: free only the array. */
+static char **s_env_build(const char *const *extra, char *const *own, const char *const *pass)
 {
     size_t n = 0, m = 0, k = 0;
     while (environ && environ[n])
@@ -190,8 +237,8 @@ static char **s_env_build(const char *const *extra, char *const *own)
         return NULL;
     size_t i = 0;
     for (size_t j = 0; j < n; j++)
-        if (strchr(environ[j], '=') && !s_key_listed(environ[j], s_own_keys) &&
-            !s_key_listed(environ[j], extra))
+        if (strchr(environ[j], '=') && fz_agent_env_passes(environ[j], pass) &&
+            !s_key_listed(environ[j], s_own_keys) && !s_key_listed(environ[j], extra))
             envp[i++] = environ[j];
     for (size_t j = 0; j < m; j++)
         if (!s_key_listed(extra[j], s_own_keys))
@@ -252,7 +299,7 @@ static int s_launch(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, si
     fz_keeper_t keeper;
     int rc = s_env_own(self, own);
     if (rc == 0)
-        envp = s_env_build(opts->env, own);
+        envp = s_env_build(opts->env, own, opts->pass_env);
     if (!envp)
         rc = fz_errf(err, errlen, "out of memory");
     else

@@ -41,6 +41,7 @@ struct fz_aws_t {
     uint64_t task;
     uint32_t attempt;
     double timeout_s, kill_grace_s;
+    const char *const *pass_env; /* borrowed */
     /* Written by a job on the runner's thread, read on the loop's after its done. */
     fz_workspace_t *ws;
     fz_ws_err_t jcls;
@@ -132,6 +133,7 @@ static int s_copy_opts(fz_aws_t *self, const fz_aws_opts_t *o)
     self->keep = o->keep;
     self->task = o->task, self->attempt = o->attempt;
     self->timeout_s = o->timeout_s, self->kill_grace_s = o->kill_grace_s;
+    self->pass_env = o->pass_env;
     self->workdir = s_dup(o->workdir);
     self->cache_dir = s_dup(o->cache_dir);
     self->repo = s_dup(o->repo);
@@ -314,6 +316,7 @@ static void s_check_start(fz_aws_t *self)
                          .log_path = log,
                          .report_path = report,
                          .env = (const char *const *)self->env,
+                         .pass_env = self->pass_env,
                          .tail_max = FZ_WS_CHECK_TAIL,
                          .timeout_s = fz_aws_check_timeout(self->timeout_s, self->agent_elapsed_s),
                          .kill_grace_s = self->kill_grace_s > 0 ? self->kill_grace_s : 0.001};

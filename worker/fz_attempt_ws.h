@@ -64,6 +64,8 @@ typedef struct {
     double timeout_s;       /* the task's timeout, 0 none: the check gets what the agent left */
     double kill_grace_s;    /* for the check, as for the agent */
     const char *const *env; /* NULL-terminated KEY=VALUE for the check (the agent's own) */
+    const char *const *pass_env; /* what the check is passed of the worker's environment, as
+                                    the agent (fz_agent.h); borrowed: must outlive self */
 } fz_aws_opts_t;
 
 /* What the result says of the workspace and the check. */

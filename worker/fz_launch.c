@@ -155,6 +155,7 @@ fz_agent_t *fz_launch_real(const fz_launch_t *l, fz_msg_t *msg, fz_agent_opts_t 
     opts->log_path = log;
     opts->report_path = report;
     opts->env = envp;
+    opts->pass_env = l->pass_env;
     fz_agent_t *agent = cmd ? fz_agent_start(opts, err, errlen) : NULL;
     free(cmd);
     return agent;

@@ -26,6 +26,7 @@ typedef struct {
     const char *model;  /* the dispatch's model ("" any) */
     uint64_t task;
     uint32_t attempt;
+    const char *const *pass_env;   /* variables passed on besides the basics (fz_agent.h) */
     double dry_duration, dry_cost; /* a simulation's defaults (labels override) */
     int dry_exit;
 } fz_launch_t;

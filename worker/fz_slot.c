@@ -68,6 +68,7 @@ struct fz_slot_t {
     int64_t stall_ms;      /* the current attempt's stall limit (announce-only; 0 none) */
     int64_t dispatched_ms; /* when the current attempt's dispatch came */
     bool stall_logged;     /* the stall limit was passed and said in the log */
+    int64_t busy_ms;       /* last time an agent ran or a result waited (--idle-exit) */
 };
 
 /* ---------------------------------------------------------------- sending */
@@ -378,6 +379,7 @@ static fz_launch_t s_launch(fz_slot_t *self)
                          .model = self->model,
                          .task = self->task,
                          .attempt = self->attempt,
+                         .pass_env = self->cfg.pass_env,
                          .dry_duration = self->cfg.dry_duration,
                          .dry_cost = self->cfg.dry_cost,
                          .dry_exit = self->cfg.dry_exit};
@@ -415,7 +417,8 @@ static fz_aws_t *s_new_aws(fz_slot_t *self, fz_msg_t *msg, const char *workdir, 
                        .attempt = self->attempt,
                        .timeout_s = self->limits.timeout_s,
                        .kill_grace_s = self->limits.kill_grace_s,
-                       .env = envp};
+                       .env = envp,
+                       .pass_env = self->cfg.pass_env};
     return fz_aws_new(&o, err, errlen);
 }
 
@@ -597,9 +600,22 @@ static void s_recv(fz_slot_t *self)
 
 /* ---------------------------------------------------------------- timers */
 
+/* How long the broker may stay silent before the connection is given up: three heartbeats,
+   but before its first welcome at least FZ_WELCOME_GRACE_MS. A new connection needs several
+   round trips (TCP, the ZMTP and CURVE handshakes, ZAP, hello) and a lost SYN alone costs a
+   second: over a slow, lossy link, giving up sooner replaces a connection the broker has
+   just accepted, and the dispatch it sent there is lost. */
+#define FZ_WELCOME_GRACE_MS 10000
+
+static int64_t s_silence_limit(const fz_slot_t *self)
+{
+    int64_t limit = 3 * (int64_t)self->hb_ms;
+    return !self->welcomed && limit < FZ_WELCOME_GRACE_MS ? FZ_WELCOME_GRACE_MS : limit;
+}
+
 static void s_timers(fz_slot_t *self, int64_t now)
 {
-    if (now - self->broker_seen_ms > 3 * (int64_t)self->hb_ms) {
+    if (now - self->broker_seen_ms > s_silence_limit(self)) {
         fz_warn("broker silent for %lld ms: reconnecting (next try in %u ms)",
                 (long long)(now - self->broker_seen_ms), self->backoff_ms);
         s_connect(self);
@@ -715,6 +731,23 @@ void fz_slot_destroy(fz_slot_t **self_p)
     *self_p = NULL;
 }
 
+/* --once: the first task taken (an agent, or a result owed) drains the worker; --idle-exit:
+   so does a time without either. Draining does the rest (finish, report, ack, bye). */
+static void s_once_or_idle(fz_slot_t *self, int64_t now)
+{
+    bool busy = self->active || self->npending;
+    if (busy || !self->busy_ms)
+        self->busy_ms = now;
+    bool once = self->cfg.once && busy;
+    bool idle = self->cfg.idle_exit_s && now - self->busy_ms >= self->cfg.idle_exit_s * 1000LL;
+    if (self->draining || (!once && !idle))
+        return;
+    self->draining = true;
+    fz_info("%s", once ? "--once: this task is the last; leaving when its result is acknowledged"
+                       : "--idle-exit: no task for that long; leaving");
+    s_heartbeat(self);
+}
+
 /* First signal: stop the agent, report it and wait for the ack; second: leave now. */
 static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
 {
@@ -728,10 +761,14 @@ static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
                 self->active ? "finishing the running agent, then leaving" : "no agent; leaving");
         s_heartbeat(self);
     }
+    s_once_or_idle(self, now);
     if (self->draining && !self->stopping && !self->active) {
         self->stopping = true;
-        *leave_at = now + 5000; /* for the last result's acknowledgement */
+        /* for the last result's acknowledgement; --once waits for it as long as it takes */
+        *leave_at = self->cfg.once ? INT64_MAX : now + 5000;
     }
+    if (signals == 1 && self->stopping && *leave_at == INT64_MAX)
+        *leave_at = now + 5000; /* --once waiting for its ack: a signal bounds the wait */
     if (signals == 1 && !self->stopping) {
         self->stopping = true;
         fz_info("stopping: %s", self->active ? "interrupting the running agent" : "no agent");
@@ -757,7 +794,8 @@ static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
         s_send(self, &bye);
         self->said_bye = true;
     }
-    return now >= *leave_at || (!self->active && self->npending == 0);
+    /* a promote the last ack asked for is done before leaving (fz_bg_destroy would stop it) */
+    return now >= *leave_at || (!self->active && self->npending == 0 && fz_bg_idle(self->bg));
 }
 
 int fz_slot_run(fz_slot_t *self)

@@ -32,6 +32,12 @@ typedef struct {
     double dry_cost;
     int dry_exit;
     uint32_t heartbeat_ms; /* until the broker's welcome says otherwise */
+    /* NULL-terminated names (PREFIX*) agents get besides the basics (fz_agent_env_passes);
+       may be NULL. --once: take one task, wait for its result's ack, leave. --idle-exit:
+       leave after idle_exit_s seconds without a task (0 never). */
+    const char *const *pass_env;
+    bool once;
+    uint32_t idle_exit_s;
 } fz_slot_config_t;
 
 typedef struct fz_slot_t fz_slot_t;

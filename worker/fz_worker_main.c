@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "fz_agent.h"
+#include "fz_curve.h"
 #include "fz_net.h"
 #include "fz_slot.h"
 
@@ -30,6 +31,9 @@ static void s_usage(FILE *out)
             "\n"
             "Options:\n"
             "  --broker EP          broker endpoint (default $FZ_BROKER or " FZ_DEFAULT_BROKER ")\n"
+            "  --curve-secret FILE  this worker's secret key (default $FZ_CURVE_SECRET)\n"
+            "  --broker-key FILE    the broker's public key (default $FZ_BROKER_KEY): both\n"
+            "                       or neither (CURVE off: loopback and ipc)\n"
             "  --events EP          event endpoint given to agents (default $FZ_EVENTS or\n"
             "                       " FZ_DEFAULT_EVENTS ")\n"
             "  --agent CMD          the agent command template (required unless --dry-run)\n"
@@ -52,6 +56,17 @@ static void s_usage(FILE *out)
             "  --dry-duration S     simulated duration (default 1)\n"
             "  --dry-cost USD       simulated cost (default 0.01)\n"
             "  --dry-exit N         simulated exit status (default 0)\n"
+            "  --pass-env NAME,...  variables of the worker's environment the agent gets too\n"
+            "                       (repeatable; NAME* is a prefix, '*' everything). Without\n"
+            "                       it an agent gets only PATH, HOME, USER, LOGNAME, SHELL,\n"
+            "                       LANG, LANGUAGE, LC_*, TERM, TZ, TMPDIR, the FZ_ variables\n"
+            "                       of its task and those the adapters read (FZ_AGENTS_PREFIX,\n"
+            "                       FZ_CLAUDE, FZ_CODEX, FZ_GEMINI, FZ_OPENCLAW, FZ_AGENT_*,\n"
+            "                       FZ_PRICES, FZ_PRICE_DEFAULT, FZ_DRY_*, FZ_LOG): an API key\n"
+            "                       must be named, e.g. --pass-env ANTHROPIC_API_KEY\n"
+            "  --once               take one task, run it, wait until the broker has its\n"
+            "                       result, and exit 0 (for batch systems: a Slurm job array)\n"
+            "  --idle-exit S        exit 0 after S seconds without a task (autoscalers)\n"
             "  -v, --verbose        debug logging\n"
             "  -h, --help           this help\n"
             "  -V, --version        print the version\n"
@@ -61,7 +76,8 @@ static void s_usage(FILE *out)
             "signal exits at once (the agent is killed). SIGUSR1 drains: the worker takes no more\n"
             "tasks, lets the running agent finish, reports it and exits (for upgrades).\n"
             "\n"
-            "Exit status: 0 after a signal, 1 runtime error, 2 bad usage.\n");
+            "Exit status: 0 after a signal, after --once's task (whatever its outcome: the\n"
+            "broker has it) or after --idle-exit; 1 runtime error, 2 bad usage.\n");
 }
 
 /* Checks a comma-separated list (models, or k=v labels) against the protocol's limits, so
@@ -107,28 +123,56 @@ enum {
     OPT_DRYDUR,
     OPT_DRYCOST,
     OPT_DRYEXIT,
-    OPT_CACHE
+    OPT_CACHE,
+    OPT_PASS_ENV,
+    OPT_ONCE,
+    OPT_IDLE_EXIT
 };
 
-static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, bool *verbose)
+/* --pass-env names, copied out of their comma-separated arguments. */
+#define S_MAX_PASS 64
+typedef struct {
+    char names[S_MAX_PASS][65];
+    const char *list[S_MAX_PASS + 1]; /* NULL-terminated, into names */
+    size_t n;
+} s_pass_t;
+
+/* Adds the names of one --pass-env argument; 0, or 2 after saying why. */
+static int s_pass_env(s_pass_t *pass, const char *arg)
 {
-    static const struct option opts[] = {{"broker", 1, 0, OPT_BROKER},
-                                         {"events", 1, 0, OPT_EVENTS},
-                                         {"agent", 1, 0, OPT_AGENT},
-                                         {"models", 1, 0, OPT_MODELS},
-                                         {"name", 1, 0, OPT_NAME},
-                                         {"labels", 1, 0, OPT_LABELS},
-                                         {"workdir", 1, 0, OPT_WORKDIR},
-                                         {"heartbeat", 1, 0, OPT_HB},
-                                         {"dry-run", 0, 0, OPT_DRY},
-                                         {"dry-duration", 1, 0, OPT_DRYDUR},
-                                         {"dry-cost", 1, 0, OPT_DRYCOST},
-                                         {"dry-exit", 1, 0, OPT_DRYEXIT},
-                                         {"cache-dir", 1, 0, OPT_CACHE},
-                                         {"verbose", 0, 0, 'v'},
-                                         {"help", 0, 0, 'h'},
-                                         {"version", 0, 0, 'V'},
-                                         {0, 0, 0, 0}};
+    const char *p = arg;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        size_t word = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_");
+        bool star = word < len && p[word] == '*' && word + 1 == len;
+        if (len == 0 || len > 64 || (word != len && !star) || (word && p[0] >= '0' && p[0] <= '9'))
+            return fz_bad_flag("fz-worker", "--pass-env", arg,
+                               "expected variable names (NAME or PREFIX*), comma-separated");
+        if (pass->n == S_MAX_PASS)
+            return fz_bad_flag("fz-worker", "--pass-env", arg, "more than 64 names");
+        snprintf(pass->names[pass->n], sizeof pass->names[0], "%.*s", (int)len, p);
+        pass->list[pass->n] = pass->names[pass->n];
+        pass->n++;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, s_pass_t *pass, bool *verbose)
+{
+    static const struct option opts[] = {
+        {"broker", 1, 0, OPT_BROKER},    {"events", 1, 0, OPT_EVENTS},
+        {"agent", 1, 0, OPT_AGENT},      {"models", 1, 0, OPT_MODELS},
+        {"name", 1, 0, OPT_NAME},        {"labels", 1, 0, OPT_LABELS},
+        {"workdir", 1, 0, OPT_WORKDIR},  {"heartbeat", 1, 0, OPT_HB},
+        {"dry-run", 0, 0, OPT_DRY},      {"dry-duration", 1, 0, OPT_DRYDUR},
+        {"dry-cost", 1, 0, OPT_DRYCOST}, {"dry-exit", 1, 0, OPT_DRYEXIT},
+        {"cache-dir", 1, 0, OPT_CACHE},  {"pass-env", 1, 0, OPT_PASS_ENV},
+        {"once", 0, 0, OPT_ONCE},        {"idle-exit", 1, 0, OPT_IDLE_EXIT},
+        {"verbose", 0, 0, 'v'},          {"help", 0, 0, 'h'},
+        {"version", 0, 0, 'V'},          {0, 0, 0, 0}};
     int c;
     uint64_t u;
     int64_t i;
@@ -180,6 +224,20 @@ static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, bool *verbose)
             if (!fz_parse_int(optarg, 0, 255, &i))
                 return fz_bad_flag("fz-worker", "--dry-exit", optarg, "expected 0 to 255");
             cfg->dry_exit = (int)i;
+            break;
+        case OPT_PASS_ENV:
+            if (s_pass_env(pass, optarg))
+                return 2;
+            cfg->pass_env = pass->list;
+            break;
+        case OPT_ONCE:
+            cfg->once = true;
+            break;
+        case OPT_IDLE_EXIT:
+            if (!fz_parse_uint(optarg, 31536000, &u) || u == 0)
+                return fz_bad_flag("fz-worker", "--idle-exit", optarg,
+                                   "expected seconds, at least 1");
+            cfg->idle_exit_s = (uint32_t)u;
             break;
         case 'v':
             *verbose = true;
@@ -250,7 +308,13 @@ int main(int argc, char **argv)
     cfg.dry_duration = 1.0;
     cfg.dry_cost = 0.01;
     bool verbose = false;
-    int rc = s_parse(argc, argv, &cfg, &verbose);
+    char keyerr[4400];
+    if (fz_curve_client_args(&argc, argv, keyerr, sizeof keyerr) != 0) {
+        fprintf(stderr, "fz-worker: %s\n", keyerr);
+        return 2;
+    }
+    static s_pass_t pass; /* outlives the slot, which borrows it */
+    int rc = s_parse(argc, argv, &cfg, &pass, &verbose);
     if (rc)
         return rc;
     cfg.broker = fz_endpoint(cfg.broker, "FZ_BROKER", FZ_DEFAULT_BROKER);

@@ -15,6 +15,9 @@ Every request gets exactly one reply carrying the request's rid (PROTOCOL.md sec
 `error` reply raises FzError(code, message), where code is the protocol's error code
 ("not-found", "refused", ...). No reply within the timeout raises FzError("unreachable", ...).
 
+With CURVE on (PROTOCOL.md section 9): Client(curve_secret="alice.key", broker_key="broker.pub"),
+or FZ_CURVE_SECRET and FZ_BROKER_KEY, or --curve-secret and --broker-key.
+
 As a program:  fz_client.py [--broker EP] submit PROMPT [--wait] [options]
                fz_client.py [--broker EP] get|cancel ID
                fz_client.py [--broker EP] list|status|workers|ping
@@ -67,12 +70,35 @@ class FzError(Exception):
         self.index = index
 
 
+def load_curve(curve_secret=None, broker_key=None):
+    """The CURVE keys of a client (PROTOCOL.md section 9): (public, secret, broker public) as
+    Z85 bytes, from the files given or FZ_CURVE_SECRET / FZ_BROKER_KEY, or None when neither
+    is set. The files are zcert files (what `fz-ctl keygen` writes); pyzmq reads them."""
+    curve_secret = curve_secret or os.environ.get("FZ_CURVE_SECRET") or None
+    broker_key = broker_key or os.environ.get("FZ_BROKER_KEY") or None
+    if not curve_secret and not broker_key:
+        return None
+    if not curve_secret or not broker_key:
+        raise FzError("invalid", "CURVE needs both a secret key (--curve-secret, "
+                      "FZ_CURVE_SECRET) and the broker's public key (--broker-key, FZ_BROKER_KEY)")
+    import zmq.auth
+    try:
+        public, secret = zmq.auth.load_certificate(curve_secret)
+        server, _ = zmq.auth.load_certificate(broker_key)
+    except (OSError, ValueError) as e:
+        raise FzError("invalid", "cannot read a key file: %s" % e)
+    if not secret:
+        raise FzError("invalid", "%s holds no secret key" % curve_secret)
+    return public, secret, server
+
+
 class Client:
     """A request/reply connection to the broker's ROUTER over one DEALER socket."""
 
-    def __init__(self, broker=None, timeout=5.0):
+    def __init__(self, broker=None, timeout=5.0, curve_secret=None, broker_key=None):
         self.broker = broker or os.environ.get("FZ_BROKER") or DEFAULT_BROKER
         self.timeout = timeout
+        self._curve = load_curve(curve_secret, broker_key)
         self._rids = itertools.count(1)
         self._sock = None
 
@@ -92,6 +118,8 @@ class Client:
             sock = zmq.Context.instance().socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
+            if self._curve:
+                sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = self._curve
             sock.connect(self.broker)
             self._sock = sock
         return self._sock
@@ -165,13 +193,17 @@ class Client:
 
     def submit(self, prompt, priority=None, model=None, timeout=None, max_cost=None,
                labels=None, retries=None, fallback=None, after=None, after_any=None,
-               parent=None, name=None, deadline=None):
-        """Submits a task; returns its id. The task is stored durably when this returns."""
+               parent=None, name=None, deadline=None, idempotency_key=None, tries=6):
+        """Submits a task; returns its id. The task is stored durably when this returns.
+        With idempotency_key (at most 128 bytes) the broker stores it once: a reply lost to
+        a timeout is asked for again, up to `tries` sends, and a resend is answered with
+        the task the first one stored."""
         if isinstance(prompt, bytes):
             prompt = prompt.decode("utf-8")
         if len(prompt.encode("utf-8")) > MAX_PROMPT:
             raise FzError("too-large", "the prompt is over the limit of %d bytes" % MAX_PROMPT)
-        reply = self._expect("submit", "submitted", prompt=prompt, priority=priority,
+        reply = self._keyed("submit", "submitted", idempotency_key, tries, prompt=prompt,
+                            priority=priority,
                              model=model, timeout=timeout,
                              max_cost=None if max_cost is None else float(max_cost),
                              labels=labels, retries=retries,
@@ -182,15 +214,29 @@ class Client:
                              deadline=None if deadline is None else float(deadline))
         return reply["task"]
 
-    def submit_batch(self, tasks):
+    def _keyed(self, type_, expect, key, tries, **fields):
+        """A request with an idempotency key, sent again while its reply is lost (or the
+        broker could not store it): the key makes every resend safe. Without a key: once."""
+        for i in range(1, (tries if key else 1) + 1):
+            try:
+                return self._expect(type_, expect, idempotency_key=key, **fields)
+            except FzError as e:
+                if i >= tries or e.code not in ("unreachable", "unavailable"):
+                    raise
+                if e.code == "unavailable":
+                    time.sleep(1.0)
+
+    def submit_batch(self, tasks, idempotency_key=None, tries=6):
         """Submits a graph of tasks at once (PROTOCOL.md, submit-batch): each a dict of submit
         fields, naming earlier ones of the list by position in "after_index" /
-        "after_any_index". All are stored, or none (FzError). Returns their ids, in order."""
+        "after_any_index". All are stored, or none (FzError). Returns their ids, in order.
+        idempotency_key and tries as for submit: a resend returns the same ids."""
         for i, t in enumerate(tasks):
             for key in ("after_index", "after_any_index"):
                 if any(not isinstance(j, int) or not 0 <= j < i for j in t.get(key, [])):
                     raise FzError("invalid", "task %d: %s must name earlier tasks" % (i, key))
-        return self._expect("submit-batch", "submitted-batch", tasks=list(tasks))["tasks"]
+        return self._keyed("submit-batch", "submitted-batch", idempotency_key, tries,
+                           tasks=list(tasks))["tasks"]
 
     def events(self, since=0):
         """The recent events numbered after `since` that the broker still holds, oldest first
@@ -289,6 +335,9 @@ def _parser():
     p.add_argument("--broker", help="broker endpoint (default $FZ_BROKER or %s)"
                    % DEFAULT_BROKER)
     p.add_argument("--json", action="store_true", help="print replies as JSON")
+    p.add_argument("--curve-secret", help="this client's secret key file (default "
+                   "$FZ_CURVE_SECRET): CURVE, with --broker-key")
+    p.add_argument("--broker-key", help="the broker's public key file (default $FZ_BROKER_KEY)")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("submit", help="submit a task and print its id")
     s.add_argument("prompt", help="the prompt ('-' reads standard input)")
@@ -304,6 +353,7 @@ def _parser():
     s.add_argument("--after-any", type=_ids)
     s.add_argument("--parent", type=int)
     s.add_argument("--name")
+    s.add_argument("--idempotency-key", help="stored once per key; a lost reply is resent")
     for name in ("get", "cancel"):
         sub.add_parser(name, help="%s a task" % name).add_argument("id", type=int)
     for name in ("list", "status", "workers", "ping"):
@@ -316,7 +366,8 @@ def _submit(fz, a):
     task_id = fz.submit(prompt, priority=a.priority, model=a.model, timeout=a.timeout,
                         max_cost=a.max_cost, labels=dict(a.label) if a.label else None,
                         retries=a.retries, fallback=a.fallback, after=a.after,
-                        after_any=a.after_any, parent=a.parent, name=a.name)
+                        after_any=a.after_any, parent=a.parent, name=a.name,
+                        idempotency_key=a.idempotency_key)
     if not a.wait:
         if a.json:
             _print_json({"task": task_id, "state": "queued"})
@@ -342,7 +393,7 @@ def _submit(fz, a):
 def main(argv=None):
     a = _parser().parse_args(argv)
     try:
-        with Client(a.broker) as fz:
+        with Client(a.broker, curve_secret=a.curve_secret, broker_key=a.broker_key) as fz:
             if a.command == "submit":
                 return _submit(fz, a)
             if a.command == "get":

@@ -122,7 +122,7 @@ def with_server(f, srv):
     f.start_broker("--backoff-min", "100", "--backoff-max", "200", "--kill-grace", "3")
     for name, model in CASES.items():
         f.env = dict(base, OPENCLAW_STATE_DIR=state_dir(f, name, srv))
-        f.start_worker(name, "--models", model, agent=AGENT)
+        f.start_worker(name, "--models", model, "--pass-env", "OPENCLAW_STATE_DIR,NO_COLOR", agent=AGENT)
     f.env = base
     h.wait_for(lambda: f.ok("status")["workers"] == len(CASES), 20, "four workers")
     ids = {s: f.submit("please fz-scenario:%s" % s, model=m, retries=0 if s in ("answer", "ratelimit") else 2)

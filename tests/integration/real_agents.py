@@ -77,6 +77,11 @@ def private_home(f, srv):
         f.env.pop(k, None)
 
 
+# What the CLIs need of the worker's environment (an agent gets only the basics otherwise).
+PASS_ENV = ("CODEX_HOME,FZ_FAKE_KEY,ANTHROPIC_*,CLAUDE_CODE_*,API_TIMEOUT_MS,DISABLE_AUTOUPDATER,"
+            "GOOGLE_GEMINI_BASE_URL,GEMINI_API_KEY")
+
+
 def report_of(path):
     kv, progress = {}, []
     if os.path.exists(path):
@@ -131,7 +136,7 @@ def with_server(f, srv):
     f.start_broker("--backoff-min", "100", "--backoff-max", "200", "--kill-grace", "3")
     for cli, model in MODELS.items():
         f.env = dict(base_env, FZ_AGENT_EVENTS=os.path.join(f.dir, "events-%s.jsonl" % cli))
-        f.start_worker(cli, "--models", model, agent=os.path.join(AGENTS, cli))
+        f.start_worker(cli, "--models", model, "--pass-env", PASS_ENV, agent=os.path.join(AGENTS, cli))
     f.env = base_env
     h.wait_for(lambda: f.ok("status")["workers"] == 3, 20, "three workers")
 

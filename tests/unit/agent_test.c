@@ -342,6 +342,47 @@ static void test_prompt_stdin_and_env(void **state)
     free(in), free(envp), free(vars), free(pwd), free(work);
 }
 
+/* The agent's environment is clean: the basics and what --pass-env names, never the rest
+   of the worker's (a key, the worker's CURVE secret). */
+static void test_env_is_clean(void **state)
+{
+    ctx_t *ctx = *state;
+    assert_true(fz_agent_env_passes("PATH=/bin", NULL));
+    assert_true(fz_agent_env_passes("LC_ALL=C", NULL));
+    assert_true(fz_agent_env_passes("FZ_DRY_COST=1", NULL));
+    assert_false(fz_agent_env_passes("PATHX=/bin", NULL));
+    assert_false(fz_agent_env_passes("ANTHROPIC_API_KEY=k", NULL));
+    assert_false(fz_agent_env_passes("FZ_CURVE_SECRET=s", NULL));
+    const char *pass[] = {"ANTHROPIC_API_KEY", "OPENAI_*", NULL};
+    assert_true(fz_agent_env_passes("ANTHROPIC_API_KEY=k", pass));
+    assert_false(fz_agent_env_passes("ANTHROPIC_API_KEYS=k", pass));
+    assert_true(fz_agent_env_passes("OPENAI_BASE_URL=u", pass));
+    const char *all[] = {"*", NULL};
+    assert_true(fz_agent_env_passes("ANYTHING=1", all));
+
+    setenv("FZ_TEST_SECRET_TOKEN", "hunter2", 1);
+    setenv("FZ_CURVE_SECRET", "/keys/worker.secret", 1);
+    setenv("FZ_TEST_PASSED", "yes", 1);
+    setenv("FZ_TESTPFX_ONE", "1", 1);
+    const char *names[] = {"FZ_TEST_PASSED", "FZ_TESTPFX_*", NULL};
+    fz_agent_opts_t opts = s_opts(ctx, "env > env.txt");
+    opts.pass_env = names;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    unsetenv("FZ_TEST_SECRET_TOKEN");
+    unsetenv("FZ_CURVE_SECRET");
+    unsetenv("FZ_TEST_PASSED");
+    unsetenv("FZ_TESTPFX_ONE");
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    char *env = s_work_file(ctx, "env.txt");
+    assert_non_null(env);
+    assert_null(strstr(env, "hunter2"));
+    assert_null(strstr(env, "FZ_CURVE_SECRET"));
+    assert_non_null(strstr(env, "FZ_TEST_PASSED=yes"));
+    assert_non_null(strstr(env, "FZ_TESTPFX_ONE=1"));
+    assert_non_null(strstr(env, "PATH="));
+    free(env);
+}
+
 static char *s_big_prompt(size_t len)
 {
     char *prompt = malloc(len);
@@ -1549,6 +1590,7 @@ int main(void)
         T(test_nonzero_exit),
         T(test_signaled),
         T(test_prompt_stdin_and_env),
+        T(test_env_is_clean),
         T(test_big_prompt_unread),
         T(test_big_prompt_read),
         T(test_empty_prompt_gives_eof),

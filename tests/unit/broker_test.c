@@ -1170,6 +1170,30 @@ static void test_whitelist_and_tree_limits(void **state)
 }
 
 /* A batch lands whole with its internal edges; views read it back; purge keeps today. */
+/* A submit and its resend with the same idempotency key in one turn (the first not yet
+   committed when the second is read): one task, the second answered as a duplicate. */
+static void test_same_key_twice_in_one_turn(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    for (int i = 0; i < 2; i++) {
+        fz_enc_t *req = s_req(fx, "submit");
+        fz_enc_str(req, "prompt", "once");
+        fz_enc_str(req, "idempotency_key", "same-turn");
+        assert_int_equal(fz_net_send(fx->client, NULL, &req), 0);
+    }
+    fz_msg_t *a = s_next(fx, fx->client), *b = s_next(fx, fx->client);
+    assert_true(fz_msg_is(a, "submitted") && fz_msg_is(b, "submitted"));
+    assert_int_equal(fz_msg_uint(a, "task", 0), fz_msg_uint(b, "task", 1));
+    assert_false(fz_msg_bool(a, "duplicate", false));
+    assert_true(fz_msg_bool(b, "duplicate", false));
+    assert_string_equal(s_row(fx, fz_msg_uint(a, "task", 0), "prompt"), "once");
+    assert_string_equal(s_row(fx, fz_msg_uint(a, "task", 0) + 1, "prompt"), "");
+    fz_msg_destroy(&a);
+    fz_msg_destroy(&b);
+    s_fx_destroy(&fx);
+}
+
 static void test_batch_views_and_purge(void **state)
 {
     (void)state;
@@ -2094,6 +2118,7 @@ int main(void)
         cmocka_unit_test(test_pause_stop_priority_escalate),
         cmocka_unit_test(test_whitelist_and_tree_limits),
         cmocka_unit_test(test_batch_views_and_purge),
+        cmocka_unit_test(test_same_key_twice_in_one_turn),
         cmocka_unit_test(test_long_routing_ids_do_not_collide),
         cmocka_unit_test(test_submitted_prompt_is_cut_between_characters),
         cmocka_unit_test(test_reconnect_with_the_same_nonce_replaces_at_once),

@@ -182,13 +182,65 @@ static void test_bucket(void **state)
     assert_false(fz_rules_bucket_take(&b, 98000, 100, 300, 1)); /* a clock going back adds none */
 }
 
+/* A cost far beyond the attempt's cap is held to it; a believable one is charged whole. */
+static void test_charge(void **state)
+{
+    (void)state;
+    fz_charge_t c = fz_rules_charge(&(fz_charge_in_t){.reported = 1e6, .cap = 1});
+    assert_true(c.suspect);
+    assert_true(c.charged == 2.0);
+    c = fz_rules_charge(&(fz_charge_in_t){.reported = 1.3, .cap = 1}); /* a killed overshoot */
+    assert_false(c.suspect);
+    assert_true(c.charged == 1.3);
+    c = fz_rules_charge(&(fz_charge_in_t){.reported = 10, .cap = 1}); /* 10x: still believed */
+    assert_false(c.suspect);
+    assert_true(c.charged == 10);
+    c = fz_rules_charge(&(fz_charge_in_t){.reported = 10.5, .cap = 1});
+    assert_true(c.suspect);
+    assert_true(c.charged == 2.0);
+    /* No cap: only the absolute bound. */
+    c = fz_rules_charge(&(fz_charge_in_t){.reported = 500, .cap = 0});
+    assert_false(c.suspect);
+    c = fz_rules_charge(&(fz_charge_in_t){.reported = 2e4, .cap = 0});
+    assert_true(c.suspect);
+    assert_true(c.charged == FZ_SUSPECT_COST);
+    /* A token count that cannot be real makes even a small cost suspect (charged as is,
+       within the bound). */
+    c = fz_rules_charge(&(fz_charge_in_t){.reported = 0.5, .cap = 1, .tokens = {0, 0, 2e10, 0}});
+    assert_true(c.suspect);
+    assert_true(c.charged == 0.5);
+}
+
+/* Lost attempts: the first counts; later ones of the same worker are let off (a bounded
+   number of times per task); the third quarantines it, longer each time. */
+static void test_loss(void **state)
+{
+    (void)state;
+    fz_loss_t v = fz_rules_loss(1, 0, 0);
+    assert_false(v.exempt);
+    assert_int_equal(v.quarantine_ms, 0);
+    v = fz_rules_loss(2, 0, 0);
+    assert_true(v.exempt);
+    assert_int_equal(v.quarantine_ms, 0);
+    v = fz_rules_loss(3, 0, 1);
+    assert_true(v.exempt);
+    assert_int_equal(v.quarantine_ms, FZ_QUARANTINE_MS);
+    v = fz_rules_loss(3, 1, 1);
+    assert_int_equal(v.quarantine_ms, 2 * FZ_QUARANTINE_MS);
+    v = fz_rules_loss(5, 30, 1);
+    assert_int_equal(v.quarantine_ms, FZ_QUARANTINE_MAX_MS);
+    v = fz_rules_loss(3, 0, FZ_LOSS_EXEMPT_MAX);
+    assert_false(v.exempt); /* the task's let-offs are spent: it counts */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deadline_boost), cmocka_unit_test(test_aging_and_effective),
         cmocka_unit_test(test_backoff),        cmocka_unit_test(test_after_attempt),
         cmocka_unit_test(test_move_table),     cmocka_unit_test(test_policy_by_class),
-        cmocka_unit_test(test_bucket),
+        cmocka_unit_test(test_bucket),         cmocka_unit_test(test_charge),
+        cmocka_unit_test(test_loss),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -169,8 +169,9 @@ static void test_open_creates_schema(void **state)
     fx_t *fx = *state;
     assert_int_equal(access(fx->path, F_OK), 0);
     assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND"
-                                  " name IN ('tasks','task_labels','attempts','meta','deps')"),
-                     5);
+                                  " name IN ('tasks','task_labels','attempts','meta','deps',"
+                                  "'submit_keys')"),
+                     6);
     assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND"
                                   " name IN ('tasks_state','attempts_ended','deps_dep',"
                                   "'tasks_parent')"),
@@ -186,7 +187,7 @@ static void test_open_creates_schema(void **state)
     assert_int_equal(fz_store_commit(fx->store), 0);
     s_reopen(fx);
     assert_true(fz_store_task_exists(fx->store, 1, NULL));
-    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"), 5);
+    assert_int_equal(s_ro_int(fx, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"), 6);
 
     /* A path that cannot be opened: NULL and a reason. */
     char err[256] = "";
@@ -1208,6 +1209,100 @@ static void test_backup(void **state)
     }
 }
 
+/* Idempotency keys: stored with the turn (a rolled-back turn forgets its key), found by
+   age, replaced once expired, pruned; a batch's ids come back in order. */
+static void test_submit_keys(void **state)
+{
+    fx_t *fx = *state;
+    fz_store_key_t k;
+    uint64_t one = s_add(fx, "single");
+    assert_int_equal(fz_store_key_add(fx->store, "a", 1000, &one, 1, FZ_STATE_QUEUED), 0);
+    uint64_t batch[3] = {7, 9, 8};
+    assert_int_equal(fz_store_key_add(fx->store, "b", 2000, batch, 3, -1), 0);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    assert_int_equal(fz_store_key_find(fx->store, "a", 500, &k), 1);
+    assert_int_equal(k.n, 1);
+    assert_int_equal(k.ids[0], one);
+    assert_int_equal(k.state, FZ_STATE_QUEUED);
+    assert_int_equal(fz_store_key_find(fx->store, "b", 500, &k), 1);
+    assert_int_equal(k.n, 3);
+    assert_int_equal(k.ids[0], 7);
+    assert_int_equal(k.ids[1], 9);
+    assert_int_equal(k.ids[2], 8);
+    assert_int_equal(k.state, -1);
+    /* Too old for the lookup: not found; and unknown keys are not found. */
+    assert_int_equal(fz_store_key_find(fx->store, "a", 1500, &k), 0);
+    assert_int_equal(fz_store_key_find(fx->store, "nope", 0, &k), 0);
+    /* A rolled-back turn takes its key with it. */
+    assert_int_equal(fz_store_key_add(fx->store, "c", 3000, &one, 1, FZ_STATE_QUEUED), 0);
+    fz_store_rollback(fx->store);
+    assert_int_equal(fz_store_key_find(fx->store, "c", 0, &k), 0);
+    /* An expired key may be used again: the new row replaces it. */
+    uint64_t two = 42;
+    assert_int_equal(fz_store_key_add(fx->store, "a", 4000, &two, 1, FZ_STATE_WAITING), 0);
+    assert_int_equal(fz_store_key_find(fx->store, "a", 3500, &k), 1);
+    assert_int_equal(k.ids[0], 42);
+    /* Pruning removes what is older than the bound, and only that. */
+    assert_int_equal(fz_store_key_prune(fx->store, 2500), 1);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+    assert_int_equal(fz_store_key_find(fx->store, "b", 0, &k), 0);
+    assert_int_equal(fz_store_key_find(fx->store, "a", 0, &k), 1);
+}
+
+typedef struct {
+    fz_store_depth_t rows[8];
+    size_t n;
+} depth_rows_t;
+
+static void s_depth_collect(void *arg, const fz_store_depth_t *row)
+{
+    depth_rows_t *d = arg;
+    if (d->n < 8)
+        d->rows[d->n++] = *row;
+}
+
+/* Queue depth: per model and per label, by state, ended tasks left out; capped rows say so. */
+static void test_depth(void **state)
+{
+    fx_t *fx = *state;
+    fz_store_newtask_t t = {0};
+    t.prompt = "p";
+    t.prompt_len = 1;
+    t.model = "sonnet";
+    t.state = FZ_STATE_QUEUED;
+    msgpack_object_kv kv = {{.type = MSGPACK_OBJECT_STR, .via.str = {4, "team"}},
+                            {.type = MSGPACK_OBJECT_STR, .via.str = {3, "web"}}};
+    msgpack_object labels = {.type = MSGPACK_OBJECT_MAP, .via.map = {1, &kv}};
+    t.labels = &labels;
+    assert_true(fz_store_task_add(fx->store, &t) > 0);
+    t.state = FZ_STATE_HELD;
+    assert_true(fz_store_task_add(fx->store, &t) > 0);
+    t.state = FZ_STATE_SUCCEEDED; /* ended: not counted */
+    assert_true(fz_store_task_add(fx->store, &t) > 0);
+    t.model = "";
+    t.labels = NULL;
+    t.state = FZ_STATE_QUEUED;
+    assert_true(fz_store_task_add(fx->store, &t) > 0);
+    assert_int_equal(fz_store_commit(fx->store), 0);
+
+    depth_rows_t d = {0};
+    assert_int_equal(fz_store_depth(fx->store, false, 10, s_depth_collect, &d), 0);
+    assert_int_equal(d.n, 2);
+    assert_string_equal(d.rows[0].key, "");
+    assert_int_equal(d.rows[0].counts[0], 1);
+    assert_string_equal(d.rows[1].key, "sonnet");
+    assert_int_equal(d.rows[1].counts[0], 1); /* queued */
+    assert_int_equal(d.rows[1].counts[1], 1); /* held */
+    memset(&d, 0, sizeof d);
+    assert_int_equal(fz_store_depth(fx->store, true, 10, s_depth_collect, &d), 0);
+    assert_int_equal(d.n, 1);
+    assert_string_equal(d.rows[0].key, "team=web");
+    assert_int_equal(d.rows[0].counts[0] + d.rows[0].counts[1], 2);
+    memset(&d, 0, sizeof d);
+    assert_int_equal(fz_store_depth(fx->store, false, 1, s_depth_collect, &d), 1);
+    assert_int_equal(d.n, 1);
+}
+
 int main(void)
 {
     fz_log_init("store_test", FZ_LOG_ERROR);
@@ -1234,6 +1329,8 @@ int main(void)
         TEST(test_list_rows_many),
         TEST(test_cost_report_matches_spent),
         TEST(test_purge),
+        TEST(test_submit_keys),
+        TEST(test_depth),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
