@@ -7,7 +7,8 @@ base and two bases that conflict end the attempt before any agent starts, with c
 workspace or merge-conflict; a cancel while the worktree is being made (the repository's lock
 held by this test) or while the check runs stops at once; promote in the result-ack points
 fz/TASK at the attempt; a URL repository is mirrored and the branch pushed back; a worker
-killed with SIGKILL leaves a worktree that its restart removes. Every test repository ends
+killed with SIGKILL leaves a worktree that its restart removes; a --once worker sets fz/TASK
+before it leaves. Every test repository ends
 with only its main worktree registered and nothing to prune."""
 import fcntl
 import os
@@ -192,6 +193,19 @@ def restart_prunes(f, fb, repo):
     g.check_clean(repo)
 
 
+def once_promotes(f, fb, repo):
+    # --once leaves after its one result's ack, but only once the promote it asked for is done.
+    start(f, fb, "o", "--once")
+    fb.promote.add((15, 1))
+    dispatch(fb, "o", 15, repo=repo, prompt="echo once > once.txt")
+    r = fb.result("o", 15)
+    proc = next(p for p, label in f.procs.values() if label == "worker-o")
+    fb.until(lambda: proc.poll() is not None, 15, "the --once worker to leave")
+    h.check(proc.returncode == 0, "--once exit status %s" % proc.returncode)
+    h.check(g.git(repo, "rev-parse", "--verify", "-q", "fz/15", check=False) == r["head_commit"],
+            "--once left before setting fz/15")
+
+
 def body(f):
     fb = FakeBroker(f.broker_ep)
     try:
@@ -209,6 +223,7 @@ def body(f):
         cancels(f, fb, repo)
         origin = kept_and_url(f, fb, repo)
         restart_prunes(f, fb, repo)
+        once_promotes(f, fb, repo)
         fb.pump(0.3)
         for r in (repo, origin):
             g.check_clean(r)
