@@ -9,6 +9,7 @@
 
 #include "fz_agent.h"
 #include "fz_run.h"
+#include "fz_spec.h"
 #include "fz_util.h"
 
 /* Where the attempt is; the public phase is a coarser view (s_phase). */
@@ -401,6 +402,29 @@ fz_aws_t *fz_aws_new(const fz_aws_opts_t *opts, char *err, size_t errlen)
     else
         self->step = S_WAIT_BG;
     return self;
+}
+
+fz_aws_t *fz_aws_for_dispatch(const fz_aws_opts_t *opts, fz_msg_t *dispatch, char *err,
+                              size_t errlen)
+{
+    enum { MAX_BASES = 257 }; /* fz_spec's limit of dispatch.bases */
+    const char *bases[MAX_BASES];
+    char refs[MAX_BASES][FZ_MAX_REF + 1];
+    size_t nb = 0;
+    const msgpack_object *b = fz_msg_obj(dispatch, "bases");
+    for (uint32_t i = 0;
+         b && b->type == MSGPACK_OBJECT_ARRAY && i < b->via.array.size && i < MAX_BASES; i++) {
+        const msgpack_object *o = &b->via.array.ptr[i];
+        snprintf(refs[nb], sizeof refs[nb], "%.*s", (int)o->via.str.size, o->via.str.ptr);
+        bases[nb] = refs[nb];
+        nb++;
+    }
+    fz_aws_opts_t o = *opts;
+    o.repo = fz_msg_str(dispatch, "repo", "", NULL);
+    o.bases = bases, o.nbases = nb;
+    o.check = fz_msg_str(dispatch, "check", "", NULL);
+    o.keep = fz_msg_bool(dispatch, "keep_worktree", false);
+    return fz_aws_new(&o, err, errlen);
 }
 
 void fz_aws_destroy(fz_aws_t **self_p)

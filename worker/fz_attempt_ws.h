@@ -36,6 +36,7 @@
 
 #include "fz_bg.h"
 #include "fz_enc.h"
+#include "fz_msg.h"
 #include "fz_vocab.h"
 #include "fz_workspace.h"
 
@@ -87,6 +88,11 @@ typedef struct {
 /* A new attempt workspace; with a repo, its open is queued on the runner at once. NULL
    with err on bad options or no memory. */
 fz_aws_t *fz_aws_new(const fz_aws_opts_t *opts, char *err, size_t errlen);
+
+/* fz_aws_new with the dispatch's repo, bases, check and keep_worktree (PROTOCOL.md
+   section 5) in place of those of opts. */
+fz_aws_t *fz_aws_for_dispatch(const fz_aws_opts_t *opts, fz_msg_t *dispatch, char *err,
+                              size_t errlen);
 
 /* Stops what runs (open, check: as cancel), waits for its bg job, kills the check, and frees
    everything; a workspace never finished is discarded (worktree and branch). Blocks for as

@@ -60,3 +60,26 @@ fz_enc_t *fz_result_enc(const fz_result_t *r)
         fz_aws_encode(r->ws, e);
     return e;
 }
+
+fz_outcome_t fz_result_outcome(int agent_outcome, bool cancelled, bool interrupted)
+{
+    fz_outcome_t o = agent_outcome >= 0 ? (fz_outcome_t)agent_outcome
+                     : cancelled        ? FZ_OUTCOME_CANCELLED
+                                        : FZ_OUTCOME_SPAWN_FAILED;
+    if (cancelled && o == FZ_OUTCOME_EXITED)
+        o = FZ_OUTCOME_CANCELLED;
+    return o == FZ_OUTCOME_CANCELLED && interrupted ? FZ_OUTCOME_INTERRUPTED : o;
+}
+
+const char *fz_result_summary(const fz_result_t *r, const char *start_err, char *buf, size_t size)
+{
+    fz_class_t cls = fz_result_class(r);
+    const char *s = r->st || !start_err || !start_err[0] ? NULL : start_err;
+    if (r->ws && r->ws->cls != FZ_CLASS_NONE && cls == r->ws->cls)
+        s = r->ws->summary;
+    if (!r->ws || !r->ws->note[0])
+        return s;
+    const char *first = s ? s : r->st ? r->st->summary : "";
+    snprintf(buf, size, "%.3000s%s(note: %s)", first, first[0] ? " " : "", r->ws->note);
+    return buf;
+}

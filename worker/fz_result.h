@@ -10,6 +10,7 @@
 #ifndef FZ_RESULT_H
 #define FZ_RESULT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +39,17 @@ fz_class_t fz_result_class(const fz_result_t *r);
    them; class only when the attempt failed, reset_at and retry_after only when the agent
    reported them, the workspace's fields when there is one (fz_aws_encode). */
 fz_enc_t *fz_result_enc(const fz_result_t *r);
+
+/* The attempt's outcome: the agent's (agent_outcome, an fz_outcome_t; -1 when no agent
+   ran: cancelled if cancelled, else spawn-failed); a cancel after an agent that exited (the
+   check was stopped) is a cancel; a cancel because the worker stops is "interrupted" (the
+   broker requeues the task). */
+fz_outcome_t fz_result_outcome(int agent_outcome, bool cancelled, bool interrupted);
+
+/* The summary to send: the workspace's or the check's reason when its class is the
+   result's, else NULL (the agent's own) or start_err when no agent ran; the workspace's note
+   (a dirty checkout) after it, in buf. */
+const char *fz_result_summary(const fz_result_t *r, const char *start_err, char *buf, size_t size);
 
 /* text as valid UTF-8, cut to max bytes (and 4 KiB), under key. */
 void fz_result_text(fz_enc_t *e, const char *key, const char *text, size_t max);

@@ -274,35 +274,6 @@ static void s_stream_output(fz_slot_t *self)
     s_send(self, &e);
 }
 
-/* The attempt's outcome: the agent's (a protocol outcome, fz_agent.h), or, when none ran,
-   why; a cancel that came after the agent exited (during the check) is a cancel too; a
-   cancel of our own because the worker stops is "interrupted": the broker requeues it. */
-static fz_outcome_t s_outcome(fz_slot_t *self, const fz_agent_status_t *st)
-{
-    bool cancelled = self->aws && fz_aws_cancelled(self->aws);
-    fz_outcome_t o = st          ? (fz_outcome_t)st->outcome
-                     : cancelled ? FZ_OUTCOME_CANCELLED
-                                 : FZ_OUTCOME_SPAWN_FAILED;
-    if (cancelled && o == FZ_OUTCOME_EXITED)
-        o = FZ_OUTCOME_CANCELLED;
-    return o == FZ_OUTCOME_CANCELLED && self->interrupted ? FZ_OUTCOME_INTERRUPTED : o;
-}
-
-/* The summary: the workspace's or the check's reason when its class is the result's; else
-   the agent's (NULL) or why it did not start; the workspace's note after it. */
-static const char *s_summary(fz_slot_t *self, const fz_result_t *r, char *buf, size_t size)
-{
-    fz_class_t cls = fz_result_class(r);
-    const char *s = r->st || !self->start_err[0] ? NULL : self->start_err;
-    if (r->ws && r->ws->cls != FZ_CLASS_NONE && cls == r->ws->cls)
-        s = r->ws->summary;
-    if (!r->ws || !r->ws->note[0])
-        return s;
-    const char *first = s ? s : r->st ? r->st->summary : "";
-    snprintf(buf, size, "%.3000s%s(note: %s)", first, first[0] ? " " : "", r->ws->note);
-    return buf;
-}
-
 /* Keeps what a promote in the ack will need: the repository and the sealed head. */
 static void s_keep_for_promote(fz_slot_t *self, const fz_aws_result_t *ws)
 {
@@ -323,13 +294,15 @@ static void s_finish(fz_slot_t *self)
              (unsigned long long)self->task, self->attempt);
     fz_result_t r = {.task = self->task,
                      .attempt = self->attempt,
-                     .outcome = s_outcome(self, st),
+                     .outcome = fz_result_outcome(st ? (int)st->outcome : -1,
+                                                  self->aws && fz_aws_cancelled(self->aws),
+                                                  self->interrupted),
                      .st = st,
                      .ws = fz_aws_result(self->aws),
                      .model = self->model,
                      .log = self->cfg.dry_run || !st ? "" : log};
     char summary[4096];
-    r.summary = s_summary(self, &r, summary, sizeof summary);
+    r.summary = fz_result_summary(&r, self->start_err, summary, sizeof summary);
     if (self->agent)
         r.tail = fz_agent_tail(self->agent, &r.tail_len);
     fz_class_t cls = fz_result_class(&r);
@@ -390,17 +363,6 @@ static fz_launch_t s_launch(fz_slot_t *self)
 static fz_aws_t *s_new_aws(fz_slot_t *self, fz_msg_t *msg, const char *workdir, char *err,
                            size_t errlen)
 {
-    const char *bases[257];
-    size_t nb = 0;
-    const msgpack_object *b = fz_msg_obj(msg, "bases");
-    char refs[257][FZ_MAX_REF + 1];
-    for (uint32_t i = 0; b && b->type == MSGPACK_OBJECT_ARRAY && i < b->via.array.size && i < 257;
-         i++) {
-        const msgpack_object *o = &b->via.array.ptr[i];
-        snprintf(refs[nb], sizeof refs[nb], "%.*s", (int)o->via.str.size, o->via.str.ptr);
-        bases[nb] = refs[nb];
-        nb++;
-    }
     char env[FZ_LAUNCH_BASE_ENV][512];
     const char *envp[FZ_LAUNCH_BASE_ENV + 1] = {NULL};
     fz_launch_t l = s_launch(self);
@@ -408,18 +370,13 @@ static fz_aws_t *s_new_aws(fz_slot_t *self, fz_msg_t *msg, const char *workdir, 
     fz_aws_opts_t o = {.bg = self->bg,
                        .cache_dir = self->cfg.cache_dir,
                        .workdir = workdir,
-                       .repo = fz_msg_str(msg, "repo", "", NULL),
-                       .bases = bases,
-                       .nbases = nb,
-                       .check = fz_msg_str(msg, "check", "", NULL),
-                       .keep = fz_msg_bool(msg, "keep_worktree", false),
                        .task = self->task,
                        .attempt = self->attempt,
                        .timeout_s = self->limits.timeout_s,
                        .kill_grace_s = self->limits.kill_grace_s,
                        .env = envp,
                        .pass_env = self->cfg.pass_env};
-    return fz_aws_new(&o, err, errlen);
+    return fz_aws_for_dispatch(&o, msg, err, errlen);
 }
 
 /* Starts the agent once the workspace is ready; an agent that cannot start still lets the
