@@ -4,6 +4,8 @@
 
 const STATES = ["queued", "waiting", "held", "running", "retrying", "succeeded", "failed",
   "cancelled", "dep-failed"];
+const COLORS = { queued: "#3b82f6", waiting: "#a78bfa", held: "#f59e0b", running: "#10b981",
+  retrying: "#f97316", succeeded: "#16a34a", failed: "#dc2626", cancelled: "#6b7280", "dep-failed": "#b91c1c" };
 const app = { config: { admin: false }, overview: null, view: null, es: null, taskES: null,
   progress: new Map(), pending: false, refetchAt: 0, timer: null, viewGen: 0 };
 window.fzApp = app; // for tests: counts of renders, load time
@@ -14,10 +16,11 @@ function el(tag, attrs, ...kids) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null || v === false) continue;
     if (k === "class") e.className = v;
+    else if (k === "style") e.style.cssText = v; // CSSOM: allowed by the page's CSP
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v);
   }
-  for (const kid of kids.flat()) {
+  for (const kid of kids.flat(Infinity)) {
     if (kid === undefined || kid === null || kid === false) continue;
     e.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
   }
@@ -342,7 +345,7 @@ function renderGraph(d) {
   for (const i of ids) {
     const t = tasks.get(i), [x, y] = pos.get(i);
     const g = svg("a", { href: "#/task/" + i, "data-node": i });
-    g.append(svg("rect", { x, y, width: 130, height: 28, rx: 5, fill: "var(--" + t.state + ")", opacity: 0.9 }));
+    g.append(svg("rect", { x, y, width: 130, height: 28, rx: 5, fill: COLORS[t.state] || "#888", opacity: 0.9 }));
     g.append(svg("text", { x: x + 6, y: y + 18, fill: "#fff" }, "#" + i + " " + oneline(t.name || t.prompt, 16)));
     s.append(g);
   }
