@@ -41,7 +41,7 @@ function oneline(s, max) {
   let t = visible(s).replace(/[\r\n\t]+/g, " ");
   return max && t.length > max ? t.slice(0, max - 1) + "…" : t;
 }
-const money = (v) => "$" + Number(v || 0).toFixed(2);
+const money = (v) => { v = Number(v || 0); return "$" + v.toFixed(v > 0 && v < 0.1 ? 4 : 2); };
 function dur(ms) {
   ms = Number(ms || 0);
   if (ms < 1000) return Math.round(ms) + "ms";
@@ -212,7 +212,7 @@ function renderOverview(d) {
       el("td", { class: "num" }, money(t.cost_usd)));
     return row;
   });
-  const workers = (d.workers.workers || []).map((w) => el("tr", { "data-worker": w.name },
+  const workers = (d.workers.workers || []).slice().sort((a, b) => (a.name < b.name ? -1 : 1)).map((w) => el("tr", { "data-worker": w.name },
     el("td", {}, oneline(w.name, 40)), el("td", {}, w.any_model ? "any" : oneline((w.models || []).join(", "), 50)),
     el("td", {}, w.state), el("td", {}, w.task ? el("a", { href: "#/task/" + w.task }, "#" + w.task) : "-"),
     el("td", {}, (w.unhealthy || []).length ? "unhealthy: " + oneline(w.unhealthy.map((m) => m || "all").join(", "), 40) : "ok")));
@@ -231,7 +231,7 @@ function renderOverview(d) {
         (st.paused ? "paused" : "running") + " · " + st.running + " of " + st.max_running + " agents · " +
         st.workers + " workers (" + st.idle_workers + " idle)"), ctl)),
     el("h2", {}, "Running agents (" + runRows.length + ")"),
-    table(["task", "what", "worker", "model", "progress", "", "elapsed", "cost"], runRows, "running"),
+    table(["task", "what", "worker", "model", "progress", "doing", "elapsed", "cost so far"], runRows, "running"),
     el("h2", {}, "Workers (" + workers.length + ")"),
     table(["name", "models", "state", "task", "health"], workers, "workers"),
     el("h2", {}, "Recent tasks"),
