@@ -173,6 +173,21 @@ def body(f):
     st, _, _ = w.http("GET", base + "/api/overview", {"Host": "evil.example:80"})
     h.check(st == 421, "a GET with a foreign Host: %d" % st)
 
+    # ---- bad usage exits 2, a port in use 1
+    for args, want, what in [(["--listen", "nowhere"], 2, "a bad --listen"),
+                             (["--listen", "127.0.0.1:99999"], 2, "a bad port"),
+                             (["--admin-token-file", os.path.join(f.dir, "none")], 2, "no token file"),
+                             (["--listen", host], 1, "a port in use"),
+                             (["--frobnicate"], 2, "an unknown flag")]:
+        r = f.run_tool("fz-web", *args, timeout=20)
+        h.check(r.returncode == want and r.stderr.strip(), "fz-web with %s: exit %d (%s)" %
+                (what, r.returncode, r.stderr.strip()))
+    short = os.path.join(f.dir, "short")
+    with open(short, "w") as fh:
+        fh.write("abc\n")
+    r = f.run_tool("fz-web", "--admin-token-file", short, timeout=20)
+    h.check(r.returncode == 2 and "at least 8" in r.stderr, "a short token: %s" % r.stderr)
+
     # ---- a stream open while fz-web stops: it exits 0, promptly
     s = w.SSE(base)
     s.events(1, 1)
