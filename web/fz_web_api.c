@@ -115,12 +115,12 @@ fz_web_resp_t fz_web_api_overview(fz_client_t *c)
     }
     if (!o.rc) {
         fputc(',', o.mem);
-        o.rc = s_part(c, s_list_req(c, "running", 2000, false), "tasks", "running", o.mem, o.err,
+        o.rc = s_part(c, s_list_req(c, "running", 250, false), "tasks", "running", o.mem, o.err,
                       sizeof o.err);
     }
     if (!o.rc) {
         fputc(',', o.mem);
-        o.rc = s_part(c, s_list_req(c, NULL, 200, true), "tasks", "recent", o.mem, o.err,
+        o.rc = s_part(c, s_list_req(c, NULL, 100, true), "tasks", "recent", o.mem, o.err,
                       sizeof o.err);
     }
     fputc('}', o.mem);

@@ -22,7 +22,7 @@ typedef struct {
 } fz_web_resp_t;
 
 /* The factory at a glance: {"status", "budget", "workers", "running" (list of the running
-   tasks, up to 2000), "recent" (the newest 200 tasks)}. */
+   tasks, the first 250), "recent" (the newest 100 tasks)}. */
 fz_web_resp_t fz_web_api_overview(fz_client_t *client);
 /* A task: {"task", "attempts", "children"} (get). */
 fz_web_resp_t fz_web_api_task(fz_client_t *client, uint64_t id);

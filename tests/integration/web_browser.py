@@ -241,4 +241,5 @@ def run(f, drv):
                "1,000 queued on the page")
 
 
-h.run("web_browser", body)
+if __name__ == "__main__":
+    h.run("web_browser", body)

@@ -6,6 +6,7 @@ const STATES = ["queued", "waiting", "held", "running", "retrying", "succeeded",
   "cancelled", "dep-failed"];
 const COLORS = { queued: "#3b82f6", waiting: "#a78bfa", held: "#f59e0b", running: "#10b981",
   retrying: "#f97316", succeeded: "#16a34a", failed: "#dc2626", cancelled: "#6b7280", "dep-failed": "#b91c1c" };
+const MAX_ROWS = 250; // rows per table on the overview: a big factory stays quick to draw
 const app = { config: { admin: false }, overview: null, view: null, es: null, taskES: null,
   progress: new Map(), pending: false, refetchAt: 0, timer: null, viewGen: 0 };
 window.fzApp = app; // for tests: counts of renders, load time
@@ -113,7 +114,7 @@ function connect() {
     if (ev.topic === "task.progress") {
       app.progress.set(ev.task, ev);
       if (!app.pending) { app.pending = true; requestAnimationFrame(applyProgress); }
-    } else scheduleRefresh(300);
+    } else scheduleRefresh(700); // at most one reload of the view per 0.7 s, however busy
   });
 }
 function scheduleRefresh(delay) {
@@ -126,7 +127,7 @@ function scheduleRefresh(delay) {
 function applyProgress() {
   app.pending = false;
   for (const [id, ev] of app.progress) {
-    const row = document.querySelector('tr[data-run="' + id + '"]');
+    const row = app.runRows && app.runRows.get(id);
     if (!row) continue;
     setProgress(row, ev.progress, ev.progress_text, ev.elapsed_ms, ev.cost_usd);
   }
@@ -204,15 +205,18 @@ function renderOverview(d) {
     el("div", { class: "gnote" }, "spent " + money(b.spent) + " · reserved " + money(b.reserved) +
       " · left " + money(b.left) + " · cap " + money(cap) + " (" + b.day + " UTC)"));
   const now = Date.now() / 1000;
-  const runRows = (d.running.tasks || []).map((t) => {
+  app.runRows = new Map(); // task id -> its row, for progress events (no DOM search per event)
+  const runRows = (d.running.tasks || []).slice(0, MAX_ROWS).map((t) => {
     const row = el("tr", { "data-run": t.id, "data-task": t.id },
       el("td", {}, taskLink(t)), el("td", { class: "txt" }, title(t)), el("td", {}, oneline(t.worker, 30)),
       el("td", {}, oneline(t.model, 30)), el("td", {}, el("div", { class: "bar" }, el("i", { style: "width:0%" }))),
       el("td", { class: "txt" }, ""), el("td", { class: "num" }, dur((now - (t.updated || now)) * 1000)),
       el("td", { class: "num" }, money(t.cost_usd)));
+    app.runRows.set(t.id, row);
     return row;
   });
-  const workers = (d.workers.workers || []).slice().sort((a, b) => (a.name < b.name ? -1 : 1)).map((w) => el("tr", { "data-worker": w.name },
+  const allWorkers = d.workers.workers || [];
+  const workers = allWorkers.slice().sort((a, b) => (a.name < b.name ? -1 : 1)).slice(0, MAX_ROWS).map((w) => el("tr", { "data-worker": w.name },
     el("td", {}, oneline(w.name, 40)), el("td", {}, w.any_model ? "any" : oneline((w.models || []).join(", "), 50)),
     el("td", {}, w.state), el("td", {}, w.task ? el("a", { href: "#/task/" + w.task }, "#" + w.task) : "-"),
     el("td", {}, (w.unhealthy || []).length ? "unhealthy: " + oneline(w.unhealthy.map((m) => m || "all").join(", "), 40) : "ok")));
@@ -230,10 +234,14 @@ function renderOverview(d) {
       el("div", {}, el("h2", {}, "Dispatch"), el("div", { class: "gnote" },
         (st.paused ? "paused" : "running") + " · " + st.running + " of " + st.max_running + " agents · " +
         st.workers + " workers (" + st.idle_workers + " idle)"), ctl)),
-    el("h2", {}, "Running agents (" + runRows.length + ")"),
+    el("h2", {}, "Running agents (" + st.running + ")"),
     table(["task", "what", "worker", "model", "progress", "doing", "elapsed", "cost so far"], runRows, "running"),
-    el("h2", {}, "Workers (" + workers.length + ")"),
+    st.running > runRows.length ? el("p", { class: "muted" }, "the first " + runRows.length + " shown; ",
+      el("a", { href: "#/tasks/running" }, "all running tasks")) : null,
+    el("h2", {}, "Workers (" + allWorkers.length + ": " + ["idle", "busy", "drain"].map((s) =>
+      allWorkers.filter((x) => x.state === s).length + " " + s).join(", ") + ")"),
     table(["name", "models", "state", "task", "health"], workers, "workers"),
+    allWorkers.length > workers.length ? el("p", { class: "muted" }, "the first " + workers.length + " by name shown") : null,
     el("h2", {}, "Recent tasks"),
     table(["task", "state", "what", "model", "attempts", "cost", "updated"], recent, "recent"));
 }
