@@ -98,9 +98,13 @@ def hook_part(f):
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     url = "http://127.0.0.1:%d/fz" % srv.server_port
     slow = ("cat > %s/$FZ_EVENT_SEQ.json; env | grep ^FZ_EVENT_ | sort > %s/$FZ_EVENT_SEQ.env; "
-            "sleep 0.6; date +%%s.%%N > %s/$FZ_EVENT_SEQ.done" % (hd, hd, hd))
-    watch = lambda *a: subprocess.Popen([os.path.join(h.BIN, "fz-watch")] + list(a), env=f.env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            "sleep 0.6; date +%%s.%%N > %s/$FZ_EVENT_SEQ.t && mv %s/$FZ_EVENT_SEQ.t %s/$FZ_EVENT_SEQ.done"
+            % (hd, hd, hd, hd, hd))
+    def watch(*a):
+        p = subprocess.Popen([os.path.join(h.BIN, "fz-watch")] + list(a), env=f.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        f.procs[p.pid] = (p, "watch")  # so the harness ends it if this test fails early
+        return p
     p1 = watch("--on", "task.failed,task.succeeded", "--exec", slow, "--jobs", "1")
     p2 = watch("--on", "task.failed", "--exec", "exit 9")
     p3 = watch("--on", "task.failed", "--exec",
@@ -117,6 +121,8 @@ def hook_part(f):
     for p in (p1, p2, p3):
         p.send_signal(signal.SIGTERM)
     outs = [p.communicate(timeout=20) for p in (p1, p2, p3)]
+    for p in (p1, p2, p3):
+        f.procs.pop(p.pid, None)
     h.check(all(p.returncode == 0 for p in (p1, p2, p3)), "fz-watch exits: %s" %
             [p.returncode for p in (p1, p2, p3)])
     shown = [l for l in outs[0][0].splitlines() if "task.succeeded" in l or "task.failed" in l]
