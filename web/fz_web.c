@@ -9,29 +9,29 @@
     Threads: libmicrohttpd runs one thread per connection (MHD_USE_THREAD_PER_CONNECTION), so
     an SSE stream may block waiting for events and a page may wait for the broker; each HTTP
     request talks to the broker over its own DEALER (a ZeroMQ socket belongs to one thread).
-    The main thread reads the PUB stream into the hub. The page's files (web/static) are
-    compiled in. */
+    The main thread reads the PUB stream into the hub (fz_web_feed); /metrics is gathered at
+    scrape time (fz_web_scrape); the JSON endpoints are fz_web_api. This file is the HTTP
+    side: routes, the SSE streams, the static files (web/static, compiled in) and main. */
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
-#include <inttypes.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "fz_cli.h"
 #include "fz_client.h"
-#include "fz_event.h"
 #include "fz_net.h"
 #include "fz_web_api.h"
+#include "fz_web_feed.h"
 #include "fz_web_guard.h"
 #include "fz_web_hub.h"
 #include "fz_web_metrics.h"
+#include "fz_web_scrape.h"
 
 #define S_DEFAULT_LISTEN "127.0.0.1:8570"
 #define S_REQUEST_MS 4000
@@ -54,150 +54,11 @@ typedef struct {
     char *token; /* NULL: controls off */
     fz_web_hub_t *hub;
     fz_web_stats_t *stats;
-    /* the feed (main thread only) */
-    fz_client_t *feed_client;
-    uint64_t last_seq, replayed_to;
-    int64_t replay_off_until;
 } web_t;
 
 static const char s_csp[] = "default-src 'self'; script-src 'self'; style-src 'self'; img-src "
                             "'self' data:; connect-src 'self'; frame-ancestors 'none'; "
                             "base-uri 'none'; form-action 'none'";
-
-/* ---------------------------------------------------------------- the feed */
-
-/* The event as one line of JSON with its topic, for the page. */
-static char *s_event_json(const fz_event_t *ev, size_t *len_p)
-{
-    char *text = NULL;
-    FILE *mem = open_memstream(&text, len_p);
-    if (!mem)
-        return NULL;
-    fz_cli_print_json_with(fz_event_map(ev), "topic", fz_event_topic(ev), mem);
-    if (fclose(mem) != 0) {
-        free(text);
-        return NULL;
-    }
-    while (*len_p && text[*len_p - 1] == '\n')
-        text[--*len_p] = 0;
-    return text;
-}
-
-static void s_publish(web_t *web, const fz_event_t *ev)
-{
-    size_t len = 0;
-    char *json = s_event_json(ev, &len);
-    const char *topic = fz_event_topic(ev);
-    fz_web_stats_event(web->stats, topic, fz_event_map(ev));
-    if (json)
-        fz_web_hub_push(web->hub, topic, fz_event_task(ev), strcmp(topic, "task.output") == 0, json,
-                        len);
-    free(json);
-}
-
-static fz_event_t *s_event_from(const msgpack_object *map)
-{
-    char topic[128], why[128];
-    fz_obj_str(map, "event", topic, sizeof topic);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_object(&pk, *map);
-    fz_event_t *ev = fz_event_decode(topic, strlen(topic), sb.data, sb.size, why, sizeof why);
-    msgpack_sbuffer_destroy(&sb);
-    return ev;
-}
-
-/* Fills the gap before `upto` from the broker's recent events (as fz-watch does); returns
-   the last seq accounted for. A failed ask is not repeated for 30 s. */
-static uint64_t s_replay(web_t *web, uint64_t upto)
-{
-    uint64_t shown = web->last_seq;
-    if (fz_clock_ms() < web->replay_off_until)
-        return shown;
-    if (!web->feed_client)
-        web->feed_client =
-            fz_client_new(fz_endpoint(web->broker, "FZ_BROKER", FZ_DEFAULT_BROKER), 2000);
-    for (int asks = 0; asks < 64 && shown + 1 < upto; asks++) {
-        fz_enc_t *req = web->feed_client ? fz_client_request(web->feed_client, "events") : NULL;
-        if (!req)
-            break;
-        fz_enc_uint(req, "since", shown);
-        fz_msg_t *reply = NULL;
-        char err[256];
-        if (fz_client_ask(web->feed_client, &req, "events", &reply, err, sizeof err) != FZ_OK) {
-            fz_warn("cannot fetch missed events: %s", err);
-            web->replay_off_until = fz_clock_ms() + 30000;
-            break;
-        }
-        const msgpack_object *evs = fz_msg_obj(reply, "events");
-        uint64_t before = shown;
-        for (uint32_t i = 0; evs && i < evs->via.array.size; i++) {
-            uint64_t seq = fz_obj_uint(&evs->via.array.ptr[i], "seq", 0);
-            if (seq <= shown || seq >= upto)
-                continue;
-            if (seq > shown + 1)
-                fz_web_stats_missed(web->stats, seq - shown - 1);
-            fz_event_t *ev = s_event_from(&evs->via.array.ptr[i]);
-            if (ev)
-                s_publish(web, ev);
-            fz_event_destroy(&ev);
-            shown = seq;
-        }
-        bool more = fz_msg_uint(reply, "last", 0) > shown && shown > before;
-        fz_msg_destroy(&reply);
-        if (!more)
-            break;
-    }
-    if (shown + 1 < upto && upto != UINT64_MAX)
-        fz_web_stats_missed(web->stats, upto - shown - 1);
-    if (shown > web->replayed_to)
-        web->replayed_to = shown;
-    return shown;
-}
-
-static void s_on_event(web_t *web, const fz_event_t *ev)
-{
-    uint64_t seq = fz_event_seq(ev);
-    if (strcmp(fz_event_topic(ev), "broker.started") == 0) {
-        web->replayed_to = 0;
-        web->last_seq = 0; /* a new broker run numbers from 1 again */
-    } else if (seq && seq <= web->replayed_to)
-        return; /* a replay already published it */
-    if (seq && web->last_seq && seq > web->last_seq + 1)
-        web->last_seq = s_replay(web, seq);
-    if (seq)
-        web->last_seq = seq;
-    s_publish(web, ev);
-}
-
-static int s_feed(web_t *web)
-{
-    const char *endpoint = fz_endpoint(web->events, "FZ_EVENTS", FZ_DEFAULT_EVENTS);
-    zsock_t *sub = fz_net_socket(ZMQ_SUB);
-    if (sub)
-        zsock_set_subscribe(sub, "");
-    if (!sub || zsock_connect(sub, "%s", endpoint) != 0) {
-        zsock_destroy(&sub);
-        fz_cli_error("cannot use event endpoint '%s'", endpoint);
-        return FZ_EXIT_USAGE;
-    }
-    while (!fz_net_interrupted()) {
-        zmq_pollitem_t item = {zsock_resolve(sub), 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, 1, 500) <= 0 || !(item.revents & ZMQ_POLLIN))
-            continue;
-        char why[256];
-        fz_event_t *ev = fz_event_recv(sub, why, sizeof why);
-        if (ev)
-            s_on_event(web, ev);
-        else if (*why)
-            fz_warn("ignored a bad event: %s", why);
-        fz_event_destroy(&ev);
-    }
-    zsock_destroy(&sub);
-    return FZ_EXIT_OK;
-}
 
 /* ---------------------------------------------------------------- HTTP helpers */
 
@@ -365,202 +226,19 @@ static enum MHD_Result s_events(web_t *web, struct MHD_Connection *conn)
     return rc;
 }
 
-/* ---------------------------------------------------------------- /metrics */
-
-static void s_metrics_tasks(fz_client_t *c, const msgpack_object *counts, FILE *out)
-{
-    fz_web_metric_family(out, "fz_tasks", "gauge",
-                         "Tasks by state and model (model \"*\": beyond the first 20000 of a "
-                         "state, not broken down).");
-    for (uint32_t i = 0; counts && counts->type == MSGPACK_OBJECT_MAP && i < counts->via.map.size;
-         i++) {
-        char state[32];
-        const msgpack_object *k = &counts->via.map.ptr[i].key;
-        uint64_t total = counts->via.map.ptr[i].val.via.u64;
-        snprintf(state, sizeof state, "%.*s", (int)k->via.str.size, k->via.str.ptr);
-        uint64_t listed = 0;
-        fz_enc_t *req = total ? fz_client_request(c, "list") : NULL;
-        fz_msg_t *reply = NULL;
-        char err[256];
-        if (req) {
-            fz_enc_str(req, "state", state);
-            fz_enc_uint(req, "limit", 20000);
-        }
-        if (req && fz_client_ask(c, &req, "tasks", &reply, err, sizeof err) == FZ_OK) {
-            const msgpack_object *tasks = fz_msg_obj(reply, "tasks");
-            /* models in order of first sight; O(n * models): fine for the few models a
-               factory runs */
-            char models[64][65];
-            uint64_t n[64];
-            size_t nm = 0;
-            for (uint32_t j = 0; tasks && j < tasks->via.array.size; j++) {
-                char model[65];
-                fz_obj_str(&tasks->via.array.ptr[j], "model", model, sizeof model);
-                size_t m = 0;
-                while (m < nm && strcmp(models[m], model))
-                    m++;
-                if (m == nm && nm < 64) {
-                    memcpy(models[nm], model, sizeof model);
-                    n[nm++] = 0;
-                }
-                if (m < nm) {
-                    n[m]++;
-                    listed++;
-                }
-            }
-            for (size_t m = 0; m < nm; m++)
-                fz_web_metric_sample(out, "fz_tasks", (double)n[m], "state", state, "model",
-                                     models[m], NULL);
-        }
-        fz_msg_destroy(&reply);
-        if (total > listed || !total)
-            fz_web_metric_sample(out, "fz_tasks", (double)(total - listed), "state", state, "model",
-                                 total ? "*" : "", NULL);
-    }
-}
-
-static void s_metrics_workers(fz_client_t *c, FILE *out)
-{
-    fz_enc_t *req = fz_client_request(c, "workers");
-    fz_msg_t *reply = NULL;
-    char err[256];
-    uint64_t idle = 0, busy = 0, drain = 0, unhealthy = 0;
-    if (req && fz_client_ask(c, &req, "workers", &reply, err, sizeof err) == FZ_OK) {
-        const msgpack_object *ws = fz_msg_obj(reply, "workers");
-        for (uint32_t i = 0; ws && i < ws->via.array.size; i++) {
-            char state[16];
-            const msgpack_object *w = &ws->via.array.ptr[i];
-            fz_obj_str(w, "state", state, sizeof state);
-            idle += strcmp(state, "idle") == 0;
-            busy += strcmp(state, "busy") == 0;
-            drain += strcmp(state, "drain") == 0;
-            const msgpack_object *u = fz_obj_get(w, "unhealthy");
-            unhealthy += u && u->type == MSGPACK_OBJECT_ARRAY && u->via.array.size > 0;
-        }
-    }
-    fz_msg_destroy(&reply);
-    fz_web_metric_family(out, "fz_workers", "gauge", "Connected workers by state.");
-    fz_web_metric_sample(out, "fz_workers", (double)idle, "state", "idle", NULL);
-    fz_web_metric_sample(out, "fz_workers", (double)busy, "state", "busy", NULL);
-    fz_web_metric_sample(out, "fz_workers", (double)drain, "state", "drain", NULL);
-    fz_web_metric_family(out, "fz_workers_unhealthy", "gauge",
-                         "Workers marked unhealthy for at least one model (auth, agent "
-                         "missing).");
-    fz_web_metric_sample(out, "fz_workers_unhealthy", (double)unhealthy, NULL);
-}
-
-/* One family of a cost reply's rows: `field` of each row (a duration in ms is made seconds),
-   labelled by its key as `label` (and direction, for the token families). */
-static void s_cost_family(FILE *out, const msgpack_object *rows, const char *name, const char *help,
-                          const char *label, const char *field, const char *direction, double scale)
-{
-    if (help)
-        fz_web_metric_family(out, name, "counter", help);
-    for (uint32_t i = 0; rows && i < rows->via.array.size; i++) {
-        const msgpack_object *r = &rows->via.array.ptr[i];
-        char key[128];
-        fz_obj_str(r, "key", key, sizeof key);
-        double v = fz_obj_float(r, field, 0) * scale;
-        if (direction)
-            fz_web_metric_sample(out, name, v, label, key, "direction", direction, NULL);
-        else
-            fz_web_metric_sample(out, name, v, label, key, NULL);
-    }
-}
-
-static void s_metrics_cost(fz_client_t *c, const char *by, FILE *out)
-{
-    fz_enc_t *req = fz_client_request(c, "cost");
-    fz_msg_t *reply = NULL;
-    char err[256];
-    if (req)
-        fz_enc_str(req, "by", by);
-    if (!req || fz_client_ask(c, &req, "cost", &reply, err, sizeof err) != FZ_OK)
-        return;
-    const msgpack_object *rows = fz_msg_obj(reply, "rows");
-    if (strcmp(by, "model") == 0) {
-        s_cost_family(out, rows, "fz_cost_usd_total",
-                      "Cost of ended attempts, USD, by model (every day the store holds).", "model",
-                      "cost_usd", NULL, 1);
-        s_cost_family(out, rows, "fz_tokens_total",
-                      "Tokens of ended attempts by model and direction.", "model", "tokens_in",
-                      "in", 1);
-        s_cost_family(out, rows, "fz_tokens_total", NULL, "model", "tokens_out", "out", 1);
-        s_cost_family(out, rows, "fz_attempts_total", "Ended attempts by model.", "model",
-                      "attempts", NULL, 1);
-        s_cost_family(out, rows, "fz_attempt_seconds_total", "Run time of ended attempts by model.",
-                      "model", "duration_ms", NULL, 0.001);
-    } else
-        s_cost_family(out, rows, "fz_attempts_by_class_total",
-                      "Ended attempts by failure class (\"\": it did not fail).", "class",
-                      "attempts", NULL, 1);
-    fz_msg_destroy(&reply);
-}
-
-static void s_gauge(FILE *out, const char *name, const char *help, double v)
-{
-    fz_web_metric_family(out, name, "gauge", help);
-    fz_web_metric_sample(out, name, v, NULL);
-}
+/* ---------------------------------------------------------------- routing */
 
 static enum MHD_Result s_metrics(web_t *web, struct MHD_Connection *conn)
 {
-    char *text = NULL;
-    size_t len = 0;
-    FILE *out = open_memstream(&text, &len);
     fz_client_t *c = s_client(web);
-    if (!out || !c) {
-        if (out)
-            fclose(out);
-        free(text);
-        fz_client_destroy(&c);
-        return s_send_error(conn, 500, "internal", "out of memory");
-    }
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    fz_enc_t *req = fz_client_request(c, "status");
-    fz_msg_t *st = NULL;
-    char err[256];
-    bool up = req && fz_client_ask(c, &req, "status", &st, err, sizeof err) == FZ_OK;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double rtt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    s_gauge(out, "fz_broker_up", "1 if the broker answered this scrape's status request.", up);
-    if (up) {
-        s_gauge(out, "fz_broker_status_seconds",
-                "Round trip of this scrape's status request to the broker.", rtt);
-        s_metrics_tasks(c, fz_msg_obj(st, "counts"), out);
-        s_gauge(out, "fz_running_agents", "Agents running now.",
-                (double)fz_msg_uint(st, "running", 0));
-        s_gauge(out, "fz_max_running", "The broker's limit of agents running at once.",
-                (double)fz_msg_uint(st, "max_running", 0));
-        s_gauge(out, "fz_paused", "1 while dispatch is paused.", fz_msg_bool(st, "paused", 0));
-        s_gauge(out, "fz_budget_spent_today_usd", "Spent today (UTC day), USD.",
-                fz_msg_float(st, "spent_today", 0));
-        s_gauge(out, "fz_budget_reserved_usd", "Reserved by running attempts now, USD.",
-                fz_msg_float(st, "reserved", 0));
-        s_gauge(out, "fz_budget_cap_usd", "Today's cost cap, USD.", fz_msg_float(st, "budget", 0));
-        s_metrics_workers(c, out);
-        s_metrics_cost(c, "model", out);
-        s_metrics_cost(c, "class", out);
-    }
-    fz_msg_destroy(&st);
+    size_t len = 0;
+    char *text = c ? fz_web_scrape(c, web->stats, web->hub, &len) : NULL;
     fz_client_destroy(&c);
-    fz_web_stats_write(web->stats, out);
-    uint64_t pushed, lost, readers;
-    fz_web_hub_stats(web->hub, &pushed, &lost, &readers);
-    s_gauge(out, "fz_web_sse_clients", "Browsers following the live stream now.", (double)readers);
-    fz_web_metric_family(out, "fz_web_sse_frames_total", "counter",
-                         "Events put on the live stream.");
-    fz_web_metric_sample(out, "fz_web_sse_frames_total", (double)pushed, NULL);
-    if (fclose(out) != 0) {
-        free(text);
+    if (!text)
         return s_send_error(conn, 500, "internal", "out of memory");
-    }
     return s_send(conn, 200, "text/plain; version=0.0.4; charset=utf-8", text, len,
                   MHD_RESPMEM_MUST_FREE);
 }
-
-/* ---------------------------------------------------------------- routing */
 
 static enum MHD_Result s_api_get(web_t *web, struct MHD_Connection *conn, const char *url)
 {
@@ -828,11 +506,12 @@ int main(int argc, char **argv)
         printf("fz-web: serving http://%s:%d/ (controls %s)\n", web.host, web.port,
                web.token ? "on, with the admin token" : "off");
         fflush(stdout);
-        code = s_feed(&web);
+        fz_web_feed_t *feed = fz_web_feed_new(web.broker, web.events, web.hub, web.stats);
+        code = feed ? fz_web_feed_run(feed) : FZ_EXIT_FAILED;
+        fz_web_feed_destroy(&feed);
         fz_web_hub_stop(web.hub);
         MHD_stop_daemon(d);
     }
-    fz_client_destroy(&web.feed_client);
     fz_web_hub_destroy(&web.hub);
     fz_web_stats_destroy(&web.stats);
     free(web.token);
