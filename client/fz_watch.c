@@ -339,8 +339,7 @@ static const struct option s_long[] = {{"events", required_argument, NULL, 'e'},
 int main(int argc, char **argv)
 {
     fz_cli_init("fz-watch");
-    watch_t w = {.jobs = 4, .hook_timeout = 60};
-    char err[256];
+    watch_t w = {0};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":e:b:s:jT:n:t:hV", s_long, NULL)) != -1) {
@@ -368,11 +367,13 @@ int main(int argc, char **argv)
         case 't':
             ok = fz_cli_parse_double("--timeout", optarg, 0.001, 1e9, &w.timeout);
             break;
-        case 'O':
+        case 'O': {
+            char err[256];
             w.on = optarg;
             ok = fz_hook_topics_valid(optarg, err, sizeof err) ||
                  (fz_cli_usage_error("%s", err), false);
             break;
+        }
         case 'X':
             w.exec = optarg;
             ok = *optarg || (fz_cli_usage_error("--exec needs a command"), false);
@@ -400,6 +401,8 @@ int main(int argc, char **argv)
         return fz_cli_usage_error("unexpected argument '%s'", argv[optind]);
     if (!w.on != !w.exec)
         return fz_cli_usage_error("--on and --exec go together");
+    w.jobs = w.jobs ? w.jobs : 4;                              /* --jobs is 1..64 when given */
+    w.hook_timeout = w.hook_timeout > 0 ? w.hook_timeout : 60; /* --hook-timeout >= 0.1 */
     if (w.exec && !(w.hook = fz_hook_new(w.on, w.exec, (int)w.jobs, 1000, w.hook_timeout))) {
         fz_cli_error("out of memory");
         return FZ_EXIT_UNAVAILABLE;
