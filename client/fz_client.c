@@ -76,6 +76,8 @@ void fz_client_destroy(fz_client_t **self_p)
     if (!self_p || !*self_p)
         return;
     fz_client_t *self = *self_p;
+    if (self->sock && self->monitor) /* no event may wait for a reader that is gone */
+        zmq_socket_monitor(zsock_resolve(self->sock), NULL, 0);
     zsock_destroy(&self->sock);
     zsock_destroy(&self->monitor);
     free(self->endpoint);
@@ -181,6 +183,8 @@ static fz_err_t s_no_reply(fz_client_t *self, char *errbuf, size_t errlen)
              self->endpoint, self->timeout_ms / 1000.0);
     /* A fresh socket drops the request still queued for an absent broker, so it cannot be
        delivered later, behind the caller's back. */
+    if (self->sock && self->monitor)
+        zmq_socket_monitor(zsock_resolve(self->sock), NULL, 0);
     zsock_destroy(&self->sock);
     self->sock = s_connect(self);
     return FZ_EUNAVAILABLE;

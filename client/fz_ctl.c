@@ -15,6 +15,7 @@
 #include "fz_cli.h"
 #include "fz_client.h"
 #include "fz_curve.h"
+#include "fz_digest.h"
 #include "fz_net.h"
 #include "fz_report.h"
 
@@ -76,6 +77,10 @@ static int s_help(void)
         "  backup FILE                an online, consistent copy of the broker's database,\n"
         "                             written at FILE on the broker's host (a relative FILE is\n"
         "                             made absolute here first)\n"
+        "  digest [--since 1h|TIME]   the check-in: what succeeded and failed since then (default\n"
+        "                             24h; also 30m, 2d, 2026-12-01, 2026-12-01T08:00Z, 08:00,\n"
+        "                             @UNIX), what is held, stalled or waiting and why, cost\n"
+        "                             by model, the budget left\n"
         "  ping                       check that the broker answers\n"
         "  keygen NAME                write a new CURVE key pair, NAME.key (secret, mode 600)\n"
         "                             and NAME.pub (public), in the zcert format; needs no\n"
@@ -402,6 +407,29 @@ static int s_cmd_backup(ctl_t *ctl)
     return s_ask(ctl, &req, "ok", s_print_backup, path);
 }
 
+static int s_cmd_digest(ctl_t *ctl)
+{
+    char err[512];
+    double since = 0;
+    if (!fz_digest_parse_since(ctl->since ? ctl->since : "24h", fz_wall(), &since, err, sizeof err))
+        return fz_cli_usage_error("%s", err);
+    fz_err_t code = FZ_OK;
+    json_t *d = fz_digest_build(ctl->client, since, &code, err, sizeof err);
+    if (!d) {
+        if (fz_net_interrupted())
+            return FZ_EXIT_INTERRUPTED;
+        fz_cli_error("%s", err);
+        return fz_cli_exit_code(code);
+    }
+    if (ctl->json) {
+        json_dumpf(d, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+    } else
+        fz_digest_print(d, 15, stdout);
+    json_decref(d);
+    return FZ_EXIT_OK;
+}
+
 static int s_cmd_ping(ctl_t *ctl)
 {
     fz_enc_t *req = fz_client_request(ctl->client, "ping");
@@ -425,23 +453,16 @@ static int s_keygen(int npos, const char *const *pos)
     return FZ_EXIT_OK;
 }
 
-static const command_t s_commands[] = {{"status", s_cmd_status, 0, ""},
-                                       {"list", s_cmd_list, 0, "slt"},
-                                       {"show", s_cmd_show, 1, "n"},
-                                       {"cancel", s_cmd_cancel, 1, ""},
-                                       {"workers", s_cmd_workers, 0, ""},
-                                       {"pause", s_cmd_pause, 0, ""},
-                                       {"resume", s_cmd_resume, 0, ""},
-                                       {"stop", s_cmd_stop, 0, ""},
-                                       {"retry", s_cmd_retry, 1, ""},
-                                       {"priority", s_cmd_priority, 2, ""},
-                                       {"escalate", s_cmd_escalate, 1, ""},
-                                       {"purge", s_cmd_purge, 0, "P"},
-                                       {"backup", s_cmd_backup, 1, ""},
-                                       {"budget", s_cmd_budget, 0, "S"},
-                                       {"cost", s_cmd_cost, 0, "BDL"},
-                                       {"ping", s_cmd_ping, 0, ""},
-                                       {NULL, NULL, 0, NULL}};
+static const command_t s_commands[] = {
+    {"status", s_cmd_status, 0, ""},     {"list", s_cmd_list, 0, "slt"},
+    {"show", s_cmd_show, 1, "n"},        {"cancel", s_cmd_cancel, 1, ""},
+    {"workers", s_cmd_workers, 0, ""},   {"pause", s_cmd_pause, 0, ""},
+    {"resume", s_cmd_resume, 0, ""},     {"stop", s_cmd_stop, 0, ""},
+    {"retry", s_cmd_retry, 1, ""},       {"priority", s_cmd_priority, 2, ""},
+    {"escalate", s_cmd_escalate, 1, ""}, {"purge", s_cmd_purge, 0, "P"},
+    {"backup", s_cmd_backup, 1, ""},     {"budget", s_cmd_budget, 0, "S"},
+    {"cost", s_cmd_cost, 0, "BDL"},      {"digest", s_cmd_digest, 0, "D"},
+    {"ping", s_cmd_ping, 0, ""},         {NULL, NULL, 0, NULL}};
 
 /* ---------------------------------------------------------------- arguments */
 

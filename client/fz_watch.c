@@ -13,6 +13,7 @@
 #include "fz_cli.h"
 #include "fz_client.h"
 #include "fz_event.h"
+#include "fz_hook.h"
 #include "fz_net.h"
 #include "fz_report.h"
 
@@ -36,6 +37,10 @@ typedef struct {
     /* task -> parent, learned from events that carry "parent": a ring, oldest forgotten */
     uint64_t kids[S_TREE], parents[S_TREE];
     size_t ntree;
+    const char *on, *exec; /* --on TOPICS --exec CMD */
+    uint64_t jobs;
+    double hook_timeout;
+    fz_hook_t *hook;
 } watch_t;
 
 static uint64_t s_parent_of(const watch_t *w, uint64_t task)
@@ -84,7 +89,8 @@ static char *s_task_path(const watch_t *w, uint64_t task, char *buf, size_t size
 static int s_help(void)
 {
     printf("Usage: fz-watch [--events EP] [--json] [--task ID] [--since SEQ] [--count N]\n"
-           "                [--timeout SECS]\n"
+           "                [--timeout SECS] [--on TOPICS --exec CMD [--jobs N]\n"
+           "                [--hook-timeout SECS]]\n"
            "Print the fz broker's events, one line each:\n"
            "  TIME (UTC) EVENT task=ID worker=NAME DETAILS\n"
            "A subtask's events read task=PARENT/ID (its known ancestors first).\n"
@@ -103,6 +109,17 @@ static int s_help(void)
            "                      broker still holds), then follow\n"
            "  -n, --count N       exit after printing N events\n"
            "  -t, --timeout SECS  exit after SECS seconds\n"
+           "      --on TOPICS     with --exec: the events to run CMD for, comma-separated\n"
+           "                      (task.failed,task.succeeded; task.* for a prefix; * all)\n"
+           "      --exec CMD      run CMD (/bin/sh -c) once per matching event, the event as\n"
+           "                      one line of JSON on its stdin and FZ_EVENT_TOPIC, _SEQ, _TS,\n"
+           "                      _TASK, _STATE, _MODEL, _WORKER, _CLASS, _SUMMARY set; its\n"
+           "                      output goes to stderr; a failure is logged there. Never\n"
+           "                      blocks the stream: at most --jobs run at once (default 4),\n"
+           "                      1000 more wait, the rest are dropped (logged)\n"
+           "      --jobs N        hooks run at once (1..64, default 4)\n"
+           "      --hook-timeout SECS  a hook running longer gets SIGTERM, then SIGKILL\n"
+           "                      (default 60)\n"
            "  -h, --help          this help\n"
            "  -V, --version       print the version\n"
            "Exits 0 on SIGINT/SIGTERM, after --count events, or at --timeout.\n"
@@ -153,6 +170,8 @@ static bool s_show(watch_t *w, const fz_event_t *ev)
     s_learn(w, ev);
     if (w->task && !s_under(w, fz_event_task(ev), w->task))
         return false;
+    if (w->hook)
+        fz_hook_event(w->hook, fz_event_topic(ev), fz_event_map(ev));
     if (w->json)
         fz_cli_print_json_with(fz_event_map(ev), "topic", fz_event_topic(ev), stdout);
     else
@@ -274,6 +293,11 @@ static int s_watch(watch_t *w)
     }
     while (!done && !fz_net_interrupted() && !ferror(stdout)) {
         long wait = 1000;
+        if (w->hook) {
+            fz_hook_poll(w->hook);
+            if (fz_hook_busy(w->hook))
+                wait = 100;
+        }
         if (deadline) {
             int64_t left = deadline - fz_clock_ms();
             if (left <= 0)
@@ -292,15 +316,25 @@ static int s_watch(watch_t *w)
         fz_event_destroy(&ev);
     }
     zsock_destroy(&sub);
+    /* Hooks still running finish (an interrupt gives them 5 s), then are killed. */
+    fz_hook_destroy(&w->hook, fz_net_interrupted() ? 5 : w->hook_timeout + 5);
     return FZ_EXIT_OK;
 }
 
-static const struct option s_long[] = {
-    {"events", required_argument, NULL, 'e'},  {"broker", required_argument, NULL, 'b'},
-    {"since", required_argument, NULL, 's'},   {"json", no_argument, NULL, 'j'},
-    {"task", required_argument, NULL, 'T'},    {"count", required_argument, NULL, 'n'},
-    {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
-    {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
+static const struct option s_long[] = {{"events", required_argument, NULL, 'e'},
+                                       {"broker", required_argument, NULL, 'b'},
+                                       {"since", required_argument, NULL, 's'},
+                                       {"json", no_argument, NULL, 'j'},
+                                       {"task", required_argument, NULL, 'T'},
+                                       {"count", required_argument, NULL, 'n'},
+                                       {"timeout", required_argument, NULL, 't'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {"version", no_argument, NULL, 'V'},
+                                       {"on", required_argument, NULL, 'O'},
+                                       {"exec", required_argument, NULL, 'X'},
+                                       {"jobs", required_argument, NULL, 'J'},
+                                       {"hook-timeout", required_argument, NULL, 'H'},
+                                       {NULL, 0, NULL, 0}};
 
 int main(int argc, char **argv)
 {
@@ -335,6 +369,23 @@ int main(int argc, char **argv)
         case 't':
             ok = fz_cli_parse_double("--timeout", optarg, 0.001, 1e9, &w.timeout);
             break;
+        case 'O': {
+            char err[256];
+            w.on = optarg;
+            ok = fz_hook_topics_valid(optarg, err, sizeof err) ||
+                 (fz_cli_usage_error("%s", err), false);
+            break;
+        }
+        case 'X':
+            w.exec = optarg;
+            ok = *optarg || (fz_cli_usage_error("--exec needs a command"), false);
+            break;
+        case 'J':
+            ok = fz_cli_parse_uint("--jobs", optarg, 1, 64, &w.jobs);
+            break;
+        case 'H':
+            ok = fz_cli_parse_double("--hook-timeout", optarg, 0.1, 86400, &w.hook_timeout);
+            break;
         case 'h':
             return s_help();
         case 'V':
@@ -350,8 +401,17 @@ int main(int argc, char **argv)
     }
     if (optind < argc)
         return fz_cli_usage_error("unexpected argument '%s'", argv[optind]);
+    if (!w.on != !w.exec)
+        return fz_cli_usage_error("--on and --exec go together");
+    w.jobs = w.jobs ? w.jobs : 4;                              /* --jobs is 1..64 when given */
+    w.hook_timeout = w.hook_timeout > 0 ? w.hook_timeout : 60; /* --hook-timeout >= 0.1 */
+    if (w.exec && !(w.hook = fz_hook_new(w.on, w.exec, (int)w.jobs, 1000, w.hook_timeout))) {
+        fz_cli_error("out of memory");
+        return FZ_EXIT_UNAVAILABLE;
+    }
     setvbuf(stdout, NULL, _IOLBF, 0);
     int code = s_watch(&w);
+    fz_hook_destroy(&w.hook, 0);
     fz_client_destroy(&w.client);
     return code;
 }
