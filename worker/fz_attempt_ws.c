@@ -292,15 +292,22 @@ static void s_open_done(void *arg, bool ran)
             s_job(self, s_discard_fn, s_discard_done, S_FINISH);
         return;
     }
-    self->res.opened = true;
-    if (fz_workspace_dirty(self->ws)) { /* not a failure: the checkout is the user's */
-        snprintf(self->res.note, sizeof self->res.note,
-                 "%.300s has uncommitted changes: the attempt started from its last commit, "
-                 "without them",
+    if (fz_workspace_dirty(self->ws)) {
+        /* Starting from HEAD would leave out what the user has not committed, which the task
+           may be about: ask rather than guess. An explicit base says which (fz never touches
+           the checkout either way). */
+        char why[600];
+        snprintf(why, sizeof why,
+                 "%.300s has uncommitted changes to tracked files, which an attempt started "
+                 "from its HEAD would not see: commit or stash them, or submit with --base "
+                 "HEAD to start from the last commit without them",
                  self->repo);
-        fz_warn("task %llu attempt %u: %s", (unsigned long long)self->task, self->attempt,
-                self->res.note);
+        fz_warn("task %llu attempt %u: %s", (unsigned long long)self->task, self->attempt, why);
+        s_fail(self, FZ_CLASS_WORKSPACE, why);
+        s_job(self, s_discard_fn, s_discard_done, S_FINISH);
+        return;
     }
+    self->res.opened = true;
     s_set_env(self);
     self->step = S_WAIT_BG;
 }

@@ -77,8 +77,6 @@ typedef struct {
     fz_ws_result_t ws;        /* branch, base, head, diff stat (branch and base once opened) */
     fz_class_t cls;           /* workspace, merge-conflict, check-failed; NONE if none */
     char summary[1024];       /* the one-line reason, with cls */
-    char note[512];           /* what the user should know though nothing failed (a dirty
-                                 checkout that the base does not contain), or "" */
     const char *check_status; /* "" (no check ran to a verdict), "passed", "failed" */
     int check_exit;           /* its exit status; -1 killed (the timeout, a signal) or none */
     char check_output[FZ_WS_CHECK_TAIL];

@@ -71,15 +71,11 @@ fz_outcome_t fz_result_outcome(int agent_outcome, bool cancelled, bool interrupt
     return o == FZ_OUTCOME_CANCELLED && interrupted ? FZ_OUTCOME_INTERRUPTED : o;
 }
 
-const char *fz_result_summary(const fz_result_t *r, const char *start_err, char *buf, size_t size)
+const char *fz_result_summary(const fz_result_t *r, const char *start_err)
 {
     fz_class_t cls = fz_result_class(r);
     const char *s = r->st || !start_err || !start_err[0] ? NULL : start_err;
     if (r->ws && r->ws->cls != FZ_CLASS_NONE && cls == r->ws->cls)
         s = r->ws->summary;
-    if (!r->ws || !r->ws->note[0])
-        return s;
-    const char *first = s ? s : r->st ? r->st->summary : "";
-    snprintf(buf, size, "%.3000s%s(note: %s)", first, first[0] ? " " : "", r->ws->note);
-    return buf;
+    return s;
 }

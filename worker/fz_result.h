@@ -47,9 +47,8 @@ fz_enc_t *fz_result_enc(const fz_result_t *r);
 fz_outcome_t fz_result_outcome(int agent_outcome, bool cancelled, bool interrupted);
 
 /* The summary to send: the workspace's or the check's reason when its class is the
-   result's, else NULL (the agent's own) or start_err when no agent ran; the workspace's note
-   (a dirty checkout) after it, in buf. */
-const char *fz_result_summary(const fz_result_t *r, const char *start_err, char *buf, size_t size);
+   result's, else NULL (the agent's own) or start_err when no agent ran. */
+const char *fz_result_summary(const fz_result_t *r, const char *start_err);
 
 /* text as valid UTF-8, cut to max bytes (and 4 KiB), under key. */
 void fz_result_text(fz_enc_t *e, const char *key, const char *text, size_t max);

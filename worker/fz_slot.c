@@ -301,8 +301,7 @@ static void s_finish(fz_slot_t *self)
                      .ws = fz_aws_result(self->aws),
                      .model = self->model,
                      .log = self->cfg.dry_run || !st ? "" : log};
-    char summary[4096];
-    r.summary = fz_result_summary(&r, self->start_err, summary, sizeof summary);
+    r.summary = fz_result_summary(&r, self->start_err);
     if (self->agent)
         r.tail = fz_agent_tail(self->agent, &r.tail_len);
     fz_class_t cls = fz_result_class(&r);

@@ -64,15 +64,25 @@ def result_and_branch(f, fb, repo):
 
 
 def dirty(f, fb, repo):
-    # Uncommitted changes in the user's checkout: not part of the base, left alone, and said.
+    # Uncommitted changes in the user's checkout and no base: class workspace, saying how out,
+    # nothing made, the checkout left alone; with an explicit base HEAD the attempt runs.
     with open(os.path.join(repo, "README"), "a") as rd:
         rd.write("not committed\n")
     dispatch(fb, "w", 14, repo=repo, prompt="cat README > seen.txt")
     r = fb.result("w", 14)
-    h.check("class" not in r and "uncommitted changes" in r["summary"], "14: %s" % r)
-    h.check("not committed" not in g.git(repo, "show", "fz/14-1:seen.txt"), "14: saw the change")
+    h.check(r.get("class") == "workspace" and r["outcome"] == "spawn-failed"
+            and "uncommitted changes" in r["summary"] and "--base HEAD" in r["summary"],
+            "14: %s" % r)
+    no_started(fb, "w", 14)
+    h.check(g.git(repo, "rev-parse", "--verify", "-q", "fz/14-1", check=False) == "",
+            "14: a branch was left")
+    dispatch(fb, "w", 114, repo=repo, bases=["HEAD"], prompt="cat README > seen.txt")
+    r = fb.result("w", 114)
+    h.check("class" not in r, "114: %s" % r)
+    h.check("not committed" not in g.git(repo, "show", "fz/114-1:seen.txt"), "114: saw it")
     h.check(g.git(repo, "status", "--porcelain") == "M README", "14: the checkout was touched")
     g.git(repo, "checkout", "README")
+    g.check_clean(repo)
 
 
 def check_fails(f, fb, repo):

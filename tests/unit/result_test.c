@@ -135,7 +135,7 @@ static void t_failed_open_result(void **state)
 
 /* The outcome and summary the worker sends: a cancel after the agent exited is a cancel,
    a stop of the worker is "interrupted"; the workspace's reason when its class is sent, the
-   agent's otherwise, and the dirty checkout's note after either. */
+   agent's otherwise. */
 static void t_outcome_and_summary(void **state)
 {
     (void)state;
@@ -146,22 +146,17 @@ static void t_outcome_and_summary(void **state)
     assert_int_equal(fz_result_outcome(-1, false, false), FZ_OUTCOME_SPAWN_FAILED);
     assert_int_equal(fz_result_outcome(-1, true, false), FZ_OUTCOME_CANCELLED);
     assert_int_equal(fz_result_outcome(-1, true, true), FZ_OUTCOME_INTERRUPTED);
-    char buf[4096];
     fz_aws_result_t w = s_sealed();
     w.cls = FZ_CLASS_CHECK_FAILED;
     fz_strcopy(w.summary, sizeof w.summary, "check failed with exit status 1");
     fz_agent_status_t st = {.outcome = FZ_AGENT_EXITED, .exit_code = 0};
     fz_strcopy(st.summary, sizeof st.summary, "did it");
     fz_result_t r = {.outcome = FZ_OUTCOME_EXITED, .st = &st, .ws = &w};
-    assert_string_equal(fz_result_summary(&r, "", buf, sizeof buf),
-                        "check failed with exit status 1");
+    assert_string_equal(fz_result_summary(&r, ""), "check failed with exit status 1");
     st.exit_code = 2; /* the agent failed: its own summary (NULL: the agent's) */
-    assert_null(fz_result_summary(&r, "", buf, sizeof buf));
-    fz_strcopy(w.note, sizeof w.note, "/r has uncommitted changes");
-    assert_string_equal(fz_result_summary(&r, "", buf, sizeof buf),
-                        "did it (note: /r has uncommitted changes)");
+    assert_null(fz_result_summary(&r, ""));
     fz_result_t none = {.outcome = FZ_OUTCOME_SPAWN_FAILED};
-    assert_string_equal(fz_result_summary(&none, "no shell", buf, sizeof buf), "no shell");
+    assert_string_equal(fz_result_summary(&none, "no shell"), "no shell");
 }
 
 int main(void)
