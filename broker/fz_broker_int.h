@@ -97,6 +97,10 @@ struct fz_broker_t {
     int64_t next_heartbeat_ms;
     int64_t next_rerank_ms;
     bool budget_moved; /* spend, reservations or cap changed: release held tasks this turn */
+    struct {
+        uint64_t turns, commits; /* since start: loop turns, and those that wrote the store */
+        double turn_s, commit_s; /* seconds spent in them (commit: of the turns that wrote) */
+    } loop;
     int64_t next_key_prune_ms; /* when expired idempotency keys are next deleted */
     zhashx_t *guard;           /* worker name -> its record of lost attempts (fz_guard.c) */
     uint64_t rng;

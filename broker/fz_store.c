@@ -373,6 +373,11 @@ void fz_store_fail_turn(fz_store_t *self)
     self->failed = true;
 }
 
+bool fz_store_in_turn(const fz_store_t *self)
+{
+    return self->in_txn;
+}
+
 int fz_store_commit(fz_store_t *self)
 {
     if (self->failed) {

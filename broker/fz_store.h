@@ -40,6 +40,8 @@ fz_store_t *fz_store_open_checked(const char *path, bool sync_full, bool full_ch
 int fz_store_recover(const char *path, char *report, size_t reportlen, char *err, size_t errlen);
 void fz_store_destroy(fz_store_t **self_p);
 
+/* True if the turn has written (a transaction is open, for fz_store_commit to close). */
+bool fz_store_in_turn(const fz_store_t *self);
 /* Commits the turn's transaction if one is open; 0 on success, -1 (rolled back) when the
    commit or any write of the turn failed. */
 int fz_store_commit(fz_store_t *self);

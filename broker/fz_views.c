@@ -445,6 +445,10 @@ void fz_views_status(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_enc_float(r, "spent_today", self->budget.spent);
     fz_enc_float(r, "budget", self->budget.cap);
     fz_enc_float(r, "reserved", self->budget.reserved);
+    fz_enc_uint(r, "turns", self->loop.turns);
+    fz_enc_float(r, "turn_seconds", self->loop.turn_s);
+    fz_enc_uint(r, "commits", self->loop.commits);
+    fz_enc_float(r, "commit_seconds", self->loop.commit_s);
     if (fz_msg_bool(msg, "depth", false))
         s_depth(self, r);
     fz_outbox_reply(self, from, fz_msg_rid(msg), r);

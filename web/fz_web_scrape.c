@@ -138,6 +138,30 @@ static void s_metrics_cost(fz_client_t *c, const char *by, FILE *out)
     fz_msg_destroy(&reply);
 }
 
+static void s_counter(FILE *out, const char *name, const char *help, double v)
+{
+    fz_web_metric_family(out, name, "counter", help);
+    fz_web_metric_sample(out, name, v, NULL);
+}
+
+/* The broker's own loop: turns and commits, and the seconds spent in them, since it started
+   (rate(seconds) / rate(total) is the mean time of one). */
+static void s_metrics_loop(fz_msg_t *st, FILE *out)
+{
+    if (!fz_msg_has(st, "turns"))
+        return; /* an older broker */
+    s_counter(out, "fz_broker_turns_total", "Loop turns of the broker since it started.",
+              (double)fz_msg_uint(st, "turns", 0));
+    s_counter(out, "fz_broker_turn_seconds_total",
+              "Seconds the broker spent in its loop turns (their work, not their waits).",
+              fz_msg_float(st, "turn_seconds", 0));
+    s_counter(out, "fz_broker_commits_total", "Loop turns that committed writes to the store.",
+              (double)fz_msg_uint(st, "commits", 0));
+    s_counter(out, "fz_broker_commit_seconds_total",
+              "Seconds the broker spent committing (with --sync full, each commit's fdatasync).",
+              fz_msg_float(st, "commit_seconds", 0));
+}
+
 static void s_gauge(FILE *out, const char *name, const char *help, double v)
 {
     fz_web_metric_family(out, name, "gauge", help);
@@ -173,6 +197,7 @@ char *fz_web_scrape(fz_client_t *c, fz_web_stats_t *stats, fz_web_hub_t *hub, si
         s_gauge(out, "fz_budget_reserved_usd", "Reserved by running attempts now, USD.",
                 fz_msg_float(st, "reserved", 0));
         s_gauge(out, "fz_budget_cap_usd", "Today's cost cap, USD.", fz_msg_float(st, "budget", 0));
+        s_metrics_loop(st, out);
         s_metrics_workers(c, out);
         s_metrics_cost(c, "model", out);
         s_metrics_cost(c, "class", out);
