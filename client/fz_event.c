@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fz_client.h"
 #include "fz_msg.h"
 #include "fz_util.h"
 
@@ -128,4 +129,66 @@ double fz_event_ts(const fz_event_t *self)
 uint64_t fz_event_task(const fz_event_t *self)
 {
     return fz_obj_uint(self->map, "task", 0);
+}
+
+/* ---------------------------------------------------------------- filling gaps */
+
+fz_event_t *fz_event_from_map(const msgpack_object *map)
+{
+    char topic[S_MAX_TOPIC + 1], why[128];
+    fz_obj_str(map, "event", topic, sizeof topic);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, *map);
+    fz_event_t *ev = fz_event_decode(topic, strlen(topic), sb.data, sb.size, why, sizeof why);
+    msgpack_sbuffer_destroy(&sb);
+    return ev;
+}
+
+/* The events of one reply: returns the last seq accounted for; *stop when show asked. */
+static uint64_t s_fill_reply(const msgpack_object *evs, uint64_t shown, uint64_t upto,
+                             fz_event_show_fn *show, fz_event_missed_fn *missed, void *arg,
+                             bool *stop)
+{
+    for (uint32_t i = 0; evs && i < evs->via.array.size && !*stop; i++) {
+        uint64_t seq = fz_obj_uint(&evs->via.array.ptr[i], "seq", 0);
+        if (seq <= shown || seq >= upto)
+            continue;
+        if (seq > shown + 1)
+            missed(arg, shown + 1, seq - 1);
+        fz_event_t *ev = fz_event_from_map(&evs->via.array.ptr[i]);
+        if (ev)
+            *stop = show(arg, ev);
+        fz_event_destroy(&ev);
+        shown = seq;
+    }
+    return shown;
+}
+
+uint64_t fz_event_fill(fz_client_t *client, uint64_t shown, uint64_t upto, fz_event_show_fn *show,
+                       fz_event_missed_fn *missed, void *arg, char *err, size_t errlen,
+                       bool *failed)
+{
+    bool stop = false;
+    *failed = false;
+    for (int asks = 0; asks < 64 && !stop && shown + 1 < upto; asks++) {
+        fz_enc_t *req = client ? fz_client_request(client, "events") : NULL;
+        if (!req)
+            break;
+        fz_enc_uint(req, "since", shown);
+        fz_msg_t *reply = NULL;
+        if (fz_client_ask(client, &req, "events", &reply, err, errlen) != FZ_OK) {
+            *failed = true;
+            break;
+        }
+        uint64_t before = shown;
+        shown = s_fill_reply(fz_msg_obj(reply, "events"), shown, upto, show, missed, arg, &stop);
+        bool more = fz_msg_uint(reply, "last", 0) > shown && shown > before;
+        fz_msg_destroy(&reply);
+        if (!more)
+            break;
+    }
+    return shown;
 }

@@ -15,6 +15,7 @@
 
 #include <czmq.h>
 #include <msgpack.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,5 +38,21 @@ const msgpack_object *fz_event_map(const fz_event_t *self);
 uint64_t fz_event_seq(const fz_event_t *self);
 double fz_event_ts(const fz_event_t *self);
 uint64_t fz_event_task(const fz_event_t *self);
+
+/* One event of an `events` reply (a map whose "event" field is its topic) as an fz_event_t;
+   NULL if it is not a valid event. */
+fz_event_t *fz_event_from_map(const msgpack_object *map);
+
+/* Filling a gap of the stream (PROTOCOL.md section 4, events): asks client for the events
+   numbered after `shown`, in as many replies as it takes (at most 64), and hands those
+   before `upto` to show in order, which returns true to stop; a hole the broker no longer
+   keeps goes to missed(first, last) before the event after it. Returns the last seq
+   accounted for. On a failed ask it stops, with *failed set and the reason in err. */
+struct fz_client_t;
+typedef bool(fz_event_show_fn)(void *arg, fz_event_t *ev);
+typedef void(fz_event_missed_fn)(void *arg, uint64_t first, uint64_t last);
+uint64_t fz_event_fill(struct fz_client_t *client, uint64_t shown, uint64_t upto,
+                       fz_event_show_fn *show, fz_event_missed_fn *missed, void *arg, char *err,
+                       size_t errlen, bool *failed);
 
 #endif

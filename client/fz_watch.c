@@ -181,20 +181,21 @@ static bool s_show(watch_t *w, const fz_event_t *ev)
     return w->count && w->printed >= w->count;
 }
 
-/* One event of an `events` reply as an fz_event_t (its topic is its "event" field). */
-static fz_event_t *s_event_from(const msgpack_object *map)
+typedef struct {
+    watch_t *w;
+    bool *done;
+} replay_t;
+
+static bool s_replay_show(void *arg, fz_event_t *ev)
 {
-    char topic[128];
-    fz_obj_str(map, "event", topic, sizeof topic);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_object(&pk, *map);
-    char why[128];
-    fz_event_t *ev = fz_event_decode(topic, strlen(topic), sb.data, sb.size, why, sizeof why);
-    msgpack_sbuffer_destroy(&sb);
-    return ev;
+    replay_t *r = arg;
+    return *r->done = s_show(r->w, ev);
+}
+
+static void s_replay_missed(void *arg, uint64_t first, uint64_t last)
+{
+    (void)arg;
+    s_missed(first, last, ", older than the broker keeps");
 }
 
 /* Events before `upto` that the subscription missed, from the broker's recent history,
@@ -207,36 +208,14 @@ static uint64_t s_replay(watch_t *w, uint64_t upto, bool *done)
         return shown;
     if (!w->client)
         w->client = fz_client_new(fz_endpoint(w->broker, "FZ_BROKER", FZ_DEFAULT_BROKER), 2000);
-    for (int asks = 0; asks < 64 && !*done && shown + 1 < upto; asks++) {
-        fz_enc_t *req = w->client ? fz_client_request(w->client, "events") : NULL;
-        if (!req)
-            break;
-        fz_enc_uint(req, "since", shown);
-        fz_msg_t *reply = NULL;
-        char err[256];
-        if (fz_client_ask(w->client, &req, "events", &reply, err, sizeof err) != FZ_OK) {
-            fz_cli_error("cannot fetch missed events: %s", err);
-            w->replay_off_until = fz_clock_ms() + 30000;
-            break;
-        }
-        const msgpack_object *evs = fz_msg_obj(reply, "events");
-        uint64_t before = shown;
-        for (uint32_t i = 0; evs && i < evs->via.array.size && !*done; i++) {
-            uint64_t seq = fz_obj_uint(&evs->via.array.ptr[i], "seq", 0);
-            if (seq <= shown || seq >= upto)
-                continue;
-            if (seq > shown + 1)
-                s_missed(shown + 1, seq - 1, ", older than the broker keeps");
-            fz_event_t *ev = s_event_from(&evs->via.array.ptr[i]);
-            if (ev)
-                *done = s_show(w, ev);
-            fz_event_destroy(&ev);
-            shown = seq;
-        }
-        bool more = fz_msg_uint(reply, "last", 0) > shown && shown > before;
-        fz_msg_destroy(&reply);
-        if (!more)
-            break;
+    char err[256];
+    bool failed;
+    replay_t r = {w, done};
+    shown = fz_event_fill(w->client, shown, upto, s_replay_show, s_replay_missed, &r, err,
+                          sizeof err, &failed);
+    if (failed) {
+        fz_cli_error("cannot fetch missed events: %s", err);
+        w->replay_off_until = fz_clock_ms() + 30000;
     }
     if (shown > w->replayed_to)
         w->replayed_to = shown;

@@ -66,18 +66,16 @@ static void s_publish(fz_web_feed_t *web, const fz_event_t *ev)
     free(json);
 }
 
-static fz_event_t *s_event_from(const msgpack_object *map)
+static bool s_replay_show(void *arg, fz_event_t *ev)
 {
-    char topic[128], why[128];
-    fz_obj_str(map, "event", topic, sizeof topic);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_object(&pk, *map);
-    fz_event_t *ev = fz_event_decode(topic, strlen(topic), sb.data, sb.size, why, sizeof why);
-    msgpack_sbuffer_destroy(&sb);
-    return ev;
+    s_publish(arg, ev);
+    return false;
+}
+
+static void s_replay_missed(void *arg, uint64_t first, uint64_t last)
+{
+    fz_web_feed_t *web = arg;
+    fz_web_stats_missed(web->stats, last - first + 1);
 }
 
 /* Fills the gap before `upto` from the broker's recent events (as fz-watch does); returns
@@ -89,36 +87,13 @@ static uint64_t s_replay(fz_web_feed_t *web, uint64_t upto)
         return shown;
     if (!web->client)
         web->client = fz_client_new(fz_endpoint(web->broker, "FZ_BROKER", FZ_DEFAULT_BROKER), 2000);
-    for (int asks = 0; asks < 64 && shown + 1 < upto; asks++) {
-        fz_enc_t *req = web->client ? fz_client_request(web->client, "events") : NULL;
-        if (!req)
-            break;
-        fz_enc_uint(req, "since", shown);
-        fz_msg_t *reply = NULL;
-        char err[256];
-        if (fz_client_ask(web->client, &req, "events", &reply, err, sizeof err) != FZ_OK) {
-            fz_warn("cannot fetch missed events: %s", err);
-            web->replay_off_until = fz_clock_ms() + 30000;
-            break;
-        }
-        const msgpack_object *evs = fz_msg_obj(reply, "events");
-        uint64_t before = shown;
-        for (uint32_t i = 0; evs && i < evs->via.array.size; i++) {
-            uint64_t seq = fz_obj_uint(&evs->via.array.ptr[i], "seq", 0);
-            if (seq <= shown || seq >= upto)
-                continue;
-            if (seq > shown + 1)
-                fz_web_stats_missed(web->stats, seq - shown - 1);
-            fz_event_t *ev = s_event_from(&evs->via.array.ptr[i]);
-            if (ev)
-                s_publish(web, ev);
-            fz_event_destroy(&ev);
-            shown = seq;
-        }
-        bool more = fz_msg_uint(reply, "last", 0) > shown && shown > before;
-        fz_msg_destroy(&reply);
-        if (!more)
-            break;
+    char err[256];
+    bool failed;
+    shown = fz_event_fill(web->client, shown, upto, s_replay_show, s_replay_missed, web, err,
+                          sizeof err, &failed);
+    if (failed) {
+        fz_warn("cannot fetch missed events: %s", err);
+        web->replay_off_until = fz_clock_ms() + 30000;
     }
     if (shown + 1 < upto && upto != UINT64_MAX)
         fz_web_stats_missed(web->stats, upto - shown - 1);
