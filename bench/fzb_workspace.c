@@ -5,7 +5,10 @@
       fz     fz_workspace_open + fz_workspace_finish (no change by the agent: status, head and
              diff stat, then the removal) + destroy
       git    `git worktree add -b B PATH HEAD` + `git worktree remove PATH` (+ branch -D)
-    and prints the median and min of both side by side. Print-only, not part of the suite.
+    and prints the median and min of both side by side; then the disk one more workspace
+    takes while it is open (du of the worktree folder and of its entry under .git/worktrees:
+    the objects are the repository's, shared), for fz's and for plain git's. Print-only, not
+    part of the suite.
 
     Usage: fzb-workspace [FILES [ROUNDS]] */
 
@@ -83,6 +86,49 @@ static int64_t s_git_round(int i)
     return fz_clock_ms() - t0;
 }
 
+/* KiB on disk of a worktree folder and its registration (git rev-parse --git-dir). */
+static long s_disk_kib(const char *path)
+{
+    char cmd[PATH_MAX * 2 + 128];
+    snprintf(cmd, sizeof cmd,
+             "du -skc %s \"$(git -C %s rev-parse --path-format=absolute --git-dir)\" | tail -1",
+             path, path);
+    fz_run_opts_t o = {.argv = (const char *const[]){"/bin/sh", "-c", cmd, NULL}, .cwd = s_dir};
+    fz_run_res_t res;
+    long kib = fz_run(&o, &res) == 0 && res.status == 0 ? atol(res.out) : -1;
+    fz_run_res_free(&res);
+    return kib;
+}
+
+/* The disk of one more open workspace, fz's and plain git's. */
+static int s_disk(const char *repo, const char *cache)
+{
+    char err[512], plain[PATH_MAX + 16];
+    fz_ws_opts_t o = {.cache_dir = cache, .repo = repo, .task = 2, .attempt = 1};
+    fz_workspace_t *ws = fz_workspace_open(&o, NULL, err, sizeof err);
+    if (!ws)
+        return fprintf(stderr, "fz_workspace: %s\n", err), -1;
+    snprintf(plain, sizeof plain, "%s/plain-disk", s_dir);
+    if (s_sh("git -C repo worktree add -q -b plain-disk ../plain-disk HEAD") < 0) {
+        fz_workspace_destroy(&ws);
+        return -1;
+    }
+    long fz = s_disk_kib(fz_workspace_path(ws)), git = s_disk_kib(plain), all = -1;
+    char cmd[64] = "du -sk repo/.git | cut -f1";
+    fz_run_opts_t ro = {.argv = (const char *const[]){"/bin/sh", "-c", cmd, NULL}, .cwd = s_dir};
+    fz_run_res_t res;
+    if (fz_run(&ro, &res) == 0 && res.status == 0)
+        all = atol(res.out);
+    fz_run_res_free(&res);
+    printf("disk per extra workspace (folder + .git/worktrees entry; objects shared: "
+           "the repository's .git is %ld KiB)\n",
+           all);
+    printf("  fz_workspace               %6ld KiB\n", fz);
+    printf("  git worktree add           %6ld KiB\n", git);
+    fz_workspace_destroy(&ws);
+    return s_sh("git -C repo worktree remove ../plain-disk");
+}
+
 static int s_cmp(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -115,6 +161,7 @@ int main(int argc, char **argv)
                fz[0]);
         printf("  git worktree add+remove    %6" PRId64 " ms (%" PRId64 ")\n", git[rounds / 2],
                git[0]);
+        rc = s_disk(repo, cache) < 0;
     }
     nftw(s_dir, s_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return rc;

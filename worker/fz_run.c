@@ -31,6 +31,7 @@ typedef struct {
     tail_t tail[2];
     bool exited; /* exited (a zombie, not yet reaped) */
     int64_t deadline, kill_at, drain_until;
+    const atomic_bool *stop;
 } run_t;
 
 /* Variables that would make git act on another repository or as someone else. */
@@ -215,8 +216,12 @@ static void s_enforce(run_t *r, int64_t now, fz_run_res_t *res)
 {
     if (r->exited)
         return;
-    if (r->deadline && now >= r->deadline && !r->kill_at) {
-        res->timed_out = true;
+    bool stop = r->stop && atomic_load(r->stop);
+    if (((r->deadline && now >= r->deadline) || stop) && !r->kill_at) {
+        if (stop)
+            res->stopped = true;
+        else
+            res->timed_out = true;
         kill(-r->pid, SIGTERM);
         r->kill_at = now + FZ_RUN_GRACE_MS;
     }
@@ -310,6 +315,9 @@ int fz_run(const fz_run_opts_t *opts, fz_run_res_t *res)
     size_t cap = opts->cap ? opts->cap : FZ_RUN_CAP_DEFAULT;
     int pipes[2][2] = {{-1, -1}, {-1, -1}};
     int rc = s_res_init(res, &r, cap) ? ENOMEM : s_open_pipes(pipes);
+    r.stop = opts->stop;
+    if (!rc && r.stop && atomic_load(r.stop))
+        rc = ECANCELED, res->stopped = true;
     if (!rc)
         rc = s_spawn(&r, opts, pipes);
     for (int i = 0; i < 2; i++) {

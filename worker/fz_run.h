@@ -10,7 +10,9 @@
     stdout and stderr together (poll, non-blocking) to the end, keeping the LAST cap bytes of
     each and counting all of them, and enforces a wall-clock timeout: SIGTERM to the group,
     SIGKILL one second later. When the program exits, whatever it left in its group is
-    SIGKILLed, so a `sleep 100 &` of a check cannot keep the pipes (and fz) waiting.
+    SIGKILLed, so a `sleep 100 &` of a check cannot keep the pipes (and fz) waiting. A stop
+    flag, set from another thread, ends the program as the timeout does (within 50 ms), so a
+    clone or fetch run off the worker's loop can be cancelled.
 
     Ownership: a fz_run_res_t owns its two buffers (fz_run_res_free). fz_run blocks until the
     program and its group are over; it reaps only its own child (waitpid of that pid), so it
@@ -20,6 +22,7 @@
 #ifndef FZ_RUN_H
 #define FZ_RUN_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -32,12 +35,15 @@ typedef struct {
     int timeout_ms;          /* 0 = none */
     bool merge;              /* stderr goes where stdout goes (out); err stays empty */
     size_t cap;              /* bytes kept of each stream; 0 = FZ_RUN_CAP_DEFAULT */
+    const atomic_bool *stop; /* NULL = none; once true, the program is stopped (SIGTERM,
+                                SIGKILL after FZ_RUN_GRACE_MS), or not started */
 } fz_run_opts_t;
 
 typedef struct {
     int status;      /* exit status, or -1 if it did not exit by itself */
     int signal;      /* the signal that ended it, or 0 */
     bool timed_out;  /* fz stopped it at the timeout */
+    bool stopped;    /* fz stopped it (or did not start it) because the stop flag was set */
     int spawn_errno; /* the program could not be started (ENOENT...); then status is -1 */
     char *out, *err; /* the last cap bytes of stdout / stderr, NUL-terminated (never NULL
                         after fz_run returned) */
@@ -46,8 +52,8 @@ typedef struct {
 } fz_run_res_t;
 
 /* Runs the program to its end. 0 if it ran (whatever its status), -1 if it could not be
-   started (spawn_errno says why) or out of memory; res is filled either way and must be
-   freed with fz_run_res_free. */
+   started (spawn_errno says why: ECANCELED for a stop flag already set) or out of memory; res is
+   filled either way and must be freed with fz_run_res_free. */
 int fz_run(const fz_run_opts_t *opts, fz_run_res_t *res);
 
 /* Frees the buffers and zeroes res; accepts a zeroed or already freed res. */

@@ -9,18 +9,26 @@
 #include <unistd.h>
 
 #include "fz_agent.h"
+#include "fz_attempt_ws.h"
+#include "fz_bg.h"
 #include "fz_classify.h"
+#include "fz_launch.h"
 #include "fz_net.h"
+#include "fz_result.h"
 #include "fz_vocab.h"
+#include "fz_wsclean.h"
 
 #define FZ_OUTPUT_EVERY_MS 250  /* output is streamed at most this often */
 #define FZ_BACKOFF_MAX_MS 32000 /* reconnect backoff doubles up to this */
 #define FZ_MAX_PENDING 16       /* unacknowledged results kept (oldest dropped past it) */
+#define S_WS_STOP_MS 30000      /* on stop, how long sealing and removing a worktree may take */
 
 typedef struct {
     uint64_t task;
     uint32_t attempt;
     fz_enc_t *enc; /* the encoded result, resent until acknowledged */
+    char *repo;    /* with a sealed branch: what a promote in the ack needs (else NULL) */
+    char head[FZ_WS_OID_MAX];
 } pending_t;
 
 struct fz_slot_t {
@@ -35,7 +43,15 @@ struct fz_slot_t {
     int64_t next_hb_ms;     /* next heartbeat we send */
     int64_t next_hello_ms;  /* next hello while not welcomed */
     uint32_t backoff_ms;    /* reconnect backoff */
-    /* the current attempt */
+    char cache_dir[4096];   /* the default one: WORKDIR/.fz-cache */
+    fz_bg_t *bg;            /* git off the loop (fz_bg.h): attempts' workspaces and promotes */
+    /* the current attempt: active from its dispatch to its result */
+    bool active;
+    fz_msg_t *dispatch;     /* kept until the agent starts (after the workspace is open) */
+    fz_agent_opts_t limits; /* the dispatch's timeout, cost cap, grace and stall limits */
+    fz_aws_t *aws;          /* its workspace and check (fz_attempt_ws.h) */
+    bool agent_over;        /* the agent ended; the result waits for the workspace */
+    char start_err[512];    /* the agent did not start: why */
     fz_agent_t *agent;
     uint64_t task;
     uint32_t attempt;
@@ -50,81 +66,12 @@ struct fz_slot_t {
     int64_t kill_grace_ms; /* of the current agent: how long stopping may take */
     bool interrupted;      /* the current agent was cancelled because the worker stops */
     int64_t stall_ms;      /* the current attempt's stall limit (announce-only; 0 none) */
+    int64_t dispatched_ms; /* when the current attempt's dispatch came */
     bool stall_logged;     /* the stall limit was passed and said in the log */
     int64_t busy_ms;       /* last time an agent ran or a result waited (--idle-exit) */
 };
 
-/* A result's contents: from the agent's status, or zeros for an attempt that ran none. */
-typedef struct {
-    uint64_t task;
-    uint32_t attempt;
-    fz_outcome_t outcome;
-    const fz_agent_status_t *st; /* NULL: no agent ran (rejected, spawn-failed) */
-    const char *model, *summary, *log;
-    const char *tail;
-    size_t tail_len;
-} result_t;
-
-/* ---------------------------------------------------------------- command templates */
-
-/* Appends s single-quoted for /bin/sh. */
-static void s_quote(zchunk_t *out, const char *s)
-{
-    zchunk_extend(out, "'", 1);
-    for (; *s; s++) {
-        if (*s == '\'')
-            zchunk_extend(out, "'\\''", 4);
-        else
-            zchunk_extend(out, s, 1);
-    }
-    zchunk_extend(out, "'", 1);
-}
-
-char *fz_slot_expand(const char *tmpl, const char *model, uint64_t task, uint32_t attempt,
-                     const char *workdir)
-{
-    zchunk_t *out = zchunk_new(NULL, strlen(tmpl) + 64);
-    if (!out)
-        return NULL;
-    char num[32];
-    for (const char *p = tmpl; *p;) {
-        const char *value = NULL;
-        size_t skip = 0;
-        if (strncmp(p, "{model}", 7) == 0)
-            value = model, skip = 7;
-        else if (strncmp(p, "{workdir}", 9) == 0)
-            value = workdir, skip = 9;
-        else if (strncmp(p, "{task}", 6) == 0)
-            snprintf(num, sizeof num, "%llu", (unsigned long long)task), value = num, skip = 6;
-        else if (strncmp(p, "{attempt}", 9) == 0)
-            snprintf(num, sizeof num, "%u", attempt), value = num, skip = 9;
-        if (value) {
-            s_quote(out, value);
-            p += skip;
-        } else
-            zchunk_extend(out, p++, 1);
-    }
-    zchunk_extend(out, "", 1);
-    char *s = strdup((const char *)zchunk_data(out));
-    zchunk_destroy(&out);
-    return s;
-}
-
 /* ---------------------------------------------------------------- sending */
-
-/* Agent-reported text goes out as valid UTF-8 within the field's limit, and a cost within
-   the codec's range: a result the broker refused would be resent for ever. */
-static void s_enc_text(fz_enc_t *e, const char *key, const char *text, size_t max)
-{
-    char buf[4097];
-    size_t n = fz_utf8_clean(text, max < sizeof buf - 1 ? max : sizeof buf - 1, buf, sizeof buf);
-    fz_enc_strn(e, key, buf, n);
-}
-
-static double s_cost(double cost)
-{
-    return cost > 0 && cost < 1e12 ? cost : cost >= 1e12 ? 1e12 : 0;
-}
 
 static void s_send(fz_slot_t *self, fz_enc_t **enc_p)
 {
@@ -168,7 +115,7 @@ static void s_hello(fz_slot_t *self)
         fz_enc_str(e, NULL, kv);
         fz_enc_str(e, NULL, eq + 1);
     }
-    if (self->agent) {
+    if (self->active) {
         fz_enc_uint(e, "task", self->task);
         fz_enc_uint(e, "attempt", self->attempt);
     }
@@ -192,21 +139,28 @@ static void s_heartbeat(fz_slot_t *self)
     fz_enc_t *e = fz_enc_new("heartbeat", 0);
     if (self->draining)
         fz_enc_bool(e, "draining", true);
+    if (self->active && !self->agent) { /* the workspace is being made */
+        fz_enc_uint(e, "task", self->task);
+        fz_enc_uint(e, "attempt", self->attempt);
+        fz_enc_uint(e, "elapsed_ms", (uint64_t)(fz_clock_ms() - self->dispatched_ms));
+        fz_enc_uint(e, "idle_ms", 0);
+    }
     if (self->agent) {
+        /* after the agent, its final figures while the workspace seals, checks, finishes */
         const fz_agent_status_t *st = fz_agent_status(self->agent);
         fz_enc_uint(e, "task", self->task);
         fz_enc_uint(e, "attempt", self->attempt);
-        fz_enc_uint(e, "elapsed_ms", (uint64_t)st->elapsed_ms);
+        fz_enc_uint(e, "elapsed_ms", (uint64_t)(fz_clock_ms() - self->dispatched_ms));
         int64_t idle_ms = fz_agent_idle_ms(self->agent, fz_clock_ms());
         fz_enc_uint(e, "idle_ms", (uint64_t)idle_ms);
-        fz_enc_float(e, "cost_usd", s_cost(st->cost_usd));
+        fz_enc_float(e, "cost_usd", fz_result_cost(st->cost_usd));
         fz_enc_uint(e, "tokens_in", st->tokens_in);
         fz_enc_uint(e, "tokens_cache_read", st->tokens_cache_read);
         fz_enc_uint(e, "tokens_cache_write", st->tokens_cache_write);
         fz_enc_uint(e, "tokens_out", st->tokens_out);
         if (st->progress_pct >= 0 && st->progress_pct <= 100)
             fz_enc_uint(e, "progress", (uint64_t)st->progress_pct);
-        s_enc_text(e, "progress_text", st->progress_text, 1024);
+        fz_result_text(e, "progress_text", st->progress_text, 1024);
         s_note_stall(self, idle_ms);
     }
     s_send(self, &e);
@@ -231,51 +185,11 @@ static int s_connect(fz_slot_t *self)
 
 /* ---------------------------------------------------------------- results */
 
-/* The failure class of a result (FZ_CLASS_NONE: none), as fz_classify decides it. */
-static fz_class_t s_result_class(const result_t *r)
-{
-    return fz_classify(r->outcome, r->st ? r->st->exit_code : -1,
-                       r->st ? r->st->cls : FZ_CLASS_NONE);
-}
-
-/* Every field of §5's result, so that a strict peer can read any of them; class only when
-   the attempt failed, reset_at and retry_after only when the agent reported them. */
-static fz_enc_t *s_result_enc(const result_t *r)
-{
-    static const fz_agent_status_t none = {.exit_code = -1};
-    const fz_agent_status_t *st = r->st ? r->st : &none;
-    fz_enc_t *e = fz_enc_new("result", 0);
-    fz_enc_uint(e, "task", r->task);
-    fz_enc_uint(e, "attempt", r->attempt);
-    fz_enc_str(e, "outcome", fz_outcome_name(r->outcome));
-    fz_enc_int(e, "exit_code", st->exit_code);
-    fz_enc_uint(e, "signal", (uint64_t)(st->signal > 0 ? st->signal : 0));
-    fz_enc_uint(e, "duration_ms", (uint64_t)(st->duration_ms > 0 ? st->duration_ms : 0));
-    fz_enc_float(e, "cost_usd", s_cost(st->cost_usd));
-    fz_enc_uint(e, "tokens_in", st->tokens_in);
-    fz_enc_uint(e, "tokens_cache_read", st->tokens_cache_read);
-    fz_enc_uint(e, "tokens_cache_write", st->tokens_cache_write);
-    fz_enc_uint(e, "tokens_out", st->tokens_out);
-    s_enc_text(e, "model", st->model[0] ? st->model : r->model ? r->model : "", FZ_MAX_NAME);
-    s_enc_text(e, "summary", r->summary ? r->summary : st->summary, 4096);
-    fz_enc_bin(e, "output", r->tail ? r->tail : "",
-               r->tail_len > FZ_MAX_TAIL ? FZ_MAX_TAIL : r->tail_len);
-    fz_enc_str(e, "log", r->log ? r->log : "");
-    fz_class_t cls = s_result_class(r);
-    if (cls != FZ_CLASS_NONE)
-        fz_enc_str(e, "class", fz_class_name(cls));
-    if (st->reset_at > 0 && st->reset_at < FZ_RFILE_RESET_AT_LIMIT)
-        fz_enc_float(e, "reset_at", st->reset_at);
-    if (st->retry_after > 0 && st->retry_after < FZ_RFILE_RETRY_AFTER_LIMIT)
-        fz_enc_float(e, "retry_after", st->retry_after);
-    return e;
-}
-
 /* The broker takes a worker whose agent is missing out of service (worker.unhealthy): say
    why where the operator looks. */
-static void s_warn_agent_missing(fz_slot_t *self, const result_t *r, const char *why)
+static void s_warn_agent_missing(fz_slot_t *self, const fz_result_t *r, const char *why)
 {
-    if (s_result_class(r) != FZ_CLASS_AGENT_MISSING)
+    if (fz_result_class(r) != FZ_CLASS_AGENT_MISSING)
         return;
     fz_warn("task %llu attempt %u: the agent command %s%s%s is not installed or not runnable "
             "(%s); the broker gives this worker no tasks until it says hello again",
@@ -298,7 +212,7 @@ static void s_result_pending(fz_slot_t *self, uint64_t task, uint32_t attempt, f
         char summary[400];
         snprintf(summary, sizeof summary, "fz-worker: the agent's result could not be sent: %s",
                  data ? why : "no memory");
-        enc = s_result_enc(&(result_t){
+        enc = fz_result_enc(&(fz_result_t){
             .task = task, .attempt = attempt, .outcome = FZ_OUTCOME_EXITED, .summary = summary});
     }
     fz_msg_destroy(&check);
@@ -306,10 +220,11 @@ static void s_result_pending(fz_slot_t *self, uint64_t task, uint32_t attempt, f
         fz_warn("dropping the unacknowledged result of task %llu: too many pending",
                 (unsigned long long)self->pending[0].task);
         fz_enc_destroy(&self->pending[0].enc);
+        free(self->pending[0].repo);
         memmove(self->pending, self->pending + 1, (FZ_MAX_PENDING - 1) * sizeof *self->pending);
         self->npending--;
     }
-    self->pending[self->npending++] = (pending_t){task, attempt, enc};
+    self->pending[self->npending++] = (pending_t){task, attempt, enc, NULL, ""};
     s_send_copy(self, enc);
     self->next_resend_ms = fz_clock_ms() + self->hb_ms;
 }
@@ -320,6 +235,13 @@ static void s_on_ack(fz_slot_t *self, fz_msg_t *msg)
     uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
     for (size_t i = 0; i < self->npending; i++)
         if (self->pending[i].task == task && self->pending[i].attempt == attempt) {
+            pending_t *p = &self->pending[i];
+            /* The broker says this attempt is the task's success: fz/TASK points at it. */
+            if (p->repo && fz_msg_bool(msg, "promote", false) &&
+                !fz_aws_promote(self->bg, self->cfg.cache_dir, p->repo, task, p->head))
+                fz_warn("task %llu: cannot set its branch: out of memory",
+                        (unsigned long long)task);
+            free(p->repo);
             fz_enc_destroy(&self->pending[i].enc);
             memmove(self->pending + i, self->pending + i + 1,
                     (self->npending - i - 1) * sizeof *self->pending);
@@ -333,10 +255,10 @@ static void s_on_ack(fz_slot_t *self, fz_msg_t *msg)
 static void s_result_simple(fz_slot_t *self, uint64_t task, uint32_t attempt, fz_outcome_t outcome,
                             const char *model, const char *summary)
 {
-    result_t r = {
+    fz_result_t r = {
         .task = task, .attempt = attempt, .outcome = outcome, .model = model, .summary = summary};
     s_warn_agent_missing(self, &r, summary);
-    s_result_pending(self, task, attempt, s_result_enc(&r));
+    s_result_pending(self, task, attempt, fz_result_enc(&r));
 }
 
 static void s_stream_output(fz_slot_t *self)
@@ -352,151 +274,175 @@ static void s_stream_output(fz_slot_t *self)
     s_send(self, &e);
 }
 
-/* The agent is over: its result goes out and stays pending until acknowledged. */
+/* Keeps what a promote in the ack will need: the repository and the sealed head. */
+static void s_keep_for_promote(fz_slot_t *self, const fz_aws_result_t *ws)
+{
+    pending_t *p = &self->pending[self->npending - 1];
+    if (!ws || !ws->sealed || !ws->ws.head[0] || p->task != self->task)
+        return;
+    p->repo = strdup(fz_msg_str(self->dispatch, "repo", "", NULL));
+    fz_strcopy(p->head, sizeof p->head, ws->ws.head);
+}
+
+/* The attempt is over (agent, workspace, check): its result goes out and stays pending
+   until acknowledged. */
 static void s_finish(fz_slot_t *self)
 {
-    s_stream_output(self);
-    const fz_agent_status_t *st = fz_agent_status(self->agent);
-    /* An ended agent's outcome is the protocol's (fz_agent.h); a cancel of our own because
-       the worker stops is "interrupted": the broker requeues the task. */
-    fz_outcome_t outcome = (fz_outcome_t)st->outcome;
-    if (st->outcome == FZ_AGENT_CANCELLED && self->interrupted)
-        outcome = FZ_OUTCOME_INTERRUPTED;
+    const fz_agent_status_t *st = self->agent ? fz_agent_status(self->agent) : NULL;
     char log[4096];
     snprintf(log, sizeof log, "%s/%llu/attempt-%u.log", self->cfg.workroot,
              (unsigned long long)self->task, self->attempt);
-    result_t r = {.task = self->task,
-                  .attempt = self->attempt,
-                  .outcome = outcome,
-                  .st = st,
-                  .model = self->model,
-                  .log = self->cfg.dry_run ? "" : log};
-    r.tail = fz_agent_tail(self->agent, &r.tail_len);
-    fz_class_t cls = s_result_class(&r);
-    fz_info("task %llu attempt %u: %s%s%s (exit %d, %.4f USD, %lld ms)",
-            (unsigned long long)self->task, self->attempt, fz_outcome_name(outcome),
-            cls != FZ_CLASS_NONE ? ", class " : "", fz_class_name(cls), st->exit_code, st->cost_usd,
-            (long long)st->duration_ms);
-    char why[64] = "the agent reported it";
-    if (st->cls != FZ_CLASS_AGENT_MISSING)
+    fz_result_t r = {.task = self->task,
+                     .attempt = self->attempt,
+                     .outcome = fz_result_outcome(st ? (int)st->outcome : -1,
+                                                  self->aws && fz_aws_cancelled(self->aws),
+                                                  self->interrupted),
+                     .st = st,
+                     .ws = fz_aws_result(self->aws),
+                     .model = self->model,
+                     .log = self->cfg.dry_run || !st ? "" : log};
+    r.summary = fz_result_summary(&r, self->start_err);
+    if (self->agent)
+        r.tail = fz_agent_tail(self->agent, &r.tail_len);
+    fz_class_t cls = fz_result_class(&r);
+    fz_info("task %llu attempt %u: %s%s%s (exit %d, %.4f USD, %lld ms)%s%s",
+            (unsigned long long)self->task, self->attempt, fz_outcome_name(r.outcome),
+            cls != FZ_CLASS_NONE ? ", class " : "", fz_class_name(cls), st ? st->exit_code : -1,
+            st ? st->cost_usd : 0, st ? (long long)st->duration_ms : 0LL, r.summary ? ": " : "",
+            r.summary ? r.summary : "");
+    char why[600] = "the agent reported it";
+    if (!st)
+        snprintf(why, sizeof why, "%s", self->start_err);
+    else if (st->cls != FZ_CLASS_AGENT_MISSING)
         snprintf(why, sizeof why, "exit %d", st->exit_code);
     s_warn_agent_missing(self, &r, why);
-    s_result_pending(self, self->task, self->attempt, s_result_enc(&r));
+    s_result_pending(self, self->task, self->attempt, fz_result_enc(&r));
+    s_keep_for_promote(self, r.ws);
     fz_agent_destroy(&self->agent);
+    fz_aws_destroy(&self->aws);
+    fz_msg_destroy(&self->dispatch);
+    self->active = self->agent_over = false;
+    self->start_err[0] = 0;
     self->task = 0;
     self->attempt = 0;
     self->interrupted = false;
 }
 
+/* The agent ended: the workspace seals, checks and finishes before the result goes. */
+static void s_agent_over(fz_slot_t *self)
+{
+    s_stream_output(self);
+    self->agent_over = true;
+    fz_bg_hold(self->bg, false);
+    const fz_agent_status_t *st = fz_agent_status(self->agent);
+    fz_aws_agent_ended(self->aws, (int)st->outcome, st->exit_code,
+                       (double)st->duration_ms / 1000.0);
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
-static const char *s_label(fz_msg_t *msg, const char *key, char *buf, size_t size)
+/* What fz_launch needs of the current attempt. */
+static fz_launch_t s_launch(fz_slot_t *self)
 {
-    const msgpack_object *labels = fz_msg_obj(msg, "labels");
-    if (!fz_obj_get(labels, key))
-        return NULL;
-    return fz_obj_str(labels, key, buf, size);
+    return (fz_launch_t){.agent = self->cfg.agent,
+                         .broker = self->cfg.broker,
+                         .events = self->cfg.events,
+                         .worker = self->cfg.name,
+                         .model = self->model,
+                         .task = self->task,
+                         .attempt = self->attempt,
+                         .pass_env = self->cfg.pass_env,
+                         .dry_duration = self->cfg.dry_duration,
+                         .dry_cost = self->cfg.dry_cost,
+                         .dry_exit = self->cfg.dry_exit};
 }
 
-static double s_label_num(fz_msg_t *msg, const char *key, double max, double dflt)
+/* The dispatch's workspace and check (with neither, it only orders the agent after fz_bg's
+   work). NULL with err. */
+static fz_aws_t *s_new_aws(fz_slot_t *self, fz_msg_t *msg, const char *workdir, char *err,
+                           size_t errlen)
 {
-    char buf[64];
-    double v;
-    const char *s = s_label(msg, key, buf, sizeof buf);
-    return s && fz_parse_double(s, 0, max, &v) ? v : dflt;
+    char env[FZ_LAUNCH_BASE_ENV][512];
+    const char *envp[FZ_LAUNCH_BASE_ENV + 1] = {NULL};
+    fz_launch_t l = s_launch(self);
+    fz_launch_base_env(&l, env, envp);
+    fz_aws_opts_t o = {.bg = self->bg,
+                       .cache_dir = self->cfg.cache_dir,
+                       .workdir = workdir,
+                       .task = self->task,
+                       .attempt = self->attempt,
+                       .timeout_s = self->limits.timeout_s,
+                       .kill_grace_s = self->limits.kill_grace_s,
+                       .env = envp,
+                       .pass_env = self->cfg.pass_env};
+    return fz_aws_for_dispatch(&o, msg, err, errlen);
 }
 
-static fz_agent_t *s_start_sim(fz_slot_t *self, fz_msg_t *msg, const fz_agent_opts_t *opts,
-                               char *err, size_t errlen)
+/* Starts the agent once the workspace is ready; an agent that cannot start still lets the
+   workspace finish (its worktree is removed) before the spawn-failed result. */
+static void s_start_agent(fz_slot_t *self)
 {
-    fz_agent_sim_t sim = {0};
-    sim.duration_s = s_label_num(msg, "dry.duration", 1e9, self->cfg.dry_duration);
-    sim.cost_usd = s_label_num(msg, "dry.cost", 1e9, self->cfg.dry_cost);
-    sim.exit_code = (int)s_label_num(msg, "dry.exit", 1e9, self->cfg.dry_exit);
-    /* dry.fail-attempts N: the first N attempts fail (to exercise retries without agents) */
-    if (self->attempt <= (uint32_t)s_label_num(msg, "dry.fail-attempts", 1e9, 0))
-        sim.exit_code = 1;
-    sim.tokens_in = (uint64_t)s_label_num(msg, "dry.tokens-in", 1e9, 1000);
-    sim.tokens_out = (uint64_t)s_label_num(msg, "dry.tokens-out", 1e9, 200);
-    sim.tokens_cache_read = (uint64_t)s_label_num(msg, "dry.tokens-cache-read", 1e9, 0);
-    sim.tokens_cache_write = (uint64_t)s_label_num(msg, "dry.tokens-cache-write", 1e9, 0);
-    /* dry.silent-after S: no sign of life after S seconds (a stall, for the stall limits) */
-    sim.silent_after_s = s_label_num(msg, "dry.silent-after", 1e9, 0);
-    /* dry.class NAME, dry.reset-at EPOCH, dry.retry-after S: what a failing run reports, as
-       an adapter would for a rate limit or a bad key */
-    char cls[64];
-    const char *name = s_label(msg, "dry.class", cls, sizeof cls);
-    sim.cls = fz_class_from_name(name);
-    if (name && sim.cls == FZ_CLASS_NONE)
-        fz_warn("task %llu: label dry.class '%s' is not a failure class; ignored",
-                (unsigned long long)self->task, name);
-    sim.reset_at = s_label_num(msg, "dry.reset-at", FZ_RFILE_RESET_AT_LIMIT - 1, 0);
-    sim.retry_after = s_label_num(msg, "dry.retry-after", FZ_RFILE_RETRY_AFTER_LIMIT - 1, 0);
-    sim.model = self->model[0] ? self->model : "dry-run";
-    sim.output = "dry-run: simulated agent output\n";
-    sim.summary = sim.exit_code ? "dry-run: simulated failure" : "dry-run: simulated success";
-    return fz_agent_simulate(&sim, opts, err, errlen);
-}
-
-static fz_agent_t *s_start_real(fz_slot_t *self, fz_msg_t *msg, fz_agent_opts_t *opts,
-                                const char *workdir, char *err, size_t errlen)
-{
-    char *cmd = fz_slot_expand(self->cfg.agent, self->model, self->task, self->attempt, workdir);
-    char env[6][512];
-    snprintf(env[0], sizeof env[0], "FZ_TASK_ID=%llu", (unsigned long long)self->task);
-    snprintf(env[1], sizeof env[1], "FZ_ATTEMPT=%u", self->attempt);
-    snprintf(env[2], sizeof env[2], "FZ_MODEL=%s", self->model);
-    snprintf(env[3], sizeof env[3], "FZ_BROKER=%s", self->cfg.broker);
-    snprintf(env[4], sizeof env[4], "FZ_EVENTS=%s", self->cfg.events);
-    snprintf(env[5], sizeof env[5], "FZ_WORKER=%s", self->cfg.name);
-    /* Labels reach the agent as FZ_LABEL_<KEY> (upper case, other characters as _), so a
-       script can read its task's labels without asking the broker. */
-    const char *envp[6 + 32 + 1] = {env[0], env[1], env[2], env[3], env[4], env[5]};
-    char labels[32][1200];
-    size_t ne = 6;
-    const msgpack_object *lm = fz_msg_obj(msg, "labels");
-    for (uint32_t i = 0; lm && lm->type == MSGPACK_OBJECT_MAP && i < lm->via.map.size && i < 32;
-         i++) {
-        const msgpack_object *k = &lm->via.map.ptr[i].key, *v = &lm->via.map.ptr[i].val;
-        int n = snprintf(labels[i], sizeof labels[i], "FZ_LABEL_");
-        for (uint32_t j = 0; j < k->via.str.size && n < 80; j++) {
-            char c = k->via.str.ptr[j];
-            labels[i][n++] = (char)((c >= 'a' && c <= 'z')                               ? c - 32
-                                    : ((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) ? c
-                                                                                         : '_');
-        }
-        snprintf(labels[i] + n, sizeof labels[i] - (size_t)n, "=%.*s", (int)v->via.str.size,
-                 v->via.str.ptr);
-        envp[ne++] = labels[i];
+    char workdir[4096];
+    snprintf(workdir, sizeof workdir, "%s/%llu", self->cfg.workroot,
+             (unsigned long long)self->task);
+    const char *cwd = fz_aws_cwd(self->aws);
+    fz_agent_opts_t opts = self->limits;
+    fz_launch_t l = s_launch(self);
+    char *err = self->start_err;
+    size_t errlen = sizeof self->start_err;
+    fz_bg_hold(self->bg, true); /* no git while the agent's processes live (fz_bg.h) */
+    self->agent = self->cfg.dry_run
+                      ? fz_launch_sim(&l, self->dispatch, &opts, err, errlen)
+                      : fz_launch_real(&l, self->dispatch, &opts, workdir, cwd ? cwd : workdir,
+                                       fz_aws_env(self->aws), err, errlen);
+    if (!self->agent) {
+        fz_bg_hold(self->bg, false);
+        fz_error("task %llu: agent did not start: %s", (unsigned long long)self->task,
+                 self->start_err);
+        fz_aws_agent_ended(self->aws, FZ_OUTCOME_SPAWN_FAILED, -1, 0);
+        return;
     }
-    envp[ne] = NULL;
-    char log[4096], report[4096];
-    snprintf(log, sizeof log, "%s/attempt-%u.log", workdir, self->attempt);
-    snprintf(report, sizeof report, "%s/.fz-report-%u", workdir, self->attempt);
-    size_t plen;
-    opts->command = cmd;
-    opts->prompt = fz_msg_str(msg, "prompt", "", &plen);
-    opts->prompt_len = plen;
-    opts->workdir = workdir;
-    opts->log_path = log;
-    opts->report_path = report;
-    opts->env = envp;
-    opts->pass_env = self->cfg.pass_env;
-    fz_agent_t *agent = cmd ? fz_agent_start(opts, err, errlen) : NULL;
-    free(cmd);
-    return agent;
+    fz_aws_agent_started(self->aws);
+    fz_info("task %llu attempt %u started (model %s, pid %d%s%s)", (unsigned long long)self->task,
+            self->attempt, self->model[0] ? self->model : "-", (int)fz_agent_pid(self->agent),
+            cwd ? ", in " : "", cwd ? cwd : "");
+    fz_enc_t *e = fz_enc_new("started", 0);
+    fz_enc_uint(e, "task", self->task);
+    fz_enc_uint(e, "attempt", self->attempt);
+    fz_enc_uint(e, "pid", (uint64_t)fz_agent_pid(self->agent));
+    s_send(self, &e);
+    self->next_output_ms = fz_clock_ms() + FZ_OUTPUT_EVERY_MS;
 }
 
-static void s_on_dispatch(fz_slot_t *self, fz_msg_t *msg)
+/* One step of the current attempt: start the agent when ready, send the result when done. */
+static void s_attempt_step(fz_slot_t *self, int64_t now)
 {
+    if (!self->active)
+        return;
+    if (self->agent && !self->agent_over) {
+        fz_agent_pump(self->agent, now);
+        if (fz_agent_done(self->agent))
+            s_agent_over(self);
+    }
+    fz_aws_pump(self->aws, now);
+    fz_aws_phase_t phase = fz_aws_phase(self->aws);
+    if (phase == FZ_AWS_READY && !self->agent)
+        s_start_agent(self);
+    else if (phase == FZ_AWS_DONE)
+        s_finish(self);
+}
+
+static void s_on_dispatch(fz_slot_t *self, fz_msg_t **msg_p)
+{
+    fz_msg_t *msg = *msg_p;
     uint64_t task = fz_msg_uint(msg, "task", 0);
     uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
-    if (self->agent && self->task == task && self->attempt == attempt) {
+    if (self->active && self->task == task && self->attempt == attempt) {
         fz_warn("dispatch of task %llu attempt %u again: it runs already; ignored",
                 (unsigned long long)task, attempt);
         return;
     }
-    if (self->agent || self->stopping || self->draining) {
+    if (self->active || self->stopping || self->draining) {
         fz_warn("dispatch of task %llu while %s: rejected", (unsigned long long)task,
                 self->stopping || self->draining ? "stopping" : "busy");
         s_result_simple(self, task, attempt, FZ_OUTCOME_REJECTED, "", "worker busy");
@@ -507,47 +453,46 @@ static void s_on_dispatch(fz_slot_t *self, fz_msg_t *msg)
     /* The broker names the model (a task for any model gets this worker's first allowed
        one), so a model the whitelist refused is never picked here. */
     snprintf(self->model, sizeof self->model, "%s", fz_msg_str(msg, "model", "", NULL));
-    char workdir[4096], err[512];
-    snprintf(workdir, sizeof workdir, "%s/%llu", self->cfg.workroot, (unsigned long long)task);
-    fz_agent_opts_t opts = {0};
-    opts.timeout_s = (double)fz_msg_uint(msg, "timeout", 0);
-    opts.max_cost = fz_msg_float(msg, "max_cost", 0);
-    opts.kill_grace_s = (double)fz_msg_uint(msg, "kill_grace", 10);
-    opts.stall_s = (double)fz_msg_uint(msg, "stall", 0);
-    opts.stall_kill_s = (double)fz_msg_uint(msg, "stall_kill", 0);
-    self->stall_ms = (int64_t)(opts.stall_s * 1000);
+    fz_agent_opts_t *opts = &self->limits;
+    *opts = (fz_agent_opts_t){0};
+    opts->timeout_s = (double)fz_msg_uint(msg, "timeout", 0);
+    opts->max_cost = fz_msg_float(msg, "max_cost", 0);
+    opts->kill_grace_s = (double)fz_msg_uint(msg, "kill_grace", 10);
+    opts->stall_s = (double)fz_msg_uint(msg, "stall", 0);
+    opts->stall_kill_s = (double)fz_msg_uint(msg, "stall_kill", 0);
+    self->stall_ms = (int64_t)(opts->stall_s * 1000);
     self->stall_logged = false;
     self->interrupted = false;
-    self->kill_grace_ms = (int64_t)(opts.kill_grace_s * 1000);
-    if (opts.kill_grace_s <= 0)
-        opts.kill_grace_s = 0.001;
-    self->agent = self->cfg.dry_run ? s_start_sim(self, msg, &opts, err, sizeof err)
-                                    : s_start_real(self, msg, &opts, workdir, err, sizeof err);
-    if (!self->agent) {
-        fz_error("task %llu: agent did not start: %s", (unsigned long long)task, err);
+    self->kill_grace_ms = (int64_t)(opts->kill_grace_s * 1000);
+    if (opts->kill_grace_s <= 0)
+        opts->kill_grace_s = 0.001;
+    char workdir[4096], err[512];
+    snprintf(workdir, sizeof workdir, "%s/%llu", self->cfg.workroot, (unsigned long long)task);
+    self->aws = s_new_aws(self, msg, workdir, err, sizeof err);
+    if (!self->aws) {
+        fz_error("task %llu: %s", (unsigned long long)task, err);
         s_result_simple(self, task, attempt, FZ_OUTCOME_SPAWN_FAILED, self->model, err);
         self->task = 0;
         return;
     }
-    fz_info("task %llu attempt %u started (model %s, pid %d)", (unsigned long long)task, attempt,
-            self->model[0] ? self->model : "-", (int)fz_agent_pid(self->agent));
-    fz_enc_t *e = fz_enc_new("started", 0);
-    fz_enc_uint(e, "task", task);
-    fz_enc_uint(e, "attempt", attempt);
-    fz_enc_uint(e, "pid", (uint64_t)fz_agent_pid(self->agent));
-    s_send(self, &e);
-    self->next_output_ms = fz_clock_ms() + FZ_OUTPUT_EVERY_MS;
+    self->active = true;
+    self->dispatch = msg; /* ours now: the agent may start later */
+    *msg_p = NULL;
+    self->dispatched_ms = fz_clock_ms();
+    s_attempt_step(self, fz_clock_ms()); /* without a workspace the agent starts now */
 }
 
 static void s_on_cancel(fz_slot_t *self, fz_msg_t *msg)
 {
     uint64_t task = fz_msg_uint(msg, "task", 0);
     uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
-    if (!self->agent || self->task != task || (attempt && self->attempt != attempt))
+    if (!self->active || self->task != task || (attempt && self->attempt != attempt))
         return;
     const char *reason = fz_msg_str(msg, "reason", "cancelled", NULL);
     fz_info("task %llu: cancel (%s)", (unsigned long long)task, reason);
-    fz_agent_cancel(self->agent, reason);
+    if (self->agent && !self->agent_over)
+        fz_agent_cancel(self->agent, reason);
+    fz_aws_cancel(self->aws);
 }
 
 static void s_on_welcome(fz_slot_t *self, fz_msg_t *msg)
@@ -597,7 +542,7 @@ static void s_recv(fz_slot_t *self)
     if (fz_msg_is(msg, "welcome"))
         s_on_welcome(self, msg);
     else if (fz_msg_is(msg, "dispatch"))
-        s_on_dispatch(self, msg);
+        s_on_dispatch(self, &msg);
     else if (fz_msg_is(msg, "cancel"))
         s_on_cancel(self, msg);
     else if (fz_msg_is(msg, "result-ack"))
@@ -649,7 +594,7 @@ static void s_timers(fz_slot_t *self, int64_t now)
             s_send_copy(self, self->pending[i].enc);
         self->next_resend_ms = now + self->hb_ms;
     }
-    if (self->agent && now >= self->next_output_ms) {
+    if (self->agent && !self->agent_over && now >= self->next_output_ms) {
         s_stream_output(self);
         self->next_output_ms = now + FZ_OUTPUT_EVERY_MS;
     }
@@ -660,13 +605,16 @@ static int s_timeout(fz_slot_t *self, int64_t now)
     int64_t next = self->next_hb_ms;
     if (self->npending && self->next_resend_ms < next)
         next = self->next_resend_ms;
-    if (self->agent) {
+    if (self->agent && !self->agent_over) {
         if (self->next_output_ms < next)
             next = self->next_output_ms;
         int t = fz_agent_timeout_ms(self->agent, now);
         if (t >= 0 && now + t < next)
             next = now + t;
     }
+    int t = self->aws ? fz_aws_timeout_ms(self->aws, now) : -1;
+    if (t >= 0 && now + t < next)
+        next = now + t;
     int64_t ms = next - now;
     return ms < 0 ? 0 : ms > 1000 ? 1000 : (int)ms;
 }
@@ -681,6 +629,10 @@ fz_slot_t *fz_slot_new(const fz_slot_config_t *cfg, char *err, size_t errlen)
         return NULL;
     }
     self->cfg = *cfg;
+    if (!cfg->cache_dir || !*cfg->cache_dir) {
+        snprintf(self->cache_dir, sizeof self->cache_dir, "%s/.fz-cache", cfg->workroot);
+        self->cfg.cache_dir = self->cache_dir;
+    }
     self->hb_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : 1000;
     self->kill_grace_ms = 10000;
     self->backoff_ms = 1000;
@@ -699,6 +651,13 @@ fz_slot_t *fz_slot_new(const fz_slot_config_t *cfg, char *err, size_t errlen)
         free(self);
         return NULL;
     }
+    /* Worktrees a killed worker left in this cache go before anything new is made. */
+    fz_wsclean_run(self->cfg.cache_dir);
+    if (!(self->bg = fz_bg_new())) {
+        snprintf(err, errlen, "cannot start the git thread: %s", strerror(errno));
+        free(self);
+        return NULL;
+    }
     if (s_connect(self) < 0) {
         snprintf(err, errlen, "cannot connect to %s", cfg->broker);
         fz_slot_destroy(&self);
@@ -713,9 +672,16 @@ void fz_slot_destroy(fz_slot_t **self_p)
     if (!self_p || !*self_p)
         return;
     fz_slot_t *self = *self_p;
+    if (self->agent && !self->agent_over)
+        fz_bg_hold(self->bg, false);
     fz_agent_destroy(&self->agent);
-    for (size_t i = 0; i < self->npending; i++)
+    fz_aws_destroy(&self->aws); /* an unfinished worktree is removed */
+    fz_msg_destroy(&self->dispatch);
+    fz_bg_destroy(&self->bg);
+    for (size_t i = 0; i < self->npending; i++) {
         fz_enc_destroy(&self->pending[i].enc);
+        free(self->pending[i].repo);
+    }
     zsock_destroy(&self->dealer);
     free(self);
     *self_p = NULL;
@@ -725,7 +691,7 @@ void fz_slot_destroy(fz_slot_t **self_p)
    so does a time without either. Draining does the rest (finish, report, ack, bye). */
 static void s_once_or_idle(fz_slot_t *self, int64_t now)
 {
-    bool busy = self->agent || self->npending;
+    bool busy = self->active || self->npending;
     if (busy || !self->busy_ms)
         self->busy_ms = now;
     bool once = self->cfg.once && busy;
@@ -748,11 +714,11 @@ static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
         /* Draining: the broker hears it at once; the agent finishes in its own time. */
         self->draining = true;
         fz_info("draining: %s",
-                self->agent ? "finishing the running agent, then leaving" : "no agent; leaving");
+                self->active ? "finishing the running agent, then leaving" : "no agent; leaving");
         s_heartbeat(self);
     }
     s_once_or_idle(self, now);
-    if (self->draining && !self->stopping && !self->agent) {
+    if (self->draining && !self->stopping && !self->active) {
         self->stopping = true;
         /* for the last result's acknowledgement; --once waits for it as long as it takes */
         *leave_at = self->cfg.once ? INT64_MAX : now + 5000;
@@ -761,25 +727,31 @@ static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
         *leave_at = now + 5000; /* --once waiting for its ack: a signal bounds the wait */
     if (signals == 1 && !self->stopping) {
         self->stopping = true;
-        fz_info("stopping: %s", self->agent ? "interrupting the running agent" : "no agent");
-        if (self->agent) {
+        fz_info("stopping: %s", self->active ? "interrupting the running agent" : "no agent");
+        if (self->agent && !self->agent_over) {
             const fz_agent_status_t *st = fz_agent_status(self->agent);
             /* a stop already under way (timeout, cancel...) keeps its outcome */
             self->interrupted = st->outcome == FZ_AGENT_RUNNING && !st->stopping;
             fz_agent_cancel(self->agent, "interrupted");
-        }
-        /* time for the agent to end within its grace, and for the result's ack */
-        *leave_at = now + self->kill_grace_ms + 5000;
+        } else if (self->active)
+            self->interrupted = !fz_aws_cancelled(self->aws);
+        if (self->active)
+            fz_aws_cancel(self->aws);
+        /* time for the agent to end within its grace, the workspace to be sealed and
+           removed, and for the result's ack */
+        *leave_at = now + self->kill_grace_ms + 5000 +
+                    (self->aws && fz_aws_result(self->aws)->has_repo ? S_WS_STOP_MS : 0);
     }
     if (!self->stopping)
         return false;
-    if (!self->agent && !self->said_bye && self->npending == 0) {
+    if (!self->active && !self->said_bye && self->npending == 0) {
         /* Every result is acknowledged: the broker may forget us now. */
         fz_enc_t *bye = fz_enc_new("bye", 0);
         s_send(self, &bye);
         self->said_bye = true;
     }
-    return now >= *leave_at || (!self->agent && self->npending == 0);
+    /* a promote the last ack asked for is done before leaving (fz_bg_destroy would stop it) */
+    return now >= *leave_at || (!self->active && self->npending == 0 && fz_bg_idle(self->bg));
 }
 
 int fz_slot_run(fz_slot_t *self)
@@ -787,12 +759,15 @@ int fz_slot_run(fz_slot_t *self)
     int64_t leave_at = INT64_MAX;
     while (!s_should_leave(self, fz_clock_ms(), &leave_at)) {
         int64_t now = fz_clock_ms();
-        zmq_pollitem_t items[1 + FZ_AGENT_MAX_POLLFDS];
+        zmq_pollitem_t items[2 + FZ_AGENT_MAX_POLLFDS];
         items[0] = (zmq_pollitem_t){zsock_resolve(self->dealer), 0, ZMQ_POLLIN, 0};
-        int n = 1;
-        if (self->agent) {
+        items[1] = (zmq_pollitem_t){NULL, fz_bg_fd(self->bg), ZMQ_POLLIN, 0};
+        int n = 2;
+        if (self->active) {
             struct pollfd fds[FZ_AGENT_MAX_POLLFDS];
-            int k = fz_agent_pollfds(self->agent, fds, FZ_AGENT_MAX_POLLFDS);
+            int k = self->agent && !self->agent_over
+                        ? fz_agent_pollfds(self->agent, fds, FZ_AGENT_MAX_POLLFDS)
+                        : fz_aws_pollfds(self->aws, fds, FZ_AGENT_MAX_POLLFDS);
             for (int i = 0; i < k; i++) {
                 short ev = (short)((fds[i].events & POLLIN ? ZMQ_POLLIN : 0) |
                                    (fds[i].events & POLLOUT ? ZMQ_POLLOUT : 0));
@@ -805,12 +780,9 @@ int fz_slot_run(fz_slot_t *self)
         }
         while (zsock_events(self->dealer) & ZMQ_POLLIN)
             s_recv(self);
+        fz_bg_collect(self->bg); /* finished git jobs move their attempts on */
         now = fz_clock_ms();
-        if (self->agent) {
-            fz_agent_pump(self->agent, now);
-            if (fz_agent_done(self->agent))
-                s_finish(self);
-        }
+        s_attempt_step(self, now);
         s_timers(self, now);
     }
     if (!self->said_bye) {

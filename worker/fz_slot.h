@@ -25,9 +25,10 @@ typedef struct {
     const char *models; /* comma-separated; NULL or "" = any */
     const char *labels; /* comma-separated k=v; may be NULL */
     const char *name;
-    const char *workroot; /* per-task folders go under it */
-    bool dry_run;         /* simulate agents, no process */
-    double dry_duration;  /* defaults of simulated agents (labels dry.* override) */
+    const char *workroot;  /* per-task folders go under it */
+    const char *cache_dir; /* repositories' caches and worktrees (fz_workspace) */
+    bool dry_run;          /* simulate agents, no process */
+    double dry_duration;   /* defaults of simulated agents (labels dry.* override) */
     double dry_cost;
     int dry_exit;
     uint32_t heartbeat_ms; /* until the broker's welcome says otherwise */
@@ -51,10 +52,5 @@ void fz_slot_destroy(fz_slot_t **self_p);
    (outcome "interrupted": the broker requeues the task) is sent, and the slot says bye; a
    second signal leaves at once. Returns 0. */
 int fz_slot_run(fz_slot_t *self);
-
-/* Expands {model} {task} {attempt} {workdir} in a command template, single-quoting each
-   value for /bin/sh. Returns a malloc'd string (caller frees) or NULL. */
-char *fz_slot_expand(const char *tmpl, const char *model, uint64_t task, uint32_t attempt,
-                     const char *workdir);
 
 #endif

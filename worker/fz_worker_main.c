@@ -24,6 +24,8 @@ static void s_usage(FILE *out)
             "The agent runs as /bin/sh -c COMMAND in its own process group, in the folder\n"
             "WORKDIR/TASK_ID, with the prompt on stdin and in $FZ_PROMPT, and with FZ_TASK_ID,\n"
             "FZ_ATTEMPT, FZ_MODEL, FZ_BROKER, FZ_EVENTS, FZ_WORKER, FZ_WORKDIR and FZ_REPORT set.\n"
+            "For a task with a repo it runs in the attempt's own git worktree instead (its\n"
+            "path is FZ_WORKDIR and {workdir}), with FZ_WORKTREE, FZ_BRANCH and FZ_BASE set.\n"
             "In the template, {model} {task} {attempt} {workdir} expand (shell-quoted).\n"
             "The agent reports cost and progress by appending lines to $FZ_REPORT (see README).\n"
             "\n"
@@ -39,6 +41,9 @@ static void s_usage(FILE *out)
             "  --name NAME          worker name, unique per broker (default HOST-PID)\n"
             "  --labels k=v,...     labels announced to the broker\n"
             "  --workdir DIR        root of per-task folders (default $FZ_STATE/work/NAME)\n"
+            "  --cache-dir DIR      repositories' caches (URL mirrors) and the attempts'\n"
+            "                       worktrees, for tasks with a repo (default WORKDIR/.fz-cache);\n"
+            "                       worktrees this worker left behind are removed at start\n"
             "  --heartbeat MS       heartbeat until the broker sets one (default 1000)\n"
             "  --dry-run            simulate agents without starting processes; task labels\n"
             "                       dry.duration, dry.cost, dry.exit, dry.fail-attempts,\n"
@@ -118,6 +123,7 @@ enum {
     OPT_DRYDUR,
     OPT_DRYCOST,
     OPT_DRYEXIT,
+    OPT_CACHE,
     OPT_PASS_ENV,
     OPT_ONCE,
     OPT_IDLE_EXIT
@@ -156,25 +162,17 @@ static int s_pass_env(s_pass_t *pass, const char *arg)
 
 static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, s_pass_t *pass, bool *verbose)
 {
-    static const struct option opts[] = {{"broker", 1, 0, OPT_BROKER},
-                                         {"events", 1, 0, OPT_EVENTS},
-                                         {"agent", 1, 0, OPT_AGENT},
-                                         {"models", 1, 0, OPT_MODELS},
-                                         {"name", 1, 0, OPT_NAME},
-                                         {"labels", 1, 0, OPT_LABELS},
-                                         {"workdir", 1, 0, OPT_WORKDIR},
-                                         {"heartbeat", 1, 0, OPT_HB},
-                                         {"dry-run", 0, 0, OPT_DRY},
-                                         {"dry-duration", 1, 0, OPT_DRYDUR},
-                                         {"dry-cost", 1, 0, OPT_DRYCOST},
-                                         {"dry-exit", 1, 0, OPT_DRYEXIT},
-                                         {"pass-env", 1, 0, OPT_PASS_ENV},
-                                         {"once", 0, 0, OPT_ONCE},
-                                         {"idle-exit", 1, 0, OPT_IDLE_EXIT},
-                                         {"verbose", 0, 0, 'v'},
-                                         {"help", 0, 0, 'h'},
-                                         {"version", 0, 0, 'V'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"broker", 1, 0, OPT_BROKER},    {"events", 1, 0, OPT_EVENTS},
+        {"agent", 1, 0, OPT_AGENT},      {"models", 1, 0, OPT_MODELS},
+        {"name", 1, 0, OPT_NAME},        {"labels", 1, 0, OPT_LABELS},
+        {"workdir", 1, 0, OPT_WORKDIR},  {"heartbeat", 1, 0, OPT_HB},
+        {"dry-run", 0, 0, OPT_DRY},      {"dry-duration", 1, 0, OPT_DRYDUR},
+        {"dry-cost", 1, 0, OPT_DRYCOST}, {"dry-exit", 1, 0, OPT_DRYEXIT},
+        {"cache-dir", 1, 0, OPT_CACHE},  {"pass-env", 1, 0, OPT_PASS_ENV},
+        {"once", 0, 0, OPT_ONCE},        {"idle-exit", 1, 0, OPT_IDLE_EXIT},
+        {"verbose", 0, 0, 'v'},          {"help", 0, 0, 'h'},
+        {"version", 0, 0, 'V'},          {0, 0, 0, 0}};
     int c;
     uint64_t u;
     int64_t i;
@@ -198,6 +196,9 @@ static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, s_pass_t *pass,
             break;
         case OPT_WORKDIR:
             cfg->workroot = optarg;
+            break;
+        case OPT_CACHE:
+            cfg->cache_dir = optarg;
             break;
         case OPT_DRY:
             cfg->dry_run = true;

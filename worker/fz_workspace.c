@@ -25,6 +25,12 @@
 #define S_LOCK_RETRIES 8 /* tries after the first, on another process's *.lock */
 #define S_LOCK_PAUSE_MS 25
 
+/* How git runs: its time limit per command, and the stop flag (NULL: not stoppable). */
+typedef struct {
+    int timeout_ms;
+    const atomic_bool *stop;
+} git_t;
+
 typedef struct {
     bool is_url;
     bool bare;
@@ -40,8 +46,10 @@ struct fz_workspace_t {
     char base[FZ_WS_OID_MAX];
     uint64_t task;
     uint32_t attempt;
-    int timeout_ms; /* per git command */
+    git_t git;  /* opening, pushing: stoppable */
+    git_t calm; /* sealing and cleaning up: runs to its end (within its time limit) */
     bool keep, dirty, sealed, finished;
+    int live_fd; /* holds the flock of PATH.live while the worktree is ours (fz_wsclean) */
     fz_ws_result_t res;
 };
 
@@ -59,18 +67,18 @@ static void s_pause(int i)
 
 /* git -C DIR ARGS...: 0 if it exited 0, else -1; res holds its output either way (free it).
    With retry, a failure on another process's lock file is tried again. */
-static int s_git(int timeout_ms, const char *dir, fz_run_res_t *res, bool retry,
+static int s_git(const git_t *g, const char *dir, fz_run_res_t *res, bool retry,
                  const char *const *args)
 {
     const char *argv[S_GIT_ARGS_MAX] = {"git", "-C", dir};
     size_t n = 3;
     for (size_t i = 0; args[i] && n < S_GIT_ARGS_MAX - 1; i++)
         argv[n++] = args[i];
-    fz_run_opts_t o = {.argv = argv, .timeout_ms = timeout_ms};
+    fz_run_opts_t o = {.argv = argv, .timeout_ms = g->timeout_ms, .stop = g->stop};
     for (int i = 0;; i++) {
         if (fz_run(&o, res) == 0 && res->status == 0)
             return 0;
-        if (!retry || i >= S_LOCK_RETRIES || !s_lock_busy(res))
+        if (!retry || i >= S_LOCK_RETRIES || !s_lock_busy(res) || res->stopped)
             return -1;
         fz_run_res_free(res);
         s_pause(i);
@@ -78,10 +86,10 @@ static int s_git(int timeout_ms, const char *dir, fz_run_res_t *res, bool retry,
 }
 
 /* Runs git for its side effect only. */
-static int s_git_do(int timeout_ms, const char *dir, const char *const *args)
+static int s_git_do(const git_t *g, const char *dir, const char *const *args)
 {
     fz_run_res_t res;
-    int rc = s_git(timeout_ms, dir, &res, true, args);
+    int rc = s_git(g, dir, &res, true, args);
     fz_run_res_free(&res);
     return rc;
 }
@@ -98,7 +106,9 @@ static fz_ws_err_t s_fail(fz_ws_err_t cls, char *err, size_t errlen, const fz_ru
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    if (res && res->spawn_errno)
+    if (res && res->stopped)
+        snprintf(line, sizeof line, "stopped");
+    else if (res && res->spawn_errno)
         snprintf(line, sizeof line, "cannot run git: %s", strerror(res->spawn_errno));
     else if (res && res->timed_out)
         snprintf(line, sizeof line, "git timed out");
@@ -156,16 +166,25 @@ static int s_abs_path(const char *path, char *out, size_t size)
     return 0;
 }
 
-static int s_lock(const repo_t *r)
+/* The repository's flock; with a stop flag, waited for in steps so that a stop ends the
+   wait (another process may hold the lock for a whole clone). -1 with errno. */
+static int s_lock(const repo_t *r, const atomic_bool *stop)
 {
     int fd = open(r->lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
         return -1;
-    while (flock(fd, LOCK_EX) < 0)
-        if (errno != EINTR) {
+    while (flock(fd, stop ? LOCK_EX | LOCK_NB : LOCK_EX) < 0) {
+        int e = errno;
+        if (e == EWOULDBLOCK && !atomic_load(stop)) {
+            usleep(S_LOCK_PAUSE_MS * 1000);
+            continue;
+        }
+        if (e != EINTR) {
             close(fd);
+            errno = e == EWOULDBLOCK ? ECANCELED : e;
             return -1;
         }
+    }
     return fd;
 }
 
@@ -231,7 +250,7 @@ static fz_ws_err_t s_repo_url(const char *cache_dir, const char *url, repo_t *r,
     return FZ_WS_OK;
 }
 
-static fz_ws_err_t s_repo_local(const char *path, int timeout_ms, repo_t *r, char *err,
+static fz_ws_err_t s_repo_local(const char *path, const git_t *g, repo_t *r, char *err,
                                 size_t errlen)
 {
     struct stat st;
@@ -240,7 +259,7 @@ static fz_ws_err_t s_repo_local(const char *path, int timeout_ms, repo_t *r, cha
     fz_run_res_t res;
     char common[PATH_MAX];
     int rc = s_git(
-        timeout_ms, r->dir, &res, false,
+        g, r->dir, &res, false,
         S_ARGS("rev-parse", "--path-format=absolute", "--git-common-dir", "--is-bare-repository"));
     if (rc < 0 || !s_first_line(res.out, common, sizeof common)) {
         fz_ws_err_t cls =
@@ -254,7 +273,7 @@ static fz_ws_err_t s_repo_local(const char *path, int timeout_ms, repo_t *r, cha
     return FZ_WS_OK;
 }
 
-static fz_ws_err_t s_repo(const char *cache_dir, const char *repo, int timeout_ms, repo_t *r,
+static fz_ws_err_t s_repo(const char *cache_dir, const char *repo, const git_t *g, repo_t *r,
                           char *err, size_t errlen)
 {
     memset(r, 0, sizeof *r);
@@ -262,16 +281,16 @@ static fz_ws_err_t s_repo(const char *cache_dir, const char *repo, int timeout_m
         return fz_errf(err, errlen, "bad repository name %s", repo), FZ_WS_WORKSPACE;
     if (s_is_url(repo))
         return s_repo_url(cache_dir, repo, r, err, errlen);
-    return s_repo_local(repo, timeout_ms, r, err, errlen);
+    return s_repo_local(repo, g, r, err, errlen);
 }
 
 /* Clones the mirror (into a temporary folder renamed at the end) or fetches it. Under the
    repository's lock. */
-static fz_ws_err_t s_mirror_sync(const repo_t *r, int timeout_ms, char *err, size_t errlen)
+static fz_ws_err_t s_mirror_sync(const repo_t *r, const git_t *g, char *err, size_t errlen)
 {
     fz_run_res_t res;
     if (s_exists(r->dir)) {
-        if (s_git(timeout_ms, r->dir, &res, true, S_ARGS("fetch", "--quiet", "origin")) == 0)
+        if (s_git(g, r->dir, &res, true, S_ARGS("fetch", "--quiet", "origin")) == 0)
             return fz_run_res_free(&res), FZ_WS_OK;
         s_fail(FZ_WS_WORKSPACE, err, errlen, &res, "cannot fetch %s", r->url);
         return fz_run_res_free(&res), FZ_WS_WORKSPACE;
@@ -279,8 +298,7 @@ static fz_ws_err_t s_mirror_sync(const repo_t *r, int timeout_ms, char *err, siz
     char tmp[PATH_MAX + 32];
     snprintf(tmp, sizeof tmp, "%s.tmp-%d", r->dir, (int)getpid());
     s_rm_rf(tmp);
-    int rc = s_git(timeout_ms, "/", &res, false,
-                   S_ARGS("clone", "--mirror", "--quiet", "--", r->url, tmp));
+    int rc = s_git(g, "/", &res, false, S_ARGS("clone", "--mirror", "--quiet", "--", r->url, tmp));
     if (rc < 0)
         s_fail(FZ_WS_WORKSPACE, err, errlen, &res, "cannot clone %s", r->url);
     else if (rename(tmp, r->dir) < 0)
@@ -301,7 +319,7 @@ static fz_ws_err_t s_resolve(const fz_workspace_t *ws, const char *ref, char *oi
         (size_t)snprintf(spec, sizeof spec, "%s^{commit}", ref) >= sizeof spec)
         return fz_errf(err, errlen, "bad base '%s'", ref), FZ_WS_WORKSPACE;
     fz_run_res_t res;
-    int rc = s_git(ws->timeout_ms, ws->repo.dir, &res, false,
+    int rc = s_git(&ws->git, ws->repo.dir, &res, false,
                    S_ARGS("rev-parse", "--verify", "--quiet", "--end-of-options", spec));
     bool ok = rc == 0 && s_first_line(res.out, oid, FZ_WS_OID_MAX);
     fz_run_res_free(&res);
@@ -334,10 +352,39 @@ static void s_discard(fz_workspace_t *ws)
 {
     char ref[FZ_WS_BRANCH_MAX + 16];
     snprintf(ref, sizeof ref, "refs/heads/%s", ws->branch);
-    s_git_do(ws->timeout_ms, ws->repo.dir, S_ARGS("worktree", "remove", "--force", ws->path));
+    s_git_do(&ws->calm, ws->repo.dir, S_ARGS("worktree", "remove", "--force", ws->path));
     s_rm_rf(ws->path);
-    s_git_do(ws->timeout_ms, ws->repo.dir, S_ARGS("worktree", "prune"));
-    s_git_do(ws->timeout_ms, ws->repo.dir, S_ARGS("update-ref", "-d", ref));
+    s_git_do(&ws->calm, ws->repo.dir, S_ARGS("worktree", "prune"));
+    s_git_do(&ws->calm, ws->repo.dir, S_ARGS("update-ref", "-d", ref));
+}
+
+/* PATH.live, flocked for as long as this process owns the worktree: a worker starting on the
+   same cache removes only worktrees whose marker nobody holds (fz_wsclean). */
+static fz_ws_err_t s_live_take(fz_workspace_t *ws, char *err, size_t errlen)
+{
+    char live[PATH_MAX + 8];
+    snprintf(live, sizeof live, "%s" FZ_WS_LIVE_SUFFIX, ws->path);
+    ws->live_fd = open(live, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (ws->live_fd < 0)
+        return fz_errf(err, errlen, "cannot create %s: %s", live, strerror(errno)), FZ_WS_WORKSPACE;
+    if (flock(ws->live_fd, LOCK_EX | LOCK_NB) < 0) {
+        fz_close(&ws->live_fd);
+        return fz_errf(err, errlen, "%s is in use by another worker", ws->path), FZ_WS_WORKSPACE;
+    }
+    return FZ_WS_OK;
+}
+
+/* The worktree is no longer ours: its marker goes, or becomes PATH.kept (left alone). */
+static void s_live_end(fz_workspace_t *ws, bool kept)
+{
+    if (ws->live_fd < 0)
+        return;
+    char live[PATH_MAX + 8], mark[PATH_MAX + 8];
+    snprintf(live, sizeof live, "%s" FZ_WS_LIVE_SUFFIX, ws->path);
+    snprintf(mark, sizeof mark, "%s" FZ_WS_KEPT_SUFFIX, ws->path);
+    if (!kept || rename(live, mark) < 0)
+        unlink(live);
+    fz_close(&ws->live_fd);
 }
 
 static fz_ws_err_t s_fresh(const fz_workspace_t *ws, char *err, size_t errlen)
@@ -346,7 +393,7 @@ static fz_ws_err_t s_fresh(const fz_workspace_t *ws, char *err, size_t errlen)
     snprintf(ref, sizeof ref, "refs/heads/%s", ws->branch);
     if (s_exists(ws->path))
         return fz_errf(err, errlen, "%s already exists", ws->path), FZ_WS_WORKSPACE;
-    if (s_git_do(ws->timeout_ms, ws->repo.dir, S_ARGS("show-ref", "--verify", "--quiet", ref)) == 0)
+    if (s_git_do(&ws->calm, ws->repo.dir, S_ARGS("show-ref", "--verify", "--quiet", ref)) == 0)
         return fz_errf(err, errlen, "branch %s already exists", ws->branch), FZ_WS_WORKSPACE;
     return FZ_WS_OK;
 }
@@ -356,7 +403,7 @@ static fz_ws_err_t s_add(fz_workspace_t *ws, const char *oid, char *err, size_t 
 {
     for (int i = 0;; i++) {
         fz_run_res_t res;
-        int rc = s_git(ws->timeout_ms, ws->repo.dir, &res, false,
+        int rc = s_git(&ws->git, ws->repo.dir, &res, false,
                        S_ARGS("worktree", "add", "--quiet", "-b", ws->branch, ws->path, oid));
         if (rc == 0)
             return fz_run_res_free(&res), FZ_WS_OK;
@@ -375,8 +422,8 @@ static void s_conflicts(const fz_workspace_t *ws, char *buf, size_t size)
 {
     fz_run_res_t res;
     buf[0] = 0;
-    if (s_git(ws->timeout_ms, ws->path, &res, false,
-              S_ARGS("diff", "--name-only", "--diff-filter=U")) == 0) {
+    if (s_git(&ws->git, ws->path, &res, false, S_ARGS("diff", "--name-only", "--diff-filter=U")) ==
+        0) {
         size_t n = 0;
         for (char *line = strtok(res.out, "\n"); line && n + 4 < size; line = strtok(NULL, "\n"))
             n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? ", " : "", line);
@@ -391,7 +438,7 @@ static fz_ws_err_t s_merge_one(fz_workspace_t *ws, const char *const *refs, size
     snprintf(msg, sizeof msg, "fz: task %" PRIu64 " attempt %" PRIu32 ": merge %.400s", ws->task,
              ws->attempt, refs[i]);
     fz_run_res_t res;
-    int rc = s_git(ws->timeout_ms, ws->path, &res, true,
+    int rc = s_git(&ws->git, ws->path, &res, true,
                    S_ARGS(S_IDENT, "merge", "--quiet", "--no-edit", "--no-verify", "-m", msg, oid));
     if (rc == 0)
         return fz_run_res_free(&res), FZ_WS_OK;
@@ -409,7 +456,7 @@ static fz_ws_err_t s_merge_one(fz_workspace_t *ws, const char *const *refs, size
 static bool s_dirty(const fz_workspace_t *ws)
 {
     fz_run_res_t res;
-    int rc = s_git(ws->timeout_ms, ws->repo.dir, &res, false,
+    int rc = s_git(&ws->calm, ws->repo.dir, &res, false,
                    S_ARGS("--no-optional-locks", "status", "--porcelain", "--untracked-files=no"));
     bool dirty = rc == 0 && res.out_total > 0;
     fz_run_res_free(&res);
@@ -428,7 +475,7 @@ static fz_ws_err_t s_build(fz_workspace_t *ws, const char *const *refs, size_t n
         cls = s_merge_one(ws, refs, i, oid[i], err, errlen);
     fz_run_res_t res;
     if (cls == FZ_WS_OK) {
-        if (s_git(ws->timeout_ms, ws->path, &res, false, S_ARGS("rev-parse", "HEAD")) < 0 ||
+        if (s_git(&ws->git, ws->path, &res, false, S_ARGS("rev-parse", "HEAD")) < 0 ||
             !s_first_line(res.out, ws->base, sizeof ws->base))
             cls = s_fail(FZ_WS_WORKSPACE, err, errlen, &res, "cannot read the base commit");
         fz_run_res_free(&res);
@@ -444,7 +491,7 @@ static fz_ws_err_t s_open_locked(fz_workspace_t *ws, const fz_ws_opts_t *o, char
 {
     fz_ws_err_t cls = FZ_WS_OK;
     if (ws->repo.is_url)
-        cls = s_mirror_sync(&ws->repo, ws->timeout_ms, err, errlen);
+        cls = s_mirror_sync(&ws->repo, &ws->git, err, errlen);
     static const char *const head[] = {"HEAD"};
     const char *const *refs = o->nbase ? o->base : head;
     size_t n = o->nbase ? o->nbase : 1;
@@ -455,6 +502,8 @@ static fz_ws_err_t s_open_locked(fz_workspace_t *ws, const fz_ws_opts_t *o, char
         cls = s_resolve(ws, refs[i], oid[i], err, errlen);
     if (cls == FZ_WS_OK)
         cls = s_room(ws->path, o->min_free ? o->min_free : FZ_WS_MIN_FREE_DEFAULT, err, errlen);
+    if (cls == FZ_WS_OK)
+        cls = s_live_take(ws, err, errlen);
     if (cls == FZ_WS_OK)
         cls = s_fresh(ws, err, errlen);
     if (cls == FZ_WS_OK)
@@ -470,7 +519,10 @@ static fz_ws_err_t s_setup(fz_workspace_t *ws, const fz_ws_opts_t *o, char *err,
     if (!o || !o->cache_dir || !o->repo || !o->task || !o->attempt || (o->nbase && !o->base))
         return fz_errf(err, errlen, "bad workspace options"), FZ_WS_WORKSPACE;
     ws->task = o->task, ws->attempt = o->attempt, ws->keep = o->keep;
-    ws->timeout_ms = (o->git_timeout_s > 0 ? o->git_timeout_s : FZ_WS_GIT_TIMEOUT_DEFAULT) * 1000;
+    ws->git.timeout_ms =
+        (o->git_timeout_s > 0 ? o->git_timeout_s : FZ_WS_GIT_TIMEOUT_DEFAULT) * 1000;
+    ws->git.stop = o->stop;
+    ws->calm = (git_t){ws->git.timeout_ms, NULL};
     snprintf(ws->branch, sizeof ws->branch, FZ_WS_ATTEMPT_FMT, o->task, o->attempt);
     char def[PATH_MAX];
     snprintf(def, sizeof def, "%.3000s/worktrees/%" PRIu64 "-%" PRIu32, o->cache_dir, o->task,
@@ -479,7 +531,7 @@ static fz_ws_err_t s_setup(fz_workspace_t *ws, const fz_ws_opts_t *o, char *err,
         return fz_errf(err, errlen, "cannot make the folder of %s: %s", o->path ? o->path : def,
                        strerror(errno)),
                FZ_WS_WORKSPACE;
-    return s_repo(o->cache_dir, o->repo, ws->timeout_ms, &ws->repo, err, errlen);
+    return s_repo(o->cache_dir, o->repo, &ws->git, &ws->repo, err, errlen);
 }
 
 fz_workspace_t *fz_workspace_open(const fz_ws_opts_t *opts, fz_ws_err_t *cls, char *err,
@@ -490,9 +542,10 @@ fz_workspace_t *fz_workspace_open(const fz_ws_opts_t *opts, fz_ws_err_t *cls, ch
     fz_workspace_t *ws = calloc(1, sizeof *ws);
     if (!ws)
         return *cls = FZ_WS_WORKSPACE, fz_errf(err, errlen, "out of memory"), NULL;
+    ws->live_fd = -1;
     *cls = s_setup(ws, opts, err, errlen);
     int fd = -1;
-    if (*cls == FZ_WS_OK && (fd = s_lock(&ws->repo)) < 0) {
+    if (*cls == FZ_WS_OK && (fd = s_lock(&ws->repo, ws->git.stop)) < 0) {
         fz_errf(err, errlen, "cannot lock %s: %s", ws->repo.lock, strerror(errno));
         *cls = FZ_WS_WORKSPACE;
     }
@@ -500,6 +553,10 @@ fz_workspace_t *fz_workspace_open(const fz_ws_opts_t *opts, fz_ws_err_t *cls, ch
         *cls = s_open_locked(ws, opts, err, errlen);
     s_unlock(&fd);
     if (*cls != FZ_WS_OK) {
+        /* stopped: whatever failed, the reason is the stop (git killed, the lock not had) */
+        if (ws->git.stop && atomic_load(ws->git.stop))
+            fz_errf(err, errlen, "stopped");
+        s_live_end(ws, false);
         free(ws);
         return NULL;
     }
@@ -534,7 +591,7 @@ static void s_parse_shortstat(const char *s, fz_ws_result_t *r)
 static fz_ws_err_t s_commit_left(fz_workspace_t *ws, char *err, size_t errlen)
 {
     fz_run_res_t res;
-    if (s_git(ws->timeout_ms, ws->path, &res, true, S_ARGS("status", "--porcelain")) < 0)
+    if (s_git(&ws->calm, ws->path, &res, true, S_ARGS("status", "--porcelain")) < 0)
         return s_fail(FZ_WS_WORKSPACE, err, errlen, &res, "cannot read the worktree's status"),
                fz_run_res_free(&res), FZ_WS_WORKSPACE;
     bool changed = res.out_total > 0;
@@ -545,9 +602,9 @@ static fz_ws_err_t s_commit_left(fz_workspace_t *ws, char *err, size_t errlen)
     snprintf(msg, sizeof msg,
              "fz: task %" PRIu64 " attempt %" PRIu32 ": what the agent left uncommitted", ws->task,
              ws->attempt);
-    if (s_git(ws->timeout_ms, ws->path, &res, true, S_ARGS("add", "-A")) < 0 ||
+    if (s_git(&ws->calm, ws->path, &res, true, S_ARGS("add", "-A")) < 0 ||
         (fz_run_res_free(&res),
-         s_git(ws->timeout_ms, ws->path, &res, true,
+         s_git(&ws->calm, ws->path, &res, true,
                S_ARGS(S_IDENT, "commit", "--quiet", "--no-verify", "-m", msg)) < 0))
         return s_fail(FZ_WS_WORKSPACE, err, errlen, &res, "cannot commit the agent's changes"),
                fz_run_res_free(&res), FZ_WS_WORKSPACE;
@@ -562,7 +619,7 @@ static fz_ws_err_t s_head(fz_workspace_t *ws, char *err, size_t errlen)
     char ref[FZ_WS_BRANCH_MAX + 16], bhead[FZ_WS_OID_MAX] = "";
     snprintf(ref, sizeof ref, "refs/heads/%s", ws->branch);
     fz_run_res_t res;
-    int rc = s_git(ws->timeout_ms, ws->path, &res, false, S_ARGS("rev-parse", "HEAD", ref));
+    int rc = s_git(&ws->calm, ws->path, &res, false, S_ARGS("rev-parse", "HEAD", ref));
     bool ok = rc == 0 && s_first_line(res.out, ws->res.head, sizeof ws->res.head);
     const char *nl = strchr(res.out, '\n');
     if (ok && nl)
@@ -573,7 +630,7 @@ static fz_ws_err_t s_head(fz_workspace_t *ws, char *err, size_t errlen)
     if (!ok)
         return FZ_WS_WORKSPACE;
     if (strcmp(bhead, ws->res.head) != 0 &&
-        s_git_do(ws->timeout_ms, ws->path, S_ARGS("update-ref", ref, ws->res.head)) < 0)
+        s_git_do(&ws->calm, ws->path, S_ARGS("update-ref", ref, ws->res.head)) < 0)
         return fz_errf(err, errlen, "cannot move %s to %s", ws->branch, ws->res.head),
                FZ_WS_WORKSPACE;
     return FZ_WS_OK;
@@ -582,7 +639,7 @@ static fz_ws_err_t s_head(fz_workspace_t *ws, char *err, size_t errlen)
 static fz_ws_err_t s_diffstat(fz_workspace_t *ws, char *err, size_t errlen)
 {
     fz_run_res_t res;
-    int rc = s_git(ws->timeout_ms, ws->path, &res, false,
+    int rc = s_git(&ws->calm, ws->path, &res, false,
                    S_ARGS("diff", "--shortstat", ws->base, ws->res.head));
     if (rc == 0)
         s_parse_shortstat(res.out, &ws->res);
@@ -637,7 +694,8 @@ fz_ws_err_t fz_workspace_check(fz_workspace_t *self, const char *cmd, int timeou
                        .cwd = self->path,
                        .timeout_ms = timeout_s > 0 ? timeout_s * 1000 : 0,
                        .merge = true,
-                       .cap = FZ_WS_CHECK_TAIL};
+                       .cap = FZ_WS_CHECK_TAIL,
+                       .stop = self->git.stop};
     fz_run_res_t res;
     int64_t t0 = fz_clock_ms();
     int rc = fz_run(&o, &res);
@@ -664,8 +722,8 @@ static fz_ws_err_t s_push(fz_workspace_t *ws, const char *branch, bool force, ch
     char spec[2 * FZ_WS_BRANCH_MAX + 32];
     snprintf(spec, sizeof spec, "%srefs/heads/%s:refs/heads/%s", force ? "+" : "", branch, branch);
     fz_run_res_t res;
-    int rc = s_git(ws->timeout_ms, ws->repo.dir, &res, true,
-                   S_ARGS("push", "--quiet", ws->repo.url, spec));
+    int rc =
+        s_git(&ws->git, ws->repo.dir, &res, true, S_ARGS("push", "--quiet", ws->repo.url, spec));
     if (rc < 0)
         s_fail(FZ_WS_WORKSPACE, err, errlen, &res, "cannot push %s to %s", branch, ws->repo.url);
     fz_run_res_free(&res);
@@ -675,11 +733,10 @@ static fz_ws_err_t s_push(fz_workspace_t *ws, const char *branch, bool force, ch
 /* Removes the worktree (registration and folder), under the lock. */
 static void s_remove(fz_workspace_t *ws)
 {
-    int fd = s_lock(&ws->repo);
-    if (s_git_do(ws->timeout_ms, ws->repo.dir, S_ARGS("worktree", "remove", "--force", ws->path)) <
-        0) {
+    int fd = s_lock(&ws->repo, NULL);
+    if (s_git_do(&ws->calm, ws->repo.dir, S_ARGS("worktree", "remove", "--force", ws->path)) < 0) {
         s_rm_rf(ws->path);
-        s_git_do(ws->timeout_ms, ws->repo.dir, S_ARGS("worktree", "prune"));
+        s_git_do(&ws->calm, ws->repo.dir, S_ARGS("worktree", "prune"));
     }
     s_unlock(&fd);
 }
@@ -695,6 +752,7 @@ fz_ws_err_t fz_workspace_finish(fz_workspace_t *self, fz_ws_result_t *out, char 
         }
         if (!self->keep)
             s_remove(self);
+        s_live_end(self, self->keep);
         self->finished = true;
     }
     if (out)
@@ -708,10 +766,11 @@ void fz_workspace_destroy(fz_workspace_t **self_p)
     if (!self)
         return;
     if (!self->finished && !self->keep) {
-        int fd = s_lock(&self->repo);
+        int fd = s_lock(&self->repo, NULL);
         s_discard(self);
         s_unlock(&fd);
     }
+    s_live_end(self, self->keep);
     free(self);
     *self_p = NULL;
 }
@@ -759,12 +818,13 @@ static bool s_is_oid(const char *s)
 }
 
 fz_ws_err_t fz_workspace_promote(const char *cache_dir, const char *repo, uint64_t task,
-                                 const char *head, char *err, size_t errlen)
+                                 const char *head, const atomic_bool *stop, char *err,
+                                 size_t errlen)
 {
-    fz_workspace_t ws = {.task = task, .timeout_ms = FZ_WS_GIT_TIMEOUT_DEFAULT * 1000};
+    fz_workspace_t ws = {.task = task, .git = {FZ_WS_GIT_TIMEOUT_DEFAULT * 1000, stop}};
     if (!cache_dir || !repo || !task || !head || !s_is_oid(head))
         return fz_errf(err, errlen, "bad arguments to promote"), FZ_WS_WORKSPACE;
-    fz_ws_err_t cls = s_repo(cache_dir, repo, ws.timeout_ms, &ws.repo, err, errlen);
+    fz_ws_err_t cls = s_repo(cache_dir, repo, &ws.git, &ws.repo, err, errlen);
     if (cls != FZ_WS_OK)
         return cls;
     if (ws.repo.is_url && !s_exists(ws.repo.dir))
@@ -772,7 +832,7 @@ fz_ws_err_t fz_workspace_promote(const char *cache_dir, const char *repo, uint64
     char branch[FZ_WS_BRANCH_MAX];
     snprintf(branch, sizeof branch, FZ_WS_TASK_FMT, task);
     fz_run_res_t res;
-    if (s_git(ws.timeout_ms, ws.repo.dir, &res, true, S_ARGS("branch", "-f", branch, head)) < 0)
+    if (s_git(&ws.git, ws.repo.dir, &res, true, S_ARGS("branch", "-f", branch, head)) < 0)
         cls = s_fail(FZ_WS_WORKSPACE, err, errlen, &res, "cannot set %s to %s", branch, head);
     fz_run_res_free(&res);
     if (cls == FZ_WS_OK && ws.repo.is_url)

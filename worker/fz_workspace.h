@@ -49,6 +49,7 @@
 #define FZ_WORKSPACE_H
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -62,6 +63,11 @@
 #define FZ_WS_CHECK_TAIL 4096                /* bytes of the check's output kept */
 #define FZ_WS_MIN_FREE_DEFAULT (16ULL << 20) /* refuse to start below this much free disk */
 #define FZ_WS_GIT_TIMEOUT_DEFAULT 900        /* seconds for one git command */
+/* Beside a worktree folder PATH: PATH.live is flocked by the process that owns it (while
+   open to finish); PATH.kept marks one finished with keep, for the user to remove. A
+   worker's start-up clean-up (fz_wsclean) removes folders with neither in use. */
+#define FZ_WS_LIVE_SUFFIX ".live"
+#define FZ_WS_KEPT_SUFFIX ".kept"
 
 typedef struct fz_workspace_t fz_workspace_t;
 
@@ -77,14 +83,19 @@ typedef struct {
     const char *repo;        /* required: a local repository's path, or a URL */
     const char *const *base; /* refs or commits to start from, merged; NULL/0 = HEAD */
     size_t nbase;
-    uint64_t task;     /* required (> 0) */
-    uint32_t attempt;  /* required (> 0) */
-    const char *path;  /* where the worktree goes, must not exist; NULL =
-                          CACHE_DIR/worktrees/TASK-ATTEMPT */
-    bool keep;         /* finish leaves the worktree folder (still registered) */
-    uint64_t min_free; /* bytes that must be free where the worktree goes; 0 =
-                          FZ_WS_MIN_FREE_DEFAULT */
-    int git_timeout_s; /* per git command; 0 = FZ_WS_GIT_TIMEOUT_DEFAULT */
+    uint64_t task;           /* required (> 0) */
+    uint32_t attempt;        /* required (> 0) */
+    const char *path;        /* where the worktree goes, must not exist; NULL =
+                                CACHE_DIR/worktrees/TASK-ATTEMPT */
+    bool keep;               /* finish leaves the worktree folder (still registered) */
+    uint64_t min_free;       /* bytes that must be free where the worktree goes; 0 =
+                                FZ_WS_MIN_FREE_DEFAULT */
+    int git_timeout_s;       /* per git command; 0 = FZ_WS_GIT_TIMEOUT_DEFAULT */
+    const atomic_bool *stop; /* NULL = none; set from another thread, it ends open (its git
+                                commands, the wait for the lock; open then cleans up and
+                                fails with "stopped"), a check and a push. Sealing and
+                                removing the worktree are not stopped: they are short and
+                                leave the branch whole. Must outlive the workspace. */
 } fz_ws_opts_t;
 
 typedef struct {
@@ -142,8 +153,10 @@ fz_ws_err_t fz_workspace_finish(fz_workspace_t *self, fz_ws_result_t *out, char 
                                 size_t errlen);
 
 /* Points the task's final branch fz/TASK at head (a commit of the repository's cache) and,
-   for a URL repository, pushes it (forced: a later success may replace it). */
+   for a URL repository, pushes it (forced: a later success may replace it). stop as in the
+   options (NULL = none). */
 fz_ws_err_t fz_workspace_promote(const char *cache_dir, const char *repo, uint64_t task,
-                                 const char *head, char *err, size_t errlen);
+                                 const char *head, const atomic_bool *stop, char *err,
+                                 size_t errlen);
 
 #endif

@@ -14,14 +14,21 @@
 
 #include "../../worker/fz_run.h"
 #include "../../worker/fz_workspace.h"
+#include "../../worker/fz_wsclean.h"
 #include "fz_util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_REPOS 4
@@ -324,7 +331,7 @@ static void test_url_repo(void **state)
     assert_int_equal(fz_workspace_finish(ws, NULL, c->err, sizeof c->err), FZ_WS_OK);
     fz_workspace_destroy(&ws);
 
-    assert_int_equal(fz_workspace_promote(c->cache, url, 11, r.head, c->err, sizeof c->err),
+    assert_int_equal(fz_workspace_promote(c->cache, url, 11, r.head, NULL, c->err, sizeof c->err),
                      FZ_WS_OK);
     assert_int_equal(sh(c, "git -C bare.git rev-parse fz/11"), 0);
     assert_string_equal(c->out, r.head);
@@ -418,15 +425,114 @@ static void test_destroy_keep_promote(void **state)
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
 
-    assert_int_equal(fz_workspace_promote(c->cache, repo, 14, r.head, c->err, sizeof c->err),
+    assert_int_equal(fz_workspace_promote(c->cache, repo, 14, r.head, NULL, c->err, sizeof c->err),
                      FZ_WS_OK);
     assert_int_equal(sh(c, "git -C %s rev-parse fz/14", repo), 0);
     assert_string_equal(c->out, r.head);
     assert_int_equal(sh(c, "git -C %s checkout -q fz/14", path), 0);
-    assert_int_equal(fz_workspace_promote(c->cache, repo, 14, r.base, c->err, sizeof c->err),
+    assert_int_equal(fz_workspace_promote(c->cache, repo, 14, r.base, NULL, c->err, sizeof c->err),
                      FZ_WS_WORKSPACE);
     assert_non_null(strstr(c->err, "cannot set fz/14 to"));
     assert_int_equal(sh(c, "git -C %s worktree remove --force %s", repo, path), 0);
+}
+
+/* A stop flag set (from another thread) while open waits for the repository's lock, held
+   here as another worker's clone would hold it, ends the open within a moment, with
+   "stopped" and nothing left. */
+static void *s_stop_later(void *arg)
+{
+    usleep(300 * 1000);
+    atomic_store((atomic_bool *)arg, true);
+    return NULL;
+}
+
+static void test_stop_while_opening(void **state)
+{
+    ctx_t *c = *state;
+    const char *repo = s_repo(c, "r");
+    char lock[PATH_MAX + 16];
+    snprintf(lock, sizeof lock, "%s/.git/fz.lock", repo);
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    assert_true(fd >= 0 && flock(fd, LOCK_EX) == 0);
+    atomic_bool stop = false;
+    fz_ws_opts_t o = s_opts(c, repo, 30, 1);
+    o.stop = &stop;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, s_stop_later, &stop), 0);
+    int64_t t0 = fz_clock_ms();
+    assert_int_equal(s_open_fails(c, &o), FZ_WS_WORKSPACE);
+    int64_t took = fz_clock_ms() - t0;
+    pthread_join(th, NULL);
+    assert_true(took >= 250 && took < 1500);
+    assert_string_equal(c->err, "stopped");
+    close(fd);
+    /* fz_run with the flag already set starts nothing */
+    fz_run_opts_t ro = {.argv = (const char *const[]){"sleep", "10", NULL}, .stop = &stop};
+    fz_run_res_t res;
+    assert_int_equal(fz_run(&ro, &res), -1);
+    assert_true(res.stopped);
+    assert_int_equal(res.spawn_errno, ECANCELED);
+    fz_run_res_free(&res);
+    /* ... and stops a running one (SIGTERM to its group) when it is set meanwhile */
+    atomic_store(&stop, false);
+    assert_int_equal(pthread_create(&th, NULL, s_stop_later, &stop), 0);
+    t0 = fz_clock_ms();
+    assert_int_equal(fz_run(&ro, &res), 0);
+    took = fz_clock_ms() - t0;
+    pthread_join(th, NULL);
+    assert_true(res.stopped && !res.timed_out && res.signal == SIGTERM);
+    assert_true(took >= 250 && took < 1500);
+    fz_run_res_free(&res);
+    assert_int_equal(sh(c, "git -C %s branch --list 'fz/*' | wc -l", repo), 0);
+    assert_string_equal(c->out, "0");
+}
+
+/* fz_wsclean at a worker's start: a worktree whose owner is gone (its .live marker not held)
+   is removed with its registration; one still held, one kept, and the user's own worktree
+   stay; a marker without its folder goes. */
+static void test_clean_leftovers(void **state)
+{
+    ctx_t *c = *state;
+    const char *repo = s_repo(c, "r");
+    fz_ws_opts_t o1 = s_opts(c, repo, 40, 1), o2 = s_opts(c, repo, 41, 1),
+                 o3 = s_opts(c, repo, 42, 1);
+    o3.keep = true;
+    /* "left" as a killed worker leaves it: a process that opened it and died */
+    pid_t pid = fork();
+    if (pid == 0) {
+        fz_ws_err_t cls;
+        char err[512];
+        _exit(fz_workspace_open(&o1, &cls, err, sizeof err) ? 0 : 1);
+    }
+    int wst = 0;
+    assert_int_equal(waitpid(pid, &wst, 0), pid);
+    assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+    fz_workspace_t *live = s_open(c, &o2), *kept = s_open(c, &o3);
+    assert_int_equal(fz_workspace_finish(kept, NULL, c->err, sizeof c->err), FZ_WS_OK);
+    char left_path[PATH_MAX + 32];
+    snprintf(left_path, sizeof left_path, "%s/worktrees/40-1", c->cache);
+    struct stat st;
+    assert_int_equal(stat(left_path, &st), 0);
+    assert_int_equal(sh(c, "touch %s/worktrees/99-1.live", c->cache), 0);
+    char user[PATH_MAX + 16];
+    snprintf(user, sizeof user, "%s/users-own", c->dir);
+    assert_int_equal(sh(c, "git -C %s worktree add -q -b mine %s", repo, user), 0);
+    assert_int_equal(fz_wsclean_run(c->cache), 1);
+    assert_int_not_equal(stat(left_path, &st), 0);
+    assert_int_equal(stat(fz_workspace_path(live), &st), 0);
+    assert_int_equal(stat(fz_workspace_path(kept), &st), 0);
+    assert_int_equal(stat(user, &st), 0);
+    char marker[PATH_MAX + 64];
+    snprintf(marker, sizeof marker, "%s/worktrees/99-1.live", c->cache);
+    assert_int_not_equal(stat(marker, &st), 0);
+    assert_int_equal(sh(c, "git -C %s worktree list | wc -l", repo), 0);
+    assert_string_equal(c->out, "4"); /* main, live, kept, the user's */
+    assert_int_equal(sh(c, "git -C %s rev-parse -q --verify fz/40-1", repo), 0); /* kept */
+    assert_int_equal(sh(c, "git -C %s worktree remove %s && git -C %s worktree remove --force %s",
+                        repo, user, repo, fz_workspace_path(kept)),
+                     0);
+    fz_workspace_destroy(&live);
+    fz_workspace_destroy(&kept);
 }
 
 int main(void)
@@ -440,6 +546,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dirty_local, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_keep_promote, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_while_opening, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clean_leftovers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
