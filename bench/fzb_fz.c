@@ -22,16 +22,23 @@ static void s_usage(FILE *out)
     fprintf(out,
             "Usage: fzb-fz submit --broker EP [OPTIONS]\n"
             "       fzb-fz cycle --broker EP --events EP --workers N [OPTIONS]\n"
+            "       fzb-fz ping --broker EP [--secs S]\n"
+            "       fzb-fz drain --events EP --n N [--pid PID] [--secs S]\n"
             "\n"
             "fz load generator for scripts/bench: a DEALER client using the fz protocol codec.\n"
             "  submit   submits, K in flight; done at each 'submitted' reply (task committed)\n"
             "  cycle    whole task cycles, K tasks in flight; done at each task.succeeded event\n"
+            "  drain    times N task-end events after the first (workers draining a queue)\n"
+            "  ping     waits until the broker answers (at most --secs): its start-up time\n"
             "\n"
             "Options:\n"
             "  --broker EP    the broker's ROUTER endpoint (required)\n"
             "  --events EP    the broker's PUB endpoint (cycle)\n"
             "  --workers N    connected idle workers to wait for before starting "
-            "(cycle)\n" FZB_COMMON_HELP "  -h, --help     this help\n"
+            "(cycle)\n"
+            "  --priority P   every task's priority (default 0)\n"
+            "  --batch B      tasks per request, 1..1000 (submit-batch when > 1; an op is a "
+            "request)\n" FZB_COMMON_HELP "  -h, --help     this help\n"
             "\n"
             "Prints one line 'RESULT ops=.. secs=.. rate=.. p50_us=.. p99_us=.. ...' on stdout.\n"
             "Exit status: 0 done, 1 runtime error, protocol error or timeout, 2 bad usage.\n");
@@ -98,10 +105,35 @@ static char *s_prompt(long long size)
     return p;
 }
 
+/* What every submit carries beyond its prompt (flags of this generator, not common ones). */
+static long long g_priority;  /* --priority: 0 is the broker's default */
+static long long g_batch = 1; /* --batch: tasks per request (> 1: submit-batch) */
+
+/* One task's fields: the prompt, and the priority when one was asked for. */
+static void s_task_fields(fz_enc_t *e, const char *prompt)
+{
+    fz_enc_str(e, "prompt", prompt);
+    if (g_priority)
+        fz_enc_int(e, "priority", g_priority);
+}
+
+/* One request: a submit, or a submit-batch of g_batch tasks (one commit for all of them: the
+   fast way to fill a store for the scale rows). */
 static void s_submit(void *dealer, uint64_t rid, const char *prompt)
 {
-    fz_enc_t *e = fz_enc_new("submit", rid);
-    fz_enc_str(e, "prompt", prompt);
+    if (g_batch <= 1) {
+        fz_enc_t *e = fz_enc_new("submit", rid);
+        s_task_fields(e, prompt);
+        s_send(dealer, &e);
+        return;
+    }
+    fz_enc_t *e = fz_enc_new("submit-batch", rid);
+    fz_enc_array(e, "tasks", (size_t)g_batch);
+    for (long long i = 0; i < g_batch; i++) {
+        fz_enc_t *t = fz_enc_new_map();
+        s_task_fields(t, prompt);
+        fz_enc_sub(e, NULL, &t);
+    }
     s_send(dealer, &e);
 }
 
@@ -173,7 +205,7 @@ static void s_on_reply(run_t *r, fz_msg_t *msg, int64_t now)
         s_complete(r, req, now, true);
         return;
     }
-    if (!fz_msg_is(msg, "submitted"))
+    if (!fz_msg_is(msg, "submitted") && !fz_msg_is(msg, "submitted-batch"))
         return;
     if (!r->cycle) {
         s_complete(r, req, now, false);
@@ -382,15 +414,90 @@ static int s_run(const char *broker, const char *events, bool cycle, const fzb_o
     return r.failed || r.errors ? 1 : 0;
 }
 
+/* Counts task-end events from the broker's PUB socket: n of them after the first, timed and
+   charged (broker CPU) from the first. Started before workers connect to a filled queue, it
+   measures dispatch and completion out of a queue of that depth (the tasks it counts drain
+   that queue: keep n well below the depth). */
+static int s_drain(const char *events, const fzb_opts_t *o)
+{
+    void *ctx = zmq_ctx_new();
+    void *sub = zmq_socket(ctx, ZMQ_SUB);
+    int zero = 0;
+    zmq_setsockopt(sub, ZMQ_RCVHWM, &zero, sizeof zero);
+    zmq_setsockopt(sub, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "task.succeeded", 14);
+    zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "task.failed", 11);
+    if (zmq_connect(sub, events) < 0)
+        fzb_die(prog, "cannot connect %s: %s", events, zmq_strerror(zmq_errno()));
+    fzb_lat_t lat;
+    fzb_lat_init(&lat, 1);
+    long long seen = 0, failed = 0;
+    int64_t t0 = 0;
+    fzb_cpu_t cpu0 = {-1, -1};
+    zmq_pollitem_t item = {sub, 0, ZMQ_POLLIN, 0};
+    while (seen <= o->n) {
+        if (zmq_poll(&item, 1, (int)o->secs * 1000) <= 0)
+            fzb_die(prog, "no task event for %lld s (%lld seen)", o->secs, seen);
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, sub, 0) < 0)
+            fzb_die(prog, "recv: %s", zmq_strerror(zmq_errno()));
+        if (zmq_msg_size(&m) == 11)
+            failed++;
+        while (zmq_msg_more(&m) && zmq_msg_recv(&m, sub, 0) >= 0)
+            ;
+        zmq_msg_close(&m);
+        if (seen++ == 0) {
+            t0 = fzb_now_ns();
+            cpu0 = fzb_cpu(o->pid);
+        }
+    }
+    int64_t t1 = fzb_now_ns();
+    fzb_result_cpu(&lat, o->n, t1 - t0, cpu0, fzb_cpu(o->pid));
+    printf(" failed=%lld\n", failed);
+    fflush(stdout);
+    fzb_lat_free(&lat);
+    zmq_close(sub);
+    zmq_ctx_term(ctx);
+    return failed ? 1 : 0;
+}
+
+/* Until the broker answers a ping (at most secs): how long a starting broker takes to serve
+   (it binds only once its store is loaded). */
+static int s_ping(const char *broker, long long secs)
+{
+    fz_log_init(prog, FZ_LOG_WARN);
+    void *ctx = zmq_ctx_new();
+    void *dealer = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
+    int64_t t0 = fzb_now_ns(), give_up = t0 + secs * 1000000000LL;
+    fz_msg_t *msg = NULL;
+    if (zmq_connect(dealer, broker) == 0)
+        while (!msg && fzb_now_ns() < give_up)
+            msg = s_call(dealer, "ping");
+    int rc = msg ? 0 : 1;
+    if (msg)
+        printf("RESULT ops=1 secs=%.3f rate=0\n", (double)(fzb_now_ns() - t0) / 1e9);
+    fz_msg_destroy(&msg);
+    zmq_close(dealer);
+    zmq_ctx_term(ctx);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         s_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    bool cycle;
+    bool cycle, ping = false, drain = false;
     if (!strcmp(argv[1], "submit"))
         cycle = false;
+    else if (!strcmp(argv[1], "ping"))
+        cycle = false, ping = true;
+    else if (!strcmp(argv[1], "drain"))
+        cycle = false, drain = true;
     else if (!strcmp(argv[1], "cycle"))
         cycle = true;
     else {
@@ -405,15 +512,23 @@ int main(int argc, char **argv)
             broker = argv[++i];
         else if (!strcmp(argv[i], "--events") && i + 1 < argc)
             events = argv[++i];
+        else if (!strcmp(argv[i], "--priority"))
+            g_priority =
+                fzb_num(prog, argv[i], i + 1 < argc ? argv[i + 1] : NULL, -1000000, 1000000),
+            i++;
+        else if (!strcmp(argv[i], "--batch"))
+            g_batch = fzb_num(prog, argv[i], i + 1 < argc ? argv[i + 1] : NULL, 1, 1000), i++;
         else if (!fzb_opt(prog, argc, argv, &i, &o)) {
             fprintf(stderr, "%s: unknown option '%s' (try --help)\n", prog, argv[i]);
             return 2;
         }
     }
+    if (drain && events)
+        return s_drain(events, &o);
     if (!broker || (cycle && !events)) {
         fprintf(stderr, "%s: --broker%s is required (try --help)\n", prog,
                 cycle ? " and --events" : "");
         return 2;
     }
-    return s_run(broker, events, cycle, &o);
+    return ping ? s_ping(broker, o.secs) : s_run(broker, events, cycle, &o);
 }

@@ -140,6 +140,14 @@ static ssize_t s_write_nosigpipe(int fd, const void *buf, size_t len)
 
 static void s_log_write(fz_agent_t *self, const char *data, size_t n)
 {
+    if (self->log_fd < 0 && self->log_path && self->status.log_errno == 0 && n > 0) {
+        self->log_fd = open(self->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (self->log_fd < 0) {
+            self->status.log_errno = errno;
+            fz_warn("cannot open log %s (%s); output is not logged", self->log_path,
+                    strerror(errno));
+        }
+    }
     while (self->log_fd >= 0 && self->status.log_errno == 0 && n > 0) {
         ssize_t w = write(self->log_fd, data, n);
         if (w > 0) {
@@ -749,6 +757,7 @@ void fz_agent_destroy(fz_agent_t **self_p)
     free(self->tail);
     free(self->workdir);
     free(self->report_path);
+    free(self->log_path);
     free(self->sim_summary);
     free(self);
     *self_p = NULL;

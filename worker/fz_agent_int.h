@@ -67,6 +67,7 @@ struct fz_agent_t {
 
     int out_fd; /* our end of the agent's stdout + stderr */
     int log_fd;
+    char *log_path; /* opened at the first output (log_fd -1 until then); NULL = no log */
     char *iobuf;
     /* Sliding tail: up to 2 * tail_max bytes, the newest tail_max of them are "the tail";
        sliding costs one memmove per tail_max bytes and keeps the tail contiguous. */
@@ -94,7 +95,8 @@ fz_agent_t *fz_agent_new(const fz_agent_opts_t *opts, bool simulated, char *err,
 int fz_agent_check_opts(const fz_agent_opts_t *opts, bool simulated, char *err, size_t errlen);
 /* 0 if v is finite and >= 0, else -1 with "NAME must be ..." in err. */
 int fz_agent_check_number(double v, const char *name, char *err, size_t errlen);
-/* Opens the log (appending, its folder created) if log_path is set; 0 or -1 with err. */
+/* Sets the log (appending, its folder created now) if log_path is set; the file itself is made
+   at the first byte of output. 0 or -1 with err. */
 int fz_agent_open_log(fz_agent_t *self, const char *log_path, char *err, size_t errlen);
 
 /* Seconds to milliseconds: 0 for none (<= 0, NaN), at least 1 otherwise, at most

@@ -119,14 +119,38 @@ int fz_agent_open_log(fz_agent_t *self, const char *log_path, char *err, size_t 
     if (s_mkdir_parent(log_path) < 0)
         return fz_errf(err, errlen, "cannot create the folder of log %s: %s", log_path,
                        strerror(errno));
-    self->log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (self->log_fd < 0)
-        return fz_errf(err, errlen, "cannot open log %s: %s", log_path, strerror(errno));
+    /* Opened at the first output (fz_agent.c, s_log_write): an attempt that prints nothing
+       creates no file, one inode fewer per attempt. A log that cannot be opened then is
+       reported like one that cannot be written (log_errno), and the agent runs on. */
+    free(self->log_path);
+    self->log_path = strdup(log_path);
+    if (!self->log_path)
+        return fz_errf(err, errlen, "out of memory");
     return 0;
 }
 
-/* Work folder, report file (truncated, so a previous attempt's lines do not count) and
-   log. FZ_WORKDIR and FZ_REPORT get absolute paths: the agent runs in another cwd. */
+/* The absolute path of file, whose folder exists: realpath of the folder + its name (the
+   file itself need not exist). Malloc'ed; NULL with errno set. */
+static char *s_abs_path(const char *file)
+{
+    const char *slash = strrchr(file, '/');
+    char *dir = slash ? strndup(file, (size_t)(slash - file)) : strdup(".");
+    char *real = dir ? realpath(*dir ? dir : "/", NULL) : NULL;
+    char *abs = NULL;
+    if (real &&
+        asprintf(&abs, "%s/%s", strcmp(real, "/") ? real : "", slash ? slash + 1 : file) < 0)
+        abs = NULL;
+    free(dir);
+    free(real);
+    return abs;
+}
+
+/* Work folder, report path and log. FZ_WORKDIR and FZ_REPORT get absolute paths: the agent
+   runs in another cwd. The report file is not created here: the agent's first append makes
+   it, and every read follows the path (s_report_follow), so an agent that reports nothing
+   costs no inode (creating files was the worker's largest cost per attempt: ext4's inode
+   allocation). A file already at the path (an earlier run of this attempt) is removed, so
+   its lines do not count. */
 static int s_prepare_files(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, size_t errlen)
 {
     if (s_mkdir_p(opts->workdir) < 0)
@@ -141,12 +165,10 @@ static int s_prepare_files(fz_agent_t *self, const fz_agent_opts_t *opts, char *
     if (!report)
         return fz_errf(err, errlen, "out of memory");
     int rc = s_mkdir_parent(report);
-    if (rc == 0)
-        self->report_fd = open(report, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (rc == 0 && self->report_fd >= 0)
-        self->report_path = realpath(report, NULL);
+    if (rc == 0 && (unlink(report) == 0 || errno == ENOENT))
+        self->report_path = s_abs_path(report);
     if (!self->report_path)
-        fz_errf(err, errlen, "cannot create report file %s: %s", report, strerror(errno));
+        fz_errf(err, errlen, "cannot prepare report file %s: %s", report, strerror(errno));
     free(report);
     if (!self->report_path)
         return -1;

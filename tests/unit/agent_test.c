@@ -566,6 +566,48 @@ static void test_report_partial_line(void **state)
     assert_int_equal(st->report_ignored, 0);
 }
 
+/* A silent agent that reports nothing leaves no report file and no log (neither is made before
+   it is needed: creating them was most of the worker's CPU per attempt); a report left at the
+   path by an earlier run is removed first, so its lines do not count. */
+static void test_silent_agent_makes_no_files(void **state)
+{
+    ctx_t *ctx = *state;
+    char stale[PATH_MAX * 2];
+    snprintf(stale, sizeof stale, "%s/.fz-report", ctx->work);
+    mkdir(ctx->work, 0755);
+    FILE *f = fopen(stale, "w");
+    assert_non_null(f);
+    fputs("cost_usd 9\nprogress 50\n", f);
+    fclose(f);
+    fz_agent_opts_t opts = s_opts(ctx, "true");
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(st->exit_code, 0);
+    assert_int_equal(st->report_lines, 0);
+    assert_true(st->cost_usd == 0);
+    assert_int_equal(access(stale, F_OK), -1);
+    assert_int_equal(access(ctx->log, F_OK), -1);
+    assert_int_equal(st->log_errno, 0);
+}
+
+/* The first report line creates the file; the first output byte creates the log. */
+static void test_report_and_log_made_by_first_write(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "sleep 0.3; echo 'cost_usd 0.25' >> \"$FZ_REPORT\"; "
+                                       "sleep 0.3; echo late");
+    fz_agent_t *agent = s_start(ctx, &opts);
+    s_pump_for(agent, 150);
+    assert_int_equal(access(ctx->log, F_OK), -1);
+    const fz_agent_status_t *st = s_run(agent);
+    assert_true(st->cost_usd == 0.25);
+    assert_int_equal(st->report_lines, 1);
+    char *log = s_slurp(ctx->log, NULL);
+    assert_non_null(log);
+    assert_string_equal(log, "late\n");
+    free(log);
+}
+
 /* `>` instead of `>>` truncates the file: the reader starts over. */
 static void test_report_truncated(void **state)
 {
@@ -1600,6 +1642,8 @@ int main(void)
         T(test_flood_50mib),
         T(test_report_parsing),
         T(test_report_partial_line),
+        T(test_silent_agent_makes_no_files),
+        T(test_report_and_log_made_by_first_write),
         T(test_report_truncated),
         T(test_report_replaced),
         T(test_report_fifo_ignored),
