@@ -1,6 +1,11 @@
 """A protocol-level stand-in for fz-broker, for tests of what fz-worker puts on the wire: a
 ROUTER that welcomes workers, answers their heartbeats, acknowledges results (with
-promote: true when told to) and records everything they sent, with the time it came."""
+promote: true when told to) and records everything they sent, with the time it came.
+
+It answers from a thread of its own, so a test that spends a while in git between two
+waits does not go silent for the worker (which, at 3 heartbeats of 200 ms, would take the
+broker for dead and reconnect). The socket is used under one lock."""
+import threading
 import time
 
 import msgpack
@@ -19,31 +24,48 @@ class FakeBroker:
         self.seen = []  # (name, message, monotonic time)
         self.promote = set()  # (task, attempt) whose result-ack says promote: true
         self.ack = True  # acknowledge results at all
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _send_rid(self, rid, type_, **fields):
+        fields.update(v=1, type=type_)
+        self.sock.send_multipart([rid, msgpack.packb(fields, use_bin_type=True)])
 
     def send(self, peer, type_, **fields):
-        fields.update(v=1, type=type_)
-        self.sock.send_multipart([self.peers[peer], msgpack.packb(fields, use_bin_type=True)])
+        with self.lock:
+            self._send_rid(self.peers[peer], type_, **fields)
+
+    def _handle_one(self):
+        rid, frame = self.sock.recv_multipart()
+        m = msgpack.unpackb(frame, raw=False)
+        name = m.get("name") if m["type"] == "hello" else next(
+            (n for n, r in self.peers.items() if r == rid), "?")
+        self.seen.append((name, m, time.monotonic()))
+        if m["type"] == "hello":
+            self.peers[name] = rid
+            self._send_rid(rid, "welcome", heartbeat_ms=self.heartbeat_ms, name=name)
+        elif m["type"] == "heartbeat":
+            self._send_rid(rid, "heartbeat")
+        elif m["type"] == "result" and self.ack:
+            extra = {"promote": True} if (m["task"], m["attempt"]) in self.promote else {}
+            self._send_rid(rid, "result-ack", task=m["task"], attempt=m["attempt"], **extra)
+
+    def _serve(self):
+        while not self.stopping:
+            with self.lock:
+                if self.stopping:
+                    return
+                for i in range(64):  # a bounded batch: send() gets the lock between them
+                    if not self.sock.poll(20 if i == 0 else 0):
+                        break
+                    self._handle_one()
+            time.sleep(0.002)
 
     def pump(self, timeout):
-        """Handles what arrives within timeout seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
-                return
-            rid, frame = self.sock.recv_multipart()
-            m = msgpack.unpackb(frame, raw=False)
-            name = m.get("name") if m["type"] == "hello" else next(
-                (n for n, r in self.peers.items() if r == rid), "?")
-            self.seen.append((name, m, time.monotonic()))
-            if m["type"] == "hello":
-                self.peers[name] = rid
-                self.send(name, "welcome", heartbeat_ms=self.heartbeat_ms, name=name)
-            elif m["type"] == "heartbeat":
-                self.send(name, "heartbeat")
-            elif m["type"] == "result" and self.ack:
-                extra = {"promote": True} if (m["task"], m["attempt"]) in self.promote else {}
-                self.send(name, "result-ack", task=m["task"], attempt=m["attempt"], **extra)
+        """Lets timeout seconds pass (the thread answers the workers meanwhile)."""
+        time.sleep(timeout)
 
     def wait(self, pred, timeout, what):
         deadline = time.monotonic() + timeout
@@ -80,6 +102,8 @@ class FakeBroker:
         t = time.monotonic()
         while any(p.poll() is None for p, _ in f.procs.values()) and time.monotonic() < t + 15:
             self.pump(0.05)
+        self.stopping = True
+        self.thread.join()
         self.sock.close()
 
 
