@@ -591,17 +591,10 @@ void fz_broker_destroy(fz_broker_t **self_p)
     *self_p = NULL;
 }
 
-static double s_now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* One turn: read what arrived, run timers, dispatch, commit, then send. */
 static void s_turn(fz_broker_t *self)
 {
-    double t0 = s_now_s();
+    double t0 = fz_clock_s();
     /* Up to FZ_TURN_MAX messages, and no more once the replies queued reach FZ_TURN_BYTES;
        drained: nothing was left unread (only then is a silent peer judged dead). */
     bool drained = false;
@@ -618,15 +611,15 @@ static void s_turn(fz_broker_t *self)
     /* What the loop costs, for fz-web's /metrics: the turn's work, and of it the commit (its
        fdatasync with --sync full) when the turn wrote. */
     bool wrote = fz_store_in_turn(self->store);
-    double c0 = s_now_s();
+    double c0 = fz_clock_s();
     int rc = fz_store_commit(self->store);
-    double c1 = s_now_s();
+    double c1 = fz_clock_s();
     if (rc < 0)
         fz_outbox_abandon(self);
     else
         fz_outbox_flush(self);
     self->loop.turns++;
-    self->loop.turn_s += s_now_s() - t0;
+    self->loop.turn_s += fz_clock_s() - t0;
     if (wrote) {
         self->loop.commits++;
         self->loop.commit_s += c1 - c0;

@@ -226,7 +226,7 @@ uint32_t fz_race_rounds(const fz_task_t *t);
 /* True if attempt n of t is one of its running racers. */
 bool fz_race_runs(const fz_task_t *t, uint32_t n);
 /* The racer n succeeded: it becomes the primary, whose result the task takes. */
-void fz_race_won(fz_broker_t *self, fz_task_t *t, uint32_t n);
+void fz_race_won(fz_task_t *t, uint32_t n);
 /* Attempt n of t ended without success while another of its round runs: records it and
    drops it from the round (a racer takes the primary's place). False if n is the last one
    standing: then the task's own policy applies. */

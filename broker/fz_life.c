@@ -311,7 +311,7 @@ void fz_life_send_dispatch(fz_broker_t *self, const fz_task_t *t, fz_worker_t *w
 
 double fz_life_attempt_cap(const fz_broker_t *self, const fz_task_t *t)
 {
-    return t->max_cost > 0 ? t->max_cost : self->cfg.default_task_cost;
+    return fz_sched_attempt_cap(t, self->cfg.default_task_cost);
 }
 
 /* Starts attempt n+1 of t on w: reservation, records, dispatch message. */

@@ -233,9 +233,8 @@ static void s_promote(fz_task_t *t, int i)
     t->stalled_since = 0;
 }
 
-void fz_race_won(fz_broker_t *self, fz_task_t *t, uint32_t n)
+void fz_race_won(fz_task_t *t, uint32_t n)
 {
-    (void)self;
     int i = s_find(t->race, n);
     if (i >= 0)
         s_promote(t, i);

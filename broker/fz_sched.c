@@ -161,9 +161,14 @@ void fz_sched_reorder(fz_sched_t *self, fz_task_t *task)
         fz_queue_update(task->queue, task);
 }
 
+double fz_sched_attempt_cap(const fz_task_t *task, double default_cost)
+{
+    return task->max_cost > 0 ? task->max_cost : default_cost;
+}
+
 double fz_sched_reservation(const fz_task_t *task, double default_cost)
 {
-    double one = task->max_cost > 0 ? task->max_cost : default_cost;
+    double one = fz_sched_attempt_cap(task, default_cost);
     return task->best_of > 1 ? one * task->best_of : one; /* a round reserves all at once */
 }
 

@@ -115,6 +115,8 @@ fz_sched_where_t fz_sched_where(const fz_sched_t *self, const fz_task_t *task);
 size_t fz_sched_ready(const fz_sched_t *self);
 size_t fz_sched_held(const fz_sched_t *self);
 
+/* What one attempt of task reserves and is held to: its --max-cost, or default_cost. */
+double fz_sched_attempt_cap(const fz_task_t *task, double default_cost);
 /* The reservation a task makes when dispatched: one attempt's cap, or a best-of-N round's
    N caps, reserved up front. */
 double fz_sched_reservation(const fz_task_t *task, double default_cost);

@@ -466,7 +466,7 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
         return;
     }
     if (n != t->attempt)
-        fz_race_won(self, t, n);
+        fz_race_won(t, n);
     const char *model = fz_worker_model_for(w, t->model);
     const char *reason = p.next == FZ_STATE_HELD ? "quota"
                          : cls != FZ_CLASS_NONE  ? r.class_name

@@ -45,6 +45,8 @@ fz_err_t fz_err_from_name(const char *name);
 /* Milliseconds from CLOCK_MONOTONIC: for deadlines, timeouts and heartbeats. Only
    clock_gettime, so async-signal-safe: the agent's keeper (a forked child) uses it too. */
 int64_t fz_clock_ms(void);
+/* The same clock in seconds with its full resolution: for measuring short spans. */
+double fz_clock_s(void);
 /* Unix time in seconds (CLOCK_REALTIME) with sub-second precision: for records only. */
 double fz_wall(void);
 

@@ -174,14 +174,12 @@ char *fz_web_scrape(fz_client_t *c, fz_web_stats_t *stats, fz_web_hub_t *hub, si
     FILE *out = open_memstream(&text, len_p);
     if (!out)
         return NULL;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = fz_clock_s();
     fz_enc_t *req = fz_client_request(c, "status");
     fz_msg_t *st = NULL;
     char err[256];
     bool up = req && fz_client_ask(c, &req, "status", &st, err, sizeof err) == FZ_OK;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double rtt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    double rtt = fz_clock_s() - t0;
     s_gauge(out, "fz_broker_up", "1 if the broker answered this scrape's status request.", up);
     if (up) {
         s_gauge(out, "fz_broker_status_seconds",

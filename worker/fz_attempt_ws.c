@@ -200,9 +200,7 @@ static void s_fail(fz_aws_t *self, fz_class_t cls, const char *why)
 
 static fz_class_t s_ws_class(fz_ws_err_t e)
 {
-    return e == FZ_WS_MERGE_CONFLICT ? FZ_CLASS_MERGE_CONFLICT
-           : e == FZ_WS_CHECK_FAILED ? FZ_CLASS_CHECK_FAILED
-                                     : FZ_CLASS_WORKSPACE;
+    return e == FZ_WS_MERGE_CONFLICT ? FZ_CLASS_MERGE_CONFLICT : FZ_CLASS_WORKSPACE;
 }
 
 static void s_job(fz_aws_t *self, fz_bg_fn *fn, fz_bg_done_fn *done, step_t step)
@@ -341,7 +339,7 @@ static void s_check_start(fz_aws_t *self)
     self->step = S_CHECK;
 }
 
-/* The check's verdict from its agent's status, as fz_workspace_check words it. */
+/* The check's verdict from its agent's status. */
 static void s_check_verdict(fz_aws_t *self)
 {
     const fz_agent_status_t *st = fz_agent_status(self->checker);

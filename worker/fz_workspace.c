@@ -667,53 +667,6 @@ fz_ws_err_t fz_workspace_seal(fz_workspace_t *self, fz_ws_result_t *out, char *e
     return cls;
 }
 
-static void s_check_says(const fz_ws_check_t *c, char *err, size_t errlen)
-{
-    char line[256];
-    fz_run_last_line(c->tail, line, sizeof line);
-    if (c->timed_out)
-        fz_errf(err, errlen, "check timed out%s%s", line[0] ? ": " : "", line);
-    else if (c->signal)
-        fz_errf(err, errlen, "check killed by signal %d%s%s", c->signal, line[0] ? ": " : "", line);
-    else
-        fz_errf(err, errlen, "check failed with exit status %d%s%s", c->status, line[0] ? ": " : "",
-                line);
-}
-
-fz_ws_err_t fz_workspace_check(fz_workspace_t *self, const char *cmd, int timeout_s,
-                               fz_ws_check_t *out, char *err, size_t errlen)
-{
-    memset(out, 0, sizeof *out);
-    out->status = -1;
-    if (self->finished || !cmd)
-        return fz_errf(err, errlen, "no worktree or no command to check"), FZ_WS_WORKSPACE;
-    fz_ws_err_t cls = self->sealed ? FZ_WS_OK : fz_workspace_seal(self, NULL, err, errlen);
-    if (cls != FZ_WS_OK)
-        return cls;
-    fz_run_opts_t o = {.argv = S_ARGS("/bin/sh", "-c", cmd),
-                       .cwd = self->path,
-                       .timeout_ms = timeout_s > 0 ? timeout_s * 1000 : 0,
-                       .merge = true,
-                       .cap = FZ_WS_CHECK_TAIL,
-                       .stop = self->git.stop};
-    fz_run_res_t res;
-    int64_t t0 = fz_clock_ms();
-    int rc = fz_run(&o, &res);
-    out->duration_ms = fz_clock_ms() - t0;
-    out->status = res.status, out->signal = res.signal, out->timed_out = res.timed_out;
-    out->tail_len = res.out_len;
-    memcpy(out->tail, res.out, res.out_len + 1);
-    if (rc < 0) {
-        fz_errf(err, errlen, "cannot run the check: %s", strerror(res.spawn_errno));
-        cls = FZ_WS_WORKSPACE;
-    } else if (res.status != 0 || res.timed_out) {
-        s_check_says(out, err, errlen);
-        cls = FZ_WS_CHECK_FAILED;
-    }
-    fz_run_res_free(&res);
-    return cls;
-}
-
 /* ---------------------------------------------------------------- finishing */
 
 static fz_ws_err_t s_push(fz_workspace_t *ws, const char *branch, bool force, char *err,
@@ -802,10 +755,8 @@ const char *fz_workspace_class_name(fz_ws_err_t cls)
         return "";
     case FZ_WS_MERGE_CONFLICT:
         return fz_class_name(FZ_CLASS_MERGE_CONFLICT);
-    case FZ_WS_CHECK_FAILED:
-        return fz_class_name(FZ_CLASS_CHECK_FAILED);
     default:
-        return "workspace";
+        return fz_class_name(FZ_CLASS_WORKSPACE);
     }
 }
 

@@ -12,8 +12,8 @@
     When the agent has ended, fz_workspace_seal() commits whatever it left uncommitted
     (author and committer "fz" <fz@localhost>, given per command with `git -c`, hooks skipped
     with --no-verify: fz's bookkeeping commit is not the agent's business) and records branch,
-    base commit, head commit and the diff stat of base..head. fz_workspace_check() then runs
-    the task's check command in the sealed worktree (what the check leaves is not committed).
+    base commit, head commit and the diff stat of base..head (the worker runs the task's check
+    in the sealed worktree as a supervised agent of its own: fz_attempt_ws).
     fz_workspace_finish() pushes the branch back for a URL repository and removes the worktree
     (unless keep), leaving the branch. fz_workspace_promote() points the task's final branch
     fz/TASK at the successful attempt's head.
@@ -22,18 +22,19 @@
     fz/TASK would have to be a folder too), so attempts are fz/TASK-ATTEMPT and the task's
     final branch is fz/TASK (FZ_WS_ATTEMPT_FMT, FZ_WS_TASK_FMT).
 
-    A dirty local repository does not matter, and is never touched: the worktree starts from
-    a commit (the base's), in its own folder, on its own new branch; fz never runs checkout,
-    reset, stash or status-with-locks in the user's checkout. Uncommitted changes there are
-    simply not part of the base; fz_workspace_dirty() says so, so the worker can tell the user.
+    A local repository's checkout is never touched: the worktree starts from a commit (the
+    base's), in its own folder, on its own new branch; fz never runs checkout, reset, stash or
+    status-with-locks in the user's checkout. Uncommitted changes there are not part of the
+    base; fz_workspace_dirty() says when a worktree started from HEAD lacks them (the worker
+    then refuses the attempt: PROTOCOL.md section 8).
     fz only creates branches under fz/ and moves fz/TASK with `git branch -f`, which git
     refuses if fz/TASK is checked out somewhere.
 
     Failures: every function says what failed in err (a line ending with git's own message)
     and returns a class: FZ_WS_WORKSPACE ("workspace": a repository that does not exist or
-    cannot be fetched, a base that does not resolve, a disk without room, git failing),
-    FZ_WS_MERGE_CONFLICT (the bases do not merge; the conflicting files are named) or
-    FZ_WS_CHECK_FAILED. A failed open leaves nothing: no worktree (registered or on disk), no
+    cannot be fetched, a base that does not resolve, a disk without room, git failing)
+    or FZ_WS_MERGE_CONFLICT (the bases do not merge; the conflicting files are named). A
+    failed open leaves nothing: no worktree (registered or on disk), no
     branch, no half-cloned mirror (clones go to a temporary folder renamed at the end).
 
     Concurrency: worktrees of one repository share lock files; every worktree add and remove,
@@ -75,7 +76,6 @@ typedef enum {
     FZ_WS_OK = 0,
     FZ_WS_WORKSPACE,      /* "workspace": repository, base, disk or git failed */
     FZ_WS_MERGE_CONFLICT, /* the bases do not merge: FZ_CLASS_MERGE_CONFLICT */
-    FZ_WS_CHECK_FAILED,   /* the check command failed: FZ_CLASS_CHECK_FAILED */
 } fz_ws_err_t;
 
 typedef struct {
@@ -107,16 +107,7 @@ typedef struct {
     bool pushed;                           /* the branch was pushed back (URL repositories) */
 } fz_ws_result_t;
 
-typedef struct {
-    int status;     /* exit status, -1 if it did not exit by itself */
-    int signal;     /* signal that ended it, or 0 */
-    bool timed_out; /* stopped at the timeout */
-    int64_t duration_ms;
-    char tail[FZ_WS_CHECK_TAIL + 1]; /* the last bytes of stdout and stderr merged */
-    size_t tail_len;
-} fz_ws_check_t;
-
-/* "" for FZ_WS_OK, "workspace", "merge-conflict", "check-failed" (the vocab's names). */
+/* "" for FZ_WS_OK, "workspace", "merge-conflict" (the vocab's names). */
 const char *fz_workspace_class_name(fz_ws_err_t cls);
 
 /* Prepares the attempt's worktree. Returns it, or NULL with the class in *cls (may be NULL)
@@ -139,12 +130,6 @@ bool fz_workspace_dirty(const fz_workspace_t *self);
 /* Commits what the agent left uncommitted and fills out (may be NULL). Again after a seal
    it commits anything new. FZ_WS_OK or FZ_WS_WORKSPACE with err. */
 fz_ws_err_t fz_workspace_seal(fz_workspace_t *self, fz_ws_result_t *out, char *err, size_t errlen);
-
-/* Seals if not sealed, then runs `/bin/sh -c CMD` in the worktree for at most timeout_s
-   (0 = none). FZ_WS_OK if it exited 0 in time, FZ_WS_CHECK_FAILED otherwise (out says how,
-   err too), FZ_WS_WORKSPACE if the seal failed or the shell could not start. */
-fz_ws_err_t fz_workspace_check(fz_workspace_t *self, const char *cmd, int timeout_s,
-                               fz_ws_check_t *out, char *err, size_t errlen);
 
 /* Seals if not sealed, pushes the branch for a URL repository, removes the worktree unless
    keep, and fills out (may be NULL). The worktree is removed even when the push failed

@@ -337,42 +337,6 @@ static void test_url_repo(void **state)
     assert_string_equal(c->out, r.head);
 }
 
-/* The check: a failure gives its status and output tail; what it leaves is not committed. */
-static void test_check(void **state)
-{
-    ctx_t *c = *state;
-    const char *repo = s_repo(c, "r");
-    fz_ws_opts_t o = s_opts(c, repo, 12, 1);
-    fz_workspace_t *ws = s_open(c, &o);
-    assert_int_equal(sh(c, "echo made > %s/new.txt", fz_workspace_path(ws)), 0);
-    fz_ws_check_t chk;
-    assert_int_equal(fz_workspace_check(ws, "test -f new.txt && echo built > artifact", 10, &chk,
-                                        c->err, sizeof c->err),
-                     FZ_WS_OK);
-    assert_int_equal(chk.status, 0);
-    assert_int_equal(fz_workspace_check(ws, "seq 1 5000; echo 'error: 2 tests failed' >&2; exit 3",
-                                        10, &chk, c->err, sizeof c->err),
-                     FZ_WS_CHECK_FAILED);
-    assert_int_equal(chk.status, 3);
-    assert_false(chk.timed_out);
-    assert_true(chk.tail_len <= FZ_WS_CHECK_TAIL);
-    assert_non_null(strstr(chk.tail, "4999\n5000\nerror: 2 tests failed\n"));
-    assert_null(strstr(chk.tail, "\n1\n2\n")); /* only the tail is kept */
-    assert_string_equal(c->err, "check failed with exit status 3: error: 2 tests failed");
-    assert_int_equal(
-        fz_workspace_check(ws, "echo waiting; sleep 30 & sleep 30", 1, &chk, c->err, sizeof c->err),
-        FZ_WS_CHECK_FAILED);
-    assert_true(chk.timed_out);
-    assert_true(chk.duration_ms < 5000);
-    assert_string_equal(c->err, "check timed out: waiting");
-    fz_ws_result_t r;
-    assert_int_equal(fz_workspace_finish(ws, &r, c->err, sizeof c->err), FZ_WS_OK);
-    assert_int_equal(r.files, 1);
-    assert_int_not_equal(sh(c, "git -C %s cat-file -e fz/12-1:artifact", repo), 0);
-    assert_int_equal(sh(c, "git -C %s cat-file -e fz/12-1:new.txt", repo), 0);
-    fz_workspace_destroy(&ws);
-}
-
 /* A dirty checkout is never touched and its changes are not in the base; fz says so. */
 static void test_dirty_local(void **state)
 {
@@ -543,7 +507,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_conflicting_bases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_url_repo, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dirty_local, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_keep_promote, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_while_opening, setup, teardown),
