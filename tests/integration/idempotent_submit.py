@@ -114,7 +114,7 @@ def control_without_key(f):
         return msgpack.unpackb(sock.recv(), raw=False)
 
     h.check(send(1, prompt="control") is None, "the first reply was not dropped")
-    h.wait_for(lambda: f._ping(), 10, "the restarted broker")
+    f.wait_answering(f.broker)
     r = send(2, prompt="control")
     h.check(r and r["type"] == "submitted", "resend failed: %r" % r)
     copies = [t for t in stored(f) if t["prompt"] == "control"]
@@ -123,7 +123,7 @@ def control_without_key(f):
     # The same with a key: one copy, and the resend is answered with the first id.
     proxy.drop_when = nth_reply("submitted", 1)
     h.check(send(3, prompt="keyed", idempotency_key="k-1") is None, "keyed reply not dropped")
-    h.wait_for(lambda: f._ping(), 10, "the restarted broker")
+    f.wait_answering(f.broker)
     r = send(4, prompt="keyed", idempotency_key="k-1")
     h.check(r and r["type"] == "submitted" and r.get("duplicate") is True, "keyed resend: %r" % r)
     copies = [t for t in stored(f) if t["prompt"] == "keyed"]

@@ -79,7 +79,7 @@ def body(f):
     ipc = os.path.join(h.BIN, "fz-broker")
     b = f._spawn("ipc-broker", [ipc, "--bind", f.broker_ep, "--events", f.events_ep, "--db",
                                 f.db], preexec_fn=low_limit)
-    h.wait_for(lambda: f._ping(), 10, "the ipc broker")
+    f.wait_answering(b)
     flood(f, b, f.broker_ep, f.events_ep, 400, 256 - 64, "ipc-broker")
     f.kill(b)
 
@@ -95,7 +95,7 @@ def body(f):
     # A bound above what the open files allow is lowered, and said so.
     b = f._spawn("big-broker", [ipc, "--bind", f.broker_ep, "--events", f.events_ep, "--db",
                                 f.db, "--max-peers", "100000"], preexec_fn=low_limit)
-    h.wait_for(lambda: f._ping(), 10, "the third broker")
+    f.wait_answering(b)
     with open(os.path.join(f.dir, "big-broker.log")) as log:
         h.check("at most 192 connections" in log.read(), "the bound was not lowered")
     r = f.run_tool("fz-broker", "--max-peers", "0")

@@ -35,6 +35,9 @@ MODELS = {"claude": "claude-sonnet-4-5", "codex": "gpt-5-codex", "gemini": "gemi
 with open(os.path.join(AGENTS, "prices.json")) as fh:
     PRICES = json.load(fh)["models"]
 STALL = 6  # the adapters' --stall for the hang and stall cases, seconds (others: 40)
+# Claude's hang must end by its own API_TIMEOUT_MS (4 s, one retry: about 10 s), so its stall
+# limit is longer than that plus a slow start of the CLI on a loaded machine.
+CLAUDE_HANG_STALL = 25
 
 
 def table_cost(model, usage, n, cache_writes=True):
@@ -94,12 +97,18 @@ def report_of(path):
     return kv, progress
 
 
+def stall_limit(cli, scenario):
+    if cli == "claude" and scenario == "hang":
+        return CLAUDE_HANG_STALL
+    return STALL if scenario in ("hang", "stall") else 40
+
+
 def run_direct(f, cli, scenario, model=None):
     """The adapter outside fz; returns (exit status, report dict, progress lines, seconds)."""
     d = os.path.join(f.dir, "direct", "%s-%s" % (cli, scenario))
     os.makedirs(d)
     env = dict(f.env, FZ_REPORT=os.path.join(d, "report"), FZ_MODEL=model or MODELS[cli],
-               FZ_AGENT_STALL=str(STALL if scenario in ("hang", "stall") else 40))
+               FZ_AGENT_STALL=str(stall_limit(cli, scenario)))
     t0 = time.monotonic()
     p = subprocess.run([os.path.join(AGENTS, cli)], input="please do it fz-scenario:%s\n" % scenario, cwd=d, env=env,
                        capture_output=True, text=True, timeout=90)

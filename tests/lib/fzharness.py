@@ -92,8 +92,19 @@ class Factory:
                 "--events", self.events_ep, "--db", self.db] + list(args)
         self.broker = self._spawn("broker", argv)
         if wait:
-            wait_for(lambda: self._ping(), 10, "the broker to answer ping")
+            self.wait_answering(self.broker)
         return self.broker
+
+    def wait_answering(self, broker, timeout=30):
+        """Waits until broker answers ping; fails at once if it exited. The time allowed is
+        long because a loaded machine can hold a starting broker in its first fsync for
+        seconds; a broker that is up answers in milliseconds."""
+        def up():
+            rc = broker.poll()
+            if rc is not None:
+                raise TestFailure("the broker exited with status %d before answering ping" % rc)
+            return self._ping()
+        wait_for(up, timeout, "the broker to answer ping")
 
     def start_worker(self, name, *args, dry_run=False, agent=None):
         argv = [os.path.join(BIN, "fz-worker"), "--name", name,

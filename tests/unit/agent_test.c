@@ -14,6 +14,7 @@
 
 #include "../../worker/fz_agent.h"
 
+#include "testdir.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -230,8 +231,7 @@ static int s_setup(void **state)
     ctx_t *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
         return -1;
-    snprintf(ctx->dir, sizeof ctx->dir, "/tmp/fz_agent_test.XXXXXX");
-    if (!mkdtemp(ctx->dir)) {
+    if (!fz_testdir(ctx->dir, sizeof ctx->dir, "fz-agent-test")) {
         free(ctx);
         return -1;
     }

@@ -31,6 +31,7 @@
 #include "fz_msg.h"
 #include "fz_net.h"
 #include "fz_util.h"
+#include "testdir.h"
 
 /* Turns a test may wait for one thing; at 5 ms a turn, about a second. */
 #define S_MAX_TURNS 200
@@ -81,8 +82,7 @@ static fx_t *s_fx(tune_fn *tune)
     static unsigned counter;
     fx_t *fx = calloc(1, sizeof *fx);
     assert_non_null(fx);
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/fz-broker-test-XXXXXX");
-    assert_non_null(mkdtemp(fx->dir));
+    assert_non_null(fz_testdir(fx->dir, sizeof fx->dir, "fz-broker-test"));
     snprintf(fx->db, sizeof fx->db, "%s/fz.db", fx->dir);
     counter++;
     snprintf(fx->ep, sizeof fx->ep, "inproc://broker-test-%d-%u", (int)getpid(), counter);

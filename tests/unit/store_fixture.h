@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "fz_store.h"
+#include "testdir.h"
 
 /* ---------------------------------------------------------------- fixture */
 
@@ -36,8 +37,7 @@ static int s_setup(void **state)
     fx_t *fx = calloc(1, sizeof *fx);
     if (!fx)
         return -1;
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/fz-store-test-XXXXXX");
-    if (!mkdtemp(fx->dir)) {
+    if (!fz_testdir(fx->dir, sizeof fx->dir, "fz-store-test")) {
         free(fx);
         return -1;
     }

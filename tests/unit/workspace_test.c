@@ -17,6 +17,7 @@
 #include "../../worker/fz_wsclean.h"
 #include "fz_util.h"
 
+#include "testdir.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -130,8 +131,7 @@ static fz_ws_err_t s_open_fails(ctx_t *c, const fz_ws_opts_t *o)
 static int setup(void **state)
 {
     ctx_t *c = calloc(1, sizeof *c);
-    snprintf(c->dir, sizeof c->dir, "/tmp/fz-ws-test-XXXXXX");
-    assert_non_null(mkdtemp(c->dir));
+    assert_non_null(fz_testdir(c->dir, sizeof c->dir, "fz-ws-test"));
     snprintf(c->cache, sizeof c->cache, "%s/cache", c->dir);
     setenv("HOME", c->dir, 1);
     setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
