@@ -4,11 +4,12 @@
 
     The record outlives the worker's connection (that is the point: a worker that says
     hello, takes a dispatch and vanishes comes back as a new connection), so it is kept by
-    name, at most S_MAX_NAMES of them; past that, names without recent losses and no
-    quarantine are forgotten first, and when every one is recent a new name goes
-    unrecorded (its losses count against tasks as they did before). Without CURVE keys a
-    name is all there is to go by: a peer that takes a new name for every dispatch is not
-    caught here (each of its losses still counts against the task, so a task ends). */
+    name, or with CURVE on by the worker's key (a key cannot shed its record by taking a
+    new name), at most S_MAX_NAMES of them; past that, records without recent losses and no
+    quarantine are forgotten first, and when every one is recent a new one goes unrecorded
+    (its losses count against tasks as they did before). Without CURVE keys a name is all
+    there is to go by: a peer that takes a new name for every dispatch is not caught here
+    (each of its losses still counts against the task, so a task ends). */
 
 #include "fz_broker_int.h"
 
@@ -75,9 +76,15 @@ static s_record_t *s_record(fz_broker_t *self, const char *name, int64_t now)
     return r;
 }
 
+/* What a worker's record is kept by: its key's user id, or its name with CURVE off. */
+static const char *s_who(const fz_worker_t *w)
+{
+    return *w->user ? w->user : w->name;
+}
+
 void fz_guard_hello(fz_broker_t *self, fz_worker_t *w)
 {
-    s_record_t *r = self->guard ? zhashx_lookup(self->guard, w->name) : NULL;
+    s_record_t *r = self->guard ? zhashx_lookup(self->guard, s_who(w)) : NULL;
     int64_t now = fz_clock_ms();
     if (!r || now >= r->until_ms)
         return;
@@ -90,7 +97,7 @@ void fz_guard_hello(fz_broker_t *self, fz_worker_t *w)
 void fz_guard_lost(fz_broker_t *self, fz_worker_t *w, fz_task_t *t)
 {
     int64_t now = fz_clock_ms();
-    s_record_t *r = s_record(self, w->name, now);
+    s_record_t *r = s_record(self, s_who(w), now);
     if (!r)
         return;
     s_age(r, now);
@@ -112,9 +119,9 @@ void fz_guard_lost(fz_broker_t *self, fz_worker_t *w, fz_task_t *t)
     r->nloss = 0;
     w->rest_until_ms = r->until_ms;
     fz_warn("worker %s lost %d attempts within %d minutes: quarantined for %lld s (no "
-            "dispatch to that name)",
+            "dispatch to %s)",
             w->name, FZ_LOSS_QUARANTINE, FZ_LOSS_WINDOW_MS / 60000,
-            (long long)(v.quarantine_ms / 1000));
+            (long long)(v.quarantine_ms / 1000), *w->user ? w->user : "that name");
     fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_WORKER_UNHEALTHY, NULL);
     fz_enc_str(e, "worker", w->name);
     fz_enc_str(e, "class", "quarantined");

@@ -32,6 +32,9 @@ typedef struct fz_worker_t {
     char key[FZ_RID_KEY]; /* routing id in hex: the table key (whole: no two ids share one) */
     char name[65];
     char nonce[65];
+    /* Its CURVE key's user id ("worker:w1"), "" with CURVE off: with keys on, a name belongs
+       to the key that registered it, and the guard's record follows the key, not the name. */
+    char user[80];
     char models[FZ_MAX_WORKER_MODELS][65];
     size_t nmodels;
     bool any_model;   /* announced no models: serves every task */

@@ -117,6 +117,8 @@ static void s_rehello(fz_broker_t *self, fz_worker_t *w, zframe_t *from, fz_msg_
         fz_workers_reattach(self, w, task, attempt);
 }
 
+_Static_assert(sizeof(((fz_worker_t *)0)->user) >= FZ_AUTH_USER, "a user id fits a worker");
+
 void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
     fz_worker_t *same = fz_broker_worker(self, from);
@@ -131,6 +133,15 @@ void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
         if (strcmp(w->name, name) == 0)
             old = w;
+    /* With CURVE on, only the key that registered a name may come back as it: another key
+       could otherwise evict a live worker (a hello without a nonce) and take its task. */
+    if (old && strcmp(old->user, self->peer_user) != 0) {
+        fz_outbox_error(self, from, fz_msg_rid(msg), FZ_ECONFLICT, FZ_REASON_NAME_TAKEN,
+                        "worker name '%s' is registered by another key: give this worker "
+                        "another --name (it is retried until the other one leaves)",
+                        name);
+        return;
+    }
     uint64_t task = fz_msg_uint(msg, "task", 0);
     uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
     /* The same name from another process (its nonce differs) while the first is alive: two
@@ -162,6 +173,7 @@ void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_broker_hexkey(from, w->key, sizeof w->key);
     snprintf(w->name, sizeof w->name, "%s", name);
     snprintf(w->nonce, sizeof w->nonce, "%s", fz_msg_str(msg, "nonce", "", NULL));
+    fz_strcopy(w->user, sizeof w->user, self->peer_user);
     w->last_seen_ms = w->idle_since_ms = fz_clock_ms();
     w->since = fz_wall();
     zhashx_insert(self->workers, w->key, w);

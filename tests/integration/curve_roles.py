@@ -6,7 +6,9 @@ the event stream is protected the same way; every task records who submitted it.
 Refused at the handshake (no reply at all): a NULL client, an unknown key, a worker key on
 the event stream. Refused per message (error refused/forbidden): a worker key that submits or
 asks status, a client key that says hello (not registered) or pauses, a client key that
-cancels another key's task; an admin key may do all of it. Also measured (printed, not
+cancels another key's task; an admin key may do all of it. A name belongs to the key that
+registered it (another worker key's hello with it is refused), and a worker key that keeps
+losing dispatches is quarantined by key, whatever names it takes. Also measured (printed, not
 asserted): a fresh connection's handshake plus one ping, with and without CURVE."""
 import os
 import shutil
@@ -69,6 +71,57 @@ def sub_socket(f, name):
     return s
 
 
+def worker_socket(f, name):
+    """A DEALER with a worker's key, speaking the protocol by hand."""
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.linger = 0
+    s.curve_publickey, s.curve_secretkey = zmq.auth.load_certificate(f.keys[name][0])
+    s.curve_serverkey = zmq.auth.load_certificate(f.keys["broker"][1])[0]
+    s.connect(f.broker_ep)
+    return s
+
+
+def next_of(sock, kind, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not sock.poll(int(left * 1000) + 1):
+            return None
+        m = msgpack.unpackb(sock.recv(), raw=False)
+        if m["type"] == "heartbeat":
+            sock.send(msgpack.packb({"v": 1, "type": "heartbeat"}, use_bin_type=True))
+        if m["type"] == kind:
+            return m
+
+
+def quarantine_by_key(f, root):
+    """A worker key that takes dispatches and leaves, under a new name each time, is
+    quarantined by its key: the fourth name gets nothing."""
+    for pid, (p, label) in list(f.procs.items()):
+        if label == "worker-good":
+            f.kill(p)
+    h.wait_for(lambda: not root.workers(), 10, "the workers to leave")
+    tid = root.submit("for whoever takes it", retries=0)
+    got = 0
+    for round_ in range(4):
+        s = worker_socket(f, "w2")
+        s.send(msgpack.packb({"v": 1, "type": "hello", "name": "flaky-%d" % round_, "models": [],
+                              "nonce": "n%d" % round_}, use_bin_type=True))
+        h.check(next_of(s, "welcome", 5), "flaky-%d: no welcome" % round_)
+        d = next_of(s, "dispatch", 10 if round_ < 3 else 3)
+        got += d is not None
+        s.send(msgpack.packb({"v": 1, "type": "bye"}, use_bin_type=True))
+        time.sleep(0.1)
+        s.close()
+        if round_ < 3:
+            h.check(d, "flaky-%d: no dispatch before the quarantine" % round_)
+            h.wait_for(lambda: root.get(tid)["task"]["state"] == "queued", 10, "the task requeued")
+    h.check(got == 3, "the key got a dispatch under a fourth name (%d dispatches)" % got)
+    with open(os.path.join(f.dir, "broker.log")) as log:
+        h.check("dispatch to worker:w2" in log.read(), "the quarantine was not by key")
+    print("quarantine by key: 3 names of one key lost their attempts; the fourth got nothing")
+
+
 def answers_as(f, name):
     try:
         with client(f, name, timeout=0.5) as fz:
@@ -98,9 +151,9 @@ def handshake_ms(endpoint, keys=None, n=30):
 
 def body(f):
     os.makedirs(os.path.join(f.dir, "k"))
-    f.keys = {n: keygen(f, n) for n in ("broker", "alice", "bob", "w1", "root", "stranger")}
+    f.keys = {n: keygen(f, n) for n in ("broker", "alice", "bob", "w1", "w2", "root", "stranger")}
     kdir = os.path.join(f.dir, "keys")
-    for role, names in (("clients", ("alice", "bob")), ("workers", ("w1",)), ("admins", ("root",))):
+    for role, names in (("clients", ("alice", "bob")), ("workers", ("w1", "w2")), ("admins", ("root",))):
         os.makedirs(os.path.join(kdir, role))
         for n in names:
             shutil.copy(f.keys[n][1], os.path.join(kdir, role))
@@ -139,6 +192,16 @@ def body(f):
     h.check("good" in names and "bad" not in names, "workers %s" % names)
     h.wait_for(lambda: "may not send 'hello'" in open(os.path.join(f.dir, "worker-bad.log")).read(),
                10, "the client-keyed worker to be told why")
+    # Another worker key cannot come back as "good" (a hello without a nonce would evict a
+    # live worker of that name and take its task): the name belongs to w1's key.
+    w2 = client(f, "w2")
+    try:
+        w2.call("hello", name="good")
+        raise h.TestFailure("w2's key took the name of w1's worker")
+    except FzError as e:
+        h.check(e.code == "conflict" and e.reason == "name-taken", "w2 as good: %s/%s" % (e.code, e.reason))
+    h.check(any(w["name"] == "good" for w in root.workers()), "w1's worker was evicted by w2's hello")
+    w2.close()
     # A client cancels its own task, not another's; an admin cancels any.
     t2 = bob.submit("bob's task", labels={"dry.duration": "30"})
     refused_call(alice, "cancel", task=t2)
@@ -173,6 +236,8 @@ def body(f):
             heard[n] += 1
         s.close()
     h.check(heard["alice"] > 0 and heard["w1"] == 0 and heard[None] == 0, "events %s" % heard)
+
+    quarantine_by_key(f, root)
 
     # A key removed is refused on its next connection, one added back admitted: no restart.
     os.unlink(os.path.join(kdir, "clients", "bob.pub"))
