@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fz_curve.h"
 #include "fz_net.h"
 
 struct fz_client_t {
@@ -21,7 +22,15 @@ struct fz_client_t {
     bool landed;        /* ... on a socket that had reached a broker: it may have landed */
     zsock_t *monitor;   /* PAIR: the DEALER's connection events */
     bool reached;       /* the current DEALER has connected to a broker */
+    /* The latest handshake failed (the ZMQ_EVENT_HANDSHAKE_FAILED_* event and its value),
+       until one succeeds: nothing sent on that connection reached the broker. */
+    int refused_event;
+    uint32_t refused_value;
 };
+
+#define S_HANDSHAKE_FAILED                                                                         \
+    (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |                  \
+     ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
 
 /* A connected DEALER, or NULL if the endpoint is not valid. Its connection events go to
    self->monitor: a request on a socket that never reached a broker cannot have landed. */
@@ -33,26 +42,89 @@ static zsock_t *s_connect(fz_client_t *self)
     zsock_t *sock = fz_net_socket(ZMQ_DEALER);
     zsock_destroy(&self->monitor);
     self->reached = false;
+    self->refused_event = 0;
     if (sock && zmq_socket_monitor(zsock_resolve(sock), ep,
-                                   ZMQ_EVENT_CONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0)
+                                   ZMQ_EVENT_CONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                                       S_HANDSHAKE_FAILED) == 0)
         self->monitor = zsock_new_pair(ep);
     if (sock && zsock_connect(sock, "%s", self->endpoint) != 0)
         zsock_destroy(&sock);
     return sock;
 }
 
-/* Reads the connection events queued so far: has the socket reached a broker? (No monitor:
-   assume it has, so that a lost reply is never taken for a request that did not land.) */
+/* Reads the connection events queued so far. An event is two frames: 2 bytes of event and 4
+   of value, then the endpoint. */
+static void s_events(fz_client_t *self)
+{
+    zmq_msg_t part;
+    zmq_msg_init(&part);
+    while (zmq_msg_recv(&part, zsock_resolve(self->monitor), ZMQ_DONTWAIT) >= 0) {
+        if (zmq_msg_size(&part) != 6 || !zmq_msg_more(&part))
+            continue; /* the endpoint frame */
+        uint16_t event;
+        uint32_t value;
+        memcpy(&event, zmq_msg_data(&part), 2);
+        memcpy(&value, (char *)zmq_msg_data(&part) + 2, 4);
+        if (event & S_HANDSHAKE_FAILED) {
+            self->refused_event = event;
+            self->refused_value = value;
+        } else {
+            self->reached = true;
+            if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+                self->refused_event = 0;
+        }
+    }
+    zmq_msg_close(&part);
+}
+
+/* Has the socket reached a broker, so that a request may have landed? (No monitor: assume
+   it has, so that a lost reply is never taken for a request that did not land.) */
 static bool s_reached(fz_client_t *self)
 {
     if (!self->monitor)
         return true;
-    zmq_msg_t part;
-    zmq_msg_init(&part);
-    while (zmq_msg_recv(&part, zsock_resolve(self->monitor), ZMQ_DONTWAIT) >= 0)
-        self->reached = true; /* every event is a connection or a handshake */
-    zmq_msg_close(&part);
-    return self->reached;
+    s_events(self);
+    return self->reached && !self->refused_event;
+}
+
+/* Says why the broker would not let this connection in, from the handshake's failure. */
+static void s_refusal(const fz_client_t *self, char *errbuf, size_t errlen)
+{
+    const char *ep = self->endpoint;
+    uint32_t v = self->refused_value;
+    if (self->refused_event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        snprintf(errbuf, errlen,
+                 "the broker at %s refused this key (it is not in the broker's key folder, or "
+                 "was removed from it)",
+                 ep);
+    else if (v == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH && fz_curve_client_on())
+        snprintf(errbuf, errlen,
+                 "the broker at %s does not use CURVE keys, and this tool was given some "
+                 "(--curve-secret/--broker-key or FZ_CURVE_SECRET/FZ_BROKER_KEY)",
+                 ep);
+    else if (v == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+        snprintf(errbuf, errlen,
+                 "the broker at %s requires CURVE keys: give --curve-secret FILE and "
+                 "--broker-key FILE (or FZ_CURVE_SECRET and FZ_BROKER_KEY)",
+                 ep);
+    else if (v == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
+        snprintf(errbuf, errlen,
+                 "the CURVE handshake with the broker at %s failed: is --broker-key "
+                 "(FZ_BROKER_KEY) that broker's public key?",
+                 ep);
+    else if (self->refused_event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        snprintf(errbuf, errlen,
+                 "no reply from broker at %s within %g s: it closed every connection during the "
+                 "handshake (%s)",
+                 ep, self->timeout_ms / 1000.0,
+                 fz_curve_client_on()
+                     ? "is --broker-key (FZ_BROKER_KEY) that broker's public key? or it is at its "
+                       "--max-peers"
+                     : "does it require CURVE keys, --curve-secret and --broker-key? or it is at "
+                       "its --max-peers");
+    else
+        snprintf(errbuf, errlen, "the handshake with the broker at %s failed (event 0x%x, 0x%x)",
+                 ep, (unsigned)self->refused_event, (unsigned)v);
 }
 
 fz_client_t *fz_client_new(const char *endpoint, int timeout_ms)
@@ -179,12 +251,26 @@ static fz_err_t s_no_reply(fz_client_t *self, char *errbuf, size_t errlen)
     }
     self->no_reply = true;
     self->landed = s_reached(self);
-    snprintf(errbuf, errlen, "no reply from broker at %s within %g s — is fz-broker running?",
-             self->endpoint, self->timeout_ms / 1000.0);
+    if (self->refused_event)
+        s_refusal(self, errbuf, errlen);
+    else
+        snprintf(errbuf, errlen, "no reply from broker at %s within %g s — is fz-broker running?",
+                 self->endpoint, self->timeout_ms / 1000.0);
     /* A fresh socket drops the request still queued for an absent broker, so it cannot be
        delivered later, behind the caller's back. */
     if (self->sock && self->monitor)
         zmq_socket_monitor(zsock_resolve(self->sock), NULL, 0);
+    zsock_destroy(&self->sock);
+    self->sock = s_connect(self);
+    return FZ_EUNAVAILABLE;
+}
+
+/* The broker will not let this connection in (its handshake failed): the request did not
+   land, and waiting longer changes nothing. A fresh socket drops the queued request. */
+static fz_err_t s_refused(fz_client_t *self, char *errbuf, size_t errlen)
+{
+    s_refusal(self, errbuf, errlen);
+    zmq_socket_monitor(zsock_resolve(self->sock), NULL, 0);
     zsock_destroy(&self->sock);
     self->sock = s_connect(self);
     return FZ_EUNAVAILABLE;
@@ -249,11 +335,21 @@ fz_err_t fz_client_call(fz_client_t *self, fz_enc_t **req_p, fz_msg_t **reply_p,
         int64_t left = deadline - fz_clock_ms();
         if (left <= 0)
             break;
-        zmq_pollitem_t item = {zsock_resolve(self->sock), 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll(&item, 1, (long)left);
+        zmq_pollitem_t items[2] = {
+            {zsock_resolve(self->sock), 0, ZMQ_POLLIN, 0},
+            {self->monitor ? zsock_resolve(self->monitor) : NULL, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, self->monitor ? 2 : 1, (long)left);
         if (rc < 0 && errno != EINTR)
             break;
-        if (rc <= 0 || !(item.revents & ZMQ_POLLIN))
+        if (rc > 0 && self->monitor && (items[1].revents & ZMQ_POLLIN)) {
+            s_events(self);
+            /* A refusal the broker made on purpose (ZAP said no, or the mechanisms or keys
+               do not match) will not change by waiting. A connection closed without a word
+               may be a broker going down or shedding peers: that one waits its time out. */
+            if (self->refused_event && self->refused_event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+                return s_refused(self, errbuf, errlen);
+        }
+        if (rc <= 0 || !(items[0].revents & ZMQ_POLLIN))
             continue;
         fz_err_t err = FZ_OK;
         s_match_t match = s_receive(self, reply_p, &err, errbuf, errlen);

@@ -3,6 +3,8 @@
 #include "fz_curve.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 static struct {
     bool on;
     char pub[FZ_CURVE_KEY], sec[FZ_CURVE_KEY], server[FZ_CURVE_KEY];
+    char server_path[PATH_MAX]; /* the broker's public key file, absolute */
 } s_client;
 
 /* True if text is a key: 40 characters of Z85 that decode. */
@@ -145,6 +148,8 @@ int fz_curve_client_setup(const char *secret_flag, const char *broker_key_flag, 
         return fz_errf(err, errlen, "%s: %s", sfrom, why);
     if (fz_curve_load_public(broker, s_client.server, why, sizeof why))
         return fz_errf(err, errlen, "%s: %s", bfrom, why);
+    if (!realpath(broker, s_client.server_path))
+        fz_strcopy(s_client.server_path, sizeof s_client.server_path, broker);
     s_client.on = true;
     return 0;
 }
@@ -187,6 +192,11 @@ int fz_curve_client_args(int *argc, char **argv, char *err, size_t errlen)
 bool fz_curve_client_on(void)
 {
     return s_client.on;
+}
+
+const char *fz_curve_client_broker_key(void)
+{
+    return s_client.on ? s_client.server_path : NULL;
 }
 
 void fz_curve_client_apply(zsock_t *sock)

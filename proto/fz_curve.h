@@ -46,6 +46,9 @@ int fz_curve_client_setup(const char *secret_flag, const char *broker_key_flag, 
 int fz_curve_client_args(int *argc, char **argv, char *err, size_t errlen);
 /* True once fz_curve_client_setup loaded keys. */
 bool fz_curve_client_on(void);
+/* The absolute path of the broker's public key file that setup read, or NULL with CURVE
+   off (fz-worker hands it to its agents with --agent-key). */
+const char *fz_curve_client_broker_key(void);
 /* Makes sock a CURVE client of the broker when keys were set up; nothing otherwise. */
 void fz_curve_client_apply(zsock_t *sock);
 /* Forgets the client keys (tests). */

@@ -2,6 +2,7 @@
 
 #include "fz_launch.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,7 +122,7 @@ fz_agent_t *fz_launch_real(const fz_launch_t *l, fz_msg_t *msg, fz_agent_opts_t 
     char env[FZ_LAUNCH_BASE_ENV][512];
     /* Labels reach the agent as FZ_LABEL_<KEY> (upper case, other characters as _), so a
        script can read its task's labels without asking the broker. */
-    const char *envp[FZ_LAUNCH_BASE_ENV + 32 + FZ_LAUNCH_EXTRA_ENV + 1];
+    const char *envp[FZ_LAUNCH_BASE_ENV + 32 + 2 + FZ_LAUNCH_EXTRA_ENV + 1];
     fz_launch_base_env(l, env, envp);
     char labels[32][1200];
     size_t ne = FZ_LAUNCH_BASE_ENV;
@@ -139,6 +140,14 @@ fz_agent_t *fz_launch_real(const fz_launch_t *l, fz_msg_t *msg, fz_agent_opts_t 
         snprintf(labels[i] + n, sizeof labels[i] - (size_t)n, "=%.*s", (int)v->via.str.size,
                  v->via.str.ptr);
         envp[ne++] = labels[i];
+    }
+    /* The agent's own client key (fz-worker --agent-key), never the worker's. */
+    char keys[2][PATH_MAX + 20];
+    if (l->agent_key && l->broker_key) {
+        snprintf(keys[0], sizeof keys[0], "FZ_CURVE_SECRET=%s", l->agent_key);
+        snprintf(keys[1], sizeof keys[1], "FZ_BROKER_KEY=%s", l->broker_key);
+        envp[ne++] = keys[0];
+        envp[ne++] = keys[1];
     }
     /* FZ_WORKTREE, FZ_BRANCH, FZ_BASE with a repository (the workspace's own variables) */
     for (size_t i = 0; extra && extra[i] && i < FZ_LAUNCH_EXTRA_ENV; i++)

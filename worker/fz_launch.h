@@ -1,7 +1,8 @@
 /*  fz_launch: how fz-worker turns a dispatch into a started agent: the command template
     ({model} {task} {attempt} {workdir}, shell-quoted), the agent's environment (FZ_TASK_ID,
-    FZ_ATTEMPT, FZ_MODEL, FZ_BROKER, FZ_EVENTS, FZ_WORKER, one FZ_LABEL_<KEY> per label, and
-    the caller's extra variables: the workspace's FZ_WORKTREE, FZ_BRANCH, FZ_BASE), its log
+    FZ_ATTEMPT, FZ_MODEL, FZ_BROKER, FZ_EVENTS, FZ_WORKER, one FZ_LABEL_<KEY> per label,
+    FZ_CURVE_SECRET and FZ_BROKER_KEY when the worker has an agent key, and the caller's
+    extra variables: the workspace's FZ_WORKTREE, FZ_BRANCH, FZ_BASE), its log
     and report files, and for dry-run workers the simulation the task's dry.* labels ask for.
 
     Owns nothing past a call: the agent returned belongs to the caller, the strings of a
@@ -27,6 +28,8 @@ typedef struct {
     uint64_t task;
     uint32_t attempt;
     const char *const *pass_env;   /* variables passed on besides the basics (fz_agent.h) */
+    const char *agent_key;         /* FZ_CURVE_SECRET for the agent (NULL: none) */
+    const char *broker_key;        /* FZ_BROKER_KEY for the agent, with agent_key */
     double dry_duration, dry_cost; /* a simulation's defaults (labels override) */
     int dry_exit;
 } fz_launch_t;

@@ -352,6 +352,8 @@ static fz_launch_t s_launch(fz_slot_t *self)
                          .task = self->task,
                          .attempt = self->attempt,
                          .pass_env = self->cfg.pass_env,
+                         .agent_key = self->cfg.agent_key,
+                         .broker_key = self->cfg.agent_broker_key,
                          .dry_duration = self->cfg.dry_duration,
                          .dry_cost = self->cfg.dry_cost,
                          .dry_exit = self->cfg.dry_exit};

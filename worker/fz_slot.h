@@ -36,6 +36,10 @@ typedef struct {
        may be NULL. --once: take one task, wait for its result's ack, leave. --idle-exit:
        leave after idle_exit_s seconds without a task (0 never). */
     const char *const *pass_env;
+    /* --agent-key: a client secret key file (absolute) and the broker's public key file
+       that every agent gets as FZ_CURVE_SECRET and FZ_BROKER_KEY, so that with CURVE on
+       it can submit subtasks under a client key of its own; NULL: agents get no keys. */
+    const char *agent_key, *agent_broker_key;
     bool once;
     uint32_t idle_exit_s;
 } fz_slot_config_t;

@@ -64,6 +64,9 @@ static void s_usage(FILE *out)
             "                       FZ_CLAUDE, FZ_CODEX, FZ_GEMINI, FZ_OPENCLAW, FZ_AGENT_*,\n"
             "                       FZ_PRICES, FZ_PRICE_DEFAULT, FZ_DRY_*, FZ_LOG): an API key\n"
             "                       must be named, e.g. --pass-env ANTHROPIC_API_KEY\n"
+            "  --agent-key FILE     a client secret key that every agent gets (FZ_CURVE_SECRET,\n"
+            "                       with FZ_BROKER_KEY), so that with CURVE on it can submit\n"
+            "                       subtasks under a client key of its own; never the worker's\n"
             "  --once               take one task, run it, wait until the broker has its\n"
             "                       result, and exit 0 (for batch systems: a Slurm job array)\n"
             "  --idle-exit S        exit 0 after S seconds without a task (autoscalers)\n"
@@ -126,7 +129,8 @@ enum {
     OPT_CACHE,
     OPT_PASS_ENV,
     OPT_ONCE,
-    OPT_IDLE_EXIT
+    OPT_IDLE_EXIT,
+    OPT_AGENT_KEY
 };
 
 /* --pass-env names, copied out of their comma-separated arguments. */
@@ -162,17 +166,27 @@ static int s_pass_env(s_pass_t *pass, const char *arg)
 
 static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, s_pass_t *pass, bool *verbose)
 {
-    static const struct option opts[] = {
-        {"broker", 1, 0, OPT_BROKER},    {"events", 1, 0, OPT_EVENTS},
-        {"agent", 1, 0, OPT_AGENT},      {"models", 1, 0, OPT_MODELS},
-        {"name", 1, 0, OPT_NAME},        {"labels", 1, 0, OPT_LABELS},
-        {"workdir", 1, 0, OPT_WORKDIR},  {"heartbeat", 1, 0, OPT_HB},
-        {"dry-run", 0, 0, OPT_DRY},      {"dry-duration", 1, 0, OPT_DRYDUR},
-        {"dry-cost", 1, 0, OPT_DRYCOST}, {"dry-exit", 1, 0, OPT_DRYEXIT},
-        {"cache-dir", 1, 0, OPT_CACHE},  {"pass-env", 1, 0, OPT_PASS_ENV},
-        {"once", 0, 0, OPT_ONCE},        {"idle-exit", 1, 0, OPT_IDLE_EXIT},
-        {"verbose", 0, 0, 'v'},          {"help", 0, 0, 'h'},
-        {"version", 0, 0, 'V'},          {0, 0, 0, 0}};
+    static const struct option opts[] = {{"broker", 1, 0, OPT_BROKER},
+                                         {"events", 1, 0, OPT_EVENTS},
+                                         {"agent", 1, 0, OPT_AGENT},
+                                         {"models", 1, 0, OPT_MODELS},
+                                         {"name", 1, 0, OPT_NAME},
+                                         {"labels", 1, 0, OPT_LABELS},
+                                         {"workdir", 1, 0, OPT_WORKDIR},
+                                         {"heartbeat", 1, 0, OPT_HB},
+                                         {"dry-run", 0, 0, OPT_DRY},
+                                         {"dry-duration", 1, 0, OPT_DRYDUR},
+                                         {"dry-cost", 1, 0, OPT_DRYCOST},
+                                         {"dry-exit", 1, 0, OPT_DRYEXIT},
+                                         {"cache-dir", 1, 0, OPT_CACHE},
+                                         {"pass-env", 1, 0, OPT_PASS_ENV},
+                                         {"once", 0, 0, OPT_ONCE},
+                                         {"idle-exit", 1, 0, OPT_IDLE_EXIT},
+                                         {"agent-key", 1, 0, OPT_AGENT_KEY},
+                                         {"verbose", 0, 0, 'v'},
+                                         {"help", 0, 0, 'h'},
+                                         {"version", 0, 0, 'V'},
+                                         {0, 0, 0, 0}};
     int c;
     uint64_t u;
     int64_t i;
@@ -232,6 +246,9 @@ static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, s_pass_t *pass,
             break;
         case OPT_ONCE:
             cfg->once = true;
+            break;
+        case OPT_AGENT_KEY:
+            cfg->agent_key = optarg;
             break;
         case OPT_IDLE_EXIT:
             if (!fz_parse_uint(optarg, 31536000, &u) || u == 0)
@@ -302,6 +319,30 @@ static char *s_resolve_agent(const char *tmpl)
     return out;
 }
 
+/* --agent-key: needs the worker's own CURVE keys (it names the broker's key for the
+   agents), must be a readable secret key file, and is made absolute (agents run in their
+   task's folder). 0, or -1 after printing why. */
+static int s_check_agent_key(fz_slot_config_t *cfg, char abs[PATH_MAX])
+{
+    char pub[FZ_CURVE_KEY], sec[FZ_CURVE_KEY], err[4200];
+    if (!fz_curve_client_on()) {
+        fprintf(stderr, "fz-worker: --agent-key needs CURVE on: --curve-secret and --broker-key "
+                        "(or FZ_CURVE_SECRET and FZ_BROKER_KEY)\n");
+        return -1;
+    }
+    if (fz_curve_load_secret(cfg->agent_key, pub, sec, err, sizeof err) != 0) {
+        fprintf(stderr, "fz-worker: --agent-key: %s\n", err);
+        return -1;
+    }
+    if (!realpath(cfg->agent_key, abs)) {
+        fprintf(stderr, "fz-worker: --agent-key %s: %s\n", cfg->agent_key, strerror(errno));
+        return -1;
+    }
+    cfg->agent_key = abs;
+    cfg->agent_broker_key = fz_curve_client_broker_key();
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     fz_slot_config_t cfg = {0};
@@ -333,6 +374,9 @@ int main(int argc, char **argv)
                  cfg.name);
         cfg.workroot = workroot;
     }
+    char agent_key[PATH_MAX];
+    if (cfg.agent_key && s_check_agent_key(&cfg, agent_key))
+        return 2;
     char *agent = cfg.dry_run ? NULL : s_resolve_agent(cfg.agent);
     if (!cfg.dry_run && !agent)
         return 2;

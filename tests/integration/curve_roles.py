@@ -50,6 +50,15 @@ def refused_call(fz, type_, reason="forbidden", **fields):
     raise h.TestFailure("%s was not refused" % type_)
 
 
+def tool_refused(f, args, want):
+    """A C tool refused at the handshake exits 5 at once, saying why."""
+    t0 = time.monotonic()
+    r = f.run_tool("fz-ctl", *args, "ping")
+    secs = time.monotonic() - t0
+    h.check(r.returncode == 5 and want in r.stderr and secs < 3,
+            "fz-ctl %s: exit %d after %.1f s: %s" % (args, r.returncode, secs, r.stderr))
+
+
 def unreachable(fz, what):
     try:
         fz.ping()
@@ -122,6 +131,35 @@ def quarantine_by_key(f, root):
     print("quarantine by key: 3 names of one key lost their attempts; the fourth got nothing")
 
 
+def agent_key(f, root):
+    """fz-worker --agent-key: its agents get a client key of their own (never the worker's)
+    and submit a subtask with it; a worker without one gives its agents no keys."""
+    submit = os.path.join(h.BIN, "fz-submit")
+    agent = ('if [ -n "$FZ_LABEL_SPAWN" ]; then %s --parent "$FZ_TASK_ID" -q "from the agent" || exit 3; fi; '
+             'echo "secret=$FZ_CURVE_SECRET"' % submit)
+    w = f.start_worker("keyed", "--curve-secret", f.keys["w1"][0], "--broker-key", f.keys["broker"][1],
+                       "--agent-key", f.keys["agents"][0], agent=agent)
+    parent = root.submit("decompose", labels={"spawn": "1"})
+    h.wait_for(lambda: root.get(parent)["task"]["state"] in ("succeeded", "failed"), 20, "the parent")
+    got = root.get(parent)
+    h.check(got["task"]["state"] == "succeeded", "the agent could not submit: %s" % got["attempts"])
+    subs = [t for t in root.call("list", limit=1000)["tasks"] if t.get("parent") == parent]
+    h.check(len(subs) == 1 and subs[0]["submitted_by"] == "client:agents", "subtasks %s" % subs)
+    h.check(b"secret=" + os.path.abspath(f.keys["agents"][0]).encode() in got["attempts"][-1]["output"],
+            "the agent's FZ_CURVE_SECRET: %r" % got["attempts"][-1]["output"])
+    f.kill(w)
+    # Without --agent-key the agent has no key: its fz-submit is not let in, and says why at
+    # once (exit 5: the handshake failed, nothing to retry).
+    f.start_worker("keyless", "--curve-secret", f.keys["w1"][0], "--broker-key", f.keys["broker"][1],
+                   agent=agent)
+    lone = root.submit("decompose without a key", labels={"spawn": "1"}, retries=0)
+    h.wait_for(lambda: root.get(lone)["task"]["state"] in ("succeeded", "failed"), 15, "the keyless parent")
+    got = root.get(lone)
+    h.check(got["task"]["state"] == "failed" and b"requires CURVE keys" in got["attempts"][-1]["output"],
+            "an agent without a key: %s" % got["attempts"])
+    print("--agent-key: the agent submitted a subtask as client:agents; without it, it could not")
+
+
 def answers_as(f, name):
     try:
         with client(f, name, timeout=0.5) as fz:
@@ -151,9 +189,9 @@ def handshake_ms(endpoint, keys=None, n=30):
 
 def body(f):
     os.makedirs(os.path.join(f.dir, "k"))
-    f.keys = {n: keygen(f, n) for n in ("broker", "alice", "bob", "w1", "w2", "root", "stranger")}
+    f.keys = {n: keygen(f, n) for n in ("broker", "alice", "bob", "w1", "w2", "root", "stranger", "agents")}
     kdir = os.path.join(f.dir, "keys")
-    for role, names in (("clients", ("alice", "bob")), ("workers", ("w1", "w2")), ("admins", ("root",))):
+    for role, names in (("clients", ("alice", "bob", "agents")), ("workers", ("w1", "w2")), ("admins", ("root",))):
         os.makedirs(os.path.join(kdir, role))
         for n in names:
             shutil.copy(f.keys[n][1], os.path.join(kdir, role))
@@ -164,6 +202,9 @@ def body(f):
     # Refused at the handshake: nothing comes back.
     h.check(f.req("ping", reply_timeout=1.0, must=False) is None, "a NULL client was answered")
     unreachable(client(f, "stranger", timeout=1.0), "an unknown key")
+    tool_refused(f, [], "requires CURVE keys")
+    tool_refused(f, ["--curve-secret", f.keys["stranger"][0], "--broker-key", f.keys["broker"][1]],
+                 "refused this key")
 
     # Roles, per message.
     tid = alice.submit("alice's task", labels={"dry.duration": "0.2"})
@@ -238,6 +279,7 @@ def body(f):
     h.check(heard["alice"] > 0 and heard["w1"] == 0 and heard[None] == 0, "events %s" % heard)
 
     quarantine_by_key(f, root)
+    agent_key(f, root)
 
     # A key removed is refused on its next connection, one added back admitted: no restart.
     os.unlink(os.path.join(kdir, "clients", "bob.pub"))
