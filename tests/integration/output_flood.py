@@ -1,6 +1,7 @@
 """An agent that writes 50 MiB of output neither stalls nor grows the worker's memory past a
 few MiB; the full log is on disk, the result carries a bounded tail; an agent that reads no
-stdin (with a large prompt) still runs."""
+stdin (with a large prompt) still runs; one that prints nothing has no log, and its attempt
+names none."""
 import os
 import sys
 
@@ -21,7 +22,8 @@ def rss_kib(pid, field):
 def body(f):
     f.start_broker()
     agent = ("if [ \"$FZ_TASK_ID\" = 1 ]; then head -c %d /dev/zero | tr '\\0' x; echo; "
-             "echo flood-done; else sleep 0.2; echo ignored-stdin; fi" % FLOOD)
+             "echo flood-done; elif [ \"$FZ_TASK_ID\" = 3 ]; then :; "
+             "else sleep 0.2; echo ignored-stdin; fi" % FLOOD)
     w = f.start_worker("w", agent=agent)
     h.wait_for(lambda: f.ok("status")["workers"] == 1, 10, "the worker to join")
     base = rss_kib(w.pid, "VmHWM")
@@ -48,6 +50,17 @@ def body(f):
     a = f.task(quiet)["attempts"][0]
     h.check(a["outcome"] == "exited" and a["exit_code"] == 0, "no-stdin agent: %s" % a["outcome"])
     h.check(b"ignored-stdin" in a["output"], "no-stdin agent output: %r" % a["output"])
+
+    # An agent that prints nothing has no log file, and its attempt names none (fz-ctl show
+    # prints no log line).
+    silent = f.submit("say nothing")
+    f.wait_states([silent], {"succeeded", "failed"}, 30)
+    a = f.task(silent)["attempts"][0]
+    h.check(a["outcome"] == "exited" and a["log"] == "" and a["output"] == b"", "silent agent: %s" % a)
+    h.check(not os.path.exists(os.path.join(f.dir, "work", "w", str(silent), "attempt-1.log")),
+            "a silent agent's log was made")
+    shown = f.run_tool("fz-ctl", "show", str(silent)).stdout
+    h.check("  log " not in shown, "fz-ctl show names a log that is not there:\n%s" % shown)
 
 
 h.run("output_flood", body)
