@@ -27,6 +27,7 @@ import argparse
 import itertools
 import json
 import os
+import struct
 import sys
 import time
 
@@ -55,7 +56,9 @@ class FzError(Exception):
     """An error reply from the broker, or no usable reply at all.
 
     code is the protocol's error code ("invalid", "not-found", "refused", ...), or
-    "unreachable" when no reply came in time, or "malformed" when the reply was unreadable.
+    "unreachable" when no reply came in time (reason "handshake" when the broker refused the
+    connection's keys: at once, and resending cannot help), or "malformed" when the reply was
+    unreadable.
     reason is the machine-readable why (section 3: "name-taken", "no-such-task", ...; "" when
     the reply gave none): programs decide on code and reason, never on message, which is for
     people. index names the refused task of a submit-batch (None otherwise). supported lists
@@ -101,6 +104,7 @@ class Client:
         self._curve = load_curve(curve_secret, broker_key)
         self._rids = itertools.count(1)
         self._sock = None
+        self._mon = None
 
     def __enter__(self):
         return self
@@ -110,8 +114,10 @@ class Client:
 
     def close(self):
         if self._sock is not None:
+            self._sock.disable_monitor()
+            self._mon.close(linger=0)
             self._sock.close(linger=0)
-            self._sock = None
+            self._sock = self._mon = None
 
     def _socket(self):
         if self._sock is None:
@@ -120,9 +126,28 @@ class Client:
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
             if self._curve:
                 sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = self._curve
+            # The handshake's deliberate refusals (a key the broker does not know, keys where
+            # it wants none or none where it wants them) end a call at once, saying which.
+            self._mon = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                                zmq.EVENT_HANDSHAKE_FAILED_AUTH)
             sock.connect(self.broker)
             self._sock = sock
         return self._sock
+
+    def _refusal(self):
+        """The reason of a handshake failure the monitor reported, or None."""
+        if not self._mon.poll(0):
+            return None
+        frames = self._mon.recv_multipart()
+        event, value = struct.unpack("=HI", frames[0][:6])
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return "the broker at %s refused this key (not in its key folder, or removed)" % self.broker
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH and self._curve:
+            return "the broker at %s does not use CURVE keys, and this client was given some" % self.broker
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            return ("the broker at %s requires CURVE keys: pass curve_secret and broker_key "
+                    "(or FZ_CURVE_SECRET and FZ_BROKER_KEY)" % self.broker)
+        return "the handshake with the broker at %s failed (event %#x, %#x)" % (self.broker, event, value)
 
     # ------------------------------------------------------------ the one primitive
 
@@ -134,11 +159,21 @@ class Client:
         msg.update((k, v) for k, v in fields.items() if v is not None)
         sock = self._socket()
         sock.send(msgpack.packb(msg, use_bin_type=True))
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._mon, zmq.POLLIN)
         deadline = time.monotonic() + self.timeout
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not sock.poll(int(left * 1000) + 1, zmq.POLLIN):
+            ready = dict(poller.poll(int(left * 1000) + 1)) if left > 0 else {}
+            if not ready:
                 break
+            why = self._refusal() if self._mon in ready else None
+            if why:
+                self.close()  # nothing sent on this connection reached the broker
+                raise FzError("unreachable", why, reason="handshake")
+            if sock not in ready:
+                continue
             reply = self._read(sock.recv_multipart(), rid)
             if reply is not None:
                 return reply
@@ -221,7 +256,7 @@ class Client:
             try:
                 return self._expect(type_, expect, idempotency_key=key, **fields)
             except FzError as e:
-                if i >= tries or e.code not in ("unreachable", "unavailable"):
+                if i >= tries or e.code not in ("unreachable", "unavailable") or e.reason == "handshake":
                     raise
                 if e.code == "unavailable":
                     time.sleep(1.0)

@@ -202,6 +202,15 @@ def body(f):
     # Refused at the handshake: nothing comes back.
     h.check(f.req("ping", reply_timeout=1.0, must=False) is None, "a NULL client was answered")
     unreachable(client(f, "stranger", timeout=1.0), "an unknown key")
+    # The Python client, too, is told at once why (the C tools: tool_refused below).
+    t0 = time.monotonic()
+    try:
+        Client(f.broker_ep, timeout=5.0, curve_secret=f.keys["stranger"][0],
+               broker_key=f.keys["broker"][1]).ping()
+        raise h.TestFailure("an unknown key was answered")
+    except FzError as e:
+        h.check(e.reason == "handshake" and "refused this key" in e.message and time.monotonic() - t0 < 3,
+                "python client, unknown key: %s (%.1f s)" % (e, time.monotonic() - t0))
     tool_refused(f, [], "requires CURVE keys")
     tool_refused(f, ["--curve-secret", f.keys["stranger"][0], "--broker-key", f.keys["broker"][1]],
                  "refused this key")
