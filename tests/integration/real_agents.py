@@ -8,7 +8,9 @@ own total, else tokens x scripts/agents/prices.json, within 1%), fresh input and
 tokens, the model and the answer; a quota error whose limit resets a few seconds later holds
 the task (reason quota, no retry used: the task allows none) until the reset, and its next
 attempt succeeds, charged once; a 401 is not retried on its worker, which fz marks unhealthy
-for that model, and the task goes back to the queue for another worker. The adapters alone (FZ_REPORT set, the same environment): 429 with
+for that model, and the task goes back to the queue for another worker; each CLI edits a
+real git repository (--repo, --check) in its own worktree and ends on a branch with fz's
+commit and a passing check. The adapters alone (FZ_REPORT set, the same environment): 429 with
 retry-after, a quota error with its reset time, unknown model, prompt too long, a server
 that never sends headers, and a stream that stalls, each with its class and exit status.
 
@@ -28,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import fakemodel  # noqa: E402
 import fzharness as h  # noqa: E402
+import gitrepo as g  # noqa: E402
 
 AGENTS = os.path.join(h.SRC, "scripts", "agents")
 PREFIX = os.environ.get("FZ_AGENTS_PREFIX") or os.path.join(os.path.expanduser("~"), ".local/share/fz/agents")
@@ -131,6 +134,39 @@ DIRECT = {
     "hang": (None, 1, None),  # Claude: its API_TIMEOUT_MS (timeout); codex, gemini: the adapter (stalled)
     "stall": ("stalled", 1, None),
 }
+
+
+def repo_edits(f):
+    """Each real CLI edits a real git repository through fz: its own worktree, fz's commit of
+    what it changed on fz/TASK-ATTEMPT, a check that must pass, the user's checkout untouched
+    and no worktree left behind. Returns the problems found."""
+    repo = g.make(os.path.join(f.dir, "repo"), {"README": "a repository for the agents\n"})
+    check = "grep -qx 'edited by the agent' %s" % fakemodel.EDIT_FILE
+    tids = {cli: f.submit("edit the file fz-scenario:edit", model=m, repo=repo, check=check)
+            for cli, m in MODELS.items()}
+    states = f.wait_states(list(tids.values()), {"succeeded", "failed", "cancelled"}, 120)
+    problems = []
+    for cli, tid in tids.items():
+        t = f.task(tid)
+        a = t["attempts"][-1]
+        if states[tid] != "succeeded" or a["check_status"] != "passed":
+            problems.append("%s repo edit: %s, check %s: %s" % (cli, states[tid], a["check_status"],
+                                                                a.get("summary")))
+            continue
+        text = g.git(repo, "show", "%s:%s" % (a["branch"], fakemodel.EDIT_FILE), check=False)
+        if text + "\n" != fakemodel.EDIT_TEXT or (a["files"], a["insertions"]) != (1, 1):
+            problems.append("%s repo edit: branch %s has %r, diff stat %s/%s" % (
+                cli, a["branch"], text, a["files"], a["insertions"]))
+            continue
+        print("  %-6s repo edit -> succeeded on %s (check passed, 1 file +1), cost %.6f" % (
+            cli, a["branch"], a["cost_usd"]), flush=True)
+    if g.git(repo, "status", "--porcelain") != "":
+        problems.append("repo edit: the user's checkout changed")
+    try:
+        g.check_clean(repo)
+    except h.TestFailure as e:
+        problems.append("repo edit: %s" % e)
+    return problems
 
 
 def body(f):
@@ -243,6 +279,8 @@ def with_server(f, srv):
                 cli, t["task"]["cost_usd"], [x["cost_usd"] for x in atts]))
         print("  %-6s quota     -> held %.1f s until the reset, then succeeded (retries 0), cost "
               "%.6f once" % (cli, waited, charged), flush=True)
+
+    problems += repo_edits(f)
 
     # A 401: not retried on that worker, which is unhealthy for the model until it says hello
     # again; the task waits in the queue for another worker (there is none here).
