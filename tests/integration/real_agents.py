@@ -10,7 +10,8 @@ the task (reason quota, no retry used: the task allows none) until the reset, an
 attempt succeeds, charged once; a 401 is not retried on its worker, which fz marks unhealthy
 for that model, and the task goes back to the queue for another worker; each CLI edits a
 real git repository (--repo, --check) in its own worktree and ends on a branch with fz's
-commit and a passing check. The adapters alone (FZ_REPORT set, the same environment): 429 with
+commit and a passing check, and a check that fails the first attempt passes on the retry,
+whose prompt carries the failure (the model is told, and fixes it). The adapters alone (FZ_REPORT set, the same environment): 429 with
 retry-after, a quota error with its reset time, unknown model, prompt too long, a server
 that never sends headers, and a stream that stalls, each with its class and exit status.
 
@@ -144,7 +145,13 @@ def repo_edits(f):
     check = "grep -qx 'edited by the agent' %s" % fakemodel.EDIT_FILE
     tids = {cli: f.submit("edit the file fz-scenario:edit", model=m, repo=repo, check=check)
             for cli, m in MODELS.items()}
-    states = f.wait_states(list(tids.values()), {"succeeded", "failed", "cancelled"}, 120)
+    # The feedback loop: a check the first try fails; the retry's prompt carries its output,
+    # and the model, told, writes what passes.
+    fix_check = "grep -qx 'fixed by the agent' %s || { echo 'want: fixed by the agent'; exit 1; }" % (
+        fakemodel.EDIT_FILE)
+    fixups = {cli: f.submit("edit the file fz-scenario:fixup", model=m, repo=repo, check=fix_check, retries=1)
+              for cli, m in MODELS.items()}
+    states = f.wait_states(list(tids.values()) + list(fixups.values()), {"succeeded", "failed", "cancelled"}, 180)
     problems = []
     for cli, tid in tids.items():
         t = f.task(tid)
@@ -160,6 +167,18 @@ def repo_edits(f):
             continue
         print("  %-6s repo edit -> succeeded on %s (check passed, 1 file +1), cost %.6f" % (
             cli, a["branch"], a["cost_usd"]), flush=True)
+    for cli, tid in fixups.items():
+        atts = f.task(tid)["attempts"]
+        got = [(a["check_status"], a["class"]) for a in atts]
+        if states[tid] != "succeeded" or got != [("failed", "check-failed"), ("passed", "")]:
+            problems.append("%s check feedback: %s after %s" % (cli, states[tid], got))
+            continue
+        text = g.git(repo, "show", "%s:%s" % (atts[1]["branch"], fakemodel.EDIT_FILE), check=False)
+        if text + "\n" != fakemodel.FIXED_TEXT:
+            problems.append("%s check feedback: attempt 2 wrote %r" % (cli, text))
+            continue
+        print("  %-6s check fix -> attempt 1 check-failed, attempt 2 (told why) passed on %s" % (
+            cli, atts[1]["branch"]), flush=True)
     if g.git(repo, "status", "--porcelain") != "":
         problems.append("repo edit: the user's checkout changed")
     try:

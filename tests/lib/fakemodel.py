@@ -15,6 +15,9 @@ body (the prompt), or the model name `no-such-model`:
   edit       first a tool call that writes the file fz-edited.txt in the agent's folder
              (Write / apply_patch or shell / write_file, whichever the CLI offers), then,
              once the tool's result comes back, an answer
+  fixup      as edit, but what it writes is "edited by the agent" until the request carries
+             fz's heading for a failed check ("The check failed on attempt"), and then
+             "fixed by the agent": a check that wants the second passes on the retry
   ratelimit  429 with retry-after (Anthropic also sends anthropic-ratelimit-unified-* headers;
              Gemini a RetryInfo)
   quota      a quota error with a reset time (RESET_AT): Anthropic 429 with
@@ -55,6 +58,10 @@ SOON_S = 8  # quota-soon: how long after the first request the limit resets
 ANSWER = "FZ-ANSWER all done"
 EDIT_FILE = "fz-edited.txt"
 EDIT_TEXT = "edited by the agent\n"
+# fz-scenario:fixup writes EDIT_TEXT, or FIXED_TEXT once its prompt carries the heading fz
+# appends after a failed check (the feedback loop: the agent is given the check's failure).
+FIXED_TEXT = "fixed by the agent\n"
+CHECK_FAILED_HEADING = "The check failed on attempt"
 SCEN_RE = re.compile(r"fz-scenario:([a-z-]+)")
 
 
@@ -242,15 +249,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _s_answer(self, api, model, req, path):
         self._answer(api, model, ANSWER, USAGE, stream=self._wants_stream(api, req, path))
 
-    def _s_edit(self, api, model, req, path):
+    def _s_edit(self, api, model, req, path, text=EDIT_TEXT):
         if self._has_tool_result(api, req):
             return self._answer(api, model, "FZ-ANSWER edited " + EDIT_FILE, USAGE,
                                 stream=self._wants_stream(api, req, path))
-        call = self._pick_tool(api, req)
+        call = self._pick_tool(api, req, text)
         if call is None:
             return self._answer(api, model, "FZ-ANSWER no write tool was offered", USAGE,
                                 stream=self._wants_stream(api, req, path))
         self._tool_call(api, model, call, stream=self._wants_stream(api, req, path))
+
+    def _s_fixup(self, api, model, req, path):
+        told = CHECK_FAILED_HEADING in json.dumps(req)
+        self._s_edit(api, model, req, path, FIXED_TEXT if told else EDIT_TEXT)
 
     def _s_ratelimit(self, api, model, req, path):
         if api == "anthropic":
@@ -374,26 +385,26 @@ class _Handler(BaseHTTPRequestHandler):
         return any("functionResponse" in p for c in req.get("contents") or [] for p in c.get("parts") or []
                    if isinstance(p, dict))
 
-    def _pick_tool(self, api, req):
+    def _pick_tool(self, api, req, text=EDIT_TEXT):
         """(name, arguments, kind) for a call that writes EDIT_FILE with the tools offered."""
         tools = req.get("tools") or []
         if api == "anthropic":
             names = {t.get("name") for t in tools}
             cwd = self._cwd_from(_text(req.get("system")) + "\n" + _text(req.get("messages")))
             if "Write" in names and cwd:
-                return ("Write", {"file_path": os.path.join(cwd, EDIT_FILE), "content": EDIT_TEXT}, "tool_use")
+                return ("Write", {"file_path": os.path.join(cwd, EDIT_FILE), "content": text}, "tool_use")
             if "Bash" in names:
-                return ("Bash", {"command": "printf 'edited by the agent\\n' > %s" % EDIT_FILE,
+                return ("Bash", {"command": "printf '%s' > %s" % (text.replace("\n", "\\n"), EDIT_FILE),
                                  "description": "write the file"}, "tool_use")
             return None
         if api == "openai":
             by = {t.get("name"): t for t in tools if isinstance(t, dict)}
             if "apply_patch" in by:
-                patch = "*** Begin Patch\n*** Add File: %s\n+%s*** End Patch\n" % (EDIT_FILE, EDIT_TEXT)
+                patch = "*** Begin Patch\n*** Add File: %s\n+%s*** End Patch\n" % (EDIT_FILE, text)
                 if by["apply_patch"].get("type") == "custom":
                     return ("apply_patch", patch, "custom")
                 return ("apply_patch", {"input": patch}, "function")
-            cmd = "printf 'edited by the agent\\n' > %s" % EDIT_FILE
+            cmd = "printf '%s' > %s" % (text.replace("\n", "\\n"), EDIT_FILE)
             for name in ("shell_command", "exec_command", "shell"):
                 if name in by:
                     if name == "shell":
@@ -405,9 +416,9 @@ class _Handler(BaseHTTPRequestHandler):
         cwd = self._cwd_from(_text(req.get("contents")) + "\n" + _text(req.get("systemInstruction")))
         if "write_file" in names:
             return ("write_file", {"file_path": os.path.join(cwd, EDIT_FILE) if cwd else EDIT_FILE,
-                                   "content": EDIT_TEXT}, "function")
+                                   "content": text}, "function")
         if "run_shell_command" in names:
-            return ("run_shell_command", {"command": "printf 'edited by the agent\\n' > %s" % EDIT_FILE}, "function")
+            return ("run_shell_command", {"command": "printf '%s' > %s" % (text.replace("\n", "\\n"), EDIT_FILE)}, "function")
         return None
 
     @staticmethod
