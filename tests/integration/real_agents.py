@@ -11,7 +11,9 @@ attempt succeeds, charged once; a 401 is not retried on its worker, which fz mar
 for that model, and the task goes back to the queue for another worker; each CLI edits a
 real git repository (--repo, --check) in its own worktree and ends on a branch with fz's
 commit and a passing check, and a check that fails the first attempt passes on the retry,
-whose prompt carries the failure (the model is told, and fixes it). The adapters alone (FZ_REPORT set, the same environment): 429 with
+whose prompt carries the failure (the model is told, and fixes it); a best-of-3 task races
+the three CLIs (its model and two fallbacks), and the first to pass its check wins. The
+adapters alone (FZ_REPORT set, the same environment): 429 with
 retry-after, a quota error with its reset time, unknown model, prompt too long, a server
 that never sends headers, and a stream that stalls, each with its class and exit status.
 
@@ -149,10 +151,33 @@ def repo_edits(f):
     # and the model, told, writes what passes.
     fix_check = "grep -qx 'fixed by the agent' %s || { echo 'want: fixed by the agent'; exit 1; }" % (
         fakemodel.EDIT_FILE)
+    problems = []
     fixups = {cli: f.submit("edit the file fz-scenario:fixup", model=m, repo=repo, check=fix_check, retries=1)
               for cli, m in MODELS.items()}
     states = f.wait_states(list(tids.values()) + list(fixups.values()), {"succeeded", "failed", "cancelled"}, 180)
-    problems = []
+    # Best of 3 across the three CLIs, with every worker idle: the task's model and its two
+    # fallbacks race, one worktree each; the first whose check passes wins, the others are
+    # cancelled, and every run is charged.
+    race = f.submit("edit the file fz-scenario:edit", model=MODELS["claude"],
+                    fallback=[MODELS["codex"], MODELS["gemini"]], repo=repo, check=check, best_of=3)
+    states.update(f.wait_states([race], {"succeeded", "failed", "cancelled"}, 120))
+    h.wait_for(lambda: all(a["outcome"] != "running" for a in f.task(race)["attempts"]), 60,
+               "the best-of losers' results")
+    t = f.task(race)
+    atts = t["attempts"]
+    winners = [a for a in atts if a["head_commit"] and a["head_commit"] == t["task"]["head_commit"]]
+    charged = sum(a["cost_usd"] for a in atts)
+    if (states[race] != "succeeded" or sorted(a["model"] for a in atts) != sorted(MODELS.values())
+            or len(winners) != 1 or winners[0]["check_status"] != "passed"
+            or abs(t["task"]["cost_usd"] - charged) > 1e-9):
+        problems.append("best of 3 across CLIs: %s, task cost %.6f, attempts %s" % (
+            states[race], t["task"]["cost_usd"],
+            [(a["model"], a["outcome"], a["check_status"], a["cost_usd"]) for a in atts]))
+    else:
+        print("  best of 3 -> %s won on %s; the others: %s; charged %.6f for all three" % (
+            winners[0]["model"], winners[0]["branch"],
+            ", ".join("%s %s" % (a["model"], a["outcome"]) for a in atts if a is not winners[0]), charged),
+            flush=True)
     for cli, tid in tids.items():
         t = f.task(tid)
         a = t["attempts"][-1]
