@@ -159,8 +159,9 @@ int fz_store_attempt_charged(fz_store_t *self, uint64_t id, uint32_t n, double c
    attempt had already ended (a duplicate result), -1 on error. */
 int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_result_t *r,
                             fz_state_t state);
-/* Ends attempt n's row only (a best-of round's attempt that lost; the task goes on): 0, or
-   -1 on a store error. An attempt ended already is left as it is. */
+/* Ends attempt n's row (a best-of round's attempt that dropped out or lost) and adds what it
+   spent, cost and tokens, to the task's totals; its state stays. 0, or -1 on a store error.
+   An attempt ended already is left as it is, and counted once. */
 int fz_store_attempt_end(fz_store_t *self, uint64_t id, uint32_t n, const fz_result_t *r);
 /* Ends, as lost with summary why, every attempt still open that is not its task's running
    attempt (a best-of round's other attempts, after a restart). How many, or -1. */

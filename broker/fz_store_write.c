@@ -280,9 +280,30 @@ static int s_task_finish(fz_store_t *self, uint64_t id, const fz_result_t *r, fz
     return fz_sql_done(self, st) ? -1 : 1;
 }
 
+static const char *SQL_TASK_ADD_SPEND =
+    "UPDATE tasks SET cost_usd = cost_usd + ?2, tokens_in = tokens_in + ?3,"
+    " tokens_out = tokens_out + ?4, tokens_cache_read = tokens_cache_read + ?5,"
+    " tokens_cache_write = tokens_cache_write + ?6 WHERE id = ?1";
+
+/* Adds what an attempt that did not end its task spent to the task's totals. */
+static int s_task_add_spend(fz_store_t *self, uint64_t id, const fz_result_t *r)
+{
+    sqlite3_stmt *st = fz_sql_stmt(self, SQL_TASK_ADD_SPEND);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    sqlite3_bind_double(st, 2, r->cost_usd);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)r->tokens_in);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)r->tokens_out);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)r->tokens_cache_read);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)r->tokens_cache_write);
+    return fz_sql_done(self, st) ? -1 : 0;
+}
+
 int fz_store_attempt_end(fz_store_t *self, uint64_t id, uint32_t n, const fz_result_t *r)
 {
-    return s_attempt_end(self, id, n, r) < 0 ? -1 : 0;
+    int rc = s_attempt_end(self, id, n, r);
+    return rc <= 0 ? rc : s_task_add_spend(self, id, r);
 }
 
 int fz_store_attempt_finish(fz_store_t *self, uint64_t id, uint32_t n, const fz_result_t *r,

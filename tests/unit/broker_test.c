@@ -20,6 +20,7 @@
 /* clang-format on */
 
 #include <czmq.h>
+#include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2081,6 +2082,17 @@ static void test_best_of_three(void **state)
     assert_string_equal(s_attempt_row(fx, id, (int)n[lose], "outcome"), "cancelled");
     assert_string_equal(s_attempt_row(fx, id, (int)n[lose], "head_commit"), "h3");
     assert_string_equal(s_row(fx, id, "state"), "succeeded");
+    /* What the loser spent is the task's too, once (the result resent is not counted again). */
+    double before = atof(s_row(fx, id, "cost_usd"));
+    assert_true(before >= 0.2 - 1e-9);
+    res = fz_enc_new("result", 0);
+    fz_enc_uint(res, "task", id);
+    fz_enc_uint(res, "attempt", n[lose]);
+    fz_enc_str(res, "outcome", "cancelled");
+    fz_enc_float(res, "cost_usd", 0.2);
+    assert_int_equal(fz_net_send(w[lose], NULL, &res), 0);
+    assert_false(s_acked_promote(fx, w[lose], id));
+    assert_true(fabs(atof(s_row(fx, id, "cost_usd")) - before) < 1e-9);
     /* The next task goes to some idle worker; all three are idle now. */
     bool got = false;
     for (int i = 0; i < 3 && !got; i++)
