@@ -160,7 +160,20 @@ def repo_edits(f):
     # cancelled, and every run is charged.
     race = f.submit("edit the file fz-scenario:edit", model=MODELS["claude"],
                     fallback=[MODELS["codex"], MODELS["gemini"]], repo=repo, check=check, best_of=3)
-    states.update(f.wait_states([race], {"succeeded", "failed", "cancelled"}, 120))
+    # Code flows along a dependency: Claude's edit is where codex starts (its base), and
+    # codex's branch holds it, which its check sees.
+    dev = f.submit("edit the file fz-scenario:edit", model=MODELS["claude"],
+                   repo=os.path.join(f.dir, "repo"), check=check)
+    test = f.submit("fz-scenario:answer", model=MODELS["codex"], repo=os.path.join(f.dir, "repo"),
+                    after=[dev], check="test -f %s" % fakemodel.EDIT_FILE)
+    states.update(f.wait_states([race, dev, test], {"succeeded", "failed", "cancelled", "dep-failed"}, 120))
+    d, t2 = f.task(dev)["attempts"][-1], f.task(test)["attempts"][-1] if f.task(test)["attempts"] else {}
+    if states[test] != "succeeded" or t2.get("base_commit") != d["head_commit"] or not d["head_commit"]:
+        problems.append("pipeline across CLIs: dev %s (head %s), test %s (base %s)" % (
+            states[dev], d["head_commit"], states[test], t2.get("base_commit")))
+    else:
+        print("  pipeline  -> codex's attempt started from Claude's commit %s and its check saw "
+              "the file" % d["head_commit"][:10], flush=True)
     h.wait_for(lambda: all(a["outcome"] != "running" for a in f.task(race)["attempts"]), 60,
                "the best-of losers' results")
     t = f.task(race)
