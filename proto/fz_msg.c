@@ -162,9 +162,13 @@ static const msgpack_object *s_find(const msgpack_object *map, const char *key)
 {
     if (!map || map->type != MSGPACK_OBJECT_MAP)
         return NULL;
-    for (uint32_t i = 0; i < map->via.map.size; i++)
-        if (s_keyeq(&map->via.map.ptr[i].key, key))
+    size_t len = strlen(key); /* once: every accessor of every message scans a map */
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == len &&
+            memcmp(k->via.str.ptr, key, len) == 0)
             return &map->via.map.ptr[i].val;
+    }
     return NULL;
 }
 
