@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -632,12 +633,31 @@ static void s_turn(fz_broker_t *self)
     }
 }
 
-/* Waits for a request or a handshake to decide (the ZAP handler's socket), up to ms. */
+/* Waits for a request or a handshake to decide (the ZAP handler's socket), up to ms; > 0 when
+   one may be waiting. zmq_poll makes four system calls (and libzmq a getpid with each) to
+   sleep: a poll without timeout, the sockets' events, the poll that sleeps, the events again.
+   Two do: the events (which also take in what libzmq's I/O thread announced, so a message
+   that arrived since the turn read is seen), then a poll of the sockets' descriptors, which
+   wake on any such announcement (the turn that follows reads what there is, or nothing). */
 static int s_poll(fz_broker_t *self, int ms)
 {
-    zmq_pollitem_t items[2] = {{zsock_resolve(self->router), 0, ZMQ_POLLIN, 0},
-                               {self->auth ? fz_auth_socket(self->auth) : NULL, 0, ZMQ_POLLIN, 0}};
-    return zmq_poll(items, self->auth ? 2 : 1, ms);
+    void *socks[2] = {zsock_resolve(self->router), self->auth ? fz_auth_socket(self->auth) : NULL};
+    struct pollfd fds[2];
+    int n = socks[1] ? 2 : 1;
+    for (int i = 0; i < n; i++) {
+        uint32_t events = 0;
+        size_t size = sizeof events;
+        if (zmq_getsockopt(socks[i], ZMQ_EVENTS, &events, &size) < 0)
+            return -1;
+        if (events & ZMQ_POLLIN)
+            return 1;
+        int fd = -1;
+        size = sizeof fd;
+        if (zmq_getsockopt(socks[i], ZMQ_FD, &fd, &size) < 0)
+            return -1;
+        fds[i] = (struct pollfd){.fd = fd, .events = POLLIN};
+    }
+    return ms == 0 ? 0 : poll(fds, (nfds_t)n, ms);
 }
 
 int fz_broker_step(fz_broker_t *self, int timeout_ms)
