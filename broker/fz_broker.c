@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
-#include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -534,11 +533,6 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
                  fz_store_error(self->store));
         goto fail;
     }
-    /* libzmq's I/O thread as SCHED_BATCH (no wake-up preemption): each message the turn sends
-       wakes it, and on the loop's own core it would preempt the loop once per message, before
-       the next one is queued. So it runs when the loop sleeps, or on another core, and writes
-       what the turn queued in one pass. Only before the first socket makes the context. */
-    zsys_set_thread_sched_policy(SCHED_BATCH);
     self->router = fz_net_socket(ZMQ_ROUTER);
     self->pub = fz_net_socket(ZMQ_PUB);
     if (!self->router || !self->pub) {
