@@ -22,29 +22,59 @@ struct fz_enc_t {
     char small[FZ_ENC_INLINE];
 };
 
-/* The packer's writer: appends, growing the buffer by doubling. */
+/* Makes room for n more bytes (doubling); false when memory ran out (the message is lost). */
+static bool s_grow(fz_enc_t *self, size_t n)
+{
+    if (self->failed)
+        return false;
+    if (n <= self->cap - self->len)
+        return true;
+    size_t cap = self->cap * 2;
+    if (cap < self->len + n)
+        cap = self->len + n;
+    char *more = self->buf == self->small ? malloc(cap) : realloc(self->buf, cap);
+    if (!more) {
+        self->failed = true;
+        return false;
+    }
+    if (self->buf == self->small)
+        memcpy(more, self->small, self->len);
+    self->buf = more;
+    self->cap = cap;
+    return true;
+}
+
+/* n bytes at the end to fill, or NULL (out of memory). */
+static uint8_t *s_room(fz_enc_t *self, size_t n)
+{
+    if (!s_grow(self, n))
+        return NULL;
+    uint8_t *p = (uint8_t *)self->buf + self->len;
+    self->len += n;
+    return p;
+}
+
+/* The packer's writer (values other than the short ones written directly below). */
 static int s_write(void *data, const char *bytes, size_t n)
 {
-    fz_enc_t *self = data;
-    if (self->failed)
+    uint8_t *p = s_room(data, n);
+    if (!p)
         return -1;
-    if (n > self->cap - self->len) {
-        size_t cap = self->cap * 2;
-        if (cap < self->len + n)
-            cap = self->len + n;
-        char *more = self->buf == self->small ? malloc(cap) : realloc(self->buf, cap);
-        if (!more) {
-            self->failed = true;
-            return -1;
-        }
-        if (self->buf == self->small)
-            memcpy(more, self->small, self->len);
-        self->buf = more;
-        self->cap = cap;
-    }
-    memcpy(self->buf + self->len, bytes, n);
-    self->len += n;
+    if (n)
+        memcpy(p, bytes, n);
     return 0;
+}
+
+/* A string shorter than 32 bytes (every key, most values) as a fixstr: header and bytes in one
+   write, not the packer's two calls through its writer. */
+static void s_short_str(fz_enc_t *self, const char *s, size_t len)
+{
+    uint8_t *p = s_room(self, 1 + len);
+    if (p) {
+        p[0] = (uint8_t)(0xa0 | len);
+        if (len)
+            memcpy(p + 1, s, len);
+    }
 }
 
 fz_enc_t *fz_enc_new_map(void)
@@ -120,7 +150,10 @@ static void s_key(fz_enc_t *self, const char *key)
     if (!key)
         return;
     size_t len = strlen(key);
-    msgpack_pack_str_with_body(&self->pk, key, len);
+    if (len < 32)
+        s_short_str(self, key, len);
+    else
+        msgpack_pack_str_with_body(&self->pk, key, len);
     self->pairs++;
 }
 
@@ -129,7 +162,11 @@ void fz_enc_uint(fz_enc_t *self, const char *key, uint64_t v)
     if (!self)
         return;
     s_key(self, key);
-    msgpack_pack_uint64(&self->pk, v);
+    uint8_t *p;
+    if (v < 128 && (p = s_room(self, 1)))
+        p[0] = (uint8_t)v; /* a positive fixint */
+    else if (v >= 128)
+        msgpack_pack_uint64(&self->pk, v);
 }
 
 void fz_enc_int(fz_enc_t *self, const char *key, int64_t v)
@@ -177,7 +214,10 @@ void fz_enc_strn(fz_enc_t *self, const char *key, const char *s, size_t len)
     if (!self)
         return;
     s_key(self, key);
-    msgpack_pack_str_with_body(&self->pk, s, len);
+    if (len < 32)
+        s_short_str(self, s, len);
+    else
+        msgpack_pack_str_with_body(&self->pk, s, len);
 }
 
 void fz_enc_bin(fz_enc_t *self, const char *key, const void *data, size_t len)
@@ -217,7 +257,9 @@ void fz_enc_raw(fz_enc_t *self, const char *key, const void *data, size_t len)
     if (!self)
         return;
     s_key(self, key);
-    s_write(self, data, len);
+    uint8_t *p = s_room(self, len);
+    if (p && len)
+        memcpy(p, data, len);
 }
 
 void fz_enc_sub(fz_enc_t *self, const char *key, fz_enc_t **sub_p)
