@@ -546,7 +546,10 @@ fz_err_t fz_msg_decode_head(const void *buf, size_t len, fz_msg_t **msg_p, fz_ms
         snprintf(why, whylen, "not one msgpack value: %s", bad);
         return FZ_EMALFORMED;
     }
-    fz_msg_t *self = calloc(1, sizeof *self);
+    /* malloc and clear: glibc's calloc bypasses its per-thread cache (one per message) */
+    fz_msg_t *self = malloc(sizeof *self);
+    if (self)
+        memset(self, 0, sizeof *self);
     if (!self || !(self->buf = malloc(len))) {
         free(self);
         snprintf(why, whylen, "out of memory");
