@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,9 +53,14 @@ fz_task_t *fz_broker_task(fz_broker_t *self, uint64_t id)
 
 void fz_broker_hexkey(zframe_t *frame, char *key, size_t size)
 {
+    fz_broker_hexkey_of(zframe_data(frame), zframe_size(frame), key, size);
+}
+
+void fz_broker_hexkey_of(const void *id, size_t n, char *key, size_t size)
+{
     static const char hex[] = "0123456789abcdef";
-    const uint8_t *d = zframe_data(frame);
-    size_t n = zframe_size(frame), k = 0;
+    const uint8_t *d = id;
+    size_t k = 0;
     for (size_t i = 0; i < n && k + 2 < size; i++) {
         key[k++] = hex[d[i] >> 4];
         key[k++] = hex[d[i] & 15];
@@ -259,7 +265,8 @@ static bool s_recv(fz_broker_t *self)
         return false;
     }
     bool more = zmq_msg_more(&part), handled = false;
-    zframe_t *from = zframe_new(zmq_msg_data(&part), zmq_msg_size(&part));
+    zframe_t *from = self->from;
+    zframe_reset(from, zmq_msg_data(&part), zmq_msg_size(&part));
     zmq_msg_close(&part);
     /* The rest of a message is there already (ZeroMQ delivers messages whole); only one
        payload frame is valid, any other shape gets `malformed`. */
@@ -280,7 +287,6 @@ static bool s_recv(fz_broker_t *self)
     if (!handled)
         fz_outbox_refuse(self, from, NULL, FZ_EMALFORMED, FZ_REASON_MALFORMED,
                          "a message must be exactly one frame");
-    zframe_destroy(&from);
     return true;
 }
 
@@ -305,9 +311,7 @@ static void s_tick(fz_broker_t *self, int64_t now, bool drained)
         self->next_heartbeat_ms = now + self->cfg.heartbeat_ms;
         for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
             fz_enc_t *hb = fz_enc_new("heartbeat", 0);
-            zframe_t *to = fz_workers_frame(w);
-            fz_net_send(self->router, to, &hb);
-            zframe_destroy(&to);
+            fz_net_send_to(self->router, w->rid, w->rid_len, &hb);
         }
     }
 
@@ -517,6 +521,7 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
     self->sched = fz_sched_new(cfg->max_running);
     self->history = fz_history_new(FZ_HISTORY_EVENTS, FZ_HISTORY_BYTES);
     self->guard = fz_guard_new();
+    self->from = zframe_new_empty();
     zhashx_set_destructor(self->tasks, s_task_free);
     zhashx_set_destructor(self->workers, s_worker_free);
     s_parse_whitelist(self);
@@ -534,7 +539,7 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
     }
     self->router = fz_net_socket(ZMQ_ROUTER);
     self->pub = fz_net_socket(ZMQ_PUB);
-    if (!self->router || !self->pub) {
+    if (!self->router || !self->pub || !self->from) {
         snprintf(err, errlen, "cannot create sockets: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
@@ -566,11 +571,10 @@ void fz_broker_destroy(fz_broker_t **self_p)
     if (!self_p || !*self_p)
         return;
     fz_broker_t *self = *self_p;
-    for (size_t i = 0; i < self->nout; i++) {
+    for (size_t i = 0; i < self->nout; i++)
         fz_enc_destroy(&self->out[i].enc);
-        zframe_destroy(&self->out[i].to);
-    }
     free(self->out);
+    zframe_destroy(&self->from);
     if (self->store)
         fz_store_commit(self->store);
     fz_store_destroy(&self->store);
@@ -626,12 +630,31 @@ static void s_turn(fz_broker_t *self)
     }
 }
 
-/* Waits for a request or a handshake to decide (the ZAP handler's socket), up to ms. */
+/* Waits for a request or a handshake to decide (the ZAP handler's socket), up to ms; > 0 when
+   one may be waiting. zmq_poll makes four system calls (and libzmq a getpid with each) to
+   sleep: a poll without timeout, the sockets' events, the poll that sleeps, the events again.
+   Two do: the events (which also take in what libzmq's I/O thread announced, so a message
+   that arrived since the turn read is seen), then a poll of the sockets' descriptors, which
+   wake on any such announcement (the turn that follows reads what there is, or nothing). */
 static int s_poll(fz_broker_t *self, int ms)
 {
-    zmq_pollitem_t items[2] = {{zsock_resolve(self->router), 0, ZMQ_POLLIN, 0},
-                               {self->auth ? fz_auth_socket(self->auth) : NULL, 0, ZMQ_POLLIN, 0}};
-    return zmq_poll(items, self->auth ? 2 : 1, ms);
+    void *socks[2] = {zsock_resolve(self->router), self->auth ? fz_auth_socket(self->auth) : NULL};
+    struct pollfd fds[2];
+    int n = socks[1] ? 2 : 1;
+    for (int i = 0; i < n; i++) {
+        uint32_t events = 0;
+        size_t size = sizeof events;
+        if (zmq_getsockopt(socks[i], ZMQ_EVENTS, &events, &size) < 0)
+            return -1;
+        if (events & ZMQ_POLLIN)
+            return 1;
+        int fd = -1;
+        size = sizeof fd;
+        if (zmq_getsockopt(socks[i], ZMQ_FD, &fd, &size) < 0)
+            return -1;
+        fds[i] = (struct pollfd){.fd = fd, .events = POLLIN};
+    }
+    return ms == 0 ? 0 : poll(fds, (nfds_t)n, ms);
 }
 
 int fz_broker_step(fz_broker_t *self, int timeout_ms)

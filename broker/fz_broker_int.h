@@ -68,7 +68,8 @@
 
 /* One message to send once the turn has committed. */
 typedef struct {
-    zframe_t *to;     /* routing id, or NULL for an event */
+    uint8_t to[255];  /* routing id (ZeroMQ allows 1..255 bytes), copied: no frame per message */
+    uint8_t to_len;   /* 0: an event */
     fz_topic_t topic; /* event topic */
     fz_enc_t *enc;
     bool reply;        /* a reply to a request: on a failed commit it becomes an error */
@@ -91,6 +92,7 @@ struct fz_broker_t {
     bool paused;
     out_t *out;
     size_t nout, capout;
+    zframe_t *from;   /* the routing id of the message being handled (one frame, reset for each) */
     size_t out_bytes; /* what the outbox holds, about: a turn stops reading past a bound */
     uint64_t seq;
     fz_history_t *history; /* recent events, for subscribers that missed some */
@@ -135,6 +137,8 @@ typedef void(worker_fn)(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_wor
 void fz_broker_idkey(uint64_t id, char key[24]);
 fz_task_t *fz_broker_task(fz_broker_t *self, uint64_t id);
 void fz_broker_hexkey(zframe_t *frame, char *key, size_t size);
+/* The same of a routing id's bytes. */
+void fz_broker_hexkey_of(const void *id, size_t n, char *key, size_t size);
 fz_worker_t *fz_broker_worker(fz_broker_t *self, zframe_t *from);
 double fz_broker_random(fz_broker_t *self);
 bool fz_broker_model_allowed(fz_broker_t *self, const char *model);
@@ -143,6 +147,8 @@ void fz_broker_reload(fz_broker_t *self);
 
 /* outbox */
 out_t *fz_outbox_add(fz_broker_t *self, zframe_t *to, fz_enc_t *enc);
+/* The same, to a routing id given as bytes (len 0: an event). */
+out_t *fz_outbox_add_id(fz_broker_t *self, const void *to, size_t len, fz_enc_t *enc);
 /* The same, to a worker's connection. */
 out_t *fz_outbox_add_to(fz_broker_t *self, const fz_worker_t *w, fz_enc_t *enc);
 void fz_outbox_reply(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_enc_t *enc);
@@ -296,8 +302,6 @@ double fz_guard_charge(fz_broker_t *self, uint64_t id, uint32_t n, double cap, c
 
 /* workers */
 void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason);
-/* A new frame holding the worker's routing id (the caller destroys it). */
-zframe_t *fz_workers_frame(const fz_worker_t *w);
 void fz_workers_reattach(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint32_t attempt);
 void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
 void fz_workers_heartbeat(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w);

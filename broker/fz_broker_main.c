@@ -1,6 +1,7 @@
 /*  fz-broker: command line front of fz_broker. */
 
 #include <getopt.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -348,6 +349,11 @@ int main(int argc, char **argv)
         return 0;
     }
     fz_net_init();
+    /* libzmq's I/O thread as SCHED_BATCH (no wake-up preemption): each message a turn sends
+       wakes it, and on the loop's own core it preempted the loop once per message, before the
+       next one was queued. Now it runs when the loop sleeps (or on another core) and writes
+       what the turn queued in one pass. CZMQ allows this only before the first socket. */
+    zsys_set_thread_sched_policy(SCHED_BATCH);
     fz_broker_t *broker = fz_broker_new(&cfg, err, sizeof err);
     if (!broker) {
         fprintf(stderr, "fz-broker: %s\n", err);

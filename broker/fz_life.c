@@ -259,6 +259,12 @@ static void s_dispatch_ws(fz_broker_t *self, const fz_task_t *t, uint32_t prev, 
 {
     size_t plen = 0;
     char *prompt = fz_store_prompt(self->store, t->id, &plen);
+    if (t->bare) { /* no workspace, no check: nothing more to read */
+        if (prompt)
+            fz_enc_strn(d, "prompt", prompt, plen);
+        free(prompt);
+        return;
+    }
     fz_store_ws_t ws;
     if (!prompt || fz_store_task_ws(self->store, t->id, prev, &ws)) {
         free(prompt);
@@ -295,7 +301,10 @@ void fz_life_send_dispatch(fz_broker_t *self, const fz_task_t *t, fz_worker_t *w
     fz_enc_uint(d, "task", t->id);
     fz_enc_uint(d, "attempt", n);
     s_dispatch_ws(self, t, prev, d);
-    fz_views_labels(self->store, t->id, d, "labels");
+    if (t->bare)
+        fz_enc_map(d, "labels", 0);
+    else
+        fz_views_labels(self->store, t->id, d, "labels");
     fz_enc_str(d, "model", model);
     fz_enc_uint(d, "timeout", t->timeout_s);
     /* The cap the agent is held to is what was reserved: a task without --max-cost is held to

@@ -15,6 +15,11 @@
 
 out_t *fz_outbox_add(fz_broker_t *self, zframe_t *to, fz_enc_t *enc)
 {
+    return fz_outbox_add_id(self, to ? zframe_data(to) : NULL, to ? zframe_size(to) : 0, enc);
+}
+
+out_t *fz_outbox_add_id(fz_broker_t *self, const void *to, size_t len, fz_enc_t *enc)
+{
     if (self->nout == self->capout) {
         size_t cap = self->capout ? self->capout * 2 : 64;
         out_t *o = realloc(self->out, cap * sizeof *o);
@@ -27,20 +32,19 @@ out_t *fz_outbox_add(fz_broker_t *self, zframe_t *to, fz_enc_t *enc)
     }
     self->out_bytes += fz_enc_size(enc);
     out_t *o = &self->out[self->nout++];
-    memset(o, 0, sizeof *o);
-    o->to = to ? zframe_dup(to) : NULL;
+    o->to_len = (uint8_t)(len < sizeof o->to ? len : sizeof o->to);
+    if (o->to_len)
+        memcpy(o->to, to, o->to_len);
+    o->topic = FZ_TOPIC_NONE;
     o->enc = enc;
+    o->reply = o->norid = false;
+    o->rid = o->dispatch = 0;
     return o;
 }
 
 out_t *fz_outbox_add_to(fz_broker_t *self, const fz_worker_t *w, fz_enc_t *enc)
 {
-    zframe_t *to = fz_workers_frame(w);
-    out_t *o = to ? fz_outbox_add(self, to, enc) : NULL;
-    if (!to)
-        fz_enc_destroy(&enc);
-    zframe_destroy(&to);
-    return o;
+    return fz_outbox_add_id(self, w->rid, w->rid_len, enc);
 }
 
 void fz_outbox_reply(fz_broker_t *self, zframe_t *to, uint64_t rid, fz_enc_t *enc)
@@ -107,7 +111,7 @@ fz_enc_t *fz_outbox_event(fz_broker_t *self, fz_topic_t topic, const fz_task_t *
         if (t->parent)
             fz_enc_uint(e, "parent", t->parent);
     }
-    out_t *o = fz_outbox_add(self, NULL, e);
+    out_t *o = fz_outbox_add_id(self, NULL, 0, e);
     if (!o)
         return NULL; /* no memory: the event is lost (events may be; replies are not) */
     o->topic = topic;
@@ -136,19 +140,18 @@ void fz_outbox_flush(fz_broker_t *self)
     size_t ngone = 0, dropped = 0;
     for (size_t i = 0; i < self->nout; i++) {
         out_t *o = &self->out[i];
-        if (!o->to) {
+        if (!o->to_len) {
             s_emit_now(self, o->topic, &o->enc);
             continue;
         }
-        if (fz_net_send(self->router, o->to, &o->enc) < 0) {
+        if (fz_net_send_to(self->router, o->to, o->to_len, &o->enc) < 0) {
             if (o->dispatch && ngone < 64) {
                 fz_warn("dispatch of task %llu failed (%s): worker is gone",
                         (unsigned long long)o->dispatch, strerror(errno));
-                fz_broker_hexkey(o->to, gone[ngone++], sizeof gone[0]);
+                fz_broker_hexkey_of(o->to, o->to_len, gone[ngone++], sizeof gone[0]);
             } else if (!o->dispatch)
                 dropped++;
         }
-        zframe_destroy(&o->to);
     }
     if (dropped)
         fz_warn("%zu message(s) dropped this turn: their peers do not read what they asked for "
@@ -167,13 +170,13 @@ void fz_outbox_abandon(fz_broker_t *self)
 {
     for (size_t i = 0; i < self->nout; i++) {
         out_t *o = &self->out[i];
-        if (o->to && o->norid) /* it changed nothing: the store's trouble is not its */
-            fz_net_send(self->router, o->to, &o->enc);
+        if (o->to_len && o->norid) /* it changed nothing: the store's trouble is not its */
+            fz_net_send_to(self->router, o->to, o->to_len, &o->enc);
         fz_enc_destroy(&o->enc);
-        if (o->to && o->reply && !o->norid)
-            fz_net_send_error(self->router, o->to, o->rid, FZ_EUNAVAILABLE, FZ_REASON_STORE_FAILED,
-                              "the broker could not store this change; try again");
-        zframe_destroy(&o->to);
+        if (o->to_len && o->reply && !o->norid)
+            fz_net_send_error_to(self->router, o->to, o->to_len, o->rid, FZ_EUNAVAILABLE,
+                                 FZ_REASON_STORE_FAILED,
+                                 "the broker could not store this change; try again");
     }
     self->nout = 0;
     self->out_bytes = 0;

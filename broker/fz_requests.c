@@ -218,6 +218,9 @@ static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const u
     ev->best_of = nt.best_of;
     ev->deps_pending = d.pending;
     ev->inherited = INT64_MIN;
+    /* A subtask may take labels from its parent. */
+    ev->bare = !nt.parent && !*nt.repo && !*nt.check &&
+               (!nt.labels || nt.labels->type != MSGPACK_OBJECT_MAP || !nt.labels->via.map.size);
     fz_enc_t *e = fz_outbox_event(self, FZ_TOPIC_TASK_SUBMITTED, ev);
     fz_enc_str(e, "name", nt.name);
     fz_enc_strn(e, "prompt", nt.prompt, fz_utf8_cut(nt.prompt, nt.prompt_len, 200));

@@ -234,6 +234,11 @@ void fz_sql_bind_text(sqlite3_stmt *st, int i, const char *s)
     sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_TRANSIENT);
 }
 
+void fz_sql_bind_text_now(sqlite3_stmt *st, int i, const char *s)
+{
+    sqlite3_bind_text(st, i, s ? s : "", -1, SQLITE_STATIC);
+}
+
 /* A file where a database should be that cannot be one: empty, or shorter than one page
    (a truncated copy). A missing file is fine: a new store is made. */
 static bool s_truncated(const char *path, char *err, size_t errlen)
@@ -303,6 +308,13 @@ fz_store_t *fz_store_open_checked(const char *path, bool sync_full, bool full_ch
             close(self->lock_fd);
         free(self);
         return NULL;
+    }
+    /* SQLite's memory statistics take a global mutex around each of its allocations (about
+       190 per task); nothing here reads them. Only possible before SQLite initialises. */
+    static bool configured;
+    if (!configured) {
+        configured = true;
+        sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     }
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(path, &self->db, flags, NULL) != SQLITE_OK)

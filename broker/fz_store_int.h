@@ -43,5 +43,9 @@ int fz_sql_begin(fz_store_t *self);
 int fz_sql_done(fz_store_t *self, sqlite3_stmt *st);
 /* Binds a string (NULL as ""), copied. */
 void fz_sql_bind_text(sqlite3_stmt *st, int i, const char *s);
+/* Binds a string (NULL as "") without copying it: only for a write run by fz_sql_done before
+   s goes away (SQLite reads the value while it steps; fz_sql_stmt drops the binding before
+   the statement runs again). Writes bind a dozen strings each, and each copy is a malloc. */
+void fz_sql_bind_text_now(sqlite3_stmt *st, int i, const char *s);
 
 #endif

@@ -1,5 +1,6 @@
 /*  fz_store_write: the writes of tasks, attempts and dependencies (every one opens the turn's
-    transaction itself); see fz_store.h. */
+    transaction itself); see fz_store.h. Each statement is run to completion (fz_sql_done)
+    before its function returns, so strings and blobs are bound without a copy. */
 
 #include "fz_store_int.h"
 
@@ -43,8 +44,8 @@ static int s_add_labels(fz_store_t *self, uint64_t id, const msgpack_object *lab
         if (!st)
             return -1;
         sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-        sqlite3_bind_text(st, 2, k->via.str.ptr, (int)k->via.str.size, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 3, v->via.str.ptr, (int)v->via.str.size, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, k->via.str.ptr, (int)k->via.str.size, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, v->via.str.ptr, (int)v->via.str.size, SQLITE_STATIC);
         if (fz_sql_done(self, st))
             return -1;
     }
@@ -70,11 +71,11 @@ uint64_t fz_store_task_add(fz_store_t *self, const fz_store_newtask_t *t)
     sqlite3_stmt *st = fz_sql_begin(self) ? NULL : fz_sql_stmt(self, SQL_TASK_ADD);
     if (!st)
         return 0;
-    fz_sql_bind_text(st, 1, fz_state_name(t->state));
+    fz_sql_bind_text_now(st, 1, fz_state_name(t->state));
     sqlite3_bind_int64(st, 2, t->priority);
-    fz_sql_bind_text(st, 3, t->model);
-    fz_sql_bind_text(st, 4, t->name);
-    sqlite3_bind_text(st, 5, t->prompt, (int)t->prompt_len, SQLITE_TRANSIENT);
+    fz_sql_bind_text_now(st, 3, t->model);
+    fz_sql_bind_text_now(st, 4, t->name);
+    sqlite3_bind_text(st, 5, t->prompt, (int)t->prompt_len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, t->timeout);
     sqlite3_bind_double(st, 7, t->max_cost);
     sqlite3_bind_int64(st, 8, t->retries);
@@ -84,12 +85,12 @@ uint64_t fz_store_task_add(fz_store_t *self, const fz_store_newtask_t *t)
     s_bind_obj(st, 12, t->after_any);
     sqlite3_bind_double(st, 13, fz_wall());
     sqlite3_bind_double(st, 14, t->deadline);
-    fz_sql_bind_text(st, 15, t->summary);
+    fz_sql_bind_text_now(st, 15, t->summary);
     sqlite3_bind_int64(st, 16, t->stall);
     sqlite3_bind_int64(st, 17, t->stall_kill);
-    fz_sql_bind_text(st, 18, t->repo);
-    fz_sql_bind_text(st, 19, t->base);
-    fz_sql_bind_text(st, 20, t->check);
+    fz_sql_bind_text_now(st, 18, t->repo);
+    fz_sql_bind_text_now(st, 19, t->base);
+    fz_sql_bind_text_now(st, 20, t->check);
     sqlite3_bind_int(st, 21, t->keep_worktree);
     sqlite3_bind_int64(st, 22, t->best_of);
     if (fz_sql_done(self, st))
@@ -111,8 +112,8 @@ int fz_store_task_state(fz_store_t *self, uint64_t id, fz_state_t state, const c
     if (!st)
         return -1;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    fz_sql_bind_text(st, 2, fz_state_name(state));
-    fz_sql_bind_text(st, 3, reason);
+    fz_sql_bind_text_now(st, 2, fz_state_name(state));
+    fz_sql_bind_text_now(st, 3, reason);
     sqlite3_bind_double(st, 4, fz_wall());
     return fz_sql_done(self, st);
 }
@@ -172,15 +173,15 @@ int fz_store_attempt_start(fz_store_t *self, uint64_t id, uint32_t n, const char
     double now = fz_wall();
     sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     sqlite3_bind_int64(st, 2, n);
-    fz_sql_bind_text(st, 3, worker);
-    fz_sql_bind_text(st, 4, model);
+    fz_sql_bind_text_now(st, 3, worker);
+    fz_sql_bind_text_now(st, 4, model);
     sqlite3_bind_double(st, 5, now);
     sqlite3_bind_double(st, 6, reserved);
     if (fz_sql_done(self, st) || !(st = fz_sql_stmt(self, SQL_TASK_RUNNING)))
         return -1;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     sqlite3_bind_int64(st, 2, n);
-    fz_sql_bind_text(st, 3, worker);
+    fz_sql_bind_text_now(st, 3, worker);
     sqlite3_bind_double(st, 4, now);
     return fz_sql_done(self, st);
 }
@@ -204,16 +205,16 @@ static const char *SQL_TASK_FINISH =
 /* The workspace columns of SQL_ATTEMPT_FINISH, ?19 .. ?27. */
 static void s_bind_ws(sqlite3_stmt *st, const fz_result_t *r)
 {
-    fz_sql_bind_text(st, 19, r->branch);
-    fz_sql_bind_text(st, 20, r->base_commit);
-    fz_sql_bind_text(st, 21, r->head_commit);
+    fz_sql_bind_text_now(st, 19, r->branch);
+    fz_sql_bind_text_now(st, 20, r->base_commit);
+    fz_sql_bind_text_now(st, 21, r->head_commit);
     sqlite3_bind_int64(st, 22, (sqlite3_int64)r->files);
     sqlite3_bind_int64(st, 23, (sqlite3_int64)r->insertions);
     sqlite3_bind_int64(st, 24, (sqlite3_int64)r->deletions);
-    fz_sql_bind_text(st, 25, r->check_status);
+    fz_sql_bind_text_now(st, 25, r->check_status);
     sqlite3_bind_int64(st, 26, r->check_exit);
     if (r->check_output_len)
-        sqlite3_bind_blob(st, 27, r->check_output, (int)r->check_output_len, SQLITE_TRANSIENT);
+        sqlite3_bind_blob(st, 27, r->check_output, (int)r->check_output_len, SQLITE_STATIC);
     else
         sqlite3_bind_null(st, 27);
 }
@@ -228,18 +229,18 @@ static int s_attempt_end(fz_store_t *self, uint64_t id, uint32_t n, const fz_res
     sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
     sqlite3_bind_int64(st, 2, n);
     sqlite3_bind_double(st, 3, now);
-    fz_sql_bind_text(st, 4, r->outcome);
+    fz_sql_bind_text_now(st, 4, r->outcome);
     sqlite3_bind_int64(st, 5, r->exit_code);
     sqlite3_bind_int64(st, 6, r->signal);
     sqlite3_bind_int64(st, 7, (sqlite3_int64)r->duration_ms);
     sqlite3_bind_double(st, 8, r->cost_usd);
     sqlite3_bind_int64(st, 9, (sqlite3_int64)r->tokens_in);
     sqlite3_bind_int64(st, 10, (sqlite3_int64)r->tokens_out);
-    fz_sql_bind_text(st, 11, r->model);
-    fz_sql_bind_text(st, 12, r->summary);
-    sqlite3_bind_blob(st, 13, r->output ? r->output : "", (int)r->output_len, SQLITE_TRANSIENT);
-    fz_sql_bind_text(st, 14, r->log);
-    fz_sql_bind_text(st, 15, r->class_name);
+    fz_sql_bind_text_now(st, 11, r->model);
+    fz_sql_bind_text_now(st, 12, r->summary);
+    sqlite3_bind_blob(st, 13, r->output ? r->output : "", (int)r->output_len, SQLITE_STATIC);
+    fz_sql_bind_text_now(st, 14, r->log);
+    fz_sql_bind_text_now(st, 15, r->class_name);
     sqlite3_bind_double(st, 16, r->reset_at);
     sqlite3_bind_int64(st, 17, (sqlite3_int64)r->tokens_cache_read);
     sqlite3_bind_int64(st, 18, (sqlite3_int64)r->tokens_cache_write);
@@ -259,15 +260,15 @@ static int s_task_finish(fz_store_t *self, uint64_t id, const fz_result_t *r, fz
     if (!(st = fz_sql_stmt(self, SQL_TASK_FINISH)))
         return -1;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    fz_sql_bind_text(st, 2, fz_state_name(state));
-    fz_sql_bind_text(st, 3, r->outcome);
+    fz_sql_bind_text_now(st, 2, fz_state_name(state));
+    fz_sql_bind_text_now(st, 3, r->outcome);
     sqlite3_bind_int64(st, 4, r->exit_code);
     sqlite3_bind_double(st, 5, r->cost_usd);
     sqlite3_bind_int64(st, 6, (sqlite3_int64)r->tokens_in);
     sqlite3_bind_int64(st, 7, (sqlite3_int64)r->tokens_out);
-    fz_sql_bind_text(st, 8, r->summary);
+    fz_sql_bind_text_now(st, 8, r->summary);
     sqlite3_bind_double(st, 9, now);
-    fz_sql_bind_text(st, 10, r->class_name);
+    fz_sql_bind_text_now(st, 10, r->class_name);
     sqlite3_bind_int64(st, 11, (sqlite3_int64)r->tokens_cache_read);
     sqlite3_bind_int64(st, 12, (sqlite3_int64)r->tokens_cache_write);
     /* The task's branch names the attempt that made it succeed (the worker points it there
@@ -275,8 +276,8 @@ static int s_task_finish(fz_store_t *self, uint64_t id, const fz_result_t *r, fz
     char branch[32] = "";
     if (state == FZ_STATE_SUCCEEDED && r->head_commit && *r->head_commit)
         snprintf(branch, sizeof branch, "fz/%llu", (unsigned long long)id);
-    fz_sql_bind_text(st, 13, branch);
-    fz_sql_bind_text(st, 14, r->head_commit);
+    fz_sql_bind_text_now(st, 13, branch);
+    fz_sql_bind_text_now(st, 14, r->head_commit);
     return fz_sql_done(self, st) ? -1 : 1;
 }
 
@@ -338,7 +339,7 @@ int fz_store_task_depfail(fz_store_t *self, uint64_t id, const char *why)
     if (!st)
         return -1;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
-    fz_sql_bind_text(st, 2, why);
+    fz_sql_bind_text_now(st, 2, why);
     sqlite3_bind_double(st, 3, fz_wall());
     return fz_sql_done(self, st);
 }
@@ -354,7 +355,7 @@ int fz_store_close_racers(fz_store_t *self, const char *why)
     if (!st)
         return -1;
     sqlite3_bind_double(st, 1, fz_wall());
-    fz_sql_bind_text(st, 2, why);
+    fz_sql_bind_text_now(st, 2, why);
     if (fz_sql_done(self, st))
         return -1;
     int n = sqlite3_changes(self->db);

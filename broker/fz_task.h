@@ -52,6 +52,8 @@ typedef struct fz_task_t {
     void *queue;                    /* the fz_queue_t holding it, or NULL; kept by fz_queue */
     struct fz_worker_t *worker;     /* the worker running it, or NULL */
     uint32_t best_of;               /* attempts one round races (0, 1: one; fz_race) */
+    bool bare;                      /* known at its submit: no labels, no repo, no check, so
+                                       a dispatch reads only its prompt (false: look) */
     struct fz_race_t *race;         /* a best-of task's round: its other attempts, or NULL */
 } fz_task_t;
 

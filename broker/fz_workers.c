@@ -27,11 +27,6 @@ static fz_enc_t *s_worker_event(fz_broker_t *self, fz_topic_t topic, const fz_wo
     return e;
 }
 
-zframe_t *fz_workers_frame(const fz_worker_t *w)
-{
-    return zframe_new(w->rid, w->rid_len);
-}
-
 void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason)
 {
     fz_info("worker %s left (%s)", w->name, reason);

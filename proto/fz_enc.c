@@ -6,21 +6,88 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One buffer per message: FZ_ENC_HEAD bytes of room, then the pairs. The map header (whose
+   size depends on the count of pairs, known only at the end) is written into that room by
+   fz_enc_data, right before the pairs, so the message is never copied to be framed. Small
+   messages (most replies and events) live in the struct itself: one allocation each. */
+#define FZ_ENC_HEAD 5 /* the largest map header: 0xdf and a 32-bit count */
+#define FZ_ENC_INLINE 464
+
 struct fz_enc_t {
-    msgpack_sbuffer body; /* the pairs (or values) written so far */
-    msgpack_packer pk;
+    char *buf;       /* small, or a heap copy once it outgrew it */
+    size_t len, cap; /* bytes used (FZ_ENC_HEAD included) and held */
     size_t pairs;
-    msgpack_sbuffer out; /* header + body, made by fz_enc_data */
+    bool failed; /* a write ran out of memory: the message is lost (fz_enc_data: NULL) */
+    msgpack_packer pk;
+    char small[FZ_ENC_INLINE];
 };
+
+/* Makes room for n more bytes (doubling); false when memory ran out (the message is lost). */
+static bool s_grow(fz_enc_t *self, size_t n)
+{
+    if (self->failed)
+        return false;
+    if (n <= self->cap - self->len)
+        return true;
+    size_t cap = self->cap * 2;
+    if (cap < self->len + n)
+        cap = self->len + n;
+    char *more = self->buf == self->small ? malloc(cap) : realloc(self->buf, cap);
+    if (!more) {
+        self->failed = true;
+        return false;
+    }
+    if (self->buf == self->small)
+        memcpy(more, self->small, self->len);
+    self->buf = more;
+    self->cap = cap;
+    return true;
+}
+
+/* n bytes at the end to fill, or NULL (out of memory). */
+static uint8_t *s_room(fz_enc_t *self, size_t n)
+{
+    if (!s_grow(self, n))
+        return NULL;
+    uint8_t *p = (uint8_t *)self->buf + self->len;
+    self->len += n;
+    return p;
+}
+
+/* The packer's writer (values other than the short ones written directly below). */
+static int s_write(void *data, const char *bytes, size_t n)
+{
+    uint8_t *p = s_room(data, n);
+    if (!p)
+        return -1;
+    if (n)
+        memcpy(p, bytes, n);
+    return 0;
+}
+
+/* A string shorter than 32 bytes (every key, most values) as a fixstr: header and bytes in one
+   write, not the packer's two calls through its writer. */
+static void s_short_str(fz_enc_t *self, const char *s, size_t len)
+{
+    uint8_t *p = s_room(self, 1 + len);
+    if (p) {
+        p[0] = (uint8_t)(0xa0 | len);
+        if (len)
+            memcpy(p + 1, s, len);
+    }
+}
 
 fz_enc_t *fz_enc_new_map(void)
 {
-    fz_enc_t *self = calloc(1, sizeof *self);
+    fz_enc_t *self = malloc(sizeof *self);
     if (!self)
         return NULL;
-    msgpack_sbuffer_init(&self->body);
-    msgpack_sbuffer_init(&self->out);
-    msgpack_packer_init(&self->pk, &self->body, msgpack_sbuffer_write);
+    self->buf = self->small;
+    self->len = FZ_ENC_HEAD;
+    self->cap = sizeof self->small;
+    self->pairs = 0;
+    self->failed = false;
+    msgpack_packer_init(&self->pk, self, s_write);
     return self;
 }
 
@@ -72,8 +139,8 @@ void fz_enc_destroy(fz_enc_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
-    msgpack_sbuffer_destroy(&(*self_p)->body);
-    msgpack_sbuffer_destroy(&(*self_p)->out);
+    if ((*self_p)->buf != (*self_p)->small)
+        free((*self_p)->buf);
     free(*self_p);
     *self_p = NULL;
 }
@@ -83,7 +150,10 @@ static void s_key(fz_enc_t *self, const char *key)
     if (!key)
         return;
     size_t len = strlen(key);
-    msgpack_pack_str_with_body(&self->pk, key, len);
+    if (len < 32)
+        s_short_str(self, key, len);
+    else
+        msgpack_pack_str_with_body(&self->pk, key, len);
     self->pairs++;
 }
 
@@ -92,7 +162,11 @@ void fz_enc_uint(fz_enc_t *self, const char *key, uint64_t v)
     if (!self)
         return;
     s_key(self, key);
-    msgpack_pack_uint64(&self->pk, v);
+    uint8_t *p;
+    if (v < 128 && (p = s_room(self, 1)))
+        p[0] = (uint8_t)v; /* a positive fixint */
+    else if (v >= 128)
+        msgpack_pack_uint64(&self->pk, v);
 }
 
 void fz_enc_int(fz_enc_t *self, const char *key, int64_t v)
@@ -140,7 +214,10 @@ void fz_enc_strn(fz_enc_t *self, const char *key, const char *s, size_t len)
     if (!self)
         return;
     s_key(self, key);
-    msgpack_pack_str_with_body(&self->pk, s, len);
+    if (len < 32)
+        s_short_str(self, s, len);
+    else
+        msgpack_pack_str_with_body(&self->pk, s, len);
 }
 
 void fz_enc_bin(fz_enc_t *self, const char *key, const void *data, size_t len)
@@ -180,7 +257,9 @@ void fz_enc_raw(fz_enc_t *self, const char *key, const void *data, size_t len)
     if (!self)
         return;
     s_key(self, key);
-    msgpack_sbuffer_write(&self->body, data, len);
+    uint8_t *p = s_room(self, len);
+    if (p && len)
+        memcpy(p, data, len);
 }
 
 void fz_enc_sub(fz_enc_t *self, const char *key, fz_enc_t **sub_p)
@@ -200,20 +279,31 @@ void fz_enc_sub(fz_enc_t *self, const char *key, fz_enc_t **sub_p)
 
 const void *fz_enc_data(fz_enc_t *self, size_t *len_p)
 {
-    if (!self)
+    if (!self || self->failed)
         return NULL;
-    msgpack_sbuffer_clear(&self->out);
-    msgpack_packer hp;
-    msgpack_packer_init(&hp, &self->out, msgpack_sbuffer_write);
-    if (msgpack_pack_map(&hp, self->pairs) != 0 ||
-        msgpack_sbuffer_write(&self->out, self->body.data ? self->body.data : "",
-                              self->body.size) != 0)
-        return NULL;
-    *len_p = self->out.size;
-    return self->out.data;
+    uint8_t *body = (uint8_t *)self->buf + FZ_ENC_HEAD, *h;
+    size_t n = self->pairs;
+    if (n < 16) {
+        h = body - 1;
+        h[0] = (uint8_t)(0x80 | n);
+    } else if (n < 65536) {
+        h = body - 3;
+        h[0] = 0xde;
+        h[1] = (uint8_t)(n >> 8);
+        h[2] = (uint8_t)n;
+    } else {
+        h = body - 5;
+        h[0] = 0xdf;
+        h[1] = (uint8_t)(n >> 24);
+        h[2] = (uint8_t)(n >> 16);
+        h[3] = (uint8_t)(n >> 8);
+        h[4] = (uint8_t)n;
+    }
+    *len_p = self->len - (size_t)(h - (uint8_t *)self->buf);
+    return h;
 }
 
 size_t fz_enc_size(const fz_enc_t *self)
 {
-    return self ? self->body.size : 0;
+    return self ? self->len - FZ_ENC_HEAD : 0;
 }

@@ -9,8 +9,10 @@
 #include <string.h>
 
 struct fz_msg_t {
-    char *buf;                  /* our copy of the frame: decoded strings point into it */
-    msgpack_unpacked unpacked;  /* owns the zone with the object tree */
+    char *buf;         /* our copy of the frame: decoded strings point into it */
+    msgpack_zone zone; /* the object tree (and NUL-terminated copies of strings) */
+    bool zoned;        /* zone initialised */
+    msgpack_object data;
     const msgpack_object *root; /* a map, checked against spec */
     const fz_msgspec_t *spec;
     char type[64];
@@ -162,9 +164,13 @@ static const msgpack_object *s_find(const msgpack_object *map, const char *key)
 {
     if (!map || map->type != MSGPACK_OBJECT_MAP)
         return NULL;
-    for (uint32_t i = 0; i < map->via.map.size; i++)
-        if (s_keyeq(&map->via.map.ptr[i].key, key))
+    size_t len = strlen(key); /* once: every accessor of every message scans a map */
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == len &&
+            memcmp(k->via.str.ptr, key, len) == 0)
             return &map->via.map.ptr[i].val;
+    }
     return NULL;
 }
 
@@ -540,22 +546,33 @@ fz_err_t fz_msg_decode_head(const void *buf, size_t len, fz_msg_t **msg_p, fz_ms
         snprintf(why, whylen, "not one msgpack value: %s", bad);
         return FZ_EMALFORMED;
     }
-    fz_msg_t *self = calloc(1, sizeof *self);
+    /* malloc and clear: glibc's calloc bypasses its per-thread cache (one per message) */
+    fz_msg_t *self = malloc(sizeof *self);
+    if (self)
+        memset(self, 0, sizeof *self);
     if (!self || !(self->buf = malloc(len))) {
         free(self);
         snprintf(why, whylen, "out of memory");
         return FZ_EINTERNAL;
     }
     memcpy(self->buf, buf, len);
-    msgpack_unpacked_init(&self->unpacked);
+    /* A zone sized to the frame: msgpack's default takes 8 KiB from malloc for every message
+       (beyond the allocator's per-thread cache), where a heartbeat's tree needs a few hundred
+       bytes; a bigger tree takes more chunks as it goes. */
+    size_t chunk = len < 128 ? 512 : len < 2048 ? 4 * len : 8192;
+    if (!(self->zoned = msgpack_zone_init(&self->zone, chunk))) {
+        fz_msg_destroy(&self);
+        snprintf(why, whylen, "out of memory");
+        return FZ_EINTERNAL;
+    }
     size_t off = 0;
-    if (msgpack_unpack_next(&self->unpacked, self->buf, len, &off) != MSGPACK_UNPACK_SUCCESS ||
+    if (msgpack_unpack(self->buf, len, &off, &self->zone, &self->data) != MSGPACK_UNPACK_SUCCESS ||
         off != len) {
         snprintf(why, whylen, "msgpack could not unpack the frame");
         fz_msg_destroy(&self);
         return FZ_EMALFORMED;
     }
-    self->root = &self->unpacked.data;
+    self->root = &self->data;
     fz_err_t err = s_check(self, why, whylen);
     head->rid_read = self->rid_read;
     head->rid = self->rid;
@@ -574,7 +591,8 @@ void fz_msg_destroy(fz_msg_t **self_p)
     if (!self_p || !*self_p)
         return;
     fz_msg_t *self = *self_p;
-    msgpack_unpacked_destroy(&self->unpacked);
+    if (self->zoned)
+        msgpack_zone_destroy(&self->zone);
     free(self->buf);
     free(self);
     *self_p = NULL;
@@ -639,7 +657,7 @@ const char *fz_msg_str(fz_msg_t *self, const char *key, const char *dflt, size_t
             *len_p = dflt ? strlen(dflt) : 0;
         return dflt;
     }
-    char *s = msgpack_zone_malloc(self->unpacked.zone, o->via.str.size + 1);
+    char *s = msgpack_zone_malloc(&self->zone, o->via.str.size + 1);
     if (!s)
         return dflt;
     memcpy(s, o->via.str.ptr, o->via.str.size);

@@ -86,7 +86,7 @@ zsock_t *fz_net_socket(int type)
     return sock;
 }
 
-int fz_net_send(zsock_t *sock, zframe_t *routing_id, fz_enc_t **enc_p)
+int fz_net_send_to(zsock_t *sock, const void *id, size_t id_len, fz_enc_t **enc_p)
 {
     size_t len = 0;
     const void *data = *enc_p ? fz_enc_data(*enc_p, &len) : NULL;
@@ -96,8 +96,7 @@ int fz_net_send(zsock_t *sock, zframe_t *routing_id, fz_enc_t **enc_p)
         goto done;
     }
     void *raw = zsock_resolve(sock);
-    if (routing_id && zmq_send(raw, zframe_data(routing_id), zframe_size(routing_id),
-                               ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+    if (id_len && zmq_send(raw, id, id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
         goto done;
     if (zmq_send(raw, data, len, ZMQ_DONTWAIT) < 0)
         goto done;
@@ -107,11 +106,25 @@ done:
     return rc;
 }
 
+int fz_net_send(zsock_t *sock, zframe_t *routing_id, fz_enc_t **enc_p)
+{
+    return fz_net_send_to(sock, routing_id ? zframe_data(routing_id) : NULL,
+                          routing_id ? zframe_size(routing_id) : 0, enc_p);
+}
+
+int fz_net_send_error_to(zsock_t *sock, const void *id, size_t id_len, uint64_t rid, fz_err_t code,
+                         fz_reason_t reason, const char *message)
+{
+    fz_enc_t *e = fz_enc_error(rid, code, reason, message);
+    return fz_net_send_to(sock, id, id_len, &e);
+}
+
 int fz_net_send_error(zsock_t *sock, zframe_t *routing_id, uint64_t rid, fz_err_t code,
                       fz_reason_t reason, const char *message)
 {
-    fz_enc_t *e = fz_enc_error(rid, code, reason, message);
-    return fz_net_send(sock, routing_id, &e);
+    return fz_net_send_error_to(sock, routing_id ? zframe_data(routing_id) : NULL,
+                                routing_id ? zframe_size(routing_id) : 0, rid, code, reason,
+                                message);
 }
 
 fz_msg_t *fz_net_recv_msg(zsock_t *sock)

@@ -39,9 +39,15 @@ zsock_t *fz_net_socket(int type);
    returns 0, or -1 with errno EAGAIN (peer full) or EHOSTUNREACH (peer gone). */
 int fz_net_send(zsock_t *sock, zframe_t *routing_id, fz_enc_t **enc_p);
 
+/* The same, behind the routing id's bytes (id_len 0: none). */
+int fz_net_send_to(zsock_t *sock, const void *id, size_t id_len, fz_enc_t **enc_p);
+
 /* Sends error{code,message} in reply to rid. */
 int fz_net_send_error(zsock_t *sock, zframe_t *routing_id, uint64_t rid, fz_err_t code,
                       fz_reason_t reason, const char *message);
+/* The same, behind the routing id's bytes. */
+int fz_net_send_error_to(zsock_t *sock, const void *id, size_t id_len, uint64_t rid, fz_err_t code,
+                         fz_reason_t reason, const char *message);
 
 /* True if an ipc:// endpoint has a live listener. (Binding an ipc endpoint replaces the
    socket file silently, so a second server would steal the first one's clients.) */

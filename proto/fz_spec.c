@@ -525,18 +525,20 @@ const fz_msgspec_t *fz_spec_at(size_t i)
     return i < fz_spec_count() ? &s_specs[i] : NULL;
 }
 
+/* Both run for every message and every field the broker decodes: the first byte rules out
+   nearly every entry before any strlen. */
 const fz_msgspec_t *fz_spec_find(const char *type, size_t len)
 {
-    for (const fz_msgspec_t *s = s_specs; s->type; s++)
-        if (strlen(s->type) == len && memcmp(s->type, type, len) == 0)
+    for (const fz_msgspec_t *s = s_specs; len && s->type; s++)
+        if (s->type[0] == type[0] && strlen(s->type) == len && memcmp(s->type, type, len) == 0)
             return s;
     return NULL;
 }
 
 const fz_field_t *fz_spec_field(const fz_msgspec_t *spec, const char *key, size_t len)
 {
-    for (const fz_field_t *f = spec->fields; f->key; f++)
-        if (strlen(f->key) == len && memcmp(f->key, key, len) == 0)
+    for (const fz_field_t *f = spec->fields; len && f->key; f++)
+        if (f->key[0] == key[0] && strlen(f->key) == len && memcmp(f->key, key, len) == 0)
             return f;
     return NULL;
 }
