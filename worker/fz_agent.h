@@ -29,13 +29,13 @@
     - call fz_agent_init_subreaper() once at start-up, before the first agent.
 
     The keeper: fz_agent_start() forks (no exec) a keeper, which makes itself the leader of a
-    new process group and a child subreaper, ignores every signal it can, and starts the
-    shell in its group. fz_agent_pid() is the keeper's pid, which is the group id. The keeper
-    tells the module when the shell exits and how (the status and outcome are the shell's,
-    exactly as without a keeper), then stays as long as any descendant of the agent lives.
-    It holds the read end of a pipe whose write end only the worker process holds (closed on
-    exec, closed in the keeper and never given to the agent): read() returns 0 exactly when
-    the worker process is gone, however it went (SIGKILL, crash, exit or exec without
+    new process group and a child subreaper, keeps every signal but SIGCHLD blocked (what is
+    sent to the group never acts on it), and starts the shell in its group. fz_agent_pid() is the
+   keeper's pid, which is the group id. The keeper tells the module when the shell exits and how
+   (the status and outcome are the shell's, exactly as without a keeper), then stays as long as any
+   descendant of the agent lives. It holds the read end of a pipe whose write end only the worker
+   process holds (closed on exec, closed in the keeper and never given to the agent): read() returns
+   0 exactly when the worker process is gone, however it went (SIGKILL, crash, exit or exec without
     fz_agent_destroy). The keeper then SIGKILLs everything of the agent and exits, within a
     few milliseconds. A pipe rather than PR_SET_PDEATHSIG: that follows the forking thread,
     not the process, and cannot act on the group by itself. Signals sent to the group

@@ -34,7 +34,8 @@
    The keeper is forked from the worker (with _Fork: no atfork handlers run) and never execs,
    so it is a copy of a process that had other threads: it uses only async-signal-safe calls
    (no malloc, stdio or locks) on memory prepared before the fork. It leads the agent's
-   process group, is a child subreaper, ignores every signal it can, and starts the shell
+   process group, is a child subreaper, keeps every signal but SIGCHLD blocked for its whole
+   life (signals sent to the group stay pending on it, never acted on), and starts the shell
    with vfork + execve. Then it waits for two things at once:
    - its children: when the shell exits, its wait status goes to the worker (FZ_KEEPER_EXITED).
      The keeper stays while any descendant lives (orphans reparent to it, their subreaper),
@@ -51,6 +52,7 @@ typedef struct {
     int in_fd, out_fd; /* become the agent's stdin, and its stdout + stderr */
     int death_fd;      /* read end of the death pipe */
     int status_fd;     /* write end of the status pipe */
+    uint64_t reset;    /* signals (bit N-1: signal N) the agent must get back at SIG_DFL */
 } s_keeper_args_t;
 
 #define S_KEEPER_DEATH_FD 3
@@ -174,13 +176,15 @@ static __attribute__((noreturn)) void s_keeper_guard(pid_t self)
     _exit(137);
 }
 
-/* The vfork child: the agent itself. Signal handlers back to default (the keeper's ignored
-   signals would survive the exec), empty mask, cwd the workdir. On failure the errno goes
-   through err_fd, which close-on-exec closes on success. */
+/* The vfork child: the agent itself. Every signal that is not at its default back to
+   SIG_DFL before the mask opens (an ignored one would survive the exec, and a caught one
+   pending now would run a handler of the worker's in this child instead of reaching the
+   agent), empty mask, cwd the workdir. On failure the errno goes through err_fd, which
+   close-on-exec closes on success. */
 static __attribute__((noreturn)) void s_keeper_exec(const s_keeper_args_t *args, int err_fd)
 {
-    for (int sig = 1; sig < _NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
+    for (int sig = 1; sig < _NSIG && sig <= 64; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP && (args->reset >> (sig - 1) & 1))
             s_keeper_default(sig);
     int err = 0;
     if (chdir(args->workdir) < 0)
@@ -232,23 +236,25 @@ static int s_keeper_fds(const s_keeper_args_t *args, int *status)
     return 0;
 }
 
-static __attribute__((noreturn)) void s_keeper_main(const s_keeper_args_t *args)
+static __attribute__((noreturn)) void s_keeper_main(s_keeper_args_t *args)
 {
     pid_t self = getpid();
     setpgid(0, 0); /* the parent does it too: whoever comes first */
 
     /* Every signal stays blocked (the worker blocked them around the fork) except SIGCHLD,
-       and only inside ppoll. Signals sent to the group are for the agent: ignore them. */
+       and that one only inside ppoll. Signals sent to the group are for the agent: blocked,
+       they stay pending here and never act, whatever their disposition (what the worker
+       installed is inherited and never runs), so nothing needs to be ignored one by one. */
     struct sigaction action;
     memset(&action, 0, sizeof action);
     sigemptyset(&action.sa_mask);
-    action.sa_handler = SIG_IGN;
-    for (int sig = 1; sig < _NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD)
-            sigaction(sig, &action, NULL); /* EINVAL for the C library's own: fine */
     action.sa_handler = s_keeper_on_child;
     action.sa_flags = SA_NOCLDSTOP;
     sigaction(SIGCHLD, &action, NULL);
+    /* What the agent must get back at SIG_DFL: one read of /proc instead of 64 sigactions;
+       all of them if it cannot be read. */
+    if (!fz_proctab_self_sigs(&args->reset))
+        args->reset = ~(uint64_t)0;
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     /* Wakes a keeper stopped with its group (kill -STOP 0) when the worker's thread ends;
        the death pipe then says the rest. */
@@ -367,7 +373,7 @@ static int s_spawn(fz_keeper_t *self, const char *shell, const char *command, ch
         return -1;
     }
     char *argv[] = {(char *)shell, (char *)"-c", (char *)command, NULL};
-    s_keeper_args_t args = {shell, argv, envp, workdir, in_r, out_w, death[0], status[1]};
+    s_keeper_args_t args = {shell, argv, envp, workdir, in_r, out_w, death[0], status[1], 0};
     sigset_t all, old;
     sigfillset(&all);
     /* The keeper starts with every signal blocked: no handler of ours may run in it. */
