@@ -44,6 +44,7 @@ struct fz_slot_t {
     int64_t next_hello_ms;  /* next hello while not welcomed */
     uint32_t backoff_ms;    /* reconnect backoff */
     char cache_dir[4096];   /* the default one: WORKDIR/.fz-cache */
+    char workroot[4096];    /* cfg.workroot resolved (realpath) once, for every attempt */
     fz_bg_t *bg;            /* git off the loop (fz_bg.h): attempts' workspaces and promotes */
     /* the current attempt: active from its dispatch to its result */
     bool active;
@@ -646,11 +647,14 @@ fz_slot_t *fz_slot_new(const fz_slot_config_t *cfg, char *err, size_t errlen)
              m = strtok_r(NULL, ",", &save))
             snprintf(self->models[self->nmodels++], sizeof self->models[0], "%s", m);
     }
-    if (fz_mkdirs(cfg->workroot, 0755) < 0) {
+    if (fz_mkdirs(cfg->workroot, 0755) < 0 || !realpath(cfg->workroot, self->workroot)) {
         snprintf(err, errlen, "cannot create work folder %s: %s", cfg->workroot, strerror(errno));
         free(self);
         return NULL;
     }
+    /* Agents get absolute, resolved folders (FZ_WORKDIR): resolved here once, not per
+       attempt (fz_agent takes a plain absolute path as it is). */
+    self->cfg.workroot = self->workroot;
     /* Worktrees a killed worker left in this cache go before anything new is made. */
     fz_wsclean_run(self->cfg.cache_dir);
     if (!(self->bg = fz_bg_new())) {

@@ -303,6 +303,52 @@ static void test_signaled(void **state)
     assert_int_equal(st->exit_code, -1);
 }
 
+/* FZ_WORKDIR and FZ_REPORT are absolute: a workdir with "." or ".." (or relative) is
+   resolved by realpath; a plain absolute one is taken as it is, a symlink in it kept (so
+   no readlink per component per attempt; fz-worker resolves its work root once). */
+static void test_workdir_paths(void **state)
+{
+    ctx_t *ctx = *state;
+    char real[PATH_MAX + 64], link[PATH_MAX + 64], dotted[PATH_MAX * 2], expected[PATH_MAX * 8];
+    snprintf(real, sizeof real, "%s/real", ctx->dir);
+    snprintf(link, sizeof link, "%s/link", ctx->dir);
+    assert_int_equal(mkdir(real, 0755), 0);
+    assert_int_equal(symlink(real, link), 0);
+    char *base = realpath(ctx->dir, NULL);
+    assert_non_null(base);
+
+    /* through ..: resolved, the symlink too */
+    snprintf(dotted, sizeof dotted, "%s/link/../link/task1", ctx->dir);
+    fz_agent_opts_t opts = s_opts(ctx, "printf '%s|%s' \"$FZ_WORKDIR\" \"$FZ_REPORT\" > w.txt");
+    opts.workdir = dotted;
+    opts.log_path = NULL;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->exit_code, 0);
+    snprintf(expected, sizeof expected, "%s/real/task1/w.txt", ctx->dir);
+    char *got = s_slurp(expected, NULL);
+    snprintf(expected, sizeof expected, "%s/real/task1|%s/real/task1/.fz-report", base, base);
+    assert_non_null(got);
+    assert_string_equal(got, expected);
+    free(got);
+    fz_agent_destroy(&ctx->agent);
+
+    /* plain absolute through the symlink: kept as given; the report beside it */
+    snprintf(dotted, sizeof dotted, "%s/task2", link);
+    char report[PATH_MAX * 3];
+    snprintf(report, sizeof report, "%s/.fz-report-1", dotted);
+    opts.workdir = dotted;
+    opts.report_path = report;
+    st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->exit_code, 0);
+    snprintf(expected, sizeof expected, "%s/w.txt", dotted);
+    got = s_slurp(expected, NULL);
+    snprintf(expected, sizeof expected, "%s|%s", dotted, report);
+    assert_non_null(got);
+    assert_string_equal(got, expected);
+    free(got);
+    free(base);
+}
+
 static void test_prompt_stdin_and_env(void **state)
 {
     ctx_t *ctx = *state;
@@ -1632,6 +1678,7 @@ int main(void)
         T(test_nonzero_exit),
         T(test_signaled),
         T(test_prompt_stdin_and_env),
+        T(test_workdir_paths),
         T(test_env_is_clean),
         T(test_big_prompt_unread),
         T(test_big_prompt_read),
