@@ -798,12 +798,8 @@ int fz_slot_run(fz_slot_t *self)
             fz_error("poll failed: %s", zmq_strerror(errno));
             break;
         }
-        /* zmq_poll has looked at the socket's events: when it saw nothing there, asking again
-           (each ask is a mailbox poll and a getpid) finds nothing either, and a message that
-           came since wakes the next zmq_poll at once. */
-        if (items[0].revents & ZMQ_POLLIN)
-            while (zsock_events(self->dealer) & ZMQ_POLLIN)
-                s_recv(self);
+        while (zsock_events(self->dealer) & ZMQ_POLLIN)
+            s_recv(self);
         fz_bg_collect(self->bg); /* finished git jobs move their attempts on */
         now = fz_clock_ms();
         s_attempt_step(self, now);
