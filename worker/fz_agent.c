@@ -353,7 +353,7 @@ static void s_sweep_step(fz_agent_t *self, int64_t now)
 {
     /* Every process seen is our own unreaped child at the time of the scan; it stays so until
        we reap it, so its pid cannot be reused under us and signalling it is safe. */
-    int seen = fz_proctab_sweep_children(getpid());
+    int seen = fz_proctab_sweep_children_but(getpid(), fz_keeper_spawner_pid());
     if (seen == 0)
         fz_agent_end(self);
     else if (now >= self->sweep_until_ms) {

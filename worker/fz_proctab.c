@@ -289,12 +289,13 @@ bool fz_proctab_group_alive(pid_t pgrp)
 typedef struct {
     pid_t parent;
     int seen;
+    pid_t spare;
 } s_sweep_t;
 
 static bool s_sweep_visit(const fz_proc_t *proc, void *arg)
 {
     s_sweep_t *sweep = arg;
-    if (proc->ppid != sweep->parent)
+    if (proc->ppid != sweep->parent || (sweep->spare > 0 && proc->pid == sweep->spare))
         return true;
     sweep->seen++;
     if (proc->state == 'Z')
@@ -306,7 +307,12 @@ static bool s_sweep_visit(const fz_proc_t *proc, void *arg)
 
 int fz_proctab_sweep_children(pid_t parent)
 {
-    s_sweep_t sweep = {parent, 0};
+    return fz_proctab_sweep_children_but(parent, 0);
+}
+
+int fz_proctab_sweep_children_but(pid_t parent, pid_t spare)
+{
+    s_sweep_t sweep = {parent, 0, spare};
     if (parent != getpid() || s_each_own_child(s_sweep_visit, &sweep) < 0) {
         sweep.seen = 0;
         fz_proctab_each(s_sweep_visit, &sweep);

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "../../worker/fz_agent.h"
+#include "../../worker/fz_keeper.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -71,7 +72,9 @@ static int s_children(void)
         char *p = strrchr(buf, ')');
         char state;
         int ppid;
-        if (p && sscanf(p + 1, " %c %d", &state, &ppid) == 2 && ppid == getpid())
+        /* the keeper spawner (FZ_KEEPER_SPAWNER) is a child for the whole run */
+        if (p && sscanf(p + 1, " %c %d", &state, &ppid) == 2 && ppid == getpid() &&
+            atoi(entry->d_name) != fz_keeper_spawner_pid())
             count++;
     }
     if (dir)
@@ -1671,6 +1674,14 @@ int main(void)
     signal(SIGCHLD, SIG_IGN);
     if (fz_agent_init_subreaper() < 0)
         perror("fz_agent_init_subreaper");
+    /* FZ_KEEPER_SPAWNER=PATH: the same tests with every keeper forked by the spawner
+       (unit.agent_test_spawner), as fz-worker does; without it, forked by this process. */
+    const char *spawner = getenv("FZ_KEEPER_SPAWNER");
+    char err[512];
+    if (spawner && *spawner && fz_keeper_spawner_start(spawner, err, sizeof err) < 0) {
+        fprintf(stderr, "agent_test: %s\n", err);
+        return 1;
+    }
 #define T(name) cmocka_unit_test_setup_teardown(name, s_setup, s_teardown)
     const struct CMUnitTest tests[] = {
         T(test_init_restores_sigchld),
