@@ -376,12 +376,12 @@ static int s_nonblock(int fd)
    -errno. The spawner has every signal blocked and at its default (the keeper inherits both),
    and exits when the worker's end of the socket closes. */
 
-#define S_REQ_MAGIC 0x316b7a66u /* "fzk1" */
-#define S_REQ_MAX (512 * 1024)  /* larger requests fork as before */
-#define S_REQ_ENV_MAX 4096      /* environment strings per request */
-#define S_REQ_FDS 4             /* stdin, output, death, status */
-#define S_SPAWNER_SOCK 3        /* the spawner's end, in the spawner */
-#define S_SPAWNER_REPLY_MS 2000 /* a spawner slower than this is taken for dead */
+#define S_REQ_MAGIC 0x316b7a66u  /* "fzk1" */
+#define S_REQ_MAX (512 * 1024)   /* larger requests fork as before */
+#define S_REQ_ENV_MAX 4096       /* environment strings per request */
+#define S_REQ_FDS 4              /* stdin, output, death, status */
+#define S_SPAWNER_SOCK 3         /* the spawner's end, in the spawner */
+#define S_SPAWNER_REPLY_MS 10000 /* a spawner slower than this is taken for dead */
 
 typedef struct {
     uint32_t magic;
@@ -526,8 +526,8 @@ int fz_keeper_spawner_start(const char *path, char *err, size_t errlen)
     return 0;
 }
 
-/* Asks the spawner for a keeper. The pid, 0 when the request could not be made (too large,
-   no spawner: the caller forks), or -1 when the spawner failed after taking the request
+/* Asks the spawner for a keeper. The pid, 0 when no keeper was made (too large, no spawner,
+   refused, clone failed: the caller forks), or -1 when the spawner failed after taking it
    (the caller must not start the agent again on these pipes: a keeper may exist; it ends
    when the caller closes its death pipe, and the final sweep reaps it). */
 static pid_t s_spawner_ask(const char *shell, const char *command, char *const *envp,
@@ -591,7 +591,7 @@ static pid_t s_spawner_ask(const char *shell, const char *command, char *const *
     }
     if (reply < 0) {
         errno = -reply;
-        return reply == -EINVAL ? -1 : 0; /* a clone that failed: the caller forks */
+        return 0; /* no keeper was made (a clone that failed, a refused request): fork */
     }
     return (pid_t)reply;
 }

@@ -1669,6 +1669,27 @@ static void test_sim_errors(void **state)
     assert_non_null(strstr(err, "stall kill"));
 }
 
+/* The keeper spawner killed (unit.agent_test_spawner only; the last test there): the next
+   agent starts all the same, its keeper forked by this process, and the dead spawner is
+   reaped by the sweep, leaving no child behind. */
+static void test_spawner_gone(void **state)
+{
+    ctx_t *ctx = *state;
+    pid_t spawner = fz_keeper_spawner_pid();
+    if (spawner <= 0)
+        skip();
+    assert_int_equal(kill(spawner, SIGKILL), 0);
+    siginfo_t info;
+    assert_int_equal(waitid(P_PID, (id_t)spawner, &info, WEXITED | WNOWAIT), 0);
+    fz_agent_opts_t opts = s_opts(ctx, "echo still-here");
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(st->exit_code, 0);
+    assert_non_null(strstr(s_tail(ctx->agent), "still-here"));
+    assert_int_equal(fz_keeper_spawner_pid(), 0);
+    assert_int_equal(s_children(), 0);
+}
+
 int main(void)
 {
     signal(SIGCHLD, SIG_IGN);
@@ -1740,6 +1761,7 @@ int main(void)
         T(test_sim_stall),
         T(test_sim_class),
         T(test_sim_errors),
+        T(test_spawner_gone), /* last: the tests after it would fork their keepers */
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
