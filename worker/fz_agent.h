@@ -28,14 +28,16 @@
       unreaped child, which is what makes the ids safe from reuse;
     - call fz_agent_init_subreaper() once at start-up, before the first agent.
 
-    The keeper: fz_agent_start() forks (no exec) a keeper, which makes itself the leader of a
-    new process group and a child subreaper, ignores every signal it can, and starts the
-    shell in its group. fz_agent_pid() is the keeper's pid, which is the group id. The keeper
-    tells the module when the shell exits and how (the status and outcome are the shell's,
-    exactly as without a keeper), then stays as long as any descendant of the agent lives.
-    It holds the read end of a pipe whose write end only the worker process holds (closed on
-    exec, closed in the keeper and never given to the agent): read() returns 0 exactly when
-    the worker process is gone, however it went (SIGKILL, crash, exit or exec without
+    The keeper: fz_agent_start() forks (no exec) a keeper, or has the keeper spawner fork it
+    with this process as its parent when one runs (fz_keeper_spawner_start: then this
+    process never forks; the keeper is the same), which makes itself the leader of a
+    new process group and a child subreaper, keeps every signal but SIGCHLD blocked (what is
+    sent to the group never acts on it), and starts the shell in its group. fz_agent_pid() is the
+   keeper's pid, which is the group id. The keeper tells the module when the shell exits and how
+   (the status and outcome are the shell's, exactly as without a keeper), then stays as long as any
+   descendant of the agent lives. It holds the read end of a pipe whose write end only the worker
+   process holds (closed on exec, closed in the keeper and never given to the agent): read() returns
+   0 exactly when the worker process is gone, however it went (SIGKILL, crash, exit or exec without
     fz_agent_destroy). The keeper then SIGKILLs everything of the agent and exits, within a
     few milliseconds. A pipe rather than PR_SET_PDEATHSIG: that follows the forking thread,
     not the process, and cannot act on the group by itself. Signals sent to the group
@@ -64,10 +66,10 @@
     on under init once the agent has ended normally. Work handed to another daemon
     (systemd-run, at, an already running tmux server, docker, ssh) is outside the process
     tree; only a cgroup or container would catch it. The final sweep kills ANY other child of
-    the worker process: the worker must not fork children of its own (the sweep is skipped
-    while another fz_agent is alive in the process); a child it forks without exec would also
-    hold the keeper's pipe and delay its reaction to the worker's death until that child ends.
-    If the keeper itself is SIGKILLed on its own (OOM killer, kill -9 of its pid), the module
+    the worker process but the keeper spawner: the worker must not fork children of its own (the
+   sweep is skipped while another fz_agent is alive in the process); a child it forks without exec
+   would also hold the keeper's pipe and delay its reaction to the worker's death until that child
+   ends. If the keeper itself is SIGKILLed on its own (OOM killer, kill -9 of its pid), the module
     ends the agent as killed by SIGKILL; if the worker then dies too, nothing guards the rest.
     A keeper stopped with its group (kill -STOP 0) acts only once continued (the worker's
     death sends it SIGCONT). A process stuck in uninterruptible sleep cannot be killed; the

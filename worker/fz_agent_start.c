@@ -17,11 +17,17 @@
 #include <unistd.h>
 
 /* mkdir -p, and the path must then be a folder (fz_mkdirs accepts a file already there).
-   Mode 0777 less the umask. 0 or -1 with errno. */
+   Mode 0777 less the umask. 0 or -1 with errno. One mkdir when only the last folder is
+   missing (a task's folder under the work root): the walk from / costs a syscall per
+   component, paid per attempt. */
 static int s_mkdir_p(const char *path)
 {
+    if (mkdir(path, 0777) == 0)
+        return 0;
     struct stat st;
-    if (fz_mkdirs(path, 0777) < 0 || stat(path, &st) < 0)
+    if (errno != EEXIST && fz_mkdirs(path, 0777) < 0)
+        return -1;
+    if (stat(path, &st) < 0)
         return -1;
     if (!S_ISDIR(st.st_mode)) {
         errno = ENOTDIR;
@@ -129,6 +135,31 @@ int fz_agent_open_log(fz_agent_t *self, const char *log_path, char *err, size_t 
     return 0;
 }
 
+/* True if file's folder is dir, as strings ("DIR/NAME"). */
+static bool s_in_folder(const char *file, const char *dir)
+{
+    size_t n = strlen(dir);
+    return strncmp(file, dir, n) == 0 && file[n] == '/' && file[n + 1] &&
+           !strchr(file + n + 1, '/');
+}
+
+/* True if path is absolute with no "." or ".." component and no empty one ("//", a
+   trailing '/'): what realpath would return for it unless a component is a symlink. */
+static bool s_plain_absolute(const char *path)
+{
+    if (path[0] != '/' || !path[1])
+        return false;
+    for (const char *p = path; *p; p++) {
+        if (*p != '/')
+            continue;
+        const char *c = p + 1;
+        if (*c == '/' || !*c || (c[0] == '.' && (!c[1] || c[1] == '/')) ||
+            (c[0] == '.' && c[1] == '.' && (!c[2] || c[2] == '/')))
+            return false;
+    }
+    return true;
+}
+
 /* The absolute path of file, whose folder exists: realpath of the folder + its name (the
    file itself need not exist). Malloc'ed; NULL with errno set. */
 static char *s_abs_path(const char *file)
@@ -153,25 +184,38 @@ static char *s_abs_path(const char *file)
    its lines do not count. */
 static int s_prepare_files(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, size_t errlen)
 {
-    if (s_mkdir_p(opts->workdir) < 0)
-        return fz_errf(err, errlen, "cannot create workdir %s: %s", opts->workdir, strerror(errno));
-    self->workdir = realpath(opts->workdir, NULL);
+    const char *wd = opts->workdir;
+    if (s_mkdir_p(wd) < 0)
+        return fz_errf(err, errlen, "cannot create workdir %s: %s", wd, strerror(errno));
+    /* An absolute path without . or .. is taken as it is (symlinks in it stay): realpath
+       costs a readlink per component, per attempt; fz-worker's work root is resolved once. */
+    self->workdir = s_plain_absolute(wd) ? strdup(wd) : realpath(wd, NULL);
     if (!self->workdir)
-        return fz_errf(err, errlen, "workdir %s: %s", opts->workdir, strerror(errno));
+        return fz_errf(err, errlen, "workdir %s: %s", wd, strerror(errno));
 
     char *report = opts->report_path ? strdup(opts->report_path) : NULL;
     if (!opts->report_path && asprintf(&report, "%s/.fz-report", self->workdir) < 0)
         report = NULL;
     if (!report)
         return fz_errf(err, errlen, "out of memory");
-    int rc = s_mkdir_parent(report);
-    if (rc == 0 && (unlink(report) == 0 || errno == ENOENT))
-        self->report_path = s_abs_path(report);
+    /* The report and the log usually live in the workdir, made and resolved just above. */
+    bool here = s_in_folder(report, wd) || s_in_folder(report, self->workdir);
+    int rc = here ? 0 : s_mkdir_parent(report);
+    if (rc == 0 && (unlink(report) == 0 || errno == ENOENT)) {
+        if (!here)
+            self->report_path = s_abs_path(report);
+        else if (asprintf(&self->report_path, "%s%s", self->workdir, strrchr(report, '/')) < 0)
+            self->report_path = NULL;
+    }
     if (!self->report_path)
         fz_errf(err, errlen, "cannot prepare report file %s: %s", report, strerror(errno));
     free(report);
     if (!self->report_path)
         return -1;
+    if (opts->log_path && s_in_folder(opts->log_path, wd)) {
+        self->log_path = strdup(opts->log_path); /* its folder is the workdir: made */
+        return self->log_path ? 0 : fz_errf(err, errlen, "out of memory");
+    }
     return fz_agent_open_log(self, opts->log_path, err, errlen);
 }
 

@@ -157,7 +157,10 @@ void fz_bg_hold(fz_bg_t *self, bool hold)
 {
     pthread_mutex_lock(&self->mu);
     self->held += hold ? 1 : self->held > 0 ? -1 : 0;
-    pthread_cond_signal(&self->cv);
+    /* Only a release can let a job start, and only a queued one: waking the thread for
+       nothing cost two context switches per attempt (every agent holds, then releases). */
+    if (s_next(self))
+        pthread_cond_signal(&self->cv);
     pthread_mutex_unlock(&self->mu);
 }
 

@@ -13,12 +13,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,7 +39,8 @@
    The keeper is forked from the worker (with _Fork: no atfork handlers run) and never execs,
    so it is a copy of a process that had other threads: it uses only async-signal-safe calls
    (no malloc, stdio or locks) on memory prepared before the fork. It leads the agent's
-   process group, is a child subreaper, ignores every signal it can, and starts the shell
+   process group, is a child subreaper, keeps every signal but SIGCHLD blocked for its whole
+   life (signals sent to the group stay pending on it, never acted on), and starts the shell
    with vfork + execve. Then it waits for two things at once:
    - its children: when the shell exits, its wait status goes to the worker (FZ_KEEPER_EXITED).
      The keeper stays while any descendant lives (orphans reparent to it, their subreaper),
@@ -51,6 +57,7 @@ typedef struct {
     int in_fd, out_fd; /* become the agent's stdin, and its stdout + stderr */
     int death_fd;      /* read end of the death pipe */
     int status_fd;     /* write end of the status pipe */
+    uint64_t reset;    /* signals (bit N-1: signal N) the agent must get back at SIG_DFL */
 } s_keeper_args_t;
 
 #define S_KEEPER_DEATH_FD 3
@@ -174,13 +181,15 @@ static __attribute__((noreturn)) void s_keeper_guard(pid_t self)
     _exit(137);
 }
 
-/* The vfork child: the agent itself. Signal handlers back to default (the keeper's ignored
-   signals would survive the exec), empty mask, cwd the workdir. On failure the errno goes
-   through err_fd, which close-on-exec closes on success. */
+/* The vfork child: the agent itself. Every signal that is not at its default back to
+   SIG_DFL before the mask opens (an ignored one would survive the exec, and a caught one
+   pending now would run a handler of the worker's in this child instead of reaching the
+   agent), empty mask, cwd the workdir. On failure the errno goes through err_fd, which
+   close-on-exec closes on success. */
 static __attribute__((noreturn)) void s_keeper_exec(const s_keeper_args_t *args, int err_fd)
 {
-    for (int sig = 1; sig < _NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
+    for (int sig = 1; sig < _NSIG && sig <= 64; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP && (args->reset >> (sig - 1) & 1))
             s_keeper_default(sig);
     int err = 0;
     if (chdir(args->workdir) < 0)
@@ -232,23 +241,25 @@ static int s_keeper_fds(const s_keeper_args_t *args, int *status)
     return 0;
 }
 
-static __attribute__((noreturn)) void s_keeper_main(const s_keeper_args_t *args)
+static __attribute__((noreturn)) void s_keeper_main(s_keeper_args_t *args)
 {
     pid_t self = getpid();
     setpgid(0, 0); /* the parent does it too: whoever comes first */
 
     /* Every signal stays blocked (the worker blocked them around the fork) except SIGCHLD,
-       and only inside ppoll. Signals sent to the group are for the agent: ignore them. */
+       and that one only inside ppoll. Signals sent to the group are for the agent: blocked,
+       they stay pending here and never act, whatever their disposition (what the worker
+       installed is inherited and never runs), so nothing needs to be ignored one by one. */
     struct sigaction action;
     memset(&action, 0, sizeof action);
     sigemptyset(&action.sa_mask);
-    action.sa_handler = SIG_IGN;
-    for (int sig = 1; sig < _NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP && sig != SIGCHLD)
-            sigaction(sig, &action, NULL); /* EINVAL for the C library's own: fine */
     action.sa_handler = s_keeper_on_child;
     action.sa_flags = SA_NOCLDSTOP;
     sigaction(SIGCHLD, &action, NULL);
+    /* What the agent must get back at SIG_DFL: one read of /proc instead of 64 sigactions;
+       all of them if it cannot be read. */
+    if (!fz_proctab_self_sigs(&args->reset))
+        args->reset = ~(uint64_t)0;
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     /* Wakes a keeper stopped with its group (kill -STOP 0) when the worker's thread ends;
        the death pipe then says the rest. */
@@ -351,6 +362,240 @@ static int s_nonblock(int fd)
     return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
+/* ---------------------------------------------------------------- the spawner
+
+   fz-keeper --spawner: a small process, started once per worker, that forks each keeper with
+   CLONE_PARENT, so that the keeper is the worker's own child exactly as when the worker
+   forks it (same pid safety, waitid, SIGCHLD, death pipe, subreaper) while the worker itself
+   never forks: a fork of the worker copies its 186 mappings and write-protects its pages
+   (copy-on-write faults in the worker after each attempt), and the keeper then faults every
+   text page of a large program in again; a fork of this process costs a fraction of that.
+   One request per keeper on a SOCK_SEQPACKET socket: a s_req_head_t, then shell, command,
+   workdir and nenv environment strings, each NUL-terminated, with the keeper's four pipe ends
+   (stdin, output, death, status) in SCM_RIGHTS; the answer is an int32: the keeper's pid, or
+   -errno. The spawner has every signal blocked and at its default (the keeper inherits both),
+   and exits when the worker's end of the socket closes. */
+
+#define S_REQ_MAGIC 0x316b7a66u  /* "fzk1" */
+#define S_REQ_MAX (512 * 1024)   /* larger requests fork as before */
+#define S_REQ_ENV_MAX 4096       /* environment strings per request */
+#define S_REQ_FDS 4              /* stdin, output, death, status */
+#define S_SPAWNER_SOCK 3         /* the spawner's end, in the spawner */
+#define S_SPAWNER_REPLY_MS 10000 /* a spawner slower than this is taken for dead */
+
+typedef struct {
+    uint32_t magic;
+    uint32_t nenv;
+    uint32_t nbytes; /* of the strings that follow */
+} s_req_head_t;
+
+static int s_spawner_fd = -1; /* the worker's end; -1: keepers are forked by the worker */
+static pid_t s_spawner;
+static pid_t s_spawner_owner; /* the process that started it: a fork of it inherits the socket,
+                                 but the spawner's keepers would be its parent's children */
+
+/* One request in: 0 with the strings in buf and the descriptors in fds, 1 on EOF, -1 on a
+   malformed one (its descriptors closed). */
+static int s_spawner_recv(int sock, char *buf, size_t size, s_req_head_t *head, int *fds)
+{
+    struct iovec iov[2] = {{head, sizeof *head}, {buf, size}};
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(S_REQ_FDS * sizeof(int))];
+    } ctl;
+    struct msghdr m = {
+        .msg_iov = iov, .msg_iovlen = 2, .msg_control = &ctl, .msg_controllen = sizeof ctl};
+    ssize_t n;
+    do
+        n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return 1;
+    int got = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < k; i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                if (got < S_REQ_FDS)
+                    fds[got++] = fd;
+                else
+                    close(fd);
+            }
+        }
+    bool ok = got == S_REQ_FDS && !(m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) &&
+              (size_t)n >= sizeof *head && head->magic == S_REQ_MAGIC &&
+              head->nbytes == (size_t)n - sizeof *head && head->nbytes > 0 &&
+              buf[head->nbytes - 1] == '\0' && head->nenv < S_REQ_ENV_MAX;
+    if (!ok)
+        for (int i = 0; i < got; i++)
+            close(fds[i]);
+    return ok ? 0 : -1;
+}
+
+/* Points strs[0..want) at the NUL-terminated strings of buf[0..len); false if fewer. */
+static bool s_split(char *buf, size_t len, char **strs, size_t want)
+{
+    size_t k = 0;
+    for (size_t off = 0; off < len && k < want; k++) {
+        strs[k] = buf + off;
+        off += strlen(buf + off) + 1;
+    }
+    return k == want;
+}
+
+void fz_keeper_spawner_main(int sock)
+{
+    static char buf[S_REQ_MAX];
+    static char *strs[3 + S_REQ_ENV_MAX + 1];
+    for (;;) {
+        s_req_head_t head;
+        int fds[S_REQ_FDS];
+        int rc = s_spawner_recv(sock, buf, sizeof buf, &head, fds);
+        if (rc > 0)
+            _exit(0); /* the worker is gone */
+        int32_t reply = -EINVAL;
+        if (rc == 0 && s_split(buf, head.nbytes, strs, 3 + head.nenv)) {
+            strs[3 + head.nenv] = NULL;
+            char *argv[] = {strs[0], (char *)"-c", strs[1], NULL};
+            s_keeper_args_t args = {strs[0], argv,   strs + 3, strs[2], fds[0],
+                                    fds[1],  fds[2], fds[3],   0};
+            /* A fork whose parent is ours: the worker's. The child runs on a copy of this
+               stack, as after fork. */
+            long pid =
+                syscall(SYS_clone, (unsigned long)(CLONE_PARENT | SIGCHLD), NULL, NULL, NULL, 0UL);
+            if (pid == 0)
+                s_keeper_main(&args);
+            reply = pid > 0 ? (int32_t)pid : -errno;
+        }
+        if (rc == 0)
+            for (int i = 0; i < S_REQ_FDS; i++)
+                close(fds[i]);
+        while (send(sock, &reply, sizeof reply, MSG_NOSIGNAL) < 0 && errno == EINTR)
+            ;
+    }
+}
+
+static void s_spawner_stop(void)
+{
+    fz_close(&s_spawner_fd); /* EOF: it exits; the final sweep reaps it */
+    s_spawner = 0;
+}
+
+pid_t fz_keeper_spawner_pid(void)
+{
+    return s_spawner_fd >= 0 && getpid() == s_spawner_owner ? s_spawner : 0;
+}
+
+int fz_keeper_spawner_start(const char *path, char *err, size_t errlen)
+{
+    int sv[2];
+    if (s_spawner_fd >= 0)
+        return 0;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return fz_errf(err, errlen, "cannot create the keeper spawner's socket: %s",
+                       strerror(errno));
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t all;
+    sigfillset(&all);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], S_SPAWNER_SOCK);
+    posix_spawn_file_actions_addclosefrom_np(&fa, S_SPAWNER_SOCK + 1);
+    /* Every signal blocked and at its default: what a keeper starts with (s_keeper_main). */
+    posix_spawnattr_setsigmask(&attr, &all);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    char *argv[] = {(char *)path, (char *)"--spawner", NULL}, *envp[] = {NULL};
+    pid_t pid;
+    int rc = posix_spawn(&pid, path, &fa, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    close(sv[1]);
+    if (rc != 0) {
+        close(sv[0]);
+        return fz_errf(err, errlen, "cannot start the keeper spawner %s: %s", path, strerror(rc));
+    }
+    s_spawner_fd = sv[0];
+    s_spawner = pid;
+    s_spawner_owner = getpid();
+    return 0;
+}
+
+/* Asks the spawner for a keeper. The pid, 0 when no keeper was made (too large, no spawner,
+   refused, clone failed: the caller forks), or -1 when the spawner failed after taking it
+   (the caller must not start the agent again on these pipes: a keeper may exist; it ends
+   when the caller closes its death pipe, and the final sweep reaps it). */
+static pid_t s_spawner_ask(const char *shell, const char *command, char *const *envp,
+                           const char *workdir, const int fds[S_REQ_FDS])
+{
+    if (s_spawner_fd < 0 || getpid() != s_spawner_owner)
+        return 0;
+    size_t nenv = 0, nbytes = strlen(shell) + strlen(command) + strlen(workdir) + 3;
+    for (; envp[nenv]; nenv++)
+        nbytes += strlen(envp[nenv]) + 1;
+    if (nbytes > S_REQ_MAX || nenv >= S_REQ_ENV_MAX)
+        return 0;
+    char *body = malloc(nbytes), *p = body;
+    if (!body)
+        return 0;
+    const char *fixed[] = {shell, command, workdir};
+    for (size_t i = 0; i < 3 + nenv; i++) {
+        const char *str = i < 3 ? fixed[i] : envp[i - 3];
+        size_t len = strlen(str) + 1;
+        memcpy(p, str, len);
+        p += len;
+    }
+    s_req_head_t head = {S_REQ_MAGIC, (uint32_t)nenv, (uint32_t)nbytes};
+    struct iovec iov[2] = {{&head, sizeof head}, {body, nbytes}};
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(S_REQ_FDS * sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct msghdr m = {
+        .msg_iov = iov, .msg_iovlen = 2, .msg_control = &ctl, .msg_controllen = sizeof ctl};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(S_REQ_FDS * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, S_REQ_FDS * sizeof(int));
+    ssize_t n;
+    do
+        n = sendmsg(s_spawner_fd, &m, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    free(body);
+    if (n < 0) {
+        if (errno != EMSGSIZE)
+            s_spawner_stop(); /* gone: from now on the worker forks */
+        return 0;
+    }
+    int32_t reply = 0;
+    struct pollfd pfd = {s_spawner_fd, POLLIN, 0};
+    int64_t until = fz_clock_ms() + S_SPAWNER_REPLY_MS;
+    do {
+        int64_t left = until - fz_clock_ms();
+        n = poll(&pfd, 1, left > 0 ? (int)left : 0) > 0
+                ? recv(s_spawner_fd, &reply, sizeof reply, 0)
+                : -1;
+    } while (n < 0 && errno == EINTR && fz_clock_ms() < until);
+    if (n != (ssize_t)sizeof reply || reply == 0) {
+        if (s_spawner > 0)
+            kill(s_spawner, SIGKILL); /* our unreaped child: safe */
+        s_spawner_stop();
+        return -1;
+    }
+    if (reply < 0) {
+        errno = -reply;
+        return 0; /* no keeper was made (a clone that failed, a refused request): fork */
+    }
+    return (pid_t)reply;
+}
+
 /* ---------------------------------------------------------------- the start (in the worker)
 
    The keeper does what
@@ -367,23 +612,31 @@ static int s_spawn(fz_keeper_t *self, const char *shell, const char *command, ch
         return -1;
     }
     char *argv[] = {(char *)shell, (char *)"-c", (char *)command, NULL};
-    s_keeper_args_t args = {shell, argv, envp, workdir, in_r, out_w, death[0], status[1]};
-    sigset_t all, old;
-    sigfillset(&all);
-    /* The keeper starts with every signal blocked: no handler of ours may run in it. */
-    pthread_sigmask(SIG_BLOCK, &all, &old);
+    s_keeper_args_t args = {shell, argv, envp, workdir, in_r, out_w, death[0], status[1], 0};
     self->started_ms = fz_clock_ms();
-    pid_t pid = _Fork();
-    if (pid == 0)
-        s_keeper_main(&args);
+    int fds[S_REQ_FDS] = {in_r, out_w, death[0], status[1]};
+    pid_t pid = s_spawner_ask(shell, command, envp, workdir, fds);
     int fork_errno = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid == 0) {
+        sigset_t all, old;
+        sigfillset(&all);
+        /* The keeper starts with every signal blocked: no handler of ours may run in it. */
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        pid = _Fork();
+        if (pid == 0)
+            s_keeper_main(&args);
+        fork_errno = errno;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
     fz_close(&death[0]);
     fz_close(&status[1]);
     self->death_fd = death[1];
     self->status_fd = status[0];
-    if (pid < 0)
-        return fz_errf(err, errlen, "cannot fork the agent's keeper: %s", strerror(fork_errno));
+    if (pid < 0) {
+        fz_close(&self->death_fd); /* a keeper the spawner may have made ends at this EOF */
+        fz_close(&self->status_fd);
+        return fz_errf(err, errlen, "cannot start the agent's keeper: %s", strerror(fork_errno));
+    }
     /* Also from the parent, closing the race PITFALLS describes. */
     setpgid(pid, pid);
 

@@ -1,8 +1,10 @@
 /*  fz_keeper: the small process that leads each agent's process group.
 
-    Owns: the keeper's code, which runs in a child forked from the worker without exec and so
-    calls only async-signal-safe functions (see fz_keeper.c); the fork with its pipes and the
-    start-up handshake; and the messages the keeper sends the worker on its status pipe. What
+    Owns: the keeper's code, which runs in a child forked without exec (from the worker, or
+    from the keeper spawner with the worker as its parent) and so calls only
+    async-signal-safe functions (see fz_keeper.c); the fork with its pipes and the start-up
+    handshake; the spawner and its requests; and the messages the keeper sends the worker on
+    its status pipe. What
     the keeper does, and what it catches when the worker dies, is told in fz_agent.h ("The
     keeper"). The supervision (when to signal, reap and sweep) is fz_agent's. */
 
@@ -43,6 +45,23 @@ typedef struct {
    around the fork; the strings are only read. */
 int fz_keeper_start(fz_keeper_t *keeper, const char *shell, const char *command, char *const *envp,
                     const char *workdir, char *err, size_t errlen);
+
+/* Starts the keeper spawner (fz_keeper.c, "the spawner"): the program at path (fz-keeper,
+   installed beside fz-worker) run as `fz-keeper --spawner`, a child of this process that from
+   then on forks every keeper fz_keeper_start asks for, with this process as the keeper's
+   parent, so that this process itself never forks. Keepers are forked here as before when a
+   request cannot be made (too large, no spawner), and for good once the spawner is gone. 0,
+   or -1 with a one-line reason in err (keepers are then forked here). Call once, before the
+   first agent. */
+int fz_keeper_spawner_start(const char *path, char *err, size_t errlen);
+
+/* The spawner's pid while it serves (a child of this process that a sweep of its children
+   must spare), else 0. */
+pid_t fz_keeper_spawner_pid(void);
+
+/* The spawner's body (fz-keeper --spawner): serves requests on sock until its other end
+   closes, then exits. */
+__attribute__((noreturn)) void fz_keeper_spawner_main(int sock);
 
 /* Reads one message from the status pipe. 1: a message; 0: none yet (nonblocking
    descriptor); -1: EOF or error, the keeper is gone. */

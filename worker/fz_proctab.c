@@ -47,6 +47,61 @@ bool fz_proctab_parse_stat(const char *buf, size_t len, fz_proc_t *proc)
     return true;
 }
 
+/* The hex mask after "\nKEY:" (KEY with its colon, e.g. "SigIgn:") in [buf, buf + len), then
+   blanks: up to 16 hex digits. False if the line is not there or has no digits. */
+static bool s_hex_field(const char *buf, size_t len, const char *key, uint64_t *out)
+{
+    size_t klen = strlen(key);
+    for (size_t i = 0; i + klen < len; i++) {
+        if ((i > 0 && buf[i - 1] != '\n') || memcmp(buf + i, key, klen) != 0)
+            continue;
+        size_t j = i + klen, digits = 0;
+        while (j < len && (buf[j] == ' ' || buf[j] == '\t'))
+            j++;
+        uint64_t v = 0;
+        for (; j < len && digits < 16; j++, digits++) {
+            char c = buf[j];
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
+            if (d < 0)
+                break;
+            v = v << 4 | (uint64_t)d;
+        }
+        if (digits == 0 || (j < len && buf[j] != '\n'))
+            return false;
+        *out = v;
+        return true;
+    }
+    return false;
+}
+
+bool fz_proctab_parse_sigs(const char *buf, size_t len, uint64_t *not_default)
+{
+    uint64_t ign, cgt;
+    if (!s_hex_field(buf, len, "SigIgn:", &ign) || !s_hex_field(buf, len, "SigCgt:", &cgt))
+        return false;
+    *not_default = ign | cgt;
+    return true;
+}
+
+bool fz_proctab_self_sigs(uint64_t *not_default)
+{
+    char buf[4096];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    size_t have = 0;
+    ssize_t n;
+    while (have < sizeof buf &&
+           ((n = read(fd, buf + have, sizeof buf - have)) > 0 || (n < 0 && errno == EINTR)))
+        if (n > 0)
+            have += (size_t)n;
+    close(fd);
+    return fz_proctab_parse_sigs(buf, have, not_default);
+}
+
 /* "/proc/PID/stat" into path (at least 32 bytes) without snprintf. */
 static void s_stat_path(pid_t pid, char *path)
 {
@@ -234,12 +289,13 @@ bool fz_proctab_group_alive(pid_t pgrp)
 typedef struct {
     pid_t parent;
     int seen;
+    pid_t spare;
 } s_sweep_t;
 
 static bool s_sweep_visit(const fz_proc_t *proc, void *arg)
 {
     s_sweep_t *sweep = arg;
-    if (proc->ppid != sweep->parent)
+    if (proc->ppid != sweep->parent || (sweep->spare > 0 && proc->pid == sweep->spare))
         return true;
     sweep->seen++;
     if (proc->state == 'Z')
@@ -251,7 +307,12 @@ static bool s_sweep_visit(const fz_proc_t *proc, void *arg)
 
 int fz_proctab_sweep_children(pid_t parent)
 {
-    s_sweep_t sweep = {parent, 0};
+    return fz_proctab_sweep_children_but(parent, 0);
+}
+
+int fz_proctab_sweep_children_but(pid_t parent, pid_t spare)
+{
+    s_sweep_t sweep = {parent, 0, spare};
     if (parent != getpid() || s_each_own_child(s_sweep_visit, &sweep) < 0) {
         sweep.seen = 0;
         fz_proctab_each(s_sweep_visit, &sweep);

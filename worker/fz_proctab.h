@@ -1,6 +1,7 @@
 /*  fz_proctab: Linux's process table (/proc), read for the agent supervisor.
 
-    Owns: parsing /proc/PID/stat (state, parent, group), reading it for one process, walking
+    Owns: parsing /proc/PID/stat (state, parent, group) and the signal masks of
+    /proc/PID/status, reading them for one process, walking
     every process, and the two questions fz_agent asks of the table (is anyone but the leader
     left in a group; kill and reap the children of a process). One reader serves both the
     worker and the keeper: everything here is async-signal-safe (no malloc, stdio or locks,
@@ -12,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* How long a sweep keeps killing processes that will not die before it gives up. */
@@ -26,6 +28,16 @@ typedef struct {
    spaces and ')': the fields are read after the LAST ')'. Fills state, ppid and pgrp (not
    pid). False if buf[0..len) is not of that shape. */
 bool fz_proctab_parse_stat(const char *buf, size_t len, fz_proc_t *proc);
+
+/* Parses the SigIgn and SigCgt lines of the text of /proc/PID/status (hex masks, bit N-1
+   for signal N) into *not_default: the signals ignored or caught, so not at their default
+   disposition. False if either line is missing or malformed. Pure. */
+bool fz_proctab_parse_sigs(const char *buf, size_t len, uint64_t *not_default);
+
+/* The calling process's signals that are ignored or caught (fz_proctab_parse_sigs of
+   /proc/self/status): one read instead of asking sigaction for each of the 64. False if
+   the file cannot be read or parsed. */
+bool fz_proctab_self_sigs(uint64_t *not_default);
 
 /* Reads /proc/PID/stat. False if the process is gone or the file unreadable. */
 bool fz_proctab_read(pid_t pid, fz_proc_t *proc);
@@ -43,5 +55,9 @@ bool fz_proctab_group_alive(pid_t pgrp);
    process it reads only its own children lists (/proc/self/task/TID/children), not every
    process of the host; a full scan where the kernel has no such lists. */
 int fz_proctab_sweep_children(pid_t parent);
+
+/* fz_proctab_sweep_children sparing one child, spare (0: none), which is neither signalled,
+   reaped nor counted. */
+int fz_proctab_sweep_children_but(pid_t parent, pid_t spare);
 
 #endif

@@ -15,6 +15,7 @@
 #include "fz_launch.h"
 #include "fz_net.h"
 #include "fz_result.h"
+#include "fz_spare.h"
 #include "fz_vocab.h"
 #include "fz_wsclean.h"
 
@@ -44,7 +45,9 @@ struct fz_slot_t {
     int64_t next_hello_ms;  /* next hello while not welcomed */
     uint32_t backoff_ms;    /* reconnect backoff */
     char cache_dir[4096];   /* the default one: WORKDIR/.fz-cache */
+    char workroot[4096];    /* cfg.workroot resolved (realpath) once, for every attempt */
     fz_bg_t *bg;            /* git off the loop (fz_bg.h): attempts' workspaces and promotes */
+    fz_spare_t *spare;      /* task folders made while idle (NULL: each attempt makes its own) */
     /* the current attempt: active from its dispatch to its result */
     bool active;
     fz_msg_t *dispatch;     /* kept until the agent starts (after the workspace is open) */
@@ -386,9 +389,14 @@ static fz_aws_t *s_new_aws(fz_slot_t *self, fz_msg_t *msg, const char *workdir, 
    workspace finish (its worktree is removed) before the spawn-failed result. */
 static void s_start_agent(fz_slot_t *self)
 {
-    char workdir[4096];
+    char workdir[4096], name[32];
     snprintf(workdir, sizeof workdir, "%s/%llu", self->cfg.workroot,
              (unsigned long long)self->task);
+    /* The task's folder from a spare made while idle (fz_spare.h); fz_agent makes it when
+       none is ready, and finds it there otherwise. */
+    snprintf(name, sizeof name, "%llu", (unsigned long long)self->task);
+    if (!self->cfg.dry_run)
+        fz_spare_take(self->spare, name);
     const char *cwd = fz_aws_cwd(self->aws);
     fz_agent_opts_t opts = self->limits;
     fz_launch_t l = s_launch(self);
@@ -650,15 +658,22 @@ fz_slot_t *fz_slot_new(const fz_slot_config_t *cfg, char *err, size_t errlen)
              m = strtok_r(NULL, ",", &save))
             snprintf(self->models[self->nmodels++], sizeof self->models[0], "%s", m);
     }
-    if (fz_mkdirs(cfg->workroot, 0755) < 0) {
+    if (fz_mkdirs(cfg->workroot, 0755) < 0 || !realpath(cfg->workroot, self->workroot)) {
         snprintf(err, errlen, "cannot create work folder %s: %s", cfg->workroot, strerror(errno));
         free(self);
         return NULL;
     }
+    /* Agents get absolute, resolved folders (FZ_WORKDIR): resolved here once, not per
+       attempt (fz_agent takes a plain absolute path as it is). */
+    self->cfg.workroot = self->workroot;
     /* Worktrees a killed worker left in this cache go before anything new is made. */
     fz_wsclean_run(self->cfg.cache_dir);
+    if (!cfg->dry_run && !(self->spare = fz_spare_new(self->workroot)))
+        fz_warn("no spare task folders in %s (%s): each attempt makes its own", self->workroot,
+                strerror(errno));
     if (!(self->bg = fz_bg_new())) {
         snprintf(err, errlen, "cannot start the git thread: %s", strerror(errno));
+        fz_spare_destroy(&self->spare);
         free(self);
         return NULL;
     }
@@ -682,6 +697,7 @@ void fz_slot_destroy(fz_slot_t **self_p)
     fz_aws_destroy(&self->aws); /* an unfinished worktree is removed */
     fz_msg_destroy(&self->dispatch);
     fz_bg_destroy(&self->bg);
+    fz_spare_destroy(&self->spare);
     for (size_t i = 0; i < self->npending; i++) {
         fz_enc_destroy(&self->pending[i].enc);
         free(self->pending[i].repo);
@@ -778,6 +794,10 @@ int fz_slot_run(fz_slot_t *self)
                 items[n++] = (zmq_pollitem_t){NULL, fds[i].fd, ev, 0};
             }
         }
+        /* Idle (no attempt): the next task's folder is made now, off the path from its
+           dispatch to its agent. */
+        if (!self->active)
+            fz_spare_fill(self->spare);
         if (zmq_poll(items, n, s_timeout(self, now)) < 0 && errno != EINTR) {
             fz_error("poll failed: %s", zmq_strerror(errno));
             break;

@@ -10,6 +10,7 @@
 
 #include "fz_agent.h"
 #include "fz_curve.h"
+#include "fz_keeper.h"
 #include "fz_net.h"
 #include "fz_slot.h"
 
@@ -343,6 +344,24 @@ static int s_check_agent_key(fz_slot_config_t *cfg, char abs[PATH_MAX])
     return 0;
 }
 
+/* The keeper spawner (fz_keeper.h), fz-keeper beside this program: without it every keeper
+   is a fork of this process, which works the same and costs more per attempt. */
+static void s_start_spawner(void)
+{
+    char self[PATH_MAX], path[PATH_MAX + 16], err[512];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    char *slash = n > 0 ? memrchr(self, '/', (size_t)n) : NULL;
+    if (!slash) {
+        fz_warn("cannot find this program's folder: keepers are forked by the worker");
+        return;
+    }
+    snprintf(path, sizeof path, "%.*s/fz-keeper", (int)(slash - self), self);
+    if (access(path, X_OK) != 0)
+        fz_warn("%s not found (%s): keepers are forked by the worker", path, strerror(errno));
+    else if (fz_keeper_spawner_start(path, err, sizeof err) < 0)
+        fz_warn("%s; keepers are forked by the worker", err);
+}
+
 int main(int argc, char **argv)
 {
     fz_slot_config_t cfg = {0};
@@ -392,6 +411,8 @@ int main(int argc, char **argv)
     if (!cfg.dry_run && fz_agent_init_subreaper() < 0)
         fz_warn("cannot become a child subreaper: agents that call setsid may outlive a kill");
     char err[512];
+    if (!cfg.dry_run)
+        s_start_spawner();
     fz_slot_t *slot = fz_slot_new(&cfg, err, sizeof err);
     if (!slot) {
         fprintf(stderr, "fz-worker: %s\n", err);

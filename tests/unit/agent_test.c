@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "../../worker/fz_agent.h"
+#include "../../worker/fz_keeper.h"
 
 #include "testdir.h"
 #include <dirent.h>
@@ -72,7 +73,9 @@ static int s_children(void)
         char *p = strrchr(buf, ')');
         char state;
         int ppid;
-        if (p && sscanf(p + 1, " %c %d", &state, &ppid) == 2 && ppid == getpid())
+        /* the keeper spawner (FZ_KEEPER_SPAWNER) is a child for the whole run */
+        if (p && sscanf(p + 1, " %c %d", &state, &ppid) == 2 && ppid == getpid() &&
+            atoi(entry->d_name) != fz_keeper_spawner_pid())
             count++;
     }
     if (dir)
@@ -301,6 +304,52 @@ static void test_signaled(void **state)
     assert_string_equal(fz_agent_outcome_name(st->outcome), "signaled");
     assert_int_equal(st->signal, SIGUSR1);
     assert_int_equal(st->exit_code, -1);
+}
+
+/* FZ_WORKDIR and FZ_REPORT are absolute: a workdir with "." or ".." (or relative) is
+   resolved by realpath; a plain absolute one is taken as it is, a symlink in it kept (so
+   no readlink per component per attempt; fz-worker resolves its work root once). */
+static void test_workdir_paths(void **state)
+{
+    ctx_t *ctx = *state;
+    char real[PATH_MAX + 64], link[PATH_MAX + 64], dotted[PATH_MAX * 2], expected[PATH_MAX * 8];
+    snprintf(real, sizeof real, "%s/real", ctx->dir);
+    snprintf(link, sizeof link, "%s/link", ctx->dir);
+    assert_int_equal(mkdir(real, 0755), 0);
+    assert_int_equal(symlink(real, link), 0);
+    char *base = realpath(ctx->dir, NULL);
+    assert_non_null(base);
+
+    /* through ..: resolved, the symlink too */
+    snprintf(dotted, sizeof dotted, "%s/link/../link/task1", ctx->dir);
+    fz_agent_opts_t opts = s_opts(ctx, "printf '%s|%s' \"$FZ_WORKDIR\" \"$FZ_REPORT\" > w.txt");
+    opts.workdir = dotted;
+    opts.log_path = NULL;
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->exit_code, 0);
+    snprintf(expected, sizeof expected, "%s/real/task1/w.txt", ctx->dir);
+    char *got = s_slurp(expected, NULL);
+    snprintf(expected, sizeof expected, "%s/real/task1|%s/real/task1/.fz-report", base, base);
+    assert_non_null(got);
+    assert_string_equal(got, expected);
+    free(got);
+    fz_agent_destroy(&ctx->agent);
+
+    /* plain absolute through the symlink: kept as given; the report beside it */
+    snprintf(dotted, sizeof dotted, "%s/task2", link);
+    char report[PATH_MAX * 3];
+    snprintf(report, sizeof report, "%s/.fz-report-1", dotted);
+    opts.workdir = dotted;
+    opts.report_path = report;
+    st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->exit_code, 0);
+    snprintf(expected, sizeof expected, "%s/w.txt", dotted);
+    got = s_slurp(expected, NULL);
+    snprintf(expected, sizeof expected, "%s|%s", dotted, report);
+    assert_non_null(got);
+    assert_string_equal(got, expected);
+    free(got);
+    free(base);
 }
 
 static void test_prompt_stdin_and_env(void **state)
@@ -1620,11 +1669,40 @@ static void test_sim_errors(void **state)
     assert_non_null(strstr(err, "stall kill"));
 }
 
+/* The keeper spawner killed (unit.agent_test_spawner only; the last test there): the next
+   agent starts all the same, its keeper forked by this process, and the dead spawner is
+   reaped by the sweep, leaving no child behind. */
+static void test_spawner_gone(void **state)
+{
+    ctx_t *ctx = *state;
+    pid_t spawner = fz_keeper_spawner_pid();
+    if (spawner <= 0)
+        skip();
+    assert_int_equal(kill(spawner, SIGKILL), 0);
+    siginfo_t info;
+    assert_int_equal(waitid(P_PID, (id_t)spawner, &info, WEXITED | WNOWAIT), 0);
+    fz_agent_opts_t opts = s_opts(ctx, "echo still-here");
+    const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->outcome, FZ_AGENT_EXITED);
+    assert_int_equal(st->exit_code, 0);
+    assert_non_null(strstr(s_tail(ctx->agent), "still-here"));
+    assert_int_equal(fz_keeper_spawner_pid(), 0);
+    assert_int_equal(s_children(), 0);
+}
+
 int main(void)
 {
     signal(SIGCHLD, SIG_IGN);
     if (fz_agent_init_subreaper() < 0)
         perror("fz_agent_init_subreaper");
+    /* FZ_KEEPER_SPAWNER=PATH: the same tests with every keeper forked by the spawner
+       (unit.agent_test_spawner), as fz-worker does; without it, forked by this process. */
+    const char *spawner = getenv("FZ_KEEPER_SPAWNER");
+    char err[512];
+    if (spawner && *spawner && fz_keeper_spawner_start(spawner, err, sizeof err) < 0) {
+        fprintf(stderr, "agent_test: %s\n", err);
+        return 1;
+    }
 #define T(name) cmocka_unit_test_setup_teardown(name, s_setup, s_teardown)
     const struct CMUnitTest tests[] = {
         T(test_init_restores_sigchld),
@@ -1632,6 +1710,7 @@ int main(void)
         T(test_nonzero_exit),
         T(test_signaled),
         T(test_prompt_stdin_and_env),
+        T(test_workdir_paths),
         T(test_env_is_clean),
         T(test_big_prompt_unread),
         T(test_big_prompt_read),
@@ -1682,6 +1761,7 @@ int main(void)
         T(test_sim_stall),
         T(test_sim_class),
         T(test_sim_errors),
+        T(test_spawner_gone), /* last: the tests after it would fork their keepers */
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -256,6 +256,49 @@ static void test_sweep_sees_reparented_orphans(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* SigIgn / SigCgt of /proc/PID/status: both lines needed, hex, bit N-1 for signal N. */
+static void test_parse_sigs(void **state)
+{
+    (void)state;
+    const char *text = "Name:\tx\nSigQ:\t0/96364\nSigPnd:\t0000000000000000\n"
+                       "SigBlk:\tfffffffffffbfeff\nSigIgn:\t0000000000001001\n"
+                       "SigCgt:\t00000000000084A0\nCapInh:\t0\n";
+    uint64_t m = 0;
+    assert_true(fz_proctab_parse_sigs(text, strlen(text), &m));
+    assert_true(m ==
+                0x94a1); /* SIGHUP, SIGPIPE ignored; SIGABRT, SIGFPE, SIGSEGV, SIGSTKFLT caught */
+    /* SigBlk is not read as either: only the exact keys at a line's start count */
+    const char *no_cgt = "SigBlk:\t00000000000000ff\nSigIgn:\t0000000000000001\n";
+    assert_false(fz_proctab_parse_sigs(no_cgt, strlen(no_cgt), &m));
+    const char *bad = "SigIgn:\t00000000000000zz\nSigCgt:\t0000000000000000\n";
+    assert_false(fz_proctab_parse_sigs(bad, strlen(bad), &m));
+    const char *empty = "SigIgn:\t\nSigCgt:\t0000000000000000\n";
+    assert_false(fz_proctab_parse_sigs(empty, strlen(empty), &m));
+    const char *mid = "xSigIgn:\t1\nSigCgt:\t2\n"; /* not at a line's start */
+    assert_false(fz_proctab_parse_sigs(mid, strlen(mid), &m));
+    /* within len: the SigCgt line lies past it */
+    const char *cut = "SigIgn:\t1\nSigCgt:\t2\n";
+    assert_false(fz_proctab_parse_sigs(cut, strlen("SigIgn:\t1\n"), &m));
+    assert_true(fz_proctab_parse_sigs(cut, strlen(cut), &m));
+    assert_true(m == 3);
+}
+
+/* This process, as the kernel sees it: a handler and an ignored signal show. */
+static void test_self_sigs(void **state)
+{
+    (void)state;
+    struct sigaction ign = {.sa_handler = SIG_IGN}, old_hup, old_usr2;
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigaction(SIGHUP, &ign, &old_hup);
+    sigaction(SIGUSR2, &dfl, &old_usr2);
+    uint64_t m = 0;
+    assert_true(fz_proctab_self_sigs(&m));
+    assert_true(m >> (SIGHUP - 1) & 1);
+    assert_false(m >> (SIGUSR2 - 1) & 1);
+    sigaction(SIGHUP, &old_hup, NULL);
+    sigaction(SIGUSR2, &old_usr2, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -264,6 +307,8 @@ int main(void)
         cmocka_unit_test(test_parse_malformed),
         cmocka_unit_test(test_parse_stays_within_len),
         cmocka_unit_test(test_parse_numbers),
+        cmocka_unit_test(test_parse_sigs),
+        cmocka_unit_test(test_self_sigs),
         cmocka_unit_test(test_read_self_and_child),
         cmocka_unit_test(test_each),
         cmocka_unit_test(test_group_and_sweep),
