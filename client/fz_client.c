@@ -26,7 +26,13 @@ struct fz_client_t {
        until one succeeds: nothing sent on that connection reached the broker. */
     int refused_event;
     uint32_t refused_value;
+    int closed; /* handshakes in a row the broker closed without a word (NO_DETAIL) */
 };
+
+/* A broker that closes this many handshakes in a row (libzmq reconnects every 100 ms) is
+   refusing this client, not restarting: by mechanism or key mismatch when the client reads
+   the broker's greeting too late to tell which, or at its --max-peers. */
+#define S_CLOSED_IN_A_ROW 3
 
 #define S_HANDSHAKE_FAILED                                                                         \
     (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |                  \
@@ -43,6 +49,7 @@ static zsock_t *s_connect(fz_client_t *self)
     zsock_destroy(&self->monitor);
     self->reached = false;
     self->refused_event = 0;
+    self->closed = 0;
     if (sock && zmq_socket_monitor(zsock_resolve(sock), ep,
                                    ZMQ_EVENT_CONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
                                        S_HANDSHAKE_FAILED) == 0)
@@ -68,10 +75,11 @@ static void s_events(fz_client_t *self)
         if (event & S_HANDSHAKE_FAILED) {
             self->refused_event = event;
             self->refused_value = value;
+            self->closed = event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ? self->closed + 1 : 0;
         } else {
             self->reached = true;
             if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
-                self->refused_event = 0;
+                self->refused_event = self->closed = 0;
         }
     }
     zmq_msg_close(&part);
@@ -114,9 +122,8 @@ static void s_refusal(const fz_client_t *self, char *errbuf, size_t errlen)
                  ep);
     else if (self->refused_event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
         snprintf(errbuf, errlen,
-                 "no reply from broker at %s within %g s: it closed every connection during the "
-                 "handshake (%s)",
-                 ep, self->timeout_ms / 1000.0,
+                 "the broker at %s closed %d connection(s) in a row during the handshake (%s)", ep,
+                 self->closed,
                  fz_curve_client_on()
                      ? "is --broker-key (FZ_BROKER_KEY) that broker's public key? or it is at its "
                        "--max-peers"
@@ -344,9 +351,11 @@ fz_err_t fz_client_call(fz_client_t *self, fz_enc_t **req_p, fz_msg_t **reply_p,
         if (rc > 0 && self->monitor && (items[1].revents & ZMQ_POLLIN)) {
             s_events(self);
             /* A refusal the broker made on purpose (ZAP said no, or the mechanisms or keys
-               do not match) will not change by waiting. A connection closed without a word
-               may be a broker going down or shedding peers: that one waits its time out. */
-            if (self->refused_event && self->refused_event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+               do not match) will not change by waiting. One connection closed without a
+               word may be a broker going down; several in a row are a refusal too. */
+            if (self->refused_event &&
+                (self->refused_event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ||
+                 self->closed >= S_CLOSED_IN_A_ROW))
                 return s_refused(self, errbuf, errlen);
         }
         if (rc <= 0 || !(items[0].revents & ZMQ_POLLIN))
