@@ -15,6 +15,10 @@ int main(int argc, char **argv)
                "hand.\nExit status: 0 once fz-worker is gone, 2 on bad usage.\n");
         return 0;
     }
+    if (argc == 2 && (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0)) {
+        printf("fz-keeper " FZ_VERSION "\n");
+        return 0;
+    }
     if (argc != 2 || strcmp(argv[1], "--spawner") != 0) {
         fprintf(stderr, "usage: fz-keeper --spawner (started by fz-worker)\n");
         return 2;

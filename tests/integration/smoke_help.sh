@@ -6,7 +6,7 @@
 # shellcheck source=../lib/fzlib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/fzlib.sh"
 
-BINARIES=(fz-broker fz-worker fz-submit fz-watch fz-ctl fz-web)
+BINARIES=(fz-broker fz-worker fz-submit fz-watch fz-ctl fz-web fz-keeper)
 problems=()
 
 # run BIN ARGS...: runs the binary from $FZ_TMP with a 10 s limit; sets rc, out, err.
