@@ -127,19 +127,37 @@ class Client:
             if self._curve:
                 sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = self._curve
             # The handshake's deliberate refusals (a key the broker does not know, keys where
-            # it wants none or none where it wants them) end a call at once, saying which.
+            # it wants none or none where it wants them) end a call at once, saying which;
+            # so do three handshakes in a row that the broker closed without a word (as
+            # fz_client.c: a wrong broker key, a broker at its --max-peers).
             self._mon = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                                                zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+                                                zmq.EVENT_HANDSHAKE_FAILED_AUTH |
+                                                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                                zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            self._closed = 0
             sock.connect(self.broker)
             self._sock = sock
         return self._sock
 
     def _refusal(self):
-        """The reason of a handshake failure the monitor reported, or None."""
-        if not self._mon.poll(0):
+        """The reason of a refusal among the handshake events the monitor reported, or None."""
+        why = None
+        while why is None and self._mon.poll(0):
+            event, value = struct.unpack("=HI", self._mon.recv_multipart()[0][:6])
+            why = self._why(event, value)
+        return why
+
+    def _why(self, event, value):
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._closed = 0
             return None
-        frames = self._mon.recv_multipart()
-        event, value = struct.unpack("=HI", frames[0][:6])
+        if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            self._closed += 1
+            if self._closed < 3:
+                return None
+            return ("the broker at %s closed %d connections in a row during the handshake (%s)" % (
+                self.broker, self._closed, "is broker_key that broker's public key? or it is at its --max-peers"
+                if self._curve else "does it require CURVE keys? or it is at its --max-peers"))
         if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             return "the broker at %s refused this key (not in its key folder, or removed)" % self.broker
         if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH and self._curve:

@@ -217,6 +217,13 @@ def body(f):
     except FzError as e:
         h.check(e.reason == "handshake" and "refused this key" in e.message and time.monotonic() - t0 < 3,
                 "python client, unknown key: %s (%.1f s)" % (e, time.monotonic() - t0))
+    t0 = time.monotonic()
+    try:
+        Client(f.broker_ep, timeout=5.0, curve_secret=f.keys["alice"][0], broker_key=f.keys["bob"][1]).ping()
+        raise h.TestFailure("a wrong broker key was answered")
+    except FzError as e:
+        h.check(e.reason == "handshake" and "public key" in e.message and time.monotonic() - t0 < 3,
+                "python client, wrong broker key: %s (%.1f s)" % (e, time.monotonic() - t0))
     tool_refused(f, [], NO_KEYS)
     tool_refused(f, ["--curve-secret", f.keys["stranger"][0], "--broker-key", f.keys["broker"][1]],
                  ["refused this key"])
