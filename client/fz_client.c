@@ -95,6 +95,15 @@ static bool s_reached(fz_client_t *self)
     return self->reached && !self->refused_event;
 }
 
+/* A refusal the broker made on purpose (ZAP said no, or the mechanisms or keys do not match)
+   will not change by waiting. One connection closed without a word may be a broker going
+   down; several in a row are a refusal too. */
+static bool s_is_refused(const fz_client_t *self)
+{
+    return self->refused_event && (self->refused_event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ||
+                                   self->closed >= S_CLOSED_IN_A_ROW);
+}
+
 /* Says why the broker would not let this connection in, from the handshake's failure. */
 static void s_refusal(const fz_client_t *self, char *errbuf, size_t errlen)
 {
@@ -283,6 +292,39 @@ static fz_err_t s_refused(fz_client_t *self, char *errbuf, size_t errlen)
     return FZ_EUNAVAILABLE;
 }
 
+/* Sends the request. A DEALER has no pipe to send on while its connection is being made again
+   after a handshake the broker closed (EAGAIN): the monitor then tells a refusal from a
+   broker that is only slow to let it in, which is waited for up to the deadline. */
+static fz_err_t s_send(fz_client_t *self, fz_enc_t **req_p, int64_t deadline, char *errbuf,
+                       size_t errlen)
+{
+    size_t len = 0;
+    const void *data = *req_p ? fz_enc_data(*req_p, &len) : NULL;
+    fz_err_t rc = FZ_OK;
+    while (data && zmq_send(zsock_resolve(self->sock), data, len, ZMQ_DONTWAIT) < 0) {
+        if (errno != EAGAIN || fz_net_interrupted() || fz_clock_ms() >= deadline ||
+            !self->monitor) {
+            snprintf(errbuf, errlen, "cannot send to broker at %s: %s", self->endpoint,
+                     errno == EAGAIN ? "no connection took the request in time" : strerror(errno));
+            rc = FZ_EUNAVAILABLE;
+            break;
+        }
+        s_events(self);
+        if (s_is_refused(self)) {
+            rc = s_refused(self, errbuf, errlen);
+            break;
+        }
+        zmq_pollitem_t item = {zsock_resolve(self->monitor), 0, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, 50);
+    }
+    if (!data && rc == FZ_OK) {
+        snprintf(errbuf, errlen, "out of memory");
+        rc = FZ_EINTERNAL;
+    }
+    fz_enc_destroy(req_p);
+    return rc;
+}
+
 bool fz_client_no_reply(const fz_client_t *self)
 {
     return self->no_reply;
@@ -332,12 +374,10 @@ fz_err_t fz_client_call(fz_client_t *self, fz_enc_t **req_p, fz_msg_t **reply_p,
         snprintf(errbuf, errlen, "cannot connect to %s", self->endpoint);
         return FZ_EUNAVAILABLE;
     }
-    if (fz_net_send(self->sock, NULL, req_p) != 0) {
-        snprintf(errbuf, errlen, "cannot send to broker at %s: %s", self->endpoint,
-                 errno == EAGAIN ? "its queue is full" : strerror(errno));
-        return FZ_EUNAVAILABLE;
-    }
     int64_t deadline = fz_clock_ms() + self->timeout_ms;
+    fz_err_t sent = s_send(self, req_p, deadline, errbuf, errlen);
+    if (sent != FZ_OK)
+        return sent;
     while (!fz_net_interrupted()) {
         int64_t left = deadline - fz_clock_ms();
         if (left <= 0)
@@ -350,12 +390,7 @@ fz_err_t fz_client_call(fz_client_t *self, fz_enc_t **req_p, fz_msg_t **reply_p,
             break;
         if (rc > 0 && self->monitor && (items[1].revents & ZMQ_POLLIN)) {
             s_events(self);
-            /* A refusal the broker made on purpose (ZAP said no, or the mechanisms or keys
-               do not match) will not change by waiting. One connection closed without a
-               word may be a broker going down; several in a row are a refusal too. */
-            if (self->refused_event &&
-                (self->refused_event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ||
-                 self->closed >= S_CLOSED_IN_A_ROW))
+            if (s_is_refused(self))
                 return s_refused(self, errbuf, errlen);
         }
         if (rc <= 0 || !(items[0].revents & ZMQ_POLLIN))
