@@ -259,6 +259,16 @@ static s_match_t s_receive(fz_client_t *self, fz_msg_t **reply_p, fz_err_t *err_
     return S_MINE;
 }
 
+/* A fresh socket drops the request still queued for an absent or refusing broker, so it
+   cannot be delivered later, behind the caller's back. */
+static void s_reconnect(fz_client_t *self)
+{
+    if (self->sock && self->monitor)
+        zmq_socket_monitor(zsock_resolve(self->sock), NULL, 0);
+    zsock_destroy(&self->sock);
+    self->sock = s_connect(self);
+}
+
 static fz_err_t s_no_reply(fz_client_t *self, char *errbuf, size_t errlen)
 {
     if (fz_net_interrupted()) {
@@ -272,12 +282,7 @@ static fz_err_t s_no_reply(fz_client_t *self, char *errbuf, size_t errlen)
     else
         snprintf(errbuf, errlen, "no reply from broker at %s within %g s — is fz-broker running?",
                  self->endpoint, self->timeout_ms / 1000.0);
-    /* A fresh socket drops the request still queued for an absent broker, so it cannot be
-       delivered later, behind the caller's back. */
-    if (self->sock && self->monitor)
-        zmq_socket_monitor(zsock_resolve(self->sock), NULL, 0);
-    zsock_destroy(&self->sock);
-    self->sock = s_connect(self);
+    s_reconnect(self);
     return FZ_EUNAVAILABLE;
 }
 
@@ -286,9 +291,7 @@ static fz_err_t s_no_reply(fz_client_t *self, char *errbuf, size_t errlen)
 static fz_err_t s_refused(fz_client_t *self, char *errbuf, size_t errlen)
 {
     s_refusal(self, errbuf, errlen);
-    zmq_socket_monitor(zsock_resolve(self->sock), NULL, 0);
-    zsock_destroy(&self->sock);
-    self->sock = s_connect(self);
+    s_reconnect(self);
     return FZ_EUNAVAILABLE;
 }
 

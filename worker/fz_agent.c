@@ -147,7 +147,8 @@ static void s_log_write(fz_agent_t *self, const char *data, size_t n)
             self->status.log_errno = errno;
             fz_warn("cannot open log %s (%s); output is not logged", self->log_path,
                     strerror(errno));
-        }
+        } else
+            self->status.log_made = true;
     }
     while (self->log_fd >= 0 && self->status.log_errno == 0 && n > 0) {
         ssize_t w = write(self->log_fd, data, n);

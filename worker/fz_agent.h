@@ -214,6 +214,7 @@ typedef struct {
     uint64_t report_ignored; /* unknown keys, malformed and overlong lines */
     uint64_t output_bytes;   /* stdout + stderr bytes seen */
     int log_errno;           /* first log write error (logging then stops), or 0 */
+    bool log_made;           /* the log file was opened: the agent printed something */
 } fz_agent_status_t;
 
 /* Makes this process a child subreaper, so descendants that call setsid() reparent to it

@@ -305,7 +305,7 @@ static void s_finish(fz_slot_t *self)
                      .model = self->model,
                      /* the log is made by the agent's first byte of output: a silent
                         agent has none, and the result names none */
-                     .log = self->cfg.dry_run || !st || access(log, F_OK) != 0 ? "" : log};
+                     .log = self->cfg.dry_run || !st || !st->log_made ? "" : log};
     r.summary = fz_result_summary(&r, self->start_err);
     if (self->agent)
         r.tail = fz_agent_tail(self->agent, &r.tail_len);

@@ -637,6 +637,7 @@ static void test_silent_agent_makes_no_files(void **state)
     assert_int_equal(access(stale, F_OK), -1);
     assert_int_equal(access(ctx->log, F_OK), -1);
     assert_int_equal(st->log_errno, 0);
+    assert_false(st->log_made);
 }
 
 /* The first report line creates the file; the first output byte creates the log. */
@@ -651,6 +652,7 @@ static void test_report_and_log_made_by_first_write(void **state)
     const fz_agent_status_t *st = s_run(agent);
     assert_true(st->cost_usd == 0.25);
     assert_int_equal(st->report_lines, 1);
+    assert_true(st->log_made);
     char *log = s_slurp(ctx->log, NULL);
     assert_non_null(log);
     assert_string_equal(log, "late\n");
