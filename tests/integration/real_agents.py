@@ -44,6 +44,11 @@ STALL = 6  # the adapters' --stall for the hang and stall cases, seconds (others
 # Claude's hang must end by its own API_TIMEOUT_MS (4 s, one retry: about 10 s), so its stall
 # limit is longer than that plus a slow start of the CLI on a loaded machine.
 CLAUDE_HANG_STALL = 25
+# The stall limit of every case that must not stall: silence that long is a CLI starting on a
+# machine loaded by the rest of the suite, not a hang (a real stall is the hang and stall
+# cases above). The warm-up's first runs get longer still.
+SLOW_START = 90
+WARM_STALL = 150
 
 
 def table_cost(model, usage, n, cache_writes=True):
@@ -55,22 +60,18 @@ def table_cost(model, usage, n, cache_writes=True):
 
 
 def warm_clis(f):
-    """Runs each CLI's --version once, untimed, before anything is timed. On a machine whose
-    page cache does not hold the CLIs yet (a fresh CI machine, the suite's first pass), their
-    first starts read about 1.6 GB of node_modules and binaries from disk: in two CI runs
-    every CLI then printed nothing for 40 s, past the stall limits this test sets."""
-    env = dict(os.environ, HOME=os.path.join(f.dir, "warm-home"))
-    os.makedirs(env["HOME"], exist_ok=True)
+    """Each CLI answers one request of the scripted server, one after the other, untimed,
+    before anything is timed, in the HOME and CODEX_HOME the test then uses. Two costs of a
+    first start are paid here: the page cache (on a fresh CI machine the CLIs' first starts
+    read about 1.6 GB of node_modules and binaries from disk) and the first run in a fresh
+    HOME (Claude makes its config, codex its five SQLite stores). In three CI runs, the
+    first CLIs started at once (three direct runs of Claude and the three workers' tasks)
+    printed nothing for 40 s; --version alone warmed the cache but not the HOME."""
     took = []
     for cli in MODELS:
-        t0 = time.monotonic()
-        try:
-            subprocess.run([os.path.join(PREFIX, "node_modules", ".bin", cli), "--version"], env=env,
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
-        except subprocess.TimeoutExpired:
-            pass
-        took.append("%s %.1f s" % (cli, time.monotonic() - t0))
-    print("warm-up (--version, untimed): %s" % ", ".join(took), flush=True)
+        rc, _, _, secs = run_direct(f, cli, "answer", stall=WARM_STALL, folder="warm")
+        took.append("%s %.1f s%s" % (cli, secs, "" if rc == 0 else " (exit %s)" % rc))
+    print("warm-up (one answer each, untimed): %s" % ", ".join(took), flush=True)
 
 
 def ensure_clis():
@@ -99,7 +100,7 @@ def private_home(f, srv):
     f.env.update(HOME=home, CODEX_HOME=codex_home, FZ_AGENTS_PREFIX=PREFIX, FZ_FAKE_KEY="fz-test-key",
                  ANTHROPIC_BASE_URL=srv.url, ANTHROPIC_API_KEY="fz-test-key", CLAUDE_CODE_MAX_RETRIES="1",
                  API_TIMEOUT_MS="4000", DISABLE_AUTOUPDATER="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-                 GOOGLE_GEMINI_BASE_URL=srv.url, GEMINI_API_KEY="fz-test-key", FZ_AGENT_STALL="40")
+                 GOOGLE_GEMINI_BASE_URL=srv.url, GEMINI_API_KEY="fz-test-key", FZ_AGENT_STALL=str(SLOW_START))
     for k in ("ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_CLOUD_PROJECT",
               "GOOGLE_GENAI_USE_VERTEXAI", "CLAUDE_CONFIG_DIR", "FZ_MODEL"):
         f.env.pop(k, None)
@@ -125,18 +126,19 @@ def report_of(path):
 def stall_limit(cli, scenario):
     if cli == "claude" and scenario == "hang":
         return CLAUDE_HANG_STALL
-    return STALL if scenario in ("hang", "stall") else 40
+    return STALL if scenario in ("hang", "stall") else SLOW_START
 
 
-def run_direct(f, cli, scenario, model=None):
+def run_direct(f, cli, scenario, model=None, stall=None, folder="direct"):
     """The adapter outside fz; returns (exit status, report dict, progress lines, seconds)."""
-    d = os.path.join(f.dir, "direct", "%s-%s" % (cli, scenario))
+    d = os.path.join(f.dir, folder, "%s-%s" % (cli, scenario))
     os.makedirs(d)
     env = dict(f.env, FZ_REPORT=os.path.join(d, "report"), FZ_MODEL=model or MODELS[cli],
-               FZ_AGENT_STALL=str(stall_limit(cli, scenario)))
+               FZ_AGENT_STALL=str(stall or stall_limit(cli, scenario)))
     t0 = time.monotonic()
     p = subprocess.run([os.path.join(AGENTS, cli)], input="please do it fz-scenario:%s\n" % scenario, cwd=d, env=env,
-                       capture_output=True, text=True, timeout=90)
+                       capture_output=True, text=True,
+                       timeout=int(env["FZ_AGENT_STALL"]) + 60)
     with open(os.path.join(d, "stderr"), "w") as fh:
         fh.write(p.stderr)
     kv, progress = report_of(os.path.join(d, "report"))
@@ -247,13 +249,13 @@ def repo_edits(f):
 
 def body(f):
     ensure_clis()
-    warm_clis(f)
     fakemodel.serve(os.path.join(f.dir, "model-server.jsonl"), with_server, f)
 
 
 def with_server(f, srv):
     t_start = time.monotonic()
     private_home(f, srv)
+    warm_clis(f)
     base_env = dict(f.env)
     f.start_broker("--backoff-min", "100", "--backoff-max", "200", "--kill-grace", "3")
     for cli, model in MODELS.items():
