@@ -53,8 +53,10 @@
    turn): one peer's large replies cannot hold everyone else's. */
 #define FZ_TURN_BYTES (32u << 20)
 /* Messages queued to one peer of the ROUTER before its replies are dropped: a peer that does
-   not read costs the broker at most this many replies (of at most 3 MiB). */
-#define FZ_ROUTER_HWM 128
+   not read costs the broker at most this many replies (of at most 1.5 MiB: 384 MiB). libzmq
+   gives a pipe its room back only every HWM/2 messages read, so up to HWM/2 unanswered
+   requests of one peer always find room (the protocol asks clients for at most 100). */
+#define FZ_ROUTER_HWM 256
 /* The PUB queue of one subscriber, in events: a stuck subscriber holds at most this many
    (each at most 16 KiB of output) before the broker drops its events. */
 #define FZ_PUB_HWM 5000

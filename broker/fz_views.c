@@ -538,7 +538,8 @@ void fz_views_cost(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 void fz_views_events(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
     fz_enc_t *r = fz_enc_reply("events", fz_msg_rid(msg));
-    fz_history_encode(self->history, fz_msg_uint(msg, "since", 0), r, "events", 3u << 20);
+    fz_history_encode(self->history, fz_msg_uint(msg, "since", 0), r, "events",
+                      FZ_VIEWS_REPLY_BYTES);
     fz_enc_uint(r, "first", fz_history_first(self->history));
     fz_enc_uint(r, "last", fz_history_last(self->history));
     fz_outbox_reply(self, from, fz_msg_rid(msg), r);

@@ -13,8 +13,9 @@
 #include "fz_store.h"
 #include "fz_store_rows.h"
 
-/* List and get replies stay under this many bytes of rows (FZ_MAX_FRAME is 4 MiB). */
-#define FZ_VIEWS_REPLY_BYTES (3u * 1024 * 1024)
+/* List, get and events replies stay under this many bytes of rows (FZ_MAX_FRAME is 4 MiB);
+   with FZ_ROUTER_HWM replies queued, what a peer that does not read can cost. */
+#define FZ_VIEWS_REPLY_BYTES (1536u * 1024)
 
 /* Adds fields that only memory knows to a task object being written. */
 typedef void(fz_views_decorate_fn)(void *arg, uint64_t id, fz_enc_t *task);

@@ -2,7 +2,7 @@
 client whose receive queue holds one message sends 2,000 `list` requests (about 0.8 MB of
 reply each, 1.6 GB in all) and reads none. Before, the broker queued every reply for it
 (about 2 GiB of RSS for 1,000 requests of 3 MiB) and answered others only after it had built
-them all. Now a peer holds at most 128 queued messages (the rest of its replies are dropped)
+them all. Now a peer holds at most 256 queued messages (the rest of its replies are dropped)
 and a turn stops reading once 32 MiB of replies wait to go out, so the broker's RSS stays
 bounded and another client's ping is still answered meanwhile (the slowest ping is printed: 0.6 s plain, 1.2 s under ASan, 2.7 s before the fix)."""
 import os
@@ -46,7 +46,8 @@ def body(f):
         time.sleep(0.2)
     print("%d unread list requests: broker RSS %d -> peak %d KiB; slowest ping %.3f s" % (
         REQUESTS, before, peak, worst), flush=True)
-    h.check(peak - before < 200 * 1024, "broker RSS grew by %d KiB (bound: 128 replies of 0.8 MB)"
+    # 256 replies of 0.8 MB (200 MiB), and what the turn building them holds (32 MiB).
+    h.check(peak - before < 280 * 1024, "broker RSS grew by %d KiB (bound: 256 replies of 0.8 MB)"
             % (peak - before))
     h.check(worst < 5.0, "a ping took %.3f s while one peer hogged the broker" % worst)
     greedy.close(0)

@@ -6,7 +6,7 @@
     full-disk seam), load_live, attempts recorded once, the fallback chain, dependencies and
     trees, the rows replies are built from (fz_store_rows.h: task, attempts and their output
     budget, labels, lists by id and newest first, counts, prompt), the cost rows against
-    fz_store_spent, and meta. How views encode these rows (field types, the 3 MiB cut of
+    fz_store_spent, and meta. How views encode these rows (field types, the 1.5 MiB cut of
     lists) is views_test's.
 
     Tests named test_regression_* pin bugs these tests found and that are fixed (each explains
@@ -942,7 +942,7 @@ static void test_list_rows_and_counts(void **state)
 }
 
 /* A list of many tasks: the reader gives every row the limit allows, by id or newest first
-   with tail (the reply's 3 MiB cut is the view's: views_test). */
+   with tail (the reply's 1.5 MiB cut is the view's: views_test). */
 static void test_list_rows_many(void **state)
 {
     fx_t *fx = *state;

@@ -2,7 +2,7 @@
     on a store in a temp dir. Each reply is decoded back with fz_msg_decode and read with
     fz_obj_*: the task object and list rows carry every submit field with the type a submit
     would; fallback and after come back as submitted, an absent one as an empty array; an
-    attempt's output is bin; the decorator adds memory's fields; a list stops before 3 MiB,
+    attempt's output is bin; the decorator adds memory's fields; a list stops before 1.5 MiB,
     and with tail keeps the newest; counts name every state; cost rows add up to total_cost
     and an unknown grouping is invalid. (The rows themselves are store_test's.) */
 
@@ -281,8 +281,8 @@ static void test_encode_list_truncates_before_3mib(void **state)
     assert_int_equal(fz_views_list_tasks(fx->store, NULL, 100000, false, e, s_decorate, d), FZ_OK);
     size_t len = 0;
     assert_non_null(fz_enc_data(e, &len));
-    const size_t cap = 3u * 1024 * 1024;
-    assert_true(len <= cap + 64);  /* rows stop at 3 MiB (plus the small envelope) */
+    const size_t cap = FZ_VIEWS_REPLY_BYTES;
+    assert_true(len <= cap + 64);  /* rows stop at 1.5 MiB (plus the small envelope) */
     assert_true(len > cap - 1024); /* and not long before: a row is a few hundred bytes */
     assert_true(len < FZ_MAX_FRAME);
     fz_msg_t *msg = s_decode(&e);
@@ -316,7 +316,7 @@ static void test_encode_list_truncates_before_3mib(void **state)
     assert_int_equal(fz_msg_uint(msg, "total", 0), N);
     fz_msg_destroy(&msg);
 
-    /* tail, cut at 3 MiB: the newest tasks are kept (the oldest left out), still by id. */
+    /* tail, cut at 1.5 MiB: the newest tasks are kept (the oldest left out), still by id. */
     e = fz_enc_new("tasks", 1);
     assert_int_equal(fz_views_list_tasks(fx->store, NULL, 100000, true, e, NULL, NULL), FZ_OK);
     msg = s_decode(&e);
