@@ -23,6 +23,7 @@
 #define FZ_BACKOFF_MAX_MS 32000 /* reconnect backoff doubles up to this */
 #define FZ_MAX_PENDING 16       /* unacknowledged results kept (oldest dropped past it) */
 #define S_WS_STOP_MS 30000      /* on stop, how long sealing and removing a worktree may take */
+#define S_DRAIN_RID 1           /* the rid of the drain's ping (the worker sends no other) */
 
 typedef struct {
     uint64_t task;
@@ -63,8 +64,13 @@ struct fz_slot_t {
     pending_t pending[FZ_MAX_PENDING];
     size_t npending;
     int64_t next_resend_ms;
-    bool stopping;         /* first signal seen */
-    bool draining;         /* SIGUSR1: finish the agent, take nothing more, then leave */
+    bool stopping; /* first signal seen */
+    bool draining; /* SIGUSR1: finish the agent, take nothing more, then leave */
+    /* A dispatch the broker sent before it heard of the drain may still be on its way; the
+       reply to a ping sent after the draining heartbeat comes behind it (one connection,
+       in order), so until that pong (or drain_sync_ms) such a dispatch is still run. */
+    bool drain_synced;
+    int64_t drain_sync_ms;
     bool said_bye;         /* stopping, and the broker was told: no more dispatches */
     int64_t kill_grace_ms; /* of the current agent: how long stopping may take */
     bool interrupted;      /* the current agent was cancelled because the worker stops */
@@ -454,7 +460,9 @@ static void s_on_dispatch(fz_slot_t *self, fz_msg_t **msg_p)
                 (unsigned long long)task, attempt);
         return;
     }
-    if (self->active || self->stopping || self->draining) {
+    /* Draining, a dispatch sent before the broker heard of it is run (not --once: one task) */
+    bool late = self->draining && !self->drain_synced && !self->cfg.once;
+    if (self->active || self->stopping || (self->draining && !late)) {
         fz_warn("dispatch of task %llu while %s: rejected", (unsigned long long)task,
                 self->stopping || self->draining ? "stopping" : "busy");
         s_result_simple(self, task, attempt, FZ_OUTCOME_REJECTED, "", "worker busy");
@@ -561,6 +569,8 @@ static void s_recv(fz_slot_t *self)
         s_on_ack(self, msg);
     else if (fz_msg_is(msg, "error"))
         s_on_error(self, msg);
+    else if (fz_msg_is(msg, "pong"))
+        self->drain_synced |= self->draining && fz_msg_uint(msg, "rid", 0) == S_DRAIN_RID;
     else if (!fz_msg_is(msg, "heartbeat"))
         fz_warn("ignored unexpected '%s' from the broker", fz_msg_type(msg));
     fz_msg_destroy(&msg);
@@ -707,6 +717,18 @@ void fz_slot_destroy(fz_slot_t **self_p)
     *self_p = NULL;
 }
 
+/* Tells the broker this worker drains, then pings it: see drain_synced. */
+static void s_start_draining(fz_slot_t *self, int64_t now)
+{
+    self->draining = true;
+    s_heartbeat(self);
+    fz_enc_t *ping = fz_enc_new("ping", S_DRAIN_RID);
+    s_send(self, &ping);
+    /* a broker that does not answer (down, unreachable) holds the leaving up to this */
+    int64_t wait = 2 * (int64_t)self->hb_ms;
+    self->drain_sync_ms = now + (wait < 5000 ? wait : 5000);
+}
+
 /* --once: the first task taken (an agent, or a result owed) drains the worker; --idle-exit:
    so does a time without either. Draining does the rest (finish, report, ack, bye). */
 static void s_once_or_idle(fz_slot_t *self, int64_t now)
@@ -718,10 +740,9 @@ static void s_once_or_idle(fz_slot_t *self, int64_t now)
     bool idle = self->cfg.idle_exit_s && now - self->busy_ms >= self->cfg.idle_exit_s * 1000LL;
     if (self->draining || (!once && !idle))
         return;
-    self->draining = true;
     fz_info("%s", once ? "--once: this task is the last; leaving when its result is acknowledged"
                        : "--idle-exit: no task for that long; leaving");
-    s_heartbeat(self);
+    s_start_draining(self, now);
 }
 
 /* First signal: stop the agent, report it and wait for the ack; second: leave now. */
@@ -732,13 +753,13 @@ static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
         return true;
     if (fz_net_drain_requested() && !self->draining) {
         /* Draining: the broker hears it at once; the agent finishes in its own time. */
-        self->draining = true;
         fz_info("draining: %s",
                 self->active ? "finishing the running agent, then leaving" : "no agent; leaving");
-        s_heartbeat(self);
+        s_start_draining(self, now);
     }
     s_once_or_idle(self, now);
-    if (self->draining && !self->stopping && !self->active) {
+    if (self->draining && !self->stopping && !self->active &&
+        (self->drain_synced || now >= self->drain_sync_ms)) {
         self->stopping = true;
         /* for the last result's acknowledgement; --once waits for it as long as it takes */
         *leave_at = self->cfg.once ? INT64_MAX : now + 5000;

@@ -3,8 +3,11 @@ of this test, no fz-broker): heartbeats of a running attempt carry idle_ms and t
 tokens; results carry class (absent on success), reset_at and retry_after when reported,
 the cache tokens, and fz_vocab's outcome names; a rejected dispatch gets every result field;
 stall_kill stops a silent agent (simulated and real) as "stalled"; an agent that exits 127
-makes the worker say in its log that the command is not installed."""
+makes the worker say in its log that the command is not installed; a draining worker pings
+after its draining heartbeat and runs a dispatch that arrives before the pong (the broker sent
+it before it heard of the drain) instead of leaving without a word about it."""
 import os
+import signal
 import sys
 import time
 
@@ -151,11 +154,33 @@ def real_worker(f, fb):
     h.check(900 <= r["duration_ms"] < 4000, "real stall after %s ms" % r["duration_ms"])
 
 
+def drain_race(f, fb):
+    """The dispatch the broker sent just before the draining heartbeat reached it (it-resilience
+    saw the worker leave instead, and the attempt end as lost)."""
+    w = f.start_worker("drainer", "--broker", f.broker_ep, "--heartbeat", "200", dry_run=True)
+    fb.wait(lambda n, m: n == "drainer" and m["type"] == "hello", 10, "the draining worker's hello")
+    w.send_signal(signal.SIGUSR1)
+    fb.wait(lambda n, m: n == "drainer" and m["type"] == "heartbeat" and m.get("draining"), 5,
+            "the draining heartbeat")
+    ping = fb.wait(lambda n, m: n == "drainer" and m["type"] == "ping", 5, "the drain's ping")
+    dispatch(fb, "drainer", 7, {"dry.duration": "0.3"})
+    fb.send("drainer", "pong", rid=ping["rid"], version=1, broker="fake")
+    r = fb.result("drainer", 7)
+    h.check(r["outcome"] == "exited" and r["exit_code"] == 0, "the late dispatch did not run: %s" % r)
+    t = time.monotonic()
+    while w.poll() is None and time.monotonic() < t + 10:
+        fb.pump(0.05)
+    h.check(w.poll() == 0, "the draining worker did not leave after its task: %s" % w.poll())
+    f.procs.pop(w.pid, None)
+    h.check(any(n == "drainer" and m["type"] == "bye" for n, m in fb.seen), "no bye from the drainer")
+
+
 def body(f):
     fb = FakeBroker(f.broker_ep)
     try:
         dry_worker(f, fb)
         real_worker(f, fb)
+        drain_race(f, fb)
         fb.pump(0.3)  # the last acknowledgements out
     finally:
         # the workers leave at once on SIGTERM: nothing runs and every result was acknowledged
