@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fz_net.h"
 #include "fz_util.h"
 
 /* ---------------------------------------------------------------- the permission table */
@@ -100,7 +101,7 @@ void fz_auth_destroy(fz_auth_t **self_p)
     if (!self_p || !*self_p)
         return;
     fz_auth_t *self = *self_p;
-    zsock_destroy(&self->rep);
+    fz_net_close_bound(&self->rep);
     fz_keydir_destroy(&self->cache);
     free(self->keydir);
     free(self);

@@ -566,20 +566,6 @@ fail:
     return NULL;
 }
 
-/* libzmq frees an inproc name only when its reaper thread gets to the closed socket, so a
-   broker made again at once in the same process (a restart in the tests) could find its
-   endpoint still taken; an unbind gives the name back before the close returns. */
-static void s_close_bound(zsock_t **sock_p)
-{
-    if (!*sock_p)
-        return;
-    char *ep = zsock_last_endpoint(*sock_p);
-    if (ep && *ep)
-        zsock_unbind(*sock_p, "%s", ep);
-    free(ep);
-    zsock_destroy(sock_p);
-}
-
 void fz_broker_destroy(fz_broker_t **self_p)
 {
     if (!self_p || !*self_p)
@@ -602,8 +588,8 @@ void fz_broker_destroy(fz_broker_t **self_p)
     for (size_t i = 0; i < self->nallowed; i++)
         free(self->allowed[i]);
     free(self->allowed);
-    s_close_bound(&self->router);
-    s_close_bound(&self->pub);
+    fz_net_close_bound(&self->router);
+    fz_net_close_bound(&self->pub);
     fz_auth_destroy(&self->auth);
     free(self);
     *self_p = NULL;

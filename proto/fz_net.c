@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -67,6 +68,17 @@ int fz_net_signal_count(void)
 int fz_net_signal(void)
 {
     return s_signal;
+}
+
+void fz_net_close_bound(zsock_t **sock_p)
+{
+    if (!sock_p || !*sock_p)
+        return;
+    char *ep = zsock_last_endpoint(*sock_p);
+    if (ep && *ep)
+        zsock_unbind(*sock_p, "%s", ep);
+    free(ep);
+    zsock_destroy(sock_p);
 }
 
 zsock_t *fz_net_socket(int type)

@@ -35,6 +35,11 @@ int fz_net_signal(void);
 /* New socket of ZMQ_ROUTER/DEALER/PUB/SUB with fz's limits set; NULL on failure. */
 zsock_t *fz_net_socket(int type);
 
+/* Destroys a socket that bound an endpoint, unbinding it first: libzmq frees an inproc name
+   only when its reaper thread gets to the closed socket, so a socket made again at once in
+   the same process on that name (a broker restarted in a test) could find it taken. */
+void fz_net_close_bound(zsock_t **sock_p);
+
 /* Sends *enc_p (destroyed in all cases), preceded by routing_id when not NULL. Never blocks:
    returns 0, or -1 with errno EAGAIN (peer full) or EHOSTUNREACH (peer gone). */
 int fz_net_send(zsock_t *sock, zframe_t *routing_id, fz_enc_t **enc_p);

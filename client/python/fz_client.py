@@ -43,6 +43,7 @@ PROTOCOL_VERSION = 1
 DEFAULT_BROKER = "tcp://127.0.0.1:5570"
 MAX_FRAME = 4 * 1024 * 1024
 MAX_PROMPT = 256 * 1024
+_MONITORS = itertools.count(1)  # serials of the clients' monitor names
 FINAL_STATES = frozenset(("succeeded", "failed", "cancelled", "dep-failed"))
 
 # Exit codes of the command line, the same as fz-submit's and fz-ctl's.
@@ -130,10 +131,15 @@ class Client:
             # it wants none or none where it wants them) end a call at once, saying which;
             # so do three handshakes in a row that the broker closed without a word (as
             # fz_client.c: a wrong broker key, a broker at its --max-peers).
+            # Each monitor gets a name of its own: pyzmq's default names it by the socket's
+            # descriptor, which a new socket reuses while libzmq may still hold the old
+            # monitor's name (an inproc name is freed only when libzmq's reaper gets to it).
             self._mon = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL |
                                                 zmq.EVENT_HANDSHAKE_FAILED_AUTH |
                                                 zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                                                zmq.EVENT_HANDSHAKE_SUCCEEDED)
+                                                zmq.EVENT_HANDSHAKE_SUCCEEDED,
+                                                "inproc://fz-client-monitor-%d-%d"
+                                                % (os.getpid(), next(_MONITORS)))
             self._closed = 0
             sock.connect(self.broker)
             self._sock = sock
