@@ -637,6 +637,10 @@ static int s_timeout(fz_slot_t *self, int64_t now)
     int t = self->aws ? fz_aws_timeout_ms(self->aws, now) : -1;
     if (t >= 0 && now + t < next)
         next = now + t;
+    /* no pong by then: leave without it (once past, it wakes the loop no more) */
+    if (self->draining && !self->drain_synced && self->drain_sync_ms > now &&
+        self->drain_sync_ms < next)
+        next = self->drain_sync_ms;
     int64_t ms = next - now;
     return ms < 0 ? 0 : ms > 1000 ? 1000 : (int)ms;
 }
@@ -753,8 +757,8 @@ static bool s_should_leave(fz_slot_t *self, int64_t now, int64_t *leave_at)
         return true;
     if (fz_net_drain_requested() && !self->draining) {
         /* Draining: the broker hears it at once; the agent finishes in its own time. */
-        fz_info("draining: %s",
-                self->active ? "finishing the running agent, then leaving" : "no agent; leaving");
+        fz_info("draining: %s", self->active ? "finishing the running agent, then leaving"
+                                             : "no agent; leaving once the broker has heard it");
         s_start_draining(self, now);
     }
     s_once_or_idle(self, now);
