@@ -114,6 +114,16 @@ const char *fz_agent_outcome_name(fz_agent_outcome_t outcome)
    raised (unless one was already pending before, which is not ours to take). */
 static ssize_t s_write_nosigpipe(int fd, const void *buf, size_t len)
 {
+    /* Ignored process-wide, as the contract asks of the caller (fz-worker does): a plain
+       write, one query instead of the four calls of the dance below. */
+    struct sigaction now;
+    if (sigaction(SIGPIPE, NULL, &now) == 0 && now.sa_handler == SIG_IGN) {
+        ssize_t n;
+        do
+            n = write(fd, buf, len);
+        while (n < 0 && errno == EINTR);
+        return n;
+    }
     sigset_t pipe_set, old_mask, pending;
     sigemptyset(&pipe_set);
     sigaddset(&pipe_set, SIGPIPE);
@@ -546,7 +556,12 @@ static void s_finish(fz_agent_t *self, int64_t now)
         wstatus = self->shell_wstatus;
         have_status = true;
     }
-    /* Reaped: from here on the state is SWEEP or DONE, and the group is never signalled. */
+    /* Reaped: from here on the state is SWEEP or DONE, and the group is never signalled.
+       A keeper that ended by itself said last that nothing of the agent is left. */
+    fz_keeper_msg_t msg;
+    while (self->status_fd >= 0 && fz_keeper_read(self->status_fd, &msg) == 1)
+        if (msg.kind == FZ_KEEPER_EMPTY)
+            self->tree_empty = true;
     fz_close(&self->status_fd);
     s_close_stdin(self);
     uint64_t before = s_life_count(self);
@@ -558,7 +573,8 @@ static void s_finish(fz_agent_t *self, int64_t now)
     s_uncount(self);
 
     int subreaper = 0;
-    if (s_live_agents == 0 && prctl(PR_GET_CHILD_SUBREAPER, &subreaper) == 0 && subreaper) {
+    if (!self->tree_empty && s_live_agents == 0 && prctl(PR_GET_CHILD_SUBREAPER, &subreaper) == 0 &&
+        subreaper) {
         self->state = FZ_AGENT_S_SWEEP;
         self->sweep_until_ms = now + FZ_PROCTAB_SWEEP_MAX_MS;
         s_sweep_step(self, now);

@@ -148,6 +148,8 @@ typedef struct {
     const char *prompt;      /* written to stdin, then stdin is closed; may be NULL */
     size_t prompt_len;       /* bytes of prompt (may contain NULs) */
     const char *workdir;     /* required: created like mkdir -p; the agent's cwd */
+    bool fresh_workdir;      /* the caller made workdir just now, empty: it is not made
+                                again, and holds no report of an earlier run to remove */
     const char *log_path;    /* output appended here; NULL = no log file */
     const char *report_path; /* truncated at start; NULL = WORKDIR/.fz-report */
     const char *const *env;  /* NULL-terminated "KEY=VALUE" added to what the agent gets of

@@ -56,6 +56,7 @@ struct fz_agent_t {
     bool poll_status;  /* status_fd goes to the caller's poll (else: looked at on a timer) */
     int shell_wstatus; /* the shell's wait status as the keeper reported it, -1 until then
                           (wait statuses are never negative) */
+    bool tree_empty;   /* the keeper said every descendant ended before it did: no sweep */
     fz_agent_outcome_t stop_outcome;
     int64_t kill_at_ms;
     int64_t group_check_ms;

@@ -185,7 +185,7 @@ static char *s_abs_path(const char *file)
 static int s_prepare_files(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, size_t errlen)
 {
     const char *wd = opts->workdir;
-    if (s_mkdir_p(wd) < 0)
+    if (!opts->fresh_workdir && s_mkdir_p(wd) < 0)
         return fz_errf(err, errlen, "cannot create workdir %s: %s", wd, strerror(errno));
     /* An absolute path without . or .. is taken as it is (symlinks in it stay): realpath
        costs a readlink per component, per attempt; fz-worker's work root is resolved once. */
@@ -201,7 +201,9 @@ static int s_prepare_files(fz_agent_t *self, const fz_agent_opts_t *opts, char *
     /* The report and the log usually live in the workdir, made and resolved just above. */
     bool here = s_in_folder(report, wd) || s_in_folder(report, self->workdir);
     int rc = here ? 0 : s_mkdir_parent(report);
-    if (rc == 0 && (unlink(report) == 0 || errno == ENOENT)) {
+    /* An earlier run's report at the path would count: removed, unless the folder is new. */
+    bool stale = !(here && opts->fresh_workdir);
+    if (rc == 0 && (!stale || unlink(report) == 0 || errno == ENOENT)) {
         if (!here)
             self->report_path = s_abs_path(report);
         else if (asprintf(&self->report_path, "%s%s", self->workdir, strrchr(report, '/')) < 0)

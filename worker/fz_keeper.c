@@ -58,6 +58,7 @@ typedef struct {
     int death_fd;      /* read end of the death pipe */
     int status_fd;     /* write end of the status pipe */
     uint64_t reset;    /* signals (bit N-1: signal N) the agent must get back at SIG_DFL */
+    bool reset_known;  /* reset was worked out before the fork (the spawner's, once) */
 } s_keeper_args_t;
 
 #define S_KEEPER_DEATH_FD 3
@@ -256,9 +257,9 @@ static __attribute__((noreturn)) void s_keeper_main(s_keeper_args_t *args)
     action.sa_handler = s_keeper_on_child;
     action.sa_flags = SA_NOCLDSTOP;
     sigaction(SIGCHLD, &action, NULL);
-    /* What the agent must get back at SIG_DFL: one read of /proc instead of 64 sigactions;
-       all of them if it cannot be read. */
-    if (!fz_proctab_self_sigs(&args->reset))
+    /* What the agent must get back at SIG_DFL: one read of /proc instead of 64 sigactions
+       (all of them if it cannot be read), or what the spawner read once for every keeper. */
+    if (!args->reset_known && !fz_proctab_self_sigs(&args->reset))
         args->reset = ~(uint64_t)0;
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     /* Wakes a keeper stopped with its group (kill -STOP 0) when the worker's thread ends;
@@ -303,8 +304,12 @@ static __attribute__((noreturn)) void s_keeper_main(s_keeper_args_t *args)
                 shell_status = wstatus;
                 s_keeper_send(S_KEEPER_STATUS_FD, FZ_KEEPER_EXITED, wstatus);
             }
-        if (r < 0 && errno == ECHILD && shell_done)
-            s_keeper_mirror(shell_status); /* nothing of the agent is left */
+        if (r < 0 && errno == ECHILD && shell_done) {
+            /* Nothing of the agent is left: every descendant was our child (we are their
+               subreaper) and all are reaped, so the worker need not sweep after us. */
+            s_keeper_send(S_KEEPER_STATUS_FD, FZ_KEEPER_EMPTY, 0);
+            s_keeper_mirror(shell_status);
+        }
         struct pollfd death = {S_KEEPER_DEATH_FD, POLLIN, 0};
         if (ppoll(&death, 1, NULL, &wait_mask) > 0) {
             char byte;
@@ -356,10 +361,11 @@ static int s_pipe(int fds[2])
     return -1;
 }
 
+/* For a pipe end made just now: no status flag but the access mode (which F_SETFL leaves
+   alone) is set yet, so there is nothing to read back first. */
 static int s_nonblock(int fd)
 {
-    int flags = fcntl(fd, F_GETFL);
-    return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    return fcntl(fd, F_SETFL, O_NONBLOCK);
 }
 
 /* ---------------------------------------------------------------- the spawner
@@ -449,6 +455,12 @@ void fz_keeper_spawner_main(int sock)
 {
     static char buf[S_REQ_MAX];
     static char *strs[3 + S_REQ_ENV_MAX + 1];
+    /* Every keeper starts with this process's dispositions plus its own SIGCHLD handler
+       (s_keeper_main), so what its agent must get back at SIG_DFL is read once here instead
+       of from /proc in every keeper. */
+    uint64_t reset = ~(uint64_t)0;
+    if (fz_proctab_self_sigs(&reset))
+        reset |= (uint64_t)1 << (SIGCHLD - 1);
     for (;;) {
         s_req_head_t head;
         int fds[S_REQ_FDS];
@@ -460,7 +472,7 @@ void fz_keeper_spawner_main(int sock)
             strs[3 + head.nenv] = NULL;
             char *argv[] = {strs[0], (char *)"-c", strs[1], NULL};
             s_keeper_args_t args = {strs[0], argv,   strs + 3, strs[2], fds[0],
-                                    fds[1],  fds[2], fds[3],   0};
+                                    fds[1],  fds[2], fds[3],   reset, true};
             /* A fork whose parent is ours: the worker's. The child runs on a copy of this
                stack, as after fork. */
             long pid =
@@ -477,9 +489,17 @@ void fz_keeper_spawner_main(int sock)
     }
 }
 
+/* The spawner failed or is gone: from now on keepers are forked here. It is reaped now (our
+   unreaped child, so its pid is safe to signal): the sweep after an agent no longer runs
+   when the keeper says nothing of the agent is left, and would not reap it. */
 static void s_spawner_stop(void)
 {
-    fz_close(&s_spawner_fd); /* EOF: it exits; the final sweep reaps it */
+    fz_close(&s_spawner_fd);
+    if (s_spawner > 0) {
+        kill(s_spawner, SIGKILL);
+        while (waitpid(s_spawner, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
     s_spawner = 0;
 }
 
@@ -584,8 +604,6 @@ static pid_t s_spawner_ask(const char *shell, const char *command, char *const *
                 : -1;
     } while (n < 0 && errno == EINTR && fz_clock_ms() < until);
     if (n != (ssize_t)sizeof reply || reply == 0) {
-        if (s_spawner > 0)
-            kill(s_spawner, SIGKILL); /* our unreaped child: safe */
         s_spawner_stop();
         return -1;
     }
@@ -612,7 +630,7 @@ static int s_spawn(fz_keeper_t *self, const char *shell, const char *command, ch
         return -1;
     }
     char *argv[] = {(char *)shell, (char *)"-c", (char *)command, NULL};
-    s_keeper_args_t args = {shell, argv, envp, workdir, in_r, out_w, death[0], status[1], 0};
+    s_keeper_args_t args = {shell, argv, envp, workdir, in_r, out_w, death[0], status[1], 0, false};
     self->started_ms = fz_clock_ms();
     int fds[S_REQ_FDS] = {in_r, out_w, death[0], status[1]};
     pid_t pid = s_spawner_ask(shell, command, envp, workdir, fds);

@@ -20,6 +20,8 @@ typedef enum {
     FZ_KEEPER_STARTED = 1,      /* value: the shell's pid */
     FZ_KEEPER_START_FAILED = 2, /* value: errno of the chdir, vfork or exec */
     FZ_KEEPER_EXITED = 3,       /* value: the shell's wait status */
+    FZ_KEEPER_EMPTY = 4,        /* just before the keeper exits by itself: every descendant
+                                   of the agent has ended and been reaped (value 0) */
 } fz_keeper_kind_t;
 
 /* One message: 8 bytes, so each write and read is atomic on a pipe. */

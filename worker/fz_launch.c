@@ -160,6 +160,7 @@ fz_agent_t *fz_launch_real(const fz_launch_t *l, fz_msg_t *msg, fz_agent_opts_t 
     opts->command = cmd;
     opts->prompt = fz_msg_str(msg, "prompt", "", &plen);
     opts->prompt_len = plen;
+    opts->fresh_workdir = opts->fresh_workdir && strcmp(cwd, workdir) == 0;
     opts->workdir = cwd;
     opts->log_path = log;
     opts->report_path = report;

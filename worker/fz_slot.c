@@ -401,10 +401,10 @@ static void s_start_agent(fz_slot_t *self)
     /* The task's folder from a spare made while idle (fz_spare.h); fz_agent makes it when
        none is ready, and finds it there otherwise. */
     snprintf(name, sizeof name, "%llu", (unsigned long long)self->task);
-    if (!self->cfg.dry_run)
-        fz_spare_take(self->spare, name);
+    bool fresh = !self->cfg.dry_run && fz_spare_take(self->spare, name);
     const char *cwd = fz_aws_cwd(self->aws);
     fz_agent_opts_t opts = self->limits;
+    opts.fresh_workdir = fresh;
     fz_launch_t l = s_launch(self);
     char *err = self->start_err;
     size_t errlen = sizeof self->start_err;

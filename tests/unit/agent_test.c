@@ -1673,7 +1673,7 @@ static void test_sim_errors(void **state)
 
 /* The keeper spawner killed (unit.agent_test_spawner only; the last test there): the next
    agent starts all the same, its keeper forked by this process, and the dead spawner is
-   reaped by the sweep, leaving no child behind. */
+   reaped when the module finds it gone, leaving no child behind. */
 static void test_spawner_gone(void **state)
 {
     ctx_t *ctx = *state;
