@@ -472,7 +472,7 @@ void fz_keeper_spawner_main(int sock)
             strs[3 + head.nenv] = NULL;
             char *argv[] = {strs[0], (char *)"-c", strs[1], NULL};
             s_keeper_args_t args = {strs[0], argv,   strs + 3, strs[2], fds[0],
-                                    fds[1],  fds[2], fds[3],   reset, true};
+                                    fds[1],  fds[2], fds[3],   reset,   true};
             /* A fork whose parent is ours: the worker's. The child runs on a copy of this
                stack, as after fork. */
             long pid =

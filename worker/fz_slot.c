@@ -327,6 +327,13 @@ static void s_finish(fz_slot_t *self)
     else if (st->cls != FZ_CLASS_AGENT_MISSING)
         snprintf(why, sizeof why, "exit %d", st->exit_code);
     s_warn_agent_missing(self, &r, why);
+    /* A folder the attempt left empty goes back to the spares (fz_spare.h) before anyone
+       hears of the result: nothing of the attempt runs any more. */
+    if (!self->cfg.dry_run && (!st || !st->log_made)) {
+        char name[32];
+        snprintf(name, sizeof name, "%llu", (unsigned long long)self->task);
+        fz_spare_give_back(self->spare, name);
+    }
     s_result_pending(self, self->task, self->attempt, fz_result_enc(&r));
     s_keep_for_promote(self, r.ws);
     fz_agent_destroy(&self->agent);

@@ -22,6 +22,7 @@ struct fz_spare_t {
     char ready[FZ_SPARE_KEEP][S_NAME_MAX];
     int nready;
     bool refused; /* the folder refused a spare or a rename: spares are off */
+    mode_t mode;  /* what mkdir gave the first spare (0777 less the umask); 0 until then */
 };
 
 bool fz_spare_name(pid_t pid, unsigned n, char *buf, size_t size)
@@ -121,6 +122,46 @@ bool fz_spare_take(fz_spare_t *self, const char *name)
     return false;
 }
 
+/* Whether the folder open at fd has no entry but . and .. */
+static bool s_empty(int fd)
+{
+    char buf[512];
+    ssize_t n;
+    while ((n = getdents64(fd, buf, sizeof buf)) > 0)
+        for (ssize_t off = 0; off < n;) {
+            const struct dirent64 *e = (const struct dirent64 *)(buf + off);
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+                return false;
+            off += e->d_reclen;
+        }
+    return n == 0;
+}
+
+bool fz_spare_give_back(fz_spare_t *self, const char *name)
+{
+    if (!self || self->refused)
+        return false;
+    int fd = openat(self->root_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct stat st;
+    bool empty = fstat(fd, &st) == 0 && s_empty(fd);
+    close(fd);
+    if (!empty)
+        return false;
+    /* Nothing of the attempt runs any more: the folder stays empty until it is used again. */
+    bool as_made = self->mode && (st.st_mode & 07777) == self->mode && st.st_uid == geteuid();
+    if (as_made && self->nready < FZ_SPARE_KEEP) {
+        char *slot = self->ready[self->nready];
+        if (fz_spare_name(self->pid, self->next++, slot, S_NAME_MAX) &&
+            renameat2(self->root_fd, name, self->root_fd, slot, RENAME_NOREPLACE) == 0) {
+            self->nready++;
+            return true;
+        }
+    }
+    return unlinkat(self->root_fd, name, AT_REMOVEDIR) == 0;
+}
+
 int fz_spare_fill(fz_spare_t *self)
 {
     int made = 0;
@@ -132,6 +173,9 @@ int fz_spare_fill(fz_spare_t *self)
             break;
         }
         if (mkdirat(self->root_fd, slot, 0777) == 0) {
+            struct stat st; /* once: the mode a folder taken back must still have */
+            if (!self->mode && fstatat(self->root_fd, slot, &st, AT_SYMLINK_NOFOLLOW) == 0)
+                self->mode = st.st_mode & 07777;
             self->nready++;
             made++;
         } else if (errno != EEXIST)

@@ -8,9 +8,9 @@
     less the umask, at WORKROOT/TASK_ID (README's promise); only its times are those of its
     making.
 
-    Owns: the spares it made (at most FZ_SPARE_KEEP, named .fz-spare-PID-N in the root) and
-    their names. A spare is used only by the process that made it; an empty one another
-    process left (a killed worker) is removed by fz_spare_new; a spare that is not empty is
+    Owns: the spares it made or took back (at most FZ_SPARE_KEEP, named .fz-spare-PID-N in
+    the root) and their names. A spare is used only by the process that made it; an empty one
+   another process left (a killed worker) is removed by fz_spare_new; a spare that is not empty is
     never used nor removed. Nothing here is required: every failure falls back to mkdir. */
 
 #ifndef FZ_SPARE_H
@@ -36,6 +36,14 @@ void fz_spare_destroy(fz_spare_t **self_p);
    entry. True if it did; false if no spare was ready, ROOT/NAME exists already, or the
    folder refused (then the caller makes the folder itself, as without spares). NULL: false. */
 bool fz_spare_take(fz_spare_t *self, const char *name);
+
+/* Takes ROOT/NAME back when the attempt left it empty, so that tasks that leave nothing
+   leave no folder behind (a worker running a million silent commands would keep a million
+   empty folders) and the next task's folder costs no inode: renamed to a new spare when
+   fewer than FZ_SPARE_KEEP are ready and it still has the mode and owner a spare is made
+   with, else removed. True if the folder went; false if it holds anything or is not a
+   plain folder (it stays, as README promises), or on any failure. NULL: false. */
+bool fz_spare_give_back(fz_spare_t *self, const char *name);
 
 /* Makes spares until FZ_SPARE_KEEP are ready; call when the worker has nothing else to do.
    Returns how many it made (0 when full, or when the folder refuses them: then it stops

@@ -59,6 +59,11 @@ def body(f):
     h.check(a["outcome"] == "exited" and a["log"] == "" and a["output"] == b"", "silent agent: %s" % a)
     h.check(not os.path.exists(os.path.join(f.dir, "work", "w", str(silent), "attempt-1.log")),
             "a silent agent's log was made")
+    # Its folder, left empty, went back to the worker's spares; the others' folders stay.
+    work = os.listdir(os.path.join(f.dir, "work", "w"))
+    h.check(str(silent) not in work and any(e.startswith(".fz-spare-") for e in work),
+            "a silent task's empty folder was kept: %s" % sorted(work))
+    h.check(str(quiet) in work, "a task's folder with its log went: %s" % sorted(work))
     shown = f.run_tool("fz-ctl", "show", str(silent)).stdout
     h.check("  log " not in shown, "fz-ctl show names a log that is not there:\n%s" % shown)
 

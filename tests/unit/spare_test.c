@@ -1,6 +1,7 @@
 /*  spare_test: fz_spare's names (pure) and its pool against a real folder: fill, take into
     place (never over an existing entry), leftovers of a dead maker removed, a live maker's
-    and non-empty ones kept, destroy removing what was not used. */
+    and non-empty ones kept, destroy removing what was not used, and task folders left empty
+    taken back (as spares, or removed) while any other stays. */
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -158,12 +159,80 @@ static void test_leftovers(void **state)
     assert_null(fz_spare_new("/nonexistent/fz_spare_test"));
 }
 
+static void s_touch(const char *name)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", s_root, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+}
+
+/* A task folder the attempt left empty goes back to the spares, and the next task's folder
+   is that same inode; one with anything in it, a symlink, or one whose mode the agent
+   changed is never reused (the last is removed); with the spares full, an empty one is
+   removed. */
+static void test_give_back(void **state)
+{
+    (void)state;
+    fz_spare_t *sp = fz_spare_new(s_root);
+    assert_non_null(sp);
+    assert_false(fz_spare_give_back(sp, "1")); /* not there */
+    assert_int_equal(fz_spare_fill(sp), FZ_SPARE_KEEP);
+    assert_true(fz_spare_take(sp, "1"));
+    char path[PATH_MAX];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/1", s_root);
+    assert_int_equal(stat(path, &st), 0);
+    ino_t ino = st.st_ino;
+    assert_true(fz_spare_give_back(sp, "1"));
+    assert_false(s_is_dir("1"));
+    assert_int_equal(fz_spare_ready(sp), FZ_SPARE_KEEP);
+    assert_int_equal(s_count(FZ_SPARE_PREFIX), FZ_SPARE_KEEP);
+    assert_true(fz_spare_take(sp, "2")); /* the newest spare first: the folder given back */
+    snprintf(path, sizeof path, "%s/2", s_root);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_ino, ino);
+
+    /* what the attempt left stays */
+    s_touch("2/attempt-1.log");
+    assert_false(fz_spare_give_back(sp, "2"));
+    assert_true(s_is_dir("2"));
+    assert_int_equal(fz_spare_ready(sp), FZ_SPARE_KEEP - 1);
+    assert_int_equal(fz_spare_fill(sp), 1);
+    assert_true(fz_spare_take(sp, "3"));
+    assert_true(fz_spare_take(sp, "4"));
+    s_touch("3/.hidden");
+    assert_false(fz_spare_give_back(sp, "3"));
+    /* a symlink in the folder's place is not followed */
+    char link[PATH_MAX];
+    snprintf(link, sizeof link, "%s/5", s_root);
+    snprintf(path, sizeof path, "%s/4", s_root);
+    assert_int_equal(symlink(path, link), 0);
+    assert_false(fz_spare_give_back(sp, "5"));
+    /* an empty folder whose mode changed is removed, not reused */
+    assert_int_equal(chmod(path, 0500), 0);
+    assert_true(fz_spare_give_back(sp, "4"));
+    assert_false(s_is_dir("4"));
+    assert_int_equal(fz_spare_ready(sp), 0);
+    /* spares full: an empty folder is removed */
+    assert_int_equal(fz_spare_fill(sp), FZ_SPARE_KEEP);
+    snprintf(path, sizeof path, "%s/6", s_root);
+    assert_int_equal(mkdir(path, 0777), 0);
+    assert_true(fz_spare_give_back(sp, "6"));
+    assert_false(s_is_dir("6"));
+    assert_int_equal(s_count(FZ_SPARE_PREFIX), FZ_SPARE_KEEP);
+    fz_spare_destroy(&sp);
+    assert_false(fz_spare_give_back(NULL, "2"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names),
         cmocka_unit_test_setup_teardown(test_fill_take_destroy, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_leftovers, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_give_back, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
