@@ -1,19 +1,20 @@
 /*  fz_agent: the supervision of one agent process, or of a simulation of one; see fz_agent.h.
 
     Life of a real agent (self->state, fz_agent_state_t in fz_agent_int.h):
-      RUNNING    the keeper (pid = process group id, see fz_keeper.h) runs the shell; the
-                 prompt is fed, output and report file are followed, limits enforced.
-      STOPPING   timeout, cost cap, stall or cancel: SIGTERM sent, SIGKILL after the grace
-                 (KILLING). The shell's exit comes as a report from the keeper, which stays
-                 alive (or, once dead, stays our unreaped zombie: we only peek with waitid
-                 WNOWAIT), so its pid, and so the group id, cannot be reused and signalling
-                 the group stays safe. If we were stopping it, live group members keep their
-                 grace (LINGER) before we go on.
-      ENDED      s_finish: SIGKILL the group (the keeper with it), reap the keeper, drain
-                 output, read the report a last time, settle the outcome from the shell's
-                 status. LOST instead if someone else reaped the keeper.
-      SWEEP      SIGKILL and reap children of this process (escaped descendants the subreaper
-                 caught) until a scan finds none.
+      RUNNING    the shell runs under its keeper (fz_keeper.h), leading the agent's process
+                 group (pid = the shell = the group id); the prompt is fed, output and report
+                 file are followed, limits enforced.
+      STOPPING   timeout, cost cap, stall or cancel: SIGTERM sent to the group, SIGKILL after
+                 the grace (KILLING), both through the keeper, which keeps the shell its
+                 unreaped child until the end, so the group id cannot be reused. The shell's
+                 exit comes as a report from the keeper. If we were stopping it, live group
+                 members keep their grace (LINGER) before we go on.
+      ENDED      s_finish: the keeper ends the agent (SIGKILL to the group, the shell and
+                 every descendant reaped) and goes back to idle; output drained, the report
+                 read a last time, the outcome settled from the shell's status. LOST instead
+                 when the keeper is gone: what it held reparents to this process.
+      SWEEP      only after a lost keeper: SIGKILL and reap children of this process (what
+                 the subreaper caught) until a scan finds none.
       DONE       descriptors closed; status, tail and new output stay readable.
     A simulated agent (fz_sim.c) has no process and goes from RUNNING to DONE by the clock
     alone. Starting a real one is fz_agent_start.c; the keeper, /proc and the report parser
@@ -364,7 +365,8 @@ static void s_sweep_step(fz_agent_t *self, int64_t now)
 {
     /* Every process seen is our own unreaped child at the time of the scan; it stays so until
        we reap it, so its pid cannot be reused under us and signalling it is safe. */
-    int seen = fz_proctab_sweep_children_but(getpid(), fz_keeper_spawner_pid());
+    pid_t spare[] = {fz_keeper_spawner_pid(), fz_keeper_idle_pid()};
+    int seen = fz_proctab_sweep_children_but(getpid(), spare, 2);
     if (seen == 0)
         fz_agent_end(self);
     else if (now >= self->sweep_until_ms) {
@@ -374,12 +376,14 @@ static void s_sweep_step(fz_agent_t *self, int64_t now)
     }
 }
 
-/* Safe only while the leader is our unreaped child: its pid, which is the group id, cannot
-   have been reused. After the reap we never signal the group again. */
+/* Through the keeper, which signals the group only while the shell is its unreaped child:
+   the shell's pid, which is the group id, cannot have been reused. Never once the agent
+   ended or its keeper is gone. */
 static void s_signal_group(fz_agent_t *self, int sig)
 {
-    if (self->pid > 0 && self->state < FZ_AGENT_S_LOST)
-        kill(-self->pid, sig);
+    if (self->pid > 0 && self->state < FZ_AGENT_S_LOST && !self->keeper_gone &&
+        fz_keeper_signal(&self->keeper, sig) < 0)
+        self->keeper_gone = true;
 }
 
 /* The shell runs (as far as we know): no exit reported, the keeper not seen dead. */
@@ -428,37 +432,25 @@ static void s_check_limits(fz_agent_t *self, int64_t now)
     }
 }
 
-/* Notices the shell's exit from the keeper's report, or the keeper's own death (SIGKILL to
-   the group) without reaping it (see the top of the file). */
+/* Notices the shell's exit from the keeper's report, or the keeper's end (its socket
+   closed: it was killed on its own, or someone reaped it), without reaping anything. */
 static void s_check_leader(fz_agent_t *self)
 {
     if (!s_leader_alive(self))
         return;
     fz_keeper_msg_t msg;
-    int rc_msg;
-    while (self->status_fd >= 0 && (rc_msg = fz_keeper_read(self->status_fd, &msg)) != 0) {
-        if (rc_msg < 0)
-            fz_close(&self->status_fd); /* the keeper is gone, or going */
+    int rc;
+    while (!self->keeper_gone && (rc = fz_keeper_read(self->keeper.ctl_fd, &msg)) != 0) {
+        if (rc < 0)
+            self->keeper_gone = true;
         else if (msg.kind == FZ_KEEPER_EXITED) {
             self->shell_wstatus = msg.value;
             s_leader_ended(self, false);
             return;
         }
     }
-    siginfo_t info;
-    memset(&info, 0, sizeof info);
-    int rc;
-    do
-        rc = waitid(P_PID, (id_t)self->pid, &info, WEXITED | WNOHANG | WNOWAIT);
-    while (rc < 0 && errno == EINTR);
-    if (rc == 0 && info.si_pid == 0)
-        return;
-    if (rc < 0) {
-        fz_warn("the keeper %d of an agent was reaped by someone else (%s): exit status lost, "
-                "group not killed",
-                (int)self->pid, strerror(errno));
-    }
-    s_leader_ended(self, rc < 0);
+    if (self->keeper_gone)
+        s_leader_ended(self, true); /* its ids are not ours to signal any more */
 }
 
 /* May we finish now? Once the leader ended, but while the group lingers only when no other
@@ -525,8 +517,8 @@ static bool s_reap_keeper(fz_agent_t *self, int *wstatus)
     int pidfd = -1;
     bool reaped = false;
     for (;;) {
-        pid_t r = waitpid(self->pid, wstatus, WNOHANG);
-        if (r == self->pid) {
+        pid_t r = waitpid(self->keeper.pid, wstatus, WNOHANG);
+        if (r == self->keeper.pid) {
             reaped = true;
             break;
         }
@@ -535,34 +527,73 @@ static bool s_reap_keeper(fz_agent_t *self, int *wstatus)
         int64_t now = fz_agent_now_ms();
         if (r == 0 && now >= give_up) {
             fz_warn("the keeper %d of an agent did not die after SIGKILL; leaving it",
-                    (int)self->pid);
+                    (int)self->keeper.pid);
             break;
         }
         if (r == 0)
-            s_wait_child(self->pid, &pidfd, give_up - now);
+            s_wait_child(self->keeper.pid, &pidfd, give_up - now);
     }
     fz_close(&pidfd);
     return reaped;
 }
 
+/* Waits for the keeper's word that the agent is ended (bounded: its own sweep gives up
+   after FZ_PROCTAB_SWEEP_MAX_MS). How many descendants would not die, or -1 if the keeper
+   is gone or did not answer. An exit report still in the socket counts. */
+static int s_wait_done(fz_agent_t *self)
+{
+    int64_t give_up = fz_agent_now_ms() + FZ_PROCTAB_SWEEP_MAX_MS + S_DESTROY_MAX_MS;
+    for (;;) {
+        fz_keeper_msg_t msg;
+        int rc = fz_keeper_read(self->keeper.ctl_fd, &msg);
+        if (rc < 0) {
+            self->keeper_gone = true;
+            return -1;
+        }
+        if (rc == 1 && msg.kind == FZ_KEEPER_EXITED && self->shell_wstatus < 0)
+            self->shell_wstatus = msg.value;
+        else if (rc == 1 && msg.kind == FZ_KEEPER_DONE)
+            return msg.value;
+        int64_t left = give_up - fz_agent_now_ms();
+        if (left <= 0)
+            return -1;
+        struct pollfd p = {self->keeper.ctl_fd, POLLIN, 0};
+        if (rc == 0)
+            poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+    }
+}
+
 static void s_finish(fz_agent_t *self, int64_t now)
 {
-    s_signal_group(self, SIGKILL); /* the keeper, and leftovers such as `sleep 1000 &` */
     int wstatus = 0;
     bool have_status = false;
-    if (self->state != FZ_AGENT_S_LOST)
+    /* The keeper kills the group (leftovers such as `sleep 1000 &`) and reaps everything,
+       then waits for the next agent. */
+    int left = -1;
+    if (!self->keeper_gone && fz_keeper_end(&self->keeper) == 0)
+        left = s_wait_done(self);
+    if (left >= 0) {
+        fz_keeper_release(&self->keeper, true);
+        self->tree_empty = left == 0;
+        if (left > 0)
+            fz_warn("%d descendant(s) of agent %d would not die after SIGKILL; giving up", left,
+                    (int)self->pid);
+    } else {
+        /* Gone, or silent: ended here (our unreaped child, safe to signal). What it held of
+           the agent is now this process's, for the sweep; its own end stands for the
+           shell's when the shell's is unknown (killed on its own: SIGKILL). */
+        if (!self->keeper_gone)
+            kill(self->keeper.pid, SIGKILL);
         have_status = s_reap_keeper(self, &wstatus);
+        fz_close(&self->keeper.ctl_fd);
+        self->keeper.pid = 0;
+        self->keeper_gone = true;
+    }
     if (self->shell_wstatus >= 0) { /* what the shell did, not what we did to its keeper */
         wstatus = self->shell_wstatus;
         have_status = true;
     }
-    /* Reaped: from here on the state is SWEEP or DONE, and the group is never signalled.
-       A keeper that ended by itself said last that nothing of the agent is left. */
-    fz_keeper_msg_t msg;
-    while (self->status_fd >= 0 && fz_keeper_read(self->status_fd, &msg) == 1)
-        if (msg.kind == FZ_KEEPER_EMPTY)
-            self->tree_empty = true;
-    fz_close(&self->status_fd);
+    /* From here on the state is SWEEP or DONE, and the group is never signalled. */
     s_close_stdin(self);
     uint64_t before = s_life_count(self);
     s_read_output(self, S_DRAIN_MAX);
@@ -589,8 +620,8 @@ void fz_agent_end(fz_agent_t *self)
         s_read_output(self, S_DRAIN_MAX);
     fz_close(&self->out_fd);
     s_close_stdin(self);
-    fz_close(&self->status_fd);
-    fz_close(&self->death_fd); /* a keeper still alive now (one that would not die) kills all */
+    /* A keeper still held now (an agent that would not die) is ended: it kills all. */
+    fz_keeper_release(&self->keeper, false);
     fz_close(&self->log_fd);
     fz_close(&self->report_fd);
     self->state = FZ_AGENT_S_DONE;
@@ -651,7 +682,7 @@ int fz_agent_timeout_ms(fz_agent_t *self, int64_t now_ms)
             due = s_earlier(due, self->status.alive_ms + self->stall_kill_ms);
         if (!s_leader_alive(self))
             due = s_earlier(due, self->group_check_ms);
-        else if (self->status_fd < 0) /* the keeper hung up: it is about to be a zombie */
+        else if (self->keeper_gone) /* noticed at the next pump */
             due = s_earlier(due, now_ms + 1);
         else if (!self->poll_status)
             due = s_earlier(due, now_ms + S_WAIT_POLL_MS);
@@ -697,7 +728,7 @@ int fz_agent_pollfds(fz_agent_t *self, struct pollfd *fds, int max)
         n = s_add_fd(fds, max, n, self->in_fd, POLLOUT);
     if (s_leader_alive(self) && self->poll_status) /* readable for good at the end: do not
                                                       spin on it once the exit is known */
-        n = s_add_fd(fds, max, n, self->status_fd, POLLIN);
+        n = s_add_fd(fds, max, n, self->keeper_gone ? -1 : self->keeper.ctl_fd, POLLIN);
     return n;
 }
 

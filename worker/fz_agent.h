@@ -1,8 +1,8 @@
 /*  fz_agent: run and supervise ONE agent process for fz-worker.
 
     fz_agent_start() runs `/bin/sh -c COMMAND` in its own process group, in a work folder it
-    creates, with the prompt on stdin (and in FZ_PROMPT when small). The group is led by a
-    keeper, a small process the module forks for each agent (see "The keeper" below). It
+    creates, with the prompt on stdin (and in FZ_PROMPT when small), under a keeper, a small
+    process that stays for the next agent (see "The keeper" below). It
     captures stdout and stderr merged in order of arrival into a log file and a bounded
     in-memory tail, follows the agent's report file (cost, tokens, model, progress, summary,
     failure class), enforces the wall-clock timeout, the cost cap, the stall limit and cancel
@@ -28,35 +28,41 @@
       unreaped child, which is what makes the ids safe from reuse;
     - call fz_agent_init_subreaper() once at start-up, before the first agent.
 
-    The keeper: fz_agent_start() forks (no exec) a keeper, or has the keeper spawner fork it
-    with this process as its parent when one runs (fz_keeper_spawner_start: then this
-    process never forks; the keeper is the same), which makes itself the leader of a
-    new process group and a child subreaper, keeps every signal but SIGCHLD blocked (what is
-    sent to the group never acts on it), and starts the shell in its group. fz_agent_pid() is the
-   keeper's pid, which is the group id. The keeper tells the module when the shell exits and how
-   (the status and outcome are the shell's, exactly as without a keeper), then stays as long as any
-   descendant of the agent lives. It holds the read end of a pipe whose write end only the worker
-   process holds (closed on exec, closed in the keeper and never given to the agent): read() returns
-   0 exactly when the worker process is gone, however it went (SIGKILL, crash, exit or exec without
-    fz_agent_destroy). The keeper then SIGKILLs everything of the agent and exits, within a
-    few milliseconds. A pipe rather than PR_SET_PDEATHSIG: that follows the forking thread,
-    not the process, and cannot act on the group by itself. Signals sent to the group
-    (SIGTERM, SIGINT, SIGCONT...) reach the agent as before, which may trap them; SIGKILL
-    kills the keeper with the group. Cost: one fork of the worker per agent, so a start
-    takes 1-2 ms for a worker of 10 MB but grows with the worker's memory (page tables:
-    10-14 ms at 512 MB, against 0.4 ms with posix_spawn), and a second process per agent
-    that shares the worker's memory copy-on-write.
+    The keeper: every agent runs under a keeper, a small process that is this process's
+    child and serves agent after agent: the module keeps one idle between agents (a second
+    agent alive at the same time gets a keeper of its own, ended with it). A keeper is forked
+    (no exec) by the keeper spawner with this process as its parent when one runs
+    (fz_keeper_spawner_start: then this process never forks), else by this process. It
+    leads a process group of its own, is a child subreaper and keeps every signal but
+    SIGCHLD blocked. For each agent it vforks the shell, which makes itself the leader of a
+    new process group, the agent's: fz_agent_pid() is the shell's pid, which is the group
+    id. The keeper tells the module when the shell exits and how (the status and outcome are
+    the shell's, exactly as without a keeper) and keeps the shell its unreaped child until
+    the module ends the agent, so the group id cannot be reused: the module's signals to the
+    group (SIGTERM, SIGCONT, SIGKILL) are sent by the keeper on its request. At the end the
+    keeper SIGKILLs the group, reaps the shell, kills and reaps its own children (the
+    agent's escapees: it is their subreaper) until none is left, and says so; then it waits
+    for the next agent. Its control socket's other end only the worker process holds (closed
+    on exec, never given to the agent): its EOF comes exactly when the worker process is
+    gone, however it went (SIGKILL, crash, exit or exec without fz_agent_destroy). The
+    keeper then SIGKILLs everything of the agent and exits, within a few milliseconds. A
+    socket rather than PR_SET_PDEATHSIG: that follows the forking thread, not the process,
+    and cannot act on the group by itself. What the agent sends its group (kill 0) reaches
+    the agent alone. Cost: the keeper's fork once, not per agent; per agent a vfork and one
+    request, and three messages back.
 
     What is caught, while the worker lives: the whole process group (the shell and every
     descendant that keeps the group, e.g. `sleep 1000 &`) gets SIGTERM then SIGKILL on
     timeout, cost cap or cancel, and SIGKILL as soon as the shell exits even with status 0.
     Descendants that left the group (setsid, setpgid, double fork) reparent to the keeper when
-    their parents die, and to the worker when the keeper ends; with the worker's subreaper on,
-    once the agent has ended the module SIGKILLs and reaps every child of the worker process,
-    repeating until none is left (so their own children are caught too).
+    their parents die, and the keeper kills and reaps them at the agent's end, pass after
+    pass until none is left. If the keeper is gone (killed on its own), what it held
+    reparents to the worker; with the worker's subreaper on, the module then SIGKILLs and
+    reaps every child of the worker process, repeating until none is left (so their own
+    children are caught too).
 
     What is caught when the worker dies (for any reason, SIGKILL included): everything above,
-    by the keeper alone. It SIGKILLs the members of its group and its own children, and
+    by the keeper alone. It SIGKILLs the members of the agent's group and its own children, and
     repeats: a descendant that left the group becomes its child as soon as its parent is
     killed, so setsid'd and double-forked escapees die in the next pass (a few ms each). It
     also covers the grace period after a SIGTERM, when the shell is gone but group members
@@ -65,14 +71,15 @@
     What is not caught: without the worker's subreaper, descendants that left the group live
     on under init once the agent has ended normally. Work handed to another daemon
     (systemd-run, at, an already running tmux server, docker, ssh) is outside the process
-    tree; only a cgroup or container would catch it. The final sweep kills ANY other child of
-    the worker process but the keeper spawner: the worker must not fork children of its own (the
-   sweep is skipped while another fz_agent is alive in the process); a child it forks without exec
-   would also hold the keeper's pipe and delay its reaction to the worker's death until that child
-   ends. If the keeper itself is SIGKILLed on its own (OOM killer, kill -9 of its pid), the module
-    ends the agent as killed by SIGKILL; if the worker then dies too, nothing guards the rest.
-    A keeper stopped with its group (kill -STOP 0) acts only once continued (the worker's
-    death sends it SIGCONT). A process stuck in uninterruptible sleep cannot be killed; the
+    tree; only a cgroup or container would catch it. The sweep after a lost keeper kills ANY
+    other child of the worker process but the keeper spawner and the idle keeper: the worker
+    must not fork children of its own (the sweep is skipped while another fz_agent is alive
+    in the process); a child it forks without exec would also hold the keeper's socket and
+    delay its reaction to the worker's death until that child ends. If the keeper itself is
+    SIGKILLed on its own (OOM killer, kill -9 of its pid), the module ends the agent as killed
+    by SIGKILL and sweeps; if the worker then dies too, nothing guards the rest. A stopped
+    keeper (kill -STOP of its pid) acts only once continued (the worker's death sends it
+    SIGCONT). A process stuck in uninterruptible sleep cannot be killed; the
     module gives up on it after a bounded wait and says so on stderr. The agent stays in the
     worker's session: if the worker has a controlling terminal, an agent that reads /dev/tty
     is stopped (SIGTTIN) until its timeout.
@@ -284,9 +291,9 @@ const char *fz_agent_tail(fz_agent_t *self, size_t *len);
    (max >= 64 always leaves room for it). */
 size_t fz_agent_take_new_output(fz_agent_t *self, char *buf, size_t max);
 
-/* The pid of the agent's keeper, which leads its process group: the group id. The shell is
-   the keeper's child. 0 if simulated. It may already be reaped: never signal or wait for it
-   yourself, use fz_agent_cancel(). */
+/* The pid of the agent's shell, which leads its process group: the group id. The shell is
+   the keeper's child, not ours. 0 if simulated. It may already be reaped: never signal or
+   wait for it yourself, use fz_agent_cancel(). */
 pid_t fz_agent_pid(fz_agent_t *self);
 
 #endif

@@ -11,6 +11,7 @@
 #define FZ_AGENT_INT_H
 
 #include "fz_agent.h"
+#include "fz_keeper.h"
 #include "fz_rfile.h"
 #include "fz_sim.h"
 
@@ -50,13 +51,13 @@ struct fz_agent_t {
     char *workdir; /* absolute */
     char *report_path;
 
-    pid_t pid;         /* the keeper: the group leader, so also the process group id */
-    int status_fd;     /* the keeper's reports (nonblocking); -1 once it hung up */
-    int death_fd;      /* held until the keeper is reaped: its EOF tells the keeper we died */
-    bool poll_status;  /* status_fd goes to the caller's poll (else: looked at on a timer) */
-    int shell_wstatus; /* the shell's wait status as the keeper reported it, -1 until then
-                          (wait statuses are never negative) */
-    bool tree_empty;   /* the keeper said every descendant ended before it did: no sweep */
+    pid_t pid;          /* the shell: the group leader, so also the process group id */
+    fz_keeper_t keeper; /* its keeper: ctl_fd carries its reports and our requests */
+    bool keeper_gone;   /* its socket closed: it died, or was ended here */
+    bool poll_status;   /* ctl_fd goes to the caller's poll (else: looked at on a timer) */
+    int shell_wstatus;  /* the shell's wait status as the keeper reported it, -1 until then
+                           (wait statuses are never negative) */
+    bool tree_empty;    /* the keeper said it reaped every descendant: no sweep here */
     fz_agent_outcome_t stop_outcome;
     int64_t kill_at_ms;
     int64_t group_check_ms;

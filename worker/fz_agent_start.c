@@ -95,7 +95,7 @@ fz_agent_t *fz_agent_new(const fz_agent_opts_t *opts, bool simulated, char *err,
     self->simulated = simulated;
     self->state = FZ_AGENT_S_RUNNING;
     self->shell_wstatus = -1;
-    self->status_fd = self->death_fd = -1;
+    self->keeper = (fz_keeper_t){0, 0, -1, -1, -1, 0};
     self->in_fd = self->out_fd = self->log_fd = self->report_fd = -1;
     self->timeout_ms = fz_agent_ms(opts->timeout_s);
     self->stall_kill_ms = fz_agent_ms(opts->stall_kill_s);
@@ -378,11 +378,10 @@ static int s_launch(fz_agent_t *self, const fz_agent_opts_t *opts, char *err, si
         free(own[i]);
     if (rc < 0)
         return -1;
-    self->pid = keeper.pid;
+    self->pid = keeper.shell;
+    self->keeper = keeper;
     self->in_fd = keeper.in_fd;
     self->out_fd = keeper.out_fd;
-    self->status_fd = keeper.status_fd;
-    self->death_fd = keeper.death_fd;
     self->status.started_ms = self->status.alive_ms = keeper.started_ms;
 
     self->poll_status = !opts->no_pidfd;

@@ -289,14 +289,18 @@ bool fz_proctab_group_alive(pid_t pgrp)
 typedef struct {
     pid_t parent;
     int seen;
-    pid_t spare;
+    const pid_t *spare;
+    size_t nspare;
 } s_sweep_t;
 
 static bool s_sweep_visit(const fz_proc_t *proc, void *arg)
 {
     s_sweep_t *sweep = arg;
-    if (proc->ppid != sweep->parent || (sweep->spare > 0 && proc->pid == sweep->spare))
+    if (proc->ppid != sweep->parent)
         return true;
+    for (size_t i = 0; i < sweep->nspare; i++)
+        if (sweep->spare[i] > 0 && proc->pid == sweep->spare[i])
+            return true;
     sweep->seen++;
     if (proc->state == 'Z')
         waitpid(proc->pid, NULL, WNOHANG);
@@ -307,12 +311,12 @@ static bool s_sweep_visit(const fz_proc_t *proc, void *arg)
 
 int fz_proctab_sweep_children(pid_t parent)
 {
-    return fz_proctab_sweep_children_but(parent, 0);
+    return fz_proctab_sweep_children_but(parent, NULL, 0);
 }
 
-int fz_proctab_sweep_children_but(pid_t parent, pid_t spare)
+int fz_proctab_sweep_children_but(pid_t parent, const pid_t *spare, size_t nspare)
 {
-    s_sweep_t sweep = {parent, 0, spare};
+    s_sweep_t sweep = {parent, 0, spare, nspare};
     if (parent != getpid() || s_each_own_child(s_sweep_visit, &sweep) < 0) {
         sweep.seen = 0;
         fz_proctab_each(s_sweep_visit, &sweep);

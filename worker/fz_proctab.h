@@ -56,8 +56,8 @@ bool fz_proctab_group_alive(pid_t pgrp);
    process of the host; a full scan where the kernel has no such lists. */
 int fz_proctab_sweep_children(pid_t parent);
 
-/* fz_proctab_sweep_children sparing one child, spare (0: none), which is neither signalled,
-   reaped nor counted. */
-int fz_proctab_sweep_children_but(pid_t parent, pid_t spare);
+/* fz_proctab_sweep_children sparing the children spare[0..nspare) (0 entries: none), which
+   are neither signalled, reaped nor counted. */
+int fz_proctab_sweep_children_but(pid_t parent, const pid_t *spare, size_t nspare);
 
 #endif

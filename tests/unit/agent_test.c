@@ -73,9 +73,11 @@ static int s_children(void)
         char *p = strrchr(buf, ')');
         char state;
         int ppid;
-        /* the keeper spawner (FZ_KEEPER_SPAWNER) is a child for the whole run */
+        /* the keeper spawner (FZ_KEEPER_SPAWNER) is a child for the whole run, the idle
+           keeper between agents */
         if (p && sscanf(p + 1, " %c %d", &state, &ppid) == 2 && ppid == getpid() &&
-            atoi(entry->d_name) != fz_keeper_spawner_pid())
+            atoi(entry->d_name) != fz_keeper_spawner_pid() &&
+            atoi(entry->d_name) != fz_keeper_idle_pid())
             count++;
     }
     if (dir)
@@ -1191,8 +1193,27 @@ static int s_group_pids(pid_t pgrp, pid_t *pids, int n, int max)
     return n;
 }
 
+/* The parent of pid, from /proc; 0 if it cannot be read. */
+static pid_t s_ppid(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    char state;
+    int ppid;
+    return p && sscanf(p + 1, " %c %d", &state, &ppid) == 2 ? (pid_t)ppid : 0;
+}
+
 /* A miniature fz-worker in a child process: it starts the agent through fz_agent, writes
-   fz_agent_pid() to WORK/keeper and runs the usual poll + pump loop until it is killed. */
+   fz_agent_pid() (the shell, leader of the agent's group) to WORK/group and its keeper's pid
+   (the shell's parent) to WORK/keeper, and runs the usual poll + pump loop until the agent
+   is done, then waits to be killed (its keeper idle). */
 static pid_t s_fork_worker(ctx_t *ctx, const fz_agent_opts_t *opts)
 {
     pid_t worker = fork();
@@ -1206,12 +1227,19 @@ static pid_t s_fork_worker(ctx_t *ctx, const fz_agent_opts_t *opts)
         fprintf(stderr, "worker: fz_agent_start: %s\n", err);
         _exit(2);
     }
-    snprintf(path, sizeof path, "%s/keeper", ctx->work);
-    FILE *f = fopen(path, "w");
-    if (!f)
-        _exit(3);
-    fprintf(f, "%d\n", (int)fz_agent_pid(agent));
-    fclose(f);
+    pid_t ids[2] = {fz_agent_pid(agent), s_ppid(fz_agent_pid(agent))};
+    const char *names[2] = {"group", "keeper"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s.tmp", ctx->work, names[i]);
+        FILE *f = fopen(path, "w");
+        if (!f)
+            _exit(3);
+        fprintf(f, "%d\n", (int)ids[i]);
+        fclose(f);
+        char final[PATH_MAX * 2];
+        snprintf(final, sizeof final, "%s/%s", ctx->work, names[i]);
+        rename(path, final);
+    }
     while (!fz_agent_done(agent))
         s_pump_for(agent, 1000);
     for (;;)
@@ -1288,18 +1316,24 @@ static void test_worker_sigkill_kills_agent(void **state)
     }
     pid_t keeper = (pid_t)atoi(keeper_text);
     free(keeper_text);
+    char *group_text = s_wait_file(ctx, "group", 1, 5000);
+    assert_non_null(group_text);
+    pid_t group = (pid_t)atoi(group_text);
+    free(group_text);
     pid_t pids[64];
     int n = s_read_pids(ctx, "pids", pids, 0, 64);
     assert_int_equal(n, 4);
+    assert_int_equal(group, pids[3]); /* the shell leads the agent's group */
     pids[n++] = keeper;
-    n = s_group_pids(keeper, pids, n, 64); /* also the foreground sleep */
-    assert_true(n >= 7);                   /* 4 + keeper + the group's sleep 1000 (+ dups) */
+    n = s_group_pids(group, pids, n, 64); /* also the foreground sleep */
+    assert_true(n >= 7);                  /* 4 + keeper + the group's sleep 1000 (+ dups) */
     int64_t took = s_kill_worker(worker, pids, n);
     print_message("    agent tree gone %" PRId64 " ms after its worker's SIGKILL\n", took);
 }
 
 /* The worker dies while a stopped agent's group member still has its grace: the shell died
-   of SIGTERM, the keeper stayed, and the straggler dies with the worker. */
+   of SIGTERM, its keeper still holds it (the group id stays the agent's), and the straggler
+   and the keeper die with the worker. */
 static void test_worker_sigkill_during_grace(void **state)
 {
     ctx_t *ctx = *state;
@@ -1330,56 +1364,60 @@ static void test_worker_sigkill_during_grace(void **state)
     s_kill_worker(worker, pids, n);
 }
 
-/* The keeper itself, seen by its parent, ends as the shell did. */
-static int s_keeper_wait_status(ctx_t *ctx, const char *command)
+/* Live children of pid (its main thread's list: a keeper has no other thread). */
+static int s_children_of(pid_t pid)
 {
-    pid_t worker = fork();
-    assert_true(worker >= 0);
-    if (worker == 0) {
-        fz_agent_opts_t opts = s_opts(ctx, command);
-        char err[256], path[PATH_MAX * 2];
-        fz_agent_t *agent = fz_agent_start(&opts, err, sizeof err);
-        int wstatus;
-        if (!agent || waitpid(fz_agent_pid(agent), &wstatus, 0) != fz_agent_pid(agent))
-            _exit(2);
-        snprintf(path, sizeof path, "%s/wstatus", ctx->work);
-        FILE *f = fopen(path, "w");
-        if (!f)
-            _exit(3);
-        fprintf(f, "%d\n", wstatus);
-        fclose(f);
-        _exit(0);
-    }
-    int wstatus;
-    assert_int_equal(waitpid(worker, &wstatus, 0), worker);
-    assert_true(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
-    char *text = s_work_file(ctx, "wstatus");
-    assert_non_null(text);
-    int keeper_status = atoi(text);
-    free(text);
-    return keeper_status;
+    char path[96], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    int count = 0;
+    for (char *p = strtok(buf, " \n"); p; p = strtok(NULL, " \n"))
+        count += !s_dead((pid_t)atoi(p));
+    return count;
 }
 
-static void test_keeper_mirrors_the_shell(void **state)
+/* One keeper serves agent after agent: two agents in a row have the same keeper, which is
+   this process's child and waits idle between them; when its worker dies, the idle keeper
+   goes too. */
+static void test_keeper_stays_between_agents(void **state)
 {
     ctx_t *ctx = *state;
-    int st = s_keeper_wait_status(ctx, "exit 7");
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 7);
-    st = s_keeper_wait_status(ctx, "kill -TERM $$");
-    assert_true(WIFSIGNALED(st));
-    assert_int_equal(WTERMSIG(st), SIGTERM);
-    st = s_keeper_wait_status(ctx, "kill -SEGV $$");
-    assert_true(WIFSIGNALED(st));
-    assert_int_equal(WTERMSIG(st), SIGSEGV);
-    assert_false(WCOREDUMP(st)); /* the keeper never dumps a core of its own */
-    st = s_keeper_wait_status(ctx, "kill -KILL $$");
-    assert_true(WIFSIGNALED(st));
-    assert_int_equal(WTERMSIG(st), SIGKILL);
-    assert_int_equal(s_children(), 0);
+    pid_t keepers[2];
+    for (int i = 0; i < 2; i++) {
+        fz_agent_opts_t opts = s_opts(ctx, "echo $PPID");
+        const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
+        assert_int_equal(st->exit_code, 0);
+        keepers[i] = (pid_t)atoi(s_tail(ctx->agent));
+        fz_agent_destroy(&ctx->agent);
+        assert_true(keepers[i] > 1);
+        assert_int_equal(fz_keeper_idle_pid(), keepers[i]);
+        assert_int_equal(s_ppid(keepers[i]), getpid());
+    }
+    assert_int_equal(keepers[0], keepers[1]);
+
+    fz_agent_opts_t opts = s_opts(ctx, "true");
+    pid_t worker = s_fork_worker(ctx, &opts);
+    char *keeper_text = s_wait_file(ctx, "keeper", 1, 5000);
+    if (!keeper_text) {
+        kill(worker, SIGKILL);
+        fail_msg("the agent did not start");
+    }
+    pid_t keeper = (pid_t)atoi(keeper_text);
+    free(keeper_text);
+    int64_t until = fz_agent_now_ms() + 5000;
+    while (s_children_of(keeper) > 0 && fz_agent_now_ms() < until)
+        poll(NULL, 0, 5); /* the agent ended: its keeper idles */
+    assert_false(s_dead(keeper));
+    s_kill_worker(worker, &keeper, 1);
 }
 
-/* The keeper ignores SIGTERM; the agent does not, and fz reports its own death exactly. */
+/* The agent's group is its own (the keeper is not in it): what the agent sends its group
+   reaches it alone, and fz reports its own death exactly. */
 static void test_own_signals_reported(void **state)
 {
     ctx_t *ctx = *state;
@@ -1405,18 +1443,23 @@ static void test_own_signals_reported(void **state)
     assert_string_equal(s_tail(ctx->agent), "");
 }
 
-/* fz_agent_pid() is the keeper: the shell's parent and its process group. */
+/* fz_agent_pid() is the shell, the leader of the agent's process group; its parent is the
+   keeper, a child of this process in a group of its own. */
 static void test_pid_is_the_group(void **state)
 {
     ctx_t *ctx = *state;
-    fz_agent_opts_t opts = s_opts(ctx, "echo $PPID $(cut -d' ' -f5 /proc/$$/stat)");
+    fz_agent_opts_t opts = s_opts(ctx, "echo $$ $(cut -d' ' -f5 /proc/$$/stat) "
+                                       "$(cut -d' ' -f5 /proc/$PPID/stat) $PPID");
     fz_agent_t *agent = s_start(ctx, &opts);
     pid_t pid = fz_agent_pid(agent);
+    pid_t keeper = s_ppid(pid);
     const fz_agent_status_t *st = s_run(agent);
     assert_int_equal(st->exit_code, 0);
-    char expected[64];
-    snprintf(expected, sizeof expected, "%d %d\n", (int)pid, (int)pid);
+    char expected[96];
+    snprintf(expected, sizeof expected, "%d %d %d %d\n", (int)pid, (int)pid, (int)keeper,
+             (int)keeper);
     assert_string_equal(s_tail(agent), expected);
+    assert_int_equal(s_ppid(keeper), getpid());
 }
 
 /* An agent that traps SIGTERM keeps running after it (the keeper waits with it) and gets
@@ -1671,9 +1714,10 @@ static void test_sim_errors(void **state)
     assert_non_null(strstr(err, "stall kill"));
 }
 
-/* The keeper spawner killed (unit.agent_test_spawner only; the last test there): the next
-   agent starts all the same, its keeper forked by this process, and the dead spawner is
-   reaped when the module finds it gone, leaving no child behind. */
+/* The keeper spawner killed, and the idle keeper (unit.agent_test_spawner only; the last test
+   there): the next agent starts all the same, its keeper forked by this process, and the
+   dead spawner and keeper are reaped when the module finds them gone, leaving no child
+   behind. */
 static void test_spawner_gone(void **state)
 {
     ctx_t *ctx = *state;
@@ -1683,6 +1727,12 @@ static void test_spawner_gone(void **state)
     assert_int_equal(kill(spawner, SIGKILL), 0);
     siginfo_t info;
     assert_int_equal(waitid(P_PID, (id_t)spawner, &info, WEXITED | WNOWAIT), 0);
+    /* and the idle keeper, so that the next agent needs a new one */
+    pid_t idle = fz_keeper_idle_pid();
+    if (idle > 0) {
+        assert_int_equal(kill(idle, SIGKILL), 0);
+        assert_int_equal(waitid(P_PID, (id_t)idle, &info, WEXITED | WNOWAIT), 0);
+    }
     fz_agent_opts_t opts = s_opts(ctx, "echo still-here");
     const fz_agent_status_t *st = s_run(s_start(ctx, &opts));
     assert_int_equal(st->outcome, FZ_AGENT_EXITED);
@@ -1746,7 +1796,7 @@ int main(void)
         T(test_pollfds_with_pidfd),
         T(test_worker_sigkill_kills_agent),
         T(test_worker_sigkill_during_grace),
-        T(test_keeper_mirrors_the_shell),
+        T(test_keeper_stays_between_agents),
         T(test_own_signals_reported),
         T(test_pid_is_the_group),
         T(test_term_trapped_then_killed),
