@@ -1416,6 +1416,40 @@ static void test_keeper_stays_between_agents(void **state)
     s_kill_worker(worker, &keeper, 1);
 }
 
+/* The keeper SIGKILLed on its own while its agent runs (the OOM killer, kill -9): the agent
+   ends as killed by SIGKILL, what the keeper held (the shell, a setsid'd escapee) reparents
+   to this process and the sweep kills it, and the next agent gets a new keeper. */
+static void test_keeper_killed(void **state)
+{
+    ctx_t *ctx = *state;
+    fz_agent_opts_t opts = s_opts(ctx, "setsid sleep 1000 & echo $! >> pids; "
+                                       "echo $$ >> pids; sleep 1000");
+    fz_agent_t *agent = s_start(ctx, &opts);
+    pid_t keeper = s_ppid(fz_agent_pid(agent));
+    assert_true(keeper > 1);
+    int64_t until = fz_agent_now_ms() + 5000;
+    char *text = NULL;
+    while (!(text = s_wait_file(ctx, "pids", 2, 50)) && fz_agent_now_ms() < until)
+        s_pump_for(agent, 20);
+    assert_non_null(text);
+    free(text);
+    pid_t pids[4];
+    int n = s_read_pids(ctx, "pids", pids, 0, 4);
+    assert_int_equal(n, 2);
+    assert_int_equal(kill(keeper, SIGKILL), 0);
+    const fz_agent_status_t *st = s_run(agent);
+    assert_int_equal(st->outcome, FZ_AGENT_SIGNALED);
+    assert_int_equal(st->signal, SIGKILL);
+    for (int i = 0; i < n; i++)
+        assert_true(s_dead(pids[i]));
+    assert_int_equal(s_children(), 0);
+    fz_agent_destroy(&ctx->agent);
+    opts = s_opts(ctx, "echo $PPID");
+    st = s_run(s_start(ctx, &opts));
+    assert_int_equal(st->exit_code, 0);
+    assert_int_not_equal(atoi(s_tail(ctx->agent)), keeper);
+}
+
 /* The agent's group is its own (the keeper is not in it): what the agent sends its group
    reaches it alone, and fz reports its own death exactly. */
 static void test_own_signals_reported(void **state)
@@ -1797,6 +1831,7 @@ int main(void)
         T(test_worker_sigkill_kills_agent),
         T(test_worker_sigkill_during_grace),
         T(test_keeper_stays_between_agents),
+        T(test_keeper_killed),
         T(test_own_signals_reported),
         T(test_pid_is_the_group),
         T(test_term_trapped_then_killed),
