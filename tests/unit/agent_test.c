@@ -1153,16 +1153,24 @@ static void test_dry_run_help(void **state)
 /* ---------------------------------------------------------------- the keeper */
 
 /* True once pid is gone or a zombie: it runs no more. */
+/* A small /proc file's text into buf (NUL-terminated); false if it cannot be opened. */
+static bool s_proc_text(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, size - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return true;
+}
+
 static bool s_dead(pid_t pid)
 {
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
+    if (!s_proc_text(path, buf, sizeof buf))
         return true;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
     char *p = strrchr(buf, ')');
     return !p || p[1] == '\0' || p[2] == 'Z' || p[2] == 'X';
 }
@@ -1198,12 +1206,8 @@ static pid_t s_ppid(pid_t pid)
 {
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
+    if (!s_proc_text(path, buf, sizeof buf))
         return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
     char *p = strrchr(buf, ')');
     char state;
     int ppid;
@@ -1369,12 +1373,8 @@ static int s_children_of(pid_t pid)
 {
     char path[96], buf[4096];
     snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
+    if (!s_proc_text(path, buf, sizeof buf))
         return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
     int count = 0;
     for (char *p = strtok(buf, " \n"); p; p = strtok(NULL, " \n"))
         count += !s_dead((pid_t)atoi(p));
