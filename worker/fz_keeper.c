@@ -764,10 +764,16 @@ static int s_ask_start(fz_keeper_t *k, const char *shell, const char *command, c
     s_req_t head = {S_REQ_MAGIC, FZ_REQ_START, 0, (uint32_t)nenv, (uint32_t)nbytes};
     int rc = s_send_req(k->ctl_fd, &head, body, nbytes, fds, S_REQ_FDS);
     free(body);
+    /* The answer, past anything an earlier agent left unread (a keeper says nothing while
+       idle, but a stale word must never be taken for this start's). */
     fz_keeper_msg_t msg = {0, 0};
-    if (rc < 0 || !s_wait_readable(k->ctl_fd, S_SPAWNER_REPLY_MS) ||
-        fz_keeper_read(k->ctl_fd, &msg) != 1)
-        return -1;
+    int64_t until = fz_clock_ms() + S_SPAWNER_REPLY_MS;
+    do {
+        int64_t left = until - fz_clock_ms();
+        if (rc < 0 || left <= 0 || !s_wait_readable(k->ctl_fd, left) ||
+            fz_keeper_read(k->ctl_fd, &msg) < 0)
+            return -1;
+    } while (msg.kind != FZ_KEEPER_STARTED && msg.kind != FZ_KEEPER_START_FAILED);
     if (msg.kind == FZ_KEEPER_STARTED && msg.value > 0) {
         k->shell = msg.value;
         return 1;
