@@ -537,12 +537,12 @@ static bool s_reap_keeper(fz_agent_t *self, int *wstatus)
     return reaped;
 }
 
-/* Waits for the keeper's word that the agent is ended (bounded: its own sweep gives up
-   after FZ_PROCTAB_SWEEP_MAX_MS). How many descendants would not die, or -1 if the keeper
-   is gone or did not answer. An exit report still in the socket counts. */
-static int s_wait_done(fz_agent_t *self)
+/* Waits up to wait_ms for the keeper's word that the agent is ended. How many descendants
+   would not die, or -1 if the keeper is gone or did not answer in time. An exit report
+   still in the socket counts. */
+static int s_wait_done(fz_agent_t *self, int64_t wait_ms)
 {
-    int64_t give_up = fz_agent_now_ms() + FZ_PROCTAB_SWEEP_MAX_MS + S_DESTROY_MAX_MS;
+    int64_t give_up = fz_agent_now_ms() + wait_ms;
     for (;;) {
         fz_keeper_msg_t msg;
         int rc = fz_keeper_read(self->keeper.ctl_fd, &msg);
@@ -568,10 +568,11 @@ static void s_finish(fz_agent_t *self, int64_t now)
     int wstatus = 0;
     bool have_status = false;
     /* The keeper kills the group (leftovers such as `sleep 1000 &`) and reaps everything,
-       then waits for the next agent. */
-    int left = -1;
-    if (!self->keeper_gone && fz_keeper_end(&self->keeper) == 0)
-        left = s_wait_done(self);
+       at once when the shell ended by itself, else when asked; then it waits for the next
+       agent. */
+    int left = self->keeper_gone ? -1 : s_wait_done(self, 0); /* it ended it by itself */
+    if (left < 0 && !self->keeper_gone && fz_keeper_end(&self->keeper) == 0)
+        left = s_wait_done(self, FZ_PROCTAB_SWEEP_MAX_MS + S_DESTROY_MAX_MS); /* its bound */
     if (left >= 0) {
         fz_keeper_release(&self->keeper, true);
         self->tree_empty = left == 0;

@@ -150,9 +150,11 @@ static int s_send_req(int sock, const s_req_t *head, const void *body, size_t le
      the shell stays unreaped (waitid WNOWAIT), so its pid, which is the group id, cannot be
      reused: the keeper signals the group for the worker (SIGNAL) until the end. Other
      children (orphans of the agent: the keeper is their subreaper) are reaped as they die;
-   - the end (END): SIGKILL to the group, the shell reaped, then its own children killed and
+   - the end: SIGKILL to the group, the shell reaped, then its own children killed and
      reaped, pass after pass (an escapee whose parent died is its child by the next pass),
-     bounded; DONE says how many would not die, and the keeper waits for the next start;
+     bounded; DONE says how many would not die, and the keeper waits for the next start. It
+     comes on the worker's END, or at once when the shell exits with no stop under way (no
+     SIGNAL asked for: the worker would ask for the end at once anyway);
    - the control socket's EOF: only the worker holds its other end (close-on-exec, never
      given to an agent), so it comes exactly when the worker process is gone, however it
      died, or when the worker ends this keeper. The keeper then SIGKILLs the agent's group,
@@ -448,9 +450,18 @@ static __attribute__((noreturn)) void s_keeper_main(int ctl, s_keeper_args_t arg
     sigfillset(&wait_mask);
     sigdelset(&wait_mask, SIGCHLD);
     pid_t shell = 0;
-    bool exited = false;
+    bool exited = false, signalled = false;
     for (;;) {
         s_keeper_children(shell, &exited);
+        if (shell > 0 && exited && !signalled) {
+            /* Ended by itself with no stop under way: the worker would ask for the end at
+               once (only a stop gives the group a grace), so it is done now, saving a round
+               trip. An END that crosses it is answered again, from idle. */
+            int left = s_keeper_end(self, shell);
+            shell = 0;
+            exited = false;
+            s_keeper_send(FZ_KEEPER_DONE, left);
+        }
         struct pollfd p = {S_KEEPER_CTL, POLLIN, 0};
         if (ppoll(&p, 1, NULL, &wait_mask) <= 0)
             continue; /* SIGCHLD */
@@ -463,13 +474,15 @@ static __attribute__((noreturn)) void s_keeper_main(int ctl, s_keeper_args_t arg
             continue;
         if (head.kind == FZ_REQ_START && shell == 0) {
             shell = s_keeper_start(buf, &head, fds, args.reset);
-            exited = false;
+            exited = signalled = false;
         } else if (head.kind == FZ_REQ_START) {
             close(fds[0]), close(fds[1]);
             s_keeper_send(FZ_KEEPER_START_FAILED, EBUSY);
-        } else if (head.kind == FZ_REQ_SIGNAL && shell > 0 && head.value > 0 && head.value < _NSIG)
+        } else if (head.kind == FZ_REQ_SIGNAL && shell > 0 && head.value > 0 &&
+                   head.value < _NSIG) {
             kill(-shell, head.value);
-        else if (head.kind == FZ_REQ_END) {
+            signalled = true; /* a stop: the end waits for the worker's word */
+        } else if (head.kind == FZ_REQ_END) {
             int left = s_keeper_end(self, shell);
             shell = 0;
             exited = false;

@@ -23,9 +23,11 @@ typedef enum {
     FZ_KEEPER_START_FAILED = 2, /* value: errno of the chdir, vfork or exec */
     FZ_KEEPER_EXITED = 3,       /* value: the shell's wait status (the shell is not reaped
                                    yet: its group id stays the agent's until the end) */
-    FZ_KEEPER_DONE = 4,         /* the end asked for is done: the group killed, the shell and
-                                   every descendant reaped; value: how many would not die
-                                   (0: nothing of the agent is left) */
+    FZ_KEEPER_DONE = 4,         /* the agent is ended: the group killed, the shell and every
+                                   descendant reaped; value: how many would not die (0: nothing
+                                   of the agent is left). After an END, or right after EXITED
+                                   when no signal was asked for (an END crossing it gets a
+                                   second DONE) */
 } fz_keeper_kind_t;
 
 /* One message: 8 bytes, one datagram of the control socket. */
@@ -59,7 +61,8 @@ int fz_keeper_start(fz_keeper_t *keeper, const char *shell, const char *command,
 int fz_keeper_signal(const fz_keeper_t *keeper, int sig);
 
 /* Asks the keeper to end the agent: SIGKILL to the group, the shell reaped, then every
-   descendant killed and reaped; FZ_KEEPER_DONE follows. 0, or -1 if the keeper is gone. */
+   descendant killed and reaped; FZ_KEEPER_DONE follows (it comes unasked when the shell
+   exits with no signal asked for). 0, or -1 if the keeper is gone. */
 int fz_keeper_end(const fz_keeper_t *keeper);
 
 /* Gives the keeper back. reuse (its FZ_KEEPER_DONE came): it becomes this process's idle
