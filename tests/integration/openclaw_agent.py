@@ -107,7 +107,9 @@ def with_server(f, srv):
     t0 = time.monotonic()
     home = os.path.join(f.dir, "home")
     os.makedirs(home)
-    f.env.update(HOME=home, FZ_AGENTS_PREFIX=PREFIX, FZ_AGENT_STALL="120", NO_COLOR="1")
+    tmp = os.path.join(f.dir, "tmp")  # the CLI's temporary files stay in the test's folder
+    os.makedirs(tmp)
+    f.env.update(HOME=home, TMPDIR=tmp, FZ_AGENTS_PREFIX=PREFIX, FZ_AGENT_STALL="120", NO_COLOR="1")
     for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "OPENCLAW_CONFIG_PATH",
               "OPENCLAW_HOME", "OPENCLAW_PROFILE", "OPENCLAW_AGENT_DIR", "FZ_MODEL"):
         f.env.pop(k, None)

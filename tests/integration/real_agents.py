@@ -97,6 +97,11 @@ def private_home(f, srv):
         fh.write('model_provider = "fzfake"\nmodel = "%s"\n\n[model_providers.fzfake]\nname = "fz scripted server"\n'
                  'base_url = "%s/v1"\nenv_key = "FZ_FAKE_KEY"\nwire_api = "responses"\nrequest_max_retries = 1\n'
                  'stream_max_retries = 1\nstream_idle_timeout_ms = 3000\n' % (MODELS["codex"], srv.url))
+    # The CLIs' own temporary files (gemini's error reports, claude's and codex's folders) stay
+    # in the test's folder, not in the machine's /tmp.
+    tmp = os.path.join(f.dir, "tmp")
+    os.makedirs(tmp)
+    f.env.update(TMPDIR=tmp)
     f.env.update(HOME=home, CODEX_HOME=codex_home, FZ_AGENTS_PREFIX=PREFIX, FZ_FAKE_KEY="fz-test-key",
                  ANTHROPIC_BASE_URL=srv.url, ANTHROPIC_API_KEY="fz-test-key", CLAUDE_CODE_MAX_RETRIES="1",
                  API_TIMEOUT_MS="4000", DISABLE_AUTOUPDATER="1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
