@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -64,7 +63,8 @@ typedef struct {
 } s_req_t;
 
 /* One request in: 0 with the strings in buf[0..head->nbytes) and up to maxfds descriptors
-   in fds (*nfds of them), 1 on EOF, -1 on a malformed one (its descriptors closed). */
+   in fds (*nfds of them), 1 on EOF, -1 on a malformed one (its descriptors closed), -2 when
+   none is there after all (a nonblocking socket). */
 static int s_recv_req(int sock, char *buf, size_t size, s_req_t *head, int *fds, int maxfds,
                       int *nfds)
 {
@@ -405,6 +405,15 @@ static int s_keeper_end(pid_t self, pid_t shell)
     }
 }
 
+/* Ends the agent of *shell (if any) and says DONE: the keeper is idle after it. */
+static void s_keeper_done(pid_t self, pid_t *shell, bool *exited)
+{
+    int left = s_keeper_end(self, *shell);
+    *shell = 0;
+    *exited = false;
+    s_keeper_send(FZ_KEEPER_DONE, left);
+}
+
 /* The keeper's descriptors: the control socket on 3, /dev/null on 0..2, nothing else. */
 static int s_keeper_fds(int ctl)
 {
@@ -453,15 +462,11 @@ static __attribute__((noreturn)) void s_keeper_main(int ctl, s_keeper_args_t arg
     bool exited = false, signalled = false;
     for (;;) {
         s_keeper_children(shell, &exited);
-        if (shell > 0 && exited && !signalled) {
-            /* Ended by itself with no stop under way: the worker would ask for the end at
-               once (only a stop gives the group a grace), so it is done now, saving a round
-               trip. An END that crosses it is answered again, from idle. */
-            int left = s_keeper_end(self, shell);
-            shell = 0;
-            exited = false;
-            s_keeper_send(FZ_KEEPER_DONE, left);
-        }
+        /* Ended by itself with no stop under way: the worker would ask for the end at once
+           (only a stop gives the group a grace), so it is done now, saving a round trip. An
+           END that crosses it is answered again, from idle. */
+        if (shell > 0 && exited && !signalled)
+            s_keeper_done(self, &shell, &exited);
         struct pollfd p = {S_KEEPER_CTL, POLLIN, 0};
         if (ppoll(&p, 1, NULL, &wait_mask) <= 0)
             continue; /* SIGCHLD */
@@ -482,12 +487,8 @@ static __attribute__((noreturn)) void s_keeper_main(int ctl, s_keeper_args_t arg
                    head.value < _NSIG) {
             kill(-shell, head.value);
             signalled = true; /* a stop: the end waits for the worker's word */
-        } else if (head.kind == FZ_REQ_END) {
-            int left = s_keeper_end(self, shell);
-            shell = 0;
-            exited = false;
-            s_keeper_send(FZ_KEEPER_DONE, left);
-        }
+        } else if (head.kind == FZ_REQ_END)
+            s_keeper_done(self, &shell, &exited);
     }
 }
 
@@ -811,13 +812,14 @@ int fz_keeper_start(fz_keeper_t *keeper, const char *shell, const char *command,
     int rc = -1;
     bool said = false;
     /* The idle keeper first; one that died meanwhile is ended and a new one made. */
-    for (int tries = 0; tries < 2 && rc < 0 && !said; tries++) {
+    for (int tries = 0; tries < 2 && rc < 0; tries++) {
         if (tries == 0 && fz_keeper_idle_pid() > 0) {
             *keeper = s_idle, keeper->started_ms = fz_clock_ms();
             s_idle = (fz_keeper_t){0, 0, -1, -1, -1, 0};
         } else if (s_new_keeper(keeper) < 0) {
             fz_errf(err, errlen, "cannot start the agent's keeper: %s", strerror(errno));
             said = true;
+            break;
         }
         rc = s_ask_start(keeper, shell, command, envp, workdir, fds);
         if (rc < 0)
