@@ -537,6 +537,8 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
                  fz_store_error(self->store));
         goto fail;
     }
+    if (cfg->sync_full && !(self->sync = fz_sync_new(fz_store_wal_fd(self->store), err, errlen)))
+        goto fail;
     self->router = fz_net_socket(ZMQ_ROUTER);
     self->pub = fz_net_socket(ZMQ_PUB);
     if (!self->router || !self->pub || !self->from) {
@@ -571,6 +573,10 @@ void fz_broker_destroy(fz_broker_t **self_p)
     if (!self_p || !*self_p)
         return;
     fz_broker_t *self = *self_p;
+    /* The thread first: it may be syncing the store's WAL descriptor. */
+    fz_sync_destroy(&self->sync);
+    fz_outbox_drop_held(self);
+    free(self->held);
     for (size_t i = 0; i < self->nout; i++)
         fz_enc_destroy(&self->out[i].enc);
     free(self->out);
@@ -595,16 +601,94 @@ void fz_broker_destroy(fz_broker_t **self_p)
     *self_p = NULL;
 }
 
+/* Whether a turn may read requests: not while a sync runs (what arrives meanwhile is read
+   in one turn after it, and shares the next commit, as it did when the loop waited in the
+   fdatasync itself; reading it at once costs a turn per message for no earlier reply, which
+   waits for the sync anyway), and not once the messages queued reach their bound. Timers
+   run while the disk syncs: heartbeats keep going out, and a worker is judged silent only
+   after a turn that drained the socket. */
+static bool s_may_read(const fz_broker_t *self)
+{
+    return self->out_bytes < FZ_TURN_BYTES && !(self->sync && fz_sync_busy(self->sync));
+}
+
+/* The sync under way has ended: the messages of its commit go out. A failed fdatasync
+   leaves unknown what survives a power loss of everything committed since the last good
+   one, and later commits stand on it: the loop stops, and what waited is not sent (the
+   store on the disk decides at the next start). */
+static void s_synced(fz_broker_t *self)
+{
+    double secs;
+    int err = fz_sync_end(self->sync, &secs);
+    self->loop.sync_s += secs;
+    if (err) {
+        fz_error("store: fdatasync of the WAL failed: %s; stopping, with %zu message(s) of "
+                 "its commit unsent",
+                 strerror(err), self->nheld);
+        fz_outbox_drop_held(self);
+        self->sync_failed = true;
+        return;
+    }
+    fz_outbox_release(self);
+}
+
+/* Commits what the turns since the last commit wrote and sends their messages once it is
+   durable. With --sync full the commit's fdatasync runs in the sync thread, and its
+   messages wait in held until it ends; while it runs, turns run timers only and keep what
+   they write and queue for the next commit. What the loop costs, for fz-web's /metrics: the turns'
+   work and, of it, the commits (with their fdatasync under --sync full). */
+static void s_commit(fz_broker_t *self)
+{
+    if (self->sync && fz_sync_ended(self->sync))
+        s_synced(self);
+    if (self->sync_failed)
+        return;
+    if (self->sync && fz_sync_busy(self->sync)) {
+        if (fz_store_failed(self->store))
+            fz_outbox_abandon(self);
+        return;
+    }
+    bool wrote = fz_store_in_turn(self->store);
+    double c0 = fz_clock_s();
+    int rc = self->sync ? fz_store_commit_unsynced(self->store) : fz_store_commit(self->store);
+    if (wrote) {
+        self->loop.commits++;
+        self->loop.commit_s += fz_clock_s() - c0;
+    }
+    if (rc < 0) {
+        fz_outbox_abandon(self);
+        return;
+    }
+    /* A turn that wrote nothing still waits for nothing: what it read was synced. */
+    if (self->sync && wrote) {
+        fz_outbox_hold(self);
+        if (fz_sync_start(self->sync) == 0)
+            return;
+        fz_error("store: cannot start the sync thread's fdatasync; syncing in the loop");
+        if (fz_store_sync(self->store) < 0) {
+            fz_outbox_drop_held(self);
+            self->sync_failed = true;
+            return;
+        }
+        fz_outbox_release(self);
+    }
+    fz_outbox_flush(self);
+}
+
 /* One turn: read what arrived, run timers, dispatch, commit, then send. */
 static void s_turn(fz_broker_t *self)
 {
     double t0 = fz_clock_s();
-    /* Up to FZ_TURN_MAX messages, and no more once the replies queued reach FZ_TURN_BYTES;
+    /* Up to FZ_TURN_MAX messages, and no more once the messages queued reach FZ_TURN_BYTES;
        drained: nothing was left unread (only then is a silent peer judged dead). */
     bool drained = false;
     if (self->auth)
         fz_auth_serve(self->auth);
-    for (int i = 0; i < FZ_TURN_MAX && self->out_bytes < FZ_TURN_BYTES; i++)
+    if (self->sync && fz_sync_ended(self->sync))
+        s_synced(self);
+    if (self->sync_failed)
+        return;
+    for (int i = 0; i < FZ_TURN_MAX && s_may_read(self); i++)
         if (!s_recv(self)) {
             drained = true;
             break;
@@ -612,36 +696,44 @@ static void s_turn(fz_broker_t *self)
     s_tick(self, fz_clock_ms(), drained);
     fz_life_release_held(self);
     fz_life_dispatch(self);
-    /* What the loop costs, for fz-web's /metrics: the turn's work, and of it the commit (its
-       fdatasync with --sync full) when the turn wrote. */
-    bool wrote = fz_store_in_turn(self->store);
-    double c0 = fz_clock_s();
-    int rc = fz_store_commit(self->store);
-    double c1 = fz_clock_s();
-    if (rc < 0)
+    s_commit(self);
+    self->loop.turns++;
+    self->loop.turn_s += fz_clock_s() - t0;
+}
+
+/* Before the loop stops: the sync under way ends, and what the turns since wrote is
+   committed and synced here, then sent. */
+static void s_settle(fz_broker_t *self)
+{
+    if (!self->sync)
+        return;
+    if (fz_sync_busy(self->sync))
+        s_synced(self);
+    if (self->sync_failed)
+        return;
+    if (fz_store_commit(self->store) < 0)
         fz_outbox_abandon(self);
     else
         fz_outbox_flush(self);
-    self->loop.turns++;
-    self->loop.turn_s += fz_clock_s() - t0;
-    if (wrote) {
-        self->loop.commits++;
-        self->loop.commit_s += c1 - c0;
-    }
 }
 
-/* Waits for a request or a handshake to decide (the ZAP handler's socket), up to ms; > 0 when
-   one may be waiting. zmq_poll makes four system calls (and libzmq a getpid with each) to
-   sleep: a poll without timeout, the sockets' events, the poll that sleeps, the events again.
-   Two do: the events (which also take in what libzmq's I/O thread announced, so a message
-   that arrived since the turn read is seen), then a poll of the sockets' descriptors, which
-   wake on any such announcement (the turn that follows reads what there is, or nothing). */
+/* Waits for a request or a handshake to decide (the ZAP handler's socket), or for the sync
+   under way to end, up to ms; > 0 when one may be waiting. zmq_poll makes four system calls
+   (and libzmq a getpid with each) to sleep: a poll without timeout, the sockets' events, the
+   poll that sleeps, the events again. Two do: the events (which also take in what libzmq's
+   I/O thread announced, so a message that arrived since the turn read is seen), then a poll
+   of the sockets' descriptors, which wake on any such announcement (the turn that follows
+   reads what there is, or nothing). While a turn may not read (s_may_read), requests wait
+   unread: the sync's end and the timers are waited for. */
 static int s_poll(fz_broker_t *self, int ms)
 {
     void *socks[2] = {zsock_resolve(self->router), self->auth ? fz_auth_socket(self->auth) : NULL};
-    struct pollfd fds[2];
-    int n = socks[1] ? 2 : 1;
-    for (int i = 0; i < n; i++) {
+    struct pollfd fds[3];
+    int n = 0;
+    bool syncing = self->sync && fz_sync_busy(self->sync);
+    for (int i = 0; i < 2; i++) {
+        if (!socks[i] || (i == 0 && !s_may_read(self)))
+            continue;
         uint32_t events = 0;
         size_t size = sizeof events;
         if (zmq_getsockopt(socks[i], ZMQ_EVENTS, &events, &size) < 0)
@@ -652,8 +744,10 @@ static int s_poll(fz_broker_t *self, int ms)
         size = sizeof fd;
         if (zmq_getsockopt(socks[i], ZMQ_FD, &fd, &size) < 0)
             return -1;
-        fds[i] = (struct pollfd){.fd = fd, .events = POLLIN};
+        fds[n++] = (struct pollfd){.fd = fd, .events = POLLIN};
     }
+    if (syncing)
+        fds[n++] = (struct pollfd){.fd = fz_sync_fd(self->sync), .events = POLLIN};
     return ms == 0 ? 0 : poll(fds, (nfds_t)n, ms);
 }
 
@@ -663,7 +757,7 @@ int fz_broker_step(fz_broker_t *self, int timeout_ms)
     if (s_poll(self, timeout_ms < wait ? timeout_ms : wait) < 0 && errno != EINTR)
         return -1;
     s_turn(self);
-    return 0;
+    return self->sync_failed ? -1 : 0;
 }
 
 int fz_broker_run(fz_broker_t *self)
@@ -675,6 +769,8 @@ int fz_broker_run(fz_broker_t *self)
     fz_enc_str(e, "version", FZ_VERSION);
     while (!fz_net_interrupted()) {
         s_turn(self);
+        if (self->sync_failed)
+            return 1;
         int rc = s_poll(self, s_poll_timeout(self, fz_clock_ms()));
         if (rc < 0 && errno != EINTR) {
             fz_error("poll failed: %s", zmq_strerror(errno));
@@ -684,6 +780,9 @@ int fz_broker_run(fz_broker_t *self)
     e = fz_outbox_event(self, FZ_TOPIC_BROKER_STOPPING, NULL);
     fz_enc_str(e, "version", FZ_VERSION);
     s_turn(self);
+    s_settle(self);
+    if (self->sync_failed)
+        return 1;
     fz_info("stopped (signal %d); running agents go on and their workers will reconnect",
             fz_net_signal());
     return 0;

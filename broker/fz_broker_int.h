@@ -36,6 +36,7 @@
 #include "fz_sched.h"
 #include "fz_store.h"
 #include "fz_store_rows.h"
+#include "fz_sync.h"
 #include "fz_util.h"
 #include "fz_views.h"
 
@@ -92,8 +93,15 @@ struct fz_broker_t {
     char **allowed;    /* model whitelist, NULL = any */
     size_t nallowed;
     bool paused;
-    out_t *out;
+    out_t *out; /* what the turns since the last commit send once it is durable */
     size_t nout, capout;
+    /* --sync full: the WAL's fdatasync runs in a thread beside the loop, which goes on
+       with its timers meanwhile. The messages of the commit being synced wait in held;
+       what turns write and queue meanwhile waits, open, for the next commit. */
+    fz_sync_t *sync;
+    out_t *held;
+    size_t nheld, capheld, held_bytes;
+    bool sync_failed; /* an fdatasync failed: the loop stops (what waited for it is not sent) */
     zframe_t *from;   /* the routing id of the message being handled (one frame, reset for each) */
     size_t out_bytes; /* what the outbox holds, about: a turn stops reading past a bound */
     uint64_t seq;
@@ -104,6 +112,7 @@ struct fz_broker_t {
     struct {
         uint64_t turns, commits; /* since start: loop turns, and those that wrote the store */
         double turn_s, commit_s; /* seconds spent in them (commit: of the turns that wrote) */
+        double sync_s;           /* --sync full: the commits' fdatasyncs, beside the loop */
     } loop;
     int64_t next_key_prune_ms; /* when expired idempotency keys are next deleted */
     zhashx_t *guard;           /* worker name -> its record of lost attempts (fz_guard.c) */
@@ -169,7 +178,16 @@ void fz_outbox_refuse(fz_broker_t *self, zframe_t *to, const fz_msg_head_t *head
    the caller can add fields until the turn is sent; NULL (swallowing writes) on no memory. */
 fz_enc_t *fz_outbox_event(fz_broker_t *self, fz_topic_t topic, const fz_task_t *t);
 void fz_outbox_flush(fz_broker_t *self);
+/* The turn's commit failed (rolled back): its replies become `unavailable` errors, the rest
+   is dropped, and memory is reloaded from the store; sent at once unless a sync is under way
+   (then after the messages it holds, in order). */
 void fz_outbox_abandon(fz_broker_t *self);
+/* The commit just made waits for its sync: its messages move to held (held is empty). */
+void fz_outbox_hold(fz_broker_t *self);
+/* Its sync has ended: the held messages are sent (as fz_outbox_flush sends). */
+void fz_outbox_release(fz_broker_t *self);
+/* Its sync failed: the held messages are dropped unsent. */
+void fz_outbox_drop_held(fz_broker_t *self);
 
 /* life */
 

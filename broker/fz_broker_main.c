@@ -70,7 +70,8 @@ static void s_usage(FILE *out)
         "  -V, --version          print the version\n"
         "\n"
         "Exit status: 0 stopped by SIGTERM/SIGINT, 1 runtime error (endpoint in use,\n"
-        "database unusable), 2 bad usage (a key file or key folder that cannot be used too).\n");
+        "database unusable, an fdatasync of the store failed), 2 bad usage (a key file or\n"
+        "key folder that cannot be used too).\n");
 }
 
 static int s_model_cap(fz_broker_config_t *cfg, const char *arg)

@@ -168,17 +168,72 @@ void fz_outbox_flush(fz_broker_t *self)
 
 void fz_outbox_abandon(fz_broker_t *self)
 {
-    for (size_t i = 0; i < self->nout; i++) {
-        out_t *o = &self->out[i];
-        if (o->to_len && o->norid) /* it changed nothing: the store's trouble is not its */
-            fz_net_send_to(self->router, o->to, o->to_len, &o->enc);
-        fz_enc_destroy(&o->enc);
-        if (o->to_len && o->reply && !o->norid)
-            fz_net_send_error_to(self->router, o->to, o->to_len, o->rid, FZ_EUNAVAILABLE,
-                                 FZ_REASON_STORE_FAILED,
-                                 "the broker could not store this change; try again");
-    }
-    self->nout = 0;
+    size_t kept = 0;
     self->out_bytes = 0;
+    for (size_t i = 0; i < self->nout; i++) {
+        out_t o = self->out[i];
+        if (o.to_len && o.reply && !o.norid) {
+            fz_enc_destroy(&o.enc);
+            o.enc = fz_enc_error(o.rid, FZ_EUNAVAILABLE, FZ_REASON_STORE_FAILED,
+                                 "the broker could not store this change; try again");
+            o.dispatch = 0;
+        } else if (!(o.to_len && o.norid)) { /* a norid error changed nothing: it stays */
+            fz_enc_destroy(&o.enc);
+            continue;
+        }
+        if (!o.enc)
+            continue;
+        self->out_bytes += fz_enc_size(o.enc);
+        self->out[kept++] = o;
+    }
+    self->nout = kept;
     fz_broker_reload(self);
+    /* Replies to one peer keep their order: these follow those still waiting for a sync. */
+    if (!self->sync || !fz_sync_busy(self->sync))
+        fz_outbox_flush(self);
+}
+
+/* out and held change places (the arrays and what they count). */
+static void s_swap(fz_broker_t *self)
+{
+    out_t *v = self->out;
+    size_t n = self->nout, cap = self->capout, bytes = self->out_bytes;
+    self->out = self->held;
+    self->nout = self->nheld;
+    self->capout = self->capheld;
+    self->out_bytes = self->held_bytes;
+    self->held = v;
+    self->nheld = n;
+    self->capheld = cap;
+    self->held_bytes = bytes;
+}
+
+void fz_outbox_hold(fz_broker_t *self)
+{
+    s_swap(self);
+}
+
+void fz_outbox_release(fz_broker_t *self)
+{
+    /* fz_outbox_flush sends out; what it queues itself (a gone worker's task going back)
+       lands in the emptied array, and joins the end of the open turns' messages. */
+    s_swap(self);
+    fz_outbox_flush(self);
+    s_swap(self);
+    for (size_t i = 0; i < self->nheld; i++) {
+        out_t *h = &self->held[i];
+        out_t *o = fz_outbox_add_id(self, h->to, h->to_len, h->enc);
+        if (o)
+            *o = *h;
+    }
+    self->nheld = 0;
+    self->held_bytes = 0;
+}
+
+void fz_outbox_drop_held(fz_broker_t *self)
+{
+    for (size_t i = 0; i < self->nheld; i++)
+        fz_enc_destroy(&self->held[i].enc);
+    self->nheld = 0;
+    self->held_bytes = 0;
 }

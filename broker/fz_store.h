@@ -1,9 +1,10 @@
 /*  fz_store: the broker's durable state in one SQLite database (WAL).
 
     Tables: tasks, task_labels, attempts, meta, deps, submit_keys. The broker is the only writer.
-   Writes of one loop turn go into one transaction, opened by the first write (fz_store_* writers
-   call it themselves) and closed by fz_store_commit, which the broker calls before it sends any
-    reply or event of that turn: an acknowledgement always follows its fsync.
+    Writes of one loop turn go into one transaction, opened by the first write (fz_store_*
+    writers call it themselves) and closed by fz_store_commit, or by fz_store_commit_unsynced
+    with the WAL's fdatasync in the broker's sync thread; the broker sends a turn's replies
+    and events only after that sync: an acknowledgement always follows its fsync.
 
     Readers run on the same connection, so they see the turn's own writes. The store returns
     rows and knows nothing of the protocol: what replies show comes as plain rows
@@ -42,9 +43,22 @@ void fz_store_destroy(fz_store_t **self_p);
 
 /* True if the turn has written (a transaction is open, for fz_store_commit to close). */
 bool fz_store_in_turn(const fz_store_t *self);
-/* Commits the turn's transaction if one is open; 0 on success, -1 (rolled back) when the
-   commit or any write of the turn failed. */
+/* Commits the turn's transaction if one is open and, with sync_full, syncs it to the disk;
+   0 on success, -1 (rolled back) when the commit or any write of the turn failed, or when
+   the sync did (then the commit stands in the WAL, and whether it survives a power loss is
+   unknown). */
 int fz_store_commit(fz_store_t *self);
+/* The same without the sync: the commit survives the process's crash at once, a power loss
+   only once the WAL has been synced, by fz_store_sync or by an fdatasync of
+   fz_store_wal_fd() in another thread (the broker's, fz_sync.h). */
+int fz_store_commit_unsynced(fz_store_t *self);
+/* fdatasync of the WAL: every commit before it survives a power loss. 0, or -1 (logged). */
+int fz_store_sync(fz_store_t *self);
+/* The WAL's descriptor for another thread's fdatasync; -1 without sync_full (the store's;
+   valid until fz_store_destroy). */
+int fz_store_wal_fd(const fz_store_t *self);
+/* True when a write of the open turn failed (its commit will roll it back). */
+bool fz_store_failed(const fz_store_t *self);
 /* Makes the turn's commit fail (and roll back): for a change that must land whole. A failed
    write does the same by itself. */
 void fz_store_fail_turn(fz_store_t *self);

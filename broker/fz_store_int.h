@@ -26,6 +26,10 @@ struct fz_store_t {
     int lock_fd; /* PATH.lock, flock'ed: one broker per database */
     bool in_txn;
     bool failed; /* a write of this turn failed: the commit rolls the turn back */
+    /* --sync full: SQLite commits without syncing (synchronous=NORMAL) and the store, or the
+       broker's sync thread, fdatasyncs the WAL through this descriptor of its own. -1 with
+       --sync normal. */
+    int wal_fd;
     struct stmt {
         const char *sql; /* static string: cached by address */
         sqlite3_stmt *st;

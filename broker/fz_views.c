@@ -449,6 +449,8 @@ void fz_views_status(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_enc_float(r, "turn_seconds", self->loop.turn_s);
     fz_enc_uint(r, "commits", self->loop.commits);
     fz_enc_float(r, "commit_seconds", self->loop.commit_s);
+    if (self->sync)
+        fz_enc_float(r, "sync_seconds", self->loop.sync_s);
     if (fz_msg_bool(msg, "depth", false))
         s_depth(self, r);
     fz_outbox_reply(self, from, fz_msg_rid(msg), r);

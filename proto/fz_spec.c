@@ -83,16 +83,25 @@ static const fz_field_t f_tasks[] = {{"tasks", FZ_T_OBJARR, REQ, 0, 1000000},
                                      {"truncated", FZ_T_BOOL, 0, 0, 0},
                                      END};
 
-static const fz_field_t f_status[] = {
-    {"counts", FZ_T_OBJECT, 0, 0, 64},          {"running", FZ_T_UINT, 0, 0, U64},
-    {"workers", FZ_T_UINT, 0, 0, U64},          {"idle_workers", FZ_T_UINT, 0, 0, U64},
-    {"max_running", FZ_T_UINT, 0, 0, U64},      {"paused", FZ_T_BOOL, 0, 0, 0},
-    {"spent_today", FZ_T_FLOAT, 0, 0, 1e12},    {"budget", FZ_T_FLOAT, 0, 0, 1e12},
-    {"reserved", FZ_T_FLOAT, 0, 0, 1e12},       {"depth", FZ_T_BOOL, 0, 0, 0},
-    {"by_model", FZ_T_OBJARR, 0, 0, 256},       {"by_label", FZ_T_OBJARR, 0, 0, 256},
-    {"depth_truncated", FZ_T_BOOL, 0, 0, 0},    {"turns", FZ_T_UINT, 0, 0, U64},
-    {"turn_seconds", FZ_T_FLOAT, 0, 0, 1e12},   {"commits", FZ_T_UINT, 0, 0, U64},
-    {"commit_seconds", FZ_T_FLOAT, 0, 0, 1e12}, END};
+static const fz_field_t f_status[] = {{"counts", FZ_T_OBJECT, 0, 0, 64},
+                                      {"running", FZ_T_UINT, 0, 0, U64},
+                                      {"workers", FZ_T_UINT, 0, 0, U64},
+                                      {"idle_workers", FZ_T_UINT, 0, 0, U64},
+                                      {"max_running", FZ_T_UINT, 0, 0, U64},
+                                      {"paused", FZ_T_BOOL, 0, 0, 0},
+                                      {"spent_today", FZ_T_FLOAT, 0, 0, 1e12},
+                                      {"budget", FZ_T_FLOAT, 0, 0, 1e12},
+                                      {"reserved", FZ_T_FLOAT, 0, 0, 1e12},
+                                      {"depth", FZ_T_BOOL, 0, 0, 0},
+                                      {"by_model", FZ_T_OBJARR, 0, 0, 256},
+                                      {"by_label", FZ_T_OBJARR, 0, 0, 256},
+                                      {"depth_truncated", FZ_T_BOOL, 0, 0, 0},
+                                      {"turns", FZ_T_UINT, 0, 0, U64},
+                                      {"turn_seconds", FZ_T_FLOAT, 0, 0, 1e12},
+                                      {"commits", FZ_T_UINT, 0, 0, U64},
+                                      {"commit_seconds", FZ_T_FLOAT, 0, 0, 1e12},
+                                      {"sync_seconds", FZ_T_FLOAT, 0, 0, 1e12},
+                                      END};
 
 static const fz_field_t f_workers[] = {{"workers", FZ_T_OBJARR, 0, 0, 1000000}, END};
 

@@ -158,8 +158,13 @@ static void s_metrics_loop(fz_msg_t *st, FILE *out)
     s_counter(out, "fz_broker_commits_total", "Loop turns that committed writes to the store.",
               (double)fz_msg_uint(st, "commits", 0));
     s_counter(out, "fz_broker_commit_seconds_total",
-              "Seconds the broker spent committing (with --sync full, each commit's fdatasync).",
+              "Seconds the broker spent committing its loop turns' writes.",
               fz_msg_float(st, "commit_seconds", 0));
+    if (fz_msg_has(st, "sync_seconds"))
+        s_counter(out, "fz_broker_sync_seconds_total",
+                  "Seconds the fdatasyncs of the broker's commits took (--sync full; beside the "
+                  "loop, the commit's replies waiting for them).",
+                  fz_msg_float(st, "sync_seconds", 0));
 }
 
 static void s_gauge(FILE *out, const char *name, const char *help, double v)

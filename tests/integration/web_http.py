@@ -97,13 +97,15 @@ def body(f):
     h.check(w.value(fams, "fz_broker_up") == 1, "broker up")
     # The broker's own loop: turns, commits and their seconds, counters that only grow.
     for name in ("fz_broker_turns_total", "fz_broker_turn_seconds_total", "fz_broker_commits_total",
-                 "fz_broker_commit_seconds_total"):
+                 "fz_broker_commit_seconds_total", "fz_broker_sync_seconds_total"):
         h.check(fams[name]["type"] == "counter", "%s is a counter" % name)
     h.check(w.value(fams, "fz_broker_commits_total") >= 12, "commits: at least one per submit")
     h.check(w.value(fams, "fz_broker_turns_total") >= w.value(fams, "fz_broker_commits_total"),
             "turns and commits")
     h.check(0 < w.value(fams, "fz_broker_commit_seconds_total")
             <= w.value(fams, "fz_broker_turn_seconds_total"), "commit seconds within turn seconds")
+    # --sync full (the default): each commit's fdatasync, beside the loop.
+    h.check(w.value(fams, "fz_broker_sync_seconds_total") > 0, "sync seconds")
     h.check(w.value(fams, "fz_running_agents") == 0, "running")
     h.check(fams["fz_cost_usd_total"]["type"] == "counter", "cost is a counter")
     h.check(sum(s[2] for s in fams["fz_cost_usd_total"]["samples"]) > 0, "some cost")

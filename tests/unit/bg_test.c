@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "../../worker/fz_bg.h"
+#include "fz_bg.h"
 #include "fz_util.h"
 
 #include <poll.h>

@@ -424,6 +424,103 @@ static void test_submit_run_succeed(void **state)
     s_fx_destroy(&fx);
 }
 
+/* --sync full: the fdatasync of a commit runs beside the loop (fz_sync.h). */
+static void s_sync_full(fz_broker_config_t *cfg)
+{
+    cfg->sync_full = true;
+}
+
+/* Under --sync full the whole life cycle holds, and replies come in the order asked, each
+   once its task is in the store. */
+static void test_sync_full_life_cycle(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(s_sync_full);
+    uint64_t first = fx->rid + 1;
+    for (int i = 0; i < 10; i++) {
+        fz_enc_t *req = s_req(fx, "submit");
+        fz_enc_str(req, "prompt", "one of ten");
+        assert_int_equal(fz_net_send(fx->client, NULL, &req), 0);
+    }
+    uint64_t ids[10];
+    for (int i = 0; i < 10; i++) {
+        fz_msg_t *r = s_next(fx, fx->client);
+        assert_true(fz_msg_is(r, "submitted"));
+        assert_int_equal(fz_msg_rid(r), first + (uint64_t)i);
+        ids[i] = fz_msg_uint(r, "task", 0);
+        assert_string_equal(s_row(fx, ids[i], "state"), "queued");
+        fz_msg_destroy(&r);
+    }
+    zsock_t *w = s_worker(fx, "w1");
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(s_dispatched(fx, w, ids[i]), 1);
+        assert_string_equal(s_row(fx, ids[i], "state"), "running");
+        s_result(fx, w, ids[i], 1, "exited", 0, 0.01);
+        s_assert_event(fx, "task.succeeded", ids[i], "succeeded");
+        assert_string_equal(s_row(fx, ids[i], "state"), "succeeded");
+    }
+    fz_msg_t *st = s_call(fx, s_req(fx, "status"));
+    assert_true(fz_msg_uint(st, "commits", 0) >= 2);
+    assert_true(fz_msg_float(st, "sync_seconds", -1) > 0);
+    fz_msg_destroy(&st);
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+/* --sync full, and heartbeats every 250 ms: a worker is dead after 750 ms of silence. */
+static void s_sync_full_slow_beat(fz_broker_config_t *cfg)
+{
+    cfg->sync_full = true;
+    cfg->heartbeat_ms = 250;
+}
+
+/* A stalling disk (FZ_STORE_SYNC_DELAY_MS): a submit's reply waits for its commit's sync,
+   and the loop's timers go on meanwhile: heartbeats keep reaching the workers, which would
+   otherwise take three silent intervals for a dead broker (as when the loop itself waited in
+   the fdatasync). */
+static void test_sync_full_stall_keeps_heartbeats(void **state)
+{
+    (void)state;
+    setenv("FZ_STORE_SYNC_DELAY_MS", "600", 1);
+    fx_t *fx = s_fx(s_sync_full_slow_beat);
+    unsetenv("FZ_STORE_SYNC_DELAY_MS");
+    zsock_t *w = s_worker(fx, "w1");
+    fz_enc_t *hb = fz_enc_new("heartbeat", 0);
+    assert_int_equal(fz_net_send(w, NULL, &hb), 0);
+    while (s_readable(w)) {
+        fz_msg_t *m = fz_net_recv_msg(w);
+        fz_msg_destroy(&m);
+    }
+    fz_enc_t *req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", "slow disk");
+    uint64_t rid = fx->rid;
+    double t0 = fz_clock_s();
+    assert_int_equal(fz_net_send(fx->client, NULL, &req), 0);
+    fz_msg_t *reply = NULL;
+    int beats = 0;
+    while (!reply && fz_clock_s() - t0 < 10) {
+        assert_int_equal(fz_broker_step(fx->broker, 20), 0);
+        while (s_readable(w)) {
+            fz_msg_t *m = fz_net_recv_msg(w);
+            beats += fz_msg_is(m, "heartbeat");
+            fz_msg_destroy(&m);
+        }
+        if (s_readable(fx->client))
+            reply = fz_net_recv_msg(fx->client);
+    }
+    assert_non_null(reply);
+    assert_true(fz_msg_is(reply, "submitted"));
+    assert_int_equal(fz_msg_rid(reply), rid);
+    assert_true(fz_clock_s() - t0 >= 0.55); /* not before the sync ended */
+    assert_true(beats >= 2);                /* at 0.25 s and 0.5 s, at least */
+    fz_msg_destroy(&reply);
+    fz_msg_t *st = s_call(fx, s_req(fx, "status"));
+    assert_int_equal(fz_msg_uint(st, "workers", 0), 1); /* and the worker is still there */
+    fz_msg_destroy(&st);
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
 static void test_retry_backoff_then_fail(void **state)
 {
     (void)state;
@@ -2108,6 +2205,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_submit_run_succeed),
+        cmocka_unit_test(test_sync_full_life_cycle),
+        cmocka_unit_test(test_sync_full_stall_keeps_heartbeats),
         cmocka_unit_test(test_retry_backoff_then_fail),
         cmocka_unit_test(test_exit_75_is_not_retried),
         cmocka_unit_test(test_rejected_is_requeued_without_using_a_retry),
