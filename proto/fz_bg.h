@@ -4,9 +4,9 @@
     What it is for: the worker's git (clone, fetch, worktree add, commit, push) can take
     minutes, and the broker's fdatasync of its WAL (fz_sync.h) can stall for seconds on a
     busy disk; the loop must keep its heartbeats going meanwhile (the broker declares a
-    worker dead after three silent intervals, and a worker its broker). A job is a function run on the thread with a
-    stop flag it must watch (fz_run and fz_workspace take it), and a done function run later
-    on the loop's thread, from fz_bg_collect(), which the loop calls when fz_bg_fd() is
+    worker dead after three silent intervals, and a worker its broker). A job is a function run on
+   the thread with a stop flag it must watch (fz_run and fz_workspace take it), and a done function
+   run later on the loop's thread, from fz_bg_collect(), which the loop calls when fz_bg_fd() is
     readable. So everything but the job function itself stays single-threaded.
 
     Hold: while held (holds are counted: one per holder), no job starts (a running one goes
