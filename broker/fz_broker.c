@@ -635,8 +635,8 @@ static void s_synced(fz_broker_t *self)
 /* Commits what the turns since the last commit wrote and sends their messages once it is
    durable. With --sync full the commit's fdatasync runs in the sync thread, and its
    messages wait in held until it ends; while it runs, turns run timers only and keep what
-   they write and queue for the next commit. What the loop costs, for fz-web's /metrics: the turns'
-   work and, of it, the commits (with their fdatasync under --sync full). */
+   they write and queue for the next commit. What the loop costs, for fz-web's /metrics: the
+   turns' work and, of it, the commits; the fdatasyncs beside it are counted apart (sync_s). */
 static void s_commit(fz_broker_t *self)
 {
     if (self->sync && fz_sync_ended(self->sync))

@@ -354,7 +354,7 @@ fz_store_t *fz_store_open_checked(const char *path, bool sync_full, bool full_ch
     sqlite3_busy_timeout(self->db, 5000);
     /* synchronous=NORMAL syncs the WAL before each checkpoint and the database after it, as
        FULL does; what FULL adds, a sync of the WAL at each commit, the store does itself
-       (s_sync_wal), so that the broker can run it beside its loop (fz_sync.h). */
+       (fz_store_sync), so that the broker can run it beside its loop (fz_sync.h). */
     if (sqlite3_exec(self->db,
                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
                      "PRAGMA foreign_keys=OFF;",
