@@ -442,12 +442,9 @@ int fz_store_sync(fz_store_t *self)
 {
     if (self->wal_fd < 0)
         return 0;
-    int rc;
-    do
-        rc = fdatasync(self->wal_fd);
-    while (rc < 0 && errno == EINTR);
-    if (rc < 0) {
-        fz_error("store: fdatasync of the WAL failed: %s", strerror(errno));
+    int err = fz_fdatasync(self->wal_fd);
+    if (err) {
+        fz_error("store: fdatasync of the WAL failed: %s", strerror(err));
         return -1;
     }
     return 0;

@@ -34,11 +34,7 @@ static void s_job(void *arg, const atomic_bool *stop)
         while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
             ;
     }
-    int rc;
-    do
-        rc = fdatasync(self->fd);
-    while (rc < 0 && errno == EINTR);
-    self->err = rc < 0 ? errno : 0;
+    self->err = fz_fdatasync(self->fd);
     self->secs = fz_clock_s() - t0;
 }
 

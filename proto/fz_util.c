@@ -348,3 +348,12 @@ void fz_close(int *fd)
         close(*fd);
     *fd = -1;
 }
+
+int fz_fdatasync(int fd)
+{
+    int rc;
+    do
+        rc = fdatasync(fd);
+    while (rc < 0 && errno == EINTR);
+    return rc < 0 ? errno : 0;
+}

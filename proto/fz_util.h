@@ -114,4 +114,8 @@ int fz_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((forma
 /* Closes *fd if it is open (>= 0) and sets it to -1. */
 void fz_close(int *fd);
 
+/* fdatasync(fd), tried again when a signal cuts it short: 0 once what was written to fd is
+   on the disk, else the errno of the failure. */
+int fz_fdatasync(int fd);
+
 #endif

@@ -1,5 +1,5 @@
 /*  util_test: the small fz_util helpers the worker's modules share (fz_strcopy, fz_errf,
-    fz_close). The older fz_util checks (numbers, UTF-8, mkdirs) live in msg_test. */
+    fz_close, fz_fdatasync). The older fz_util checks (numbers, UTF-8, mkdirs) live in msg_test. */
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -74,6 +75,26 @@ static void test_close(void **state)
     assert_int_equal(fd, -1);
 }
 
+/* 0 for a file, the errno of the failure otherwise (the store logs it, the broker's sync
+   thread hands it to the loop). */
+static void test_fdatasync(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/fz-util-test-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_int_equal(write(fd, "x", 1), 1);
+    assert_int_equal(fz_fdatasync(fd), 0);
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(fz_fdatasync(p[0]), EINVAL); /* a pipe cannot be synced */
+    fz_close(&p[0]);
+    fz_close(&p[1]);
+    fz_close(&fd);
+    assert_int_equal(fz_fdatasync(fd), EBADF);
+}
+
 /* What a peer sends reaches the log escaped: no raw control character, C1 included. */
 static void test_log_escape(void **state)
 {
@@ -96,7 +117,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_strcopy_fits), cmocka_unit_test(test_strcopy_cuts_on_a_character),
         cmocka_unit_test(test_errf),         cmocka_unit_test(test_close),
-        cmocka_unit_test(test_log_escape),
+        cmocka_unit_test(test_log_escape),   cmocka_unit_test(test_fdatasync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
