@@ -23,6 +23,7 @@ static void s_usage(FILE *out)
             "Usage: fzb-fz submit --broker EP [OPTIONS]\n"
             "       fzb-fz cycle --broker EP --events EP --workers N [OPTIONS]\n"
             "       fzb-fz ping --broker EP [--secs S]\n"
+            "       fzb-fz status --broker EP [--depth] [--n N]\n"
             "       fzb-fz drain --events EP --n N [--pid PID] [--secs S]\n"
             "\n"
             "fz load generator for scripts/bench: a DEALER client using the fz protocol codec.\n"
@@ -30,6 +31,7 @@ static void s_usage(FILE *out)
             "  cycle    whole task cycles, K tasks in flight; done at each task.succeeded event\n"
             "  drain    times N task-end events after the first (workers draining a queue)\n"
             "  ping     waits until the broker answers (at most --secs): its start-up time\n"
+            "  status   N status requests one at a time (--depth: with the queue's depth)\n"
             "\n"
             "Options:\n"
             "  --broker EP    the broker's ROUTER endpoint (required)\n"
@@ -38,7 +40,9 @@ static void s_usage(FILE *out)
             "(cycle)\n"
             "  --priority P   every task's priority (default 0)\n"
             "  --batch B      tasks per request, 1..1000 (submit-batch when > 1; an op is a "
-            "request)\n" FZB_COMMON_HELP "  -h, --help     this help\n"
+            "request)\n"
+            "  --depth        status: ask for by_model and by_label too\n" FZB_COMMON_HELP
+            "  -h, --help     this help\n"
             "\n"
             "Prints one line 'RESULT ops=.. secs=.. rate=.. p50_us=.. p99_us=.. ...' on stdout.\n"
             "Exit status: 0 done, 1 runtime error, protocol error or timeout, 2 bad usage.\n");
@@ -485,15 +489,64 @@ static int s_ping(const char *broker, long long secs)
     return rc;
 }
 
+/* n status requests, one at a time: what a dashboard's or an autoscaler's look costs. */
+static int s_status(const char *broker, bool depth, const fzb_opts_t *o)
+{
+    fz_log_init(prog, FZ_LOG_WARN);
+    void *ctx = zmq_ctx_new();
+    void *dealer = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_connect(dealer, broker) != 0)
+        fzb_die(prog, "cannot connect to %s", broker);
+    fzb_lat_t lat;
+    fzb_lat_init(&lat, (size_t)o->n);
+    zmq_pollitem_t item = {dealer, 0, ZMQ_POLLIN, 0};
+    int64_t t0 = fzb_now_ns(), give_up = t0 + o->secs * 1000000000LL;
+    long long done = 0;
+    for (uint64_t rid = 1; done < o->n && fzb_now_ns() < give_up; rid++) {
+        fz_enc_t *e = fz_enc_new("status", rid);
+        if (depth)
+            fz_enc_bool(e, "depth", true);
+        int64_t sent = fzb_now_ns();
+        s_send(dealer, &e);
+        fz_msg_t *msg = NULL;
+        while (!msg && fzb_now_ns() < give_up) {
+            if (zmq_poll(&item, 1, 100) <= 0)
+                continue;
+            msg = s_recv(dealer);
+            if (msg && (fz_msg_rid(msg) != rid || !fz_msg_is(msg, "status")))
+                fz_msg_destroy(&msg);
+        }
+        if (!msg)
+            break;
+        fzb_lat_add(&lat, fzb_now_ns() - sent);
+        fz_msg_destroy(&msg);
+        done++;
+    }
+    if (done == o->n) {
+        fzb_result(&lat, done, fzb_now_ns() - t0, -1, -1);
+        printf("\n");
+    } else
+        fprintf(stderr, "%s: %lld of %lld status replies came within %lld s\n", prog, done, o->n,
+                o->secs);
+    fzb_lat_free(&lat);
+    zmq_close(dealer);
+    zmq_ctx_term(ctx);
+    return done == o->n ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         s_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    bool cycle, ping = false, drain = false;
+    bool cycle, ping = false, drain = false, status = false, depth = false;
     if (!strcmp(argv[1], "submit"))
         cycle = false;
+    else if (!strcmp(argv[1], "status"))
+        cycle = false, status = true;
     else if (!strcmp(argv[1], "ping"))
         cycle = false, ping = true;
     else if (!strcmp(argv[1], "drain"))
@@ -516,6 +569,8 @@ int main(int argc, char **argv)
             g_priority =
                 fzb_num(prog, argv[i], i + 1 < argc ? argv[i + 1] : NULL, -1000000, 1000000),
             i++;
+        else if (!strcmp(argv[i], "--depth"))
+            depth = true;
         else if (!strcmp(argv[i], "--batch"))
             g_batch = fzb_num(prog, argv[i], i + 1 < argc ? argv[i + 1] : NULL, 1, 1000), i++;
         else if (!fzb_opt(prog, argc, argv, &i, &o)) {
@@ -530,5 +585,7 @@ int main(int argc, char **argv)
                 cycle ? " and --events" : "");
         return 2;
     }
+    if (status)
+        return s_status(broker, depth, &o);
     return ping ? s_ping(broker, o.secs) : s_run(broker, events, cycle, &o);
 }

@@ -108,6 +108,14 @@ static void s_worker_free(void **item)
     *item = NULL;
 }
 
+void fz_broker_count_move(fz_broker_t *self, int from, int to)
+{
+    if (from >= 0 && from < FZ_STATE_COUNT && self->counts[from] > 0)
+        self->counts[from]--;
+    if (to >= 0 && to < FZ_STATE_COUNT)
+        self->counts[to]++;
+}
+
 /* The state of any task, live or not; -1 if there is no such task. */
 int fz_broker_state_of(fz_broker_t *self, uint64_t id)
 {
@@ -424,6 +432,7 @@ static int s_load(fz_broker_t *self)
     self->paused = fz_store_meta_get(self->store, "paused", 0) != 0;
     /* Best-of rounds are not reloaded: their attempts but the primary are lost. */
     if (fz_store_close_racers(self->store, "the broker restarted during a best-of round") < 0 ||
+        fz_store_counts(self->store, self->counts) ||
         fz_store_load_live(self->store, s_load_one, self))
         return -1;
     fz_graph_load_waiting(self);

@@ -93,6 +93,10 @@ struct fz_broker_t {
     char **allowed;    /* model whitelist, NULL = any */
     size_t nallowed;
     bool paused;
+    /* Tasks per state in the store, finished ones included: read once by each load (one
+       pass over the tasks_state index), then kept by fz_life_move and the submits, so that
+       a status costs nothing however many tasks the store holds. */
+    uint64_t counts[FZ_STATE_COUNT];
     out_t *out; /* what the turns since the last commit send once it is durable */
     size_t nout, capout;
     /* --sync full: the WAL's fdatasync runs in a thread beside the loop, which goes on
@@ -154,6 +158,8 @@ fz_worker_t *fz_broker_worker(fz_broker_t *self, zframe_t *from);
 double fz_broker_random(fz_broker_t *self);
 bool fz_broker_model_allowed(fz_broker_t *self, const char *model);
 int fz_broker_state_of(fz_broker_t *self, uint64_t id);
+/* A task of the store moved from state `from` (-1: it is new) to `to`: keeps counts. */
+void fz_broker_count_move(fz_broker_t *self, int from, int to);
 void fz_broker_reload(fz_broker_t *self);
 
 /* outbox */

@@ -109,6 +109,7 @@ fz_enc_t *fz_life_move(fz_broker_t *self, fz_task_t *t, fz_state_t to, const fz_
        memory is left as it was. */
     if (s_store_move(self, t, to, how) < 0)
         return NULL;
+    fz_broker_count_move(self, (int)t->state, (int)to);
     t->state = to;
     if (to == FZ_STATE_HELD && how->reason && how->reason != t->hold_reason)
         snprintf(t->hold_reason, sizeof t->hold_reason, "%s", how->reason);

@@ -244,17 +244,13 @@ fz_err_t fz_views_list_tasks(fz_store_t *store, const char *state, uint64_t limi
     return FZ_OK;
 }
 
-fz_err_t fz_views_counts(fz_store_t *store, fz_enc_t *e)
+void fz_views_counts(const uint64_t counts[FZ_STATE_COUNT], fz_enc_t *e)
 {
-    uint64_t counts[FZ_STATE_COUNT];
-    if (fz_store_counts(store, counts))
-        return FZ_EUNAVAILABLE;
     fz_enc_map(e, "counts", FZ_STATE_COUNT);
     for (int s = 0; s < FZ_STATE_COUNT; s++) {
         fz_enc_str(e, NULL, fz_state_name((fz_state_t)s));
         fz_enc_uint(e, NULL, counts[s]);
     }
-    return FZ_OK;
 }
 
 /* The names of `cost --by`, by fz_store_cost_by_t. */
@@ -407,25 +403,34 @@ static void s_depth_row(void *arg, const fz_store_depth_t *row)
     fz_enc_sub(arg, NULL, &o);
 }
 
-static void s_depth_count(void *arg, const fz_store_depth_t *row)
+typedef struct {
+    fz_store_depth_t *v; /* at most S_DEPTH_ROWS */
+    size_t n;
+} depth_rows_t;
+
+static void s_depth_keep(void *arg, const fz_store_depth_t *row)
 {
-    (void)row;
-    (*(size_t *)arg)++;
+    depth_rows_t *rows = arg;
+    if (rows->n < S_DEPTH_ROWS)
+        rows->v[rows->n++] = *row;
 }
 
-/* status { depth: true }: by_model and by_label, for autoscalers. The rows are counted
-   first (the same query twice): a msgpack array's size comes before its items. */
+/* status { depth: true }: by_model and by_label, for autoscalers. Each is one pass over the
+   unfinished tasks, kept here until it ends: a msgpack array's size comes before its items. */
 static void s_depth(fz_broker_t *self, fz_enc_t *r)
 {
     bool truncated = false;
+    depth_rows_t rows = {calloc(S_DEPTH_ROWS, sizeof *rows.v), 0};
     for (int by_label = 0; by_label < 2; by_label++) {
-        size_t n = 0;
-        int rc = fz_store_depth(self->store, by_label, S_DEPTH_ROWS, s_depth_count, &n);
-        fz_enc_array(r, by_label ? "by_label" : "by_model", rc < 0 ? 0 : n);
-        if (rc >= 0)
-            rc = fz_store_depth(self->store, by_label, S_DEPTH_ROWS, s_depth_row, r);
+        rows.n = 0;
+        int rc =
+            rows.v ? fz_store_depth(self->store, by_label, S_DEPTH_ROWS, s_depth_keep, &rows) : -1;
+        fz_enc_array(r, by_label ? "by_label" : "by_model", rc < 0 ? 0 : rows.n);
+        for (size_t i = 0; rc >= 0 && i < rows.n; i++)
+            s_depth_row(r, &rows.v[i]);
         truncated = truncated || rc == 1;
     }
+    free(rows.v);
     if (truncated)
         fz_enc_bool(r, "depth_truncated", true);
 }
@@ -433,7 +438,7 @@ static void s_depth(fz_broker_t *self, fz_enc_t *r)
 void fz_views_status(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 {
     fz_enc_t *r = fz_enc_reply("status", fz_msg_rid(msg));
-    fz_views_counts(self->store, r);
+    fz_views_counts(self->counts, r);
     size_t idle = 0;
     for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers))
         idle += w->task == NULL;

@@ -36,8 +36,8 @@ void fz_views_labels(fz_store_t *store, uint64_t id, fz_enc_t *e, const char *ke
    oldest are the ones left out); state may be NULL (all). */
 fz_err_t fz_views_list_tasks(fz_store_t *store, const char *state, uint64_t limit, bool tail,
                              fz_enc_t *e, fz_views_decorate_fn *fn, void *arg);
-/* Writes `counts`: a map of every state to its number of tasks. */
-fz_err_t fz_views_counts(fz_store_t *store, fz_enc_t *e);
+/* Writes `counts`: a map of every state to its number of tasks (the broker's tally). */
+void fz_views_counts(const uint64_t counts[FZ_STATE_COUNT], fz_enc_t *e);
 /* Writes `rows` and `total_cost` of finished attempts grouped by `by` (day, model, task,
    worker, label or class; label_key names the label), ended at or after since (unix
    seconds). FZ_EINVALID for another `by`. */

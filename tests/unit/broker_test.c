@@ -105,9 +105,49 @@ static fx_t *s_fx(tune_fn *tune)
     return fx;
 }
 
+static fz_msg_t *s_next(fx_t *fx, zsock_t *sock);
+
+/* The counts of a status (the broker's tally, kept by its moves) are the store's: checked at
+   the end of every test, whatever the test did (retries, revivals, purges, restarts). */
+static void s_counts_agree(fx_t *fx)
+{
+    fz_enc_t *req = fz_enc_new("status", ++fx->rid);
+    assert_int_equal(fz_net_send(fx->client, NULL, &req), 0);
+    fz_msg_t *st = NULL;
+    for (int i = 0; i < 1000 && !st; i++) { /* replies a test left unread go first */
+        fz_msg_t *m = s_next(fx, fx->client);
+        if (fz_msg_is(m, "status") && fz_msg_rid(m) == fx->rid)
+            st = m;
+        else
+            fz_msg_destroy(&m);
+    }
+    assert_non_null(st);
+    const msgpack_object *counts = fz_msg_obj(st, "counts");
+    assert_non_null(counts);
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(fx->ro, "SELECT COUNT(*) FROM tasks WHERE state = ?1", -1, &q, NULL),
+        SQLITE_OK);
+    for (int s = 0; s < FZ_STATE_COUNT; s++) {
+        const char *name = fz_state_name((fz_state_t)s);
+        sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+        assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+        uint64_t stored = (uint64_t)sqlite3_column_int64(q, 0);
+        sqlite3_reset(q);
+        if (fz_obj_uint(counts, name, UINT64_MAX) != stored)
+            fail_msg("status counts %llu %s tasks, the store %llu",
+                     (unsigned long long)fz_obj_uint(counts, name, UINT64_MAX), name,
+                     (unsigned long long)stored);
+    }
+    sqlite3_finalize(q);
+    fz_msg_destroy(&st);
+}
+
 static void s_fx_destroy(fx_t **fx_p)
 {
     fx_t *fx = *fx_p;
+    if (fx->broker && fx->client)
+        s_counts_agree(fx);
     s_stop_broker(fx);
     sqlite3_close(fx->ro);
     char cmd[160];
