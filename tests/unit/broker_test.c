@@ -1100,6 +1100,59 @@ static void test_agent_missing_takes_the_worker_out(void **state)
     s_fx_destroy(&fx);
 }
 
+/* status { depth: true }'s by_model as "KEY:queued/held/retrying/waiting/running ..." (KEY
+   "-" for tasks of any model), and by_label's row count. */
+static const char *s_by_model(fx_t *fx, uint32_t *labels)
+{
+    static char out[512];
+    fz_enc_t *req = s_req(fx, "status");
+    fz_enc_bool(req, "depth", true);
+    fz_msg_t *st = s_call(fx, req);
+    const msgpack_object *rows = fz_msg_obj(st, "by_model");
+    assert_non_null(rows);
+    assert_int_equal(rows->type, MSGPACK_OBJECT_ARRAY);
+    out[0] = 0;
+    for (uint32_t i = 0; i < rows->via.array.size; i++) {
+        const msgpack_object *r = &rows->via.array.ptr[i];
+        char key[80];
+        fz_obj_str(r, "key", key, sizeof key);
+        size_t len = strlen(out);
+        snprintf(out + len, sizeof out - len, "%s%s:%llu/%llu/%llu/%llu/%llu", i ? " " : "",
+                 *key ? key : "-", (unsigned long long)fz_obj_uint(r, "queued", 99),
+                 (unsigned long long)fz_obj_uint(r, "held", 99),
+                 (unsigned long long)fz_obj_uint(r, "retrying", 99),
+                 (unsigned long long)fz_obj_uint(r, "waiting", 99),
+                 (unsigned long long)fz_obj_uint(r, "running", 99));
+    }
+    assert_false(fz_msg_bool(st, "depth_truncated", false));
+    if (labels)
+        *labels = fz_msg_obj(st, "by_label")->via.array.size;
+    fz_msg_destroy(&st);
+    return out;
+}
+
+/* The queue's depth by model, in key order: running attempts count under their model, tasks of
+   any model under "". */
+static void test_depth_by_model(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t a = s_submit_model(fx, "m1", NULL, 0);
+    s_submit_model(fx, "m3", NULL, 0);
+    s_submit_model(fx, "m1", NULL, 0);
+    s_submit(fx, "any model", 0, 0);
+    uint32_t labels = 99;
+    assert_string_equal(s_by_model(fx, &labels), "-:1/0/0/0/0 m1:2/0/0/0/0 m3:1/0/0/0/0");
+    assert_int_equal(labels, 0);
+    zsock_t *w = s_worker_models(fx, "w1", "m1", NULL);
+    assert_int_equal(s_dispatched(fx, w, a), 1);
+    assert_string_equal(s_by_model(fx, NULL), "-:1/0/0/0/0 m1:1/0/0/0/1 m3:1/0/0/0/0");
+    s_result(fx, w, a, 1, "exited", 0, 0); /* the worker takes the other m1 task */
+    assert_string_equal(s_by_model(fx, NULL), "-:1/0/0/0/0 m1:0/0/0/0/1 m3:1/0/0/0/0");
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
 /* model-unavailable: the next fallback model at once, whatever --retries; then fail. */
 static void test_model_unavailable_takes_the_fallback(void **state)
 {
@@ -1117,6 +1170,8 @@ static void test_model_unavailable_takes_the_fallback(void **state)
     assert_string_equal(fz_msg_str(d, "model", "", NULL), "m2");
     uint32_t n = (uint32_t)fz_msg_uint(d, "attempt", 0);
     fz_msg_destroy(&d);
+    /* The depth counts it under the model its attempt runs now: the fallback. */
+    assert_string_equal(s_by_model(fx, NULL), "m2:0/0/0/0/1");
     s_send_class(w, id, n, "model-unavailable", 0);
     s_assert_event(fx, "task.failed", id, "failed");
     assert_string_equal(s_row(fx, id, "class"), "model-unavailable");
@@ -2264,6 +2319,7 @@ int main(void)
         cmocka_unit_test(test_auth_marks_the_worker_and_moves_the_task),
         cmocka_unit_test(test_agent_missing_takes_the_worker_out),
         cmocka_unit_test(test_model_unavailable_takes_the_fallback),
+        cmocka_unit_test(test_depth_by_model),
         cmocka_unit_test(test_context_too_long_fails_at_once),
         cmocka_unit_test(test_stall_is_announced_once),
         cmocka_unit_test(test_pause_stop_priority_escalate),
