@@ -44,6 +44,15 @@ void fz_broker_idkey(uint64_t id, char key[24])
     snprintf(key, 24, "%llu", (unsigned long long)id);
 }
 
+void fz_broker_adopt(fz_broker_t *self, fz_task_t *t)
+{
+    char key[24];
+    fz_broker_idkey(t->id, key);
+    zhashx_insert(self->tasks, key, t);
+    if (t->deadline > 0)
+        zhashx_update(self->deadlined, key, self); /* a set: the value is not used */
+}
+
 fz_task_t *fz_broker_task(fz_broker_t *self, uint64_t id)
 {
     char key[24];
@@ -298,6 +307,34 @@ static bool s_recv(fz_broker_t *self)
     return true;
 }
 
+/* Deadlines raise priorities as they near: the queued tasks with one are re-ranked once a
+   second. Ids of tasks that ended since are dropped here, after the walk. */
+static void s_rerank_deadlined(fz_broker_t *self)
+{
+    char(*gone)[24] = NULL;
+    size_t ngone = 0, cap = 0;
+    for (void *v = zhashx_first(self->deadlined); v; v = zhashx_next(self->deadlined)) {
+        const char *key = zhashx_cursor(self->deadlined);
+        fz_task_t *t = zhashx_lookup(self->tasks, key);
+        if (t) {
+            if (t->queue)
+                fz_life_rerank(self, t);
+            continue;
+        }
+        if (ngone == cap) {
+            size_t ncap = cap ? 2 * cap : 16;
+            char(*grown)[24] = realloc(gone, ncap * sizeof *gone);
+            if (!grown)
+                continue; /* dropped at a later walk */
+            gone = grown, cap = ncap;
+        }
+        snprintf(gone[ngone++], sizeof gone[0], "%s", key);
+    }
+    for (size_t i = 0; i < ngone; i++)
+        zhashx_delete(self->deadlined, gone[i]);
+    free(gone);
+}
+
 /* ---------------------------------------------------------------- timers */
 
 static void s_tick(fz_broker_t *self, int64_t now, bool drained)
@@ -343,12 +380,9 @@ static void s_tick(fz_broker_t *self, int64_t now, bool drained)
         t = next;
     }
 
-    /* Deadlines raise priorities as they near: re-rank those tasks once a second. */
     if (now >= self->next_rerank_ms) {
         self->next_rerank_ms = now + 1000;
-        for (fz_task_t *x = zhashx_first(self->tasks); x; x = zhashx_next(self->tasks))
-            if (x->deadline > 0 && x->queue)
-                fz_life_rerank(self, x);
+        s_rerank_deadlined(self);
     }
 
     if (fz_budget_rollover(&self->budget, fz_wall()))
@@ -380,9 +414,7 @@ static void s_load_one(void *arg, const fz_task_t *row, const char *worker)
         return;
     *t = *row;
     t->queue = NULL;
-    char key[24];
-    fz_broker_idkey(t->id, key);
-    zhashx_insert(self->tasks, key, t);
+    fz_broker_adopt(self, t);
     /* The model of the attempt at hand: the running one's, or the next one's. */
     char model[65];
     uint32_t n = (t->state == FZ_STATE_RUNNING ? t->attempt : t->attempt + 1) - t->attempt_base;
@@ -464,6 +496,7 @@ void fz_broker_reload(fz_broker_t *self)
     zlistx_purge(self->racing);
     fz_sched_destroy(&self->sched);
     zhashx_purge(self->tasks);
+    zhashx_purge(self->deadlined);
     self->sched = fz_sched_new(self->cfg.max_running);
     for (int i = 0; i < self->cfg.nmodel_caps; i++)
         fz_sched_set_cap(self->sched, self->cfg.model_caps[i].name, self->cfg.model_caps[i].cap);
@@ -524,6 +557,7 @@ fz_broker_t *fz_broker_new(const fz_broker_config_t *cfg, char *err, size_t errl
     self->cfg = *cfg;
     self->rng = (uint64_t)fz_clock_ms() * 2654435761u + (uint64_t)getpid();
     self->tasks = zhashx_new();
+    self->deadlined = zhashx_new();
     self->workers = zhashx_new();
     self->timed = zlistx_new();
     self->racing = zlistx_new();
@@ -595,6 +629,7 @@ void fz_broker_destroy(fz_broker_t **self_p)
     fz_store_destroy(&self->store);
     zlistx_destroy(&self->timed);
     zlistx_destroy(&self->racing);
+    zhashx_destroy(&self->deadlined);
     fz_history_destroy(&self->history);
     fz_sched_destroy(&self->sched);
     zhashx_destroy(&self->workers);

@@ -86,7 +86,10 @@ struct fz_broker_t {
     fz_store_t *store;
     fz_sched_t *sched;
     fz_budget_t budget;
-    zhashx_t *tasks;   /* "id" -> fz_task_t, owner of every live task */
+    zhashx_t *tasks; /* "id" -> fz_task_t, owner of every live task */
+    /* "id" of the live tasks with a deadline (most have none): the once-a-second re-rank
+       walks these, not every task; ids of tasks that left are dropped by that walk. */
+    zhashx_t *deadlined;
     zhashx_t *workers; /* hex routing id -> fz_worker_t, owner of every worker */
     zlistx_t *timed;   /* retrying and orphaned tasks (points into tasks) */
     zlistx_t *racing;  /* best-of tasks whose round waits for workers (points into tasks) */
@@ -151,6 +154,8 @@ typedef void(worker_fn)(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_wor
 /* broker */
 void fz_broker_idkey(uint64_t id, char key[24]);
 fz_task_t *fz_broker_task(fz_broker_t *self, uint64_t id);
+/* Takes t into the task table (its owner), and among the tasks with a deadline if it has one. */
+void fz_broker_adopt(fz_broker_t *self, fz_task_t *t);
 void fz_broker_hexkey(zframe_t *frame, char *key, size_t size);
 /* The same of a routing id's bytes. */
 void fz_broker_hexkey_of(const void *id, size_t n, char *key, size_t size);

@@ -160,9 +160,7 @@ fz_task_t *fz_graph_revive(fz_broker_t *self, uint64_t id, fz_state_t state)
     t->attempt_base = t->attempt;
     t->cancel_requested = false;
     fz_store_task_flags(self->store, id, t->attempt_base, false);
-    char key[24];
-    fz_broker_idkey(id, key);
-    zhashx_insert(self->tasks, key, t);
+    fz_broker_adopt(self, t);
     fz_life_move(self, t, state, NULL);
     if (state == FZ_STATE_QUEUED)
         fz_life_ready(self, t);

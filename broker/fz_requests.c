@@ -231,9 +231,7 @@ static uint64_t s_submit_one(fz_broker_t *self, const msgpack_object *m, const u
         fz_enc_str(e, "summary", why);
         return id;
     }
-    char key[24];
-    fz_broker_idkey(id, key);
-    zhashx_insert(self->tasks, key, t);
+    fz_broker_adopt(self, t);
     if (t->state == FZ_STATE_QUEUED)
         fz_life_ready(self, t);
     else

@@ -1153,6 +1153,35 @@ static void test_depth_by_model(void **state)
     s_fx_destroy(&fx);
 }
 
+static void s_short_horizon(fz_broker_config_t *cfg)
+{
+    cfg->deadline_horizon = 1;
+}
+
+/* A deadline raises its task's priority as it nears: the once-a-second re-rank of the tasks
+   with one puts it ahead of a task of higher base priority before a worker asks. */
+static void test_deadline_rerank_overtakes(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(s_short_horizon);
+    fz_enc_t *req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", "important");
+    fz_enc_int(req, "priority", 10);
+    fz_msg_destroy(&(fz_msg_t *){s_call(fx, req)});
+    req = s_req(fx, "submit");
+    fz_enc_str(req, "prompt", "urgent");
+    fz_enc_float(req, "deadline", fz_wall() + 1.5); /* no boost yet: outside the horizon */
+    fz_msg_t *r = s_call(fx, req);
+    uint64_t urgent = fz_msg_uint(r, "task", 0);
+    fz_msg_destroy(&r);
+    for (int64_t until = fz_clock_ms() + 2200; fz_clock_ms() < until;)
+        s_turns(fx, 1);
+    zsock_t *w = s_worker(fx, "w1");
+    assert_int_equal(s_dispatched(fx, w, urgent), 1);
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
 /* model-unavailable: the next fallback model at once, whatever --retries; then fail. */
 static void test_model_unavailable_takes_the_fallback(void **state)
 {
@@ -2320,6 +2349,7 @@ int main(void)
         cmocka_unit_test(test_agent_missing_takes_the_worker_out),
         cmocka_unit_test(test_model_unavailable_takes_the_fallback),
         cmocka_unit_test(test_depth_by_model),
+        cmocka_unit_test(test_deadline_rerank_overtakes),
         cmocka_unit_test(test_context_too_long_fails_at_once),
         cmocka_unit_test(test_stall_is_announced_once),
         cmocka_unit_test(test_pause_stop_priority_escalate),
