@@ -762,37 +762,18 @@ static void s_settle(fz_broker_t *self)
 }
 
 /* Waits for a request or a handshake to decide (the ZAP handler's socket), or for the sync
-   under way to end, up to ms; > 0 when one may be waiting. zmq_poll makes four system calls
-   (and libzmq a getpid with each) to sleep: a poll without timeout, the sockets' events, the
-   poll that sleeps, the events again. Two do: the events (which also take in what libzmq's
-   I/O thread announced, so a message that arrived since the turn read is seen), then a poll
-   of the sockets' descriptors, which wake on any such announcement (the turn that follows
+   under way to end, up to ms; > 0 when one may be waiting (fz_net_wait: the turn that follows
    reads what there is, or nothing). While a turn may not read (s_may_read), requests wait
    unread: the sync's end and the timers are waited for. */
 static int s_poll(fz_broker_t *self, int ms)
 {
-    void *socks[2] = {zsock_resolve(self->router), self->auth ? fz_auth_socket(self->auth) : NULL};
+    void *socks[2] = {s_may_read(self) ? zsock_resolve(self->router) : NULL,
+                      self->auth ? fz_auth_socket(self->auth) : NULL};
     struct pollfd fds[3];
     int n = 0;
-    bool syncing = self->sync && fz_sync_busy(self->sync);
-    for (int i = 0; i < 2; i++) {
-        if (!socks[i] || (i == 0 && !s_may_read(self)))
-            continue;
-        uint32_t events = 0;
-        size_t size = sizeof events;
-        if (zmq_getsockopt(socks[i], ZMQ_EVENTS, &events, &size) < 0)
-            return -1;
-        if (events & ZMQ_POLLIN)
-            return 1;
-        int fd = -1;
-        size = sizeof fd;
-        if (zmq_getsockopt(socks[i], ZMQ_FD, &fd, &size) < 0)
-            return -1;
-        fds[n++] = (struct pollfd){.fd = fd, .events = POLLIN};
-    }
-    if (syncing)
+    if (self->sync && fz_sync_busy(self->sync))
         fds[n++] = (struct pollfd){.fd = fz_sync_fd(self->sync), .events = POLLIN};
-    return ms == 0 ? 0 : poll(fds, (nfds_t)n, ms);
+    return fz_net_wait(socks, 2, fds, n, ms);
 }
 
 int fz_broker_step(fz_broker_t *self, int timeout_ms)

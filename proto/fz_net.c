@@ -139,23 +139,72 @@ int fz_net_send_error(zsock_t *sock, zframe_t *routing_id, uint64_t rid, fz_err_
                                 message);
 }
 
-fz_msg_t *fz_net_recv_msg(zsock_t *sock)
+/* One message, decoded: flags 0 waits for it, ZMQ_DONTWAIT does not (*got false: none). */
+static fz_msg_t *s_take(zsock_t *sock, int flags, bool *got)
 {
-    zmsg_t *zmsg = zmsg_recv(sock);
-    if (!zmsg)
+    void *raw = zsock_resolve(sock);
+    zmq_msg_t part;
+    zmq_msg_init(&part);
+    *got = zmq_msg_recv(&part, raw, flags) >= 0;
+    if (!*got) {
+        zmq_msg_close(&part);
         return NULL;
+    }
     fz_msg_t *msg = NULL;
-    if (zmsg_size(zmsg) != 1) {
-        fz_warn("dropped a message of %zu frames (expected 1)", zmsg_size(zmsg));
+    if (zmq_msg_more(&part)) {
+        /* The rest is there already (messages arrive whole): dropped with the first. */
+        size_t frames = 1;
+        for (bool more = true; more; frames++) {
+            zmq_msg_close(&part);
+            zmq_msg_init(&part);
+            if (zmq_msg_recv(&part, raw, ZMQ_DONTWAIT) < 0)
+                break;
+            more = zmq_msg_more(&part);
+        }
+        fz_warn("dropped a message of %zu frames (expected 1)", frames);
     } else {
-        zframe_t *f = zmsg_first(zmsg);
         char why[256];
-        fz_err_t err = fz_msg_decode(zframe_data(f), zframe_size(f), &msg, NULL, why, sizeof why);
+        fz_err_t err =
+            fz_msg_decode(zmq_msg_data(&part), zmq_msg_size(&part), &msg, NULL, why, sizeof why);
         if (err)
             fz_warn("dropped a bad message (%s): %s", fz_strerror(err), why);
     }
-    zmsg_destroy(&zmsg);
+    zmq_msg_close(&part);
     return msg;
+}
+
+fz_msg_t *fz_net_recv_msg(zsock_t *sock)
+{
+    bool got;
+    return s_take(sock, 0, &got);
+}
+
+fz_msg_t *fz_net_recv_now(zsock_t *sock, bool *got)
+{
+    return s_take(sock, ZMQ_DONTWAIT, got);
+}
+
+int fz_net_wait(void *const *socks, int n, struct pollfd *fds, int nfds, int ms)
+{
+    int all = nfds;
+    for (int i = 0; i < n; i++) {
+        if (!socks[i])
+            continue;
+        /* The events also take in what libzmq's I/O thread announced: a message that came
+           since the caller last read is seen here, and the descriptor is armed again. */
+        uint32_t events = 0;
+        size_t size = sizeof events;
+        if (zmq_getsockopt(socks[i], ZMQ_EVENTS, &events, &size) < 0)
+            return -1;
+        if (events & ZMQ_POLLIN)
+            return 1;
+        int fd = -1;
+        size = sizeof fd;
+        if (zmq_getsockopt(socks[i], ZMQ_FD, &fd, &size) < 0)
+            return -1;
+        fds[all++] = (struct pollfd){.fd = fd, .events = POLLIN};
+    }
+    return ms == 0 ? 0 : poll(fds, (nfds_t)all, ms);
 }
 
 bool fz_net_ipc_in_use(const char *endpoint)

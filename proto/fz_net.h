@@ -7,7 +7,10 @@
       (ZMQ_MAXMSGSIZE, HWMs, no linger), set before bind/connect; a DEALER or SUB also gets
       the process's CURVE client keys when fz_curve_client_setup loaded some;
     - fz_net_send: one encoded message, never blocking, optionally behind a routing id;
-    - fz_net_recv_msg: one message from a DEALER, decoded; NULL on garbage (logged).
+    - fz_net_recv_msg: one message from a DEALER, decoded; NULL on garbage (logged);
+      fz_net_recv_now the same without blocking, for loops that read until nothing is left;
+    - fz_net_wait: sleeps on sockets and descriptors with two system calls where zmq_poll
+      makes four (and libzmq a getpid with each).
 
     Sockets belong to the caller; encoders passed by `**` are destroyed on return. */
 
@@ -15,6 +18,7 @@
 #define FZ_NET_H
 
 #include <czmq.h>
+#include <poll.h>
 #include <stdbool.h>
 
 #include "fz_msg.h"
@@ -53,6 +57,18 @@ int fz_net_send_error(zsock_t *sock, zframe_t *routing_id, uint64_t rid, fz_err_
 /* The same, behind the routing id's bytes. */
 int fz_net_send_error_to(zsock_t *sock, const void *id, size_t id_len, uint64_t rid, fz_err_t code,
                          fz_reason_t reason, const char *message);
+
+/* One message from a DEALER, decoded, without blocking. Sets *got when a message was taken
+   (NULL then means garbage, logged); *got false: none was waiting. */
+fz_msg_t *fz_net_recv_now(zsock_t *sock, bool *got);
+
+/* Waits until one of the n zmq sockets socks (raw, NULL entries skipped) may have a message,
+   or one of the nfds descriptors of fds is ready, at most ms (-1: no limit). fds needs room
+   for n more entries, which this fills with the sockets' descriptors. Returns 1 without
+   sleeping when a socket has a message now, else poll's result (0: timeout; revents of
+   fds[0 .. nfds) tell which descriptor), -1 on an error (errno). A socket's descriptor only
+   wakes on a change of its state: read each socket until nothing is left before waiting. */
+int fz_net_wait(void *const *socks, int n, struct pollfd *fds, int nfds, int ms);
 
 /* True if an ipc:// endpoint has a live listener. (Binding an ipc endpoint replaces the
    socket file silently, so a second server would steal the first one's clients.) */

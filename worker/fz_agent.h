@@ -250,8 +250,8 @@ fz_agent_t *fz_agent_simulate(const fz_agent_sim_t *sim, const fz_agent_opts_t *
 void fz_agent_destroy(fz_agent_t **self_p);
 
 /* Fills fds (events POLLIN/POLLOUT) with what the caller should poll; returns how many,
-   at most FZ_AGENT_MAX_POLLFDS (0 when simulated or over). For zmq_poll map POLLIN to
-   ZMQ_POLLIN and POLLOUT to ZMQ_POLLOUT (the values differ). */
+   at most FZ_AGENT_MAX_POLLFDS (0 when simulated or over): poll(2)'s (fz_net_wait's) own;
+   for zmq_poll, map POLLIN to ZMQ_POLLIN and POLLOUT to ZMQ_POLLOUT (the values differ). */
 int fz_agent_pollfds(fz_agent_t *self, struct pollfd *fds, int max);
 
 /* Milliseconds until the agent needs a pump (deadline, stall kill, kill escalation, report

@@ -560,11 +560,13 @@ static void s_on_error(fz_slot_t *self, fz_msg_t *msg)
     }
 }
 
-static void s_recv(fz_slot_t *self)
+/* Handles one message from the broker, if one is waiting; false when none was. */
+static bool s_recv(fz_slot_t *self)
 {
-    fz_msg_t *msg = fz_net_recv_msg(self->dealer);
+    bool got;
+    fz_msg_t *msg = fz_net_recv_now(self->dealer, &got);
     if (!msg)
-        return;
+        return got;
     self->broker_seen_ms = fz_clock_ms();
     if (fz_msg_is(msg, "welcome"))
         s_on_welcome(self, msg);
@@ -581,6 +583,7 @@ static void s_recv(fz_slot_t *self)
     else if (!fz_msg_is(msg, "heartbeat"))
         fz_warn("ignored unexpected '%s' from the broker", fz_msg_type(msg));
     fz_msg_destroy(&msg);
+    return true;
 }
 
 /* ---------------------------------------------------------------- timers */
@@ -811,31 +814,25 @@ int fz_slot_run(fz_slot_t *self)
     int64_t leave_at = INT64_MAX;
     while (!s_should_leave(self, fz_clock_ms(), &leave_at)) {
         int64_t now = fz_clock_ms();
-        zmq_pollitem_t items[2 + FZ_AGENT_MAX_POLLFDS];
-        items[0] = (zmq_pollitem_t){zsock_resolve(self->dealer), 0, ZMQ_POLLIN, 0};
-        items[1] = (zmq_pollitem_t){NULL, fz_bg_fd(self->bg), ZMQ_POLLIN, 0};
-        int n = 2;
-        if (self->active) {
-            struct pollfd fds[FZ_AGENT_MAX_POLLFDS];
-            int k = self->agent && !self->agent_over
-                        ? fz_agent_pollfds(self->agent, fds, FZ_AGENT_MAX_POLLFDS)
-                        : fz_aws_pollfds(self->aws, fds, FZ_AGENT_MAX_POLLFDS);
-            for (int i = 0; i < k; i++) {
-                short ev = (short)((fds[i].events & POLLIN ? ZMQ_POLLIN : 0) |
-                                   (fds[i].events & POLLOUT ? ZMQ_POLLOUT : 0));
-                items[n++] = (zmq_pollitem_t){NULL, fds[i].fd, ev, 0};
-            }
-        }
+        /* The bg runner's, the agent's or the workspace's, and the dealer's descriptor. */
+        struct pollfd fds[2 + FZ_AGENT_MAX_POLLFDS];
+        fds[0] = (struct pollfd){.fd = fz_bg_fd(self->bg), .events = POLLIN};
+        int n = 1;
+        if (self->active)
+            n += self->agent && !self->agent_over
+                     ? fz_agent_pollfds(self->agent, fds + 1, FZ_AGENT_MAX_POLLFDS)
+                     : fz_aws_pollfds(self->aws, fds + 1, FZ_AGENT_MAX_POLLFDS);
         /* Idle (no attempt): the next task's folder is made now, off the path from its
            dispatch to its agent. */
         if (!self->active)
             fz_spare_fill(self->spare);
-        if (zmq_poll(items, n, s_timeout(self, now)) < 0 && errno != EINTR) {
-            fz_error("poll failed: %s", zmq_strerror(errno));
+        void *dealer = zsock_resolve(self->dealer);
+        if (fz_net_wait(&dealer, 1, fds, n, s_timeout(self, now)) < 0 && errno != EINTR) {
+            fz_error("poll failed: %s", strerror(errno));
             break;
         }
-        while (zsock_events(self->dealer) & ZMQ_POLLIN)
-            s_recv(self);
+        while (s_recv(self))
+            ;
         fz_bg_collect(self->bg); /* finished git jobs move their attempts on */
         now = fz_clock_ms();
         s_attempt_step(self, now);
