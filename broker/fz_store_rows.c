@@ -114,9 +114,9 @@ static uint64_t s_count(fz_store_t *self, const char *state)
 }
 
 fz_store_rows_t *fz_store_list(fz_store_t *self, const char *state, uint64_t limit, bool tail,
-                               uint64_t *total)
+                               const uint64_t *known, uint64_t *total)
 {
-    *total = s_count(self, state);
+    *total = known ? *known : s_count(self, state);
     sqlite3_stmt *st = fz_sql_stmt(self, tail ? (state ? SQL_TAIL_STATE : SQL_TAIL_ALL)
                                               : (state ? SQL_LIST_STATE : SQL_LIST_ALL));
     if (st) {

@@ -115,9 +115,10 @@ typedef struct {
 fz_store_rows_t *fz_store_task(fz_store_t *self, uint64_t id);
 /* The tasks in state (NULL: all), prompts cut to 80 characters: the first `limit` by id, or
    with tail the last `limit` newest first (so that a reader who stops early keeps the
-   newest). *total gets how many tasks there are in that state. */
+   newest). *total gets how many tasks there are in that state: *known when not NULL (the
+   broker keeps the count), else counted here (a pass over the state's index entries). */
 fz_store_rows_t *fz_store_list(fz_store_t *self, const char *state, uint64_t limit, bool tail,
-                               uint64_t *total);
+                               const uint64_t *known, uint64_t *total);
 /* The attempts of a task by n. The newest keep their outputs while the attempts' outputs,
    check outputs, summaries and logs (and 400 bytes each) add up to at most output_bytes;
    older ones come with no output nor check output, and output_dropped set. */

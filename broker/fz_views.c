@@ -210,10 +210,15 @@ void fz_views_children(fz_store_t *store, uint64_t id, fz_enc_t *e, const char *
 }
 
 fz_err_t fz_views_list_tasks(fz_store_t *store, const char *state, uint64_t limit, bool tail,
-                             fz_enc_t *e, fz_views_decorate_fn *fn, void *arg)
+                             const uint64_t counts[FZ_STATE_COUNT], fz_enc_t *e,
+                             fz_views_decorate_fn *fn, void *arg)
 {
-    uint64_t total = 0;
-    fz_store_rows_t *rows = fz_store_list(store, state, limit, tail, &total);
+    uint64_t total = 0, known = 0;
+    int s = state ? fz_state_from_name(state) : -1;
+    for (int i = 0; counts && i < FZ_STATE_COUNT; i++)
+        known += !state || i == s ? counts[i] : 0;
+    fz_store_rows_t *rows =
+        fz_store_list(store, state, limit, tail, counts ? &known : NULL, &total);
     if (!rows)
         return FZ_EUNAVAILABLE;
     /* With tail the rows come newest first: a cut drops the oldest; they are sent by id. */
@@ -379,8 +384,9 @@ void fz_views_list(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         return;
     }
     fz_enc_t *r = fz_enc_reply("tasks", fz_msg_rid(msg));
-    fz_err_t err = fz_views_list_tasks(self->store, state, fz_msg_uint(msg, "limit", 1000),
-                                       fz_msg_bool(msg, "tail", false), r, s_decorate, self);
+    fz_err_t err =
+        fz_views_list_tasks(self->store, state, fz_msg_uint(msg, "limit", 1000),
+                            fz_msg_bool(msg, "tail", false), self->counts, r, s_decorate, self);
     if (err) {
         fz_enc_destroy(&r);
         fz_outbox_error(self, from, fz_msg_rid(msg), err, FZ_REASON_NONE, "cannot list tasks");

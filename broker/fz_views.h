@@ -33,9 +33,11 @@ void fz_views_children(fz_store_t *store, uint64_t id, fz_enc_t *e, const char *
 void fz_views_labels(fz_store_t *store, uint64_t id, fz_enc_t *e, const char *key);
 /* Writes `tasks` (array of task summaries, by id: the first `limit`, or the last with tail),
    `total`, and `truncated` when the rows stopped at FZ_VIEWS_REPLY_BYTES (with tail, the
-   oldest are the ones left out); state may be NULL (all). */
+   oldest are the ones left out); state may be NULL (all). counts: the number of tasks in
+   each state, when the caller keeps them (the broker), else NULL (the store counts). */
 fz_err_t fz_views_list_tasks(fz_store_t *store, const char *state, uint64_t limit, bool tail,
-                             fz_enc_t *e, fz_views_decorate_fn *fn, void *arg);
+                             const uint64_t counts[FZ_STATE_COUNT], fz_enc_t *e,
+                             fz_views_decorate_fn *fn, void *arg);
 /* Writes `counts`: a map of every state to its number of tasks (the broker's tally). */
 void fz_views_counts(const uint64_t counts[FZ_STATE_COUNT], fz_enc_t *e);
 /* Writes `rows` and `total_cost` of finished attempts grouped by `by` (day, model, task,

@@ -150,7 +150,7 @@ static void s_labels_are(fx_t *fx, uint64_t id, size_t n, const char *kv[])
 static size_t s_list_ids(fx_t *fx, const char *state, uint64_t limit, bool tail, uint64_t *total,
                          uint64_t *ids, size_t max)
 {
-    fz_store_rows_t *rows = fz_store_list(fx->store, state, limit, tail, total);
+    fz_store_rows_t *rows = fz_store_list(fx->store, state, limit, tail, NULL, total);
     assert_non_null(rows);
     fz_store_task_row_t t;
     size_t n = 0;
@@ -900,7 +900,7 @@ static void test_list_rows_and_counts(void **state)
     assert_int_equal(fz_store_commit(fx->store), 0);
 
     uint64_t total = 0;
-    fz_store_rows_t *rows = fz_store_list(fx->store, NULL, 100, false, &total);
+    fz_store_rows_t *rows = fz_store_list(fx->store, NULL, 100, false, NULL, &total);
     assert_non_null(rows);
     assert_int_equal(total, 5);
     fz_store_task_row_t t;
@@ -958,7 +958,7 @@ static void test_list_rows_many(void **state)
     assert_int_equal(fz_store_commit(fx->store), 0);
     for (int tail = 0; tail < 2; tail++) {
         uint64_t total = 0;
-        fz_store_rows_t *rows = fz_store_list(fx->store, NULL, 100000, tail, &total);
+        fz_store_rows_t *rows = fz_store_list(fx->store, NULL, 100000, tail, NULL, &total);
         assert_int_equal(total, N);
         fz_store_task_row_t t;
         uint32_t n = 0;

@@ -195,7 +195,8 @@ static void test_encode_list_and_counts(void **state)
     decorated_t *d = calloc(1, sizeof *d);
     assert_non_null(d);
     fz_enc_t *e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_views_list_tasks(fx->store, NULL, 100, false, e, s_decorate, d), FZ_OK);
+    assert_int_equal(fz_views_list_tasks(fx->store, NULL, 100, false, NULL, e, s_decorate, d),
+                     FZ_OK);
     fz_msg_t *msg = s_decode(&e);
     assert_int_equal(fz_msg_uint(msg, "total", 0), 5);
     assert_false(fz_msg_has(msg, "truncated"));
@@ -221,7 +222,8 @@ static void test_encode_list_and_counts(void **state)
 
     /* By state, with a limit under the total: the lowest ids, total of that state. */
     e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_views_list_tasks(fx->store, "queued", 2, false, e, NULL, NULL), FZ_OK);
+    assert_int_equal(fz_views_list_tasks(fx->store, "queued", 2, false, NULL, e, NULL, NULL),
+                     FZ_OK);
     msg = s_decode(&e);
     assert_int_equal(fz_msg_uint(msg, "total", 0), 3);
     rows = fz_msg_obj(msg, "tasks");
@@ -230,9 +232,25 @@ static void test_encode_list_and_counts(void **state)
     assert_int_equal(fz_obj_uint(&rows->via.array.ptr[1], "id", 0), 3);
     fz_msg_destroy(&msg);
 
+    /* With the counts a caller keeps (the broker's tally), the total is theirs: no count. */
+    uint64_t kept[FZ_STATE_COUNT] = {0};
+    kept[FZ_STATE_QUEUED] = 7, kept[FZ_STATE_FAILED] = 2;
+    e = fz_enc_new("tasks", 1);
+    assert_int_equal(fz_views_list_tasks(fx->store, "queued", 2, false, kept, e, NULL, NULL),
+                     FZ_OK);
+    msg = s_decode(&e);
+    assert_int_equal(fz_msg_uint(msg, "total", 0), 7);
+    assert_int_equal(fz_msg_obj(msg, "tasks")->via.array.size, 2);
+    fz_msg_destroy(&msg);
+    e = fz_enc_new("tasks", 1);
+    assert_int_equal(fz_views_list_tasks(fx->store, NULL, 1, false, kept, e, NULL, NULL), FZ_OK);
+    msg = s_decode(&e);
+    assert_int_equal(fz_msg_uint(msg, "total", 0), 9);
+    fz_msg_destroy(&msg);
+
     /* tail: the newest of that state, still by id. */
     e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_views_list_tasks(fx->store, "queued", 2, true, e, NULL, NULL), FZ_OK);
+    assert_int_equal(fz_views_list_tasks(fx->store, "queued", 2, true, NULL, e, NULL, NULL), FZ_OK);
     msg = s_decode(&e);
     rows = fz_msg_obj(msg, "tasks");
     assert_int_equal(rows->via.array.size, 2);
@@ -240,7 +258,8 @@ static void test_encode_list_and_counts(void **state)
     assert_true(fz_obj_uint(&rows->via.array.ptr[1], "id", 0) > 3);
     fz_msg_destroy(&msg);
     e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_views_list_tasks(fx->store, "running", 100, false, e, NULL, NULL), FZ_OK);
+    assert_int_equal(fz_views_list_tasks(fx->store, "running", 100, false, NULL, e, NULL, NULL),
+                     FZ_OK);
     msg = s_decode(&e);
     assert_int_equal(fz_msg_uint(msg, "total", 99), 0);
     assert_int_equal(fz_msg_obj(msg, "tasks")->via.array.size, 0);
@@ -280,7 +299,8 @@ static void test_encode_list_truncates_before_3mib(void **state)
     decorated_t *d = calloc(1, sizeof *d);
     assert_non_null(d);
     fz_enc_t *e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_views_list_tasks(fx->store, NULL, 100000, false, e, s_decorate, d), FZ_OK);
+    assert_int_equal(fz_views_list_tasks(fx->store, NULL, 100000, false, NULL, e, s_decorate, d),
+                     FZ_OK);
     size_t len = 0;
     assert_non_null(fz_enc_data(e, &len));
     const size_t cap = FZ_VIEWS_REPLY_BYTES;
@@ -311,7 +331,7 @@ static void test_encode_list_truncates_before_3mib(void **state)
 
     /* A limit under the cap: not truncated. */
     e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_views_list_tasks(fx->store, NULL, 10, false, e, NULL, NULL), FZ_OK);
+    assert_int_equal(fz_views_list_tasks(fx->store, NULL, 10, false, NULL, e, NULL, NULL), FZ_OK);
     msg = s_decode(&e);
     assert_false(fz_msg_bool(msg, "truncated", false));
     assert_int_equal(fz_msg_obj(msg, "tasks")->via.array.size, 10);
@@ -320,7 +340,8 @@ static void test_encode_list_truncates_before_3mib(void **state)
 
     /* tail, cut at 1.5 MiB: the newest tasks are kept (the oldest left out), still by id. */
     e = fz_enc_new("tasks", 1);
-    assert_int_equal(fz_views_list_tasks(fx->store, NULL, 100000, true, e, NULL, NULL), FZ_OK);
+    assert_int_equal(fz_views_list_tasks(fx->store, NULL, 100000, true, NULL, e, NULL, NULL),
+                     FZ_OK);
     msg = s_decode(&e);
     assert_true(fz_msg_bool(msg, "truncated", false));
     rows = fz_msg_obj(msg, "tasks");
