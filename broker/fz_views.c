@@ -483,7 +483,8 @@ static int s_depth_models(fz_broker_t *self, depth_rows_t *rows)
         all[at - 1].counts[slot]++;
     }
     if (rc == 0) {
-        qsort(all, n, sizeof *all, s_model_row_cmp);
+        if (n > 1) /* no rows: all is NULL, which qsort may not get */
+            qsort(all, n, sizeof *all, s_model_row_cmp);
         for (size_t i = 0; i < n && rows->n < S_DEPTH_ROWS; i++) {
             fz_store_depth_t *row = &rows->v[rows->n++];
             snprintf(row->key, sizeof row->key, "%s", all[i].key);

@@ -1137,6 +1137,7 @@ static void test_depth_by_model(void **state)
 {
     (void)state;
     fx_t *fx = s_fx(NULL);
+    assert_string_equal(s_by_model(fx, NULL), ""); /* nothing unfinished: no rows */
     uint64_t a = s_submit_model(fx, "m1", NULL, 0);
     s_submit_model(fx, "m3", NULL, 0);
     s_submit_model(fx, "m1", NULL, 0);
