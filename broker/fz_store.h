@@ -260,9 +260,11 @@ typedef struct {
 } fz_store_depth_t;
 typedef void(fz_store_depth_fn)(void *arg, const fz_store_depth_t *row);
 /* Calls fn for each model (by_label false) or label with unfinished tasks, in key order, at
-   most max_rows times. 0, 1 when rows were left out past max_rows, -1 on a store error. */
-int fz_store_depth(fz_store_t *self, bool by_label, size_t max_rows, fz_store_depth_fn *fn,
-                   void *arg);
+   most max_rows times. 0, 1 when rows were left out past max_rows, -1 on a store error.
+   live: about how many unfinished tasks there are (the broker knows); by label, the pass
+   goes over the labels when there are fewer label rows than that, else over the tasks. */
+int fz_store_depth(fz_store_t *self, bool by_label, uint64_t live, size_t max_rows,
+                   fz_store_depth_fn *fn, void *arg);
 
 /* Small persistent settings (paused, budget). get returns dflt when unset. */
 double fz_store_meta_get(fz_store_t *self, const char *key, double dflt);

@@ -458,13 +458,16 @@ static int s_depth_models(fz_broker_t *self, depth_rows_t *rows)
 {
     zhashx_t *index = zhashx_new(); /* model -> its row's position + 1 */
     model_row_t *all = NULL;
-    size_t n = 0, cap = 0;
+    size_t n = 0, cap = 0, last = 0;
     int rc = index ? 0 : -1;
     for (fz_task_t *t = zhashx_first(self->tasks); t && rc == 0; t = zhashx_next(self->tasks)) {
         int slot = s_depth_slot(t->state);
         if (slot < 0)
             continue;
-        size_t at = (size_t)(uintptr_t)zhashx_lookup(index, t->model);
+        /* Most queues hold a few models: the last one found is tried before the index. */
+        size_t at = last && strcmp(t->model, all[last - 1].key) == 0
+                        ? last
+                        : (size_t)(uintptr_t)zhashx_lookup(index, t->model);
         if (at == 0) {
             if (n == cap) {
                 size_t ncap = cap ? 2 * cap : 16;
@@ -481,6 +484,7 @@ static int s_depth_models(fz_broker_t *self, depth_rows_t *rows)
             zhashx_insert(index, t->model, (void *)(uintptr_t)at);
         }
         all[at - 1].counts[slot]++;
+        last = at;
     }
     if (rc == 0) {
         if (n > 1) /* no rows: all is NULL, which qsort may not get */
@@ -507,7 +511,8 @@ static void s_depth(fz_broker_t *self, fz_enc_t *r)
     for (int by_label = 0; by_label < 2; by_label++) {
         rows.n = 0;
         int rc = !rows.v    ? -1
-                 : by_label ? fz_store_depth(self->store, true, S_DEPTH_ROWS, s_depth_keep, &rows)
+                 : by_label ? fz_store_depth(self->store, true, zhashx_size(self->tasks),
+                                             S_DEPTH_ROWS, s_depth_keep, &rows)
                             : s_depth_models(self, &rows);
         fz_enc_array(r, by_label ? "by_label" : "by_model", rc < 0 ? 0 : rows.n);
         for (size_t i = 0; rc >= 0 && i < rows.n; i++)
