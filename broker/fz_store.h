@@ -251,20 +251,24 @@ int fz_store_key_add(fz_store_t *self, const char *key, double created, const ui
 /* Forgets the keys created before `before`: how many, -1 on error. */
 int64_t fz_store_key_prune(fz_store_t *self, double before);
 
-/* Queue depth for autoscalers: per model (the task's own, "" = any) or per label ("k=v"),
-   how many unfinished tasks are in each of these states. */
-#define FZ_STORE_DEPTH_N 5 /* queued, held, retrying, waiting, running */
+/* Queue depth for autoscalers: per model or per label ("k=v"), how many unfinished tasks
+   are in each of these states (the columns of counts, in this order). The broker counts the
+   models from its task table; labels are only in the store. */
+#define FZ_STORE_DEPTH_N 5
+extern const fz_state_t fz_store_depth_states[FZ_STORE_DEPTH_N];
+/* The column of counts a task in state s counts in, or -1 (an ended task). */
+int fz_store_depth_slot(int state);
 typedef struct {
     char key[1100]; /* a model, or KEY=VALUE of a label (64 + 1 + 1024 bytes at most) */
     uint64_t counts[FZ_STORE_DEPTH_N];
 } fz_store_depth_t;
 typedef void(fz_store_depth_fn)(void *arg, const fz_store_depth_t *row);
-/* Calls fn for each model (by_label false) or label with unfinished tasks, in key order, at
-   most max_rows times. 0, 1 when rows were left out past max_rows, -1 on a store error.
-   live: about how many unfinished tasks there are (the broker knows); by label, the pass
-   goes over the labels when there are fewer label rows than that, else over the tasks. */
-int fz_store_depth(fz_store_t *self, bool by_label, uint64_t live, size_t max_rows,
-                   fz_store_depth_fn *fn, void *arg);
+/* Calls fn for each label with unfinished tasks, in key order, at most max_rows times. 0, 1
+   when rows were left out past max_rows, -1 on a store error. live: about how many
+   unfinished tasks there are (the broker knows); the pass goes over the labels when there
+   are fewer label rows than that, else over the tasks. */
+int fz_store_depth_labels(fz_store_t *self, uint64_t live, size_t max_rows, fz_store_depth_fn *fn,
+                          void *arg);
 
 /* Small persistent settings (paused, budget). get returns dflt when unset. */
 double fz_store_meta_get(fz_store_t *self, const char *key, double dflt);

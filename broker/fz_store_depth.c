@@ -1,8 +1,8 @@
-/*  fz_store_depth: how many unfinished tasks wait, run or are held, by model and by label,
-    for autoscalers (`status { depth: true }`). See fz_store.h.
+/*  fz_store_depth: how many unfinished tasks wait, run or are held, by label, for autoscalers
+    (`status { depth: true }`; the broker counts by model in memory). See fz_store.h.
 
-    One GROUP BY over the unfinished tasks (the tasks_state index finds them; the labels by
-    their primary key): O(unfinished tasks), so it runs only when a status asks for it. */
+    One GROUP BY over the unfinished tasks' labels, walked from whichever side has fewer
+    rows, so it runs only when a status asks for it. */
 
 #include "fz_store_int.h"
 
@@ -10,8 +10,6 @@
 #include <string.h>
 
 #define LIVE "('queued','held','retrying','waiting','running')"
-static const char *SQL_DEPTH_MODEL = "SELECT model, state, COUNT(*) FROM tasks WHERE state IN " LIVE
-                                     " GROUP BY model, state ORDER BY model";
 #define DEPTH_LABEL(join)                                                                          \
     "SELECT l.key || '=' || l.value, t.state, COUNT(*) FROM task_labels l " join                   \
     " tasks t ON t.id = l.task WHERE t.state IN " LIVE " GROUP BY 1, 2 ORDER BY 1"
@@ -36,26 +34,24 @@ static int s_labels_fewer(fz_store_t *self, uint64_t live)
     return rc != SQLITE_ROW ? -1 : n < live;
 }
 
-/* The column of fz_store_depth_t's counts a state goes to, or -1. */
-static int s_slot(const char *state)
+const fz_state_t fz_store_depth_states[FZ_STORE_DEPTH_N] = {
+    FZ_STATE_QUEUED, FZ_STATE_HELD, FZ_STATE_RETRYING, FZ_STATE_WAITING, FZ_STATE_RUNNING};
+
+int fz_store_depth_slot(int state)
 {
-    static const char *const names[FZ_STORE_DEPTH_N] = {"queued", "held", "retrying", "waiting",
-                                                        "running"};
     for (int i = 0; i < FZ_STORE_DEPTH_N; i++)
-        if (strcmp(state, names[i]) == 0)
+        if ((int)fz_store_depth_states[i] == state)
             return i;
     return -1;
 }
 
-int fz_store_depth(fz_store_t *self, bool by_label, uint64_t live, size_t max_rows,
-                   fz_store_depth_fn *fn, void *arg)
+int fz_store_depth_labels(fz_store_t *self, uint64_t live, size_t max_rows, fz_store_depth_fn *fn,
+                          void *arg)
 {
-    int fewer = by_label ? s_labels_fewer(self, live) : 0;
+    int fewer = s_labels_fewer(self, live);
     if (fewer < 0)
         return -1;
-    sqlite3_stmt *st = fz_sql_stmt(self, !by_label ? SQL_DEPTH_MODEL
-                                         : fewer   ? SQL_DEPTH_LABEL_FIRST
-                                                   : SQL_DEPTH_LABEL);
+    sqlite3_stmt *st = fz_sql_stmt(self, fewer ? SQL_DEPTH_LABEL_FIRST : SQL_DEPTH_LABEL);
     if (!st)
         return -1;
     fz_store_depth_t row = {{0}, {0}};
@@ -79,7 +75,7 @@ int fz_store_depth(fz_store_t *self, bool by_label, uint64_t live, size_t max_ro
             have = true;
             rows++;
         }
-        int slot = s_slot(state ? state : "");
+        int slot = fz_store_depth_slot(state ? fz_state_from_name(state) : -1);
         if (slot >= 0)
             row.counts[slot] += (uint64_t)sqlite3_column_int64(st, 2);
     }

@@ -400,12 +400,10 @@ void fz_views_list(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
 
 static void s_depth_row(void *arg, const fz_store_depth_t *row)
 {
-    static const char *const names[FZ_STORE_DEPTH_N] = {"queued", "held", "retrying", "waiting",
-                                                        "running"};
     fz_enc_t *o = fz_enc_new_map();
     fz_enc_str(o, "key", row->key);
     for (int i = 0; i < FZ_STORE_DEPTH_N; i++)
-        fz_enc_uint(o, names[i], row->counts[i]);
+        fz_enc_uint(o, fz_state_name(fz_store_depth_states[i]), row->counts[i]);
     fz_enc_sub(arg, NULL, &o);
 }
 
@@ -419,25 +417,6 @@ static void s_depth_keep(void *arg, const fz_store_depth_t *row)
     depth_rows_t *rows = arg;
     if (rows->n < S_DEPTH_ROWS)
         rows->v[rows->n++] = *row;
-}
-
-/* The column of a depth row that a task in state s counts in (fz_store_depth_t), or -1. */
-static int s_depth_slot(fz_state_t s)
-{
-    switch (s) {
-    case FZ_STATE_QUEUED:
-        return 0;
-    case FZ_STATE_HELD:
-        return 1;
-    case FZ_STATE_RETRYING:
-        return 2;
-    case FZ_STATE_WAITING:
-        return 3;
-    case FZ_STATE_RUNNING:
-        return 4;
-    default:
-        return -1;
-    }
 }
 
 typedef struct {
@@ -461,7 +440,7 @@ static int s_depth_models(fz_broker_t *self, depth_rows_t *rows)
     size_t n = 0, cap = 0, last = 0;
     int rc = index ? 0 : -1;
     for (fz_task_t *t = zhashx_first(self->tasks); t && rc == 0; t = zhashx_next(self->tasks)) {
-        int slot = s_depth_slot(t->state);
+        int slot = fz_store_depth_slot((int)t->state);
         if (slot < 0)
             continue;
         /* Most queues hold a few models: the last one found is tried before the index. */
@@ -511,8 +490,8 @@ static void s_depth(fz_broker_t *self, fz_enc_t *r)
     for (int by_label = 0; by_label < 2; by_label++) {
         rows.n = 0;
         int rc = !rows.v    ? -1
-                 : by_label ? fz_store_depth(self->store, true, zhashx_size(self->tasks),
-                                             S_DEPTH_ROWS, s_depth_keep, &rows)
+                 : by_label ? fz_store_depth_labels(self->store, zhashx_size(self->tasks),
+                                                    S_DEPTH_ROWS, s_depth_keep, &rows)
                             : s_depth_models(self, &rows);
         fz_enc_array(r, by_label ? "by_label" : "by_model", rc < 0 ? 0 : rows.n);
         for (size_t i = 0; rc >= 0 && i < rows.n; i++)
