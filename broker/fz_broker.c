@@ -481,16 +481,18 @@ void fz_broker_reload(fz_broker_t *self)
     size_t nbusy = 0;
     struct busy {
         char key[FZ_RID_KEY];
-        uint64_t task;
-        uint32_t attempt;
+        uint64_t task, next;
+        uint32_t attempt, next_attempt;
     } *busy = calloc(zhashx_size(self->workers) + 1, sizeof *busy);
     for (fz_worker_t *w = zhashx_first(self->workers); w; w = zhashx_next(self->workers)) {
         if (w->task && busy) {
             snprintf(busy[nbusy].key, sizeof busy[nbusy].key, "%s", w->key);
             busy[nbusy].task = w->task->id;
-            busy[nbusy++].attempt = w->attempt;
+            busy[nbusy].attempt = w->attempt;
+            busy[nbusy].next = w->next ? w->next->id : 0;
+            busy[nbusy++].next_attempt = w->next_attempt;
         }
-        w->task = NULL;
+        w->task = w->next = NULL;
     }
     zlistx_purge(self->timed);
     zlistx_purge(self->racing);
@@ -505,6 +507,8 @@ void fz_broker_reload(fz_broker_t *self)
         fz_worker_t *w = zhashx_lookup(self->workers, busy[i].key);
         if (w)
             fz_workers_reattach(self, w, busy[i].task, busy[i].attempt);
+        if (w && busy[i].next)
+            fz_workers_reattach_next(self, w, busy[i].next, busy[i].next_attempt);
     }
     free(busy);
     fz_life_release_held(self);

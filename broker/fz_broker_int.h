@@ -334,6 +334,11 @@ double fz_guard_charge(fz_broker_t *self, uint64_t id, uint32_t n, double cap, c
 /* workers */
 void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason);
 void fz_workers_reattach(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint32_t attempt);
+/* The attempt w held ahead (--prefetch) is given back without using a retry: it never ran. */
+void fz_workers_unprefetch(fz_broker_t *self, fz_worker_t *w, const char *why);
+/* After a reload: w holds (task, attempt) ahead; take it back if the store has it running
+   with nobody, else tell the worker to drop it. */
+void fz_workers_reattach_next(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint32_t attempt);
 void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg);
 void fz_workers_heartbeat(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w);
 void fz_workers_started(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_worker_t *w);

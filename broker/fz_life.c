@@ -152,9 +152,16 @@ void fz_life_release_held(fz_broker_t *self)
 /* Detaches a running task from its worker and the running counts. */
 void fz_life_unrun(fz_broker_t *self, fz_task_t *t)
 {
-    if (t->worker) {
-        t->worker->task = NULL;
-        t->worker->idle_since_ms = fz_clock_ms();
+    fz_worker_t *w = t->worker;
+    if (w && w->next == t) {
+        w->next = NULL; /* a prefetched attempt that ended before it started */
+    } else if (w) {
+        /* The worker starts its prefetched attempt by itself as this one ends. */
+        w->task = w->next;
+        w->attempt = w->next_attempt;
+        w->next = NULL;
+        if (!w->task)
+            w->idle_since_ms = fz_clock_ms();
     }
     t->worker = NULL;
     t->orphan_deadline_ms = 0;
@@ -324,15 +331,21 @@ double fz_life_attempt_cap(const fz_broker_t *self, const fz_task_t *t)
     return fz_sched_attempt_cap(t, self->cfg.default_task_cost);
 }
 
-/* Starts attempt n+1 of t on w: reservation, records, dispatch message. */
-static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w)
+/* Starts attempt n+1 of t on w: reservation, records, dispatch message. ahead: w runs a
+   task, and holds this one until that ends (--prefetch). */
+static void s_start(fz_broker_t *self, fz_task_t *t, fz_worker_t *w, bool ahead)
 {
     t->attempt = fz_race_last_attempt(t) + 1;
     t->reserved = fz_life_attempt_cap(self, t);
     fz_budget_reserve(&self->budget, t->reserved);
     t->worker = w;
-    w->task = t;
-    w->attempt = t->attempt;
+    if (ahead) {
+        w->next = t;
+        w->next_attempt = t->attempt;
+    } else {
+        w->task = t;
+        w->attempt = t->attempt;
+    }
     fz_sched_started(self->sched, t);
     /* A task for any model runs on the worker's first allowed model: the whitelist holds
        for it too, and the attempt records the model it used. */
@@ -363,6 +376,34 @@ static int s_cmp_workers(const void *a, const void *b)
     return (x->idle_since_ms > y->idle_since_ms) - (x->idle_since_ms < y->idle_since_ms);
 }
 
+/* A worker that may take a dispatch ahead: it asked for it, runs a task of its own (not a
+   best-of round's, not one left over from a round), and would take a dispatch now. */
+static bool s_takes_ahead(const fz_worker_t *w, int64_t now)
+{
+    return w->prefetch && w->task && !w->next && !w->left_task && !w->draining &&
+           now >= w->rest_until_ms && !w->task->race && w->task->best_of <= 1 &&
+           w->attempt == w->task->attempt;
+}
+
+/* What is still ready after the idle workers chose goes ahead to --prefetch workers, one
+   each. A best-of task is put back: its round starts on idle workers only. */
+static void s_prefetch(fz_broker_t *self, int64_t now)
+{
+    for (fz_worker_t *w = zhashx_first(self->workers); w && fz_sched_ready(self->sched);
+         w = zhashx_next(self->workers)) {
+        if (!s_takes_ahead(w, now))
+            continue;
+        fz_task_t *t = fz_sched_pick(self->sched, w, &self->budget, self->cfg.default_task_cost,
+                                     s_on_held, self);
+        if (t && t->best_of > 1) {
+            fz_sched_enqueue(self->sched, t);
+            continue;
+        }
+        if (t)
+            s_start(self, t, w, true);
+    }
+}
+
 void fz_life_dispatch(fz_broker_t *self)
 {
     if (self->paused || (fz_sched_ready(self->sched) == 0 && !fz_race_waiting(self)))
@@ -383,9 +424,10 @@ void fz_life_dispatch(fz_broker_t *self)
         fz_task_t *t = fz_sched_pick(self->sched, idle[i], &self->budget,
                                      self->cfg.default_task_cost, s_on_held, self);
         if (t)
-            s_start(self, t, idle[i]);
+            s_start(self, t, idle[i], false);
     }
     free(idle);
+    s_prefetch(self, now);
 }
 
 /* Ends a task that is not running, as cancelled. */

@@ -40,6 +40,12 @@ typedef struct fz_worker_t {
     bool any_model;   /* announced no models: serves every task */
     fz_task_t *task;  /* running task or NULL (the task table owns it) */
     uint32_t attempt; /* the attempt of task it runs (a best-of task runs several at once) */
+    /* --prefetch: the worker takes one more dispatch while it runs task and starts it as
+       soon as task ends, without waiting for the broker's round trip and commit. next is
+       that attempt (RUNNING in the store and the counts from its dispatch), or NULL. */
+    bool prefetch;
+    fz_task_t *next;
+    uint32_t next_attempt;
     /* An attempt it still runs of a task that ended meanwhile (a best-of round was won by
        another attempt, which cancelled this one): busy until its result comes, which is then
        recorded for that attempt. 0 = none. */

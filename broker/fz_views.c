@@ -548,6 +548,8 @@ void fz_views_workers(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
         for (size_t i = 0; !w->unhealthy_all && i < w->nunhealthy; i++)
             fz_enc_str(o, NULL, w->unhealthy[i]);
         fz_enc_uint(o, "task", w->task ? w->task->id : 0);
+        if (w->prefetch) /* --prefetch: the task it holds ahead, 0 = none */
+            fz_enc_uint(o, "next", w->next ? w->next->id : 0);
         fz_enc_float(o, "since", w->since);
         fz_enc_float(o, "last_seen", fz_wall() - (fz_clock_ms() - w->last_seen_ms) / 1000.0);
         fz_enc_sub(r, NULL, &o);

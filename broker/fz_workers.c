@@ -30,6 +30,8 @@ static fz_enc_t *s_worker_event(fz_broker_t *self, fz_topic_t topic, const fz_wo
 void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason)
 {
     fz_info("worker %s left (%s)", w->name, reason);
+    if (w->next) /* never started: requeued, and it does not use a retry */
+        fz_workers_unprefetch(self, w, reason);
     if (w->task && !fz_race_lost(self, w->task, w, reason)) {
         fz_guard_lost(self, w, w->task); /* before: it may let this attempt off */
         fz_life_lost(self, w->task, reason);
@@ -37,6 +39,14 @@ void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason)
     fz_race_left_lost(self, w, reason);
     fz_enc_str(s_worker_event(self, FZ_TOPIC_WORKER_LEFT, w), "reason", reason);
     zhashx_delete(self->workers, w->key);
+}
+
+void fz_workers_unprefetch(fz_broker_t *self, fz_worker_t *w, const char *why)
+{
+    fz_task_t *t = w->next;
+    t->attempt_base++;
+    fz_store_task_flags(self->store, t->id, t->attempt_base, t->cancel_requested);
+    fz_life_lost(self, t, why);
 }
 
 /* The worker says it runs (task, attempt): take it back if that is the attempt we expect,
@@ -63,6 +73,23 @@ void fz_workers_reattach(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint3
     }
     fz_warn("worker %s runs task %llu attempt %u, which is no longer expected: cancelling it",
             w->name, (unsigned long long)task, attempt);
+    fz_life_send_cancel(self, w, task, attempt, "superseded");
+}
+
+void fz_workers_reattach_next(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint32_t attempt)
+{
+    fz_task_t *t = fz_broker_task(self, task);
+    if (t && t->state == FZ_STATE_RUNNING && t->attempt == attempt && !t->worker && !w->next &&
+        w->task) {
+        t->worker = w;
+        w->next = t;
+        w->next_attempt = attempt;
+        t->orphan_deadline_ms = 0;
+        fz_life_timed_remove(self, t);
+        if (t->cancel_requested)
+            fz_life_send_cancel(self, w, task, attempt, "cancelled");
+        return;
+    }
     fz_life_send_cancel(self, w, task, attempt, "superseded");
 }
 
@@ -106,6 +133,10 @@ static void s_rehello(fz_broker_t *self, fz_worker_t *w, zframe_t *from, fz_msg_
     /* A worker that says hello again was restarted or fixed: healthy until shown otherwise. */
     w->nunhealthy = 0;
     w->unhealthy_all = false;
+    w->prefetch = fz_msg_bool(msg, "prefetch", false);
+    /* A hello drops a dispatch held ahead (fz-worker does): it is given again. */
+    if (w->next)
+        fz_workers_unprefetch(self, w, "the worker said hello again");
     uint64_t task = fz_msg_uint(msg, "task", 0);
     uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
     if (task && !(w->task && w->task->id == task && w->attempt == attempt))
@@ -158,6 +189,11 @@ void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
             old->task->worker = NULL; /* handed over below */
             old->task = NULL;
         }
+        /* It started what it held (--prefetch) while cut off: the attempt before is lost. */
+        if (old->next && old->next->id == task && old->next_attempt == attempt) {
+            old->next->worker = NULL;
+            old->next = NULL;
+        }
         fz_workers_gone(self, old, "reconnected");
     }
     fz_worker_t *w = calloc(1, sizeof *w);
@@ -171,6 +207,7 @@ void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_strcopy(w->user, sizeof w->user, self->peer_user);
     w->last_seen_ms = w->idle_since_ms = fz_clock_ms();
     w->since = fz_wall();
+    w->prefetch = fz_msg_bool(msg, "prefetch", false);
     zhashx_insert(self->workers, w->key, w);
     fz_guard_hello(self, w);
 
@@ -446,8 +483,11 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
         if (!fz_race_late(self, w, id, n, &r))
             fz_info("result of task %llu attempt %u is a duplicate or stale; acknowledged",
                     (unsigned long long)id, n);
-        if (w->task && w->task->id == id && w->attempt == n)
-            w->task = NULL;
+        if (w->task && w->task->id == id && w->attempt == n) {
+            w->task = w->next; /* what it held ahead runs now */
+            w->attempt = w->next_attempt;
+            w->next = NULL;
+        }
         s_ack_result(self, from, id, n, s_won(self, id, msg));
         return;
     }
@@ -466,6 +506,9 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
                       .fallback_left =
                           cls == FZ_CLASS_MODEL_UNAVAILABLE && s_fallback_left(self, t)};
     fz_policy_t p = fz_rules_policy(&f);
+    /* A dispatch held ahead (--prefetch) that comes back never ran: it uses no retry. */
+    if (w->next == t && t->worker == w)
+        p.free = true;
     /* A run of a best-of round: one that fails while another runs drops out; the winner
        becomes the attempt the task takes. */
     if (p.next != FZ_STATE_SUCCEEDED && fz_race_drop(self, t, n, &r)) {

@@ -151,13 +151,11 @@ static const fz_field_t f_error[] = {
     {"index", FZ_T_UINT, 0, 0, 1000000},   {"message", FZ_T_STR, 0, 0, 4096},
     {"supported", FZ_T_UINTARR, 0, 0, 16}, END};
 
-static const fz_field_t f_hello[] = {{"name", FZ_T_STR, REQ, 1, FZ_MAX_NAME},
-                                     {"models", FZ_T_STRARR, 0, 0, 64},
-                                     {"labels", FZ_T_STRMAP, 0, 0, 32},
-                                     {"nonce", FZ_T_STR, 0, 0, 64},
-                                     {"task", FZ_T_UINT, 0, 0, U64},
-                                     {"attempt", FZ_T_UINT, 0, 0, 100000},
-                                     END};
+static const fz_field_t f_hello[] = {
+    {"name", FZ_T_STR, REQ, 1, FZ_MAX_NAME}, {"models", FZ_T_STRARR, 0, 0, 64},
+    {"labels", FZ_T_STRMAP, 0, 0, 32},       {"nonce", FZ_T_STR, 0, 0, 64},
+    {"task", FZ_T_UINT, 0, 0, U64},          {"attempt", FZ_T_UINT, 0, 0, 100000},
+    {"prefetch", FZ_T_BOOL, 0, 0, 0},        END};
 
 static const fz_field_t f_welcome[] = {{"heartbeat_ms", FZ_T_UINT, REQ, 10, 3600000},
                                        {"name", FZ_T_STR, 0, 0, FZ_MAX_NAME},
@@ -357,6 +355,7 @@ static const fz_field_t o_worker[] = {{"name", FZ_T_STR, REQ, 1, FZ_MAX_NAME},
                                       {"any_model", FZ_T_BOOL, REQ, 0, 0},
                                       {"state", FZ_T_STR, REQ, 1, 16},
                                       {"task", FZ_T_UINT, REQ, 0, U64},
+                                      {"next", FZ_T_UINT, 0, 0, U64},
                                       {"since", FZ_T_FLOAT, REQ, 0, T_TIME},
                                       {"last_seen", FZ_T_FLOAT, REQ, 0, T_TIME},
                                       {"unhealthy", FZ_T_STRARR, REQ | FZ_F_EMPTY, 0, 64},

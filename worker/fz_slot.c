@@ -61,6 +61,9 @@ struct fz_slot_t {
     uint32_t attempt;
     char model[65];
     int64_t next_output_ms;
+    /* --prefetch: the dispatch taken while the current attempt runs, started as it ends.
+       Its agent has not started, so a hello drops it: the broker gives it again. */
+    fz_msg_t *ahead;
     pending_t pending[FZ_MAX_PENDING];
     size_t npending;
     int64_t next_resend_ms;
@@ -127,6 +130,14 @@ static void s_hello(fz_slot_t *self)
     if (self->active) {
         fz_enc_uint(e, "task", self->task);
         fz_enc_uint(e, "attempt", self->attempt);
+    }
+    if (self->cfg.prefetch)
+        fz_enc_bool(e, "prefetch", true);
+    if (self->ahead) {
+        fz_info("task %llu: dropped the dispatch held ahead (a new hello: the broker gives it "
+                "again)",
+                (unsigned long long)fz_msg_uint(self->ahead, "task", 0));
+        fz_msg_destroy(&self->ahead);
     }
     s_send(self, &e);
 }
@@ -259,6 +270,18 @@ static void s_on_ack(fz_slot_t *self, fz_msg_t *msg)
         }
 }
 
+static void s_on_dispatch(fz_slot_t *self, fz_msg_t **msg_p);
+
+/* The attempt is over: what was held ahead (--prefetch) starts now. */
+static void s_take_ahead(fz_slot_t *self)
+{
+    fz_msg_t *next = self->ahead;
+    self->ahead = NULL;
+    if (next)
+        s_on_dispatch(self, &next);
+    fz_msg_destroy(&next);
+}
+
 /* A result for an attempt that never ran an agent (busy, spawn failure): every field, zero
    or empty. */
 static void s_result_simple(fz_slot_t *self, uint64_t task, uint32_t attempt, fz_outcome_t outcome,
@@ -344,6 +367,7 @@ static void s_finish(fz_slot_t *self)
     self->task = 0;
     self->attempt = 0;
     self->interrupted = false;
+    s_take_ahead(self);
 }
 
 /* The agent ended: the workspace seals, checks and finishes before the result goes. */
@@ -462,9 +486,16 @@ static void s_on_dispatch(fz_slot_t *self, fz_msg_t **msg_p)
     fz_msg_t *msg = *msg_p;
     uint64_t task = fz_msg_uint(msg, "task", 0);
     uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
-    if (self->active && self->task == task && self->attempt == attempt) {
+    if ((self->active && self->task == task && self->attempt == attempt) ||
+        (self->ahead && fz_msg_uint(self->ahead, "task", 0) == task &&
+         fz_msg_uint(self->ahead, "attempt", 0) == attempt)) {
         fz_warn("dispatch of task %llu attempt %u again: it runs already; ignored",
                 (unsigned long long)task, attempt);
+        return;
+    }
+    if (self->active && self->cfg.prefetch && !self->ahead && !self->stopping && !self->draining) {
+        self->ahead = msg; /* ours now: it starts as the current attempt ends */
+        *msg_p = NULL;
         return;
     }
     /* Draining, a dispatch sent before the broker heard of it is run (not --once: one task) */
@@ -513,6 +544,18 @@ static void s_on_cancel(fz_slot_t *self, fz_msg_t *msg)
 {
     uint64_t task = fz_msg_uint(msg, "task", 0);
     uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
+    if (self->ahead && fz_msg_uint(self->ahead, "task", 0) == task &&
+        (!attempt || fz_msg_uint(self->ahead, "attempt", 0) == attempt)) {
+        /* Held ahead, never started: given back as not taken. A cancel the broker asked for
+           ends the task as cancelled all the same (PROTOCOL.md section 6). */
+        fz_info("task %llu: cancel of the dispatch held ahead (%s)", (unsigned long long)task,
+                fz_msg_str(msg, "reason", "cancelled", NULL));
+        s_result_simple(self, task, (uint32_t)fz_msg_uint(self->ahead, "attempt", 0),
+                        FZ_OUTCOME_REJECTED, fz_msg_str(self->ahead, "model", "", NULL),
+                        "cancelled before it started");
+        fz_msg_destroy(&self->ahead);
+        return;
+    }
     if (!self->active || self->task != task || (attempt && self->attempt != attempt))
         return;
     const char *reason = fz_msg_str(msg, "reason", "cancelled", NULL);
@@ -720,6 +763,7 @@ void fz_slot_destroy(fz_slot_t **self_p)
     fz_agent_destroy(&self->agent);
     fz_aws_destroy(&self->aws); /* an unfinished worktree is removed */
     fz_msg_destroy(&self->dispatch);
+    fz_msg_destroy(&self->ahead);
     fz_bg_destroy(&self->bg);
     fz_spare_destroy(&self->spare);
     for (size_t i = 0; i < self->npending; i++) {

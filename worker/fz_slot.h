@@ -4,9 +4,10 @@
     It says hello (name, models, labels, and the task it runs after a reconnect), keeps
     heartbeats flowing both ways (a running attempt's say how long its agent has been idle),
     starts an agent (fz_agent) for each dispatch with the dispatch's limits (timeout, cost
-    cap, stall kill), streams its progress and output, and sends the result, with its failure
-    class (fz_classify), until the broker acknowledges it. When the
-    broker goes silent it reconnects with backoff and the agent keeps running.
+    cap, stall kill), holds one more dispatch with --prefetch until the running one ends, streams
+   its progress and output, and sends the result, with its failure class (fz_classify), until the
+   broker acknowledges it. When the broker goes silent it reconnects with backoff and the agent
+   keeps running.
 
     The slot owns its socket, its agent and its unacknowledged results. Strings in the config
     are borrowed and must outlive the slot. */
@@ -42,6 +43,9 @@ typedef struct {
     const char *agent_key, *agent_broker_key;
     bool once;
     uint32_t idle_exit_s;
+    /* --prefetch: take one more dispatch while an agent runs, and start it the moment that
+       agent's attempt ends (short commands: the next one does not wait for the broker). */
+    bool prefetch;
 } fz_slot_config_t;
 
 typedef struct fz_slot_t fz_slot_t;

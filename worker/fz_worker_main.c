@@ -71,6 +71,10 @@ static void s_usage(FILE *out)
             "  --once               take one task, run it, wait until the broker has its\n"
             "                       result, and exit 0 (for batch systems: a Slurm job array)\n"
             "  --idle-exit S        exit 0 after S seconds without a task (autoscalers)\n"
+            "  --prefetch           take the next task while one runs, and start it the moment\n"
+            "                       that one ends (short commands: no wait for the broker).\n"
+            "                       The held task counts as running; a hello or a stop gives\n"
+            "                       it back without using a retry\n"
             "  -v, --verbose        debug logging\n"
             "  -h, --help           this help\n"
             "  -V, --version        print the version\n"
@@ -130,6 +134,7 @@ enum {
     OPT_CACHE,
     OPT_PASS_ENV,
     OPT_ONCE,
+    OPT_PREFETCH,
     OPT_IDLE_EXIT,
     OPT_AGENT_KEY
 };
@@ -182,6 +187,7 @@ static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, s_pass_t *pass,
                                          {"cache-dir", 1, 0, OPT_CACHE},
                                          {"pass-env", 1, 0, OPT_PASS_ENV},
                                          {"once", 0, 0, OPT_ONCE},
+                                         {"prefetch", 0, 0, OPT_PREFETCH},
                                          {"idle-exit", 1, 0, OPT_IDLE_EXIT},
                                          {"agent-key", 1, 0, OPT_AGENT_KEY},
                                          {"verbose", 0, 0, 'v'},
@@ -248,6 +254,9 @@ static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, s_pass_t *pass,
         case OPT_ONCE:
             cfg->once = true;
             break;
+        case OPT_PREFETCH:
+            cfg->prefetch = true;
+            break;
         case OPT_AGENT_KEY:
             cfg->agent_key = optarg;
             break;
@@ -275,6 +284,11 @@ static int s_parse(int argc, char **argv, fz_slot_config_t *cfg, s_pass_t *pass,
     if (!s_check_list("--models", cfg->models, 16, false) ||
         !s_check_list("--labels", cfg->labels, 32, true))
         return 2;
+    if (cfg->prefetch && cfg->once) {
+        fprintf(stderr, "fz-worker: --prefetch and --once do not go together (--once takes "
+                        "one task)\n");
+        return 2;
+    }
     if (!cfg->dry_run && (!cfg->agent || !*cfg->agent)) {
         fprintf(stderr, "fz-worker: --agent 'COMMAND' is required (or --dry-run)\n");
         return 2;

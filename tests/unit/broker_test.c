@@ -623,6 +623,126 @@ static void test_rejected_is_requeued_without_using_a_retry(void **state)
     s_fx_destroy(&fx);
 }
 
+/* A worker that said hello with prefetch: true (fz-worker --prefetch). */
+static zsock_t *s_worker_prefetch(fx_t *fx, const char *name)
+{
+    zsock_t *w = fz_net_socket(ZMQ_DEALER);
+    assert_non_null(w);
+    assert_int_equal(zsock_connect(w, "%s", fx->ep), 0);
+    fz_enc_t *hello = fz_enc_new("hello", 1);
+    fz_enc_str(hello, "name", name);
+    fz_enc_str(hello, "nonce", name);
+    fz_enc_bool(hello, "prefetch", true);
+    assert_int_equal(fz_net_send(w, NULL, &hello), 0);
+    fz_msg_destroy((fz_msg_t *[]){s_expect(fx, w, "welcome")});
+    return w;
+}
+
+/* The task the workers view says a worker holds ahead. */
+static uint64_t s_held_ahead(fx_t *fx)
+{
+    fz_msg_t *r = s_call(fx, s_req(fx, "workers"));
+    const msgpack_object *ws = fz_msg_obj(r, "workers");
+    assert_non_null(ws);
+    assert_int_equal(ws->via.array.size, 1);
+    uint64_t next = fz_obj_uint(&ws->via.array.ptr[0], "next", 99);
+    fz_msg_destroy(&r);
+    return next;
+}
+
+static uint32_t s_running(fx_t *fx)
+{
+    fz_msg_t *st = s_call(fx, s_req(fx, "status"));
+    uint32_t n = (uint32_t)fz_msg_uint(st, "running", 99);
+    fz_msg_destroy(&st);
+    return n;
+}
+
+/* --prefetch: one more dispatch while a task runs, never two; the held one is the worker's
+   as soon as the running one's result is in, and the next goes ahead then. */
+static void test_prefetch_holds_one_ahead(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t a = s_submit(fx, "a", 0, 0), b = s_submit(fx, "b", 0, 0), c = s_submit(fx, "c", 0, 0);
+    zsock_t *w = s_worker_prefetch(fx, "w1");
+    assert_int_equal(s_dispatched(fx, w, a), 1);
+    assert_int_equal(s_dispatched(fx, w, b), 1);
+    assert_false(s_gets(fx, w, "dispatch", 20)); /* one ahead, not two */
+    assert_int_equal(s_running(fx), 2);
+    assert_int_equal(s_held_ahead(fx), b);
+    assert_string_equal(s_row(fx, b, "state"), "running");
+    s_result(fx, w, a, 1, "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", a, "succeeded");
+    assert_int_equal(s_dispatched(fx, w, c), 1); /* b runs now, c goes ahead */
+    assert_int_equal(s_held_ahead(fx), c);
+    s_result(fx, w, b, 1, "exited", 0, 0);
+    s_result(fx, w, c, 1, "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", c, "succeeded");
+    assert_int_equal(s_held_ahead(fx), 0);
+    assert_int_equal(s_running(fx), 0);
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
+/* What a worker held ahead and lost with it, or gave back, never ran: it uses no retry. */
+static void test_prefetch_given_back_uses_no_retry(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t a = s_submit(fx, "a", 0, 0), b = s_submit(fx, "b", 0, 0);
+    zsock_t *w = s_worker_prefetch(fx, "w1");
+    assert_int_equal(s_dispatched(fx, w, a), 1);
+    assert_int_equal(s_dispatched(fx, w, b), 1);
+    /* It leaves: the running attempt is lost, and the one held ahead too, without a retry. */
+    fz_enc_t *bye = fz_enc_new("bye", 0);
+    assert_int_equal(fz_net_send(w, NULL, &bye), 0);
+    s_assert_event(fx, "task.requeued", b, "queued");
+    s_assert_event(fx, "task.requeued", a, "queued");
+    assert_string_equal(s_row(fx, b, "attempt_base"), "1");
+    assert_string_equal(s_attempt_row(fx, b, 1, "outcome"), "lost");
+    assert_string_equal(s_row(fx, a, "attempt_base"), "0");
+    zsock_destroy(&w);
+    /* Stopping, a worker gives back what it held: requeued, no retry used either. */
+    zsock_t *w2 = s_worker_prefetch(fx, "w2");
+    assert_int_equal(s_dispatched(fx, w2, a), 2);
+    assert_int_equal(s_dispatched(fx, w2, b), 2);
+    s_result(fx, w2, b, 2, "rejected", 0, 0);
+    s_assert_event(fx, "task.requeued", b, "queued");
+    assert_string_equal(s_row(fx, b, "attempt_base"), "2");
+    assert_int_equal(s_held_ahead(fx), 0);
+    assert_int_equal(s_running(fx), 1);
+    zsock_destroy(&w2);
+    s_fx_destroy(&fx);
+}
+
+/* A cancel of the task held ahead goes to the worker, which drops it; the task is cancelled. */
+static void test_prefetch_cancel_held(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t a = s_submit(fx, "a", 0, 0), b = s_submit(fx, "b", 0, 0);
+    zsock_t *w = s_worker_prefetch(fx, "w1");
+    assert_int_equal(s_dispatched(fx, w, a), 1);
+    assert_int_equal(s_dispatched(fx, w, b), 1);
+    fz_enc_t *req = s_req(fx, "cancel");
+    fz_enc_uint(req, "task", b);
+    fz_msg_t *r = s_call(fx, req);
+    assert_string_equal(fz_msg_str(r, "state", "", NULL), "running");
+    fz_msg_destroy(&r);
+    fz_msg_t *c = s_expect(fx, w, "cancel");
+    assert_int_equal(fz_msg_uint(c, "task", 0), b);
+    fz_msg_destroy(&c);
+    s_result(fx, w, b, 1, "rejected", 0, 0);
+    s_assert_event(fx, "task.cancelled", b, "cancelled");
+    /* a runs on, and is still the worker's. */
+    assert_int_equal(s_held_ahead(fx), 0);
+    s_result(fx, w, a, 1, "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", a, "succeeded");
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
 static void test_cancel_running_goes_through_the_worker(void **state)
 {
     (void)state;
@@ -2335,6 +2455,9 @@ int main(void)
         cmocka_unit_test(test_retry_backoff_then_fail),
         cmocka_unit_test(test_exit_75_is_not_retried),
         cmocka_unit_test(test_rejected_is_requeued_without_using_a_retry),
+        cmocka_unit_test(test_prefetch_holds_one_ahead),
+        cmocka_unit_test(test_prefetch_given_back_uses_no_retry),
+        cmocka_unit_test(test_prefetch_cancel_held),
         cmocka_unit_test(test_cancel_running_goes_through_the_worker),
         cmocka_unit_test(test_silent_worker_loses_its_attempt),
         cmocka_unit_test(test_worker_message_without_hello_is_unknown_peer),
