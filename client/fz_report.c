@@ -503,9 +503,12 @@ void fz_report_workers(const msgpack_object *workers, FILE *out)
             "LAST SEEN", "MODELS");
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *w = &workers->via.array.ptr[i];
-        char name[80], state[40], since[32], seen[32], models[400], task[24];
-        uint64_t id = fz_obj_uint(w, "task", 0);
-        if (id)
+        char name[80], state[40], since[32], seen[32], models[400], task[48];
+        uint64_t id = fz_obj_uint(w, "task", 0), next = fz_obj_uint(w, "next", 0);
+        if (id && next) /* --prefetch: the task it runs, then the one it holds */
+            snprintf(task, sizeof task, "%llu+%llu", (unsigned long long)id,
+                     (unsigned long long)next);
+        else if (id)
             snprintf(task, sizeof task, "%llu", (unsigned long long)id);
         else
             snprintf(task, sizeof task, "-");

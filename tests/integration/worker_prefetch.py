@@ -47,6 +47,8 @@ def cancel_and_stop(f):
     w = f.start_worker("pf2", "--prefetch", agent=agent % (long_id, mark))
     h.wait_for(lambda: held(f, "pf2") == short_id, 15, "the short task to be held ahead")
     h.check(f.state(short_id) == "running", "held ahead: %s" % f.state(short_id))
+    r = f.run_tool("fz-ctl", "workers")
+    h.check("%d+%d" % (long_id, short_id) in r.stdout, "fz-ctl workers: %r" % r.stdout)
     f.ok("cancel", task=short_id)
     h.wait_for(lambda: f.state(short_id) == "cancelled", 10, "the held task to be cancelled")
     h.check(f.state(long_id) == "running" and not os.path.exists(mark),
