@@ -425,8 +425,7 @@ static void s_load_one(void *arg, const fz_task_t *row, const char *worker)
         /* Its agent may still run: wait for the worker to come back and claim it. */
         fz_sched_started(self->sched, t);
         fz_budget_reserve(&self->budget, t->reserved);
-        t->orphan_deadline_ms = fz_clock_ms() + FZ_ORPHAN_PERIODS * (int64_t)self->cfg.heartbeat_ms;
-        fz_life_timed_add(self, t);
+        fz_life_orphan(self, t);
         break;
     case FZ_STATE_HELD:
         fz_life_rerank(self, t);

@@ -220,6 +220,9 @@ typedef struct {
 fz_enc_t *fz_life_move(fz_broker_t *self, fz_task_t *t, fz_state_t to, const fz_move_t *how);
 void fz_life_timed_add(fz_broker_t *self, fz_task_t *t);
 void fz_life_timed_remove(fz_broker_t *self, fz_task_t *t);
+/* Running with nobody (a restart, a worker cut off): its worker may still claim it or send
+   its result; after FZ_ORPHAN_PERIODS heartbeats without either it is lost. */
+void fz_life_orphan(fz_broker_t *self, fz_task_t *t);
 void fz_life_drop(fz_broker_t *self, fz_task_t *t);
 double fz_life_deadline_boost(const fz_broker_t *self, const fz_task_t *t, double now);
 double fz_life_aging(const fz_broker_t *self, const fz_task_t *t, double now);

@@ -24,6 +24,13 @@ void fz_life_timed_remove(fz_broker_t *self, fz_task_t *t)
         zlistx_delete(self->timed, handle);
 }
 
+void fz_life_orphan(fz_broker_t *self, fz_task_t *t)
+{
+    t->worker = NULL;
+    t->orphan_deadline_ms = fz_clock_ms() + FZ_ORPHAN_PERIODS * (int64_t)self->cfg.heartbeat_ms;
+    fz_life_timed_add(self, t);
+}
+
 /* Forgets a task that reached a final state (the store keeps it). */
 void fz_life_drop(fz_broker_t *self, fz_task_t *t)
 {

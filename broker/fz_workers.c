@@ -189,10 +189,16 @@ void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
             old->task->worker = NULL; /* handed over below */
             old->task = NULL;
         }
-        /* It started what it held (--prefetch) while cut off: the attempt before is lost. */
+        /* It started what it held (--prefetch) while cut off: that moves over, and the
+           attempt before ended there, its result on its way again (the worker resends it
+           until acknowledged; a result is recorded for a task running with nobody). */
         if (old->next && old->next->id == task && old->next_attempt == attempt) {
             old->next->worker = NULL;
             old->next = NULL;
+            if (old->task && old->task->worker == old && old->attempt == old->task->attempt) {
+                fz_life_orphan(self, old->task);
+                old->task = NULL;
+            }
         }
         fz_workers_gone(self, old, "reconnected");
     }

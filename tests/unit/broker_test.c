@@ -716,6 +716,35 @@ static void test_prefetch_given_back_uses_no_retry(void **state)
     s_fx_destroy(&fx);
 }
 
+/* Cut off between two tasks: the worker comes back running the one it held; the one before
+   ended meanwhile and its result, sent again, is recorded, not run once more. */
+static void test_prefetch_reconnect_between_tasks(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t a = s_submit(fx, "a", 0, 0), b = s_submit(fx, "b", 0, 0);
+    zsock_t *w = s_worker_prefetch(fx, "w1");
+    assert_int_equal(s_dispatched(fx, w, a), 1);
+    assert_int_equal(s_dispatched(fx, w, b), 1);
+    zsock_t *w2 = s_worker_hello(fx, "w1", "w1", b, 1); /* same nonce: a reconnect */
+    fz_msg_destroy((fz_msg_t *[]){s_expect(fx, w2, "welcome")});
+    zsock_destroy(&w);
+    fz_msg_t *r = s_call(fx, s_req(fx, "workers"));
+    const msgpack_object *ws = fz_msg_obj(r, "workers");
+    assert_int_equal(ws->via.array.size, 1);
+    assert_int_equal(fz_obj_uint(&ws->via.array.ptr[0], "task", 0), b);
+    fz_msg_destroy(&r);
+    assert_string_equal(s_row(fx, a, "state"), "running"); /* its result is on its way */
+    s_result(fx, w2, a, 1, "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", a, "succeeded");
+    s_result(fx, w2, b, 1, "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", b, "succeeded");
+    assert_int_equal(s_running(fx), 0);
+    assert_string_equal(s_attempt_row(fx, a, 2, "worker"), ""); /* no second attempt */
+    zsock_destroy(&w2);
+    s_fx_destroy(&fx);
+}
+
 /* A cancel of the task held ahead goes to the worker, which drops it; the task is cancelled. */
 static void test_prefetch_cancel_held(void **state)
 {
@@ -2458,6 +2487,7 @@ int main(void)
         cmocka_unit_test(test_prefetch_holds_one_ahead),
         cmocka_unit_test(test_prefetch_given_back_uses_no_retry),
         cmocka_unit_test(test_prefetch_cancel_held),
+        cmocka_unit_test(test_prefetch_reconnect_between_tasks),
         cmocka_unit_test(test_cancel_running_goes_through_the_worker),
         cmocka_unit_test(test_silent_worker_loses_its_attempt),
         cmocka_unit_test(test_worker_message_without_hello_is_unknown_peer),
