@@ -658,6 +658,17 @@ static uint32_t s_running(fx_t *fx)
     return n;
 }
 
+/* Tasks a and b, and a --prefetch worker that runs a and holds b. */
+static zsock_t *s_prefetch_two(fx_t *fx, uint64_t *a, uint64_t *b)
+{
+    *a = s_submit(fx, "a", 0, 0);
+    *b = s_submit(fx, "b", 0, 0);
+    zsock_t *w = s_worker_prefetch(fx, "w1");
+    assert_int_equal(s_dispatched(fx, w, *a), 1);
+    assert_int_equal(s_dispatched(fx, w, *b), 1);
+    return w;
+}
+
 /* --prefetch: one more dispatch while a task runs, never two; the held one is the worker's
    as soon as the running one's result is in, and the next goes ahead then. */
 static void test_prefetch_holds_one_ahead(void **state)
@@ -690,10 +701,8 @@ static void test_prefetch_given_back_uses_no_retry(void **state)
 {
     (void)state;
     fx_t *fx = s_fx(NULL);
-    uint64_t a = s_submit(fx, "a", 0, 0), b = s_submit(fx, "b", 0, 0);
-    zsock_t *w = s_worker_prefetch(fx, "w1");
-    assert_int_equal(s_dispatched(fx, w, a), 1);
-    assert_int_equal(s_dispatched(fx, w, b), 1);
+    uint64_t a, b;
+    zsock_t *w = s_prefetch_two(fx, &a, &b);
     /* It leaves: the running attempt is lost, and the one held ahead too, without a retry. */
     fz_enc_t *bye = fz_enc_new("bye", 0);
     assert_int_equal(fz_net_send(w, NULL, &bye), 0);
@@ -722,10 +731,8 @@ static void test_prefetch_reconnect_between_tasks(void **state)
 {
     (void)state;
     fx_t *fx = s_fx(NULL);
-    uint64_t a = s_submit(fx, "a", 0, 0), b = s_submit(fx, "b", 0, 0);
-    zsock_t *w = s_worker_prefetch(fx, "w1");
-    assert_int_equal(s_dispatched(fx, w, a), 1);
-    assert_int_equal(s_dispatched(fx, w, b), 1);
+    uint64_t a, b;
+    zsock_t *w = s_prefetch_two(fx, &a, &b);
     zsock_t *w2 = s_worker_hello(fx, "w1", "w1", b, 1); /* same nonce: a reconnect */
     fz_msg_destroy((fz_msg_t *[]){s_expect(fx, w2, "welcome")});
     zsock_destroy(&w);
@@ -750,10 +757,8 @@ static void test_prefetch_cancel_held(void **state)
 {
     (void)state;
     fx_t *fx = s_fx(NULL);
-    uint64_t a = s_submit(fx, "a", 0, 0), b = s_submit(fx, "b", 0, 0);
-    zsock_t *w = s_worker_prefetch(fx, "w1");
-    assert_int_equal(s_dispatched(fx, w, a), 1);
-    assert_int_equal(s_dispatched(fx, w, b), 1);
+    uint64_t a, b;
+    zsock_t *w = s_prefetch_two(fx, &a, &b);
     fz_enc_t *req = s_req(fx, "cancel");
     fz_enc_uint(req, "task", b);
     fz_msg_t *r = s_call(fx, req);
