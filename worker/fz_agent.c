@@ -381,9 +381,11 @@ static void s_sweep_step(fz_agent_t *self, int64_t now)
    ended or its keeper is gone. */
 static void s_signal_group(fz_agent_t *self, int sig)
 {
-    if (self->pid > 0 && self->state < FZ_AGENT_S_LOST && !self->keeper_gone &&
-        fz_keeper_signal(&self->keeper, sig) < 0)
-        self->keeper_gone = true;
+    if (self->pid > 0 && self->state < FZ_AGENT_S_LOST && !self->keeper_gone) {
+        self->signalled = true;
+        if (fz_keeper_signal(&self->keeper, sig) < 0)
+            self->keeper_gone = true;
+    }
 }
 
 /* The shell runs (as far as we know): no exit reported, the keeper not seen dead. */
@@ -571,7 +573,10 @@ static void s_finish(fz_agent_t *self, int64_t now)
        at once when the shell ended by itself, else when asked; then it waits for the next
        agent. */
     int left = self->keeper_gone ? -1 : s_wait_done(self, 0); /* it ended it by itself */
-    if (left < 0 && !self->keeper_gone && fz_keeper_end(&self->keeper) == 0)
+    /* A shell that exited with no signal asked for is ended by the keeper unasked: its DONE
+       is on its way (an END now would only make it sweep again and answer twice). */
+    bool unasked = self->shell_wstatus >= 0 && !self->signalled;
+    if (left < 0 && !self->keeper_gone && (unasked || fz_keeper_end(&self->keeper) == 0))
         left = s_wait_done(self, FZ_PROCTAB_SWEEP_MAX_MS + S_DESTROY_MAX_MS); /* its bound */
     if (left >= 0) {
         fz_keeper_release(&self->keeper, true);

@@ -58,6 +58,7 @@ struct fz_agent_t {
     int shell_wstatus;  /* the shell's wait status as the keeper reported it, -1 until then
                            (wait statuses are never negative) */
     bool tree_empty;    /* the keeper said it reaped every descendant: no sweep here */
+    bool signalled;     /* a signal went to the keeper for the group: the end is ours to ask */
     fz_agent_outcome_t stop_outcome;
     int64_t kill_at_ms;
     int64_t group_check_ms;
