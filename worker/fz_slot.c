@@ -871,11 +871,16 @@ int fz_slot_run(fz_slot_t *self)
         if (!self->active)
             fz_spare_fill(self->spare);
         void *dealer = zsock_resolve(self->dealer);
-        if (fz_net_wait(&dealer, 1, fds, n, s_timeout(self, now)) < 0 && errno != EINTR) {
+        /* fds[n] stays as set here when the socket had a message before any poll. */
+        fds[n] = (struct pollfd){.fd = -1, .revents = POLLIN};
+        int rc = fz_net_wait(&dealer, 1, fds, n, s_timeout(self, now));
+        if (rc < 0 && errno != EINTR) {
             fz_error("poll failed: %s", strerror(errno));
             break;
         }
-        while (s_recv(self))
+        /* Woken by the agent, the keeper or git only: nothing came from the broker (the
+           next wait looks at the socket's events first), so no read is tried. */
+        while ((rc < 0 || fds[n].revents) && s_recv(self))
             ;
         fz_bg_collect(self->bg); /* finished git jobs move their attempts on */
         now = fz_clock_ms();
