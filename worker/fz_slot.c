@@ -547,7 +547,7 @@ static void s_on_cancel(fz_slot_t *self, fz_msg_t *msg)
     if (self->ahead && fz_msg_uint(self->ahead, "task", 0) == task &&
         (!attempt || fz_msg_uint(self->ahead, "attempt", 0) == attempt)) {
         /* Held ahead, never started: given back as not taken. A cancel the broker asked for
-           ends the task as cancelled all the same (PROTOCOL.md section 6). */
+           ends the task as cancelled all the same (PROTOCOL.md section 5). */
         fz_info("task %llu: cancel of the dispatch held ahead (%s)", (unsigned long long)task,
                 fz_msg_str(msg, "reason", "cancelled", NULL));
         s_result_simple(self, task, (uint32_t)fz_msg_uint(self->ahead, "attempt", 0),
