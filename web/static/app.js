@@ -218,7 +218,9 @@ function renderOverview(d) {
   const allWorkers = d.workers.workers || [];
   const workers = allWorkers.slice().sort((a, b) => (a.name < b.name ? -1 : 1)).slice(0, MAX_ROWS).map((w) => el("tr", { "data-worker": w.name },
     el("td", {}, oneline(w.name, 40)), el("td", {}, w.any_model ? "any" : oneline((w.models || []).join(", "), 50)),
-    el("td", {}, w.state), el("td", {}, w.task ? el("a", { href: "#/task/" + w.task }, "#" + w.task) : "-"),
+    el("td", {}, w.state), el("td", {}, w.task ? el("a", { href: "#/task/" + w.task }, "#" + w.task) : "-",
+      // fz-worker --prefetch: the task it holds to start next
+      w.next ? [" then ", el("a", { href: "#/task/" + w.next }, "#" + w.next)] : null),
     el("td", {}, (w.unhealthy || []).length ? "unhealthy: " + oneline(w.unhealthy.map((m) => m || "all").join(", "), 40) : "ok")));
   const recent = (d.recent.tasks || []).slice().reverse().map((t) => el("tr", { "data-task": t.id },
     el("td", {}, taskLink(t)), el("td", {}, stateTag(t.state)), el("td", { class: "txt" }, title(t)),
