@@ -752,6 +752,38 @@ static void test_prefetch_reconnect_between_tasks(void **state)
     s_fx_destroy(&fx);
 }
 
+/* A commit that fails reloads the broker from the store: the worker keeps what it runs and
+   what it holds, and the broker takes both back (fz_workers_reattach_next). */
+static void test_prefetch_survives_a_reload(void **state)
+{
+    (void)state;
+    setenv("FZ_STORE_MAX_PAGES", "60", 1); /* about 240 KiB: big submits fill it */
+    fx_t *fx = s_fx(NULL);
+    unsetenv("FZ_STORE_MAX_PAGES");
+    uint64_t a, b;
+    zsock_t *w = s_prefetch_two(fx, &a, &b);
+    char big[2001];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    bool refused = false;
+    for (int i = 0; i < 400 && !refused; i++) {
+        fz_enc_t *req = s_req(fx, "submit");
+        fz_enc_str(req, "prompt", big);
+        fz_msg_t *r = s_call(fx, req);
+        refused = fz_msg_is(r, "error");
+        fz_msg_destroy(&r);
+    }
+    assert_true(refused); /* a commit failed, and the broker reloaded */
+    assert_int_equal(s_held_ahead(fx), b);
+    assert_int_equal(s_running(fx), 2);
+    s_result(fx, w, a, 1, "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", a, "succeeded");
+    s_result(fx, w, b, 1, "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", b, "succeeded");
+    zsock_destroy(&w);
+    s_fx_destroy(&fx);
+}
+
 /* A cancel of the task held ahead goes to the worker, which drops it; the task is cancelled. */
 static void test_prefetch_cancel_held(void **state)
 {
@@ -2493,6 +2525,7 @@ int main(void)
         cmocka_unit_test(test_prefetch_given_back_uses_no_retry),
         cmocka_unit_test(test_prefetch_cancel_held),
         cmocka_unit_test(test_prefetch_reconnect_between_tasks),
+        cmocka_unit_test(test_prefetch_survives_a_reload),
         cmocka_unit_test(test_cancel_running_goes_through_the_worker),
         cmocka_unit_test(test_silent_worker_loses_its_attempt),
         cmocka_unit_test(test_worker_message_without_hello_is_unknown_peer),
