@@ -220,6 +220,8 @@ typedef struct {
 fz_enc_t *fz_life_move(fz_broker_t *self, fz_task_t *t, fz_state_t to, const fz_move_t *how);
 void fz_life_timed_add(fz_broker_t *self, fz_task_t *t);
 void fz_life_timed_remove(fz_broker_t *self, fz_task_t *t);
+/* The attempt t made stays on record but uses no retry (attempt_base, stored). */
+void fz_life_free_attempt(fz_broker_t *self, fz_task_t *t);
 /* Running with nobody (a restart, a worker cut off): its worker may still claim it or send
    its result; after FZ_ORPHAN_PERIODS heartbeats without either it is lost. */
 void fz_life_orphan(fz_broker_t *self, fz_task_t *t);

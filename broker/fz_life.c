@@ -24,6 +24,12 @@ void fz_life_timed_remove(fz_broker_t *self, fz_task_t *t)
         zlistx_delete(self->timed, handle);
 }
 
+void fz_life_free_attempt(fz_broker_t *self, fz_task_t *t)
+{
+    t->attempt_base++;
+    fz_store_task_flags(self->store, t->id, t->attempt_base, t->cancel_requested);
+}
+
 void fz_life_orphan(fz_broker_t *self, fz_task_t *t)
 {
     t->worker = NULL;
@@ -163,10 +169,7 @@ void fz_life_unrun(fz_broker_t *self, fz_task_t *t)
     if (w && w->next == t) {
         w->next = NULL; /* a prefetched attempt that ended before it started */
     } else if (w) {
-        /* The worker starts its prefetched attempt by itself as this one ends. */
-        w->task = w->next;
-        w->attempt = w->next_attempt;
-        w->next = NULL;
+        fz_worker_take_next(w); /* it starts what it held by itself as this one ends */
         if (!w->task)
             w->idle_since_ms = fz_clock_ms();
     }

@@ -57,6 +57,13 @@ const char *fz_worker_model_for(const fz_worker_t *w, const char *model)
     return "";
 }
 
+void fz_worker_take_next(fz_worker_t *w)
+{
+    w->task = w->next;
+    w->attempt = w->next_attempt;
+    w->next = NULL;
+}
+
 void fz_worker_set_unhealthy(fz_worker_t *w, const char *model)
 {
     if (!*model) {

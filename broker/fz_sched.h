@@ -71,6 +71,8 @@ bool fz_worker_serves(const fz_worker_t *w, const char *model);
 /* The model an attempt of a task for `model` runs on this worker: the task's own, or for a
    task of any model the worker's first healthy allowed model ("" if it announced none). */
 const char *fz_worker_model_for(const fz_worker_t *w, const char *model);
+/* Its attempt ended: what it held ahead (--prefetch) is the one it runs now, or nothing. */
+void fz_worker_take_next(fz_worker_t *w);
 /* Marks the worker unhealthy for model ("" = for every model). */
 void fz_worker_set_unhealthy(fz_worker_t *w, const char *model);
 

@@ -44,9 +44,28 @@ void fz_workers_gone(fz_broker_t *self, fz_worker_t *w, const char *reason)
 void fz_workers_unprefetch(fz_broker_t *self, fz_worker_t *w, const char *why)
 {
     fz_task_t *t = w->next;
-    t->attempt_base++;
-    fz_store_task_flags(self->store, t->id, t->attempt_base, t->cancel_requested);
+    fz_life_free_attempt(self, t);
     fz_life_lost(self, t, why);
+}
+
+/* Gives w back the orphan t: as what it runs, or (ahead) as what it holds next. */
+static void s_take_back(fz_broker_t *self, fz_worker_t *w, fz_task_t *t, uint32_t attempt,
+                        bool ahead)
+{
+    t->worker = w;
+    if (ahead) {
+        w->next = t;
+        w->next_attempt = attempt;
+    } else {
+        w->task = t;
+        w->attempt = attempt;
+    }
+    t->orphan_deadline_ms = 0;
+    fz_life_timed_remove(self, t);
+    fz_info("worker %s re-attached task %llu attempt %u%s", w->name, (unsigned long long)t->id,
+            attempt, ahead ? " (held ahead)" : "");
+    if (t->cancel_requested)
+        fz_life_send_cancel(self, w, t->id, attempt, "cancelled");
 }
 
 /* The worker says it runs (task, attempt): take it back if that is the attempt we expect,
@@ -60,15 +79,7 @@ void fz_workers_reattach(fz_broker_t *self, fz_worker_t *w, uint64_t task, uint3
         fz_life_lost(self, w->task, "the worker runs another task");
     fz_task_t *t = fz_broker_task(self, task);
     if (t && t->state == FZ_STATE_RUNNING && t->attempt == attempt && !t->worker) {
-        t->worker = w;
-        w->task = t;
-        w->attempt = attempt;
-        t->orphan_deadline_ms = 0;
-        fz_life_timed_remove(self, t);
-        fz_info("worker %s re-attached task %llu attempt %u", w->name, (unsigned long long)task,
-                attempt);
-        if (t->cancel_requested)
-            fz_life_send_cancel(self, w, task, attempt, "cancelled");
+        s_take_back(self, w, t, attempt, false);
         return;
     }
     fz_warn("worker %s runs task %llu attempt %u, which is no longer expected: cancelling it",
@@ -81,13 +92,7 @@ void fz_workers_reattach_next(fz_broker_t *self, fz_worker_t *w, uint64_t task, 
     fz_task_t *t = fz_broker_task(self, task);
     if (t && t->state == FZ_STATE_RUNNING && t->attempt == attempt && !t->worker && !w->next &&
         w->task) {
-        t->worker = w;
-        w->next = t;
-        w->next_attempt = attempt;
-        t->orphan_deadline_ms = 0;
-        fz_life_timed_remove(self, t);
-        if (t->cancel_requested)
-            fz_life_send_cancel(self, w, task, attempt, "cancelled");
+        s_take_back(self, w, t, attempt, true);
         return;
     }
     fz_life_send_cancel(self, w, task, attempt, "superseded");
@@ -446,11 +451,8 @@ static void s_wait_quota(fz_broker_t *self, fz_task_t *t, const char *model, dou
 static void s_apply(fz_broker_t *self, fz_worker_t *w, fz_task_t *t, const fz_policy_t *p,
                     fz_class_t cls, const char *model, bool rejected)
 {
-    if (p->free) {
-        /* The attempt stays on record but does not use a retry. */
-        t->attempt_base++;
-        fz_store_task_flags(self->store, t->id, t->attempt_base, false);
-    }
+    if (p->free)
+        fz_life_free_attempt(self, t);
     if (p->unhealthy_model || p->unhealthy_worker)
         s_unhealthy(self, w, cls, p->unhealthy_worker ? "" : model);
     switch (p->next) {
@@ -489,11 +491,8 @@ void fz_workers_result(fz_broker_t *self, zframe_t *from, fz_msg_t *msg, fz_work
         if (!fz_race_late(self, w, id, n, &r))
             fz_info("result of task %llu attempt %u is a duplicate or stale; acknowledged",
                     (unsigned long long)id, n);
-        if (w->task && w->task->id == id && w->attempt == n) {
-            w->task = w->next; /* what it held ahead runs now */
-            w->attempt = w->next_attempt;
-            w->next = NULL;
-        }
+        if (w->task && w->task->id == id && w->attempt == n)
+            fz_worker_take_next(w);
         s_ack_result(self, from, id, n, s_won(self, id, msg));
         return;
     }

@@ -272,6 +272,13 @@ static void s_on_ack(fz_slot_t *self, fz_msg_t *msg)
 
 static void s_on_dispatch(fz_slot_t *self, fz_msg_t **msg_p);
 
+/* True if the dispatch held ahead is (task, attempt); attempt 0 matches any. */
+static bool s_holds(const fz_slot_t *self, uint64_t task, uint32_t attempt)
+{
+    return self->ahead && fz_msg_uint(self->ahead, "task", 0) == task &&
+           (!attempt || fz_msg_uint(self->ahead, "attempt", 0) == attempt);
+}
+
 /* The attempt is over: what was held ahead (--prefetch) starts now. */
 static void s_take_ahead(fz_slot_t *self)
 {
@@ -487,8 +494,7 @@ static void s_on_dispatch(fz_slot_t *self, fz_msg_t **msg_p)
     uint64_t task = fz_msg_uint(msg, "task", 0);
     uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
     if ((self->active && self->task == task && self->attempt == attempt) ||
-        (self->ahead && fz_msg_uint(self->ahead, "task", 0) == task &&
-         fz_msg_uint(self->ahead, "attempt", 0) == attempt)) {
+        (attempt && s_holds(self, task, attempt))) {
         fz_warn("dispatch of task %llu attempt %u again: it runs already; ignored",
                 (unsigned long long)task, attempt);
         return;
@@ -544,8 +550,7 @@ static void s_on_cancel(fz_slot_t *self, fz_msg_t *msg)
 {
     uint64_t task = fz_msg_uint(msg, "task", 0);
     uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
-    if (self->ahead && fz_msg_uint(self->ahead, "task", 0) == task &&
-        (!attempt || fz_msg_uint(self->ahead, "attempt", 0) == attempt)) {
+    if (s_holds(self, task, attempt)) {
         /* Held ahead, never started: given back as not taken. A cancel the broker asked for
            ends the task as cancelled all the same (PROTOCOL.md section 5). */
         fz_info("task %llu: cancel of the dispatch held ahead (%s)", (unsigned long long)task,
