@@ -70,6 +70,11 @@ int fz_keeper_end(const fz_keeper_t *keeper);
    kills whatever is left of its agent and exits), SIGKILL, reaped. ctl_fd is -1 after. */
 void fz_keeper_release(fz_keeper_t *keeper, bool reuse);
 
+/* Ends this process's idle keeper and its keeper spawner, and reaps both, so that nothing
+   of this process outlives it (not even a zombie for init to reap). Call at exit, once no
+   agent runs; a later start makes a new keeper, forked here. */
+void fz_keeper_shutdown(void);
+
 /* The idle keeper's pid (a child of this process that a sweep of its children must spare),
    else 0. */
 pid_t fz_keeper_idle_pid(void);

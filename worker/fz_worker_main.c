@@ -430,6 +430,7 @@ int main(int argc, char **argv)
     fz_slot_t *slot = fz_slot_new(&cfg, err, sizeof err);
     if (!slot) {
         fprintf(stderr, "fz-worker: %s\n", err);
+        fz_keeper_shutdown();
         free(agent);
         return 1;
     }
@@ -437,6 +438,7 @@ int main(int argc, char **argv)
             cfg.models && *cfg.models ? cfg.models : "any model");
     rc = fz_slot_run(slot);
     fz_slot_destroy(&slot);
+    fz_keeper_shutdown();
     free(agent);
     return rc;
 }

@@ -1,7 +1,8 @@
 """Timeouts and cost caps leave nothing behind: an agent that ignores SIGTERM and has a
 child, a grandchild and a setsid'd child is gone, with all of them, within
 timeout + grace + 1 s, and its partial output is kept. An agent that reports costs past its
-cap is stopped and the ledger shows what it reported."""
+cap is stopped and the ledger shows what it reported. A worker that stops has reaped its own
+helpers (the keeper spawner and the idle keeper): none is left, not even a zombie for init."""
 import os
 import sys
 import time
@@ -38,12 +39,29 @@ def alive(pid):
         return False
 
 
+def children(pid):
+    """PIDs whose parent is pid (zombies too)."""
+    kids = []
+    for d in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % d) as fh:
+                if d.isdigit() and int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(d))
+        except (OSError, ValueError):
+            continue
+    return kids
+
+
+def exists(pid):
+    return os.path.exists("/proc/%d" % pid)
+
+
 def body(f):
     f.start_broker("--kill-grace", "1")
     script = os.path.join(f.dir, "agent.sh")
     with open(script, "w") as fh:
         fh.write("case \"$FZ_TASK_ID\" in 1) %s ;; *) %s ;; esac\n" % (STUBBORN, COSTLY))
-    f.start_worker("w", agent="sh " + script)
+    w = f.start_worker("w", agent="sh " + script)
     t0 = time.monotonic()
     tid = f.submit("stubborn", timeout=2)
     h.wait_for(lambda: f.state(tid) == "running", 10, "the agent to start")
@@ -71,6 +89,13 @@ def body(f):
     b = f.ok("budget")
     h.check(abs(b["spent"] - (0.01 + a["cost_usd"])) < 1e-9, "ledger %s" % b)
     h.check(b["reserved"] == 0, "reservation left: %s" % b)
+
+    # The worker's own helpers: after an agent, its keeper spawner and idle keeper.
+    helpers = children(w.pid)
+    h.check(len(helpers) >= 2, "keeper spawner and idle keeper: %s" % helpers)
+    f.kill(w)
+    left = [p for p in helpers if exists(p)]
+    h.check(not left, "the worker exited leaving %s (zombies for init to reap)" % left)
 
 
 h.run("kill_tree", body)
