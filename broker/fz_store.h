@@ -189,6 +189,10 @@ size_t fz_store_task_chain(fz_store_t *self, uint64_t id, char (*models)[65], si
 typedef void(fz_store_live_fn)(void *arg, const fz_task_t *task, const char *worker);
 int fz_store_load_live(fz_store_t *self, fz_store_live_fn *fn, void *arg);
 
+/* The name of the worker attempt n of task id was dispatched to, into worker[65]; -1 if
+   there is no such attempt. */
+int fz_store_attempt_worker(fz_store_t *self, uint64_t id, uint32_t n, char *worker);
+
 /* Sum of the costs of attempts that ended in [from, to). */
 double fz_store_spent(fz_store_t *self, double from, double to);
 /* True if a task with this id exists; *state_p gets its state. */

@@ -105,6 +105,25 @@ double fz_store_spent(fz_store_t *self, double from, double to)
     return v;
 }
 
+static const char *SQL_ATTEMPT_WORKER = "SELECT worker FROM attempts WHERE task = ?1 AND n = ?2";
+
+int fz_store_attempt_worker(fz_store_t *self, uint64_t id, uint32_t n, char *worker)
+{
+    sqlite3_stmt *st = fz_sql_stmt(self, SQL_ATTEMPT_WORKER);
+    if (!st)
+        return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+    sqlite3_bind_int64(st, 2, n);
+    int rc = -1;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const unsigned char *name = sqlite3_column_text(st, 0);
+        snprintf(worker, 65, "%s", name ? (const char *)name : "");
+        rc = 0;
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
 static const char *SQL_EXISTS = "SELECT state FROM tasks WHERE id = ?1";
 
 bool fz_store_task_exists(fz_store_t *self, uint64_t id, fz_state_t *state_p)

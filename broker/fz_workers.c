@@ -126,6 +126,25 @@ static void s_worker_models(fz_broker_t *self, fz_worker_t *w, fz_msg_t *msg, fz
     }
 }
 
+/* The hello names the attempt the worker held ahead (--prefetch) and dropped unstarted at a
+   reconnect. A restarted broker holds it as an orphan, which would wait for a result that
+   cannot come and then count as a lost attempt: it is requeued now and uses no retry. Only
+   the worker it was dispatched to can give it back. */
+static void s_dropped(fz_broker_t *self, fz_worker_t *w, fz_msg_t *msg)
+{
+    uint64_t id = fz_msg_uint(msg, "dropped_task", 0);
+    uint32_t attempt = (uint32_t)fz_msg_uint(msg, "dropped_attempt", 0);
+    fz_task_t *t = id ? fz_broker_task(self, id) : NULL;
+    char to[65];
+    if (!t || t->state != FZ_STATE_RUNNING || t->worker || t->attempt != attempt ||
+        fz_store_attempt_worker(self->store, id, attempt, to) < 0 || strcmp(to, w->name) != 0)
+        return; /* handed back already (the broker saw the reconnect), or not this one's */
+    fz_info("worker %s gave back task %llu attempt %u, held ahead and not started", w->name,
+            (unsigned long long)id, attempt);
+    fz_life_free_attempt(self, t);
+    fz_life_lost(self, t, "held ahead by a worker that reconnected: not started");
+}
+
 /* A hello on a connection we know: the worker re-introduces itself (it missed our welcome,
    or we restarted in between). Refresh it in place. */
 static void s_rehello(fz_broker_t *self, fz_worker_t *w, zframe_t *from, fz_msg_t *msg)
@@ -146,6 +165,7 @@ static void s_rehello(fz_broker_t *self, fz_worker_t *w, zframe_t *from, fz_msg_
     uint32_t attempt = (uint32_t)fz_msg_uint(msg, "attempt", 0);
     if (task && !(w->task && w->task->id == task && w->attempt == attempt))
         fz_workers_reattach(self, w, task, attempt);
+    s_dropped(self, w, msg);
 }
 
 _Static_assert(sizeof(((fz_worker_t *)0)->user) >= FZ_AUTH_USER, "a user id fits a worker");
@@ -229,6 +249,7 @@ void fz_workers_hello(fz_broker_t *self, zframe_t *from, fz_msg_t *msg)
     fz_outbox_reply(self, from, fz_msg_rid(msg), r);
     if (task)
         fz_workers_reattach(self, w, task, attempt);
+    s_dropped(self, w, msg);
 
     s_worker_event(self, FZ_TOPIC_WORKER_JOINED, w);
     fz_info("worker %s joined (%zu models%s)", w->name, w->nmodels, w->any_model ? ", any" : "");

@@ -64,6 +64,11 @@ struct fz_slot_t {
     /* --prefetch: the dispatch taken while the current attempt runs, started as it ends.
        Its agent has not started, so a hello drops it: the broker gives it again. */
     fz_msg_t *ahead;
+    /* The held attempt a hello dropped, named in every hello until one is welcomed: a
+       restarted broker, which holds it as an orphan, requeues it then and not after its
+       orphan wait, and counts no retry for it. 0 = none. */
+    uint64_t dropped_task;
+    uint32_t dropped_attempt;
     pending_t pending[FZ_MAX_PENDING];
     size_t npending;
     int64_t next_resend_ms;
@@ -134,10 +139,16 @@ static void s_hello(fz_slot_t *self)
     if (self->cfg.prefetch)
         fz_enc_bool(e, "prefetch", true);
     if (self->ahead) {
+        self->dropped_task = fz_msg_uint(self->ahead, "task", 0);
+        self->dropped_attempt = (uint32_t)fz_msg_uint(self->ahead, "attempt", 0);
         fz_info("task %llu: dropped the dispatch held ahead (a new hello: the broker gives it "
                 "again)",
-                (unsigned long long)fz_msg_uint(self->ahead, "task", 0));
+                (unsigned long long)self->dropped_task);
         fz_msg_destroy(&self->ahead);
+    }
+    if (self->dropped_task) {
+        fz_enc_uint(e, "dropped_task", self->dropped_task);
+        fz_enc_uint(e, "dropped_attempt", self->dropped_attempt);
     }
     s_send(self, &e);
 }
@@ -573,6 +584,7 @@ static void s_on_cancel(fz_slot_t *self, fz_msg_t *msg)
 static void s_on_welcome(fz_slot_t *self, fz_msg_t *msg)
 {
     self->welcomed = true;
+    self->dropped_task = 0; /* that hello said it */
     self->backoff_ms = 1000;
     self->hb_ms = (uint32_t)fz_msg_uint(msg, "heartbeat_ms", self->hb_ms);
     /* The broker's interval may be shorter than ours: the next heartbeat keeps to it. */

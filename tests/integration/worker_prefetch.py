@@ -1,9 +1,12 @@
 """fz-worker --prefetch (issue 14): a worker takes the next task while one runs and starts it
 the moment that one ends, never two agents at once; the held task shows in `workers`, a
-cancel of it ends it cancelled while the running one goes on, and a stopped worker gives it
-back to the queue; --prefetch with --once is a usage error."""
+cancel of it ends it cancelled while the running one goes on, a stopped worker gives it
+back to the queue, and so does a worker whose broker restarted (at its hello, using no
+retry); --prefetch with --once is a usage error."""
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 
@@ -65,6 +68,39 @@ def cancel_and_stop(f):
         f.ok("cancel", task=i)
 
 
+def broker_restart(f):
+    """The broker is SIGKILLed and restarted while the worker runs one task and holds the
+    next: the worker keeps the one it runs, and the one it held, dropped at its hello, is
+    given back then (no retry used) instead of waiting out the orphan timeout as lost."""
+    go = os.path.join(f.dir, "go")
+    agent = ("sh -c 'if [ \"$FZ_TASK_ID\" = %d ]; then while [ ! -e %s ]; do sleep 0.05; "
+             "done; fi'")
+    long_id = f.submit("long, across a restart")
+    short_id = f.submit("short, held across a restart")
+    w = f.start_worker("pf3", "--prefetch", agent=agent % (long_id, go))
+    h.wait_for(lambda: held(f, "pf3") == short_id, 15, "the short task to be held ahead")
+    f.kill(f.broker, signal.SIGKILL)
+    f.start_broker("--heartbeat", "200")
+    # (It is then dispatched ahead again, as the worker still runs the long one.)
+    h.wait_for(lambda: f.task(short_id)["attempts"][0].get("outcome") == "lost", 15,
+               "the held task to be given back")
+    h.check(f.state(long_id) == "running", "the running task after the restart: %s"
+            % f.state(long_id))
+    open(go, "w").close()
+    states = f.wait_states([long_id, short_id], {"succeeded", "failed"}, 30)
+    h.check(all(s == "succeeded" for s in states.values()), "states: %s" % states)
+    first = f.task(short_id)["attempts"][0]
+    h.check(first["outcome"] == "lost" and "not started" in first.get("summary", ""),
+            "the held attempt: %s" % first)
+    h.check(len(f.task(long_id)["attempts"]) == 1, "the running task ran again")
+    with contextlib.closing(sqlite3.connect("file:%s?mode=ro" % f.db, uri=True)) as db:
+        base = db.execute("SELECT attempt_base FROM tasks WHERE id = ?", (short_id,)).fetchone()
+    h.check(base == (1,), "the held attempt used a retry: attempt_base %s" % (base,))
+    print("--prefetch across a broker restart: the running task kept, the held one given back "
+          "at the hello (%s)" % first["summary"])
+    f.kill(w)
+
+
 def bad_flags(f):
     r = subprocess.run([os.path.join(h.BIN, "fz-worker"), "--dry-run", "--prefetch", "--once"],
                        env=f.env, capture_output=True, text=True, timeout=10)
@@ -76,6 +112,7 @@ def body(f):
     bad_flags(f)
     runs_ahead_never_two(f)
     cancel_and_stop(f)
+    broker_restart(f)
 
 
 h.run("worker_prefetch", body)

@@ -348,12 +348,9 @@ static const char *s_attempt_row(fx_t *fx, uint64_t id, int n, const char *colum
 
 /* ---------------------------------------------------------------- fake workers */
 
-static zsock_t *s_worker_hello(fx_t *fx, const char *name, const char *nonce, uint64_t task,
-                               uint32_t attempt)
+/* A hello that claims (task, attempt) if task is not 0; the caller may add to it. */
+static fz_enc_t *s_hello_enc(const char *name, const char *nonce, uint64_t task, uint32_t attempt)
 {
-    zsock_t *w = fz_net_socket(ZMQ_DEALER);
-    assert_non_null(w);
-    assert_int_equal(zsock_connect(w, "%s", fx->ep), 0);
     fz_enc_t *hello = fz_enc_new("hello", 1);
     fz_enc_str(hello, "name", name);
     fz_enc_str(hello, "nonce", nonce);
@@ -361,8 +358,23 @@ static zsock_t *s_worker_hello(fx_t *fx, const char *name, const char *nonce, ui
         fz_enc_uint(hello, "task", task);
         fz_enc_uint(hello, "attempt", attempt);
     }
+    return hello;
+}
+
+/* A new worker connection that sends hello. */
+static zsock_t *s_worker_send_hello(fx_t *fx, fz_enc_t *hello)
+{
+    zsock_t *w = fz_net_socket(ZMQ_DEALER);
+    assert_non_null(w);
+    assert_int_equal(zsock_connect(w, "%s", fx->ep), 0);
     assert_int_equal(fz_net_send(w, NULL, &hello), 0);
     return w;
+}
+
+static zsock_t *s_worker_hello(fx_t *fx, const char *name, const char *nonce, uint64_t task,
+                               uint32_t attempt)
+{
+    return s_worker_send_hello(fx, s_hello_enc(name, nonce, task, attempt));
 }
 
 /* A worker that said hello and was welcomed. */
@@ -626,14 +638,9 @@ static void test_rejected_is_requeued_without_using_a_retry(void **state)
 /* A worker that said hello with prefetch: true (fz-worker --prefetch). */
 static zsock_t *s_worker_prefetch(fx_t *fx, const char *name)
 {
-    zsock_t *w = fz_net_socket(ZMQ_DEALER);
-    assert_non_null(w);
-    assert_int_equal(zsock_connect(w, "%s", fx->ep), 0);
-    fz_enc_t *hello = fz_enc_new("hello", 1);
-    fz_enc_str(hello, "name", name);
-    fz_enc_str(hello, "nonce", name);
+    fz_enc_t *hello = s_hello_enc(name, name, 0, 0);
     fz_enc_bool(hello, "prefetch", true);
-    assert_int_equal(fz_net_send(w, NULL, &hello), 0);
+    zsock_t *w = s_worker_send_hello(fx, hello);
     fz_msg_destroy((fz_msg_t *[]){s_expect(fx, w, "welcome")});
     return w;
 }
@@ -749,6 +756,50 @@ static void test_prefetch_reconnect_between_tasks(void **state)
     assert_int_equal(s_running(fx), 0);
     assert_string_equal(s_attempt_row(fx, a, 2, "worker"), ""); /* no second attempt */
     zsock_destroy(&w2);
+    s_fx_destroy(&fx);
+}
+
+/* A hello of a worker whose broker went away: it runs (task, attempt), if any, and dropped
+   unstarted the attempt it held ahead (dropped, dropped_attempt). */
+static zsock_t *s_worker_dropped(fx_t *fx, const char *name, uint64_t task, uint64_t dropped,
+                                 uint32_t dropped_attempt)
+{
+    fz_enc_t *hello = s_hello_enc(name, "after-restart", task, 1);
+    fz_enc_uint(hello, "dropped_task", dropped);
+    fz_enc_uint(hello, "dropped_attempt", dropped_attempt);
+    zsock_t *w = s_worker_send_hello(fx, hello);
+    fz_msg_destroy((fz_msg_t *[]){s_expect(fx, w, "welcome")});
+    return w;
+}
+
+/* After a broker restart, what the worker held ahead and dropped at its hello is requeued at
+   once and uses no retry, rather than waiting out the orphan timeout as a lost attempt; only
+   the worker it went to can give it back. */
+static void test_prefetch_restart_gives_back_held(void **state)
+{
+    (void)state;
+    fx_t *fx = s_fx(NULL);
+    uint64_t a, b;
+    zsock_t *w = s_prefetch_two(fx, &a, &b);
+    zsock_destroy(&w);
+    s_stop_broker(fx);
+    s_start_broker(fx);
+    assert_string_equal(s_row(fx, b, "state"), "running");
+
+    zsock_t *other = s_worker_dropped(fx, "w3", 0, b, 1); /* not the worker b went to */
+    assert_string_equal(s_row(fx, b, "state"), "running");
+    zsock_t *back = s_worker_dropped(fx, "w1", a, b, 1);
+    s_assert_event(fx, "task.requeued", b, "queued");
+    assert_string_equal(s_row(fx, b, "attempt_base"), "1");
+    assert_string_equal(s_attempt_row(fx, b, 1, "outcome"), "lost");
+    assert_string_equal(s_row(fx, a, "state"), "running"); /* claimed: taken back */
+    assert_int_equal(s_dispatched(fx, other, b), 2);
+    s_result(fx, back, a, 1, "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", a, "succeeded");
+    s_result(fx, other, b, 2, "exited", 0, 0);
+    s_assert_event(fx, "task.succeeded", b, "succeeded");
+    zsock_destroy(&other);
+    zsock_destroy(&back);
     s_fx_destroy(&fx);
 }
 
@@ -2532,6 +2583,7 @@ int main(void)
         cmocka_unit_test(test_name_taken_while_the_first_lives),
         cmocka_unit_test(test_rehello_keeps_the_running_attempt),
         cmocka_unit_test(test_restart_reattach_and_superseded),
+        cmocka_unit_test(test_prefetch_restart_gives_back_held),
         cmocka_unit_test(test_dependency_failure_and_revival),
         cmocka_unit_test(test_retry_by_state),
         cmocka_unit_test(test_submit_refusals_carry_reasons),
