@@ -490,53 +490,15 @@ static void s_settle_outcome(fz_agent_t *self, bool have_status, int wstatus)
     st->stopping = false;
 }
 
-/* Waits until our unreaped child pid has ended or up to ms milliseconds, through a pidfd
-   (*pidfd, opened at the first call; the pid cannot be reused while it is our unreaped
-   child), so that the wait ends the moment it exits: a fixed 1 ms sleep here cost every
-   attempt up to a millisecond (the keeper is usually still exiting when it is first asked).
-   Without pidfds (ENOSYS), a 1 ms sleep. */
-static void s_wait_child(pid_t pid, int *pidfd, int64_t ms)
-{
-#ifdef SYS_pidfd_open
-    if (*pidfd < 0)
-        *pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (*pidfd >= 0) {
-        struct pollfd exit_fd = {*pidfd, POLLIN, 0};
-        poll(&exit_fd, 1, ms > INT_MAX ? INT_MAX : ms < 1 ? 1 : (int)ms);
-        return;
-    }
-#else
-    (void)pid, (void)pidfd, (void)ms;
-#endif
-    s_sleep_ms(1);
-}
-
 /* Reaps the keeper, which is a zombie or has just been sent SIGKILL: a few microseconds,
    bounded all the same. */
 static bool s_reap_keeper(fz_agent_t *self, int *wstatus)
 {
-    int64_t give_up = fz_agent_now_ms() + S_DESTROY_MAX_MS;
-    int pidfd = -1;
-    bool reaped = false;
-    for (;;) {
-        pid_t r = waitpid(self->keeper.pid, wstatus, WNOHANG);
-        if (r == self->keeper.pid) {
-            reaped = true;
-            break;
-        }
-        if (r < 0 && errno != EINTR)
-            break;
-        int64_t now = fz_agent_now_ms();
-        if (r == 0 && now >= give_up) {
-            fz_warn("the keeper %d of an agent did not die after SIGKILL; leaving it",
-                    (int)self->keeper.pid);
-            break;
-        }
-        if (r == 0)
-            s_wait_child(self->keeper.pid, &pidfd, give_up - now);
-    }
-    fz_close(&pidfd);
-    return reaped;
+    pid_t r = fz_proctab_reap_within(self->keeper.pid, wstatus, S_DESTROY_MAX_MS);
+    if (r == 0)
+        fz_warn("the keeper %d of an agent did not die after SIGKILL; leaving it",
+                (int)self->keeper.pid);
+    return r == self->keeper.pid;
 }
 
 /* Waits up to wait_ms for the keeper's word that the agent is ended. How many descendants

@@ -730,40 +730,13 @@ static int s_new_keeper(fz_keeper_t *k)
     return 0;
 }
 
-/* Ends a keeper: EOF on its socket (it kills what is left of its agent and exits), then
-   SIGKILL and the reap (our unreaped child: its pid is safe to signal). */
-/* Reaps pid, our child, once it has exited within ms: true then. Waits on a pidfd where the
-   kernel has them (no polling); else looks every 200 us. */
-static bool s_reap_within(pid_t pid, int64_t ms)
-{
-    int64_t give_up = fz_clock_ms() + ms;
-    pid_t r;
-#ifdef SYS_pidfd_open
-    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (fd >= 0) {
-        struct pollfd p = {fd, POLLIN, 0};
-        while ((r = waitpid(pid, NULL, WNOHANG)) == 0) {
-            int64_t left = give_up - fz_clock_ms();
-            if (left <= 0 || (poll(&p, 1, (int)left) < 0 && errno != EINTR))
-                break;
-        }
-        close(fd);
-        return r != 0;
-    }
-#endif
-    struct timespec tick = {0, 200000L};
-    while ((r = waitpid(pid, NULL, WNOHANG)) == 0 && fz_clock_ms() < give_up)
-        nanosleep(&tick, NULL);
-    return r != 0;
-}
-
 /* Closes k's socket (the keeper kills what is left of its agent and exits), then reaps it:
    after its guard (a few ms at most when something of an agent is left, bounded), else
    SIGKILL. */
 static void s_end_keeper(fz_keeper_t *k)
 {
     fz_close(&k->ctl_fd);
-    if (k->pid > 0 && !s_reap_within(k->pid, FZ_PROCTAB_SWEEP_MAX_MS + 500)) {
+    if (k->pid > 0 && fz_proctab_reap_within(k->pid, NULL, FZ_PROCTAB_SWEEP_MAX_MS + 500) == 0) {
         kill(k->pid, SIGKILL);
         while (waitpid(k->pid, NULL, 0) < 0 && errno == EINTR)
             ;

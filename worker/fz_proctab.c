@@ -6,10 +6,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A decimal number with an optional '-' in [p, end); returns where it stops, NULL if there
@@ -322,4 +325,41 @@ int fz_proctab_sweep_children_but(pid_t parent, const pid_t *spare, size_t nspar
         fz_proctab_each(s_sweep_visit, &sweep);
     }
     return sweep.seen;
+}
+
+static int64_t s_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+pid_t fz_proctab_reap_within(pid_t pid, int *wstatus, int64_t ms)
+{
+    int64_t give_up = s_now_ms() + ms;
+    int fd = -1;
+#ifdef SYS_pidfd_open
+    fd = (int)syscall(SYS_pidfd_open, pid, 0);
+#endif
+    pid_t r;
+    for (;;) {
+        r = waitpid(pid, wstatus, WNOHANG);
+        if (r < 0 && errno == EINTR)
+            continue;
+        int64_t left = give_up - s_now_ms();
+        if (r != 0 || left <= 0)
+            break;
+        struct pollfd exited = {fd, POLLIN, 0};
+        if (fd < 0 ||
+            (poll(&exited, 1, left > INT_MAX ? INT_MAX : (int)left) < 0 && errno != EINTR)) {
+            struct timespec tick = {0, 200000L};
+            nanosleep(&tick, NULL);
+        }
+    }
+    if (fd >= 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+    }
+    return r;
 }

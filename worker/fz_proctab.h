@@ -3,10 +3,11 @@
     Owns: parsing /proc/PID/stat (state, parent, group) and the signal masks of
     /proc/PID/status, reading them for one process, walking
     every process, and the two questions fz_agent asks of the table (is anyone but the leader
-    left in a group; kill and reap the children of a process). One reader serves both the
+    left in a group; kill and reap the children of a process), and a bounded wait for one
+    child's exit. One reader serves both the
     worker and the keeper: everything here is async-signal-safe (no malloc, stdio or locks,
-    only open/read/getdents64/close, kill and waitpid), so the keeper may call it in its forked
-    child. fz_proctab_parse_stat is pure. */
+    only open/read/getdents64/close, kill, waitpid, poll and clock_gettime), so the keeper may call
+   it in its forked child. fz_proctab_parse_stat is pure. */
 
 #ifndef FZ_PROCTAB_H
 #define FZ_PROCTAB_H
@@ -59,5 +60,12 @@ int fz_proctab_sweep_children(pid_t parent);
 /* fz_proctab_sweep_children sparing the children spare[0..nspare) (0 entries: none), which
    are neither signalled, reaped nor counted. */
 int fz_proctab_sweep_children_but(pid_t parent, const pid_t *spare, size_t nspare);
+
+/* Waits up to ms for pid, a child of the caller, to exit, and reaps it (*wstatus, may be
+   NULL): pid once reaped, 0 if it still runs when the time is up, -1 if it is not ours to
+   wait for (errno). Waits on a pidfd where the kernel has them, so that the wait ends the
+   moment the child exits (an unreaped child keeps its pid: the pidfd cannot name another
+   process); else looks every 200 us. */
+pid_t fz_proctab_reap_within(pid_t pid, int *wstatus, int64_t ms);
 
 #endif
